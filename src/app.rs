@@ -1,0 +1,43 @@
+//! Process-wide state shared by every request: configuration and the clients of the outside
+//! services, each built once and lazily connected.
+
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
+use crate::cache::Cache;
+use crate::config::{Config, ConfigError};
+use crate::db::Pool;
+
+pub struct App {
+    pub config: Config,
+    pub db: Pool,
+    pub cache: Cache,
+    pub auth: Authenticator,
+    /// The one HTTP client for outside services (JWKS, Upstash, the model).
+    pub http: reqwest::Client,
+}
+
+impl App {
+    pub fn from_env() -> Result<Arc<App>, ConfigError> {
+        Ok(Self::new(Config::from_env()?))
+    }
+
+    /// Builds the clients; nothing connects until first use.
+    pub fn new(config: Config) -> Arc<App> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .user_agent(concat!("gcbb/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with static settings");
+        let db = Pool::new(config.database.clone(), config.db_pool_size);
+        let cache = Cache::new(&config.cache, http.clone(), config.cache_timeout);
+        let auth = Authenticator::new(&config.clerk, http.clone());
+        Arc::new(App {
+            config,
+            db,
+            cache,
+            auth,
+            http,
+        })
+    }
+}

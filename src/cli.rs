@@ -1,0 +1,28 @@
+//! The `gcbb` command line: local server, database tools.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "gcbb", version, about = "GCBB functions: local server and database tools")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve every route of vercel.json and public/ on http://localhost:3000.
+    Dev(crate::dev::DevArgs),
+    /// Migrations (Prisma-compatible): status, deploy, resolve, new, reset.
+    Db(crate::migrate::DbArgs),
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    crate::telemetry::init();
+    match cli.command {
+        Command::Dev(args) => crate::dev::run(args).await,
+        Command::Db(args) => crate::migrate::run(args).await,
+    }
+}

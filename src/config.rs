@@ -1,0 +1,392 @@
+//! Typed configuration, read from the environment only, with named defaults.
+//!
+//! Everything is parsed once at start-up; a bad value stops the process with the variable's
+//! name instead of failing in the middle of a request.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::db::DbConfig;
+
+/// Largest request body any handler accepts unless a route says otherwise.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
+/// Connections each process keeps to Postgres (Neon's pooler multiplexes them further).
+pub const DEFAULT_DB_POOL_SIZE: usize = 4;
+/// How long one connection attempt may take; a suspended Neon compute wakes in well under this.
+pub const DEFAULT_DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on a request-path query before the handler answers 503.
+pub const DEFAULT_DB_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout for one cache round trip; a slower cache is treated as down.
+pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Owner id of platform-made companions and demo group chats.
+pub const DEFAULT_SYSTEM_USER_ID: &str = "system";
+/// Port of `gcbb dev`.
+pub const DEFAULT_DEV_PORT: u16 = 3000;
+/// Database `gcbb dev` creates and uses when `DATABASE_URL` is unset.
+pub const DEFAULT_DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/gcbb_dev";
+/// Migration history folder, relative to the project root.
+pub const DEFAULT_MIGRATIONS_DIR: &str = "migrations";
+/// `lock_timeout` set by `gcbb db deploy` for each migration statement.
+pub const DEFAULT_MIGRATE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often `gcbb db deploy` retries a migration that hit `lock_timeout`.
+pub const DEFAULT_MIGRATE_LOCK_RETRIES: u32 = 3;
+/// How long `gcbb db` waits for Prisma's advisory lock before giving up.
+pub const DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clock skew allowed on `exp`, `nbf` and `iat` of session tokens.
+pub const DEFAULT_CLERK_LEEWAY: Duration = Duration::from_secs(5);
+
+/// A configuration problem, always naming the variable at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{name} is required but not set")]
+    Missing { name: &'static str },
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Where the cache lives, chosen from the environment in DESIGN.md §2's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheBackend {
+    /// Upstash REST (`UPSTASH_REDIS_REST_*`, else `KV_REST_API_*`).
+    Upstash { url: String, token: String },
+    /// Native Redis protocol (`REDIS_URL`).
+    Redis { url: String },
+    /// In-process memory only.
+    Memory,
+}
+
+impl CacheBackend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CacheBackend::Upstash { .. } => "upstash",
+            CacheBackend::Redis { .. } => "redis",
+            CacheBackend::Memory => "memory",
+        }
+    }
+}
+
+/// Where the session-token verification key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClerkKey {
+    /// `CLERK_JWT_KEY`: the instance's public key as PEM.
+    Pem(String),
+    /// `CLERK_JWKS_URL`: fetched once, cached, refetched on an unknown `kid`.
+    JwksUrl(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClerkConfig {
+    /// None: nobody can sign in, every request is anonymous, and any token is 401.
+    pub key: Option<ClerkKey>,
+    pub issuer: Option<String>,
+    pub authorized_parties: Vec<String>,
+    pub leeway: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`: the request path's database (on Neon, the pooled URL).
+    pub database: DbConfig,
+    /// `DATABASE_URL_UNPOOLED` or `DIRECT_URL`: direct connection for `gcbb db`.
+    pub direct_database: Option<DbConfig>,
+    /// `SHADOW_DATABASE_URL`: scratch database for drift checks.
+    pub shadow_database: Option<DbConfig>,
+    pub cache: CacheBackend,
+    pub cron_secret: Option<String>,
+    pub clerk: ClerkConfig,
+    pub system_user_id: String,
+    pub body_limit: usize,
+    pub db_pool_size: usize,
+    pub db_connect_timeout: Duration,
+    pub db_query_timeout: Duration,
+    pub cache_timeout: Duration,
+    /// `VERCEL_ENV`, set on Vercel (production, preview, development).
+    pub vercel_env: Option<String>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads a given set of variables; empty values count as unset.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Env(vars);
+        let database = env.db_url("DATABASE_URL")?.ok_or(ConfigError::Missing {
+            name: "DATABASE_URL",
+        })?;
+        let direct_database = match env.db_url("DATABASE_URL_UNPOOLED")? {
+            Some(url) => Some(url),
+            None => env.db_url("DIRECT_URL")?,
+        };
+        Ok(Config {
+            database,
+            direct_database,
+            shadow_database: env.db_url("SHADOW_DATABASE_URL")?,
+            cache: cache_backend(&env)?,
+            cron_secret: env.get("CRON_SECRET"),
+            clerk: clerk_config(&env)?,
+            system_user_id: env
+                .get("SYSTEM_USER_ID")
+                .unwrap_or_else(|| DEFAULT_SYSTEM_USER_ID.to_owned()),
+            body_limit: env.parse("BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT_BYTES)?,
+            db_pool_size: env.parse("DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE)?,
+            db_connect_timeout: env.millis("DB_CONNECT_TIMEOUT_MS", DEFAULT_DB_CONNECT_TIMEOUT)?,
+            db_query_timeout: env.millis("DB_QUERY_TIMEOUT_MS", DEFAULT_DB_QUERY_TIMEOUT)?,
+            cache_timeout: env.millis("CACHE_TIMEOUT_MS", DEFAULT_CACHE_TIMEOUT)?,
+            vercel_env: env.get("VERCEL_ENV"),
+        })
+    }
+
+    /// The database `gcbb db` should use: the direct URL when given, else `DATABASE_URL`.
+    pub fn migration_database(&self) -> &DbConfig {
+        self.direct_database.as_ref().unwrap_or(&self.database)
+    }
+}
+
+/// Parsing helpers over a variable map; every error names its variable.
+pub(crate) struct Env<'a>(pub(crate) &'a HashMap<String, String>);
+
+impl Env<'_> {
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub(crate) fn parse<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    pub(crate) fn millis(
+        &self,
+        name: &'static str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let ms: u64 = self.parse(name, default.as_millis() as u64)?;
+        Ok(Duration::from_millis(ms))
+    }
+
+    fn db_url(&self, name: &'static str) -> Result<Option<DbConfig>, ConfigError> {
+        self.get(name)
+            .map(|raw| {
+                DbConfig::parse(&raw).map_err(|e| ConfigError::Invalid {
+                    name,
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    fn http_url(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        let parsed = url::Url::parse(&raw).map_err(|e| ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ConfigError::Invalid {
+                name,
+                reason: "must be an http(s) URL".into(),
+            });
+        }
+        Ok(Some(raw.trim_end_matches('/').to_owned()))
+    }
+}
+
+fn cache_backend(env: &Env) -> Result<CacheBackend, ConfigError> {
+    for (url_var, token_var) in [
+        ("UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN"),
+        ("KV_REST_API_URL", "KV_REST_API_TOKEN"),
+    ] {
+        if let Some(url) = env.http_url(url_var)? {
+            let token = env
+                .get(token_var)
+                .ok_or(ConfigError::Missing { name: token_var })?;
+            return Ok(CacheBackend::Upstash { url, token });
+        }
+    }
+    if let Some(url) = env.get("REDIS_URL") {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(ConfigError::Invalid {
+                name: "REDIS_URL",
+                reason: "must start with redis:// or rediss://".into(),
+            });
+        }
+        return Ok(CacheBackend::Redis { url });
+    }
+    Ok(CacheBackend::Memory)
+}
+
+fn clerk_config(env: &Env) -> Result<ClerkConfig, ConfigError> {
+    let key = match (env.get("CLERK_JWT_KEY"), env.http_url("CLERK_JWKS_URL")?) {
+        (Some(pem), _) => {
+            let pem = pem.replace("\\n", "\n");
+            if !pem.contains("-----BEGIN PUBLIC KEY-----") {
+                return Err(ConfigError::Invalid {
+                    name: "CLERK_JWT_KEY",
+                    reason: "must be a PEM public key (-----BEGIN PUBLIC KEY-----)".into(),
+                });
+            }
+            jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
+                ConfigError::Invalid {
+                    name: "CLERK_JWT_KEY",
+                    reason: e.to_string(),
+                }
+            })?;
+            Some(ClerkKey::Pem(pem))
+        }
+        (None, Some(url)) => Some(ClerkKey::JwksUrl(url)),
+        (None, None) => None,
+    };
+    let authorized_parties = env
+        .get("CLERK_AUTHORIZED_PARTIES")
+        .map(|v| {
+            v.split(',')
+                .map(|p| p.trim().trim_end_matches('/').to_owned())
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ClerkConfig {
+        key,
+        issuer: env.get("CLERK_ISSUER"),
+        authorized_parties,
+        leeway: env.millis("CLERK_LEEWAY_MS", DEFAULT_CLERK_LEEWAY)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const DB: (&str, &str) = ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/x");
+
+    #[test]
+    fn a_missing_database_url_is_named() {
+        let err = Config::from_vars(&vars(&[])).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Missing {
+                name: "DATABASE_URL"
+            }
+        );
+        assert!(err.to_string().contains("DATABASE_URL"));
+    }
+
+    #[test]
+    fn a_bad_number_names_its_variable() {
+        let err = Config::from_vars(&vars(&[DB, ("DB_POOL_SIZE", "many")])).unwrap_err();
+        assert!(err.to_string().starts_with("DB_POOL_SIZE is invalid"), "{err}");
+    }
+
+    #[test]
+    fn upstash_wins_over_kv_and_redis() {
+        let c = Config::from_vars(&vars(&[
+            DB,
+            ("UPSTASH_REDIS_REST_URL", "https://a.upstash.io/"),
+            ("UPSTASH_REDIS_REST_TOKEN", "t"),
+            ("KV_REST_API_URL", "https://b.upstash.io"),
+            ("KV_REST_API_TOKEN", "u"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.cache,
+            CacheBackend::Upstash {
+                url: "https://a.upstash.io".into(),
+                token: "t".into()
+            }
+        );
+    }
+
+    #[test]
+    fn kv_variables_are_the_fallback_for_upstash() {
+        let c = Config::from_vars(&vars(&[
+            DB,
+            ("KV_REST_API_URL", "https://b.upstash.io"),
+            ("KV_REST_API_TOKEN", "u"),
+        ]))
+        .unwrap();
+        assert_eq!(c.cache.name(), "upstash");
+    }
+
+    #[test]
+    fn an_upstash_url_without_its_token_names_the_token() {
+        let err = Config::from_vars(&vars(&[DB, ("UPSTASH_REDIS_REST_URL", "https://a.io")]))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Missing {
+                name: "UPSTASH_REDIS_REST_TOKEN"
+            }
+        );
+    }
+
+    #[test]
+    fn no_cache_variables_means_memory() {
+        let c = Config::from_vars(&vars(&[DB])).unwrap();
+        assert_eq!(c.cache, CacheBackend::Memory);
+        assert_eq!(c.system_user_id, DEFAULT_SYSTEM_USER_ID);
+        assert_eq!(c.body_limit, DEFAULT_BODY_LIMIT_BYTES);
+    }
+
+    #[test]
+    fn a_redis_url_of_another_scheme_is_refused() {
+        let err = Config::from_vars(&vars(&[DB, ("REDIS_URL", "http://x")])).unwrap_err();
+        assert!(err.to_string().starts_with("REDIS_URL"));
+    }
+
+    #[test]
+    fn a_clerk_key_that_is_not_pem_is_refused_by_name() {
+        let err = Config::from_vars(&vars(&[DB, ("CLERK_JWT_KEY", "abc")])).unwrap_err();
+        assert!(err.to_string().starts_with("CLERK_JWT_KEY"));
+    }
+
+    #[test]
+    fn authorized_parties_are_split_and_trimmed() {
+        let c = Config::from_vars(&vars(&[
+            DB,
+            (
+                "CLERK_AUTHORIZED_PARTIES",
+                " https://a.example/ ,https://b.example,, ",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.clerk.authorized_parties,
+            vec!["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn the_direct_url_is_preferred_for_migrations() {
+        let c = Config::from_vars(&vars(&[
+            DB,
+            ("DIRECT_URL", "postgres://postgres@127.0.0.1:5432/direct"),
+        ]))
+        .unwrap();
+        assert_eq!(c.migration_database().dbname(), "direct");
+    }
+}

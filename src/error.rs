@@ -1,0 +1,209 @@
+//! The one error type of the HTTP layer and its JSON shape:
+//! `{"error":{"code":"…","message":"…"}}`.
+//!
+//! Library errors are mapped here on purpose (timeouts and pool exhaustion → 503, no row → 404).
+//! A 500 logs its detail once and answers a fixed message.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::db::DbError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A query parameter or body field is missing or out of range; `param` names it.
+    #[error("invalid parameter `{param}`: {message}")]
+    BadParameter { param: String, message: String },
+    /// The body is not valid JSON.
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    #[error("authentication failed: {0}")]
+    Unauthorized(String),
+    #[error("not found")]
+    NotFound,
+    #[error("no route for this path")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: String },
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("expected content type {expected}")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("{0} is not implemented yet")]
+    NotImplemented(&'static str),
+    /// A dependency is down or slow; the client may retry.
+    #[error("{0} unavailable")]
+    Unavailable(&'static str),
+    /// Anything else: logged once, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn bad_parameter(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::BadParameter {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadParameter { .. } | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadParameter { .. } => "invalid_parameter",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::RouteNotFound => "route_not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = ?detail, "internal error");
+                "internal error".to_owned()
+            }
+            ApiError::Unavailable(what) => {
+                tracing::warn!(dependency = *what, "dependency unavailable");
+                self.to_string()
+            }
+            other => other.to_string(),
+        };
+        let param = match &self {
+            ApiError::BadParameter { param, .. } => Some(param.as_str()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message,
+                param,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match &self {
+            ApiError::MethodNotAllowed { allow } => {
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    headers.insert(header::ALLOW, v);
+                }
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::NotFound => ApiError::NotFound,
+            DbError::Timeout | DbError::Unavailable(_) | DbError::PoolExhausted => {
+                ApiError::Unavailable("database")
+            }
+            other => ApiError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
+
+/// Result type of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(resp: Response) -> serde_json::Value {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_says_nothing_internal() {
+        let resp = ApiError::Internal(anyhow::anyhow!("password=hunter2 at db.neon.tech"))
+            .into_response();
+        assert_eq!(resp.status(), 500);
+        let body = body_json(resp).await;
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(!body.to_string().contains("hunter2"));
+        assert!(!body.to_string().contains("neon"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_parameter_names_it() {
+        let resp = ApiError::bad_parameter("page", "must be at least 1").into_response();
+        assert_eq!(resp.status(), 400);
+        let body = body_json(resp).await;
+        assert_eq!(body["error"]["param"], "page");
+        assert!(body["error"]["message"].as_str().unwrap().contains("page"));
+    }
+
+    #[tokio::test]
+    async fn method_not_allowed_carries_allow() {
+        let resp = ApiError::MethodNotAllowed {
+            allow: "GET,HEAD".into(),
+        }
+        .into_response();
+        assert_eq!(resp.status(), 405);
+        assert_eq!(resp.headers()[header::ALLOW], "GET,HEAD");
+    }
+
+    #[test]
+    fn database_timeouts_are_503_and_missing_rows_404() {
+        assert_eq!(ApiError::from(DbError::Timeout).status(), 503);
+        assert_eq!(ApiError::from(DbError::PoolExhausted).status(), 503);
+        assert_eq!(ApiError::from(DbError::NotFound).status(), 404);
+    }
+}

@@ -1,0 +1,192 @@
+//! HTTP helpers shared by the handlers: the JSON body extractor with its limits, query-string
+//! parameters, and the layer that gives axum's own 404/405 answers our JSON error shape.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::config::DEFAULT_BODY_LIMIT_BYTES;
+use crate::error::ApiError;
+
+/// A JSON request body: `application/json` (415 otherwise), at most the body limit (413),
+/// valid JSON (400) of the expected shape (400 naming the field).
+pub struct JsonBody<T>(pub T);
+
+/// Per-request body limit; routes may insert their own as a request extension.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map(|l| l.0)
+            .unwrap_or(DEFAULT_BODY_LIMIT_BYTES);
+        if !is_json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType {
+                expected: "application/json",
+            });
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let bytes = read_body(req.into_body(), limit).await?;
+        let value = parse_json(&bytes)?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// Reads a body up to `limit` bytes; a longer one is 413 whether or not it declared its length.
+pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return ApiError::PayloadTooLarge { limit };
+            }
+            source = err.source();
+        }
+        ApiError::bad_parameter("body", "the request body could not be read")
+    })
+}
+
+/// Parses JSON, telling a syntax error (400 `malformed_json`) from a wrong shape (400 naming
+/// the field at fault, by its path).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let message = strip_position(&inner.to_string());
+                let param = match path.as_str() {
+                    "." | "" => missing_field(&message).unwrap_or("body").to_owned(),
+                    p => p.to_owned(),
+                };
+                ApiError::bad_parameter(param, message)
+            }
+            _ => ApiError::MalformedJson(strip_position(&inner.to_string())),
+        }
+    })
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| {
+            m.type_() == mime::APPLICATION
+                && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
+        })
+}
+
+/// The query string as a map; a parameter given twice keeps its first value.
+pub fn query_params(uri: &axum::http::Uri) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    if let Some(q) = uri.query() {
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            map.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+        }
+    }
+    map
+}
+
+/// Gives axum's bodiless rejections (405 from a method router, 413 from a body limit) the JSON
+/// error shape, keeping their headers (`Allow`).
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed {
+            allow: response
+                .headers()
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        StatusCode::NOT_FOUND => ApiError::RouteNotFound,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+            limit: DEFAULT_BODY_LIMIT_BYTES,
+        },
+        _ => return response,
+    };
+    error.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Prompt {
+        prompt: String,
+    }
+
+    #[test]
+    fn malformed_json_is_malformed_json() {
+        let err = parse_json::<Prompt>(b"{\"prompt\":").unwrap_err();
+        assert_eq!(err.code(), "malformed_json");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_field() {
+        let err = parse_json::<Prompt>(b"{\"prompt\": 5}").unwrap_err();
+        assert_eq!(err.status(), 400);
+        match err {
+            ApiError::BadParameter { param, .. } => assert_eq!(param, "prompt"),
+            other => panic!("{other:?}"),
+        }
+        let err = parse_json::<Prompt>(b"{}").unwrap_err();
+        match err {
+            ApiError::BadParameter { param, .. } => assert_eq!(param, "prompt"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        assert!(is_json_content_type(&h));
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert!(!is_json_content_type(&h));
+        h.insert(header::CONTENT_TYPE, "application/merge-patch+json".parse().unwrap());
+        assert!(is_json_content_type(&h));
+    }
+}

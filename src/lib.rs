@@ -1,0 +1,16 @@
+//! GCBB functions: the shared library behind every `api/*.rs` function and the `gcbb` CLI.
+
+pub mod app;
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod migrate;
+pub mod routes;
+pub mod runtime;
+pub mod telemetry;

@@ -1,0 +1,272 @@
+//! Every function and its router, and the one router that serves them all the way Vercel does:
+//! `vercel.json`'s rewrites applied with the source's parameters appended to the query string,
+//! the original path kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::Router;
+use serde::Deserialize;
+use tower::ServiceExt;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// One Vercel function: `api/<name>.rs`, served at `/api/<name>`.
+pub struct Function {
+    pub name: &'static str,
+    pub router: fn(Arc<App>) -> Router,
+}
+
+/// All functions, in the order `gcbb dev` prints them.
+pub const FUNCTIONS: &[Function] = &[
+    Function {
+        name: "health",
+        router: crate::health::router,
+    },
+    Function {
+        name: "dashboard-prefetch",
+        router: |_| not_built("dashboard-prefetch", &[Method::GET]),
+    },
+    Function {
+        name: "chat-stream",
+        router: |_| not_built("chat-stream", &[Method::GET, Method::POST]),
+    },
+    Function {
+        name: "group-chat",
+        router: |_| not_built("group-chat", &[Method::GET, Method::POST]),
+    },
+    Function {
+        name: "companion",
+        router: |_| not_built("companion", &[Method::PATCH]),
+    },
+    Function {
+        name: "cron-refresh",
+        router: |_| not_built("cron-refresh", &[Method::GET]),
+    },
+];
+
+/// A router that answers `methods` on any path: on Vercel a function receives the original
+/// (pre-rewrite) path, so a function must not care which path it was reached by.
+pub fn any_path<S: Clone + Send + Sync + 'static>(methods: MethodRouter<S>) -> Router<S> {
+    Router::new()
+        .route("/", methods.clone())
+        .route("/{*path}", methods)
+}
+
+/// The layers every function gets: our JSON error shape on axum's own 404/405 answers.
+pub fn function_layers(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(crate::http::json_errors))
+}
+
+/// A function whose feature is not built yet: 501 in the JSON error shape, never 500.
+fn not_built(name: &'static str, methods: &[Method]) -> Router {
+    let mut mr: MethodRouter = MethodRouter::new();
+    for m in methods {
+        let handler = move || async move { ApiError::NotImplemented(name) };
+        mr = match *m {
+            Method::GET => mr.get(handler),
+            Method::POST => mr.post(handler),
+            Method::PATCH => mr.patch(handler),
+            _ => mr,
+        };
+    }
+    any_path(mr)
+}
+
+/// The parts of `vercel.json` that routing needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VercelJson {
+    #[serde(default)]
+    pub rewrites: Vec<Rewrite>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Rewrite {
+    pub source: String,
+    pub destination: String,
+}
+
+/// `vercel.json` as built into this binary, so `gcbb dev` and the deployed routes can't drift.
+pub const VERCEL_JSON: &str = include_str!("../vercel.json");
+
+impl VercelJson {
+    pub fn embedded() -> Self {
+        serde_json::from_str(VERCEL_JSON).expect("vercel.json is valid JSON")
+    }
+}
+
+/// A compiled rewrite source such as `/api/chat/:chatId`.
+#[derive(Debug, Clone)]
+struct Pattern {
+    segments: Vec<Segment>,
+    function: String,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+impl Pattern {
+    fn compile(rewrite: &Rewrite) -> Option<Pattern> {
+        let segments = rewrite
+            .source
+            .trim_matches('/')
+            .split('/')
+            .map(|s| match s.strip_prefix(':') {
+                Some(name) => Segment::Param(name.to_owned()),
+                None => Segment::Literal(s.to_owned()),
+            })
+            .collect();
+        let function = rewrite
+            .destination
+            .split('?')
+            .next()?
+            .strip_prefix("/api/")?
+            .to_owned();
+        Some(Pattern { segments, function })
+    }
+
+    fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (seg, part) in self.segments.iter().zip(parts) {
+            match seg {
+                Segment::Literal(l) if l == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Param(_) if part.is_empty() => return None,
+                Segment::Param(name) => {
+                    let value = percent_encoding::percent_decode_str(part)
+                        .decode_utf8_lossy()
+                        .into_owned();
+                    params.push((name.clone(), value));
+                }
+            }
+        }
+        Some(params)
+    }
+}
+
+/// Every function behind `vercel.json`'s rewrites, plus `fallback` (static files) for paths
+/// outside `/api/`.
+pub fn router(app: Arc<App>, vercel: &VercelJson, fallback: Router) -> Router {
+    let functions: Arc<HashMap<&'static str, Router>> = Arc::new(
+        FUNCTIONS
+            .iter()
+            .map(|f| (f.name, (f.router)(app.clone())))
+            .collect(),
+    );
+    let patterns: Arc<Vec<Pattern>> =
+        Arc::new(vercel.rewrites.iter().filter_map(Pattern::compile).collect());
+    let dispatch = move |req: Request| {
+        let functions = functions.clone();
+        let patterns = patterns.clone();
+        let fallback = fallback.clone();
+        async move {
+            match resolve(&patterns, req.uri()) {
+                Some((name, uri)) => match functions.get(name.as_str()) {
+                    Some(router) => {
+                        let (mut parts, body) = req.into_parts();
+                        parts.uri = uri;
+                        let Ok(resp) = router
+                            .clone()
+                            .oneshot(Request::from_parts(parts, body))
+                            .await;
+                        resp
+                    }
+                    None => ApiError::RouteNotFound.into_response(),
+                },
+                None if req.uri().path().starts_with("/api/") || req.uri().path() == "/api" => {
+                    ApiError::RouteNotFound.into_response()
+                }
+                None => {
+                    let Ok(resp) = fallback.oneshot(req).await;
+                    resp
+                }
+            }
+        }
+    };
+    function_layers(Router::new().fallback(dispatch))
+}
+
+/// Which function serves `uri`, and the URI it sees (rewrite parameters appended).
+fn resolve(patterns: &[Pattern], uri: &Uri) -> Option<(String, Uri)> {
+    let path = uri.path();
+    for p in patterns {
+        if let Some(params) = p.matches(path) {
+            let mut query = uri.query().unwrap_or_default().to_owned();
+            for (k, v) in params {
+                let pair = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair(&k, &v)
+                    .finish();
+                if !query.is_empty() {
+                    query.push('&');
+                }
+                query.push_str(&pair);
+            }
+            let rewritten = format!("{path}?{query}").parse().ok()?;
+            return Some((p.function.clone(), rewritten));
+        }
+    }
+    let name = path.strip_prefix("/api/")?.trim_end_matches('/');
+    FUNCTIONS
+        .iter()
+        .any(|f| f.name == name)
+        .then(|| (name.to_owned(), uri.clone()))
+}
+
+/// A plain response for requests that reach no function, with the JSON error shape.
+pub async fn not_found() -> Response<Body> {
+    ApiError::RouteNotFound.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patterns() -> Vec<Pattern> {
+        VercelJson::embedded()
+            .rewrites
+            .iter()
+            .filter_map(Pattern::compile)
+            .collect()
+    }
+
+    #[test]
+    fn a_rewrite_appends_its_parameter_to_the_query() {
+        let (f, uri) = resolve(&patterns(), &"/api/chat/abc%20d?x=1".parse().unwrap()).unwrap();
+        assert_eq!(f, "chat-stream");
+        assert_eq!(uri.path(), "/api/chat/abc%20d");
+        assert_eq!(uri.query(), Some("x=1&chatId=abc+d"));
+    }
+
+    #[test]
+    fn a_function_path_is_served_directly() {
+        let (f, _) = resolve(&patterns(), &"/api/health".parse().unwrap()).unwrap();
+        assert_eq!(f, "health");
+        assert!(resolve(&patterns(), &"/api/nope".parse().unwrap()).is_none());
+        assert!(resolve(&patterns(), &"/api/chat/".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn every_rewrite_destination_is_a_function() {
+        for p in patterns() {
+            assert!(
+                FUNCTIONS.iter().any(|f| f.name == p.function),
+                "{} has no function",
+                p.function
+            );
+        }
+        assert_eq!(patterns().len(), VercelJson::embedded().rewrites.len());
+    }
+}
