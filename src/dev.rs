@@ -1,14 +1,182 @@
-//! `gcbb dev`: the local server for every route. STUB.
+//! `gcbb dev`: one local server for every route of `vercel.json` plus `public/`, on a database
+//! it creates, migrates and seeds with demo data when empty.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tower_http::services::ServeDir;
+
+use crate::app::App;
+use crate::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL, DEFAULT_MIGRATIONS_DIR};
+use crate::db::{self, DbConfig};
+use crate::routes::{VercelJson, FUNCTIONS};
+
+/// How long shutdown waits for background work (`wait_until`) of finished requests.
+pub const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
     /// Port to listen on.
     #[arg(long, env = "PORT", default_value_t = crate::config::DEFAULT_DEV_PORT)]
     pub port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Don't insert demo data into an empty database.
+    #[arg(long)]
+    pub no_seed: bool,
+    /// Static files served for paths outside /api/.
+    #[arg(long, default_value = "public")]
+    pub public_dir: PathBuf,
+    /// Migration history to deploy before serving.
+    #[arg(long, env = "GCBB_MIGRATIONS_DIR", default_value = DEFAULT_MIGRATIONS_DIR)]
+    pub migrations_dir: PathBuf,
 }
 
-pub async fn run(_args: DevArgs) -> ExitCode {
-    ExitCode::FAILURE
+pub async fn run(args: DevArgs) -> ExitCode {
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gcbb dev: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: DevArgs) -> anyhow::Result<()> {
+    let config = dev_config()?;
+    let target = config.migration_database().clone();
+
+    create_database_if_missing(&target).await?;
+    let applied = crate::migrate::deploy(&target, &args.migrations_dir).await?;
+    let seeded = if args.no_seed {
+        false
+    } else {
+        let client = db::connect(&target).await?;
+        db::demo::insert_demo_data_if_empty(&client, &config.system_user_id).await?
+    };
+
+    let vercel = read_vercel_json()?;
+    let app = App::new(config);
+    let statics = Router::new().fallback_service(ServeDir::new(&args.public_dir));
+    let router = crate::routes::router(app.clone(), &vercel, statics);
+
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
+    let addr = listener.local_addr()?;
+    print_banner(&app, &vercel, &args, addr, applied.len(), seeded);
+
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    if !crate::runtime::drain_local(SHUTDOWN_DRAIN_LIMIT).await {
+        eprintln!("background work still running after {SHUTDOWN_DRAIN_LIMIT:?}; abandoned");
+    }
+    Ok(())
+}
+
+/// The environment with dev defaults: a local database when `DATABASE_URL` is unset.
+fn dev_config() -> anyhow::Result<Config> {
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    vars.entry("DATABASE_URL".into())
+        .or_insert_with(|| DEFAULT_DEV_DATABASE_URL.into());
+    Ok(Config::from_vars(&vars)?)
+}
+
+/// `vercel.json` from the working directory, else the copy built into the binary.
+fn read_vercel_json() -> anyhow::Result<VercelJson> {
+    match std::fs::read_to_string("vercel.json") {
+        Ok(text) => Ok(serde_json::from_str(&text)?),
+        Err(_) => Ok(VercelJson::embedded()),
+    }
+}
+
+async fn create_database_if_missing(target: &DbConfig) -> anyhow::Result<()> {
+    let name = target.dbname();
+    anyhow::ensure!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "database name `{name}` must be letters, digits, `_` or `-` for gcbb dev to create it"
+    );
+    let admin = db::connect(&target.with_dbname("postgres")).await?;
+    let exists = admin
+        .query_typed(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[(&name, tokio_postgres::types::Type::TEXT)],
+        )
+        .await?;
+    if exists.is_empty() {
+        // CREATE DATABASE takes no parameters; the name was checked above and is quoted.
+        let sql = format!("CREATE DATABASE \"{name}\"");
+        match admin.batch_execute(&sql).await {
+            Ok(()) => tracing::info!(database = name, "created database"),
+            // Another process created it between our check and now.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn print_banner(
+    app: &Arc<App>,
+    vercel: &VercelJson,
+    args: &DevArgs,
+    addr: std::net::SocketAddr,
+    applied: usize,
+    seeded: bool,
+) {
+    let c = &app.config;
+    let auth = match &c.clerk.key {
+        Some(ClerkKey::Pem(_)) => "Clerk (CLERK_JWT_KEY)",
+        Some(ClerkKey::JwksUrl(_)) => "Clerk (CLERK_JWKS_URL)",
+        None => "none: every request is anonymous",
+    };
+    println!("gcbb dev");
+    println!("  database    {}", c.migration_database().redacted());
+    println!("  migrations  {applied} applied now");
+    println!(
+        "  demo data   {}",
+        if seeded { "inserted" } else { "unchanged" }
+    );
+    println!("  cache       {}", c.cache.name());
+    println!("  auth        {auth}");
+    println!(
+        "  cron        {}",
+        if c.cron_secret.is_some() {
+            "CRON_SECRET set"
+        } else {
+            "CRON_SECRET unset: /api/cron/refresh refuses every call"
+        }
+    );
+    println!("  static      {}/", args.public_dir.display());
+    println!("routes");
+    for r in &vercel.rewrites {
+        println!("  {:<36} → api{}.rs", r.source, r.destination.trim_start_matches("/api"));
+    }
+    for f in FUNCTIONS {
+        println!("  /api/{:<31} → api/{}.rs", f.name, f.name);
+    }
+    println!("listening on http://{addr}");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

@@ -19,7 +19,8 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use sync_wrapper::SyncWrapper;
 use tower::ServiceExt;
-use vercel_runtime::{AppState, LogContext, ResponseBody};
+use tokio_util::task::TaskTracker;
+use vercel_runtime::{AppState, ResponseBody};
 
 use crate::app::App;
 
@@ -103,16 +104,24 @@ impl HttpBody for SyncBody {
 
 /// Background work that must finish after the response is sent (token accounting, cache
 /// writes). On Vercel it extends the invocation through the runtime's `wait_until`; under
-/// `gcbb dev` the same tracker drains it at shutdown.
+/// `gcbb dev` a process-wide tracker lets shutdown drain it.
 #[derive(Clone)]
-pub struct Background(AppState);
+pub enum Background {
+    Vercel(AppState),
+    Local(TaskTracker),
+}
 
 impl Background {
     pub fn wait_until<F>(&self, future: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.0.wait_until(future);
+        match self {
+            Background::Vercel(state) => state.wait_until(future),
+            Background::Local(tracker) => {
+                tracker.spawn(future);
+            }
+        }
     }
 }
 
@@ -120,16 +129,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Background {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let state = parts
-            .extensions
-            .get::<AppState>()
-            .cloned()
-            .unwrap_or_else(local_app_state);
-        Ok(Background(state))
+        if let Some(state) = parts.extensions.get::<AppState>() {
+            return Ok(Background::Vercel(state.clone()));
+        }
+        Ok(Background::Local(LOCAL_TASKS.clone()))
     }
 }
 
-/// The `AppState` of a request that did not come through Vercel's runtime (`gcbb dev`, tests).
-pub fn local_app_state() -> AppState {
-    AppState::new(LogContext::new(None, None, None))
+/// Background work of requests that did not come through Vercel's runtime.
+static LOCAL_TASKS: std::sync::LazyLock<TaskTracker> = std::sync::LazyLock::new(TaskTracker::new);
+
+/// Waits (at most `limit`) for the background work of local requests; `gcbb dev` calls this at
+/// shutdown so nothing handed to `wait_until` is cut off.
+pub async fn drain_local(limit: std::time::Duration) -> bool {
+    LOCAL_TASKS.close();
+    tokio::time::timeout(limit, LOCAL_TASKS.wait()).await.is_ok()
 }

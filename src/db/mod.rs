@@ -2,6 +2,7 @@
 //! intent-named queries of each table (`db::<table>`).
 
 pub mod config;
+pub mod demo;
 pub mod health;
 pub mod pool;
 pub mod tls;

@@ -1,1 +1,4 @@
-//! Integration tests against the real Postgres and Redis.
+//! Integration tests against the real Postgres and Redis, and the real binaries.
+
+mod runtime;
+mod support;

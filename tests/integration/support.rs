@@ -1,0 +1,154 @@
+//! Running real binaries in tests: pick a port, start a server process, wait until it listens,
+//! and stop it (SIGTERM, then kill) when the test ends.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a server process may take to start listening (it may create and migrate a database).
+pub const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// A server process listening on 127.0.0.1:`port`.
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub base: String,
+    output: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `cmd` and waits until `port` accepts connections; panics with the process's output
+    /// if it exits first or takes too long.
+    pub async fn start(mut cmd: Command, port: u16) -> Server {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("server process starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let started = Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                panic!(
+                    "server exited with {status} before listening:\n{}",
+                    output.lock().unwrap()
+                );
+            }
+            if started.elapsed() > STARTUP_LIMIT {
+                let _ = child.kill();
+                panic!(
+                    "server did not listen on {port} within {STARTUP_LIMIT:?}:\n{}",
+                    output.lock().unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Server {
+            child: Some(child),
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            output,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit; returns whether it did.
+    pub async fn terminate(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = child.try_wait() {
+                self.child = None;
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A command for one of the crate's binaries with a clean environment for our variables.
+pub fn binary(path: &str) -> Command {
+    let mut cmd = Command::new(path);
+    for var in [
+        "DATABASE_URL",
+        "DATABASE_URL_UNPOOLED",
+        "DIRECT_URL",
+        "SHADOW_DATABASE_URL",
+        "UPSTASH_REDIS_REST_URL",
+        "UPSTASH_REDIS_REST_TOKEN",
+        "KV_REST_API_URL",
+        "KV_REST_API_TOKEN",
+        "REDIS_URL",
+        "CRON_SECRET",
+        "CLERK_JWT_KEY",
+        "CLERK_JWKS_URL",
+        "CLERK_ISSUER",
+        "CLERK_AUTHORIZED_PARTIES",
+        "PORT",
+        "VERCEL_ENV",
+        "VERCEL_IPC_PATH",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "warn,gcbb=info");
+    cmd
+}
