@@ -189,4 +189,82 @@ mod tests {
         h.insert(header::CONTENT_TYPE, "application/merge-patch+json".parse().unwrap());
         assert!(is_json_content_type(&h));
     }
+
+    mod extractor {
+        use super::*;
+        use axum::routing::post;
+        use axum::Router;
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+
+        async fn echo(JsonBody(p): JsonBody<Prompt>) -> String {
+            p.prompt
+        }
+
+        async fn send(req: axum::http::Request<Body>) -> (u16, serde_json::Value) {
+            let router = Router::new().route("/", post(echo));
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            (status, body)
+        }
+
+        fn request(content_type: &str, body: impl Into<Body>) -> axum::http::Request<Body> {
+            axum::http::Request::post("/")
+                .header(header::CONTENT_TYPE, content_type)
+                .body(body.into())
+                .unwrap()
+        }
+
+        #[tokio::test]
+        async fn a_valid_body_is_parsed() {
+            let req = request("application/json", r#"{"prompt":"héllo ✨"}"#);
+            let router = Router::new().route("/", post(echo));
+            let resp = router.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&bytes[..], "héllo ✨".as_bytes());
+        }
+
+        #[tokio::test]
+        async fn the_wrong_content_type_is_415() {
+            let (status, body) = send(request("text/plain", r#"{"prompt":"x"}"#)).await;
+            assert_eq!(status, 415);
+            assert_eq!(body["error"]["code"], "unsupported_media_type");
+        }
+
+        #[tokio::test]
+        async fn a_body_declared_too_large_is_413() {
+            let big = format!(r#"{{"prompt":"{}"}}"#, "a".repeat(DEFAULT_BODY_LIMIT_BYTES));
+            let mut req = request("application/json", big.clone());
+            req.headers_mut()
+                .insert(header::CONTENT_LENGTH, big.len().into());
+            let (status, body) = send(req).await;
+            assert_eq!(status, 413);
+            assert_eq!(body["error"]["code"], "payload_too_large");
+        }
+
+        #[tokio::test]
+        async fn a_streamed_body_without_length_past_the_limit_is_413() {
+            let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024]));
+            let body = Body::from_stream(futures_util::stream::iter(chunks));
+            let (status, _) = send(request("application/json", body)).await;
+            assert_eq!(status, 413);
+        }
+
+        #[tokio::test]
+        async fn malformed_json_is_400() {
+            let (status, body) = send(request("application/json", "{\"prompt\": ")).await;
+            assert_eq!(status, 400);
+            assert_eq!(body["error"]["code"], "malformed_json");
+        }
+
+        #[tokio::test]
+        async fn a_wrong_shape_is_400_naming_the_field() {
+            let (status, body) = send(request("application/json", r#"{"prompt": ["x"]}"#)).await;
+            assert_eq!(status, 400);
+            assert_eq!(body["error"]["param"], "prompt");
+        }
+    }
 }

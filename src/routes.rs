@@ -60,8 +60,12 @@ pub fn any_path<S: Clone + Send + Sync + 'static>(methods: MethodRouter<S>) -> R
 }
 
 /// The layers every function gets: our JSON error shape on axum's own 404/405 answers.
+///
+/// Wrapped around the whole router rather than added with `Router::layer`, because a method
+/// router sets `Allow` on its 405 only after its inner layers have run.
 pub fn function_layers(router: Router) -> Router {
-    router.layer(axum::middleware::from_fn(crate::http::json_errors))
+    use tower::Layer;
+    Router::new().fallback_service(axum::middleware::from_fn(crate::http::json_errors).layer(router))
 }
 
 /// A function whose feature is not built yet: 501 in the JSON error shape, never 500.

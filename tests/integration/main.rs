@@ -1,4 +1,6 @@
 //! Integration tests against the real Postgres and Redis, and the real binaries.
 
+mod dev_server;
+mod health;
 mod runtime;
 mod support;
