@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "gcbb", version, about = "GCBB functions: local server and database tools")]
+#[command(
+    name = "gcbb",
+    version,
+    about = "GCBB functions: local server and database tools"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -298,7 +298,10 @@ mod tests {
     #[test]
     fn a_bad_number_names_its_variable() {
         let err = Config::from_vars(&vars(&[DB, ("DB_POOL_SIZE", "many")])).unwrap_err();
-        assert!(err.to_string().starts_with("DB_POOL_SIZE is invalid"), "{err}");
+        assert!(
+            err.to_string().starts_with("DB_POOL_SIZE is invalid"),
+            "{err}"
+        );
     }
 
     #[test]

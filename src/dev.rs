@@ -156,7 +156,11 @@ fn print_banner(
     println!("  static      {}/", args.public_dir.display());
     println!("routes");
     for r in &vercel.rewrites {
-        println!("  {:<36} → api{}.rs", r.source, r.destination.trim_start_matches("/api"));
+        println!(
+            "  {:<36} → api{}.rs",
+            r.source,
+            r.destination.trim_start_matches("/api")
+        );
     }
     for f in FUNCTIONS {
         println!("  /api/{:<31} → api/{}.rs", f.name, f.name);

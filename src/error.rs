@@ -172,8 +172,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_internal_error_says_nothing_internal() {
-        let resp = ApiError::Internal(anyhow::anyhow!("password=hunter2 at db.neon.tech"))
-            .into_response();
+        let resp =
+            ApiError::Internal(anyhow::anyhow!("password=hunter2 at db.neon.tech")).into_response();
         assert_eq!(resp.status(), 500);
         let body = body_json(resp).await;
         assert_eq!(body["error"]["code"], "internal_error");

@@ -55,12 +55,7 @@ async fn health(State(app): State<Arc<App>>) -> Response {
         cache,
         version: env!("CARGO_PKG_VERSION"),
     };
-    (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(report),
-    )
-        .into_response()
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(report)).into_response()
 }
 
 async fn check_database(app: &App) -> Check {

@@ -182,11 +182,17 @@ mod tests {
     #[test]
     fn json_content_types_are_recognised() {
         let mut h = axum::http::HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
         assert!(is_json_content_type(&h));
         h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         assert!(!is_json_content_type(&h));
-        h.insert(header::CONTENT_TYPE, "application/merge-patch+json".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/merge-patch+json".parse().unwrap(),
+        );
         assert!(is_json_content_type(&h));
     }
 

@@ -65,7 +65,8 @@ pub fn any_path<S: Clone + Send + Sync + 'static>(methods: MethodRouter<S>) -> R
 /// router sets `Allow` on its 405 only after its inner layers have run.
 pub fn function_layers(router: Router) -> Router {
     use tower::Layer;
-    Router::new().fallback_service(axum::middleware::from_fn(crate::http::json_errors).layer(router))
+    Router::new()
+        .fallback_service(axum::middleware::from_fn(crate::http::json_errors).layer(router))
 }
 
 /// A function whose feature is not built yet: 501 in the JSON error shape, never 500.
@@ -170,8 +171,13 @@ pub fn router(app: Arc<App>, vercel: &VercelJson, fallback: Router) -> Router {
             .map(|f| (f.name, (f.router)(app.clone())))
             .collect(),
     );
-    let patterns: Arc<Vec<Pattern>> =
-        Arc::new(vercel.rewrites.iter().filter_map(Pattern::compile).collect());
+    let patterns: Arc<Vec<Pattern>> = Arc::new(
+        vercel
+            .rewrites
+            .iter()
+            .filter_map(Pattern::compile)
+            .collect(),
+    );
     let dispatch = move |req: Request| {
         let functions = functions.clone();
         let patterns = patterns.clone();

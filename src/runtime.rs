@@ -18,8 +18,8 @@ use axum::Router;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use sync_wrapper::SyncWrapper;
-use tower::ServiceExt;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 use vercel_runtime::{AppState, ResponseBody};
 
 use crate::app::App;
@@ -143,5 +143,7 @@ static LOCAL_TASKS: std::sync::LazyLock<TaskTracker> = std::sync::LazyLock::new(
 /// shutdown so nothing handed to `wait_until` is cut off.
 pub async fn drain_local(limit: std::time::Duration) -> bool {
     LOCAL_TASKS.close();
-    tokio::time::timeout(limit, LOCAL_TASKS.wait()).await.is_ok()
+    tokio::time::timeout(limit, LOCAL_TASKS.wait())
+        .await
+        .is_ok()
 }

@@ -22,10 +22,7 @@ pub struct Cache {
 
 enum Backend {
     Memory,
-    Redis {
-        client: redis::Client,
-        conn: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
-    },
+    Redis(Box<RedisBackend>),
     Upstash {
         url: String,
         token: String,
@@ -33,15 +30,20 @@ enum Backend {
     },
 }
 
+struct RedisBackend {
+    client: redis::Client,
+    conn: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+}
+
 impl Cache {
     pub fn new(backend: &CacheBackend, http: reqwest::Client, timeout: Duration) -> Self {
         let backend = match backend {
             CacheBackend::Memory => Backend::Memory,
             CacheBackend::Redis { url } => match redis::Client::open(url.as_str()) {
-                Ok(client) => Backend::Redis {
+                Ok(client) => Backend::Redis(Box::new(RedisBackend {
                     client,
                     conn: tokio::sync::OnceCell::new(),
-                },
+                })),
                 Err(e) => {
                     tracing::warn!(error = %e, "REDIS_URL unusable; using the in-process cache");
                     Backend::Memory
@@ -59,7 +61,7 @@ impl Cache {
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Memory => "memory",
-            Backend::Redis { .. } => "redis",
+            Backend::Redis(_) => "redis",
             Backend::Upstash { .. } => "upstash",
         }
     }
@@ -76,9 +78,10 @@ impl Cache {
     async fn ping_inner(&self) -> Result<(), CacheError> {
         match &self.backend {
             Backend::Memory => Ok(()),
-            Backend::Redis { client, conn } => {
-                let conn = conn
-                    .get_or_try_init(|| client.get_multiplexed_async_connection())
+            Backend::Redis(redis) => {
+                let conn = redis
+                    .conn
+                    .get_or_try_init(|| redis.client.get_multiplexed_async_connection())
                     .await
                     .map_err(|e| CacheError::Unreachable(e.to_string()))?;
                 let mut conn = conn.clone();

@@ -33,7 +33,9 @@ impl DbConfig {
     pub fn parse(raw: &str) -> Result<Self, DbUrlError> {
         let url = url::Url::parse(raw).map_err(|e| DbUrlError(e.to_string()))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(DbUrlError("scheme must be postgres:// or postgresql://".into()));
+            return Err(DbUrlError(
+                "scheme must be postgres:// or postgresql://".into(),
+            ));
         }
         let mut sslmode = SslMode::Prefer;
         for (k, v) in url.query_pairs() {
@@ -51,7 +53,11 @@ impl DbConfig {
         Ok(DbConfig {
             host: url.host_str().unwrap_or("localhost").to_owned(),
             port: url.port().unwrap_or(5432),
-            user: if url.username().is_empty() { "postgres".into() } else { url.username().into() },
+            user: if url.username().is_empty() {
+                "postgres".into()
+            } else {
+                url.username().into()
+            },
             password: url.password().map(str::to_owned),
             dbname: url.path().trim_start_matches('/').to_owned(),
             sslmode,
@@ -65,12 +71,18 @@ impl DbConfig {
     }
 
     pub fn with_dbname(&self, dbname: &str) -> Self {
-        DbConfig { dbname: dbname.to_owned(), ..self.clone() }
+        DbConfig {
+            dbname: dbname.to_owned(),
+            ..self.clone()
+        }
     }
 
     /// True for localhost, loopback addresses and Unix sockets.
     pub fn is_local(&self) -> bool {
-        matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "::1" | "[::1]") || self.host.starts_with('/')
+        matches!(
+            self.host.as_str(),
+            "localhost" | "127.0.0.1" | "::1" | "[::1]"
+        ) || self.host.starts_with('/')
     }
 
     /// True for a Neon pooler (PgBouncer) endpoint.
@@ -85,8 +97,12 @@ impl DbConfig {
 
     pub fn to_pg_config(&self) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
-        c.host(&self.host).port(self.port).user(&self.user).dbname(&self.dbname)
-            .application_name(&self.application_name).connect_timeout(self.connect_timeout);
+        c.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .application_name(&self.application_name)
+            .connect_timeout(self.connect_timeout);
         if let Some(p) = &self.password {
             c.password(p);
         }

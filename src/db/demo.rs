@@ -18,13 +18,46 @@ const CATEGORIES: &[&str] = &[
 
 /// Companion names of the demo set (40).
 const NAMES: &[&str] = &[
-    "Ada Lovelace", "Marcus Aurelius", "Captain Nova", "Luna the Cat", "Sherlock", "Mozart",
-    "Pixel Knight", "Professor Oak", "Cleopatra", "Socrates", "Marie Curie", "Gandalf the Grey",
-    "Frida", "Detective Noir", "Beethoven", "Space Pilot Zed", "Wise Owl", "Confucius",
-    "Nikola Tesla", "Elven Archer", "Napoleon", "Film Critic Flo", "Jazz Cat", "Dungeon Master",
-    "Golden Retriever", "Simone de Beauvoir", "Darwin", "Dragon Tamer", "Joan of Arc",
-    "Sitcom Sam", "Opera Diva", "Speedrunner", "Parrot Polly", "Nietzsche", "Galileo",
-    "Fairy Queen", "Shakespeare", "Noir Narrator", "Rock Legend", "Chess Master",
+    "Ada Lovelace",
+    "Marcus Aurelius",
+    "Captain Nova",
+    "Luna the Cat",
+    "Sherlock",
+    "Mozart",
+    "Pixel Knight",
+    "Professor Oak",
+    "Cleopatra",
+    "Socrates",
+    "Marie Curie",
+    "Gandalf the Grey",
+    "Frida",
+    "Detective Noir",
+    "Beethoven",
+    "Space Pilot Zed",
+    "Wise Owl",
+    "Confucius",
+    "Nikola Tesla",
+    "Elven Archer",
+    "Napoleon",
+    "Film Critic Flo",
+    "Jazz Cat",
+    "Dungeon Master",
+    "Golden Retriever",
+    "Simone de Beauvoir",
+    "Darwin",
+    "Dragon Tamer",
+    "Joan of Arc",
+    "Sitcom Sam",
+    "Opera Diva",
+    "Speedrunner",
+    "Parrot Polly",
+    "Nietzsche",
+    "Galileo",
+    "Fairy Queen",
+    "Shakespeare",
+    "Noir Narrator",
+    "Rock Legend",
+    "Chess Master",
 ];
 
 /// Users that own the non-platform demo companions and write their messages.
@@ -107,7 +140,11 @@ impl DemoSet {
             companions.push(vec![
                 id.clone(),
                 owner.clone(),
-                if platform { "GCBB".into() } else { owner.clone() },
+                if platform {
+                    "GCBB".into()
+                } else {
+                    owner.clone()
+                },
                 format!("https://avatars.example.invalid/{slug}.png"),
                 (*name).to_owned(),
                 format!(
@@ -212,7 +249,10 @@ async fn insert_demo_set(client: &Client, set: &DemoSet) -> Result<(), tokio_pos
         .query_typed(
             "INSERT INTO \"GroupChatMember\" (\"id\", \"groupChatId\", \"companionId\") \
              SELECT $1 || '_' || cid, $1, cid FROM unnest($2::text[]) AS t(cid)",
-            &[(&set.group_id, Type::TEXT), (&set.members, text_array.clone())],
+            &[
+                (&set.group_id, Type::TEXT),
+                (&set.members, text_array.clone()),
+            ],
         )
         .await?;
     client
@@ -243,7 +283,10 @@ mod tests {
         let private_count = private.iter().filter(|p| *p == "true").count();
         assert!(private_count >= 3);
         for (owner, p) in owners.iter().zip(private) {
-            assert!(!(owner == "system" && p == "true"), "platform companions are public");
+            assert!(
+                !(owner == "system" && p == "true"),
+                "platform companions are public"
+            );
         }
         assert_eq!(set.members.len(), 3);
     }

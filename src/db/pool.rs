@@ -28,7 +28,10 @@ pub type PooledClient = Arc<Client>;
 
 impl Pool {
     pub fn new(cfg: DbConfig, _size: usize) -> Self {
-        Pool { cfg, slot: Arc::new(Mutex::new(None)) }
+        Pool {
+            cfg,
+            slot: Arc::new(Mutex::new(None)),
+        }
     }
 
     pub fn config(&self) -> &DbConfig {

@@ -38,7 +38,10 @@ impl Drop for NewDatabase {
     fn drop(&mut self) {
         let _ = Command::new("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-            .arg(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
             .output();
     }
 }
@@ -82,7 +85,10 @@ async fn gcbb_dev_creates_migrates_and_seeds_a_new_database_then_serves_health()
         .filter(|e| e.as_ref().unwrap().path().join("migration.sql").exists())
         .count() as i64;
     assert_eq!(migrations, files);
-    assert_eq!(count(&client, "SELECT count(*) FROM \"Companion\"").await, 40);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM \"Companion\"").await,
+        40
+    );
     assert!(count(&client, "SELECT count(*) FROM \"Companion\" WHERE private").await > 0);
     assert!(
         count(
@@ -108,7 +114,10 @@ async fn gcbb_dev_creates_migrates_and_seeds_a_new_database_then_serves_health()
     let out = server.output();
     assert!(out.contains("0 applied now"), "{out}");
     assert!(out.contains("demo data   unchanged"), "{out}");
-    assert_eq!(count(&client, "SELECT count(*) FROM \"Companion\"").await, 40);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM \"Companion\"").await,
+        40
+    );
 }
 
 #[tokio::test]
@@ -158,7 +167,9 @@ async fn unknown_api_paths_are_404_json_and_only_public_files_are_served() {
     let db = NewDatabase::new();
     let server = start_dev(&db).await;
 
-    let resp = reqwest::get(server.url("/api/does-not-exist")).await.unwrap();
+    let resp = reqwest::get(server.url("/api/does-not-exist"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "route_not_found");
@@ -170,13 +181,19 @@ async fn unknown_api_paths_are_404_json_and_only_public_files_are_served() {
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains("GCBB"));
 
-    for leak in ["/Cargo.toml", "/src/lib.rs", "/../Cargo.toml", "/.env.example"] {
+    for leak in [
+        "/Cargo.toml",
+        "/src/lib.rs",
+        "/../Cargo.toml",
+        "/.env.example",
+    ] {
         let resp = reqwest::get(server.url(leak)).await.unwrap();
         assert_eq!(resp.status(), 404, "{leak} was served");
     }
 
-    let resp = reqwest::get(server.url("/api/health?x=%27%3B%20DROP%20TABLE%20x%3B--&q=%F0%9F%98%80"))
-        .await
-        .unwrap();
+    let resp =
+        reqwest::get(server.url("/api/health?x=%27%3B%20DROP%20TABLE%20x%3B--&q=%F0%9F%98%80"))
+            .await
+            .unwrap();
     assert_eq!(resp.status(), 200);
 }

@@ -55,7 +55,9 @@ async fn wait_until_work_completes_after_the_response_was_sent() {
     let out = dir.join("out.txt");
     let server = start_probe(Some(&out)).await;
 
-    let resp = reqwest::get(server.url("/background?ms=700")).await.unwrap();
+    let resp = reqwest::get(server.url("/background?ms=700"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "sent");
     assert!(
@@ -82,7 +84,9 @@ async fn shutdown_waits_for_pending_background_work() {
     let out = dir.join("out.txt");
     let mut server = start_probe(Some(&out)).await;
 
-    let resp = reqwest::get(server.url("/background?ms=1000")).await.unwrap();
+    let resp = reqwest::get(server.url("/background?ms=1000"))
+        .await
+        .unwrap();
     assert_eq!(resp.text().await.unwrap(), "sent");
     assert!(server.terminate().await, "the function did not exit");
     assert_eq!(

@@ -21,7 +21,6 @@ pub fn free_port() -> u16 {
 /// A server process listening on 127.0.0.1:`port`.
 pub struct Server {
     child: Option<Child>,
-    pub port: u16,
     pub base: String,
     output: Arc<Mutex<String>>,
 }
@@ -34,8 +33,14 @@ impl Server {
         let mut child = cmd.spawn().expect("server process starts");
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -81,7 +86,6 @@ impl Server {
         }
         Server {
             child: Some(child),
-            port,
             base: format!("http://127.0.0.1:{port}"),
             output,
         }
