@@ -51,7 +51,7 @@ impl Viewer {
 }
 
 /// Why a request's credentials were refused. Messages name the kind of failure only.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     #[error("session tokens are not accepted: no verification key is configured")]
     NoKey,
