@@ -1,0 +1,776 @@
+//! Session-token verification with real RSA keys, real signed tokens, a real local JWKS server,
+//! and the `Viewer` extractor driven through an axum router.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use gcbb::app::App;
+use gcbb::auth::{AuthError, Authenticator, Viewer};
+use gcbb::config::{ClerkConfig, ClerkKey, Config};
+use gcbb::error::ApiError;
+use http_body_util::BodyExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const ISSUER: &str = "https://clerk.gcbb.example";
+const PARTY: &str = "http://localhost:3000";
+const USER: &str = "user_2abcDEF";
+
+struct TestKey {
+    encoding: EncodingKey,
+    public_pem: String,
+    n: String,
+    e: String,
+}
+
+fn generate_key() -> TestKey {
+    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA keygen");
+    let public = private.to_public_key();
+    let private_pem = private.to_pkcs1_pem(LineEnding::LF).expect("private PEM");
+    TestKey {
+        encoding: EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("encoding key"),
+        public_pem: public
+            .to_public_key_pem(LineEnding::LF)
+            .expect("public PEM"),
+        n: URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+        e: URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+    }
+}
+
+static KEY_A: LazyLock<TestKey> = LazyLock::new(generate_key);
+static KEY_B: LazyLock<TestKey> = LazyLock::new(generate_key);
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Claims as Clerk puts them in a session token.
+fn clerk_claims() -> Value {
+    let now = now();
+    json!({
+        "sub": USER,
+        "iss": ISSUER,
+        "azp": PARTY,
+        "sid": "sess_2xyz",
+        "exp": now + 60,
+        "nbf": now - 10,
+        "iat": now - 10,
+    })
+}
+
+fn with(mut claims: Value, key: &str, value: Value) -> Value {
+    claims[key] = value;
+    claims
+}
+
+fn without(mut claims: Value, key: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(key);
+    claims
+}
+
+fn sign(key: &TestKey, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn clerk_config(key: ClerkKey) -> ClerkConfig {
+    ClerkConfig {
+        key: Some(key),
+        issuer: Some(ISSUER.to_owned()),
+        authorized_parties: vec![PARTY.to_owned()],
+        leeway: Duration::from_secs(5),
+    }
+}
+
+fn pem_auth() -> Authenticator {
+    Authenticator::new(
+        &clerk_config(ClerkKey::Pem(KEY_A.public_pem.clone())),
+        reqwest::Client::new(),
+    )
+}
+
+/// Verifies and checks the 401 message names the failure and never repeats the token.
+async fn refused(auth: &Authenticator, token: &str) -> AuthError {
+    let err = auth
+        .verify(token)
+        .await
+        .expect_err("the token must be refused");
+    let api = ApiError::from(err.clone());
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED, "{err}");
+    let message = api.to_string();
+    for part in token.split('.').filter(|p| p.len() > 3) {
+        assert!(
+            !message.contains(part),
+            "message echoes the token: {message}"
+        );
+    }
+    err
+}
+
+// ---- PEM key ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_valid_clerk_token_yields_its_user_id_and_claims() {
+    let auth = pem_auth();
+    let token = sign(&KEY_A, Some("ins_1"), &clerk_claims());
+    assert_eq!(auth.verify(&token).await.unwrap(), USER);
+    let claims = auth.verify_claims(&token).await.unwrap();
+    assert_eq!(claims.session_id.as_deref(), Some("sess_2xyz"));
+    assert_eq!(claims.authorized_party.as_deref(), Some(PARTY));
+}
+
+#[tokio::test]
+async fn a_pem_key_needs_no_kid() {
+    let token = sign(&KEY_A, None, &clerk_claims());
+    assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_401_token_expired() {
+    let token = sign(
+        &KEY_A,
+        None,
+        &with(clerk_claims(), "exp", json!(now() - 60)),
+    );
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::Expired), "{err}");
+    assert_eq!(err.to_string(), "token expired");
+}
+
+#[tokio::test]
+async fn a_token_expired_within_the_leeway_is_still_valid() {
+    let token = sign(&KEY_A, None, &with(clerk_claims(), "exp", json!(now() - 2)));
+    assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
+}
+
+#[tokio::test]
+async fn a_token_without_exp_is_refused() {
+    let token = sign(&KEY_A, None, &without(clerk_claims(), "exp"));
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::MissingClaim("exp")), "{err}");
+}
+
+#[tokio::test]
+async fn a_token_not_yet_valid_is_refused() {
+    let token = sign(
+        &KEY_A,
+        None,
+        &with(clerk_claims(), "nbf", json!(now() + 60)),
+    );
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::NotYetValid), "{err}");
+    assert_eq!(err.to_string(), "token not yet valid");
+}
+
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused() {
+    let claims = with(clerk_claims(), "iat", json!(now() + 60));
+    let token = sign(&KEY_A, None, &without(claims, "nbf"));
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::NotYetValid), "{err}");
+}
+
+#[tokio::test]
+async fn a_token_issued_within_the_leeway_ahead_is_valid() {
+    let token = sign(&KEY_A, None, &with(clerk_claims(), "iat", json!(now() + 2)));
+    assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
+}
+
+#[tokio::test]
+async fn a_token_signed_by_another_key_is_an_invalid_signature() {
+    let token = sign(&KEY_B, None, &clerk_claims());
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::InvalidSignature), "{err}");
+    assert_eq!(err.to_string(), "invalid signature");
+}
+
+#[tokio::test]
+async fn a_token_whose_payload_was_swapped_is_an_invalid_signature() {
+    let token = sign(&KEY_A, None, &clerk_claims());
+    let forged_payload = b64(with(clerk_claims(), "sub", json!("user_admin"))
+        .to_string()
+        .as_bytes());
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+    let err = refused(&pem_auth(), &forged).await;
+    assert!(matches!(err, AuthError::InvalidSignature), "{err}");
+}
+
+#[tokio::test]
+async fn an_unsigned_alg_none_token_is_refused() {
+    let claims = clerk_claims().to_string();
+    for header in [
+        r#"{"alg":"none","typ":"JWT"}"#,
+        r#"{"alg":"None","typ":"JWT"}"#,
+    ] {
+        let token = format!("{}.{}.", b64(header.as_bytes()), b64(claims.as_bytes()));
+        let err = refused(&pem_auth(), &token).await;
+        assert!(matches!(err, AuthError::UnexpectedAlgorithm), "{err}");
+        assert_eq!(err.to_string(), "unexpected algorithm");
+        // And with some signature bytes appended.
+        let token = format!("{token}{}", b64(b"sig"));
+        assert!(matches!(
+            pem_auth().verify(&token).await,
+            Err(AuthError::UnexpectedAlgorithm)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn hs256_signed_with_the_public_key_as_secret_is_refused() {
+    let secret = EncodingKey::from_secret(KEY_A.public_pem.as_bytes());
+    let token =
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &clerk_claims(), &secret).unwrap();
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::UnexpectedAlgorithm), "{err}");
+}
+
+#[tokio::test]
+async fn a_token_for_another_party_is_refused() {
+    let token = sign(
+        &KEY_A,
+        None,
+        &with(clerk_claims(), "azp", json!("https://evil.example")),
+    );
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::UnauthorizedParty), "{err}");
+    assert_eq!(err.to_string(), "unauthorized party");
+}
+
+#[tokio::test]
+async fn an_authorized_party_with_a_trailing_slash_matches() {
+    let token = sign(
+        &KEY_A,
+        None,
+        &with(clerk_claims(), "azp", json!(format!("{PARTY}/"))),
+    );
+    assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
+}
+
+/// Clerk's backend SDK accepts a token without `azp` even when parties are configured; so do we.
+#[tokio::test]
+async fn a_token_without_azp_is_accepted_when_parties_are_configured() {
+    let token = sign(&KEY_A, None, &without(clerk_claims(), "azp"));
+    assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
+}
+
+/// An empty `azp` is present and names no party: refused (Clerk's SDK would treat it as absent).
+#[tokio::test]
+async fn an_empty_azp_is_refused_when_parties_are_configured() {
+    let token = sign(&KEY_A, None, &with(clerk_claims(), "azp", json!("")));
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::UnauthorizedParty), "{err}");
+}
+
+#[tokio::test]
+async fn any_azp_is_accepted_when_no_parties_are_configured() {
+    let mut cfg = clerk_config(ClerkKey::Pem(KEY_A.public_pem.clone()));
+    cfg.authorized_parties.clear();
+    let auth = Authenticator::new(&cfg, reqwest::Client::new());
+    let token = sign(
+        &KEY_A,
+        None,
+        &with(clerk_claims(), "azp", json!("https://elsewhere.example")),
+    );
+    assert_eq!(auth.verify(&token).await.unwrap(), USER);
+}
+
+#[tokio::test]
+async fn a_token_from_another_issuer_is_refused() {
+    let token = sign(
+        &KEY_A,
+        None,
+        &with(clerk_claims(), "iss", json!("https://clerk.other.example")),
+    );
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::IssuerMismatch), "{err}");
+    assert_eq!(err.to_string(), "issuer mismatch");
+}
+
+#[tokio::test]
+async fn the_issuer_tolerates_a_trailing_slash_either_way() {
+    let token = sign(
+        &KEY_A,
+        None,
+        &with(clerk_claims(), "iss", json!(format!("{ISSUER}/"))),
+    );
+    assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
+
+    let mut cfg = clerk_config(ClerkKey::Pem(KEY_A.public_pem.clone()));
+    cfg.issuer = Some(format!("{ISSUER}/"));
+    let auth = Authenticator::new(&cfg, reqwest::Client::new());
+    let token = sign(&KEY_A, None, &clerk_claims());
+    assert_eq!(auth.verify(&token).await.unwrap(), USER);
+}
+
+#[tokio::test]
+async fn a_token_without_iss_is_refused_when_an_issuer_is_configured() {
+    let token = sign(&KEY_A, None, &without(clerk_claims(), "iss"));
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::MissingClaim("iss")), "{err}");
+}
+
+#[tokio::test]
+async fn a_token_without_a_subject_is_refused() {
+    let token = sign(&KEY_A, None, &without(clerk_claims(), "sub"));
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::MissingClaim("sub")), "{err}");
+    for empty in ["", "   "] {
+        let token = sign(&KEY_A, None, &with(clerk_claims(), "sub", json!(empty)));
+        let err = refused(&pem_auth(), &token).await;
+        assert!(matches!(err, AuthError::MissingClaim("sub")), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_subject_of_the_wrong_type_is_malformed() {
+    let token = sign(&KEY_A, None, &with(clerk_claims(), "sub", json!(42)));
+    let err = refused(&pem_auth(), &token).await;
+    assert!(matches!(err, AuthError::Malformed), "{err}");
+}
+
+#[tokio::test]
+async fn garbage_tokens_are_malformed() {
+    let huge = format!(
+        "{}.{}.{}",
+        b64(br#"{"alg":"RS256"}"#),
+        "A".repeat(100 * 1024),
+        "B"
+    );
+    let auth = pem_auth();
+    for token in [
+        "abc",
+        "a.b.c",
+        "...",
+        "Bearer",
+        "ünïcødé.tøkén.✓",
+        "\u{0}\u{1}.\u{2}.\u{3}",
+        huge.as_str(),
+    ] {
+        let err = refused(&auth, token).await;
+        assert!(matches!(err, AuthError::Malformed), "{token:.30}: {err}");
+        assert_eq!(err.to_string(), "malformed token");
+    }
+}
+
+#[tokio::test]
+async fn without_a_key_every_token_is_refused() {
+    let mut cfg = clerk_config(ClerkKey::Pem(KEY_A.public_pem.clone()));
+    cfg.key = None;
+    let auth = Authenticator::new(&cfg, reqwest::Client::new());
+    let token = sign(&KEY_A, None, &clerk_claims());
+    let err = refused(&auth, &token).await;
+    assert!(matches!(err, AuthError::NoKey), "{err}");
+}
+
+// ---- JWKS ---------------------------------------------------------------------------------
+
+/// A real HTTP server serving a JWKS that the test can swap, counting requests.
+struct JwksServer {
+    url: String,
+    hits: Arc<AtomicUsize>,
+    body: Arc<Mutex<Value>>,
+}
+
+impl JwksServer {
+    async fn start(keys: &[(&TestKey, &str)]) -> JwksServer {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let body = Arc::new(Mutex::new(jwks(keys)));
+        let (h, b) = (hits.clone(), body.clone());
+        let app = Router::new().route(
+            "/.well-known/jwks.json",
+            get(move || {
+                let (h, b) = (h.clone(), b.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let doc = b.lock().unwrap().clone();
+                    Json(doc)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        JwksServer {
+            url: format!("http://{addr}/.well-known/jwks.json"),
+            hits,
+            body,
+        }
+    }
+
+    fn serve(&self, keys: &[(&TestKey, &str)]) {
+        *self.body.lock().unwrap() = jwks(keys);
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn auth(&self) -> Authenticator {
+        Authenticator::new(
+            &clerk_config(ClerkKey::JwksUrl(self.url.clone())),
+            reqwest::Client::new(),
+        )
+    }
+}
+
+fn jwks(keys: &[(&TestKey, &str)]) -> Value {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(k, kid)| {
+            json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": k.n, "e": k.e})
+        })
+        .collect();
+    json!({ "keys": keys })
+}
+
+/// An address where nothing listens.
+async fn dead_address() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+#[tokio::test]
+async fn a_jwks_key_verifies_and_is_fetched_once_for_many_tokens() {
+    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let auth = Arc::new(server.auth());
+    // A cold process hit by concurrent requests fetches once.
+    let concurrent = (0..16).map(|i| {
+        let auth = auth.clone();
+        let token = sign(
+            &KEY_A,
+            Some("ins_a"),
+            &with(clerk_claims(), "sub", json!(format!("user_{i}"))),
+        );
+        tokio::spawn(async move { auth.verify(&token).await })
+    });
+    for (i, result) in futures_util::future::join_all(concurrent)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(result.unwrap().unwrap(), format!("user_{i}"));
+    }
+    for _ in 0..10 {
+        let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+        assert_eq!(auth.verify(&token).await.unwrap(), USER);
+    }
+    assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_rotated_key_triggers_one_refetch_and_then_verifies() {
+    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let auth = server.auth().with_jwks_min_refetch_interval(Duration::ZERO);
+    let old = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    assert_eq!(auth.verify(&old).await.unwrap(), USER);
+    assert_eq!(server.hits(), 1);
+
+    server.serve(&[(&KEY_B, "ins_b")]);
+    let new = sign(&KEY_B, Some("ins_b"), &clerk_claims());
+    assert_eq!(auth.verify(&new).await.unwrap(), USER);
+    assert_eq!(server.hits(), 2);
+    assert_eq!(auth.verify(&new).await.unwrap(), USER);
+    assert_eq!(server.hits(), 2, "a known kid must not refetch");
+
+    // The replaced set no longer holds the old key: its tokens now fail.
+    let err = auth.verify(&old).await.unwrap_err();
+    assert!(matches!(err, AuthError::UnknownKey), "{err}");
+    assert_eq!(server.hits(), 3);
+}
+
+#[tokio::test]
+async fn a_kid_still_unknown_after_refetch_is_401() {
+    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let auth = server.auth().with_jwks_min_refetch_interval(Duration::ZERO);
+    let good = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    assert_eq!(auth.verify(&good).await.unwrap(), USER);
+    assert_eq!(server.hits(), 1);
+    let token = sign(&KEY_A, Some("ins_nope"), &clerk_claims());
+    let err = refused(&auth, &token).await;
+    assert!(matches!(err, AuthError::UnknownKey), "{err}");
+    assert_eq!(err.to_string(), "unknown signing key");
+    assert_eq!(server.hits(), 2, "exactly one refetch for the unknown kid");
+}
+
+#[tokio::test]
+async fn made_up_kids_cannot_make_us_hammer_the_jwks_endpoint() {
+    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let auth = server.auth(); // default minimum refetch interval
+    let good = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    assert_eq!(auth.verify(&good).await.unwrap(), USER);
+    for i in 0..20 {
+        let token = sign(&KEY_A, Some(&format!("garbage_{i}")), &clerk_claims());
+        assert!(matches!(
+            auth.verify(&token).await,
+            Err(AuthError::UnknownKey)
+        ));
+    }
+    assert_eq!(server.hits(), 1);
+    assert_eq!(auth.verify(&good).await.unwrap(), USER);
+}
+
+#[tokio::test]
+async fn a_jwks_token_without_kid_is_refused_without_fetching() {
+    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let token = sign(&KEY_A, None, &clerk_claims());
+    let err = refused(&server.auth(), &token).await;
+    assert!(matches!(err, AuthError::MissingKeyId), "{err}");
+    assert_eq!(server.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_algorithm_never_reaches_the_jwks_endpoint() {
+    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let token = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","kid":"ins_a"}"#),
+        b64(clerk_claims().to_string().as_bytes())
+    );
+    let err = refused(&server.auth(), &token).await;
+    assert!(matches!(err, AuthError::UnexpectedAlgorithm), "{err}");
+    assert_eq!(server.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_jwks_server_that_is_down_is_unavailable_not_anonymous_or_401() {
+    let url = format!("http://{}/jwks.json", dead_address().await);
+    let auth = Authenticator::new(
+        &clerk_config(ClerkKey::JwksUrl(url)),
+        reqwest::Client::new(),
+    );
+    let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let err = auth.verify(&token).await.unwrap_err();
+    assert!(matches!(err, AuthError::KeysUnavailable), "{err}");
+    let api = ApiError::from(err);
+    assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(api.code(), "service_unavailable");
+}
+
+#[tokio::test]
+async fn a_jwks_server_that_hangs_times_out_as_unavailable() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accepts connections and never answers.
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let auth = Authenticator::new(
+        &clerk_config(ClerkKey::JwksUrl(format!("http://{addr}/jwks.json"))),
+        reqwest::Client::new(),
+    )
+    .with_jwks_fetch_timeout(Duration::from_millis(300));
+    let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    assert!(matches!(
+        auth.verify(&token).await,
+        Err(AuthError::KeysUnavailable)
+    ));
+    hold.abort();
+}
+
+#[tokio::test]
+async fn a_jwks_endpoint_answering_an_error_or_junk_is_unavailable() {
+    let server = JwksServer::start(&[]).await;
+    let auth = server.auth().with_jwks_min_refetch_interval(Duration::ZERO);
+    let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    // An empty key set.
+    assert!(matches!(
+        auth.verify(&token).await,
+        Err(AuthError::KeysUnavailable)
+    ));
+    *server.body.lock().unwrap() = json!({"not": "a key set"});
+    assert!(matches!(
+        auth.verify(&token).await,
+        Err(AuthError::KeysUnavailable)
+    ));
+    // Once the endpoint serves the key, the same token verifies.
+    server.serve(&[(&KEY_A, "ins_a")]);
+    assert_eq!(auth.verify(&token).await.unwrap(), USER);
+}
+
+// ---- through HTTP -------------------------------------------------------------------------
+
+async fn whoami(viewer: Viewer) -> Json<Value> {
+    Json(json!({ "userId": viewer.user_id() }))
+}
+
+fn router(extra: &[(&str, &str)]) -> Router {
+    let mut vars: HashMap<String, String> = [
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/unused"),
+        ("CLERK_ISSUER", ISSUER),
+        ("CLERK_AUTHORIZED_PARTIES", PARTY),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let app = App::new(Config::from_vars(&vars).unwrap());
+    Router::new().route("/whoami", get(whoami)).with_state(app)
+}
+
+fn pem_router() -> Router {
+    router(&[("CLERK_JWT_KEY", KEY_A.public_pem.as_str())])
+}
+
+async fn call(
+    router: Router,
+    headers: &[(header::HeaderName, &str)],
+) -> (StatusCode, http::HeaderMap, Value) {
+    let mut req = Request::get("/whoami");
+    for (name, value) in headers {
+        req = req.header(name, *value);
+    }
+    let resp = router
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn a_request_without_credentials_is_anonymous() {
+    let (status, _, body) = call(pem_router(), &[(header::COOKIE, "theme=dark")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({ "userId": null }));
+}
+
+#[tokio::test]
+async fn a_valid_bearer_token_is_the_user() {
+    let token = sign(&KEY_A, Some("ins_1"), &clerk_claims());
+    let auth = format!("Bearer {token}");
+    let (status, _, body) = call(pem_router(), &[(header::AUTHORIZATION, &auth)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({ "userId": USER }));
+}
+
+#[tokio::test]
+async fn a_valid_session_cookie_is_the_user() {
+    let token = sign(&KEY_A, Some("ins_1"), &clerk_claims());
+    let cookie = format!("__client_uat=1700000000; __session={token}; theme=dark");
+    let (status, _, body) = call(
+        pem_router(),
+        &[
+            (header::COOKIE, "__session_abc=other"),
+            (header::COOKIE, &cookie),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({ "userId": USER }));
+}
+
+#[tokio::test]
+async fn an_invalid_token_is_401_with_the_error_shape_and_www_authenticate() {
+    let token = sign(
+        &KEY_A,
+        None,
+        &with(clerk_claims(), "exp", json!(now() - 600)),
+    );
+    let auth = format!("Bearer {token}");
+    for headers in [
+        vec![(header::AUTHORIZATION, auth.as_str())],
+        vec![(header::COOKIE, &*format!("__session={token}"))],
+    ] {
+        let (status, resp_headers, body) = call(pem_router(), &headers).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            resp_headers[header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_token\""
+        );
+        assert_eq!(resp_headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("token expired"), "{message}");
+        assert!(!body.to_string().contains(&token[..40]));
+    }
+}
+
+#[tokio::test]
+async fn basic_auth_and_empty_bearers_are_401_not_anonymous() {
+    for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token abc"] {
+        let (status, _, body) = call(pem_router(), &[(header::AUTHORIZATION, value)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn a_garbage_cookie_is_401_not_anonymous() {
+    let (status, _, body) = call(pem_router(), &[(header::COOKIE, "__session=abc")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body["error"]["message"],
+        "authentication failed: malformed token"
+    );
+}
+
+#[tokio::test]
+async fn without_a_configured_key_tokens_are_401_and_no_token_is_anonymous() {
+    let token = sign(&KEY_A, None, &clerk_claims());
+    let auth = format!("Bearer {token}");
+    let (status, _, _) = call(router(&[]), &[(header::AUTHORIZATION, &auth)]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = call(router(&[]), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({ "userId": null }));
+}
+
+#[tokio::test]
+async fn a_down_jwks_server_is_503_through_http() {
+    let url = format!("http://{}/jwks.json", dead_address().await);
+    let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let auth = format!("Bearer {token}");
+    let (status, _, body) = call(
+        router(&[("CLERK_JWKS_URL", &url)]),
+        &[(header::AUTHORIZATION, &auth)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "service_unavailable");
+}
+
+#[tokio::test]
+async fn a_jwks_configured_app_verifies_through_http() {
+    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let auth = format!("Bearer {token}");
+    let (status, _, body) = call(
+        router(&[("CLERK_JWKS_URL", &server.url)]),
+        &[(header::AUTHORIZATION, &auth)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({ "userId": USER }));
+    assert_eq!(server.hits(), 1);
+}
