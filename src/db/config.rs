@@ -181,7 +181,7 @@ impl DbConfig {
 
         let mut host = match url.host() {
             None => None,
-            Some(url::Host::Domain(d)) if d.is_empty() => None,
+            Some(url::Host::Domain("")) => None,
             Some(url::Host::Domain(d)) => Some(decode(d, "host")?),
             Some(url::Host::Ipv4(ip)) => Some(ip.to_string()),
             Some(url::Host::Ipv6(ip)) => Some(ip.to_string()),

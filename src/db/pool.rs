@@ -256,7 +256,8 @@ impl Pool {
         self.shared.size
     }
 
-    /// Connections open and not checked out right now.
+    /// Connections waiting in the pool right now (some may have been closed by the server since;
+    /// those are dropped on the next `get()`).
     pub fn idle(&self) -> usize {
         self.shared.lock_idle().len()
     }

@@ -1,1 +1,2 @@
 //! Integration tests against the real Postgres and Redis.
+mod db;
