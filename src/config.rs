@@ -113,17 +113,29 @@ impl Config {
     /// Reads a given set of variables; empty values count as unset.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Env(vars);
-        let database = env.db_url("DATABASE_URL")?.ok_or(ConfigError::Missing {
+        // DB_CONNECT_TIMEOUT_MS, when set, wins over a `connect_timeout` in the URLs.
+        let connect_timeout = env
+            .get("DB_CONNECT_TIMEOUT_MS")
+            .map(|_| env.millis("DB_CONNECT_TIMEOUT_MS", DEFAULT_DB_CONNECT_TIMEOUT))
+            .transpose()?;
+        let db_url = |name| -> Result<Option<DbConfig>, ConfigError> {
+            Ok(env.db_url(name)?.map(|db| match connect_timeout {
+                Some(t) => db.with_connect_timeout(t),
+                None => db,
+            }))
+        };
+        let database = db_url("DATABASE_URL")?.ok_or(ConfigError::Missing {
             name: "DATABASE_URL",
         })?;
-        let direct_database = match env.db_url("DATABASE_URL_UNPOOLED")? {
+        let direct_database = match db_url("DATABASE_URL_UNPOOLED")? {
             Some(url) => Some(url),
-            None => env.db_url("DIRECT_URL")?,
+            None => db_url("DIRECT_URL")?,
         };
         Ok(Config {
+            db_connect_timeout: database.connect_timeout,
             database,
             direct_database,
-            shadow_database: env.db_url("SHADOW_DATABASE_URL")?,
+            shadow_database: db_url("SHADOW_DATABASE_URL")?,
             cache: cache_backend(&env)?,
             cron_secret: env.get("CRON_SECRET"),
             clerk: clerk_config(&env)?,
@@ -132,7 +144,6 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_SYSTEM_USER_ID.to_owned()),
             body_limit: env.parse("BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT_BYTES)?,
             db_pool_size: env.parse("DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE)?,
-            db_connect_timeout: env.millis("DB_CONNECT_TIMEOUT_MS", DEFAULT_DB_CONNECT_TIMEOUT)?,
             db_query_timeout: env.millis("DB_QUERY_TIMEOUT_MS", DEFAULT_DB_QUERY_TIMEOUT)?,
             cache_timeout: env.millis("CACHE_TIMEOUT_MS", DEFAULT_CACHE_TIMEOUT)?,
             vercel_env: env.get("VERCEL_ENV"),

@@ -1,68 +1,277 @@
 //! Connection settings parsed from a `postgres://` URL the way Neon hands them out.
+//!
+//! Written here rather than with `tokio_postgres::Config::from_str` because that parser rejects
+//! `sslmode=verify-ca|verify-full` and knows nothing of `sslrootcert`, and because its errors can't
+//! be worded for the operator. Semantics follow libpq where they matter; the differences are noted
+//! on the fields.
 
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// `sslmode` of libpq, as far as it matters here.
+use percent_encoding::percent_decode_str;
+
+/// `application_name` when the URL names none; shows up in `pg_stat_activity`.
+pub const DEFAULT_APPLICATION_NAME: &str = "gcbb";
+/// Port when the URL names none.
+pub const DEFAULT_PORT: u16 = 5432;
+/// User when the URL names none (libpq would take the operating-system user).
+pub const DEFAULT_USER: &str = "postgres";
+/// Host when the URL names none.
+pub const DEFAULT_HOST: &str = "localhost";
+
+/// `sslmode` of libpq. `allow` parses as [`SslMode::Prefer`]: both end up unverified and
+/// encrypted whenever the server offers TLS, which every server we talk to does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
+    /// Encrypt if the server offers TLS, else plaintext; the certificate is not checked.
     Prefer,
+    /// Encrypt; the certificate is not checked (libpq semantics).
     Require,
+    /// Encrypt and check the certificate chain, but not the host name.
     VerifyCa,
+    /// Encrypt and check the chain and that the certificate names the host.
     VerifyFull,
 }
 
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self, DbUrlError> {
+        Ok(match raw {
+            "disable" => SslMode::Disable,
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(DbUrlError(format!(
+                    "unknown sslmode `{other}` (expected disable, allow, prefer, require, \
+                     verify-ca or verify-full)"
+                )))
+            }
+        })
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `channel_binding` of libpq: SCRAM bound to the TLS server certificate (`tls-server-end-point`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelBinding {
+    Disable,
+    Prefer,
+    Require,
+}
+
+impl ChannelBinding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelBinding::Disable => "disable",
+            ChannelBinding::Prefer => "prefer",
+            ChannelBinding::Require => "require",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self, DbUrlError> {
+        Ok(match raw {
+            "disable" => ChannelBinding::Disable,
+            "prefer" => ChannelBinding::Prefer,
+            "require" => ChannelBinding::Require,
+            other => {
+                return Err(DbUrlError(format!(
+                    "unknown channel_binding `{other}` (expected disable, prefer or require)"
+                )))
+            }
+        })
+    }
+}
+
+/// Why a database URL was refused. The message never contains the password.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
 pub struct DbUrlError(pub String);
 
-/// A parsed database URL. STUB: the db helper replaces this with the full parser.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed database URL.
+///
+/// `Debug` hides the password, so the struct may be logged as a whole.
+#[derive(Clone, PartialEq, Eq)]
 pub struct DbConfig {
+    /// Host name, IP address (IPv6 without brackets), or the directory of a Unix socket.
     pub host: String,
     pub port: u16,
     pub user: String,
     pub password: Option<String>,
+    /// Defaults to the user name, as in libpq.
     pub dbname: String,
     pub sslmode: SslMode,
+    pub channel_binding: ChannelBinding,
+    /// Server `options` (Neon: `endpoint=<id>` for clients without SNI).
+    pub options: Option<String>,
     pub application_name: String,
+    /// Bound on one connection attempt (TCP, TLS and start-up together). `connect_timeout=0`
+    /// means the default here, not "wait forever" as in libpq: nothing may hang a request.
     pub connect_timeout: Duration,
+    /// PEM file of extra trusted roots for `verify-ca`/`verify-full`, added to the compiled-in
+    /// web PKI roots (libpq would use this file *instead*); `system` means none.
+    pub sslrootcert: Option<PathBuf>,
+}
+
+impl fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("dbname", &self.dbname)
+            .field("sslmode", &self.sslmode)
+            .field("channel_binding", &self.channel_binding)
+            .field("options", &self.options)
+            .field("application_name", &self.application_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("sslrootcert", &self.sslrootcert)
+            .finish()
+    }
 }
 
 impl DbConfig {
+    /// Parses `postgres://` / `postgresql://` URLs as libpq does, including the query parameters
+    /// `sslmode`, `channel_binding`, `options`, `application_name`, `connect_timeout`,
+    /// `sslrootcert`, `host` (a `/path` is a Unix socket directory), `port`, `user`, `password`
+    /// and `dbname`. Other parameters are ignored (logged at debug level).
     pub fn parse(raw: &str) -> Result<Self, DbUrlError> {
-        let url = url::Url::parse(raw).map_err(|e| DbUrlError(e.to_string()))?;
+        let raw = with_placeholder_host(raw.trim());
+        let url = url::Url::parse(&raw).map_err(|e| match e {
+            url::ParseError::InvalidPort => {
+                DbUrlError("invalid port in database URL (expected 1-65535)".into())
+            }
+            url::ParseError::RelativeUrlWithoutBase => DbUrlError(
+                "not a database URL (expected postgres://user:password@host:port/dbname)".into(),
+            ),
+            other => DbUrlError(format!("invalid database URL: {other}")),
+        })?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(DbUrlError(format!(
+                "database URL scheme must be postgres:// or postgresql://, not {}://",
+                url.scheme()
+            )));
+        }
+        if url.fragment().is_some() {
+            // An unencoded `#` in a password starts a fragment; say so instead of connecting
+            // with half a password.
             return Err(DbUrlError(
-                "scheme must be postgres:// or postgresql://".into(),
+                "database URL contains `#`; percent-encode it (%23) in the password".into(),
             ));
         }
+
+        let mut host = match url.host() {
+            None => None,
+            Some(url::Host::Domain("")) => None,
+            Some(url::Host::Domain(d)) => Some(decode(d, "host")?),
+            Some(url::Host::Ipv4(ip)) => Some(ip.to_string()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.to_string()),
+        };
+        let mut port = match url.port() {
+            Some(0) => {
+                return Err(DbUrlError(
+                    "port 0 in database URL (expected 1-65535)".into(),
+                ))
+            }
+            Some(p) => p,
+            None => DEFAULT_PORT,
+        };
+        let mut user = match url.username() {
+            "" => DEFAULT_USER.to_owned(),
+            u => decode(u, "user name")?,
+        };
+        let mut password = url.password().map(|p| decode(p, "password")).transpose()?;
+        let mut dbname = match url.path().trim_start_matches('/') {
+            "" => None,
+            d => Some(decode(d, "database name")?),
+        };
+
         let mut sslmode = SslMode::Prefer;
-        for (k, v) in url.query_pairs() {
-            if k == "sslmode" {
-                sslmode = match &*v {
-                    "disable" => SslMode::Disable,
-                    "prefer" | "allow" => SslMode::Prefer,
-                    "require" => SslMode::Require,
-                    "verify-ca" => SslMode::VerifyCa,
-                    "verify-full" => SslMode::VerifyFull,
-                    other => return Err(DbUrlError(format!("unknown sslmode `{other}`"))),
+        let mut channel_binding = ChannelBinding::Prefer;
+        let mut options = None;
+        let mut application_name = DEFAULT_APPLICATION_NAME.to_owned();
+        let mut connect_timeout = crate::config::DEFAULT_DB_CONNECT_TIMEOUT;
+        let mut sslrootcert = None;
+        for (key, value) in url.query_pairs() {
+            match &*key {
+                "sslmode" => sslmode = SslMode::parse(&value)?,
+                "channel_binding" => channel_binding = ChannelBinding::parse(&value)?,
+                "options" => options = Some(value.into_owned()).filter(|o| !o.is_empty()),
+                "application_name" => application_name = value.into_owned(),
+                "connect_timeout" => {
+                    let secs: u64 = value.trim().parse().map_err(|_| {
+                        DbUrlError(format!(
+                            "connect_timeout must be a whole number of seconds, not `{value}`"
+                        ))
+                    })?;
+                    if secs > 0 {
+                        connect_timeout = Duration::from_secs(secs);
+                    }
+                }
+                "sslrootcert" => {
+                    sslrootcert = match &*value {
+                        "" | "system" => None,
+                        path => Some(PathBuf::from(path)),
+                    }
+                }
+                "host" if !value.is_empty() => host = Some(value.into_owned()),
+                "port" => {
+                    port = match value.parse::<u16>() {
+                        Ok(p) if p > 0 => p,
+                        _ => {
+                            return Err(DbUrlError(format!(
+                                "invalid port `{value}` in database URL (expected 1-65535)"
+                            )))
+                        }
+                    }
+                }
+                "user" if !value.is_empty() => user = value.into_owned(),
+                "password" => password = Some(value.into_owned()),
+                "dbname" if !value.is_empty() => dbname = Some(value.into_owned()),
+                other => {
+                    // The key only: a value could be a secret (`sslpassword`).
+                    tracing::debug!(param = other, "ignoring unknown database URL parameter");
                 }
             }
         }
+
+        let host = host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
+        if host.contains(',') {
+            return Err(DbUrlError(
+                "several hosts in one database URL are not supported".into(),
+            ));
+        }
         Ok(DbConfig {
-            host: url.host_str().unwrap_or("localhost").to_owned(),
-            port: url.port().unwrap_or(5432),
-            user: if url.username().is_empty() {
-                "postgres".into()
-            } else {
-                url.username().into()
-            },
-            password: url.password().map(str::to_owned),
-            dbname: url.path().trim_start_matches('/').to_owned(),
+            dbname: dbname.unwrap_or_else(|| user.clone()),
+            host,
+            port,
+            user,
+            password,
             sslmode,
-            application_name: "gcbb".into(),
-            connect_timeout: crate::config::DEFAULT_DB_CONNECT_TIMEOUT,
+            channel_binding,
+            options,
+            application_name,
+            connect_timeout,
+            sslrootcert,
         })
     }
 
@@ -70,6 +279,7 @@ impl DbConfig {
         &self.dbname
     }
 
+    /// The same server and settings, another database.
     pub fn with_dbname(&self, dbname: &str) -> Self {
         DbConfig {
             dbname: dbname.to_owned(),
@@ -77,35 +287,369 @@ impl DbConfig {
         }
     }
 
-    /// True for localhost, loopback addresses and Unix sockets.
-    pub fn is_local(&self) -> bool {
-        matches!(
-            self.host.as_str(),
-            "localhost" | "127.0.0.1" | "::1" | "[::1]"
-        ) || self.host.starts_with('/')
+    /// The same settings with another connect timeout (e.g. `DB_CONNECT_TIMEOUT_MS`).
+    pub fn with_connect_timeout(&self, timeout: Duration) -> Self {
+        DbConfig {
+            connect_timeout: timeout,
+            ..self.clone()
+        }
     }
 
-    /// True for a Neon pooler (PgBouncer) endpoint.
+    /// True when `host` is the directory of a Unix socket.
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    /// True for localhost, loopback addresses and Unix sockets.
+    pub fn is_local(&self) -> bool {
+        if self.is_unix_socket() || self.host.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// True for a Neon pooler (PgBouncer) endpoint, whose first label ends in `-pooler`.
     pub fn is_pooled(&self) -> bool {
-        self.host.contains("-pooler")
+        self.host
+            .split('.')
+            .next()
+            .is_some_and(|label| label.ends_with("-pooler"))
     }
 
     /// `host:port/dbname` without credentials, for logs and messages.
     pub fn redacted(&self) -> String {
-        format!("{}:{}/{}", self.host, self.port, self.dbname)
+        if self.host.contains(':') {
+            format!("[{}]:{}/{}", self.host, self.port, self.dbname)
+        } else {
+            format!("{}:{}/{}", self.host, self.port, self.dbname)
+        }
     }
 
+    /// The `tokio_postgres` settings. TLS is negotiated as `sslmode` says except over a Unix
+    /// socket, where libpq never uses it; certificate checks live in [`super::tls`].
     pub fn to_pg_config(&self) -> tokio_postgres::Config {
+        use tokio_postgres::config::{ChannelBinding as PgBinding, SslMode as PgSsl};
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host)
             .port(self.port)
             .user(&self.user)
             .dbname(&self.dbname)
             .application_name(&self.application_name)
-            .connect_timeout(self.connect_timeout);
+            .connect_timeout(self.connect_timeout)
+            .ssl_mode(match self.sslmode {
+                _ if self.is_unix_socket() => PgSsl::Disable,
+                SslMode::Disable => PgSsl::Disable,
+                SslMode::Prefer => PgSsl::Prefer,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSsl::Require,
+            })
+            .channel_binding(match self.channel_binding {
+                ChannelBinding::Disable => PgBinding::Disable,
+                ChannelBinding::Prefer => PgBinding::Prefer,
+                ChannelBinding::Require => PgBinding::Require,
+            });
         if let Some(p) = &self.password {
             c.password(p);
         }
+        if let Some(o) = &self.options {
+            c.options(o);
+        }
         c
+    }
+}
+
+/// libpq accepts an empty host after the user (`postgres://user@/db?host=/run/pg`); the `url`
+/// crate does not, so the default host is filled in (a `host` parameter still wins).
+fn with_placeholder_host(raw: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = raw.find("://").map(|i| i + 3) else {
+        return raw.into();
+    };
+    let end = raw[start..]
+        .find(['/', '?', '#'])
+        .map_or(raw.len(), |i| start + i);
+    let Some(at) = raw[start..end].rfind('@').map(|i| start + i + 1) else {
+        return raw.into();
+    };
+    if at == end || raw[at..end].starts_with(':') {
+        format!("{}{DEFAULT_HOST}{}", &raw[..at], &raw[at..]).into()
+    } else {
+        raw.into()
+    }
+}
+
+/// Percent-decodes one URL component; `what` names it in the error (never its value).
+fn decode(raw: &str, what: &str) -> Result<String, DbUrlError> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| DbUrlError(format!("{what} in database URL is not UTF-8 once decoded")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEON: &str = "postgresql://alex:AbC123dEf@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/dbname?sslmode=require&channel_binding=require";
+
+    fn parse(raw: &str) -> DbConfig {
+        DbConfig::parse(raw).expect("the URL parses")
+    }
+
+    fn refuse(raw: &str) -> String {
+        DbConfig::parse(raw).expect_err("the URL is refused").0
+    }
+
+    #[test]
+    fn the_neon_example_url_parses_completely() {
+        let c = parse(NEON);
+        assert_eq!(
+            c.host,
+            "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
+        );
+        assert_eq!(c.port, 5432);
+        assert_eq!(c.user, "alex");
+        assert_eq!(c.password.as_deref(), Some("AbC123dEf"));
+        assert_eq!(c.dbname(), "dbname");
+        assert_eq!(c.sslmode, SslMode::Require);
+        assert_eq!(c.channel_binding, ChannelBinding::Require);
+        assert_eq!(c.application_name, "gcbb");
+        assert_eq!(c.connect_timeout, crate::config::DEFAULT_DB_CONNECT_TIMEOUT);
+        assert!(c.is_pooled());
+        assert!(!c.is_local());
+        assert_eq!(c.sslrootcert, None);
+    }
+
+    #[test]
+    fn the_direct_neon_url_is_not_pooled() {
+        let c = parse("postgresql://alex:pw@ep-cool-darkness-123456.us-east-2.aws.neon.tech/db");
+        assert!(!c.is_pooled());
+        // A `-pooler` further down the name is not Neon's pooler label.
+        let c = parse("postgres://u@db.my-pooler.example.com/db");
+        assert!(!c.is_pooled());
+    }
+
+    #[test]
+    fn both_schemes_are_accepted_and_others_are_refused() {
+        assert_eq!(parse("postgres://u@h/d").host, "h");
+        assert_eq!(parse("postgresql://u@h/d").host, "h");
+        assert!(refuse("mysql://u:pw@h/d").contains("postgres://"));
+        assert!(refuse("https://u:pw@h/d").contains("https://"));
+        let e = refuse("u:pw@h/d");
+        assert!(e.contains("postgres://") && !e.contains("pw"), "{e}");
+        assert!(refuse("").contains("not a database URL"));
+    }
+
+    #[test]
+    fn user_and_password_are_percent_decoded() {
+        let c = parse("postgres://us%40er:p%40ss%3Aw%2Fo%23rd%25@h/d");
+        assert_eq!(c.user, "us@er");
+        assert_eq!(c.password.as_deref(), Some("p@ss:w/o#rd%"));
+    }
+
+    #[test]
+    fn an_unencoded_at_sign_in_the_password_still_splits_at_the_last_one() {
+        let c = parse("postgres://u:p@ss@host.example/d");
+        assert_eq!(c.password.as_deref(), Some("p@ss"));
+        assert_eq!(c.host, "host.example");
+    }
+
+    #[test]
+    fn a_password_with_an_unencoded_hash_is_refused_without_echoing_it() {
+        let e = refuse("postgres://u:se#cret@host/d");
+        assert!(!e.contains("se#cret") && !e.contains("cret"), "{e}");
+        let e = refuse("postgres://u:secret@host/d#frag");
+        assert!(e.contains("%23") && !e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn no_error_ever_contains_the_password() {
+        for raw in [
+            "postgres://u:hunter2@h:99999/d",
+            "postgres://u:hunter2@h:abc/d",
+            "postgres://u:hunter2@h/d?sslmode=bogus",
+            "postgres://u:hunter2@h/d?channel_binding=bogus",
+            "postgres://u:hunter2@h/d?connect_timeout=soon",
+            "mysql://u:hunter2@h/d",
+            "postgres://u:hunter2@h/d?port=0",
+            "postgres://u:hunter2@[::1/d",
+            "postgres://u:%FFhunter2@h/d",
+        ] {
+            let e = refuse(raw);
+            assert!(!e.contains("hunter2"), "{raw} → {e}");
+        }
+    }
+
+    #[test]
+    fn a_bad_port_is_refused_with_the_range() {
+        assert!(refuse("postgres://u@h:99999/d").contains("1-65535"));
+        assert!(refuse("postgres://u@h:abc/d").contains("1-65535"));
+        assert!(refuse("postgres://u@h:0/d").contains("1-65535"));
+        assert!(refuse("postgres://u@h/d?port=-1").contains("1-65535"));
+        assert_eq!(parse("postgres://u@h:6543/d").port, 6543);
+        assert_eq!(parse("postgres://u@h/d?port=6432").port, 6432);
+    }
+
+    #[test]
+    fn every_sslmode_parses_and_an_unknown_one_is_refused() {
+        let mode = |m: &str| parse(&format!("postgres://u@h/d?sslmode={m}")).sslmode;
+        assert_eq!(mode("disable"), SslMode::Disable);
+        assert_eq!(mode("allow"), SslMode::Prefer);
+        assert_eq!(mode("prefer"), SslMode::Prefer);
+        assert_eq!(mode("require"), SslMode::Require);
+        assert_eq!(mode("verify-ca"), SslMode::VerifyCa);
+        assert_eq!(mode("verify-full"), SslMode::VerifyFull);
+        assert_eq!(parse("postgres://u@h/d").sslmode, SslMode::Prefer);
+        let e = refuse("postgres://u@h/d?sslmode=verify_full");
+        assert!(e.contains("unknown sslmode `verify_full`"), "{e}");
+        assert!(refuse("postgres://u@h/d?sslmode=").contains("unknown sslmode"));
+        assert!(refuse("postgres://u@h/d?sslmode=REQUIRE").contains("unknown sslmode"));
+    }
+
+    #[test]
+    fn verify_full_reaches_tokio_postgres_as_require() {
+        let c = parse("postgres://u@h/d?sslmode=verify-full");
+        assert_eq!(
+            c.to_pg_config().get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+    }
+
+    #[test]
+    fn channel_binding_parses_and_reaches_tokio_postgres() {
+        let cb = |m: &str| parse(&format!("postgres://u@h/d?channel_binding={m}"));
+        assert_eq!(cb("disable").channel_binding, ChannelBinding::Disable);
+        assert_eq!(cb("prefer").channel_binding, ChannelBinding::Prefer);
+        assert_eq!(
+            cb("require").to_pg_config().get_channel_binding(),
+            tokio_postgres::config::ChannelBinding::Require
+        );
+        assert!(refuse("postgres://u@h/d?channel_binding=always").contains("channel_binding"));
+    }
+
+    #[test]
+    fn neon_endpoint_options_are_decoded_and_passed_on() {
+        let c = parse("postgres://u@h/d?options=endpoint%3Dep-cool-darkness-123456");
+        assert_eq!(
+            c.options.as_deref(),
+            Some("endpoint=ep-cool-darkness-123456")
+        );
+        assert_eq!(
+            c.to_pg_config().get_options(),
+            Some("endpoint=ep-cool-darkness-123456")
+        );
+    }
+
+    #[test]
+    fn application_name_defaults_to_gcbb_and_can_be_set() {
+        assert_eq!(parse("postgres://u@h/d").application_name, "gcbb");
+        let c = parse("postgres://u@h/d?application_name=gcbb%20cron");
+        assert_eq!(c.application_name, "gcbb cron");
+        assert_eq!(c.to_pg_config().get_application_name(), Some("gcbb cron"));
+    }
+
+    #[test]
+    fn connect_timeout_is_seconds_and_zero_keeps_the_default() {
+        let c = parse("postgres://u@h/d?connect_timeout=3");
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(
+            c.to_pg_config().get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
+        let c = parse("postgres://u@h/d?connect_timeout=0");
+        assert_eq!(c.connect_timeout, crate::config::DEFAULT_DB_CONNECT_TIMEOUT);
+        assert!(refuse("postgres://u@h/d?connect_timeout=-1").contains("whole number"));
+        assert!(refuse("postgres://u@h/d?connect_timeout=1.5").contains("whole number"));
+    }
+
+    #[test]
+    fn sslrootcert_is_a_path_and_system_means_none() {
+        let c = parse("postgres://u@h/d?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem");
+        assert_eq!(c.sslrootcert, Some(PathBuf::from("/etc/ssl/ca.pem")));
+        let c = parse("postgres://u@h/d?sslrootcert=system");
+        assert_eq!(c.sslrootcert, None);
+    }
+
+    #[test]
+    fn a_host_parameter_with_a_path_is_a_unix_socket() {
+        let c = parse("postgres://postgres@/mydb?host=/var/run/postgresql");
+        assert_eq!(c.host, "/var/run/postgresql");
+        assert!(c.is_unix_socket() && c.is_local());
+        assert_eq!(c.dbname(), "mydb");
+        assert_eq!(parse("postgres://u:pw@:5433/d").port, 5433);
+        assert_eq!(parse("postgres://u@/d").host, "localhost");
+        assert_eq!(
+            c.to_pg_config().get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+        // libpq's other spelling: the directory percent-encoded as the host.
+        let c = parse("postgresql://%2Fvar%2Frun%2Fpostgresql/mydb");
+        assert_eq!(c.host, "/var/run/postgresql");
+        assert!(c.is_unix_socket());
+    }
+
+    #[test]
+    fn ipv6_hosts_lose_their_brackets_but_redaction_keeps_them() {
+        let c = parse("postgres://u:pw@[::1]:6000/d");
+        assert_eq!(c.host, "::1");
+        assert_eq!(c.port, 6000);
+        assert!(c.is_local());
+        assert_eq!(c.redacted(), "[::1]:6000/d");
+    }
+
+    #[test]
+    fn local_hosts_are_recognised() {
+        for raw in [
+            "postgres://u@localhost/d",
+            "postgres://u@LOCALHOST/d",
+            "postgres://u@127.0.0.1/d",
+            "postgres://u@[::1]/d",
+            "postgres://u@/d",
+        ] {
+            assert!(parse(raw).is_local(), "{raw}");
+        }
+        assert!(!parse("postgres://u@10.0.0.1/d").is_local());
+        assert!(!parse("postgres://u@localhost.evil.example/d").is_local());
+    }
+
+    #[test]
+    fn defaults_follow_libpq() {
+        let c = parse("postgres://");
+        assert_eq!(c.host, "localhost");
+        assert_eq!(c.port, 5432);
+        assert_eq!(c.user, "postgres");
+        assert_eq!(c.dbname(), "postgres");
+        assert_eq!(c.password, None);
+        let c = parse("postgres://alice@h");
+        assert_eq!(c.dbname(), "alice");
+    }
+
+    #[test]
+    fn unknown_parameters_are_ignored() {
+        let c = parse("postgres://u@h/d?target_session_attrs=any&sslnegotiation=direct&x=");
+        assert_eq!(c.host, "h");
+    }
+
+    #[test]
+    fn several_hosts_are_refused() {
+        assert!(refuse("postgres://u@h/d?host=a,b").contains("several hosts"));
+    }
+
+    #[test]
+    fn redaction_and_debug_never_show_the_password() {
+        let c = parse("postgres://alex:hunter2@h.example:6543/db?sslmode=require");
+        assert_eq!(c.redacted(), "h.example:6543/db");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+    }
+
+    #[test]
+    fn with_dbname_keeps_everything_else() {
+        let c = parse(NEON);
+        let other = c.with_dbname("shadow_1");
+        assert_eq!(other.dbname(), "shadow_1");
+        assert_eq!(other.password, c.password);
+        assert_eq!(other.sslmode, c.sslmode);
+        assert_eq!(other.host, c.host);
     }
 }
