@@ -21,6 +21,8 @@ pub enum Command {
     Dev(crate::dev::DevArgs),
     /// Migrations (Prisma-compatible): status, deploy, resolve, new, reset.
     Db(crate::migrate::DbArgs),
+    /// Benchmarks: seed a realistic data set, measure the hot paths.
+    Bench(crate::bench::BenchArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -28,5 +30,6 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Db(args) => crate::migrate::run(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }

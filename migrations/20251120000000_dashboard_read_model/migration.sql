@@ -77,6 +77,20 @@ CREATE INDEX IF NOT EXISTS "Companion_public_userId_createdAt_idx"
 CREATE INDEX IF NOT EXISTS "Companion_name_trgm_idx"
     ON "Companion" USING gin ("name" gin_trgm_ops);
 
+-- The exact number of public companions matching the dashboard's filters, as of the last
+-- refresh; p_name_contains is an ILIKE fragment the caller has already escaped. A function so
+-- that the one query allowed to be slow has one name: callers run it under a short
+-- statement_timeout and fall back to "CompanionCategoryCount" when it is slow.
+CREATE OR REPLACE FUNCTION gcbb_count_dashboard(p_category_id text, p_name_contains text)
+    RETURNS bigint
+    LANGUAGE sql STABLE
+    AS $$
+SELECT count(*)
+FROM "CompanionDashboard"
+WHERE (p_category_id IS NULL OR "categoryId" = p_category_id)
+  AND (p_name_contains IS NULL OR "name" ILIKE '%' || p_name_contains || '%')
+$$;
+
 -- CreateTable
 CREATE TABLE IF NOT EXISTS "DashboardRefreshLog" (
     "id" BIGSERIAL NOT NULL,

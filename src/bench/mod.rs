@@ -1,0 +1,110 @@
+//! `gcbb bench`: a realistic data set, and the figures of the optimized paths against the
+//! seed's "before", measured in one run on the same data. Build with `--release` to measure.
+
+pub mod seed;
+
+use std::process::ExitCode;
+
+use crate::config::DEFAULT_DEV_DATABASE_URL;
+use crate::db::DbConfig;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+    /// Print machine-readable JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Load a deterministic, realistic data set into an empty database (COPY).
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// Named size: bench (20 000 companions, 2 000 000 messages, 2 000 group chats), small, tiny.
+    #[arg(long, default_value = "small")]
+    pub scale: String,
+    #[arg(long)]
+    pub companions: Option<usize>,
+    #[arg(long)]
+    pub messages: Option<usize>,
+    #[arg(long)]
+    pub group_chats: Option<usize>,
+    #[arg(long)]
+    pub users: Option<usize>,
+}
+
+pub async fn run(args: BenchArgs) -> ExitCode {
+    let outcome = match args.command {
+        BenchCommand::Seed(seed_args) => run_seed(seed_args, args.json).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gcbb bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The database benchmarks use: the direct URL when given, else `DATABASE_URL`, else the dev one.
+pub fn bench_database() -> anyhow::Result<DbConfig> {
+    let raw = ["DATABASE_URL_UNPOOLED", "DIRECT_URL", "DATABASE_URL"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_DEV_DATABASE_URL.to_owned());
+    Ok(DbConfig::parse(&raw)?)
+}
+
+async fn run_seed(args: SeedArgs, json: bool) -> anyhow::Result<()> {
+    let base = seed::Scale::named(&args.scale)
+        .ok_or_else(|| anyhow::anyhow!("unknown --scale `{}` (bench, small, tiny)", args.scale))?;
+    let scale = seed::Scale {
+        companions: args.companions.unwrap_or(base.companions).max(1),
+        messages: args.messages.unwrap_or(base.messages),
+        group_chats: args.group_chats.unwrap_or(base.group_chats),
+        users: args.users.unwrap_or(base.users).max(1),
+    };
+    let db = bench_database()?;
+    let system_user_id = std::env::var("SYSTEM_USER_ID")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| crate::config::DEFAULT_SYSTEM_USER_ID.to_owned());
+    crate::migrate::deploy(
+        &db,
+        std::path::Path::new(crate::config::DEFAULT_MIGRATIONS_DIR),
+    )
+    .await?;
+    let mut client = crate::db::connect(&db).await?;
+    let report = seed::seed(&mut client, scale, &system_user_id, !json).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "database": db.redacted(),
+                "companions": report.companions,
+                "messages": report.messages,
+                "groupChats": report.group_chats,
+                "groupMessages": report.group_messages,
+                "userBurnedTokens": report.burned_rows,
+                "seconds": report.seconds,
+            })
+        );
+    } else {
+        println!(
+            "seeded {}: {} companions, {} messages, {} group chats ({} group messages), {} token rows in {:.1} s",
+            db.redacted(),
+            report.companions,
+            report.messages,
+            report.group_chats,
+            report.group_messages,
+            report.burned_rows,
+            report.seconds
+        );
+    }
+    Ok(())
+}

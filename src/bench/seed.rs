@@ -1,0 +1,571 @@
+//! `gcbb bench seed`: a deterministic, realistic data set loaded with COPY.
+//!
+//! Realistic means the heavy columns are as heavy as production's: `instructions` ~2 KB and each
+//! JSONB config ~1 KB (the reason the old dashboard payload was 5.4 MB), message counts skewed
+//! towards popular companions, some private companions and some platform-owned ones.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_postgres::Client;
+
+/// Seed of the generator: the same flags always produce the same rows.
+pub const SEED: u64 = 0x6362_6262;
+/// Rows per COPY batch sent to the server.
+const COPY_BATCH_ROWS: usize = 20_000;
+
+/// Sizes of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    pub companions: usize,
+    pub messages: usize,
+    pub group_chats: usize,
+    pub users: usize,
+}
+
+impl Scale {
+    /// The issue's benchmark scale.
+    pub const BENCH: Scale = Scale {
+        companions: 20_000,
+        messages: 2_000_000,
+        group_chats: 2_000,
+        users: 2_000,
+    };
+    /// Enough to exercise every query plan in tests.
+    pub const SMALL: Scale = Scale {
+        companions: 2_000,
+        messages: 50_000,
+        group_chats: 100,
+        users: 200,
+    };
+    pub const TINY: Scale = Scale {
+        companions: 200,
+        messages: 2_000,
+        group_chats: 10,
+        users: 20,
+    };
+
+    pub fn named(name: &str) -> Option<Scale> {
+        match name {
+            "bench" => Some(Scale::BENCH),
+            "small" => Some(Scale::SMALL),
+            "tiny" => Some(Scale::TINY),
+            _ => None,
+        }
+    }
+}
+
+const CATEGORIES: &[&str] = &[
+    "Famous People",
+    "Movies & TV",
+    "Musicians",
+    "Games",
+    "Animals",
+    "Philosophy",
+    "Scientists",
+    "Fantasy",
+    "Anime",
+    "Helpers",
+    "History",
+    "Sports",
+];
+
+const WORDS: &[&str] = &[
+    "the", "a", "friendly", "curious", "ancient", "bright", "story", "answer", "question", "world",
+    "music", "dream", "secret", "journey", "light", "river", "mountain", "city", "kind", "brave",
+    "quiet", "remember", "explain", "imagine", "wonder", "together", "always", "never", "because",
+    "however", "and", "but", "with", "without", "about", "through", "between", "science",
+    "history", "game", "film", "book", "friend", "teacher", "voice", "memory", "future", "past",
+    "today", "tomorrow", "laugh", "help", "learn", "create", "listen",
+];
+
+/// Public id of the platform user in the generated set.
+pub const SYSTEM_USER: &str = "system";
+
+pub fn user_id(i: usize) -> String {
+    format!("user_{i:05}")
+}
+
+pub fn companion_id(i: usize) -> String {
+    format!("cmp_{i:06}")
+}
+
+/// What `seed` loaded, for the report.
+#[derive(Debug, Default)]
+pub struct SeedReport {
+    pub companions: usize,
+    pub messages: usize,
+    pub group_chats: usize,
+    pub group_messages: usize,
+    pub burned_rows: usize,
+    pub seconds: f64,
+}
+
+/// Loads a data set of `scale` into an empty, migrated database, then refreshes the read model
+/// and analyzes the tables so plans are those of real data.
+pub async fn seed(
+    client: &mut Client,
+    scale: Scale,
+    system_user_id: &str,
+    show_progress: bool,
+) -> anyhow::Result<SeedReport> {
+    let started = Instant::now();
+    let existing: i64 = client
+        .query_one("SELECT count(*) FROM \"Companion\"", &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        existing == 0,
+        "the database already has {existing} companions; seed an empty one (gcbb db reset --force)"
+    );
+    let total_rows = CATEGORIES.len()
+        + scale.companions
+        + scale.messages
+        + scale.group_chats * 9
+        + scale.users * 5;
+    let bar = progress_bar(total_rows as u64, show_progress);
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut report = SeedReport::default();
+
+    let tx = client.transaction().await?;
+    let mut copy = Copy::new(&tx, "\"Category\" (\"id\", \"name\")", &bar);
+    for (i, name) in CATEGORIES.iter().enumerate() {
+        copy.row(&[&format!("cat_{i:02}"), name]).await?;
+    }
+    copy.finish().await?;
+
+    let mut copy = Copy::new(
+        &tx,
+        "\"Companion\" (\"id\", \"userId\", \"userName\", \"src\", \"name\", \"instructions\", \
+         \"private\", \"createdAt\", \"updatedAt\", \"categoryId\", \"isFree\", \"tokensBurned\", \
+         \"customIntroduction\", \"personalityConfig\", \"knowledgeConfig\", \"interactionConfig\", \
+         \"toolConfig\")",
+        &bar,
+    );
+    let mut owners = Vec::with_capacity(scale.companions);
+    for i in 0..scale.companions {
+        let system = rng.random_bool(0.1);
+        let owner = if system {
+            system_user_id.to_owned()
+        } else {
+            user_id(rng.random_range(0..scale.users))
+        };
+        let private = !system && rng.random_bool(0.2);
+        let name = companion_name(&mut rng);
+        let created = timestamp(i as f64 / scale.companions as f64);
+        copy.row(&[
+            &companion_id(i),
+            &owner,
+            &if system {
+                "GCBB".to_owned()
+            } else {
+                owner.clone()
+            },
+            &format!("https://img.example.invalid/avatars/{i}.webp"),
+            &name,
+            &sentences(&mut rng, 2_000),
+            bool_text(private),
+            &created,
+            &created,
+            &format!("cat_{:02}", rng.random_range(0..CATEGORIES.len())),
+            bool_text(rng.random_bool(0.7)),
+            &rng.random_range(0..500_000).to_string(),
+            &sentences(&mut rng, 200),
+            &json_config(&mut rng, "personality"),
+            &json_config(&mut rng, "knowledge"),
+            &json_config(&mut rng, "interaction"),
+            &json_config(&mut rng, "tools"),
+        ])
+        .await?;
+        owners.push(owner);
+    }
+    copy.finish().await?;
+    report.companions = scale.companions;
+
+    let mut copy = Copy::new(
+        &tx,
+        "\"Message\" (\"id\", \"role\", \"content\", \"createdAt\", \"updatedAt\", \
+         \"companionId\", \"userId\")",
+        &bar,
+    );
+    for i in 0..scale.messages {
+        // Popular companions get most messages (a power law), as on the real site.
+        let companion = skewed_index(&mut rng, scale.companions);
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        let len = if role == "user" { 80 } else { 260 };
+        let created = timestamp(i as f64 / scale.messages as f64);
+        copy.row(&[
+            &format!("msg_{i:08}"),
+            role,
+            &sentences(&mut rng, len),
+            &created,
+            &created,
+            &companion_id(companion),
+            &user_id(rng.random_range(0..scale.users)),
+        ])
+        .await?;
+    }
+    copy.finish().await?;
+    report.messages = scale.messages;
+
+    let mut chats = Copy::new(
+        &tx,
+        "\"GroupChat\" (\"id\", \"name\", \"createdAt\", \"updatedAt\", \"creatorId\")",
+        &bar,
+    );
+    let mut members_rows = Vec::new();
+    for g in 0..scale.group_chats {
+        let creator = if g % 20 == 0 {
+            system_user_id.to_owned()
+        } else {
+            user_id(rng.random_range(0..scale.users))
+        };
+        let created = timestamp(g as f64 / scale.group_chats.max(1) as f64);
+        chats
+            .row(&[
+                &format!("grp_{g:05}"),
+                &format!("Group {}", companion_name(&mut rng)),
+                &created,
+                &created,
+                &creator,
+            ])
+            .await?;
+        let n = rng.random_range(2..=4);
+        let mut picked: Vec<usize> = Vec::new();
+        while picked.len() < n {
+            let c = rng.random_range(0..scale.companions);
+            if !picked.contains(&c) {
+                picked.push(c);
+            }
+        }
+        members_rows.push((g, picked, created));
+    }
+    chats.finish().await?;
+    report.group_chats = scale.group_chats;
+
+    let mut members = Copy::new(
+        &tx,
+        "\"GroupChatMember\" (\"id\", \"groupChatId\", \"companionId\", \"joinedAt\")",
+        &bar,
+    );
+    for (g, picked, created) in &members_rows {
+        for c in picked {
+            members
+                .row(&[
+                    &format!("gcm_{g:05}_{c}"),
+                    &format!("grp_{g:05}"),
+                    &companion_id(*c),
+                    created,
+                ])
+                .await?;
+        }
+    }
+    members.finish().await?;
+
+    let mut group_messages = Copy::new(
+        &tx,
+        "\"GroupMessage\" (\"id\", \"content\", \"createdAt\", \"updatedAt\", \"groupChatId\", \
+         \"isBot\", \"senderId\")",
+        &bar,
+    );
+    for (g, picked, _) in &members_rows {
+        for k in 0..5usize {
+            let bot = k % 2 == 1;
+            let sender = if bot {
+                companion_id(picked[k % picked.len()])
+            } else {
+                user_id(*g % scale.users.max(1))
+            };
+            let created = timestamp(
+                0.5 + (*g as f64 * 5.0 + k as f64) / (scale.group_chats.max(1) * 10) as f64,
+            );
+            group_messages
+                .row(&[
+                    &format!("gm_{g:05}_{k}"),
+                    &sentences(&mut rng, if bot { 200 } else { 60 }),
+                    &created,
+                    &created,
+                    &format!("grp_{g:05}"),
+                    bool_text(bot),
+                    &sender,
+                ])
+                .await?;
+            report.group_messages += 1;
+        }
+    }
+    group_messages.finish().await?;
+
+    let mut burned = Copy::new(
+        &tx,
+        "\"UserBurnedTokens\" (\"id\", \"userId\", \"companionId\", \"tokensBurned\", \
+         \"createdAt\", \"updatedAt\")",
+        &bar,
+    );
+    for u in 0..scale.users {
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let c = skewed_index(&mut rng, scale.companions);
+            if seen.contains(&c) {
+                continue;
+            }
+            seen.push(c);
+            let created = timestamp(0.9);
+            burned
+                .row(&[
+                    &format!("ubt_{u:05}_{c}"),
+                    &user_id(u),
+                    &companion_id(c),
+                    &rng.random_range(1..50_000).to_string(),
+                    &created,
+                    &created,
+                ])
+                .await?;
+            report.burned_rows += 1;
+        }
+    }
+    burned.finish().await?;
+    tx.commit().await?;
+    bar.finish_and_clear();
+
+    client
+        .query(
+            "SELECT * FROM gcbb_refresh_dashboard($1)",
+            &[&system_user_id],
+        )
+        .await?;
+    client.batch_execute("ANALYZE").await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn progress_bar(total: u64, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<14} [{bar:40}] {pos}/{len} rows ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// One `COPY … FROM STDIN` in text format, sent in batches.
+struct Copy<'a> {
+    tx: &'a tokio_postgres::Transaction<'a>,
+    target: &'static str,
+    buf: String,
+    rows: usize,
+    sink: Option<std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>>,
+    bar: &'a ProgressBar,
+}
+
+impl<'a> Copy<'a> {
+    fn new(
+        tx: &'a tokio_postgres::Transaction<'a>,
+        target: &'static str,
+        bar: &'a ProgressBar,
+    ) -> Self {
+        let table = target.split(' ').next().unwrap_or(target);
+        bar.set_message(table.trim_matches('"').to_owned());
+        Copy {
+            tx,
+            target,
+            buf: String::new(),
+            rows: 0,
+            sink: None,
+            bar,
+        }
+    }
+
+    async fn row(&mut self, fields: &[&str]) -> Result<(), tokio_postgres::Error> {
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                self.buf.push('\t');
+            }
+            escape_copy_text(&mut self.buf, f);
+        }
+        self.buf.push('\n');
+        self.rows += 1;
+        if self.rows.is_multiple_of(COPY_BATCH_ROWS) {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), tokio_postgres::Error> {
+        if self.sink.is_none() {
+            let sql = format!("COPY {} FROM STDIN", self.target);
+            self.sink = Some(Box::pin(self.tx.copy_in(&sql).await?));
+        }
+        let data = std::mem::take(&mut self.buf);
+        let n = self.rows % COPY_BATCH_ROWS;
+        if let Some(sink) = self.sink.as_mut() {
+            sink.send(Bytes::from(data)).await?;
+        }
+        self.bar.inc(if n == 0 {
+            COPY_BATCH_ROWS as u64
+        } else {
+            n as u64
+        });
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<u64, tokio_postgres::Error> {
+        if !self.buf.is_empty() || self.sink.is_none() {
+            self.flush().await?;
+        }
+        match self.sink.take() {
+            Some(mut sink) => sink.as_mut().finish().await,
+            None => Ok(0),
+        }
+    }
+}
+
+/// COPY text format: backslash, tab and newline are escaped.
+fn escape_copy_text(out: &mut String, field: &str) {
+    for ch in field.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn bool_text(b: bool) -> &'static str {
+    if b {
+        "t"
+    } else {
+        "f"
+    }
+}
+
+/// A timestamp between two years ago (0.0) and now-ish (1.0), deterministic.
+fn timestamp(fraction: f64) -> String {
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or_default();
+    let secs = (fraction.clamp(0.0, 1.0) * 2.0 * 365.0 * 86_400.0) as i64;
+    (start + chrono::Duration::seconds(secs))
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string()
+}
+
+/// An index in `0..n` where low indexes are much more likely (popular companions).
+fn skewed_index(rng: &mut StdRng, n: usize) -> usize {
+    let u: f64 = rng.random();
+    ((u.powf(3.0)) * n as f64) as usize % n.max(1)
+}
+
+fn companion_name(rng: &mut StdRng) -> String {
+    const FIRST: &[&str] = &[
+        "Ada", "Leo", "Mira", "Orion", "Zara", "Kai", "Nova", "Iris", "Felix", "Luna", "Atlas",
+        "Sage", "Juno", "Ezra", "Vera", "Milo", "Cleo", "Hugo", "Lyra", "Theo", "Émile", "Søren",
+        "Ngozi", "Aiko", "José",
+    ];
+    const LAST: &[&str] = &[
+        "the Wise",
+        "Stormborn",
+        "of Avalon",
+        "Nightingale",
+        "the Bard",
+        "Starlight",
+        "Ironheart",
+        "the Curious",
+        "Moonwhisper",
+        "the Scholar",
+        "Quickfoot",
+        "of the North",
+    ];
+    format!(
+        "{} {}",
+        FIRST[rng.random_range(0..FIRST.len())],
+        LAST[rng.random_range(0..LAST.len())]
+    )
+}
+
+/// Words until at least `len` bytes.
+fn sentences(rng: &mut StdRng, len: usize) -> String {
+    let mut s = String::with_capacity(len + 16);
+    let mut start = true;
+    while s.len() < len {
+        let w = WORDS[rng.random_range(0..WORDS.len())];
+        if start {
+            let mut c = w.chars();
+            if let Some(f) = c.next() {
+                s.extend(f.to_uppercase());
+                s.push_str(c.as_str());
+            }
+            start = false;
+        } else {
+            s.push_str(w);
+        }
+        if rng.random_range(0..12) == 0 {
+            s.push_str(". ");
+            start = true;
+        } else {
+            s.push(' ');
+        }
+    }
+    s.truncate(s.trim_end().len());
+    s.push('.');
+    s
+}
+
+/// A JSON config object of about 1 KB.
+fn json_config(rng: &mut StdRng, kind: &str) -> String {
+    let mut s = String::with_capacity(1100);
+    let _ = write!(s, "{{\"kind\":\"{kind}\",\"version\":2,\"traits\":[");
+    for i in 0..6 {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(
+            s,
+            "{{\"name\":\"{}\",\"weight\":{:.2},\"notes\":\"{}\"}}",
+            WORDS[rng.random_range(0..WORDS.len())],
+            rng.random::<f64>(),
+            sentences(rng, 110)
+        );
+    }
+    s.push_str("]}");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_copy_would_misread() {
+        let mut out = String::new();
+        escape_copy_text(&mut out, "a\tb\nc\\d");
+        assert_eq!(out, "a\\tb\\nc\\\\d");
+    }
+
+    #[test]
+    fn heavy_columns_have_realistic_sizes() {
+        let mut rng = StdRng::seed_from_u64(SEED);
+        let instructions = sentences(&mut rng, 2_000);
+        assert!((2_000..2_100).contains(&instructions.len()));
+        let config = json_config(&mut rng, "personality");
+        assert!((900..1_400).contains(&config.len()), "{}", config.len());
+        assert!(serde_json::from_str::<serde_json::Value>(&config).is_ok());
+    }
+
+    #[test]
+    fn the_generator_is_deterministic() {
+        let a = sentences(&mut StdRng::seed_from_u64(SEED), 300);
+        let b = sentences(&mut StdRng::seed_from_u64(SEED), 300);
+        assert_eq!(a, b);
+    }
+}
