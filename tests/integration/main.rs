@@ -1,1 +1,4 @@
 //! Integration tests against the real Postgres and Redis.
+
+mod common;
+mod migrations;
