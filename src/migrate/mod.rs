@@ -75,7 +75,9 @@ pub enum MigrateError {
     NoDatabaseUrl,
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("cannot connect to the database at {target}: {message}")]
+    #[error(
+        "Can't reach database server at `{target}`\n\nPlease make sure your database server is running at `{target}`.\n({message})"
+    )]
     Connect { target: String, message: String },
     #[error(
         "Timed out trying to acquire a postgres advisory lock (SELECT pg_advisory_lock(72707369)). Timeout: {timeout_ms}ms. \

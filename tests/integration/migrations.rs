@@ -852,6 +852,33 @@ async fn a_missing_database_url_names_every_variable_and_the_unpooled_one_wins()
 }
 
 #[tokio::test]
+async fn only_a_pooled_url_warns_that_advisory_locks_do_not_work_through_pgbouncer() {
+    let out = gcbb()
+        .args(["db", "status"])
+        .env(
+            "DATABASE_URL",
+            "postgres://u:secret@ep-x-pooler.invalid/db?sslmode=disable",
+        )
+        .output()
+        .expect("run");
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr.contains("warning: DATABASE_URL points to a connection pooler"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("advisory locks and session settings"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Error: P1001"), "{stderr}");
+    assert!(
+        !stderr.contains("secret"),
+        "credentials never printed: {stderr}"
+    );
+}
+
+#[tokio::test]
 async fn new_creates_a_timestamped_file_and_refuses_an_empty_name() {
     let dir = std::env::temp_dir().join(unique("gcbb_new"));
     let out = gcbb()
