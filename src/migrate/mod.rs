@@ -1,30 +1,395 @@
-//! `gcbb db`: a migration runner compatible with Prisma Migrate. STUB: the migrations helper
-//! replaces this.
+//! `gcbb db`: a migration runner compatible with Prisma Migrate (same `_prisma_migrations` table,
+//! checksums, advisory lock and row life cycle, same wording), so both tools can run against the
+//! same database during the move. The CLI (`DbArgs`, `run`) lives here; the library entry points
+//! (`deploy`, `status`, `resolve_*`, `reset`) print nothing.
+//!
+//! Written here rather than shelling out to Prisma: the functions ship without Node, and the runner
+//! adds what Prisma lacks (lock_timeout with retries, non-transactional files for CONCURRENTLY).
 
-use std::path::Path;
+mod apply;
+pub mod files;
+pub mod history;
+pub mod statements;
+pub mod status;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use crate::db::DbConfig;
+use chrono::{DateTime, Utc};
+
+use crate::config::{
+    ConfigError, Env, DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRIES,
+    DEFAULT_MIGRATE_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_DIR,
+};
+pub use crate::db::DbConfig;
+pub use apply::{deploy, deploy_with, reset, resolve_applied, resolve_rolled_back, DeployOutcome};
+pub use status::{status, Diagnosis, HistoryDiagnostic};
+
+/// The variables `gcbb db` reads its database from, in order of preference: the direct
+/// (unpooled) URLs first, because advisory locks and `SET` need a session of their own.
+pub const DATABASE_URL_VARS: [&str; 3] = ["DATABASE_URL_UNPOOLED", "DIRECT_URL", "DATABASE_URL"];
+
+/// Timeouts of a migration session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrateSettings {
+    /// `lock_timeout` while migrating (`MIGRATE_LOCK_TIMEOUT_MS`).
+    pub lock_timeout: Duration,
+    /// Retries of a file that hit `lock_timeout` (`MIGRATE_LOCK_RETRIES`).
+    pub lock_retries: u32,
+    /// How long to wait for Prisma's advisory lock (`MIGRATE_ADVISORY_LOCK_TIMEOUT_MS`).
+    pub advisory_lock_timeout: Duration,
+}
+
+impl Default for MigrateSettings {
+    fn default() -> Self {
+        MigrateSettings {
+            lock_timeout: DEFAULT_MIGRATE_LOCK_TIMEOUT,
+            lock_retries: DEFAULT_MIGRATE_LOCK_RETRIES,
+            advisory_lock_timeout: DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT,
+        }
+    }
+}
+
+impl MigrateSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let vars = std::env::vars().collect();
+        let env = Env(&vars);
+        Ok(MigrateSettings {
+            lock_timeout: env.millis("MIGRATE_LOCK_TIMEOUT_MS", DEFAULT_MIGRATE_LOCK_TIMEOUT)?,
+            lock_retries: env.parse("MIGRATE_LOCK_RETRIES", DEFAULT_MIGRATE_LOCK_RETRIES)?,
+            advisory_lock_timeout: env.millis(
+                "MIGRATE_ADVISORY_LOCK_TIMEOUT_MS",
+                DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT,
+            )?,
+        })
+    }
+}
+
+/// Everything that can stop a `gcbb db` command; `Display` is the message shown to the user,
+/// in Prisma's wording where Prisma has one (`code()` gives Prisma's error code).
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("no database URL: set DATABASE_URL_UNPOOLED, DIRECT_URL or DATABASE_URL")]
+    NoDatabaseUrl,
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error(
+        "Can't reach database server at `{target}`\n\nPlease make sure your database server is running at `{target}`.\n({message})"
+    )]
+    Connect { target: String, message: String },
+    #[error(
+        "Timed out trying to acquire a postgres advisory lock (SELECT pg_advisory_lock(72707369)). Timeout: {timeout_ms}ms. \
+         Another `gcbb db` or `prisma migrate` is running against this database (or a session holds the lock). \
+         See https://pris.ly/d/migrate-advisory-locking for details."
+    )]
+    AdvisoryLockTimeout { timeout_ms: u128 },
+    #[error(
+        "The database schema is not empty. Read more about how to baseline an existing production database: \
+         https://pris.ly/d/migrate-baseline"
+    )]
+    SchemaNotEmpty,
+    #[error(
+        "migrate found failed migrations in the target database, new migrations will not be applied. Read more about how \
+         to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve\n\
+         The `{name}` migration started at {started_at} failed"
+    )]
+    FailedMigrations {
+        name: String,
+        started_at: DateTime<Utc>,
+    },
+    #[error(
+        "A migration failed to apply. New migrations cannot be applied before the error is recovered from. Read more about \
+         how to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve\n\n\
+         Migration name: {name}\n\n\
+         Database error code: {}\n\n\
+         Database error:\n{message}", code.as_deref().unwrap_or("none")
+    )]
+    ApplyFailed {
+        name: String,
+        code: Option<String>,
+        message: String,
+    },
+    #[error(
+        "The migration `{name}` holds {kind} and {} other statement(s). {kind} cannot run inside a transaction, and \
+         Prisma sends a whole migration file as one batch, which Postgres runs as one implicit transaction, so \
+         `prisma migrate deploy` could never apply this file. Move {kind} into a migration file of its own.",
+        statements - 1
+    )]
+    MixedStatements {
+        name: String,
+        kind: &'static str,
+        statements: usize,
+    },
+    #[error(
+        "The migration {name} could not be found. Please make sure that the migration exists, and that you included the \
+         whole name of the directory. (example: \"20201207184859_initial_migration\")"
+    )]
+    NotFoundLocally { name: String },
+    #[error("The migration `{name}` is already recorded as applied in the database.")]
+    AlreadyApplied { name: String },
+    #[error("Migration `{name}` cannot be rolled back because it is not in a failed state.")]
+    NotFailed { name: String },
+    #[error("a migration name needs at least one letter or digit")]
+    InvalidName,
+    #[error("{}: {message}", path.display())]
+    Files { path: PathBuf, message: String },
+    #[error(
+        "refusing to reset the database on `{host}`: reset drops every table and only runs against localhost, \
+         127.0.0.1, ::1 or a Unix socket"
+    )]
+    ResetRemote { host: String },
+    #[error("reset drops every table of the database: pass --force to confirm")]
+    ResetNotConfirmed,
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl MigrateError {
+    /// Prisma's error code for the same situation.
+    pub fn code(&self) -> Option<&'static str> {
+        Some(match self {
+            MigrateError::Connect { .. } => "P1001",
+            MigrateError::AdvisoryLockTimeout { .. } => "P1002",
+            MigrateError::SchemaNotEmpty => "P3005",
+            MigrateError::FailedMigrations { .. } => "P3009",
+            MigrateError::ApplyFailed { .. } => "P3018",
+            MigrateError::NotFoundLocally { .. } => "P3017",
+            MigrateError::AlreadyApplied { .. } => "P3008",
+            MigrateError::NotFailed { .. } => "P3012",
+            _ => return None,
+        })
+    }
+}
+
+/// `ERROR: message` plus DETAIL/HINT/WHERE lines, as psql shows a server error.
+pub(crate) fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        return e.to_string();
+    };
+    let mut out = format!("{}: {}", db.severity(), db.message());
+    if let Some(d) = db.detail() {
+        out.push_str(&format!("\nDETAIL: {d}"));
+    }
+    if let Some(h) = db.hint() {
+        out.push_str(&format!("\nHINT: {h}"));
+    }
+    if let Some(w) = db.where_() {
+        out.push_str(&format!("\nCONTEXT: {w}"));
+    }
+    out
+}
+
+/// SQLSTATE 55P03 (`lock_not_available`): `lock_timeout` fired.
+pub(crate) fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+}
+
+pub(crate) async fn connect(db: &DbConfig) -> Result<tokio_postgres::Client, MigrateError> {
+    crate::db::connect(db)
+        .await
+        .map_err(|e| MigrateError::Connect {
+            target: db.redacted(),
+            message: e.to_string(),
+        })
+}
+
+/// The migration database from the environment: the first set of [`DATABASE_URL_VARS`], with
+/// the name of the variable it came from.
+pub fn database_from_env() -> Result<(&'static str, DbConfig), MigrateError> {
+    for var in DATABASE_URL_VARS {
+        let Ok(raw) = std::env::var(var) else {
+            continue;
+        };
+        let raw = raw.trim();
+        if raw.is_empty() {
+            continue;
+        }
+        let cfg = DbConfig::parse(raw).map_err(|e| {
+            MigrateError::Config(ConfigError::Invalid {
+                name: var,
+                reason: e.to_string(),
+            })
+        })?;
+        return Ok((var, cfg));
+    }
+    Err(MigrateError::NoDatabaseUrl)
+}
 
 #[derive(Debug, clap::Args)]
 pub struct DbArgs {
+    /// Directory holding `<timestamp>_<name>/migration.sql`.
+    #[arg(long, global = true, env = "GCBB_MIGRATIONS_DIR", default_value = DEFAULT_MIGRATIONS_DIR)]
+    pub migrations_dir: PathBuf,
     #[command(subcommand)]
     pub command: DbCommand,
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DbCommand {
-    /// Show which migrations are applied, pending or failed.
+    /// Show which migrations are applied, pending or failed (exit 1 unless up to date).
     Status,
     /// Apply pending migrations.
     Deploy,
+    /// Record a migration as applied or rolled back without running it.
+    Resolve(ResolveArgs),
+    /// Create `<dir>/<UTC timestamp>_<name>/migration.sql`.
+    New {
+        /// Name of the migration ([a-z0-9_]; anything else becomes `_`).
+        name: String,
+    },
+    /// Drop every schema of a LOCAL database and apply every migration.
+    Reset {
+        /// Don't ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
-pub async fn run(_args: DbArgs) -> ExitCode {
-    ExitCode::FAILURE
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ResolveArgs {
+    /// Record NAME as applied (baseline an existing database, or after a manual hotfix).
+    #[arg(long, value_name = "NAME")]
+    pub applied: Option<String>,
+    /// Mark NAME's failed row as rolled back, so `deploy` runs it again.
+    #[arg(long, value_name = "NAME")]
+    pub rolled_back: Option<String>,
 }
 
-/// Applies every pending migration of `dir` to `db` (what `gcbb dev` and the test harness use).
-pub async fn deploy(_db: &DbConfig, _dir: &Path) -> anyhow::Result<Vec<String>> {
-    anyhow::bail!("not built")
+/// Runs one `gcbb db` command; prints Prisma's lines and returns Prisma's exit code.
+pub async fn run(args: DbArgs) -> ExitCode {
+    let dir = args.migrations_dir.clone();
+    let dir_display = dir.display().to_string();
+    match run_command(args.command, &dir, &dir_display).await {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_error(e: &MigrateError) {
+    let mut err = std::io::stderr().lock();
+    let _ = match e.code() {
+        Some(code) => writeln!(err, "\nError: {code}\n\n{e}\n"),
+        None => writeln!(err, "\nError: {e}\n"),
+    };
+}
+
+fn print_out(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+fn print_err(s: &str) {
+    let _ = std::io::stderr().lock().write_all(s.as_bytes());
+}
+
+/// The database to migrate, warning when only a pooled (PgBouncer) URL is available.
+fn migration_database() -> Result<DbConfig, MigrateError> {
+    let (var, db) = database_from_env()?;
+    if db.is_pooled() {
+        print_err(&format!(
+            "warning: {var} points to a connection pooler ({}); advisory locks and session settings \
+             (lock_timeout) don't work through PgBouncer in transaction mode. Set DATABASE_URL_UNPOOLED \
+             or DIRECT_URL to the direct endpoint.\n",
+            db.redacted()
+        ));
+    }
+    Ok(db)
+}
+
+async fn run_command(
+    command: DbCommand,
+    dir: &Path,
+    dir_display: &str,
+) -> Result<ExitCode, MigrateError> {
+    match command {
+        DbCommand::New { name } => {
+            let path = files::create_migration(dir, &name, Utc::now())?;
+            print_out(&format!("Created {}\n", path.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Status => {
+            let db = migration_database()?;
+            let diagnosis = status::status(&db, dir).await?;
+            let report = status::render_status(&diagnosis, dir_display);
+            print_err(&report.stderr);
+            print_out(&report.stdout);
+            Ok(ExitCode::from(report.exit_code))
+        }
+        DbCommand::Deploy => {
+            let settings = MigrateSettings::from_env()?;
+            let db = migration_database()?;
+            let local = files::load_migrations(dir)?;
+            print_out(&status::found_line(local.len(), dir_display));
+            let outcome = deploy_with(&db, dir, &settings).await?;
+            print_deploy_outcome(&outcome, dir_display);
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Resolve(r) => {
+            let settings = MigrateSettings::from_env()?;
+            let db = migration_database()?;
+            if let Some(name) = r.applied {
+                resolve_applied(&db, dir, &name, &settings).await?;
+                print_out(&format!("\nMigration {name} marked as applied.\n"));
+            } else if let Some(name) = r.rolled_back {
+                resolve_rolled_back(&db, dir, &name, &settings).await?;
+                print_out(&format!("\nMigration {name} marked as rolled back.\n"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Reset { force } => {
+            let settings = MigrateSettings::from_env()?;
+            let db = migration_database()?;
+            if !db.is_local() {
+                return Err(MigrateError::ResetRemote {
+                    host: db.host.clone(),
+                });
+            }
+            if !force && !confirm_reset(&db) {
+                return Err(MigrateError::ResetNotConfirmed);
+            }
+            let local = files::load_migrations(dir)?;
+            print_out(&status::found_line(local.len(), dir_display));
+            let outcome = reset(&db, dir, &settings).await?;
+            print_out(&format!("\nDatabase reset successful: {}\n", db.redacted()));
+            print_deploy_outcome(&outcome, dir_display);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_deploy_outcome(outcome: &DeployOutcome, dir_display: &str) {
+    for name in &outcome.modified {
+        print_err(&status::modified_warning(name));
+    }
+    if !outcome.missing_locally.is_empty() {
+        print_err(&format!(
+            "warning: The migration{} from the database are not found locally in {dir_display}:\n{}\n",
+            if outcome.missing_locally.len() > 1 { "s" } else { "" },
+            outcome.missing_locally.join("\n")
+        ));
+    }
+    print_out(&status::render_deploy_success(&outcome.applied));
+}
+
+/// Asks on a terminal; anything but y/yes (or no terminal at all) means no.
+fn confirm_reset(db: &DbConfig) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    print_out(&format!(
+        "Are you sure you want to reset the database `{}`? All data will be lost. [y/N] ",
+        db.redacted()
+    ));
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }

@@ -1,0 +1,388 @@
+//! Applying migrations under Prisma's advisory lock: `deploy`, `resolve` and `reset`.
+//!
+//! A file runs in one transaction, retried whole when it hits `lock_timeout` (55P03), so a deploy
+//! never waits long behind a long transaction while every query queues behind its own lock
+//! request. A file holding a statement that cannot run in a transaction (`CREATE INDEX
+//! CONCURRENTLY`…) must be that statement alone (Prisma sends a file as one batch, which
+//! Postgres runs as one implicit transaction), and runs in autocommit. Concurrent builds run with
+//! `lock_timeout` off: they take no lock that blocks reads or writes, but they do wait for older
+//! transactions, which a short timeout would turn into spurious failures.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::files::{self, LocalMigration};
+use super::history::{self, MigrationRow};
+use super::statements::{self, Plan, Statement};
+use super::status::{self, HistoryDiagnostic};
+use super::{describe_pg_error, is_lock_timeout, DbConfig, MigrateError, MigrateSettings};
+
+/// What a successful `deploy` did and noticed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeployOutcome {
+    /// Number of local migrations.
+    pub found: usize,
+    /// Names applied by this run, in order.
+    pub applied: Vec<String>,
+    /// Applied migrations whose file changed since (warned about, never re-run).
+    pub modified: Vec<String>,
+    /// Rows of the database without a local directory (Prisma applies anyway; we warn).
+    pub missing_locally: Vec<String>,
+}
+
+/// Applies every pending migration of `dir` to `db` with the default settings. Prints nothing.
+pub async fn deploy(db: &DbConfig, dir: &Path) -> Result<DeployOutcome, MigrateError> {
+    deploy_with(db, dir, &MigrateSettings::default()).await
+}
+
+/// [`deploy`] with explicit timeouts.
+pub async fn deploy_with(
+    db: &DbConfig,
+    dir: &Path,
+    settings: &MigrateSettings,
+) -> Result<DeployOutcome, MigrateError> {
+    let local = files::load_migrations(dir)?;
+    let client = super::connect(db).await?;
+    with_lock(&client, settings, deploy_locked(&client, &local, settings)).await
+}
+
+/// Runs `work` while holding Prisma's advisory lock, releasing it afterwards either way.
+async fn with_lock<T>(
+    client: &Client,
+    settings: &MigrateSettings,
+    work: impl std::future::Future<Output = Result<T, MigrateError>>,
+) -> Result<T, MigrateError> {
+    history::acquire_lock(client, settings.advisory_lock_timeout).await?;
+    history::set_lock_timeout(client, settings.lock_timeout).await?;
+    let result = work.await;
+    // The session ends right after; a failed unlock only delays the release to disconnect.
+    let _ = history::release_lock(client).await;
+    result
+}
+
+/// The deploy itself; the caller holds the advisory lock on `client`.
+pub(crate) async fn deploy_locked(
+    client: &Client,
+    local: &[LocalMigration],
+    settings: &MigrateSettings,
+) -> Result<DeployOutcome, MigrateError> {
+    if !history::migrations_table_exists(client).await? {
+        if !history::schema_is_empty(client).await? {
+            return Err(MigrateError::SchemaNotEmpty);
+        }
+        history::create_migrations_table(client).await?;
+    }
+    let rows = history::list_rows(client).await?;
+    if let Some(failed) = rows.iter().find(|r| r.is_failed()) {
+        return Err(MigrateError::FailedMigrations {
+            name: failed.migration_name.clone(),
+            started_at: failed.started_at,
+        });
+    }
+    let diagnosis = status::diagnose(local, &rows, true);
+    let missing_locally = match &diagnosis.history {
+        Some(HistoryDiagnostic::MigrationsDirectoryIsBehind { unpersisted })
+        | Some(HistoryDiagnostic::HistoriesDiverge { unpersisted, .. }) => unpersisted.clone(),
+        _ => Vec::new(),
+    };
+    let pending: Vec<&LocalMigration> = local
+        .iter()
+        .filter(|m| !is_recorded(&rows, &m.name))
+        .collect();
+
+    // Refuse before running anything: a half-applied history is worse than none.
+    let mut plans = Vec::with_capacity(pending.len());
+    for m in &pending {
+        let plan = statements::plan(&m.script);
+        if let Plan::Mixed { kind, statements } = plan {
+            return Err(MigrateError::MixedStatements {
+                name: m.name.clone(),
+                kind,
+                statements,
+            });
+        }
+        plans.push(plan);
+    }
+
+    let mut applied = Vec::new();
+    for (m, plan) in pending.into_iter().zip(plans) {
+        apply_one(client, m, &plan, settings).await?;
+        applied.push(m.name.clone());
+    }
+    Ok(DeployOutcome {
+        found: local.len(),
+        applied,
+        modified: diagnosis.modified,
+        missing_locally,
+    })
+}
+
+fn is_recorded(rows: &[MigrationRow], name: &str) -> bool {
+    rows.iter()
+        .any(|r| r.rolled_back_at.is_none() && r.migration_name == name)
+}
+
+/// Why a script failed: what goes into `logs` and into the P3018 message.
+struct ScriptFailure {
+    code: Option<String>,
+    message: String,
+}
+
+impl ScriptFailure {
+    fn from_pg(e: &tokio_postgres::Error) -> Self {
+        ScriptFailure {
+            code: e.code().map(|c| c.code().to_owned()),
+            message: describe_pg_error(e),
+        }
+    }
+}
+
+async fn apply_one(
+    client: &Client,
+    m: &LocalMigration,
+    plan: &Plan,
+    settings: &MigrateSettings,
+) -> Result<(), MigrateError> {
+    let started = Instant::now();
+    let id = history::record_started(client, &m.name, &m.checksum).await?;
+    let result = match plan {
+        Plan::Autocommit(stmts) => run_autocommit(client, stmts, settings).await,
+        Plan::Transaction | Plan::Mixed { .. } => {
+            run_transaction(client, &m.script, settings).await
+        }
+    };
+    match result {
+        Ok(()) => {
+            history::record_finished(client, &id).await?;
+            tracing::info!(migration = %m.name, elapsed_ms = started.elapsed().as_millis() as u64, "migration applied");
+            Ok(())
+        }
+        Err(f) => {
+            let err = MigrateError::ApplyFailed {
+                name: m.name.clone(),
+                code: f.code,
+                message: f.message,
+            };
+            history::record_failed(client, &id, &err.to_string()).await?;
+            tracing::warn!(migration = %m.name, "migration failed");
+            Err(err)
+        }
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6)))
+}
+
+async fn run_transaction(
+    client: &Client,
+    script: &str,
+    settings: &MigrateSettings,
+) -> Result<(), ScriptFailure> {
+    let mut attempt = 0;
+    loop {
+        let result = async {
+            client.batch_execute("BEGIN").await?;
+            client.batch_execute(script).await?;
+            client.batch_execute("COMMIT").await
+        }
+        .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                // Nothing to roll back when the failure was the COMMIT itself; harmless then.
+                let _ = client.batch_execute("ROLLBACK").await;
+                if is_lock_timeout(&e) && attempt < settings.lock_retries {
+                    tracing::warn!(attempt, "lock_timeout hit, retrying the migration");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                    continue;
+                }
+                return Err(ScriptFailure::from_pg(&e));
+            }
+        }
+    }
+}
+
+async fn run_autocommit(
+    client: &Client,
+    stmts: &[Statement],
+    settings: &MigrateSettings,
+) -> Result<(), ScriptFailure> {
+    let db_failure = |e: MigrateError| ScriptFailure {
+        code: None,
+        message: e.to_string(),
+    };
+    for stmt in stmts {
+        let builds_index = stmt
+            .non_transactional
+            .as_ref()
+            .and_then(|n| n.builds_index.clone());
+        if builds_index.is_some() {
+            history::set_lock_timeout(client, Duration::ZERO)
+                .await
+                .map_err(db_failure)?;
+        }
+        let mut attempt = 0;
+        let result = loop {
+            match client.batch_execute(&stmt.sql).await {
+                Err(e) if is_lock_timeout(&e) && attempt < settings.lock_retries => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        if builds_index.is_some() {
+            history::set_lock_timeout(client, settings.lock_timeout)
+                .await
+                .map_err(db_failure)?;
+        }
+        let mut failure = result.err().map(|e| ScriptFailure::from_pg(&e));
+        if let Some(target) = builds_index {
+            let invalid = history::invalid_indexes(
+                client,
+                target.schema.as_deref(),
+                &target.table,
+                target.index.as_deref(),
+            )
+            .await
+            .map_err(db_failure)?;
+            if !invalid.is_empty() {
+                let advice = invalid_index_advice(&invalid);
+                failure = Some(match failure {
+                    Some(f) => ScriptFailure {
+                        code: f.code,
+                        message: format!("{}\n\n{advice}", f.message),
+                    },
+                    None => ScriptFailure {
+                        code: None,
+                        message: advice,
+                    },
+                });
+            }
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+    }
+    Ok(())
+}
+
+fn invalid_index_advice(invalid: &[(String, String)]) -> String {
+    let mut out = String::from(
+        "A concurrent index build left an INVALID index behind (Postgres keeps it, unusable but maintained on every write):\n",
+    );
+    for (schema, name) in invalid {
+        out.push_str(&format!(
+            "  {}.{}\n",
+            history::quote_ident(schema),
+            history::quote_ident(name)
+        ));
+    }
+    out.push_str("Drop it, mark this migration rolled back, fix the cause and deploy again:\n");
+    for (schema, name) in invalid {
+        out.push_str(&format!(
+            "  DROP INDEX CONCURRENTLY IF EXISTS {}.{};\n",
+            history::quote_ident(schema),
+            history::quote_ident(name)
+        ));
+    }
+    out
+}
+
+/// `resolve --applied NAME`: records NAME as applied without running it (baselining, or after a
+/// manual hotfix of a failed migration, whose failed row is then marked rolled back as Prisma does).
+pub async fn resolve_applied(
+    db: &DbConfig,
+    dir: &Path,
+    name: &str,
+    settings: &MigrateSettings,
+) -> Result<(), MigrateError> {
+    let local = files::load_migrations(dir)?;
+    let m = local
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| MigrateError::NotFoundLocally {
+            name: name.to_owned(),
+        })?;
+    let client = super::connect(db).await?;
+    with_lock(&client, settings, async {
+        // Baselining happens on non-empty databases: no emptiness check here (Prisma's too).
+        history::create_migrations_table(&client).await?;
+        let rows = history::list_rows(&client).await?;
+        let same: Vec<&MigrationRow> = rows.iter().filter(|r| r.migration_name == name).collect();
+        if same.iter().any(|r| r.is_applied()) {
+            return Err(MigrateError::AlreadyApplied {
+                name: name.to_owned(),
+            });
+        }
+        for r in same.iter().filter(|r| r.is_failed()) {
+            history::mark_rolled_back(&client, &r.id).await?;
+        }
+        history::insert_applied(&client, name, &m.checksum).await
+    })
+    .await
+}
+
+/// `resolve --rolled-back NAME`: closes NAME's failed row so `deploy` runs the file again.
+pub async fn resolve_rolled_back(
+    db: &DbConfig,
+    dir: &Path,
+    name: &str,
+    settings: &MigrateSettings,
+) -> Result<(), MigrateError> {
+    let local = files::load_migrations(dir)?;
+    if !local.iter().any(|m| m.name == name) {
+        return Err(MigrateError::NotFoundLocally {
+            name: name.to_owned(),
+        });
+    }
+    let client = super::connect(db).await?;
+    with_lock(&client, settings, async {
+        if !history::migrations_table_exists(&client).await? {
+            return Err(MigrateError::NotFailed {
+                name: name.to_owned(),
+            });
+        }
+        let rows = history::list_rows(&client).await?;
+        let failed: Vec<&MigrationRow> = rows
+            .iter()
+            .filter(|r| r.migration_name == name && r.is_failed())
+            .collect();
+        if failed.is_empty() {
+            return Err(MigrateError::NotFailed {
+                name: name.to_owned(),
+            });
+        }
+        for r in failed {
+            history::mark_rolled_back(&client, &r.id).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `reset`: drops `public` and every other schema the user owns, then deploys everything.
+/// Refuses any non-local host before connecting.
+pub async fn reset(
+    db: &DbConfig,
+    dir: &Path,
+    settings: &MigrateSettings,
+) -> Result<DeployOutcome, MigrateError> {
+    if !db.is_local() {
+        return Err(MigrateError::ResetRemote {
+            host: db.host.clone(),
+        });
+    }
+    let local = files::load_migrations(dir)?;
+    let client = super::connect(db).await?;
+    with_lock(&client, settings, async {
+        let schemas = history::owned_schemas(&client).await?;
+        history::drop_schemas(&client, &schemas).await?;
+        deploy_locked(&client, &local, settings).await
+    })
+    .await
+}
