@@ -66,7 +66,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = listener.local_addr()?;
-    print_banner(&app, &vercel, &args, addr, applied.len(), seeded);
+    print_banner(&app, &vercel, &args, addr, applied.applied.len(), seeded);
 
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
