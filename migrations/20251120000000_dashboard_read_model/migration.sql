@@ -27,6 +27,7 @@ SELECT c."id",
        c."categoryId",
        c."isFree",
        c."createdAt",
+       c."userId",
        (c."userId" = gcbb_system_user_id()) AS "isSystem",
        COALESCE(m."messageCount", 0)::integer AS "messageCount"
 FROM "Companion" c
@@ -72,6 +73,10 @@ CREATE INDEX IF NOT EXISTS "Companion_public_categoryId_createdAt_idx"
 -- gcbb:allow create-index-not-concurrently small table, deployed at low traffic (see header)
 CREATE INDEX IF NOT EXISTS "Companion_public_userId_createdAt_idx"
     ON "Companion"("userId", "createdAt" DESC) WHERE NOT "private";
+-- A signed-in viewer's own companions, public or private.
+-- gcbb:allow create-index-not-concurrently small table, deployed at low traffic (see header)
+CREATE INDEX IF NOT EXISTS "Companion_userId_createdAt_idx"
+    ON "Companion"("userId", "createdAt" DESC);
 -- Case-insensitive name search (ILIKE '%q%') on the base table.
 -- gcbb:allow create-index-not-concurrently small table, deployed at low traffic (see header)
 CREATE INDEX IF NOT EXISTS "Companion_name_trgm_idx"

@@ -6,6 +6,8 @@
 //! PgBouncer in transaction mode (named prepared statements, session `SET` and session advisory
 //! locks do not — use `SET LOCAL` inside a transaction).
 
+pub mod categories;
+pub mod companions;
 pub mod config;
 pub mod demo;
 pub mod health;

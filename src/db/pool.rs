@@ -327,6 +327,15 @@ impl Deref for PooledClient {
     }
 }
 
+impl std::ops::DerefMut for PooledClient {
+    /// Mutable access is what `Client::transaction` needs.
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client
+            .as_mut()
+            .expect("a PooledClient holds its client until dropped")
+    }
+}
+
 impl Drop for PooledClient {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {

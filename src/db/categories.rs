@@ -1,0 +1,29 @@
+//! Queries of `"Category"`.
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::DbError;
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Category {
+    pub id: String,
+    pub name: String,
+}
+
+/// Every category, by name.
+pub async fn list_categories(client: &Client) -> Result<Vec<Category>, DbError> {
+    let rows = client
+        .query_typed(
+            "SELECT \"id\", \"name\" FROM \"Category\" ORDER BY \"name\", \"id\"",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Category {
+            id: r.get(0),
+            name: r.get(1),
+        })
+        .collect())
+}

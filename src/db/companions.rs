@@ -1,0 +1,305 @@
+//! Queries of `"Companion"` and of its read model `"CompanionDashboard"`.
+//!
+//! Dashboard pages are ordered and counted from the read model (refreshed by the cron route)
+//! and their displayed fields come from the base table, so an edit shows at once and a
+//! companion made private disappears at once; one made public appears after the next refresh.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Row};
+
+use super::DbError;
+
+/// What the chat paths need of a companion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CompanionPrompt {
+    pub id: String,
+    pub name: String,
+    pub instructions: String,
+    pub user_id: String,
+    pub private: bool,
+}
+
+/// The companion, if the viewer may see it: public, or their own.
+pub async fn find_visible_companion(
+    client: &Client,
+    companion_id: &str,
+    viewer_id: Option<&str>,
+) -> Result<Option<CompanionPrompt>, DbError> {
+    let rows = client
+        .query_typed(
+            "SELECT \"id\", \"name\", \"instructions\", \"userId\", \"private\" \
+             FROM \"Companion\" \
+             WHERE \"id\" = $1 AND (NOT \"private\" OR \"userId\" = $2)",
+            &[(&companion_id, Type::TEXT), (&viewer_id, Type::TEXT)],
+        )
+        .await?;
+    Ok(rows.first().map(|r| CompanionPrompt {
+        id: r.get(0),
+        name: r.get(1),
+        instructions: r.get(2),
+        user_id: r.get(3),
+        private: r.get(4),
+    }))
+}
+
+/// The filters and window of a dashboard page, already validated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PageFilter {
+    pub category_id: Option<String>,
+    /// Case-insensitive "name contains", as typed by the user (escaped here).
+    pub name_contains: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl PageFilter {
+    fn like_fragment(&self) -> Option<String> {
+        self.name_contains.as_deref().map(escape_like)
+    }
+}
+
+/// A companion as an anonymous visitor sees it on the dashboard: nothing more.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompanionCard {
+    pub id: String,
+    pub name: String,
+    pub src: String,
+    pub user_name: String,
+    pub category_id: String,
+    pub is_free: bool,
+    pub message_count: i32,
+}
+
+/// A companion as a signed-in viewer sees it: plus whether it is private (only their own can
+/// be) and the tokens this viewer has burned with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerCompanionCard {
+    #[serde(flatten)]
+    pub card: CompanionCard,
+    pub private: bool,
+    pub tokens_burned: i32,
+}
+
+fn card(r: &Row) -> CompanionCard {
+    CompanionCard {
+        id: r.get("id"),
+        name: r.get("name"),
+        src: r.get("src"),
+        user_name: r.get("userName"),
+        category_id: r.get("categoryId"),
+        is_free: r.get("isFree"),
+        message_count: r.get("messageCount"),
+    }
+}
+
+/// The SQL of an anonymous page; `gcbb db verify` explains it to check its plan.
+pub const PUBLIC_PAGE_SQL: &str = "\
+SELECT c.\"id\", c.\"name\", c.\"src\", c.\"userName\", c.\"categoryId\", c.\"isFree\", d.\"messageCount\"
+FROM (
+    SELECT \"id\", \"messageCount\", \"isSystem\", \"createdAt\"
+    FROM \"CompanionDashboard\"
+    WHERE ($1::text IS NULL OR \"categoryId\" = $1)
+      AND ($2::text IS NULL OR \"name\" ILIKE '%' || $2 || '%')
+    ORDER BY \"isSystem\" DESC, \"createdAt\" DESC, \"id\"
+    LIMIT $3 OFFSET $4
+) d
+JOIN \"Companion\" c ON c.\"id\" = d.\"id\"
+WHERE NOT c.\"private\"
+  AND ($1::text IS NULL OR c.\"categoryId\" = $1)
+  AND ($2::text IS NULL OR c.\"name\" ILIKE '%' || $2 || '%')
+ORDER BY d.\"isSystem\" DESC, d.\"createdAt\" DESC, d.\"id\"";
+
+/// One page of public companions, platform-owned first, newest first.
+pub async fn list_public_page(
+    client: &Client,
+    filter: &PageFilter,
+) -> Result<Vec<CompanionCard>, DbError> {
+    let like = filter.like_fragment();
+    let rows = client
+        .query_typed(
+            PUBLIC_PAGE_SQL,
+            &[
+                (&filter.category_id, Type::TEXT),
+                (&like, Type::TEXT),
+                (&filter.limit, Type::INT8),
+                (&filter.offset, Type::INT8),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(card).collect())
+}
+
+/// The SQL of a signed-in page: the viewer's own companions (fresh, from the base table) merged
+/// with everyone else's public ones (ordered by the read model).
+pub const VIEWER_PAGE_SQL: &str = "\
+WITH own AS (
+    SELECT c.\"id\", c.\"name\", c.\"src\", c.\"userName\", c.\"categoryId\", c.\"isFree\",
+           c.\"private\", (c.\"userId\" = $5) AS \"isSystem\", c.\"createdAt\"
+    FROM \"Companion\" c
+    WHERE c.\"userId\" = $6
+      AND ($1::text IS NULL OR c.\"categoryId\" = $1)
+      AND ($2::text IS NULL OR c.\"name\" ILIKE '%' || $2 || '%')
+    ORDER BY \"isSystem\" DESC, c.\"createdAt\" DESC, c.\"id\"
+    LIMIT $3 + $4
+), others AS (
+    SELECT c.\"id\", c.\"name\", c.\"src\", c.\"userName\", c.\"categoryId\", c.\"isFree\",
+           false AS \"private\", d.\"isSystem\", d.\"createdAt\"
+    FROM (
+        SELECT \"id\", \"isSystem\", \"createdAt\"
+        FROM \"CompanionDashboard\"
+        WHERE \"userId\" <> $6
+          AND ($1::text IS NULL OR \"categoryId\" = $1)
+          AND ($2::text IS NULL OR \"name\" ILIKE '%' || $2 || '%')
+        ORDER BY \"isSystem\" DESC, \"createdAt\" DESC, \"id\"
+        LIMIT $3 + $4
+    ) d
+    JOIN \"Companion\" c ON c.\"id\" = d.\"id\"
+    WHERE NOT c.\"private\"
+      AND ($1::text IS NULL OR c.\"categoryId\" = $1)
+      AND ($2::text IS NULL OR c.\"name\" ILIKE '%' || $2 || '%')
+), page AS (
+    SELECT * FROM own
+    UNION ALL
+    SELECT * FROM others
+    ORDER BY \"isSystem\" DESC, \"createdAt\" DESC, \"id\"
+    LIMIT $3 OFFSET $4
+)
+SELECT p.\"id\", p.\"name\", p.\"src\", p.\"userName\", p.\"categoryId\", p.\"isFree\", p.\"private\",
+       COALESCE(d.\"messageCount\",
+                (SELECT count(*) FROM \"Message\" m WHERE m.\"companionId\" = p.\"id\")::integer)
+           AS \"messageCount\",
+       COALESCE(u.\"tokensBurned\", 0) AS \"tokensBurned\"
+FROM page p
+LEFT JOIN \"CompanionDashboard\" d ON d.\"id\" = p.\"id\"
+LEFT JOIN \"UserBurnedTokens\" u ON u.\"companionId\" = p.\"id\" AND u.\"userId\" = $6
+ORDER BY p.\"isSystem\" DESC, p.\"createdAt\" DESC, p.\"id\"";
+
+/// One page for a signed-in viewer: public companions plus the viewer's own private ones.
+pub async fn list_viewer_page(
+    client: &Client,
+    filter: &PageFilter,
+    viewer_id: &str,
+    system_user_id: &str,
+) -> Result<Vec<ViewerCompanionCard>, DbError> {
+    let like = filter.like_fragment();
+    let rows = client
+        .query_typed(
+            VIEWER_PAGE_SQL,
+            &[
+                (&filter.category_id, Type::TEXT),
+                (&like, Type::TEXT),
+                (&filter.limit, Type::INT8),
+                (&filter.offset, Type::INT8),
+                (&system_user_id, Type::TEXT),
+                (&viewer_id, Type::TEXT),
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ViewerCompanionCard {
+            card: card(r),
+            private: r.get("private"),
+            tokens_burned: r.get("tokensBurned"),
+        })
+        .collect())
+}
+
+/// The number of public companions matching the filter, or `None` when counting takes longer
+/// than `limit` (the server cancels the count; the connection stays usable).
+pub async fn count_public(
+    client: &mut Client,
+    filter: &PageFilter,
+    limit: Duration,
+) -> Result<Option<i64>, DbError> {
+    let like = filter.like_fragment();
+    let tx = client.transaction().await?;
+    // SET LOCAL takes no parameters; the value is an integer we format ourselves.
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}",
+        limit.as_millis().max(1)
+    ))
+    .await?;
+    let counted = tx
+        .query_typed(
+            "SELECT gcbb_count_dashboard($1, $2)",
+            &[(&filter.category_id, Type::TEXT), (&like, Type::TEXT)],
+        )
+        .await;
+    match counted {
+        Ok(rows) => {
+            tx.commit().await?;
+            Ok(rows.first().map(|r| r.get(0)))
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+            drop(tx);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The viewer's own private companions matching the filter (added to the public count).
+pub async fn count_own_private(
+    client: &Client,
+    filter: &PageFilter,
+    viewer_id: &str,
+) -> Result<i64, DbError> {
+    let like = filter.like_fragment();
+    let row = client
+        .query_typed(
+            "SELECT count(*) FROM \"Companion\" \
+             WHERE \"userId\" = $1 AND \"private\" \
+               AND ($2::text IS NULL OR \"categoryId\" = $2) \
+               AND ($3::text IS NULL OR \"name\" ILIKE '%' || $3 || '%')",
+            &[
+                (&viewer_id, Type::TEXT),
+                (&filter.category_id, Type::TEXT),
+                (&like, Type::TEXT),
+            ],
+        )
+        .await?;
+    Ok(row.first().map(|r| r.get(0)).unwrap_or(0))
+}
+
+/// A cheap estimate of the public count: the category's count as of the last refresh (an upper
+/// bound when a name filter is given).
+pub async fn estimate_public(client: &Client, filter: &PageFilter) -> Result<i64, DbError> {
+    let category = filter.category_id.clone().unwrap_or_default();
+    let rows = client
+        .query_typed(
+            "SELECT \"companionCount\"::bigint FROM \"CompanionCategoryCount\" \
+             WHERE \"categoryId\" = $1",
+            &[(&category, Type::TEXT)],
+        )
+        .await?;
+    Ok(rows.first().map(|r| r.get(0)).unwrap_or(0))
+}
+
+/// Escapes `%`, `_` and `\` so user input matches literally inside `ILIKE '%' || $n || '%'`.
+pub fn escape_like(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for ch in raw.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_in_user_input_match_literally() {
+        assert_eq!(escape_like("50%_off\\"), "50\\%\\_off\\\\");
+        assert_eq!(escape_like("plain ✨"), "plain ✨");
+    }
+}
