@@ -10,6 +10,7 @@ pub mod dev;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod lint;
 pub mod migrate;
 pub mod routes;
 pub mod runtime;
