@@ -91,7 +91,8 @@ pub(super) fn is_non_transactional(node: &NodeEnum) -> bool {
         NodeEnum::IndexStmt(s) => s.concurrent,
         NodeEnum::DropStmt(s) => s.concurrent,
         NodeEnum::ReindexStmt(s) => s.params.iter().any(|p| def_name(p) == Some("concurrently")),
-        NodeEnum::VacuumStmt(_) => true,
+        // VACUUM cannot; ANALYZE (the same node) can.
+        NodeEnum::VacuumStmt(s) => s.is_vacuumcmd,
         _ => false,
     }
 }
@@ -104,12 +105,13 @@ pub(super) fn check_statement(
 ) -> Vec<Hit> {
     let mut hits = Vec::new();
     match node {
-        NodeEnum::CreateStmt(s) => {
+        // With IF NOT EXISTS the table may already exist, full of rows: not new.
+        NodeEnum::CreateStmt(s) if !s.if_not_exists => {
             if let Some(rel) = &s.relation {
                 state.relations.insert(QualifiedName::of(rel));
             }
         }
-        NodeEnum::CreateTableAsStmt(s) => {
+        NodeEnum::CreateTableAsStmt(s) if !s.if_not_exists => {
             if let Some(rel) = s.into.as_ref().and_then(|into| into.rel.as_ref()) {
                 state.relations.insert(QualifiedName::of(rel));
             }
@@ -188,10 +190,13 @@ pub(super) fn check_statement(
                 }
             }
         }
-        NodeEnum::VacuumStmt(s) => {
-            if s.is_vacuumcmd && s.options.iter().any(|o| def_name(o) == Some("full")) {
-                hits.push(hit(VACUUM_FULL, "VACUUM FULL rewrites the table".to_owned()));
-            }
+        NodeEnum::VacuumStmt(s)
+            if s.is_vacuumcmd && s.options.iter().any(|o| def_name(o) == Some("full")) =>
+        {
+            hits.push(hit(
+                VACUUM_FULL,
+                "VACUUM FULL rewrites the table".to_owned(),
+            ));
         }
         NodeEnum::ClusterStmt(s) => {
             let target = s
@@ -254,7 +259,11 @@ fn check_drop(s: &protobuf::DropStmt, state: &mut FileState, hits: &mut Vec<Hit>
         return;
     };
     let names: Vec<Vec<String>> = s.objects.iter().map(object_name_parts).collect();
-    let qualified = || names.iter().filter_map(|parts| QualifiedName::from_parts(parts));
+    let qualified = || {
+        names
+            .iter()
+            .filter_map(|parts| QualifiedName::from_parts(parts))
+    };
     match kind {
         ObjectType::ObjectTable | ObjectType::ObjectMatview | ObjectType::ObjectView => {
             let (rule, what) = match kind {
@@ -305,10 +314,7 @@ fn check_rename(s: &protobuf::RenameStmt, state: &mut FileState, hits: &mut Vec<
             if is_new {
                 state.relations.insert(renamed);
             } else {
-                hits.push(hit(
-                    RENAME_TABLE,
-                    format!("renames {old} to {renamed}"),
-                ));
+                hits.push(hit(RENAME_TABLE, format!("renames {old} to {renamed}")));
             }
         }
         ObjectType::ObjectColumn if !is_new => {
@@ -349,8 +355,7 @@ fn check_alter_table_cmd(
             format!("sets column \"{column}\" of {table} NOT NULL"),
         )),
         AlterTableType::AtAddColumn => {
-            if let Some(NodeEnum::ColumnDef(def)) = cmd.def.as_ref().and_then(|d| d.node.as_ref())
-            {
+            if let Some(NodeEnum::ColumnDef(def)) = cmd.def.as_ref().and_then(|d| d.node.as_ref()) {
                 check_add_column(def, table, state, ctx, hits);
             }
         }

@@ -97,7 +97,8 @@ pub const VACUUM_FULL: &str = "vacuum-full";
 pub const CLUSTER: &str = "cluster";
 pub const INDEX_WITHOUT_IF_NOT_EXISTS: &str = "index-without-if-not-exists";
 pub const TRANSACTION_CONTROL_IN_FILE: &str = "transaction-control-in-file";
-pub const CONCURRENTLY_MIXED_WITH_OTHER_STATEMENTS: &str = "concurrently-mixed-with-other-statements";
+pub const CONCURRENTLY_MIXED_WITH_OTHER_STATEMENTS: &str =
+    "concurrently-mixed-with-other-statements";
 pub const ALLOW_WITHOUT_REASON: &str = "allow-without-reason";
 pub const UNKNOWN_RULE: &str = "unknown-rule";
 pub const UNUSED_ALLOW: &str = "unused-allow";
@@ -106,7 +107,8 @@ pub const UNUSED_ALLOW: &str = "unused-allow";
 /// allow can silence them.
 pub const META_RULES: &[&str] = &[ALLOW_WITHOUT_REASON, UNKNOWN_RULE, UNUSED_ALLOW];
 
-const EXPAND_CONTRACT: &str = "expand and contract: deploy code that no longer reads or writes it, \
+const EXPAND_CONTRACT: &str =
+    "expand and contract: deploy code that no longer reads or writes it, \
 then remove it in a later migration whose line above carries `-- gcbb:allow <rule> <reason>`";
 
 /// Every rule, in the order `gcbb db lint --rules` prints them.

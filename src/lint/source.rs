@@ -194,7 +194,10 @@ fn locate_parse_error(sql: &str, lines: &Lines, tokens: &[pg_query::protobuf::Sc
     let mut last_good_end = 0;
     for semicolon in tokens.iter().filter(|t| t.token == Token::Ascii59 as i32) {
         let end = semicolon.end as usize;
-        if sql.get(..end).is_some_and(|prefix| pg_query::parse(prefix).is_ok()) {
+        if sql
+            .get(..end)
+            .is_some_and(|prefix| pg_query::parse(prefix).is_ok())
+        {
             last_good_end = end;
         }
     }
@@ -213,7 +216,10 @@ fn locate_scan_error(sql: &str, lines: &Lines) -> usize {
     let mut last_good = 0;
     for line in 1..=lines.count() {
         let end = lines.starts.get(line).copied().unwrap_or(sql.len());
-        if sql.get(..end).is_some_and(|prefix| pg_query::scan(prefix).is_ok()) {
+        if sql
+            .get(..end)
+            .is_some_and(|prefix| pg_query::scan(prefix).is_ok())
+        {
             last_good = line;
         }
     }

@@ -124,7 +124,10 @@ fn an_allow_without_a_reason_is_an_error_and_silences_nothing() {
 fn an_allow_naming_an_unknown_rule_is_an_error() {
     let sql = "-- gcbb:allow drop-tables it is unused\nDROP TABLE \"TokenLog\";\n";
     let findings = lint(sql);
-    assert_eq!(hits(&findings), vec![("unknown-rule", 1), ("drop-table", 2)]);
+    assert_eq!(
+        hits(&findings),
+        vec![("unknown-rule", 1), ("drop-table", 2)]
+    );
     assert!(findings[0].message.contains("drop-tables"));
     assert!(findings[0].is_error());
 }
@@ -139,10 +142,15 @@ fn an_allow_naming_no_rule_is_an_error() {
 
 #[test]
 fn an_allow_cannot_silence_the_allow_rules_themselves() {
-    let sql = "-- gcbb:allow allow-without-reason because\n-- gcbb:allow drop-table\nDROP TABLE t;\n";
+    let sql =
+        "-- gcbb:allow allow-without-reason because\n-- gcbb:allow drop-table\nDROP TABLE t;\n";
     assert_eq!(
         hits(&lint(sql)),
-        vec![("unknown-rule", 1), ("allow-without-reason", 2), ("drop-table", 3)]
+        vec![
+            ("unknown-rule", 1),
+            ("allow-without-reason", 2),
+            ("drop-table", 3)
+        ]
     );
 }
 
@@ -150,7 +158,10 @@ fn an_allow_cannot_silence_the_allow_rules_themselves() {
 fn an_allow_for_another_rule_does_not_silence_and_is_reported_unused() {
     let sql = "-- gcbb:allow truncate old rows are worthless\nDROP TABLE \"TokenLog\";\n";
     let findings = lint(sql);
-    assert_eq!(hits(&findings), vec![("unused-allow", 1), ("drop-table", 2)]);
+    assert_eq!(
+        hits(&findings),
+        vec![("unused-allow", 1), ("drop-table", 2)]
+    );
     assert_eq!(findings[0].severity, Severity::Warning);
 }
 
@@ -210,6 +221,27 @@ DROP INDEX reporting.daily_day_idx;
 DROP TABLE reporting.daily;
 "#;
     assert_eq!(lint(sql), vec![]);
+}
+
+#[test]
+fn a_table_created_if_not_exists_may_already_hold_rows_so_is_not_exempt() {
+    let sql = r#"CREATE TABLE IF NOT EXISTS "Tag" ("id" TEXT);
+CREATE INDEX IF NOT EXISTS "Tag_id_idx" ON "Tag" ("id");
+CREATE MATERIALIZED VIEW IF NOT EXISTS "TagCount" AS SELECT count(*) FROM "Tag";
+REFRESH MATERIALIZED VIEW "TagCount";
+"#;
+    assert_eq!(
+        hits(&lint(sql)),
+        vec![
+            ("create-index-not-concurrently", 2),
+            ("refresh-materialized-view-not-concurrently", 4)
+        ]
+    );
+}
+
+#[test]
+fn analyze_runs_in_a_transaction_so_it_mixes_with_other_statements() {
+    assert_eq!(lint("ANALYZE \"Message\";\nSELECT 1;\n"), vec![]);
 }
 
 #[test]
@@ -292,7 +324,12 @@ fn an_unterminated_string_is_an_error_on_the_line_it_opens() {
 
 #[test]
 fn hostile_input_is_an_error_not_a_panic() {
-    for sql in ["\0DROP TABLE a;", "$$", "CREATE FUNCTION f() AS $x$ ;", "\u{feff}ÿ;;;'"] {
+    for sql in [
+        "\0DROP TABLE a;",
+        "$$",
+        "CREATE FUNCTION f() AS $x$ ;",
+        "\u{feff}ÿ;;;'",
+    ] {
         assert!(
             lint_sql("x.sql", sql, &LintContext::default()).is_err(),
             "{sql:?}"
