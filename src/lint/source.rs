@@ -105,10 +105,12 @@ impl Source {
                 len => location + len.max(0) as usize,
             };
             // The parser's location includes comments and blanks after the previous `;`.
+            // Tokens come in source order.
+            let next = code_tokens.partition_point(|&(start, _)| start < location);
             let first = code_tokens
-                .iter()
+                .get(next)
                 .map(|&(start, _)| start)
-                .find(|&start| start >= location && start < end)
+                .filter(|&start| start < end)
                 .unwrap_or(location);
             let line = lines.line_of(first);
             let excerpt = super::excerpt(sql.get(first..end).unwrap_or_default());
