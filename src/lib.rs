@@ -11,6 +11,7 @@ pub mod dev;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod lint;
 pub mod migrate;
 pub mod routes;
 pub mod runtime;
