@@ -84,9 +84,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// The field a "missing field `x`" or "unknown field `x`" message is about.
 fn missing_field(message: &str) -> Option<&str> {
     message
         .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))
         .and_then(|rest| rest.split('`').next())
 }
 

@@ -31,7 +31,7 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "dashboard-prefetch",
-        router: |_| not_built("dashboard-prefetch", &[Method::GET]),
+        router: crate::dashboard::router,
     },
     Function {
         name: "chat-stream",
@@ -43,11 +43,11 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "companion",
-        router: |_| not_built("companion", &[Method::PATCH]),
+        router: crate::companion::router,
     },
     Function {
         name: "cron-refresh",
-        router: |_| not_built("cron-refresh", &[Method::GET]),
+        router: crate::refresh::router,
     },
 ];
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod pool;
+pub mod read_model;
 pub mod tls;
 
 pub use config::{ChannelBinding, DbConfig, DbUrlError, SslMode};

@@ -1,6 +1,7 @@
 //! Integration tests against the real Postgres and Redis, and the real binaries.
 
 mod auth;
+mod dashboard;
 mod common;
 mod db;
 mod dev_server;
@@ -8,3 +9,4 @@ mod health;
 mod migrations;
 mod runtime;
 mod support;
+mod tokens;
