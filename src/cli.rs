@@ -1,4 +1,4 @@
-//! The `gcbb` command line: local server, database tools.
+//! The `gcbb` command line: local server, database tools, cache tools.
 
 use std::process::ExitCode;
 
@@ -21,6 +21,10 @@ pub enum Command {
     Dev(crate::dev::DevArgs),
     /// Migrations (Prisma-compatible): status, deploy, resolve, new, reset.
     Db(crate::migrate::DbArgs),
+    /// Serve the Upstash REST protocol over a real Redis (local tests and benchmarks).
+    UpstashProxy(crate::cache::proxy::ProxyArgs),
+    /// Operate on the configured cache: clear PATTERN.
+    Cache(crate::cache::cli::CacheArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -28,5 +32,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Db(args) => crate::migrate::run(args).await,
+        Command::UpstashProxy(args) => crate::cache::proxy::run(args).await,
+        Command::Cache(args) => crate::cache::cli::run(args).await,
     }
 }
