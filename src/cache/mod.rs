@@ -583,10 +583,13 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Remembers when each (operation, error kind) was last logged.
+/// (operation, error kind).
+type LogSlot = (&'static str, &'static str);
+
+/// Remembers when each (operation, error kind) was last logged, and how many were skipped.
 #[derive(Default)]
 struct ErrorLog {
-    last: Mutex<HashMap<(&'static str, &'static str), (Instant, u64)>>,
+    last: Mutex<HashMap<LogSlot, (Instant, u64)>>,
 }
 
 impl ErrorLog {

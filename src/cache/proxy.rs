@@ -125,12 +125,21 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// A request refused before reaching Redis.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
 /// Checks the bearer token and parses the body; the error response otherwise.
 fn admit(
     proxy: &Proxy,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(Value, bool), Response> {
+) -> Result<(Value, bool), Refusal> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -139,7 +148,7 @@ fn admit(
     let ok: bool =
         subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), proxy.token.as_bytes()).into();
     if !ok {
-        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        return Err(Refusal(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
     }
     let body = body.map_err(|rejection| {
         let status = rejection.status();
@@ -148,10 +157,10 @@ fn admit(
         } else {
             StatusCode::BAD_REQUEST
         };
-        error(status, rejection.body_text())
+        Refusal(status, rejection.body_text())
     })?;
     let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
     let base64 = headers
         .get("upstash-encoding")
         .and_then(|v| v.to_str().ok())
@@ -255,7 +264,7 @@ async fn single(
 ) -> Response {
     let (value, base64) = match admit(&proxy, &headers, body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let cmd = match to_cmd(&value) {
         Ok(c) => c,
@@ -300,7 +309,7 @@ async fn run_many(
 ) -> Response {
     let (value, base64) = match admit(proxy, headers, body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let commands = match to_commands(&value) {
         Ok(c) => c,
