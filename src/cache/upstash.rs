@@ -25,6 +25,10 @@ use super::CacheError;
 
 /// Marks a value stored base64-encoded by this client.
 pub const VALUE_TAG: char = '~';
+/// Largest body of one pipeline request: Upstash refuses requests over 1 MB on its smaller
+/// plans, so a write larger than this goes out as several pipelines, in order (chunks before
+/// the manifest, so a reader never sees a manifest before its chunks).
+pub const MAX_PIPELINE_BYTES: usize = 900 * 1024;
 
 pub struct UpstashStore {
     url: String,
@@ -101,18 +105,31 @@ impl UpstashStore {
     }
 
     pub async fn set_many(&self, items: &[(String, Bytes, Duration)]) -> Result<(), CacheError> {
-        let commands = items
-            .iter()
-            .map(|(key, value, ttl)| {
-                vec![
-                    json!("SET"),
-                    json!(key),
-                    json!(encode_value(value)),
-                    json!("PX"),
-                    json!(ttl.as_millis().max(1) as u64),
-                ]
-            })
-            .collect();
+        let mut batch: Vec<Vec<Value>> = Vec::new();
+        let mut batch_bytes = 0;
+        for (key, value, ttl) in items {
+            let encoded = encode_value(value);
+            let size = key.len() + encoded.len() + 32;
+            if !batch.is_empty() && batch_bytes + size > MAX_PIPELINE_BYTES {
+                self.set_batch(std::mem::take(&mut batch)).await?;
+                batch_bytes = 0;
+            }
+            batch_bytes += size;
+            batch.push(vec![
+                json!("SET"),
+                json!(key),
+                json!(encoded),
+                json!("PX"),
+                json!(ttl.as_millis().max(1) as u64),
+            ]);
+        }
+        self.set_batch(batch).await
+    }
+
+    async fn set_batch(&self, commands: Vec<Vec<Value>>) -> Result<(), CacheError> {
+        if commands.is_empty() {
+            return Ok(());
+        }
         for reply in self.pipeline(commands).await? {
             reply?;
         }
