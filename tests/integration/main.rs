@@ -1,8 +1,9 @@
 //! Integration tests against the real Postgres and Redis, and the real binaries.
 
 mod auth;
-mod dashboard;
+mod cache;
 mod common;
+mod dashboard;
 mod db;
 mod dev_server;
 mod health;
