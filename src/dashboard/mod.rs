@@ -73,7 +73,7 @@ impl PageBody {
         }
     }
 
-    fn to_cached(&self) -> Bytes {
+    pub fn to_cached(&self) -> Bytes {
         let mut out = Vec::with_capacity(self.etag.len() + 1 + self.json.len());
         out.extend_from_slice(self.etag.as_bytes());
         out.push(b'\n');

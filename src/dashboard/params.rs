@@ -152,7 +152,10 @@ mod tests {
     #[test]
     fn defaults_are_page_one_of_ten() {
         let p = parse(&[]).unwrap();
-        assert_eq!((p.page, p.page_size, p.category_id, p.q), (1, 10, None, None));
+        assert_eq!(
+            (p.page, p.page_size, p.category_id.clone(), p.q.clone()),
+            (1, 10, None, None)
+        );
         assert!(p.is_snapshot_page());
     }
 
