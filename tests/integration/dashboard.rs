@@ -638,12 +638,17 @@ async fn two_concurrent_cron_runs_refresh_once_and_the_other_is_skipped() {
         &[],
     )
     .await;
-    // Hold the first refresh inside REFRESH … CONCURRENTLY: a lock that conflicts with it.
+    let runs_before: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM \"DashboardRefreshLog\"", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Hold the first refresh inside gcbb_refresh_dashboard: its log insert waits for our lock.
     let blocker = db.client().await;
     blocker
-        .batch_execute(
-            "BEGIN; LOCK TABLE \"CompanionDashboard\" IN SHARE UPDATE EXCLUSIVE MODE",
-        )
+        .batch_execute("BEGIN; LOCK TABLE \"DashboardRefreshLog\" IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
     let http = reqwest::Client::new();
@@ -691,7 +696,7 @@ async fn two_concurrent_cron_runs_refresh_once_and_the_other_is_skipped() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(runs, 1);
+    assert_eq!(runs, runs_before + 1, "exactly one run refreshed");
 }
 
 /// A private Redis server on its own port, so a test can really stop it.
