@@ -39,10 +39,7 @@ pub fn parse_pg_dump_major(output: &str) -> Option<u32> {
     let version = output
         .split_whitespace()
         .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
-    let digits: String = version
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+    let digits: String = version.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
 }
 
@@ -167,7 +164,10 @@ mod tests {
 
     #[test]
     fn the_default_path_names_the_database_and_the_utc_time() {
-        let now = Utc.with_ymd_and_hms(2025, 3, 11, 8, 5, 9).single().expect("time");
+        let now = Utc
+            .with_ymd_and_hms(2025, 3, 11, 8, 5, 9)
+            .single()
+            .expect("time");
         assert_eq!(
             default_backup_path("neondb", now),
             Path::new("backups/neondb-20250311T080509Z.dump")

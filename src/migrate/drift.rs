@@ -44,42 +44,113 @@ pub const SHADOW_NAME_MARK: &str = "shadow";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Step {
-    DropExtension { name: String },
-    CreateExtension { name: String },
-    AlterExtension { name: String },
-    DropView { name: String },
-    CreateEnum { name: String },
-    AlterEnum { name: String, added: Vec<String>, removed: Vec<String> },
-    DropForeignKey { table: String, foreign_key: ForeignKey },
-    DropIndex { table: String, index: Index },
-    AlterTable { table: String, changes: Vec<TableChange> },
-    DropTable { name: String },
-    DropEnum { name: String },
-    CreateTable { name: String },
-    CreateIndex { table: String, index: Index },
-    RenameForeignKey { table: String, from: String, to: String },
-    AddForeignKey { table: String, foreign_key: ForeignKey },
-    RenameIndex { table: String, from: String, to: String },
+    DropExtension {
+        name: String,
+    },
+    CreateExtension {
+        name: String,
+    },
+    AlterExtension {
+        name: String,
+    },
+    DropView {
+        name: String,
+    },
+    CreateEnum {
+        name: String,
+    },
+    AlterEnum {
+        name: String,
+        added: Vec<String>,
+        removed: Vec<String>,
+    },
+    DropForeignKey {
+        table: String,
+        foreign_key: ForeignKey,
+    },
+    DropIndex {
+        table: String,
+        index: Index,
+    },
+    AlterTable {
+        table: String,
+        changes: Vec<TableChange>,
+    },
+    DropTable {
+        name: String,
+    },
+    DropEnum {
+        name: String,
+    },
+    CreateTable {
+        name: String,
+    },
+    CreateIndex {
+        table: String,
+        index: Index,
+    },
+    RenameForeignKey {
+        table: String,
+        from: String,
+        to: String,
+    },
+    AddForeignKey {
+        table: String,
+        foreign_key: ForeignKey,
+    },
+    RenameIndex {
+        table: String,
+        from: String,
+        to: String,
+    },
     /// gcbb only: a view or materialized view of the target that the history lacks.
-    CreateView { name: String, materialized: bool },
+    CreateView {
+        name: String,
+        materialized: bool,
+    },
     /// gcbb only: same name, another definition.
-    RedefineView { name: String },
+    RedefineView {
+        name: String,
+    },
     /// gcbb only: an index of a materialized view.
-    CreateViewIndex { view: String, index: Index },
-    DropViewIndex { view: String, index: Index },
-    RenameViewIndex { view: String, from: String, to: String },
+    CreateViewIndex {
+        view: String,
+        index: Index,
+    },
+    DropViewIndex {
+        view: String,
+        index: Index,
+    },
+    RenameViewIndex {
+        view: String,
+        from: String,
+        to: String,
+    },
 }
 
 /// A change inside `AlterTable`, in Prisma's `TableChange` order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TableChange {
-    AddColumn { column: String },
-    AlterColumn { column: String, changes: Vec<String> },
-    DropColumn { column: String },
-    DropPrimaryKey { columns: Vec<String> },
-    AddPrimaryKey { columns: Vec<String> },
-    RenamePrimaryKey { columns: Vec<String> },
+    AddColumn {
+        column: String,
+    },
+    AlterColumn {
+        column: String,
+        changes: Vec<String>,
+    },
+    DropColumn {
+        column: String,
+    },
+    DropPrimaryKey {
+        columns: Vec<String>,
+    },
+    AddPrimaryKey {
+        columns: Vec<String>,
+    },
+    RenamePrimaryKey {
+        columns: Vec<String>,
+    },
 }
 
 impl TableChange {
@@ -150,7 +221,9 @@ impl Step {
             Step::AlterTable { table, .. } => (table.clone(), String::new()),
             Step::RenameForeignKey { table, from, .. }
             | Step::RenameIndex { table, from, .. }
-            | Step::RenameViewIndex { view: table, from, .. } => (table.clone(), from.clone()),
+            | Step::RenameViewIndex {
+                view: table, from, ..
+            } => (table.clone(), from.clone()),
         };
         (self.rank(), a, b)
     }
@@ -412,10 +485,17 @@ fn diff_indexes(before: &[Index], after: &[Index]) -> Vec<IndexChange> {
     let mut out = Vec::new();
     let mut unmatched_after: Vec<&Index> = after
         .iter()
-        .filter(|a| !before.iter().any(|b| b.name == a.name && b.body() == a.body()))
+        .filter(|a| {
+            !before
+                .iter()
+                .any(|b| b.name == a.name && b.body() == a.body())
+        })
         .collect();
     for b in before {
-        if after.iter().any(|a| a.name == b.name && a.body() == b.body()) {
+        if after
+            .iter()
+            .any(|a| a.name == b.name && a.body() == b.body())
+        {
             continue;
         }
         let renamed = unmatched_after
@@ -437,7 +517,12 @@ fn diff_indexes(before: &[Index], after: &[Index]) -> Vec<IndexChange> {
     out
 }
 
-fn diff_foreign_keys(table: &str, before: &[ForeignKey], after: &[ForeignKey], steps: &mut Vec<Step>) {
+fn diff_foreign_keys(
+    table: &str,
+    before: &[ForeignKey],
+    after: &[ForeignKey],
+    steps: &mut Vec<Step>,
+) {
     let mut unmatched_after: Vec<&ForeignKey> = after
         .iter()
         .filter(|a| !before.iter().any(|b| b == *a))
@@ -748,7 +833,11 @@ pub fn check_shadow(target: &DbConfig, shadow: &DbConfig, force: bool) -> Result
 /// Refuses a shadow that holds a recorded history (`_prisma_migrations` with rows): drift leaves
 /// its shadow empty, so rows mean someone else's database, or a run that died half-way
 /// (`--force` to empty it anyway).
-async fn check_shadow_contents(client: &Client, shadow: &DbConfig, force: bool) -> Result<(), MigrateError> {
+async fn check_shadow_contents(
+    client: &Client,
+    shadow: &DbConfig,
+    force: bool,
+) -> Result<(), MigrateError> {
     if force || !history::migrations_table_exists(client).await? {
         return Ok(());
     }
@@ -958,7 +1047,11 @@ mod tests {
             },
             Step::CreateIndex {
                 table: "Companion".into(),
-                index: index("b", &[Some("private"), Some("userId"), Some("createdAt")], false),
+                index: index(
+                    "b",
+                    &[Some("private"), Some("userId"), Some("createdAt")],
+                    false,
+                ),
             },
             Step::CreateIndex {
                 table: "Message".into(),
@@ -983,7 +1076,9 @@ mod tests {
     #[test]
     fn prisma_bugs_are_not_copied() {
         let steps = vec![
-            Step::DropExtension { name: "pg_trgm".into() },
+            Step::DropExtension {
+                name: "pg_trgm".into(),
+            },
             Step::AlterTable {
                 table: "T".into(),
                 changes: vec![TableChange::AddPrimaryKey {
@@ -1006,9 +1101,13 @@ mod tests {
                 removed: vec![],
             },
             Step::CreateTable { name: "B".into() },
-            Step::CreateExtension { name: "pg_trgm".into() },
+            Step::CreateExtension {
+                name: "pg_trgm".into(),
+            },
             Step::DropTable { name: "A".into() },
-            Step::CreateEnum { name: "Mood".into() },
+            Step::CreateEnum {
+                name: "Mood".into(),
+            },
         ];
         steps.sort_by_key(Step::sort_key);
         assert_eq!(

@@ -125,8 +125,7 @@ pub struct Extension {
 }
 
 /// User schemas: not `pg_*`, not `information_schema`.
-const USER_SCHEMA: &str =
-    "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'";
+const USER_SCHEMA: &str = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'";
 
 /// Not created by an extension.
 const NOT_EXTENSION_MEMBER: &str = "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep \

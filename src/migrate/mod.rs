@@ -241,7 +241,9 @@ pub fn database_from_env() -> Result<(&'static str, DbConfig), MigrateError> {
 }
 
 /// The lint context of the server `client` is connected to.
-async fn lint_context(client: &tokio_postgres::Client) -> Result<crate::lint::LintContext, MigrateError> {
+async fn lint_context(
+    client: &tokio_postgres::Client,
+) -> Result<crate::lint::LintContext, MigrateError> {
     let num: String = client
         .query_one("SHOW server_version_num", &[])
         .await
@@ -496,7 +498,9 @@ async fn run_command(
             }
             refuse_lint_errors(&findings)?;
             if backup {
-                let path = backup::backup(&db, &backup::default_backup_path(&db.dbname, Utc::now())).await?;
+                let path =
+                    backup::backup(&db, &backup::default_backup_path(&db.dbname, Utc::now()))
+                        .await?;
                 print_out(&format!("\nBackup written to {}\n", path.display()));
             }
             let outcome = deploy_with(&db, dir, &settings).await?;
@@ -534,7 +538,8 @@ async fn run_command(
             }
             if let Some(name) = write_migration {
                 if report.drift {
-                    let path = drift::write_migration(dir, &name, &report.steps, &target, Utc::now())?;
+                    let path =
+                        drift::write_migration(dir, &name, &report.steps, &target, Utc::now())?;
                     let dir_name = path
                         .parent()
                         .and_then(|p| p.file_name())
@@ -566,7 +571,9 @@ async fn run_command(
                     print_err(&format!("error: {p}\n"));
                 }
                 if report.is_ok() {
-                    print_out("\nDatabase verified: objects valid, hot queries use their indexes.\n");
+                    print_out(
+                        "\nDatabase verified: objects valid, hot queries use their indexes.\n",
+                    );
                 }
             }
             Ok(if report.is_ok() {

@@ -251,7 +251,10 @@ async fn check_objects(
 /// Exact row count of `relation` (`None` when it does not exist: reported as missing elsewhere).
 async fn count_rows(client: &Client, relation: &str) -> Result<Option<i64>, MigrateError> {
     let exists = client
-        .query_opt("SELECT to_regclass($1)::text", &[&super::history::quote_ident(relation)])
+        .query_opt(
+            "SELECT to_regclass($1)::text",
+            &[&super::history::quote_ident(relation)],
+        )
         .await
         .map_err(db_err)?
         .and_then(|r| r.get::<_, Option<String>>(0));

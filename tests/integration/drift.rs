@@ -162,15 +162,26 @@ async fn table_count(client: &tokio_postgres::Client) -> i64 {
 async fn a_freshly_migrated_database_has_no_drift_and_the_shadow_is_left_empty() {
     let target = fresh_db().await;
     let shadow = Shadow::create().await;
-    let out = db_cmd(&target, Some(&shadow.url), &common::migrations_dir(), &["drift"]);
-    assert_eq!(stdout(&out), "No difference detected.\n", "{}", stderr(&out));
+    let out = db_cmd(
+        &target,
+        Some(&shadow.url),
+        &common::migrations_dir(),
+        &["drift"],
+    );
+    assert_eq!(
+        stdout(&out),
+        "No difference detected.\n",
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(table_count(&shadow.client().await).await, 0);
     assert!(table_count(&target.client().await).await > 5);
 }
 
 #[tokio::test]
-async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_path_closes_the_drift() {
+async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_path_closes_the_drift(
+) {
     // The seed's situation: a database migrated without the performance-indexes migration, on
     // which the indexes were then built by hand. UserBurnedTokens' index keys on an expression
     // (per-day usage), which Prisma cannot name: "on some columns".
@@ -231,21 +242,33 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
         .map(|n| n.to_string_lossy().into_owned())
         .expect("dir name");
     let sql = std::fs::read_to_string(written[0].join("migration.sql")).expect("read it");
-    assert_eq!(sql.matches("CREATE INDEX IF NOT EXISTS").count(), 4, "{sql}");
+    assert_eq!(
+        sql.matches("CREATE INDEX IF NOT EXISTS").count(),
+        4,
+        "{sql}"
+    );
     assert!(
         sql.contains("date_trunc('day'::text, \"updatedAt\")"),
         "the exact definition is kept: {sql}"
     );
     let findings = gcbb::lint::lint_sql("written", &sql, &gcbb::lint::LintContext::default())
         .expect("the written file parses");
-    assert!(findings.is_empty(), "the written file lints clean: {findings:?}");
+    assert!(
+        findings.is_empty(),
+        "the written file lints clean: {findings:?}"
+    );
     assert!(stderr(&out).contains(&format!("gcbb db resolve --applied {name}")));
 
     let out = db_cmd(&target, None, &dir.0, &["resolve", "--applied", &name]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     let out = db_cmd(&target, Some(&shadow.url), &dir.0, &["drift"]);
-    assert_eq!(stdout(&out), "No difference detected.\n", "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "No difference detected.\n",
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(out.status.code(), Some(0));
 
     let out = db_cmd(&target, None, &dir.0, &["status"]);
@@ -435,7 +458,11 @@ async fn the_target_itself_is_never_used_as_the_shadow_even_with_force() {
     for args in [&["drift"][..], &["drift", "--force"][..]] {
         let out = db_cmd(&target, Some(&target.url), &dir, args);
         assert_eq!(out.status.code(), Some(1));
-        assert!(stderr(&out).contains("it is the target database itself"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("it is the target database itself"),
+            "{}",
+            stderr(&out)
+        );
     }
     let rows: i64 = target
         .client()
@@ -451,10 +478,22 @@ async fn the_target_itself_is_never_used_as_the_shadow_even_with_force() {
 async fn a_shadow_without_shadow_in_its_name_is_refused_without_force() {
     let target = fresh_db().await;
     let other = fresh_db().await; // named gcbb_test_…, holding a history
-    let out = db_cmd(&target, Some(&other.url), &common::migrations_dir(), &["drift"]);
+    let out = db_cmd(
+        &target,
+        Some(&other.url),
+        &common::migrations_dir(),
+        &["drift"],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("does not contain `shadow`"), "{}", stderr(&out));
-    assert!(table_count(&other.client().await).await > 5, "nothing was dropped");
+    assert!(
+        stderr(&out).contains("does not contain `shadow`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        table_count(&other.client().await).await > 5,
+        "nothing was dropped"
+    );
 }
 
 #[tokio::test]
@@ -470,11 +509,23 @@ async fn a_shadow_holding_a_history_is_refused_unless_forced() {
     let dir = common::migrations_dir();
     let out = db_cmd(&target, Some(&shadow.url), &dir, &["drift"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("holds a migration history (3 row(s)"), "{}", stderr(&out));
-    assert!(table_count(&shadow.client().await).await > 5, "nothing was dropped");
+    assert!(
+        stderr(&out).contains("holds a migration history (3 row(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        table_count(&shadow.client().await).await > 5,
+        "nothing was dropped"
+    );
 
     let out = db_cmd(&target, Some(&shadow.url), &dir, &["drift", "--force"]);
-    assert_eq!(stdout(&out), "No difference detected.\n", "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "No difference detected.\n",
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(table_count(&shadow.client().await).await, 0);
 }
 
@@ -483,7 +534,11 @@ async fn drift_without_a_shadow_url_names_the_variable() {
     let target = fresh_db().await;
     let out = db_cmd(&target, None, &common::migrations_dir(), &["drift"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("SHADOW_DATABASE_URL"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("SHADOW_DATABASE_URL"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 const DESTRUCTIVE: &str = "29990101000000_drop_tool_config";
@@ -535,7 +590,10 @@ async fn deploy_refuses_a_destructive_file_without_an_allow_comment_and_runs_it_
     // The library deploy (used by `gcbb dev`) refuses too.
     let refused = gcbb::migrate::deploy(&target.config, &dir.0).await;
     assert!(
-        matches!(refused, Err(gcbb::migrate::MigrateError::Lint { count: 1, .. })),
+        matches!(
+            refused,
+            Err(gcbb::migrate::MigrateError::Lint { count: 1, .. })
+        ),
         "{refused:?}"
     );
     assert!(has_column(&target, "Companion", "toolConfig").await);
@@ -565,7 +623,11 @@ async fn lint_exits_1_on_errors_0_on_warnings_and_prints_the_catalog() {
     let bad = dir.add(DESTRUCTIVE, "DROP TABLE \"GroupMessage\";\n");
     let out = db_cmd(&target, None, &dir.0, &["lint"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("error[drop-table]"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("error[drop-table]"),
+        "{}",
+        stdout(&out)
+    );
 
     let warn_only = dir.add(
         "29990102000000_name_idx",

@@ -46,9 +46,19 @@ fn stderr(o: &Output) -> String {
 async fn verify_passes_on_seeded_data_and_names_the_query_whose_index_was_dropped() {
     let db = seeded_db().await;
     let out = run(&db, &["verify"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     for q in gcbb::db::hot::all() {
-        assert!(stdout(&out).contains(&format!("ok: {}", q.name)), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains(&format!("ok: {}", q.name)),
+            "{}",
+            stdout(&out)
+        );
     }
 
     db.client()
@@ -63,8 +73,14 @@ async fn verify_passes_on_seeded_data_and_names_the_query_whose_index_was_droppe
         err.contains("hot query `dashboard.public_page` does not use index `CompanionDashboard_isSystem_createdAt_id_idx`; plan node: "),
         "{err}"
     );
-    assert!(err.contains("on \"CompanionDashboard\""), "the plan node is shown: {err}");
-    assert!(err.contains("missing index `CompanionDashboard_isSystem_createdAt_id_idx`"), "{err}");
+    assert!(
+        err.contains("on \"CompanionDashboard\""),
+        "the plan node is shown: {err}"
+    );
+    assert!(
+        err.contains("missing index `CompanionDashboard_isSystem_createdAt_id_idx`"),
+        "{err}"
+    );
     assert!(stdout(&out).contains("ok: dashboard.public_page_by_category"));
 
     let out = run(&db, &["verify", "--json"]);
@@ -75,7 +91,9 @@ async fn verify_passes_on_seeded_data_and_names_the_query_whose_index_was_droppe
         .iter()
         .filter(|p| p["kind"] == "plan_regressed")
         .collect();
-    assert!(regressed.iter().any(|p| p["query"] == "dashboard.public_page"));
+    assert!(regressed
+        .iter()
+        .any(|p| p["query"] == "dashboard.public_page"));
 }
 
 #[tokio::test]
@@ -92,8 +110,14 @@ async fn verify_reports_invalid_indexes_and_unpopulated_views() {
     let out = run(&db, &["verify"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("index `Companion_name_trgm_idx` is not usable (indisvalid = false"), "{err}");
-    assert!(err.contains("materialized view `CompanionCategoryCount` is not populated"), "{err}");
+    assert!(
+        err.contains("index `Companion_name_trgm_idx` is not usable (indisvalid = false"),
+        "{err}"
+    );
+    assert!(
+        err.contains("materialized view `CompanionCategoryCount` is not populated"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -132,7 +156,10 @@ async fn a_backup_is_a_custom_format_archive_of_the_database() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let list = restore_list(&file);
     assert!(list.contains("TABLE public Companion"), "{list}");
-    assert!(list.contains("MATERIALIZED VIEW public CompanionDashboard"), "{list}");
+    assert!(
+        list.contains("MATERIALIZED VIEW public CompanionDashboard"),
+        "{list}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -154,8 +181,14 @@ async fn deploy_with_backup_writes_the_archive_under_backups_first() {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     assert_eq!(dumps.len(), 1);
-    let name = dumps[0].file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    assert!(name.starts_with(&format!("{}-", db.name)) && name.ends_with("Z.dump"), "{name}");
+    let name = dumps[0]
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    assert!(
+        name.starts_with(&format!("{}-", db.name)) && name.ends_with("Z.dump"),
+        "{name}"
+    );
     assert!(restore_list(&dumps[0]).contains("TABLE public Message"));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -175,7 +208,11 @@ async fn a_missing_pg_dump_is_a_clear_error_and_leaves_no_file() {
         .output()
         .expect("run gcbb");
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("`pg_dump` was not found on PATH"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`pg_dump` was not found on PATH"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!file.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
