@@ -811,7 +811,10 @@ pub struct DriftReport {
 
 /// Why a shadow database is refused.
 pub fn check_shadow(target: &DbConfig, shadow: &DbConfig, force: bool) -> Result<(), MigrateError> {
-    let same_server = target.host.eq_ignore_ascii_case(&shadow.host) && target.port == shadow.port;
+    // `localhost`, `127.0.0.1`, `::1` and a Unix socket may all be the same server.
+    let same_host =
+        target.host.eq_ignore_ascii_case(&shadow.host) || (target.is_local() && shadow.is_local());
+    let same_server = same_host && target.port == shadow.port;
     if same_server && target.dbname == shadow.dbname {
         return Err(MigrateError::ShadowRefused {
             shadow: shadow.redacted(),
@@ -855,6 +858,33 @@ async fn check_shadow_contents(
     })
 }
 
+/// What makes a database itself whatever URL reached it: the cluster's system identifier (when
+/// the role may read it), the server's address and port, and the database name.
+async fn database_identity(client: &Client) -> Result<String, MigrateError> {
+    let db_err = |e: tokio_postgres::Error| MigrateError::Database(super::describe_pg_error(&e));
+    let system = match client
+        .query_one("SELECT system_identifier::text FROM pg_catalog.pg_control_system()", &[])
+        .await
+    {
+        Ok(row) => row.get::<_, String>(0),
+        // Not granted on some managed servers: the address and port then stand for the server.
+        Err(_) => client
+            .query_one(
+                "SELECT COALESCE(host(inet_server_addr()), 'socket') || ':' || COALESCE(inet_server_port(), 0)",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0),
+    };
+    let name: String = client
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .map_err(db_err)?
+        .get(0);
+    Ok(format!("{system}/{name}"))
+}
+
 /// Drops every extension and every user schema the current user owns (and `public`), then
 /// recreates an empty `public`.
 pub async fn empty_database(client: &Client) -> Result<(), MigrateError> {
@@ -891,6 +921,12 @@ pub async fn drift(
     let local = files::load_migrations(dir)?;
     let target_client = super::connect(target).await?;
     let shadow_client = super::connect(shadow).await?;
+    if database_identity(&target_client).await? == database_identity(&shadow_client).await? {
+        return Err(MigrateError::ShadowRefused {
+            shadow: shadow.redacted(),
+            reason: "it is the target database itself (same server and database)".to_owned(),
+        });
+    }
     check_shadow_contents(&shadow_client, shadow, force).await?;
     empty_database(&shadow_client).await?;
     // History is replayed as it is: linting old files belongs to `deploy`, not to a comparison.
@@ -1159,5 +1195,8 @@ mod tests {
         assert!(check_shadow(&target, &unmarked, false).is_err());
         assert!(check_shadow(&target, &unmarked, true).is_ok());
         assert!(check_shadow(&target, &target.with_dbname("app_shadow"), false).is_ok());
+        let local = DbConfig::parse("postgres://u@127.0.0.1:5432/app_shadow").expect("url");
+        let alias = DbConfig::parse("postgres://u@localhost:5432/app_shadow").expect("url");
+        assert!(check_shadow(&local, &alias, true).is_err());
     }
 }
