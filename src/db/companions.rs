@@ -281,6 +281,51 @@ pub async fn estimate_public(client: &Client, filter: &PageFilter) -> Result<i64
     Ok(rows.first().map(|r| r.get(0)).unwrap_or(0))
 }
 
+/// The dashboard's hot queries (see [`super::hot`]): sample parameters take the path checked.
+pub const HOT_QUERIES: &[super::hot::HotQuery] = {
+    use super::hot::{HotParam, HotQuery};
+    &[
+        HotQuery {
+            name: "dashboard.public_page",
+            sql: PUBLIC_PAGE_SQL,
+            params: &[
+                HotParam::Text(None),
+                HotParam::Text(None),
+                HotParam::Int8(24),
+                HotParam::Int8(0),
+            ],
+            expects_index: "CompanionDashboard_isSystem_createdAt_id_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
+            name: "dashboard.public_page_by_category",
+            sql: PUBLIC_PAGE_SQL,
+            params: &[
+                HotParam::Text(Some("cat_03")),
+                HotParam::Text(None),
+                HotParam::Int8(24),
+                HotParam::Int8(0),
+            ],
+            expects_index: "CompanionDashboard_categoryId_isSystem_createdAt_id_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
+            name: "dashboard.viewer_page_own_companions",
+            sql: VIEWER_PAGE_SQL,
+            params: &[
+                HotParam::Text(None),
+                HotParam::Text(None),
+                HotParam::Int8(24),
+                HotParam::Int8(0),
+                HotParam::Text(Some("system")),
+                HotParam::Text(Some("user_00007")),
+            ],
+            expects_index: "Companion_userId_createdAt_idx",
+            on_relation: "Companion",
+        },
+    ]
+};
+
 /// Escapes `%`, `_` and `\` so user input matches literally inside `ILIKE '%' || $n || '%'`.
 pub fn escape_like(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());

@@ -11,6 +11,7 @@ pub mod companions;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod hot;
 pub mod pool;
 pub mod read_model;
 pub mod tls;
