@@ -7,6 +7,7 @@ use crate::auth::Authenticator;
 use crate::cache::Cache;
 use crate::config::{Config, ConfigError};
 use crate::db::Pool;
+use crate::llm::Llm;
 
 pub struct App {
     pub config: Config,
@@ -15,6 +16,8 @@ pub struct App {
     pub auth: Authenticator,
     /// The one HTTP client for outside services (JWKS, Upstash, the model).
     pub http: reqwest::Client,
+    /// The model that answers chat (its own HTTP client: no overall timeout, own connect one).
+    pub llm: Llm,
 }
 
 impl App {
@@ -32,12 +35,14 @@ impl App {
         let db = Pool::new(config.database.clone(), config.db_pool_size);
         let cache = Cache::new(&config.cache, http.clone(), config.cache_timeout);
         let auth = Authenticator::new(&config.clerk, http.clone());
+        let llm = Llm::new(&config.llm);
         Arc::new(App {
             config,
             db,
             cache,
             auth,
             http,
+            llm,
         })
     }
 }

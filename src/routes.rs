@@ -35,11 +35,11 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "chat-stream",
-        router: |_| not_built("chat-stream", &[Method::GET, Method::POST]),
+        router: crate::chat::router,
     },
     Function {
         name: "group-chat",
-        router: |_| not_built("group-chat", &[Method::GET, Method::POST]),
+        router: crate::group_chat::router,
     },
     Function {
         name: "companion",

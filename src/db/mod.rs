@@ -6,11 +6,14 @@
 //! PgBouncer in transaction mode (named prepared statements, session `SET` and session advisory
 //! locks do not — use `SET LOCAL` inside a transaction).
 
+pub mod burned_tokens;
 pub mod categories;
 pub mod companions;
 pub mod config;
 pub mod demo;
+pub mod group_chats;
 pub mod health;
+pub mod messages;
 pub mod pool;
 pub mod tls;
 

@@ -1,0 +1,268 @@
+//! `api/chat-stream`: `POST /api/chat/:chatId` streams a companion's reply to `{"prompt"}`;
+//! `GET /api/chat/:chatId` pages the viewer's history with it (DESIGN.md §4, Chat).
+//!
+//! Signed-in: the prompt is stored before the model is asked, the context is the companion's
+//! instructions plus the conversation's last messages, the reply is stored when it ends (what
+//! was produced, if it broke off or the client left), and tokens are accounted afterwards
+//! through `wait_until`. Anonymous: nothing is stored.
+
+pub mod input;
+pub mod reply;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde::Serialize;
+
+use crate::ai_stream::{reply_response, ReplyPart, StreamFormat};
+use crate::app::App;
+use crate::auth::Viewer;
+use crate::db::burned_tokens;
+use crate::db::companions::{find_visible_companion, CompanionPrompt};
+use crate::db::messages::{self, MessageRole, StoredMessage};
+use crate::error::{ApiError, ApiResult};
+use crate::http::{query_params, BodyLimit, JsonBody};
+use crate::llm::{ChatMessage, Role};
+use crate::runtime::Background;
+use input::PromptBody;
+use reply::{generate, model_error_response, start_reply, ReplyGuard, ReplyOutcome};
+
+/// The router of `api/chat-stream`.
+pub fn router(app: Arc<App>) -> Router {
+    let limit = BodyLimit(app.config.body_limit);
+    crate::routes::any_path(get(history).post(chat))
+        .layer(Extension(limit))
+        .with_state(app)
+}
+
+/// `POST`: stream the companion's reply.
+async fn chat(
+    State(app): State<Arc<App>>,
+    viewer: Viewer,
+    bg: Background,
+    uri: Uri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PromptBody>,
+) -> ApiResult<Response> {
+    let chat_id = input::id_param(&query_params(&uri), "chatId")?;
+    input::validate_prompt(&body.prompt)?;
+    let format = StreamFormat::from_accept(&headers);
+    match viewer {
+        Viewer::User { user_id } => {
+            chat_signed_in(app, bg, chat_id, user_id, body.prompt, format).await
+        }
+        Viewer::Anonymous => chat_anonymous(app, bg, chat_id, &headers, body.prompt, format).await,
+    }
+}
+
+async fn chat_signed_in(
+    app: Arc<App>,
+    bg: Background,
+    chat_id: String,
+    user_id: String,
+    prompt: String,
+    format: StreamFormat,
+) -> ApiResult<Response> {
+    let db = app.db.get().await?;
+    let companion = find_visible_companion(&db, &chat_id, Some(&user_id))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    // One round trip: both statements are pipelined on the connection, and the second runs
+    // after the first committed, so the context includes the new prompt.
+    let (prompt_row, history) = tokio::try_join!(
+        messages::insert_message(
+            &db,
+            &companion.id,
+            &user_id,
+            MessageRole::User,
+            &prompt,
+            None
+        ),
+        messages::list_recent_messages(
+            &db,
+            &companion.id,
+            &user_id,
+            app.config.chat.context_messages
+        ),
+    )?;
+    drop(db);
+    let context = context_of(&companion, &history);
+    let mut started = match start_reply(&app.llm, &context).await {
+        Ok(s) => s,
+        Err(e) => return Ok(model_error_response(&e)),
+    };
+    let on_end = {
+        let app = app.clone();
+        let bg = bg.clone();
+        let after = prompt_row.created_at_naive();
+        move |outcome: ReplyOutcome| async move {
+            store_reply(&app, &companion.id, &user_id, after, &outcome).await;
+            let tokens = outcome.tokens(&context);
+            let app2 = app.clone();
+            bg.wait_until(async move {
+                account_tokens(&app2, &companion.id, &user_id, tokens).await;
+            });
+        }
+    };
+    let mut guard = ReplyGuard::new(bg, on_end);
+    let parts = generate(move |tx| async move {
+        let error = guard.relay(&mut started, &tx, ReplyPart::Text).await;
+        guard.finish(error.clone()).await;
+        if let Some(e) = error {
+            tracing::warn!(kind = e.kind(), "model failed mid-stream");
+            tx.send(ReplyPart::Error(reply::client_message(&e))).await;
+        }
+    });
+    Ok(reply_response(format, parts))
+}
+
+async fn chat_anonymous(
+    app: Arc<App>,
+    bg: Background,
+    chat_id: String,
+    _headers: &HeaderMap,
+    prompt: String,
+    format: StreamFormat,
+) -> ApiResult<Response> {
+    let companion = {
+        let db = app.db.get().await?;
+        find_visible_companion(&db, &chat_id, None)
+            .await?
+            .ok_or(ApiError::NotFound)?
+    };
+    let context = vec![
+        ChatMessage::new(Role::System, companion.instructions.clone()),
+        ChatMessage::new(Role::User, prompt),
+    ];
+    let mut started = match start_reply(&app.llm, &context).await {
+        Ok(s) => s,
+        Err(e) => return Ok(model_error_response(&e)),
+    };
+    let mut guard = ReplyGuard::new(bg, |_outcome: ReplyOutcome| async {});
+    let parts = generate(move |tx| async move {
+        let error = guard.relay(&mut started, &tx, ReplyPart::Text).await;
+        guard.finish(error.clone()).await;
+        if let Some(e) = error {
+            tx.send(ReplyPart::Error(reply::client_message(&e))).await;
+        }
+    });
+    Ok(reply_response(format, parts))
+}
+
+/// The model's context: the companion's instructions, then the conversation.
+fn context_of(companion: &CompanionPrompt, history: &[StoredMessage]) -> Vec<ChatMessage> {
+    std::iter::once(ChatMessage::new(
+        Role::System,
+        companion.instructions.clone(),
+    ))
+    .chain(history.iter().map(|m| {
+        let role = match m.role.as_str() {
+            "assistant" => Role::Assistant,
+            "system" => Role::System,
+            _ => Role::User,
+        };
+        ChatMessage::new(role, m.content.clone())
+    }))
+    .collect()
+}
+
+/// Stores what the model produced (possibly partial); nothing when it produced nothing.
+async fn store_reply(
+    app: &App,
+    companion_id: &str,
+    user_id: &str,
+    after: chrono::NaiveDateTime,
+    outcome: &ReplyOutcome,
+) {
+    if outcome.text.is_empty() {
+        return;
+    }
+    reply::write_with_retry(&app.db, "store reply", |client| async move {
+        messages::insert_message(
+            &client,
+            companion_id,
+            user_id,
+            MessageRole::Assistant,
+            &outcome.text,
+            Some(after),
+        )
+        .await
+        .map(drop)
+    })
+    .await;
+}
+
+/// Adds the reply's tokens to the companion and to the user's row (background work).
+async fn account_tokens(app: &App, companion_id: &str, user_id: &str, tokens: i32) {
+    if tokens <= 0 {
+        return;
+    }
+    let ok = reply::write_with_retry(&app.db, "account tokens", |client| async move {
+        burned_tokens::add_tokens_burned(&client, companion_id, user_id, tokens).await
+    })
+    .await;
+    if ok {
+        tracing::debug!(tokens, "tokens accounted");
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryPage {
+    messages: Vec<StoredMessage>,
+    /// Pass as `before` for the next (older) page; null on the oldest page.
+    next_cursor: Option<String>,
+}
+
+/// `GET`: the viewer's own messages with the companion, newest page first, oldest first within
+/// a page.
+async fn history(State(app): State<Arc<App>>, viewer: Viewer, uri: Uri) -> ApiResult<Response> {
+    let query = query_params(&uri);
+    let chat_id = input::id_param(&query, "chatId")?;
+    let page = input::page_params(&query)?;
+    let Viewer::User { user_id } = viewer else {
+        return Err(ApiError::Unauthorized(
+            "sign in to read your chat history".into(),
+        ));
+    };
+    let db = app.db.get().await?;
+    let companion = find_visible_companion(&db, &chat_id, Some(&user_id))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let found = messages::list_messages_page(
+        &db,
+        &companion.id,
+        &user_id,
+        page.before.as_deref(),
+        page.limit,
+    )
+    .await?;
+    let Some(found) = found else {
+        return Err(ApiError::bad_parameter(
+            "before",
+            "is not a message of this conversation",
+        ));
+    };
+    let next_cursor = found
+        .has_older
+        .then(|| found.messages.first().map(|m| m.id.clone()))
+        .flatten();
+    Ok(private_json(HistoryPage {
+        messages: found.messages,
+        next_cursor,
+    }))
+}
+
+/// A JSON answer for one user's eyes only.
+pub fn private_json<T: Serialize>(value: T) -> Response {
+    let mut response = Json(value).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    response
+}
