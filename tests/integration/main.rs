@@ -1,10 +1,12 @@
 //! Integration tests against the real Postgres and Redis, and the real binaries.
 
 mod auth;
+mod chat;
 mod common;
 mod db;
 mod dev_server;
 mod health;
 mod migrations;
+mod model_server;
 mod runtime;
 mod support;
