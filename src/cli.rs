@@ -1,4 +1,4 @@
-//! The `gcbb` command line: local server, database tools.
+//! The `gcbb` command line: local server, database tools, cache tools.
 
 use std::process::ExitCode;
 
@@ -23,6 +23,10 @@ pub enum Command {
     Db(crate::migrate::DbArgs),
     /// Benchmarks: seed a realistic data set, measure the hot paths.
     Bench(crate::bench::BenchArgs),
+    /// Serve the Upstash REST protocol over a real Redis (local tests and benchmarks).
+    UpstashProxy(crate::cache::proxy::ProxyArgs),
+    /// Operate on the configured cache: clear PATTERN.
+    Cache(crate::cache::cli::CacheArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -31,5 +35,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Db(args) => crate::migrate::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::UpstashProxy(args) => crate::cache::proxy::run(args).await,
+        Command::Cache(args) => crate::cache::cli::run(args).await,
     }
 }

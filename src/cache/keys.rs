@@ -1,0 +1,298 @@
+//! Every cache key, built in one place: `{prefix}:v{SCHEMA}:{area}:{…}`.
+//!
+//! User-supplied parts (search text, category names, ids) go through [`part`]: short strings of
+//! safe characters stay readable, anything else is replaced by a hash, so no input can reach
+//! another key, a glob pattern or a separator.
+
+use sha2::{Digest, Sha256};
+
+/// Bumped when the stored format of any entry changes; old entries are then simply never read.
+pub const SCHEMA: u32 = 1;
+/// First segment of every key in production.
+pub const DEFAULT_PREFIX: &str = "gcbb";
+/// Longest user-supplied part kept verbatim; longer ones are hashed.
+pub const MAX_VERBATIM_PART: usize = 64;
+
+/// A family of entries invalidated together by one generation counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Area {
+    /// Dashboard pages (companion lists, categories).
+    Dashboard,
+    /// One companion's public profile.
+    Companion,
+    /// Cached replies of a companion to anonymous users.
+    BotReply,
+    /// Rate-limit counters (never generation-checked; listed so the key space is in one place).
+    RateLimit,
+}
+
+impl Area {
+    pub const ALL: [Area; 4] = [
+        Area::Dashboard,
+        Area::Companion,
+        Area::BotReply,
+        Area::RateLimit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Area::Dashboard => "dashboard",
+            Area::Companion => "companion",
+            Area::BotReply => "botreply",
+            Area::RateLimit => "ratelimit",
+        }
+    }
+}
+
+/// Who a response is for; decides the TTL and whether the key is per user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    Anonymous,
+    SignedIn { user_id: String },
+}
+
+impl Audience {
+    /// How long an entry for this audience is fresh (DESIGN §5).
+    pub fn ttl(&self) -> std::time::Duration {
+        match self {
+            Audience::Anonymous => super::ANONYMOUS_TTL,
+            Audience::SignedIn { .. } => super::SIGNED_IN_TTL,
+        }
+    }
+
+    fn key_part(&self) -> String {
+        match self {
+            Audience::Anonymous => "anon".to_owned(),
+            Audience::SignedIn { user_id } => format!("u.{}", part(user_id)),
+        }
+    }
+}
+
+/// A key relative to the key space: its area (for the generation counter) and the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub area: Area,
+    rest: String,
+}
+
+impl Key {
+    /// The part after `{area}:`; only this module builds it.
+    pub fn rest(&self) -> &str {
+        &self.rest
+    }
+}
+
+/// One page of the dashboard list.
+pub fn dashboard_page(
+    audience: &Audience,
+    category: Option<&str>,
+    q: Option<&str>,
+    page: u32,
+    page_size: u32,
+) -> Key {
+    let category = category.map(part).unwrap_or_else(|| "all".to_owned());
+    let q = q.map(part).unwrap_or_else(|| "-".to_owned());
+    Key {
+        area: Area::Dashboard,
+        rest: format!(
+            "page:{}:c.{category}:q.{q}:p{page}:s{page_size}",
+            audience.key_part()
+        ),
+    }
+}
+
+/// One companion's public profile.
+pub fn companion(companion_id: &str) -> Key {
+    Key {
+        area: Area::Companion,
+        rest: format!("profile:{}", part(companion_id)),
+    }
+}
+
+/// A companion's reply to an anonymous user's prompt; the prompt is always hashed (never
+/// stored readable in a key).
+pub fn bot_reply(companion_id: &str, prompt: &str) -> Key {
+    Key {
+        area: Area::BotReply,
+        rest: format!("{}:{}", part(companion_id), digest(prompt)),
+    }
+}
+
+/// A rate-limit counter for `subject` (user id or client address) under `scope` (route name).
+pub fn rate_limit(scope: &str, subject: &str) -> Key {
+    Key {
+        area: Area::RateLimit,
+        rest: format!("{}:{}", part(scope), part(subject)),
+    }
+}
+
+/// Turns a [`Key`] into the stored key names of this deployment (or of one test).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyspace {
+    prefix: String,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Keyspace {
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl Keyspace {
+    /// A key space under another first segment (tests use a random one); the prefix itself
+    /// goes through [`part`].
+    pub fn with_prefix(prefix: &str) -> Self {
+        Keyspace {
+            prefix: part(prefix),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `{prefix}:v{SCHEMA}:{area}:{rest}`.
+    pub fn entry(&self, key: &Key) -> String {
+        format!(
+            "{}:v{SCHEMA}:{}:{}",
+            self.prefix,
+            key.area.as_str(),
+            key.rest
+        )
+    }
+
+    /// The generation counter of an area: `{prefix}:v{SCHEMA}:gen:{area}`.
+    pub fn generation(&self, area: Area) -> String {
+        format!("{}:v{SCHEMA}:gen:{}", self.prefix, area.as_str())
+    }
+
+    /// The rebuild lock of an entry.
+    pub fn lock(&self, key: &Key) -> String {
+        format!(
+            "{}:v{SCHEMA}:lock:{}:{}",
+            self.prefix,
+            key.area.as_str(),
+            key.rest
+        )
+    }
+
+    /// Chunk `index` of the chunk set `set_id` of the entry stored at `entry`.
+    pub fn chunk(entry: &str, set_id: u64, index: u32) -> String {
+        format!("{entry}:chunk:{set_id:016x}:{index}")
+    }
+
+    /// A SCAN pattern matching every entry of an area (not its generation counter).
+    pub fn area_pattern(&self, area: Area) -> String {
+        format!("{}:v{SCHEMA}:{}:*", self.prefix, area.as_str())
+    }
+
+    /// A SCAN pattern matching everything in this key space.
+    pub fn all_pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+}
+
+/// A user-supplied key part made safe: kept when short and made of `[A-Za-z0-9_.-]`,
+/// else `~` and a hash (`~` can't occur in a kept part, so the two forms never collide).
+pub fn part(raw: &str) -> String {
+    let safe = !raw.is_empty()
+        && raw.len() <= MAX_VERBATIM_PART
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if safe {
+        raw.to_owned()
+    } else {
+        format!("~{}", digest(raw))
+    }
+}
+
+/// 128 bits of SHA-256, hex: enough to never collide among cache keys.
+fn digest(raw: &str) -> String {
+    let hash = Sha256::digest(raw.as_bytes());
+    hex::encode(&hash[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_parts_stay_readable() {
+        assert_eq!(part("romance"), "romance");
+        assert_eq!(part("user_2abc-XYZ.1"), "user_2abc-XYZ.1");
+    }
+
+    #[test]
+    fn hostile_parts_are_hashed_into_safe_characters() {
+        for raw in [
+            "",
+            "a:b",
+            "*",
+            "x?[a-z]\\",
+            "gcbb:v1:gen:dashboard",
+            "日本語",
+            "🦀\u{0}\n",
+            &"a".repeat(65),
+        ] {
+            let p = part(raw);
+            assert!(p.starts_with('~'), "{raw:?} -> {p}");
+            assert_eq!(p.len(), 33);
+            assert!(p[1..].bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+    }
+
+    #[test]
+    fn a_hashed_part_never_equals_a_kept_one() {
+        let hashed = part("a b");
+        assert_ne!(part(&hashed), hashed, "a kept part can't contain ~");
+    }
+
+    #[test]
+    fn different_inputs_give_different_keys() {
+        let ks = Keyspace::default();
+        let a = ks.entry(&dashboard_page(
+            &Audience::Anonymous,
+            Some("a"),
+            None,
+            1,
+            20,
+        ));
+        let b = ks.entry(&dashboard_page(
+            &Audience::Anonymous,
+            Some("a"),
+            Some(""),
+            1,
+            20,
+        ));
+        let c = ks.entry(&dashboard_page(
+            &Audience::SignedIn {
+                user_id: "u1".into(),
+            },
+            Some("a"),
+            None,
+            1,
+            20,
+        ));
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a, "gcbb:v1:dashboard:page:anon:c.a:q.-:p1:s20");
+    }
+
+    #[test]
+    fn the_generation_counter_is_outside_every_area_pattern() {
+        let ks = Keyspace::with_prefix("t1");
+        assert_eq!(ks.generation(Area::Dashboard), "t1:v1:gen:dashboard");
+        assert!(!ks
+            .generation(Area::Dashboard)
+            .starts_with(ks.area_pattern(Area::Dashboard).trim_end_matches('*')));
+    }
+
+    #[test]
+    fn prompts_never_appear_in_keys() {
+        let k = Keyspace::default().entry(&bot_reply("c1", "hello"));
+        assert!(!k.contains("hello"));
+    }
+}

@@ -1,0 +1,461 @@
+//! The in-process store: bounded (entries and bytes), with TTLs and sampled-LRU eviction
+//! (like Redis: look at a few random entries, drop the least recently used). Used alone when
+//! no Redis is configured, and as the short-lived L1 in front of Redis.
+//!
+//! Written here rather than taken from a crate because it must also run the rate limiter's
+//! scripts atomically over the same map ([`LocalTxn`]), which caching crates don't expose.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+
+use super::CacheError;
+
+/// How many random entries eviction looks at to find the least recently used.
+pub const EVICTION_SAMPLES: usize = 5;
+
+struct Slot {
+    key: String,
+    value: Bytes,
+    expires: Option<Instant>,
+    last_used: u64,
+}
+
+impl Slot {
+    fn size(&self) -> usize {
+        self.key.len() + self.value.len()
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+}
+
+#[derive(Default)]
+struct Map {
+    slots: Vec<Slot>,
+    index: HashMap<String, usize>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl Map {
+    fn live(&mut self, key: &str, now: Instant) -> Option<usize> {
+        let i = *self.index.get(key)?;
+        if self.slots[i].expired(now) {
+            self.remove_at(i);
+            return None;
+        }
+        self.tick += 1;
+        self.slots[i].last_used = self.tick;
+        Some(i)
+    }
+
+    fn remove_at(&mut self, i: usize) -> Slot {
+        let slot = self.slots.swap_remove(i);
+        self.index.remove(&slot.key);
+        if let Some(moved) = self.slots.get(i) {
+            self.index.insert(moved.key.clone(), i);
+        }
+        self.bytes -= slot.size();
+        slot
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        match self.index.get(key) {
+            Some(&i) => {
+                self.remove_at(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&mut self, key: String, value: Bytes, expires: Option<Instant>) {
+        self.remove(&key);
+        self.tick += 1;
+        let slot = Slot {
+            key,
+            value,
+            expires,
+            last_used: self.tick,
+        };
+        self.bytes += slot.size();
+        self.index.insert(slot.key.clone(), self.slots.len());
+        self.slots.push(slot);
+    }
+
+    fn evict(&mut self, max_entries: usize, max_bytes: usize, now: Instant) {
+        let mut rng = rand::rng();
+        while !self.slots.is_empty() && (self.slots.len() > max_entries || self.bytes > max_bytes) {
+            let mut victim = rng.random_range(0..self.slots.len());
+            for _ in 1..EVICTION_SAMPLES {
+                let i = rng.random_range(0..self.slots.len());
+                if self.slots[i].expired(now) {
+                    victim = i;
+                    break;
+                }
+                if self.slots[i].last_used < self.slots[victim].last_used {
+                    victim = i;
+                }
+            }
+            self.remove_at(victim);
+        }
+    }
+}
+
+pub struct MemoryStore {
+    map: Mutex<Map>,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl MemoryStore {
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        MemoryStore {
+            map: Mutex::new(Map::default()),
+            max_entries: max_entries.max(1),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
+        // A panic while holding the lock can't leave the map inconsistent in a way that
+        // matters for a cache; keep serving.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        let mut map = self.lock();
+        let i = map.live(key, Instant::now())?;
+        Some(map.slots[i].value.clone())
+    }
+
+    pub fn mget(&self, keys: &[String]) -> Vec<Option<Bytes>> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        keys.iter()
+            .map(|k| map.live(k, now).map(|i| map.slots[i].value.clone()))
+            .collect()
+    }
+
+    pub fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) {
+        self.set_many(std::iter::once((key.to_owned(), value, ttl)));
+    }
+
+    pub fn set_many(&self, items: impl IntoIterator<Item = (String, Bytes, Option<Duration>)>) {
+        let mut map = self.lock();
+        let now = Instant::now();
+        for (key, value, ttl) in items {
+            map.insert(key, value, ttl.map(|t| now + t));
+        }
+        map.evict(self.max_entries, self.max_bytes, now);
+    }
+
+    pub fn del(&self, keys: &[String]) -> u64 {
+        let mut map = self.lock();
+        let now = Instant::now();
+        keys.iter()
+            .filter(|k| map.live(k, now).is_some() && map.remove(k))
+            .count() as u64
+    }
+
+    pub fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> bool {
+        let mut map = self.lock();
+        let now = Instant::now();
+        if map.live(key, now).is_some() {
+            return false;
+        }
+        map.insert(key.to_owned(), value, Some(now + ttl));
+        map.evict(self.max_entries, self.max_bytes, now);
+        true
+    }
+
+    pub fn incr(&self, key: &str) -> Result<i64, CacheError> {
+        self.run(|txn| txn.incr_by(key, 1))
+    }
+
+    /// Live keys matching a Redis glob pattern.
+    pub fn keys_matching(&self, pattern: &str) -> Vec<String> {
+        let map = self.lock();
+        let now = Instant::now();
+        map.slots
+            .iter()
+            .filter(|s| !s.expired(now) && glob_match(pattern.as_bytes(), s.key.as_bytes()))
+            .map(|s| s.key.clone())
+            .collect()
+    }
+
+    /// Removes every key starting with `prefix` (the L1's local invalidation).
+    pub fn remove_prefix(&self, prefix: &str) {
+        let mut map = self.lock();
+        let doomed: Vec<String> = map
+            .slots
+            .iter()
+            .filter(|s| s.key.starts_with(prefix))
+            .map(|s| s.key.clone())
+            .collect();
+        for key in doomed {
+            map.remove(&key);
+        }
+    }
+
+    /// Runs `f` with the whole map locked: the in-process equivalent of a Lua script.
+    pub fn run<T>(&self, f: impl FnOnce(&mut LocalTxn<'_>) -> T) -> T {
+        let mut map = self.lock();
+        let now = Instant::now();
+        let out = f(&mut LocalTxn { map: &mut map, now });
+        map.evict(self.max_entries, self.max_bytes, now);
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Redis-like operations on the locked map, for scripts' in-process implementations.
+pub struct LocalTxn<'a> {
+    map: &'a mut Map,
+    now: Instant,
+}
+
+impl LocalTxn<'_> {
+    pub fn get(&mut self, key: &str) -> Option<Bytes> {
+        let i = self.map.live(key, self.now)?;
+        Some(self.map.slots[i].value.clone())
+    }
+
+    /// `SET key value [PX ttl]`.
+    pub fn set(&mut self, key: &str, value: Bytes, ttl: Option<Duration>) {
+        self.map
+            .insert(key.to_owned(), value, ttl.map(|t| self.now + t));
+    }
+
+    /// `INCRBY`: keeps the TTL, like Redis; a non-integer value is an error.
+    pub fn incr_by(&mut self, key: &str, by: i64) -> Result<i64, CacheError> {
+        let (current, expires) = match self.map.live(key, self.now) {
+            Some(i) => {
+                let slot = &self.map.slots[i];
+                let n = std::str::from_utf8(&slot.value)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        CacheError::Server("ERR value is not an integer or out of range".into())
+                    })?;
+                (n, slot.expires)
+            }
+            None => (0, None),
+        };
+        let next = current.checked_add(by).ok_or_else(|| {
+            CacheError::Server("ERR increment or decrement would overflow".into())
+        })?;
+        self.map
+            .insert(key.to_owned(), Bytes::from(next.to_string()), expires);
+        Ok(next)
+    }
+
+    /// `PTTL`: -2 when missing, -1 when it never expires.
+    pub fn pttl(&mut self, key: &str) -> i64 {
+        match self.map.live(key, self.now) {
+            None => -2,
+            Some(i) => match self.map.slots[i].expires {
+                None => -1,
+                Some(e) => e.saturating_duration_since(self.now).as_millis() as i64,
+            },
+        }
+    }
+
+    /// `PEXPIRE`: whether the key existed.
+    pub fn pexpire(&mut self, key: &str, ttl: Duration) -> bool {
+        match self.map.live(key, self.now) {
+            None => false,
+            Some(i) => {
+                self.map.slots[i].expires = Some(self.now + ttl);
+                true
+            }
+        }
+    }
+
+    pub fn del(&mut self, key: &str) -> bool {
+        self.map.live(key, self.now).is_some() && self.map.remove(key)
+    }
+}
+
+/// Redis `MATCH` glob: `*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some((p, t));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class_match(pattern, p, text[t]) {
+                        if matched {
+                            p = next;
+                            t += 1;
+                            continue;
+                        }
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() => {
+                    if pattern[p + 1] == text[t] {
+                        p += 2;
+                        t += 1;
+                        continue;
+                    }
+                }
+                c => {
+                    if c == text[t] {
+                        p += 1;
+                        t += 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        match star {
+            Some((sp, st)) => {
+                p = sp + 1;
+                t = st + 1;
+                star = Some((sp, st + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches one byte against the class starting at `pattern[start] == b'['`; returns whether it
+/// matched and where the pattern continues, or `None` for an unterminated class.
+fn class_match(pattern: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
+    let mut i = start + 1;
+    let negate = pattern.get(i) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while i < pattern.len() {
+        let mut lo = pattern[i];
+        if lo == b']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if lo == b'\\' && i + 1 < pattern.len() {
+            i += 1;
+            lo = pattern[i];
+        }
+        if pattern.get(i + 1) == Some(&b'-') && i + 2 < pattern.len() && pattern[i + 2] != b']' {
+            let hi = pattern[i + 2];
+            let (a, b) = if lo <= hi { (lo, hi) } else { (hi, lo) };
+            matched |= (a..=b).contains(&c);
+            i += 3;
+        } else {
+            matched |= lo == c;
+            i += 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_redis() {
+        let m = |p: &str, t: &str| glob_match(p.as_bytes(), t.as_bytes());
+        assert!(m("*", ""));
+        assert!(m("gcbb:*", "gcbb:v1:x"));
+        assert!(!m("gcbb:*", "gcbc:v1:x"));
+        assert!(m("a?c", "abc"));
+        assert!(!m("a?c", "ac"));
+        assert!(m("a*b*c", "axxbyyc"));
+        assert!(!m("a*b*c", "axxbyy"));
+        assert!(m("h[ae]llo", "hello"));
+        assert!(!m("h[^e]llo", "hello"));
+        assert!(m("h[a-f]llo", "hello"));
+        assert!(m("a\\*", "a*"));
+        assert!(!m("a\\*", "ab"));
+        assert!(!m("[", "x"));
+    }
+
+    #[test]
+    fn entries_expire() {
+        let s = MemoryStore::new(10, 1 << 20);
+        s.set(
+            "a",
+            Bytes::from_static(b"1"),
+            Some(Duration::from_millis(1)),
+        );
+        s.set("b", Bytes::from_static(b"2"), None);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(s.get("a"), None);
+        assert_eq!(s.get("b"), Some(Bytes::from_static(b"2")));
+    }
+
+    #[test]
+    fn the_store_stays_within_its_bounds() {
+        let s = MemoryStore::new(100, 10_000);
+        for i in 0..1000 {
+            s.set(&format!("k{i}"), Bytes::from(vec![0u8; 50]), None);
+        }
+        assert!(s.len() <= 100);
+        let s = MemoryStore::new(1000, 1000);
+        for i in 0..1000 {
+            s.set(&format!("k{i:04}"), Bytes::from(vec![0u8; 95]), None);
+        }
+        assert!(s.lock().bytes <= 1000);
+        assert!(s.len() <= 10);
+    }
+
+    #[test]
+    fn recently_used_entries_survive_eviction_more_often() {
+        let s = MemoryStore::new(100, usize::MAX);
+        for i in 0..100 {
+            s.set(&format!("k{i}"), Bytes::new(), None);
+        }
+        for _ in 0..3 {
+            assert!(s.get("k0").is_some());
+        }
+        for i in 100..110 {
+            s.set(&format!("k{i}"), Bytes::new(), None);
+        }
+        assert!(s.get("k0").is_some(), "the hottest entry was evicted");
+    }
+
+    #[test]
+    fn incr_counts_and_refuses_non_integers() {
+        let s = MemoryStore::new(10, 1 << 20);
+        assert_eq!(s.incr("n").unwrap(), 1);
+        assert_eq!(s.incr("n").unwrap(), 2);
+        s.set("x", Bytes::from_static(b"abc"), None);
+        assert!(s.incr("x").is_err());
+    }
+
+    #[test]
+    fn set_nx_only_sets_once() {
+        let s = MemoryStore::new(10, 1 << 20);
+        assert!(s.set_nx("l", Bytes::from_static(b"a"), Duration::from_secs(5)));
+        assert!(!s.set_nx("l", Bytes::from_static(b"b"), Duration::from_secs(5)));
+        assert_eq!(s.get("l"), Some(Bytes::from_static(b"a")));
+    }
+}

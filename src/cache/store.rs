@@ -1,0 +1,221 @@
+//! The backend seam: the primitive operations every layer above needs, dispatched over the
+//! three stores by an enum (no boxing, no `dyn` futures).
+//!
+//! Scripts ([`Script`]) carry both their Lua source (run by `EVALSHA`/`EVAL` on Redis and
+//! Upstash, one atomic round trip) and an equivalent Rust function run under the memory
+//! store's lock, so a rate limiter behaves the same on every backend.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::memory::{LocalTxn, MemoryStore};
+use super::redis::RedisStore;
+use super::upstash::UpstashStore;
+use super::CacheError;
+
+/// A reply of a script (or any command): the Redis value types we use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptValue {
+    Nil,
+    Int(i64),
+    Data(Bytes),
+    Array(Vec<ScriptValue>),
+}
+
+impl ScriptValue {
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            ScriptValue::Int(n) => Some(*n),
+            ScriptValue::Data(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// The in-process twin of a Lua script: same keys, same arguments, same reply.
+pub type LocalScript =
+    fn(&mut LocalTxn<'_>, &[String], &[String]) -> Result<ScriptValue, CacheError>;
+
+/// A Lua script with its in-process equivalent. Build once (e.g. in a `LazyLock`).
+pub struct Script {
+    lua: &'static str,
+    redis: redis::Script,
+    local: LocalScript,
+}
+
+impl Script {
+    pub fn new(lua: &'static str, local: LocalScript) -> Self {
+        Script {
+            lua,
+            redis: redis::Script::new(lua),
+            local,
+        }
+    }
+
+    pub fn lua(&self) -> &'static str {
+        self.lua
+    }
+
+    /// SHA-1 of the source, for `EVALSHA`.
+    pub fn sha1(&self) -> &str {
+        self.redis.get_hash()
+    }
+
+    pub(crate) fn redis(&self) -> &redis::Script {
+        &self.redis
+    }
+}
+
+/// One of the three stores.
+pub enum Store {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+    Upstash(UpstashStore),
+}
+
+impl Store {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+            Store::Upstash(_) => "upstash",
+        }
+    }
+
+    /// `MGET`: one value (or none) per key, in order.
+    pub async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Memory(m) => Ok(m.mget(keys)),
+            Store::Redis(r) => r.mget(keys).await,
+            Store::Upstash(u) => u.mget(keys).await,
+        }
+    }
+
+    /// `SET key value PX ttl` for each item, in one pipeline, in order.
+    pub async fn set_many(&self, items: &[(String, Bytes, Duration)]) -> Result<(), CacheError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Store::Memory(m) => {
+                m.set_many(
+                    items
+                        .iter()
+                        .map(|(k, v, t)| (k.clone(), v.clone(), Some(*t))),
+                );
+                Ok(())
+            }
+            Store::Redis(r) => r.set_many(items).await,
+            Store::Upstash(u) => u.set_many(items).await,
+        }
+    }
+
+    /// `DEL`: how many existed.
+    pub async fn del(&self, keys: &[String]) -> Result<u64, CacheError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        match self {
+            Store::Memory(m) => Ok(m.del(keys)),
+            Store::Redis(r) => r.del(keys).await,
+            Store::Upstash(u) => u.del(keys).await,
+        }
+    }
+
+    /// `INCR`.
+    pub async fn incr(&self, key: &str) -> Result<i64, CacheError> {
+        match self {
+            Store::Memory(m) => m.incr(key),
+            Store::Redis(r) => r.incr(key).await,
+            Store::Upstash(u) => u.incr(key).await,
+        }
+    }
+
+    /// `SET key value NX PX ttl`: whether this call set it (took the lock). `value` is a
+    /// token (ASCII), stored as is on every backend.
+    pub async fn set_nx_px(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        match self {
+            Store::Memory(m) => Ok(m.set_nx(key, Bytes::copy_from_slice(value.as_bytes()), ttl)),
+            Store::Redis(r) => r.set_nx_px(key, value, ttl).await,
+            Store::Upstash(u) => u.set_nx_px(key, value, ttl).await,
+        }
+    }
+
+    /// Every key matching a glob, by `SCAN MATCH … COUNT batch` (never `KEYS`).
+    pub async fn scan(&self, pattern: &str, batch: usize) -> Result<Vec<String>, CacheError> {
+        let mut found = Vec::new();
+        let mut cursor = "0".to_owned();
+        loop {
+            let (next, keys) = self.scan_page(&cursor, pattern, batch).await?;
+            found.extend(keys);
+            if next == "0" {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Deletes every key matching a glob: `SCAN` a batch, `DEL` it, repeat. Deleting keys
+    /// SCAN already returned is safe; a key returned twice counts once (DEL of a gone key is 0).
+    pub async fn delete_matching(&self, pattern: &str, batch: usize) -> Result<u64, CacheError> {
+        let mut deleted = 0u64;
+        let mut cursor = "0".to_owned();
+        loop {
+            let (next, keys) = self.scan_page(&cursor, pattern, batch).await?;
+            for group in keys.chunks(batch.max(1)) {
+                deleted += self.del(group).await?;
+            }
+            if next == "0" {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    /// One `SCAN` step: the next cursor (`"0"` when done) and the keys of this step.
+    async fn scan_page(
+        &self,
+        cursor: &str,
+        pattern: &str,
+        batch: usize,
+    ) -> Result<(String, Vec<String>), CacheError> {
+        let batch = batch.max(1);
+        match self {
+            Store::Memory(m) => Ok(("0".to_owned(), m.keys_matching(pattern))),
+            Store::Redis(r) => r.scan(cursor, pattern, batch).await,
+            Store::Upstash(u) => u.scan(cursor, pattern, batch).await,
+        }
+    }
+
+    /// `PING`.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => r.ping().await,
+            Store::Upstash(u) => u.ping().await,
+        }
+    }
+
+    /// Runs a script atomically: Lua on Redis and Upstash, its Rust twin in memory.
+    pub async fn run_script(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<ScriptValue, CacheError> {
+        match self {
+            Store::Memory(m) => m.run(|txn| (script.local)(txn, keys, args)),
+            Store::Redis(r) => r.run_script(script, keys, args).await,
+            Store::Upstash(u) => u.run_script(script, keys, args).await,
+        }
+    }
+}
