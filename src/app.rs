@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
+use crate::cache::ratelimit::RateLimiter;
 use crate::cache::Cache;
 use crate::config::{Config, ConfigError};
 use crate::db::Pool;
@@ -18,6 +19,8 @@ pub struct App {
     pub http: reqwest::Client,
     /// The model that answers chat (its own HTTP client: no overall timeout, own connect one).
     pub llm: Llm,
+    /// Chat rate limits (sliding window on the cache, per-process fallback).
+    pub ratelimiter: RateLimiter,
 }
 
 impl App {
@@ -43,6 +46,7 @@ impl App {
             auth,
             http,
             llm,
+            ratelimiter: RateLimiter::new(),
         })
     }
 }

@@ -222,7 +222,10 @@ async fn chat(
     let group_id = input::id_param(&query_params(&uri), "groupId")?;
     let JsonBody(body) = body?;
     input::validate_prompt(&body.prompt)?;
-    let limited = ratelimit_guard(&app, &viewer, &headers).await?;
+    let limited = match ratelimit_guard(&app, &viewer, &headers).await {
+        Ok(l) => l,
+        Err(too_many) => return Ok(too_many),
+    };
     let db = app.db.get().await?;
     let group = group_chats::find_group_chat(&db, &group_id)
         .await?

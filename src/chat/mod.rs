@@ -18,9 +18,14 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 
+use bytes::Bytes;
+
 use crate::ai_stream::{reply_response, ReplyPart, StreamFormat};
 use crate::app::App;
 use crate::auth::Viewer;
+use crate::cache::keys::{self, Key};
+use crate::cache::ratelimit::{self, Decision};
+use crate::cache::{ANONYMOUS_BOT_REPLY_TTL, ANONYMOUS_TTL};
 use crate::db::burned_tokens;
 use crate::db::companions::{find_visible_companion, CompanionPrompt};
 use crate::db::messages::{self, MessageRole, StoredMessage};
@@ -51,12 +56,17 @@ async fn chat(
     let chat_id = input::id_param(&query_params(&uri), "chatId")?;
     input::validate_prompt(&body.prompt)?;
     let format = StreamFormat::from_accept(&headers);
-    match viewer {
+    let limited = match ratelimit_guard(&app, &viewer, &headers).await {
+        Ok(l) => l,
+        Err(too_many) => return Ok(too_many),
+    };
+    let response = match viewer {
         Viewer::User { user_id } => {
-            chat_signed_in(app, bg, chat_id, user_id, body.prompt, format).await
+            chat_signed_in(app, bg, chat_id, user_id, body.prompt, format).await?
         }
-        Viewer::Anonymous => chat_anonymous(app, bg, chat_id, &headers, body.prompt, format).await,
-    }
+        Viewer::Anonymous => chat_anonymous(app, bg, chat_id, body.prompt, format).await?,
+    };
+    Ok(limited.apply(response))
 }
 
 async fn chat_signed_in(
@@ -120,20 +130,25 @@ async fn chat_signed_in(
     Ok(reply_response(format, parts))
 }
 
+/// Size of the pieces a cached reply is replayed in.
+const REPLAY_PIECE_BYTES: usize = 256;
+
 async fn chat_anonymous(
     app: Arc<App>,
     bg: Background,
     chat_id: String,
-    _headers: &HeaderMap,
     prompt: String,
     format: StreamFormat,
 ) -> ApiResult<Response> {
-    let companion = {
-        let db = app.db.get().await?;
-        find_visible_companion(&db, &chat_id, None)
-            .await?
-            .ok_or(ApiError::NotFound)?
-    };
+    let companion = find_public_companion(&app, &bg, &chat_id).await?;
+    let key = anonymous_reply_key(&companion.id, &prompt);
+    if let Some(text) = cached_reply(&app, &key).await {
+        let mut response = reply_response(format, futures_util::stream::iter(replay_pieces(text)));
+        response
+            .headers_mut()
+            .insert("x-cache", HeaderValue::from_static("hit"));
+        return Ok(response);
+    }
     let context = vec![
         ChatMessage::new(Role::System, companion.instructions.clone()),
         ChatMessage::new(Role::User, prompt),
@@ -142,7 +157,16 @@ async fn chat_anonymous(
         Ok(s) => s,
         Err(e) => return Ok(model_error_response(&e)),
     };
-    let mut guard = ReplyGuard::new(bg, |_outcome: ReplyOutcome| async {});
+    let on_end = {
+        let app = app.clone();
+        let bg = bg.clone();
+        move |outcome: ReplyOutcome| async move {
+            if outcome.completed() && !outcome.text.is_empty() {
+                bg.wait_until(async move { cache_reply(&app, &key, outcome.text).await });
+            }
+        }
+    };
+    let mut guard = ReplyGuard::new(bg, on_end);
     let parts = generate(move |tx| async move {
         let error = guard.relay(&mut started, &tx, ReplyPart::Text).await;
         guard.finish(error.clone()).await;
@@ -150,7 +174,26 @@ async fn chat_anonymous(
             tx.send(ReplyPart::Error(reply::client_message(&e))).await;
         }
     });
-    Ok(reply_response(format, parts))
+    let mut response = reply_response(format, parts);
+    response
+        .headers_mut()
+        .insert("x-cache", HeaderValue::from_static("miss"));
+    Ok(response)
+}
+
+/// A cached reply cut into pieces on character boundaries.
+fn replay_pieces(text: String) -> Vec<ReplyPart> {
+    let mut pieces = Vec::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let mut end = rest.len().min(REPLAY_PIECE_BYTES);
+        while !rest.is_char_boundary(end) {
+            end += 1;
+        }
+        pieces.push(ReplyPart::Text(rest[..end].to_owned()));
+        rest = &rest[end..];
+    }
+    pieces
 }
 
 /// The model's context: the companion's instructions, then the conversation.
@@ -268,35 +311,113 @@ pub fn private_json<T: Serialize>(value: T) -> Response {
 }
 
 /// The rate-limit decision of a request that was let through; its headers go on the response.
-pub struct RateLimited(());
+pub struct RateLimited(Decision);
 
 impl RateLimited {
-    pub fn apply(self, response: Response) -> Response {
+    pub fn apply(self, mut response: Response) -> Response {
+        ratelimit_headers(response.headers_mut(), &self.0);
         response
     }
 }
 
-/// Checks the viewer's rate limit (by user, or by client address): 429 when over it.
+fn ratelimit_headers(headers: &mut HeaderMap, d: &Decision) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+    headers.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(d.reset_ms.div_ceil(1000)),
+    );
+}
+
+/// Checks the viewer's chat rate limit (signed-in by user id, anonymous by client address):
+/// 429 with `Retry-After` and `X-RateLimit-*` when over it.
 pub async fn ratelimit_guard(
-    _app: &App,
-    _viewer: &Viewer,
-    _headers: &HeaderMap,
-) -> ApiResult<RateLimited> {
-    Ok(RateLimited(()))
+    app: &App,
+    viewer: &Viewer,
+    headers: &HeaderMap,
+) -> Result<RateLimited, Response> {
+    let (subject, limit) = match viewer {
+        Viewer::User { user_id } => (format!("user:{user_id}"), app.config.chat.user_rate_limit),
+        Viewer::Anonymous => (
+            format!("ip:{}", input::client_address(headers)),
+            app.config.chat.anonymous_rate_limit,
+        ),
+    };
+    let decision = app
+        .ratelimiter
+        .check(&app.cache, "chat", &subject, limit)
+        .await;
+    if decision.allowed {
+        return Ok(RateLimited(decision));
+    }
+    tracing::info!(
+        limit = decision.limit,
+        local = decision.local,
+        "rate limited"
+    );
+    let mut response = ApiError::TooManyRequests {
+        retry_after_secs: decision.retry_after_secs(ratelimit::now_ms()),
+    }
+    .into_response();
+    ratelimit_headers(response.headers_mut(), &decision);
+    Err(response)
 }
 
 /// Key of a cached anonymous reply.
-pub type ReplyKey = String;
+pub type ReplyKey = Key;
 
+/// A demo group's reply to a prompt, cached per (group, companion, normalized prompt).
 pub fn demo_reply_key(group_id: &str, companion_id: &str, prompt: &str) -> ReplyKey {
-    format!(
-        "{group_id}:{companion_id}:{}",
-        input::normalize_prompt(prompt)
+    keys::bot_reply(
+        companion_id,
+        &format!("group:{group_id}:{}", input::normalize_prompt(prompt)),
     )
 }
 
-pub async fn cached_reply(_app: &App, _key: &ReplyKey) -> Option<String> {
-    None
+/// A companion's reply to an anonymous prompt, cached per (companion, normalized prompt).
+pub fn anonymous_reply_key(companion_id: &str, prompt: &str) -> ReplyKey {
+    keys::bot_reply(companion_id, &input::normalize_prompt(prompt))
 }
 
-pub async fn cache_reply(_app: &App, _key: &ReplyKey, _text: String) {}
+pub async fn cached_reply(app: &App, key: &ReplyKey) -> Option<String> {
+    let found = app.cache.get(key).await.value?;
+    String::from_utf8(found.to_vec()).ok()
+}
+
+/// Stores a complete anonymous reply for [`ANONYMOUS_BOT_REPLY_TTL`] (background work).
+pub async fn cache_reply(app: &App, key: &ReplyKey, text: String) {
+    let _ = app
+        .cache
+        .put(key, Bytes::from(text), ANONYMOUS_BOT_REPLY_TTL)
+        .await;
+}
+
+/// A public companion's prompt data, from the cache when there (anonymous fast path). Only
+/// public companions are cached; a PATCH invalidates the entry.
+async fn find_public_companion(
+    app: &Arc<App>,
+    bg: &Background,
+    id: &str,
+) -> ApiResult<CompanionPrompt> {
+    let key = keys::companion(id);
+    if let Some(raw) = app.cache.get(&key).await.value {
+        if let Ok(c) = serde_json::from_slice::<CompanionPrompt>(&raw) {
+            if !c.private {
+                return Ok(c);
+            }
+        }
+    }
+    let companion = {
+        let db = app.db.get().await?;
+        find_visible_companion(&db, id, None)
+            .await?
+            .ok_or(ApiError::NotFound)?
+    };
+    if let Ok(raw) = serde_json::to_vec(&companion) {
+        let app = app.clone();
+        bg.wait_until(async move {
+            let _ = app.cache.put(&key, Bytes::from(raw), ANONYMOUS_TTL).await;
+        });
+    }
+    Ok(companion)
+}

@@ -72,7 +72,12 @@ pub async fn start(script: Script, env: &[(&str, &str)]) -> Env {
         pg,
         model,
         server,
-        http: reqwest::Client::new(),
+        // No connection reuse: the server closes a connection whose body it refused unread
+        // (413/415), and a reused one would race with that close.
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
     }
 }
 
@@ -643,7 +648,7 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
         ),
         (
             "huge body",
-            format!("{{\"prompt\":\"{}\"}}", "a".repeat(200_000)).into(),
+            format!("{{\"prompt\":\"{}\"}}", "a".repeat(70_000)).into(),
             "application/json",
             413,
             "payload_too_large",
@@ -718,6 +723,11 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "{name}: {body}");
     }
+    // A huge body: the server answers 413 without reading it all, so write it over a raw
+    // socket (ignoring the broken pipe) and read the answer.
+    let (status, body) = raw_post(&env.server, "/api/chat/comp_public", &alice, 1_000_000).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("payload_too_large"), "{body}");
     for (path, status) in [
         ("/api/chat/unknown_companion", 404),
         ("/api/chat/x'%20OR%201=1--", 404),
@@ -758,6 +768,30 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
     assert_eq!(resp.status(), 200);
     resp.text().await.unwrap();
     assert_eq!(env.messages(PUBLIC, ALICE).await[0].1, odd);
+}
+
+/// POSTs a JSON body of about `size` bytes over a raw connection; returns the status and body.
+pub async fn raw_post(server: &Server, path: &str, token: &str, size: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = format!("{{\"prompt\":\"{}\"}}", "a".repeat(size));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let _ = stream.write_all(body.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }
 
 /// Runs the AI SDK check script; installs the `ai` package first when missing.
@@ -829,4 +863,156 @@ async fn the_ai_sdk_reads_both_stream_formats() {
         failed["chunkTypes"].as_array().unwrap().last().unwrap(),
         "error"
     );
+}
+
+#[tokio::test]
+async fn the_limit_plus_first_request_is_429_with_headers_and_users_are_independent() {
+    let env = start(
+        Script::default(),
+        &[
+            ("RATE_LIMIT_USER_REQUESTS", "3"),
+            ("RATE_LIMIT_USER_WINDOW_MS", "60000"),
+        ],
+    )
+    .await;
+    for i in 0..3 {
+        let resp = env
+            .post(
+                "/api/chat/comp_public",
+                Some(ALICE),
+                json!({"prompt": format!("q{i}")}),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-ratelimit-limit"], "3");
+        assert_eq!(
+            resp.headers()["x-ratelimit-remaining"],
+            (2 - i).to_string().as_str()
+        );
+        resp.text().await.unwrap();
+    }
+    let resp = env
+        .post(
+            "/api/chat/comp_public",
+            Some(ALICE),
+            json!({"prompt": "one more"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 429);
+    let h = resp.headers();
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(h["x-ratelimit-limit"], "3");
+    assert_eq!(h["x-ratelimit-remaining"], "0");
+    assert!(h.contains_key("x-ratelimit-reset"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(
+        env.messages(PUBLIC, ALICE).await.len(),
+        6,
+        "the refused prompt is not stored"
+    );
+    assert_eq!(env.model.requests(), 3);
+
+    let resp = env
+        .post("/api/chat/comp_public", Some(BOB), json!({"prompt": "hi"}))
+        .await;
+    assert_eq!(resp.status(), 200);
+}
+
+async fn anonymous_from(env_server: &Server, ip: &str, prompt: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(env_server.url("/api/chat/comp_public"))
+        .header("x-forwarded-for", ip)
+        .json(&json!({"prompt": prompt}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_anonymous_limit_holds_across_two_processes_sharing_redis() {
+    let redis = [("REDIS_URL", "redis://127.0.0.1:6379")];
+    let env = start(Script::default(), &redis).await;
+    let second = start_dev(&env._db, &env.model, &redis).await;
+    // A fresh documentation address per run: the counters live in the shared Redis.
+    let client_ip = format!(
+        "2001:db8::{:x}, 10.0.0.1",
+        uuid::Uuid::new_v4().as_u128() as u16
+    );
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let server = if i % 2 == 0 { &env.server } else { &second };
+        let resp = anonymous_from(server, &client_ip, &format!("question {i}")).await;
+        statuses.push(resp.status().as_u16());
+        let _ = resp.bytes().await;
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    // Another address is not limited.
+    let other = format!("2001:db8::1:{:x}", uuid::Uuid::new_v4().as_u128() as u16);
+    assert_eq!(anonymous_from(&second, &other, "hi").await.status(), 200);
+}
+
+#[tokio::test]
+async fn with_redis_down_a_per_process_limiter_takes_over_and_says_so() {
+    let dead = format!("redis://127.0.0.1:{}", free_port());
+    let env = start(
+        Script::default(),
+        &[("REDIS_URL", dead.as_str()), ("CACHE_TIMEOUT_MS", "200")],
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let resp = anonymous_from(&env.server, "203.0.113.7", &format!("q {i}")).await;
+        statuses.push(resp.status().as_u16());
+        let _ = resp.bytes().await;
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    assert!(
+        env.server.output().contains("per-process limiter"),
+        "{}",
+        env.server.output()
+    );
+}
+
+#[tokio::test]
+async fn an_anonymous_reply_is_cached_and_replayed_for_the_same_normalized_prompt() {
+    let env = start(Script::default(), &[]).await;
+    let resp = env
+        .post(
+            "/api/chat/comp_public",
+            None,
+            json!({"prompt": "What is Rust?"}),
+        )
+        .await;
+    assert_eq!(resp.headers()["x-cache"], "miss");
+    assert_eq!(resp.text().await.unwrap(), "Hello from the model.");
+    let replayed = eventually_async(SECOND * 5, || async {
+        let resp = env
+            .post(
+                "/api/chat/comp_public",
+                None,
+                json!({"prompt": "  what is   RUST? "}),
+            )
+            .await;
+        let hit = resp.headers()["x-cache"] == "hit";
+        let text = resp.text().await.unwrap();
+        hit && text == "Hello from the model."
+    })
+    .await;
+    assert!(replayed);
+    assert_eq!(env.model.requests(), 1);
+    // The UI-message stream replays it too.
+    let resp = env
+        .http
+        .post(env.url("/api/chat/comp_public"))
+        .header("accept", "text/event-stream")
+        .json(&json!({"prompt": "what is rust?"}))
+        .send()
+        .await
+        .unwrap();
+    let parts = sse_parts(&resp.text().await.unwrap());
+    assert_eq!(parts[2]["delta"], "Hello from the model.");
+    assert_eq!(env.model.requests(), 1);
+    assert_eq!(env.count("SELECT count(*) FROM \"Message\"").await, 0);
 }

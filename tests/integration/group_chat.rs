@@ -234,6 +234,27 @@ async fn an_anonymous_demo_chat_has_one_responder_and_stores_nothing() {
         .await;
     let got = summary(&events(&resp.text().await.unwrap()));
     assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(env.model.requests(), 2);
+    // The same prompt again (normalized) is replayed from the cache: no model call.
+    let replayed = eventually_async(Duration::from_secs(5), || async {
+        let resp = env
+            .post(
+                &format!("/api/group-chat/{DEMO}/chat"),
+                None,
+                json!({"prompt": "cyrus,   HI!"}),
+            )
+            .await;
+        summary(&events(&resp.text().await.unwrap()))
+            == [
+                "start:comp_cy:Cyrus",
+                "text:Hello from the model.",
+                "end:comp_cy",
+                "[DONE]",
+            ]
+            && env.model.requests() == 2
+    })
+    .await;
+    assert!(replayed);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(group_messages(&env, DEMO).await.len(), 1);
     assert_eq!(
