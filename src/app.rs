@@ -30,13 +30,21 @@ impl App {
 
     /// Builds the clients; nothing connects until first use.
     pub fn new(config: Config) -> Arc<App> {
+        Self::with_cache(config, |cache| cache)
+    }
+
+    /// Like [`App::new`], with a say in how the cache is set up (benchmarks turn the L1 off).
+    pub fn with_cache(config: Config, adjust: impl FnOnce(Cache) -> Cache) -> Arc<App> {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .user_agent(concat!("gcbb/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds with static settings");
         let db = Pool::new(config.database.clone(), config.db_pool_size);
-        let cache = Cache::new(&config.cache, http.clone(), config.cache_timeout);
+        let cache = adjust(
+            Cache::new(&config.cache, http.clone(), config.cache_timeout)
+                .with_namespace(&config.cache_key_prefix),
+        );
         let auth = Authenticator::new(&config.clerk, http.clone());
         let llm = Llm::new(&config.llm);
         Arc::new(App {

@@ -18,6 +18,8 @@ pub const DEFAULT_DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_DB_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout for one cache round trip; a slower cache is treated as down.
 pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(500);
+/// First segment of every cache key.
+pub const DEFAULT_CACHE_KEY_PREFIX: &str = "gcbb";
 /// Owner id of platform-made companions and demo group chats.
 pub const DEFAULT_SYSTEM_USER_ID: &str = "system";
 /// Port of `gcbb dev`.
@@ -155,6 +157,9 @@ pub struct Config {
     /// `SHADOW_DATABASE_URL`: scratch database for drift checks.
     pub shadow_database: Option<DbConfig>,
     pub cache: CacheBackend,
+    /// First segment of every cache key (`CACHE_KEY_PREFIX`); deployments sharing one Redis,
+    /// and tests, use different ones.
+    pub cache_key_prefix: String,
     pub cron_secret: Option<String>,
     pub clerk: ClerkConfig,
     pub system_user_id: String,
@@ -163,6 +168,8 @@ pub struct Config {
     pub db_connect_timeout: Duration,
     pub db_query_timeout: Duration,
     pub cache_timeout: Duration,
+    /// How long the dashboard's exact count may take before an estimate is used.
+    pub dashboard_count_timeout: Duration,
     /// `VERCEL_ENV`, set on Vercel (production, preview, development).
     pub vercel_env: Option<String>,
     pub llm: LlmConfig,
@@ -202,6 +209,9 @@ impl Config {
             direct_database,
             shadow_database: db_url("SHADOW_DATABASE_URL")?,
             cache: cache_backend(&env)?,
+            cache_key_prefix: env
+                .get("CACHE_KEY_PREFIX")
+                .unwrap_or_else(|| DEFAULT_CACHE_KEY_PREFIX.to_owned()),
             cron_secret: env.get("CRON_SECRET"),
             clerk: clerk_config(&env)?,
             system_user_id: env
@@ -211,6 +221,10 @@ impl Config {
             db_pool_size: env.parse("DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE)?,
             db_query_timeout: env.millis("DB_QUERY_TIMEOUT_MS", DEFAULT_DB_QUERY_TIMEOUT)?,
             cache_timeout: env.millis("CACHE_TIMEOUT_MS", DEFAULT_CACHE_TIMEOUT)?,
+            dashboard_count_timeout: env.millis(
+                "DASHBOARD_COUNT_TIMEOUT_MS",
+                crate::dashboard::DEFAULT_COUNT_TIMEOUT,
+            )?,
             vercel_env: env.get("VERCEL_ENV"),
             llm: llm_config(&env)?,
             chat: chat_config(&env)?,

@@ -41,6 +41,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
+            drain_body(req.into_body()).await;
             return Err(ApiError::PayloadTooLarge { limit });
         }
         let bytes = read_body(req.into_body(), limit).await?;
@@ -49,17 +50,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// How much of a refused body is read and thrown away so the client, still sending, gets our
+/// 413 instead of a reset connection; anything bigger is cut off.
+pub const REFUSED_BODY_DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// Reads and discards up to [`REFUSED_BODY_DRAIN_LIMIT`] bytes of a body we refuse.
+async fn drain_body(body: Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            seen += data.len();
+        }
+        if seen > REFUSED_BODY_DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
 /// Reads a body up to `limit` bytes; a longer one is 413 whether or not it declared its length.
 pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&dyn std::error::Error> = Some(&e);
-        while let Some(err) = source {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return ApiError::PayloadTooLarge { limit };
-            }
-            source = err.source();
+    let limited = http_body_util::Limited::new(body, limit);
+    use http_body_util::BodyExt;
+    limited.collect().await.map(|c| c.to_bytes()).map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::bad_parameter("body", "the request body could not be read")
         }
-        ApiError::bad_parameter("body", "the request body could not be read")
     })
 }
 
@@ -84,9 +103,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// The field a "missing field `x`" or "unknown field `x`" message is about.
 fn missing_field(message: &str) -> Option<&str> {
     message
         .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))
         .and_then(|rest| rest.split('`').next())
 }
 

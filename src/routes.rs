@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{Method, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::Router;
@@ -31,7 +31,7 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "dashboard-prefetch",
-        router: |_| not_built("dashboard-prefetch", &[Method::GET]),
+        router: crate::dashboard::router,
     },
     Function {
         name: "chat-stream",
@@ -43,11 +43,11 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "companion",
-        router: |_| not_built("companion", &[Method::PATCH]),
+        router: crate::companion::router,
     },
     Function {
         name: "cron-refresh",
-        router: |_| not_built("cron-refresh", &[Method::GET]),
+        router: crate::refresh::router,
     },
 ];
 
@@ -67,21 +67,6 @@ pub fn function_layers(router: Router) -> Router {
     use tower::Layer;
     Router::new()
         .fallback_service(axum::middleware::from_fn(crate::http::json_errors).layer(router))
-}
-
-/// A function whose feature is not built yet: 501 in the JSON error shape, never 500.
-fn not_built(name: &'static str, methods: &[Method]) -> Router {
-    let mut mr: MethodRouter = MethodRouter::new();
-    for m in methods {
-        let handler = move || async move { ApiError::NotImplemented(name) };
-        mr = match *m {
-            Method::GET => mr.get(handler),
-            Method::POST => mr.post(handler),
-            Method::PATCH => mr.patch(handler),
-            _ => mr,
-        };
-    }
-    any_path(mr)
 }
 
 /// The parts of `vercel.json` that routing needs.

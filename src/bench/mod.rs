@@ -1,7 +1,10 @@
 //! `gcbb bench`: a realistic data set, and the figures of the optimized paths against the
 //! seed's "before", measured in one run on the same data. Build with `--release` to measure.
 
+pub mod dashboard;
+pub mod http;
 pub mod seed;
+pub mod stats;
 
 use std::process::ExitCode;
 
@@ -21,6 +24,10 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Load a deterministic, realistic data set into an empty database (COPY).
     Seed(SeedArgs),
+    /// The seed's "before" against the optimized dashboard paths, on the same data.
+    Dashboard(dashboard::DashboardArgs),
+    /// Drive a running server with N keep-alive connections for T seconds.
+    Http(http::HttpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +48,8 @@ pub struct SeedArgs {
 pub async fn run(args: BenchArgs) -> ExitCode {
     let outcome = match args.command {
         BenchCommand::Seed(seed_args) => run_seed(seed_args, args.json).await,
+        BenchCommand::Dashboard(d) => dashboard::run(&d, args.json).await,
+        BenchCommand::Http(h) => http::run(&h, args.json).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

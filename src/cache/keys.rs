@@ -24,14 +24,17 @@ pub enum Area {
     BotReply,
     /// Rate-limit counters (never generation-checked; listed so the key space is in one place).
     RateLimit,
+    /// Locks of scheduled jobs (the cron refresh), so runs never overlap.
+    Job,
 }
 
 impl Area {
-    pub const ALL: [Area; 4] = [
+    pub const ALL: [Area; 5] = [
         Area::Dashboard,
         Area::Companion,
         Area::BotReply,
         Area::RateLimit,
+        Area::Job,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Area {
             Area::Companion => "companion",
             Area::BotReply => "botreply",
             Area::RateLimit => "ratelimit",
+            Area::Job => "job",
         }
     }
 }
@@ -98,6 +102,24 @@ pub fn dashboard_page(
             "page:{}:c.{category}:q.{q}:p{page}:s{page_size}",
             audience.key_part()
         ),
+    }
+}
+
+/// The cron job's static snapshot of the first anonymous page of a category (or of all).
+/// In the dashboard area, so an edit's generation bump invalidates snapshots too.
+pub fn dashboard_snapshot(category: Option<&str>) -> Key {
+    let category = category.map(part).unwrap_or_else(|| "all".to_owned());
+    Key {
+        area: Area::Dashboard,
+        rest: format!("snapshot:c.{category}"),
+    }
+}
+
+/// The lock of a scheduled job (take it with `Cache::try_lock`).
+pub fn job_lock(job: &str) -> Key {
+    Key {
+        area: Area::Job,
+        rest: part(job),
     }
 }
 

@@ -146,6 +146,14 @@ struct Found {
     fresh_for: Duration,
 }
 
+/// A lock taken with [`Cache::try_lock`]; `held` is false when the cache was down.
+#[derive(Debug)]
+pub struct Lock {
+    key: String,
+    token: String,
+    held: bool,
+}
+
 pub struct Cache {
     store: Store,
     l1: Option<MemoryStore>,
@@ -376,6 +384,37 @@ impl Cache {
             l1.del(&l1.keys_matching(pattern));
         }
         self.store.delete_matching(pattern, SCAN_BATCH).await
+    }
+
+    /// Takes the lock of `key` for `ttl` unless someone holds it (`None` then). When the cache
+    /// is down the work goes ahead unguarded (logged): a job must not stop because its
+    /// accelerator did.
+    pub async fn try_lock(&self, key: &Key, ttl: Duration) -> Option<Lock> {
+        let lock_key = self.keyspace.lock(key);
+        let token = format!("{:032x}", rand::random::<u128>());
+        match self.store.set_nx_px(&lock_key, &token, ttl).await {
+            Ok(true) => Some(Lock {
+                key: lock_key,
+                token,
+                held: true,
+            }),
+            Ok(false) => None,
+            Err(e) => {
+                self.report("lock", &e);
+                Some(Lock {
+                    key: lock_key,
+                    token,
+                    held: false,
+                })
+            }
+        }
+    }
+
+    /// Releases a lock taken by [`Cache::try_lock`] (only if it is still ours).
+    pub async fn unlock(&self, lock: Lock) {
+        if lock.held {
+            self.release_lock(&lock.key, &lock.token).await;
+        }
     }
 
     /// Runs a script atomically on the store (see [`Script`]); for the rate limiter.

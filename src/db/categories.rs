@@ -27,3 +27,14 @@ pub async fn list_categories(client: &Client) -> Result<Vec<Category>, DbError> 
         })
         .collect())
 }
+
+/// Whether a category with this id exists.
+pub async fn category_exists(client: &Client, id: &str) -> Result<bool, DbError> {
+    let rows = client
+        .query_typed(
+            "SELECT 1 FROM \"Category\" WHERE \"id\" = $1",
+            &[(&id, tokio_postgres::types::Type::TEXT)],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}

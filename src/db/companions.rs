@@ -281,6 +281,51 @@ pub async fn estimate_public(client: &Client, filter: &PageFilter) -> Result<i64
     Ok(rows.first().map(|r| r.get(0)).unwrap_or(0))
 }
 
+/// The dashboard's hot queries (see [`super::hot`]): sample parameters take the path checked.
+pub const HOT_QUERIES: &[super::hot::HotQuery] = {
+    use super::hot::{HotParam, HotQuery};
+    &[
+        HotQuery {
+            name: "dashboard.public_page",
+            sql: PUBLIC_PAGE_SQL,
+            params: &[
+                HotParam::Text(None),
+                HotParam::Text(None),
+                HotParam::Int8(24),
+                HotParam::Int8(0),
+            ],
+            expects_index: "CompanionDashboard_isSystem_createdAt_id_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
+            name: "dashboard.public_page_by_category",
+            sql: PUBLIC_PAGE_SQL,
+            params: &[
+                HotParam::Text(Some("cat_03")),
+                HotParam::Text(None),
+                HotParam::Int8(24),
+                HotParam::Int8(0),
+            ],
+            expects_index: "CompanionDashboard_categoryId_isSystem_createdAt_id_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
+            name: "dashboard.viewer_page_own_companions",
+            sql: VIEWER_PAGE_SQL,
+            params: &[
+                HotParam::Text(None),
+                HotParam::Text(None),
+                HotParam::Int8(24),
+                HotParam::Int8(0),
+                HotParam::Text(Some("system")),
+                HotParam::Text(Some("user_00007")),
+            ],
+            expects_index: "Companion_userId_createdAt_idx",
+            on_relation: "Companion",
+        },
+    ]
+};
+
 /// Escapes `%`, `_` and `\` so user input matches literally inside `ILIKE '%' || $n || '%'`.
 pub fn escape_like(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
@@ -302,4 +347,125 @@ mod tests {
         assert_eq!(escape_like("50%_off\\"), "50\\%\\_off\\\\");
         assert_eq!(escape_like("plain ✨"), "plain ✨");
     }
+}
+
+/// Fields an owner may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompanionChanges {
+    pub name: Option<String>,
+    pub src: Option<String>,
+    pub instructions: Option<String>,
+    pub category_id: Option<String>,
+    pub private: Option<bool>,
+}
+
+/// A companion as its owner sees it after an edit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedCompanion {
+    pub id: String,
+    pub name: String,
+    pub src: String,
+    pub instructions: String,
+    pub category_id: String,
+    pub private: bool,
+    pub updated_at: chrono::NaiveDateTime,
+}
+
+/// Applies `changes` to the companion if `owner_id` owns it; `None` when there is no such
+/// companion of that owner (the caller can't tell which, on purpose).
+pub async fn update_owned_companion(
+    client: &Client,
+    companion_id: &str,
+    owner_id: &str,
+    changes: &CompanionChanges,
+) -> Result<Option<OwnedCompanion>, DbError> {
+    let rows = client
+        .query_typed(
+            "UPDATE \"Companion\" SET \
+                 \"name\" = COALESCE($3, \"name\"), \
+                 \"src\" = COALESCE($4, \"src\"), \
+                 \"instructions\" = COALESCE($5, \"instructions\"), \
+                 \"categoryId\" = COALESCE($6, \"categoryId\"), \
+                 \"private\" = COALESCE($7, \"private\"), \
+                 \"updatedAt\" = (now() AT TIME ZONE 'UTC') \
+             WHERE \"id\" = $1 AND \"userId\" = $2 \
+             RETURNING \"id\", \"name\", \"src\", \"instructions\", \"categoryId\", \"private\", \
+                       \"updatedAt\"",
+            &[
+                (&companion_id, Type::TEXT),
+                (&owner_id, Type::TEXT),
+                (&changes.name, Type::TEXT),
+                (&changes.src, Type::TEXT),
+                (&changes.instructions, Type::TEXT),
+                (&changes.category_id, Type::TEXT),
+                (&changes.private, Type::BOOL),
+            ],
+        )
+        .await?;
+    Ok(rows.first().map(|r| OwnedCompanion {
+        id: r.get(0),
+        name: r.get(1),
+        src: r.get(2),
+        instructions: r.get(3),
+        category_id: r.get(4),
+        private: r.get(5),
+        updated_at: r.get(6),
+    }))
+}
+
+/// The seed's original dashboard query, kept only as the benchmark's "before": every public
+/// companion with every column (the 2 KB instructions, the JSONB configs), a per-companion
+/// message count, and an exact total.
+pub async fn list_public_companions_unoptimized(
+    client: &Client,
+) -> Result<(Vec<serde_json::Value>, i64), DbError> {
+    let rows = client
+        .query_typed(
+            "SELECT c.\"id\", c.\"userId\", c.\"userName\", c.\"src\", c.\"name\", \
+                    c.\"instructions\", c.\"private\", c.\"createdAt\", c.\"updatedAt\", \
+                    c.\"categoryId\", c.\"isFree\", c.\"tokensBurned\", c.\"customIntroduction\", \
+                    c.\"personalityConfig\", c.\"knowledgeConfig\", c.\"interactionConfig\", \
+                    c.\"toolConfig\", \
+                    (SELECT count(*) FROM \"Message\" m WHERE m.\"companionId\" = c.\"id\") \
+                        AS \"messageCount\" \
+             FROM \"Companion\" c WHERE NOT c.\"private\" ORDER BY c.\"createdAt\" DESC",
+            &[],
+        )
+        .await?;
+    let total: i64 = client
+        .query_typed(
+            "SELECT count(*) FROM \"Companion\" WHERE NOT \"private\"",
+            &[],
+        )
+        .await?
+        .first()
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    let companions = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.get::<_, String>(0),
+                "userId": r.get::<_, String>(1),
+                "userName": r.get::<_, String>(2),
+                "src": r.get::<_, String>(3),
+                "name": r.get::<_, String>(4),
+                "instructions": r.get::<_, String>(5),
+                "private": r.get::<_, bool>(6),
+                "createdAt": r.get::<_, chrono::NaiveDateTime>(7),
+                "updatedAt": r.get::<_, chrono::NaiveDateTime>(8),
+                "categoryId": r.get::<_, String>(9),
+                "isFree": r.get::<_, bool>(10),
+                "tokensBurned": r.get::<_, i32>(11),
+                "customIntroduction": r.get::<_, Option<String>>(12),
+                "personalityConfig": r.get::<_, Option<serde_json::Value>>(13),
+                "knowledgeConfig": r.get::<_, Option<serde_json::Value>>(14),
+                "interactionConfig": r.get::<_, Option<serde_json::Value>>(15),
+                "toolConfig": r.get::<_, Option<serde_json::Value>>(16),
+                "messageCount": r.get::<_, i64>(17),
+            })
+        })
+        .collect();
+    Ok((companions, total))
 }

@@ -13,8 +13,10 @@ pub mod config;
 pub mod demo;
 pub mod group_chats;
 pub mod health;
+pub mod hot;
 pub mod messages;
 pub mod pool;
+pub mod read_model;
 pub mod tls;
 
 pub use config::{ChannelBinding, DbConfig, DbUrlError, SslMode};

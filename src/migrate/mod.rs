@@ -1,16 +1,26 @@
 //! `gcbb db`: a migration runner compatible with Prisma Migrate (same `_prisma_migrations` table,
 //! checksums, advisory lock and row life cycle, same wording), so both tools can run against the
 //! same database during the move. The CLI (`DbArgs`, `run`) lives here; the library entry points
-//! (`deploy`, `status`, `resolve_*`, `reset`) print nothing.
+//! (`deploy`, `status`, `resolve_*`, `reset`, `drift::drift`, `verify::verify`, `backup::backup`)
+//! print nothing.
+//!
+//! Every deploy lints the pending files first (`crate::lint`) and applies nothing when one has an
+//! error finding — the library `deploy` too, so a destructive file cannot slip through `gcbb dev`
+//! or `reset` either. Only the shadow replay of `drift` skips the lint: it compares history, it
+//! does not change a real database.
 //!
 //! Written here rather than shelling out to Prisma: the functions ship without Node, and the runner
 //! adds what Prisma lacks (lock_timeout with retries, non-transactional files for CONCURRENTLY).
 
 mod apply;
+pub mod backup;
+pub mod drift;
 pub mod files;
 pub mod history;
+pub mod introspect;
 pub mod statements;
 pub mod status;
+pub mod verify;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -24,7 +34,7 @@ use crate::config::{
     DEFAULT_MIGRATE_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_DIR,
 };
 pub use crate::db::DbConfig;
-pub use apply::{deploy, deploy_with, reset, resolve_applied, resolve_rolled_back, DeployOutcome};
+pub use apply::{resolve_applied, resolve_rolled_back, DeployOutcome};
 pub use status::{status, Diagnosis, HistoryDiagnostic};
 
 /// The variables `gcbb db` reads its database from, in order of preference: the direct
@@ -144,6 +154,19 @@ pub enum MigrateError {
     ResetNotConfirmed,
     #[error("database error: {0}")]
     Database(String),
+    #[error(
+        "{count} lint error(s) in pending migrations; nothing was applied. Fix the file, or put \
+         `-- gcbb:allow <rule> <reason>` on the line above the statement if it is safe here:\n{findings}"
+    )]
+    Lint { count: usize, findings: String },
+    #[error("{0}")]
+    LintFailed(String),
+    #[error("no shadow database: set {}", drift::SHADOW_DATABASE_URL_VAR)]
+    NoShadowUrl,
+    #[error("refusing to use `{shadow}` as the shadow database: {reason}")]
+    ShadowRefused { shadow: String, reason: String },
+    #[error("backup failed: {0}")]
+    Backup(String),
 }
 
 impl MigrateError {
@@ -217,6 +240,114 @@ pub fn database_from_env() -> Result<(&'static str, DbConfig), MigrateError> {
     Err(MigrateError::NoDatabaseUrl)
 }
 
+/// The lint context of the server `client` is connected to.
+async fn lint_context(
+    client: &tokio_postgres::Client,
+) -> Result<crate::lint::LintContext, MigrateError> {
+    let num: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(|e| MigrateError::Database(describe_pg_error(&e)))?
+        .get(0);
+    Ok(crate::lint::LintContext {
+        server_major: num
+            .trim()
+            .parse()
+            .map(backup::server_major)
+            .unwrap_or(crate::lint::DEFAULT_SERVER_MAJOR),
+    })
+}
+
+/// Lints the migrations of `dir` that `deploy` would apply to `db` (all of them with `all`):
+/// every finding, warnings included. A file that does not parse is an error.
+pub async fn lint_pending(
+    db: &DbConfig,
+    dir: &Path,
+    all: bool,
+) -> Result<Vec<crate::lint::Finding>, MigrateError> {
+    let local = files::load_migrations(dir)?;
+    let client = connect(db).await?;
+    let ctx = lint_context(&client).await?;
+    let recorded: Vec<String> = if !all && history::migrations_table_exists(&client).await? {
+        history::list_rows(&client)
+            .await?
+            .into_iter()
+            .filter(|r| r.rolled_back_at.is_none())
+            .map(|r| r.migration_name)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut findings = Vec::new();
+    for m in local.iter().filter(|m| !recorded.contains(&m.name)) {
+        let display = m.path.display().to_string();
+        let found = crate::lint::lint_sql(&display, &m.script, &ctx)
+            .map_err(|e| MigrateError::LintFailed(e.to_string()))?;
+        findings.extend(found);
+    }
+    Ok(findings)
+}
+
+/// Lint rules the runner enforces itself, before anything runs, with Prisma-aware wording
+/// ([`MigrateError::MixedStatements`]): deploy leaves those files to it.
+const RUNNER_ENFORCED_RULES: &[&str] = &["concurrently-mixed-with-other-statements"];
+
+/// Stops with [`MigrateError::Lint`] when `findings` hold an error.
+fn refuse_lint_errors(findings: &[crate::lint::Finding]) -> Result<(), MigrateError> {
+    let errors: Vec<String> = findings
+        .iter()
+        .filter(|f| f.is_error() && !RUNNER_ENFORCED_RULES.contains(&f.rule))
+        .map(ToString::to_string)
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(MigrateError::Lint {
+        count: errors.len(),
+        findings: errors.join("\n"),
+    })
+}
+
+/// Lints the pending migrations of `dir`, then applies them to `db` with the default settings.
+/// Applies nothing when a pending file has a lint error. Prints nothing.
+pub async fn deploy(db: &DbConfig, dir: &Path) -> Result<DeployOutcome, MigrateError> {
+    deploy_with(db, dir, &MigrateSettings::default()).await
+}
+
+/// [`deploy`] with explicit timeouts.
+pub async fn deploy_with(
+    db: &DbConfig,
+    dir: &Path,
+    settings: &MigrateSettings,
+) -> Result<DeployOutcome, MigrateError> {
+    refuse_lint_errors(&lint_pending(db, dir, false).await?)?;
+    apply::deploy_with(db, dir, settings).await
+}
+
+/// Drops every schema of `db` and applies every migration of `dir`, after linting them all.
+pub async fn reset(
+    db: &DbConfig,
+    dir: &Path,
+    settings: &MigrateSettings,
+) -> Result<DeployOutcome, MigrateError> {
+    refuse_lint_errors(&lint_pending(db, dir, true).await?)?;
+    apply::reset(db, dir, settings).await
+}
+
+/// The shadow database from [`drift::SHADOW_DATABASE_URL_VAR`].
+pub fn shadow_from_env() -> Result<DbConfig, MigrateError> {
+    let raw = std::env::var(drift::SHADOW_DATABASE_URL_VAR)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or(MigrateError::NoShadowUrl)?;
+    DbConfig::parse(raw.trim()).map_err(|e| {
+        MigrateError::Config(ConfigError::Invalid {
+            name: drift::SHADOW_DATABASE_URL_VAR,
+            reason: e.to_string(),
+        })
+    })
+}
+
 #[derive(Debug, clap::Args)]
 pub struct DbArgs {
     /// Directory holding `<timestamp>_<name>/migration.sql`.
@@ -230,8 +361,46 @@ pub struct DbArgs {
 pub enum DbCommand {
     /// Show which migrations are applied, pending or failed (exit 1 unless up to date).
     Status,
-    /// Apply pending migrations.
-    Deploy,
+    /// Lint the pending migrations, then apply them.
+    Deploy {
+        /// Take a `pg_dump` backup first (`backups/<db>-<UTC time>.dump`).
+        #[arg(long)]
+        backup: bool,
+    },
+    /// Lint migration files (default: every migration); exit 1 on any error finding.
+    Lint {
+        /// Files or directories to lint.
+        files: Vec<PathBuf>,
+        /// Print the rule catalog instead.
+        #[arg(long)]
+        rules: bool,
+    },
+    /// Compare the database with its migration history replayed into SHADOW_DATABASE_URL
+    /// (exit 0 when equal, 2 on drift).
+    Drift {
+        /// Print JSON instead of Prisma's summary.
+        #[arg(long)]
+        json: bool,
+        /// Write `<dir>/<timestamp>_NAME/migration.sql` recording what was added by hand.
+        #[arg(long, value_name = "NAME")]
+        write_migration: Option<String>,
+        /// Accept a shadow whose name lacks `shadow` or that holds a migration history (it is
+        /// emptied). Never accepts the target database itself.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check that the objects exist and are valid and that hot queries use their indexes.
+    Verify {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// `pg_dump -Fc` of the database.
+    Backup {
+        /// Archive to write (default `backups/<db>-<UTC time>.dump`).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Record a migration as applied or rolled back without running it.
     Resolve(ResolveArgs),
     /// Create `<dir>/<UTC timestamp>_<name>/migration.sql`.
@@ -322,11 +491,22 @@ async fn run_command(
             print_out(&report.stdout);
             Ok(ExitCode::from(report.exit_code))
         }
-        DbCommand::Deploy => {
+        DbCommand::Deploy { backup } => {
             let settings = MigrateSettings::from_env()?;
             let db = migration_database()?;
             let local = files::load_migrations(dir)?;
             print_out(&status::found_line(local.len(), dir_display));
+            let findings = lint_pending(&db, dir, false).await?;
+            for f in findings.iter().filter(|f| !f.is_error()) {
+                print_err(&format!("{f}\n"));
+            }
+            refuse_lint_errors(&findings)?;
+            if backup {
+                let path =
+                    backup::backup(&db, &backup::default_backup_path(&db.dbname, Utc::now()))
+                        .await?;
+                print_out(&format!("\nBackup written to {}\n", path.display()));
+            }
             let outcome = deploy_with(&db, dir, &settings).await?;
             print_deploy_outcome(&outcome, dir_display);
             Ok(ExitCode::SUCCESS)
@@ -341,6 +521,76 @@ async fn run_command(
                 resolve_rolled_back(&db, dir, &name, &settings).await?;
                 print_out(&format!("\nMigration {name} marked as rolled back.\n"));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Lint { files, rules } => Ok(run_lint(files, rules, dir)),
+        DbCommand::Drift {
+            json,
+            write_migration,
+            force,
+        } => {
+            let db = migration_database()?;
+            let shadow = shadow_from_env()?;
+            let (report, target) = drift::drift(&db, &shadow, dir, force).await?;
+            if json {
+                print_out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ));
+            } else {
+                print_out(&format!("{}\n", report.summary));
+            }
+            if let Some(name) = write_migration {
+                if report.drift {
+                    let path =
+                        drift::write_migration(dir, &name, &report.steps, &target, Utc::now())?;
+                    let dir_name = path
+                        .parent()
+                        .and_then(|p| p.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    print_err(&format!(
+                        "\nWrote {}\nReview it, then record it on this database: gcbb db resolve --applied {dir_name}\n",
+                        path.display()
+                    ));
+                } else {
+                    print_err("\nNo drift: no migration written.\n");
+                }
+            }
+            Ok(ExitCode::from(if report.drift { 2 } else { 0 }))
+        }
+        DbCommand::Verify { json } => {
+            let db = migration_database()?;
+            let report = verify::verify(&db).await?;
+            if json {
+                print_out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ));
+            } else {
+                for name in &report.passed {
+                    print_out(&format!("ok: {name}\n"));
+                }
+                for p in &report.problems {
+                    print_err(&format!("error: {p}\n"));
+                }
+                if report.is_ok() {
+                    print_out(
+                        "\nDatabase verified: objects valid, hot queries use their indexes.\n",
+                    );
+                }
+            }
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        DbCommand::Backup { out } => {
+            let db = migration_database()?;
+            let out = out.unwrap_or_else(|| backup::default_backup_path(&db.dbname, Utc::now()));
+            let path = backup::backup(&db, &out).await?;
+            print_out(&format!("Backup written to {}\n", path.display()));
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Reset { force } => {
@@ -360,6 +610,42 @@ async fn run_command(
             print_out(&format!("\nDatabase reset successful: {}\n", db.redacted()));
             print_deploy_outcome(&outcome, dir_display);
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `gcbb db lint`: exit 1 on an error finding or an unreadable file, 0 with warnings only.
+fn run_lint(files: Vec<PathBuf>, rules: bool, dir: &Path) -> ExitCode {
+    if rules {
+        for rule in crate::lint::RULES {
+            print_out(&format!("{rule}\n\n"));
+        }
+        return ExitCode::SUCCESS;
+    }
+    let paths = if files.is_empty() {
+        vec![dir.to_path_buf()]
+    } else {
+        files
+    };
+    match crate::lint::lint_paths(&paths, &crate::lint::LintContext::default()) {
+        Ok(findings) => {
+            for f in &findings {
+                print_out(&format!("{f}\n\n"));
+            }
+            let errors = findings.iter().filter(|f| f.is_error()).count();
+            print_out(&format!(
+                "{errors} error(s), {} warning(s)\n",
+                findings.len() - errors
+            ));
+            if errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            print_err(&format!("\nError: {e}\n"));
+            ExitCode::FAILURE
         }
     }
 }
@@ -392,4 +678,16 @@ fn confirm_reset(db: &DbConfig) -> bool {
         return false;
     }
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+#[cfg(test)]
+mod lint_wiring_tests {
+    use super::*;
+
+    #[test]
+    fn rules_left_to_the_runner_exist_in_the_catalog() {
+        for id in RUNNER_ENFORCED_RULES {
+            assert!(crate::lint::find_rule(id).is_some(), "{id}");
+        }
+    }
 }

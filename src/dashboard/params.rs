@@ -1,0 +1,212 @@
+//! The dashboard's query parameters, validated: anything out of range is a 400 naming the
+//! parameter, before any cache or database work.
+
+use std::collections::HashMap;
+
+use crate::error::ApiError;
+
+/// Companions per page unless `pageSize` says otherwise.
+pub const DEFAULT_PAGE_SIZE: u32 = 10;
+/// Largest `pageSize` accepted.
+pub const MAX_PAGE_SIZE: u32 = 50;
+/// Deepest page accepted: nobody pages this far by hand, and deep offsets are costly.
+pub const MAX_PAGE: u32 = 1_000;
+/// Longest `q` accepted, in characters.
+pub const MAX_QUERY_CHARS: usize = 64;
+/// Longest `categoryId` accepted.
+pub const MAX_ID_CHARS: usize = 64;
+/// Punctuation a companion name search may contain besides letters, digits and spaces.
+const QUERY_PUNCTUATION: &str = "'-.&,!?():";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DashboardParams {
+    pub category_id: Option<String>,
+    pub q: Option<String>,
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl DashboardParams {
+    pub fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        Ok(DashboardParams {
+            category_id: optional(query, "categoryId")
+                .map(|v| parse_id("categoryId", v))
+                .transpose()?,
+            q: optional(query, "q").map(parse_query).transpose()?,
+            page: parse_number(query, "page", 1, 1, MAX_PAGE)?,
+            page_size: parse_number(
+                query,
+                "pageSize",
+                DEFAULT_PAGE_SIZE,
+                1,
+                MAX_PAGE_SIZE,
+            )?,
+        })
+    }
+
+    /// The default first page of a category (or of all): what the cron job snapshots.
+    pub fn is_snapshot_page(&self) -> bool {
+        self.q.is_none() && self.page == 1 && self.page_size == DEFAULT_PAGE_SIZE
+    }
+
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.page_size)
+    }
+}
+
+/// A present, non-empty parameter. An empty value (`?q=`) counts as absent.
+fn optional<'a>(query: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    query.get(name).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+fn parse_number(
+    query: &HashMap<String, String>,
+    name: &str,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ApiError> {
+    let Some(raw) = optional(query, name) else {
+        return Ok(default);
+    };
+    let n: u32 = raw
+        .parse()
+        .ok()
+        .filter(|_| raw.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| ApiError::bad_parameter(name, format!("`{name}` must be a whole number")))?;
+    if !(min..=max).contains(&n) {
+        return Err(ApiError::bad_parameter(
+            name,
+            format!("`{name}` must be between {min} and {max}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Ids are what Prisma generates (cuid, uuid) or our own readable ones.
+fn parse_id(name: &str, raw: &str) -> Result<String, ApiError> {
+    let ok = raw.chars().count() <= MAX_ID_CHARS
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(ApiError::bad_parameter(
+            name,
+            format!("`{name}` must be 1–{MAX_ID_CHARS} letters, digits, `_` or `-`"),
+        ))
+    }
+}
+
+/// A name search: letters and digits of any script, spaces, and a little punctuation. Control
+/// and formatting characters (bidi overrides, zero-width), SQL punctuation and symbols are
+/// refused rather than searched for: no companion name holds them.
+fn parse_query(raw: &str) -> Result<String, ApiError> {
+    let q = raw.trim();
+    let chars = q.chars().count();
+    if chars == 0 || chars > MAX_QUERY_CHARS {
+        return Err(ApiError::bad_parameter(
+            "q",
+            format!("`q` must be 1–{MAX_QUERY_CHARS} characters"),
+        ));
+    }
+    if let Some(bad) = q
+        .chars()
+        .find(|&c| !(c.is_alphanumeric() || c == ' ' || QUERY_PUNCTUATION.contains(c)))
+    {
+        return Err(ApiError::bad_parameter(
+            "q",
+            format!(
+                "`q` may hold letters, digits, spaces and {QUERY_PUNCTUATION}; not U+{:04X}",
+                bad as u32
+            ),
+        ));
+    }
+    if q.contains("--") {
+        return Err(ApiError::bad_parameter("q", "`q` may not contain `--`"));
+    }
+    Ok(q.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<DashboardParams, ApiError> {
+        DashboardParams::parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn rejected_param(pairs: &[(&str, &str)]) -> String {
+        match parse(pairs) {
+            Err(ApiError::BadParameter { param, .. }) => param,
+            other => panic!("expected a 400 for {pairs:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_page_one_of_ten() {
+        let p = parse(&[]).unwrap();
+        assert_eq!(
+            (p.page, p.page_size, p.category_id.clone(), p.q.clone()),
+            (1, 10, None, None)
+        );
+        assert!(p.is_snapshot_page());
+    }
+
+    #[test]
+    fn out_of_range_numbers_name_their_parameter() {
+        assert_eq!(rejected_param(&[("page", "0")]), "page");
+        assert_eq!(rejected_param(&[("page", "abc")]), "page");
+        assert_eq!(rejected_param(&[("page", "-1")]), "page");
+        assert_eq!(rejected_param(&[("page", "+2")]), "page");
+        assert_eq!(rejected_param(&[("page", "99999999999")]), "page");
+        assert_eq!(rejected_param(&[("pageSize", "1000")]), "pageSize");
+        assert_eq!(rejected_param(&[("pageSize", "0")]), "pageSize");
+        assert_eq!(rejected_param(&[("pageSize", "1.5")]), "pageSize");
+    }
+
+    #[test]
+    fn a_query_longer_than_64_characters_is_refused() {
+        let long = "a".repeat(65);
+        assert_eq!(rejected_param(&[("q", &long)]), "q");
+        let max = "é".repeat(64);
+        assert_eq!(parse(&[("q", &max)]).unwrap().q.unwrap(), max);
+    }
+
+    #[test]
+    fn sql_looking_and_odd_unicode_input_is_refused() {
+        for q in [
+            "'; DROP TABLE \"Companion\"; --",
+            "a%",
+            "x_y\\",
+            "name\u{202e}",
+            "zero\u{200b}width",
+            "nul\0",
+            "1=1 OR",
+        ] {
+            assert_eq!(rejected_param(&[("q", q)]), "q", "{q:?}");
+        }
+        for id in ["1 OR 1=1", "cat'--", "ca\u{0301}t", "😀", &"c".repeat(65)] {
+            assert_eq!(rejected_param(&[("categoryId", id)]), "categoryId", "{id:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_searches_in_any_script_pass() {
+        for q in ["Ada", "O'Brien", "Søren Kierkegaard", "東京", "Dr. Who?", "Rock & Roll"] {
+            assert_eq!(parse(&[("q", q)]).unwrap().q.as_deref(), Some(q));
+        }
+    }
+
+    #[test]
+    fn empty_values_count_as_absent() {
+        let p = parse(&[("q", ""), ("categoryId", ""), ("page", "")]).unwrap();
+        assert_eq!(p, parse(&[]).unwrap());
+    }
+}

@@ -1,0 +1,35 @@
+//! The hot queries: the request-path SQL whose plans must use an intended index, declared next to
+//! the code that runs them (each `db::<table>` module exports a `HOT_QUERIES` slice) and checked
+//! by `gcbb db verify` with `EXPLAIN (FORMAT JSON)` on the current data.
+
+/// A sample value for one parameter of a hot query, with its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HotParam {
+    /// `text`, possibly NULL (an absent filter).
+    Text(Option<&'static str>),
+    /// `int8`.
+    Int8(i64),
+}
+
+/// One query of a request path and the index its plan must use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HotQuery {
+    /// Stable name, shown when the plan regresses (`dashboard.public_page`).
+    pub name: &'static str,
+    /// The SQL exactly as the request path sends it.
+    pub sql: &'static str,
+    /// Sample parameters, in order (`$1`, `$2`…), chosen to take the path being checked.
+    pub params: &'static [HotParam],
+    /// The index the plan must use somewhere (Index Scan, Index Only Scan or Bitmap Index Scan).
+    pub expects_index: &'static str,
+    /// The relation that index belongs to, to show how it is scanned instead.
+    pub on_relation: &'static str,
+}
+
+/// Every hot query of the application.
+///
+/// Another module adds its own by exporting a `pub const HOT_QUERIES: &[HotQuery]` next to its
+/// SQL and chaining it here, e.g. `.chain(super::messages::HOT_QUERIES)` for the chat history.
+pub fn all() -> Vec<&'static HotQuery> {
+    super::companions::HOT_QUERIES.iter().collect()
+}

@@ -1,0 +1,407 @@
+//! `gcbb db verify`: the objects the functions rely on exist and are usable, and the hot queries
+//! ([`crate::db::hot::all`]) are planned with their intended index on the current data.
+//!
+//! Plans depend on data volume: on near-empty tables the planner rightly prefers a sequential
+//! scan, and forcing it (`enable_seqscan = off`) would hide real regressions. So the plan checks
+//! need data — production's, or a copy seeded with `gcbb bench seed --scale small` — and verify
+//! fails (naming the table) when a relation a hot query reads has fewer than
+//! [`MIN_ROWS_FOR_PLANS`] rows. The name search (`ILIKE`) is not a hot query here: its trigram
+//! index only beats the ordered index at volumes larger than a test can seed.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Client;
+
+use super::{describe_pg_error, DbConfig, MigrateError};
+use crate::db::hot::{self, HotParam, HotQuery};
+
+/// Below this many rows in a relation a hot query reads, its plan says nothing.
+pub const MIN_ROWS_FOR_PLANS: i64 = 1000;
+
+/// Materialized views the dashboard reads; they must be populated.
+pub const REQUIRED_MATVIEWS: &[&str] = &["CompanionDashboard", "CompanionCategoryCount"];
+
+/// Functions the request paths and the cron route call.
+pub const REQUIRED_FUNCTIONS: &[&str] = &[
+    "gcbb_refresh_dashboard",
+    "gcbb_count_dashboard",
+    "gcbb_system_user_id",
+];
+
+/// One thing wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    MissingObject {
+        what: String,
+        name: String,
+    },
+    InvalidIndex {
+        name: String,
+        valid: bool,
+        ready: bool,
+    },
+    NotPopulated {
+        matview: String,
+    },
+    TooLittleData {
+        relation: String,
+        rows: i64,
+    },
+    QueryFailed {
+        query: String,
+        message: String,
+    },
+    PlanRegressed {
+        query: String,
+        expected_index: String,
+        /// How the expected index's relation is scanned instead (`Seq Scan on "X"`…).
+        plan_nodes: Vec<String>,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::MissingObject { what, name } => write!(f, "missing {what} `{name}`"),
+            Problem::InvalidIndex { name, valid, ready } => write!(
+                f,
+                "index `{name}` is not usable (indisvalid = {valid}, indisready = {ready}): a failed \
+                 CREATE INDEX CONCURRENTLY leaves it so; drop it and build it again"
+            ),
+            Problem::NotPopulated { matview } => write!(
+                f,
+                "materialized view `{matview}` is not populated: run SELECT * FROM gcbb_refresh_dashboard()"
+            ),
+            Problem::TooLittleData { relation, rows } => write!(
+                f,
+                "`{relation}` has {rows} rows (< {MIN_ROWS_FOR_PLANS}): plans on near-empty tables say \
+                 nothing; verify production data or a copy seeded with `gcbb bench seed --scale small`"
+            ),
+            Problem::QueryFailed { query, message } => {
+                write!(f, "hot query `{query}` cannot be planned: {message}")
+            }
+            Problem::PlanRegressed {
+                query,
+                expected_index,
+                plan_nodes,
+            } => write!(
+                f,
+                "hot query `{query}` does not use index `{expected_index}`; plan node: {}",
+                if plan_nodes.is_empty() {
+                    "(relation not scanned)".to_owned()
+                } else {
+                    plan_nodes.join("; ")
+                }
+            ),
+        }
+    }
+}
+
+/// What `verify` checked and found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Hot queries whose plan uses their index.
+    pub passed: Vec<String>,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn db_err(e: tokio_postgres::Error) -> MigrateError {
+    MigrateError::Database(describe_pg_error(&e))
+}
+
+/// Checks `db` against every hot query of [`hot::all`].
+pub async fn verify(db: &DbConfig) -> Result<VerifyReport, MigrateError> {
+    let client = super::connect(db).await?;
+    verify_with(&client, &hot::all()).await
+}
+
+/// [`verify`] on an open connection, for a given list of hot queries.
+pub async fn verify_with(
+    client: &Client,
+    queries: &[&HotQuery],
+) -> Result<VerifyReport, MigrateError> {
+    let mut report = VerifyReport::default();
+    check_objects(client, queries, &mut report.problems).await?;
+    let relations: BTreeSet<&str> = queries.iter().map(|q| q.on_relation).collect();
+    let mut enough_data = true;
+    for relation in relations {
+        let rows = count_rows(client, relation).await?;
+        if let Some(rows) = rows.filter(|r| *r < MIN_ROWS_FOR_PLANS) {
+            enough_data = false;
+            report.problems.push(Problem::TooLittleData {
+                relation: relation.to_owned(),
+                rows,
+            });
+        }
+    }
+    if !enough_data {
+        return Ok(report);
+    }
+    for q in queries {
+        match explain(client, q).await {
+            Ok(plan) => {
+                let scans = index_scans(&plan);
+                if scans.iter().any(|(_, index)| index == q.expects_index) {
+                    report.passed.push(q.name.to_owned());
+                } else {
+                    report.problems.push(Problem::PlanRegressed {
+                        query: q.name.to_owned(),
+                        expected_index: q.expects_index.to_owned(),
+                        plan_nodes: nodes_on(&plan, q.on_relation),
+                    });
+                }
+            }
+            Err(e) => report.problems.push(Problem::QueryFailed {
+                query: q.name.to_owned(),
+                message: describe_pg_error(&e),
+            }),
+        }
+    }
+    Ok(report)
+}
+
+async fn check_objects(
+    client: &Client,
+    queries: &[&HotQuery],
+    problems: &mut Vec<Problem>,
+) -> Result<(), MigrateError> {
+    for matview in REQUIRED_MATVIEWS {
+        let row = client
+            .query_opt(
+                "SELECT ispopulated FROM pg_catalog.pg_matviews WHERE schemaname = 'public' AND matviewname = $1",
+                &[matview],
+            )
+            .await
+            .map_err(db_err)?;
+        match row.map(|r| r.get::<_, bool>(0)) {
+            None => problems.push(Problem::MissingObject {
+                what: "materialized view".to_owned(),
+                name: (*matview).to_owned(),
+            }),
+            Some(false) => problems.push(Problem::NotPopulated {
+                matview: (*matview).to_owned(),
+            }),
+            Some(true) => {}
+        }
+    }
+    for function in REQUIRED_FUNCTIONS {
+        let found = client
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname = 'public' AND p.proname = $1",
+                &[function],
+            )
+            .await
+            .map_err(db_err)?;
+        if found.is_none() {
+            problems.push(Problem::MissingObject {
+                what: "function".to_owned(),
+                name: (*function).to_owned(),
+            });
+        }
+    }
+    // Every index of the user schemas must be usable, not only the hot ones.
+    let rows = client
+        .query(
+            "SELECT i.relname::text, ix.indisvalid, ix.indisready \
+             FROM pg_catalog.pg_index ix \
+             JOIN pg_catalog.pg_class i ON i.oid = ix.indexrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = i.relnamespace \
+             WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(db_err)?;
+    for row in &rows {
+        let (valid, ready): (bool, bool) = (row.get(1), row.get(2));
+        if !(valid && ready) {
+            problems.push(Problem::InvalidIndex {
+                name: row.get(0),
+                valid,
+                ready,
+            });
+        }
+    }
+    let existing: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    let mut expected: Vec<&str> = queries.iter().map(|q| q.expects_index).collect();
+    expected.dedup();
+    for index in expected {
+        if !existing.contains(index) {
+            problems.push(Problem::MissingObject {
+                what: "index".to_owned(),
+                name: index.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Exact row count of `relation` (`None` when it does not exist: reported as missing elsewhere).
+async fn count_rows(client: &Client, relation: &str) -> Result<Option<i64>, MigrateError> {
+    let exists = client
+        .query_opt(
+            "SELECT to_regclass($1)::text",
+            &[&super::history::quote_ident(relation)],
+        )
+        .await
+        .map_err(db_err)?
+        .and_then(|r| r.get::<_, Option<String>>(0));
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT count(*) FROM {}",
+        super::history::quote_ident(relation)
+    );
+    let row = client.query_one(&sql, &[]).await.map_err(db_err)?;
+    Ok(Some(row.get(0)))
+}
+
+async fn explain(client: &Client, q: &HotQuery) -> Result<Value, tokio_postgres::Error> {
+    let texts: Vec<Option<&str>> = q
+        .params
+        .iter()
+        .map(|p| match p {
+            HotParam::Text(t) => *t,
+            HotParam::Int8(_) => None,
+        })
+        .collect();
+    let ints: Vec<i64> = q
+        .params
+        .iter()
+        .map(|p| match p {
+            HotParam::Int8(i) => *i,
+            HotParam::Text(_) => 0,
+        })
+        .collect();
+    let params: Vec<(&(dyn ToSql + Sync), Type)> = q
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p {
+            HotParam::Text(_) => (&texts[i] as &(dyn ToSql + Sync), Type::TEXT),
+            HotParam::Int8(_) => (&ints[i] as &(dyn ToSql + Sync), Type::INT8),
+        })
+        .collect();
+    let sql = format!("EXPLAIN (FORMAT JSON) {}", q.sql);
+    let rows = client.query_typed(&sql, &params).await?;
+    Ok(rows
+        .first()
+        .map(|r| r.get::<_, Value>(0))
+        .unwrap_or(Value::Null))
+}
+
+fn walk<'a>(node: &'a Value, visit: &mut dyn FnMut(&'a Value)) {
+    match node {
+        Value::Array(items) => items.iter().for_each(|n| walk(n, visit)),
+        Value::Object(map) => {
+            if map.contains_key("Node Type") {
+                visit(node);
+            }
+            if let Some(plan) = map.get("Plan") {
+                walk(plan, visit);
+            }
+            if let Some(plans) = map.get("Plans") {
+                walk(plans, visit);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `(node type, index name)` of every Index Scan, Index Only Scan and Bitmap Index Scan of an
+/// `EXPLAIN (FORMAT JSON)` result.
+pub fn index_scans(plan: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    walk(plan, &mut |node| {
+        let kind = node["Node Type"].as_str().unwrap_or_default();
+        if matches!(kind, "Index Scan" | "Index Only Scan" | "Bitmap Index Scan") {
+            if let Some(index) = node["Index Name"].as_str() {
+                out.push((kind.to_owned(), index.to_owned()));
+            }
+        }
+    });
+    out
+}
+
+/// How `relation` is read in the plan: `Seq Scan on "X"`, `Index Scan using i on "X"`…
+pub fn nodes_on(plan: &Value, relation: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(plan, &mut |node| {
+        if node["Relation Name"].as_str() == Some(relation) {
+            let kind = node["Node Type"].as_str().unwrap_or_default();
+            out.push(match node["Index Name"].as_str() {
+                Some(index) => format!("{kind} using {index} on \"{relation}\""),
+                None => format!("{kind} on \"{relation}\""),
+            });
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Value {
+        serde_json::json!([{ "Plan": {
+            "Node Type": "Nested Loop",
+            "Plans": [
+                { "Node Type": "Limit", "Plans": [
+                    { "Node Type": "Seq Scan", "Relation Name": "CompanionDashboard" }
+                ]},
+                { "Node Type": "Bitmap Heap Scan", "Relation Name": "Companion", "Plans": [
+                    { "Node Type": "Bitmap Index Scan", "Index Name": "Companion_userId_createdAt_idx" }
+                ]},
+                { "Node Type": "Index Only Scan", "Relation Name": "Companion", "Index Name": "Companion_pkey" }
+            ]
+        }}])
+    }
+
+    #[test]
+    fn index_scans_are_found_at_every_depth() {
+        assert_eq!(
+            index_scans(&plan()),
+            vec![
+                (
+                    "Bitmap Index Scan".to_owned(),
+                    "Companion_userId_createdAt_idx".to_owned()
+                ),
+                ("Index Only Scan".to_owned(), "Companion_pkey".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_node_reading_a_relation_is_described() {
+        assert_eq!(
+            nodes_on(&plan(), "CompanionDashboard"),
+            vec!["Seq Scan on \"CompanionDashboard\"".to_owned()]
+        );
+        assert_eq!(
+            nodes_on(&plan(), "Companion"),
+            vec![
+                "Bitmap Heap Scan on \"Companion\"".to_owned(),
+                "Index Only Scan using Companion_pkey on \"Companion\"".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plan_without_nodes_has_no_index_scans() {
+        assert!(index_scans(&Value::Null).is_empty());
+        assert!(index_scans(&serde_json::json!({"Plan": {"Node Type": "Result"}})).is_empty());
+    }
+}

@@ -1,0 +1,652 @@
+//! `gcbb db drift` against the real Postgres: every kind of hand-made difference prints Prisma's
+//! line, the seed's scenario prints the seed's lines, the seed's resolution path closes the drift,
+//! the shadow safety rules hold; and `deploy`/`lint` refuse destructive files.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::common::{self, fresh_db, gcbb, quote_ident, unique, url_for, TestDb};
+
+/// A shadow database for one test, dropped afterwards.
+struct Shadow {
+    name: String,
+    url: String,
+}
+
+impl Shadow {
+    async fn create() -> Shadow {
+        let name = unique("gcbb_shadow");
+        admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name)))
+            .await
+            .expect("create the shadow database");
+        Shadow {
+            url: url_for(&name),
+            name,
+        }
+    }
+
+    async fn client(&self) -> tokio_postgres::Client {
+        gcbb::db::connect(&common::server().with_dbname(&self.name))
+            .await
+            .expect("connect to the shadow")
+    }
+}
+
+impl Drop for Shadow {
+    fn drop(&mut self) {
+        let admin_cfg = common::server().with_dbname("postgres");
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&self.name)
+        );
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(client) = gcbb::db::connect(&admin_cfg).await {
+                    let _ = client.batch_execute(&sql).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn admin() -> tokio_postgres::Client {
+    gcbb::db::connect(&common::server().with_dbname("postgres"))
+        .await
+        .expect("connect to the server")
+}
+
+/// A temporary migrations directory holding copies of the named project migrations.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn with_migrations(names: &[&str]) -> TempDir {
+        let dir = std::env::temp_dir().join(unique("gcbb_drift_dir"));
+        for name in names {
+            let to = dir.join(name);
+            std::fs::create_dir_all(&to).expect("create a migration dir");
+            std::fs::copy(
+                common::migrations_dir().join(name).join("migration.sql"),
+                to.join("migration.sql"),
+            )
+            .expect("copy a migration");
+        }
+        TempDir(dir)
+    }
+
+    fn all_migrations() -> TempDir {
+        let mut names: Vec<String> = std::fs::read_dir(common::migrations_dir())
+            .expect("read migrations")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("migration.sql").is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        TempDir::with_migrations(&refs)
+    }
+
+    fn add(&self, name: &str, sql: &str) -> PathBuf {
+        let dir = self.0.join(name);
+        std::fs::create_dir_all(&dir).expect("create a migration dir");
+        let file = dir.join("migration.sql");
+        std::fs::write(&file, sql).expect("write a migration");
+        file
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const INIT: &str = "20240101000000_init";
+
+fn db_cmd(target: &TestDb, shadow: Option<&str>, dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = gcbb();
+    cmd.env("DATABASE_URL", &target.url)
+        .arg("db")
+        .arg("--migrations-dir")
+        .arg(dir)
+        .args(args);
+    if let Some(shadow) = shadow {
+        cmd.env("SHADOW_DATABASE_URL", shadow);
+    }
+    cmd.output().expect("run gcbb")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs drift on a fresh fully-migrated database changed by `sql`; returns the output.
+async fn drift_after(sql: &str) -> Output {
+    let target = fresh_db().await;
+    target
+        .client()
+        .await
+        .batch_execute(sql)
+        .await
+        .expect("change the database by hand");
+    let shadow = Shadow::create().await;
+    let dir = common::migrations_dir();
+    db_cmd(&target, Some(&shadow.url), &dir, &["drift"])
+}
+
+async fn table_count(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'm', 'v')",
+            &[],
+        )
+        .await
+        .expect("count tables")
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_freshly_migrated_database_has_no_drift_and_the_shadow_is_left_empty() {
+    let target = fresh_db().await;
+    let shadow = Shadow::create().await;
+    let out = db_cmd(
+        &target,
+        Some(&shadow.url),
+        &common::migrations_dir(),
+        &["drift"],
+    );
+    assert_eq!(
+        stdout(&out),
+        "No difference detected.\n",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(table_count(&shadow.client().await).await, 0);
+    assert!(table_count(&target.client().await).await > 5);
+}
+
+#[tokio::test]
+async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_path_closes_the_drift(
+) {
+    // The seed's situation: a database migrated without the performance-indexes migration, on
+    // which the indexes were then built by hand. UserBurnedTokens' index keys on an expression
+    // (per-day usage), which Prisma cannot name: "on some columns".
+    let dir = TempDir::with_migrations(&[INIT]);
+    let target = common::empty_db().await;
+    gcbb::migrate::deploy(&target.config, &dir.0)
+        .await
+        .expect("migrate the target with init only");
+    target
+        .client()
+        .await
+        .batch_execute(
+            "CREATE INDEX \"Companion_categoryId_private_idx\" ON \"Companion\"(\"categoryId\", \"private\");
+             CREATE INDEX \"Companion_private_userId_createdAt_idx\" ON \"Companion\"(\"private\", \"userId\", \"createdAt\");
+             CREATE INDEX \"Message_companionId_userId_idx\" ON \"Message\"(\"companionId\", \"userId\");
+             CREATE INDEX \"UserBurnedTokens_userId_day_idx\" ON \"UserBurnedTokens\"(\"userId\", date_trunc('day', \"updatedAt\"));",
+        )
+        .await
+        .expect("build the indexes by hand");
+    let shadow = Shadow::create().await;
+
+    let out = db_cmd(&target, Some(&shadow.url), &dir.0, &["drift"]);
+    assert_eq!(
+        stdout(&out),
+        "
+[*] Changed the `Companion` table
+  [+] Added index on columns (categoryId, private)
+  [+] Added index on columns (private, userId, createdAt)
+
+[*] Changed the `Message` table
+  [+] Added index on columns (companionId, userId)
+
+[*] Changed the `UserBurnedTokens` table
+  [+] Added index on some columns
+
+",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(2));
+
+    // Resolution: write the IF NOT EXISTS migration, mark it applied, drift is gone.
+    let out = db_cmd(
+        &target,
+        Some(&shadow.url),
+        &dir.0,
+        &["drift", "--write-migration", "record hand-built indexes"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let written: Vec<PathBuf> = std::fs::read_dir(&dir.0)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with("_record_hand_built_indexes"))
+        .collect();
+    assert_eq!(written.len(), 1, "one migration written: {written:?}");
+    let name = written[0]
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .expect("dir name");
+    let sql = std::fs::read_to_string(written[0].join("migration.sql")).expect("read it");
+    assert_eq!(
+        sql.matches("CREATE INDEX IF NOT EXISTS").count(),
+        4,
+        "{sql}"
+    );
+    assert!(
+        sql.contains("date_trunc('day'::text, \"updatedAt\")"),
+        "the exact definition is kept: {sql}"
+    );
+    let findings = gcbb::lint::lint_sql("written", &sql, &gcbb::lint::LintContext::default())
+        .expect("the written file parses");
+    assert!(
+        findings.is_empty(),
+        "the written file lints clean: {findings:?}"
+    );
+    assert!(stderr(&out).contains(&format!("gcbb db resolve --applied {name}")));
+
+    let out = db_cmd(&target, None, &dir.0, &["resolve", "--applied", &name]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = db_cmd(&target, Some(&shadow.url), &dir.0, &["drift"]);
+    assert_eq!(
+        stdout(&out),
+        "No difference detected.\n",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = db_cmd(&target, None, &dir.0, &["status"]);
+    assert!(
+        stdout(&out).contains("Database schema is up to date!"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let recorded: i64 = target
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM _prisma_migrations WHERE migration_name = $1 AND finished_at IS NOT NULL",
+            &[&name],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(recorded, 1);
+}
+
+#[tokio::test]
+async fn column_changes_print_prismas_column_lines() {
+    let out = drift_after(
+        "ALTER TABLE \"Companion\" ADD COLUMN \"mood\" text;
+         ALTER TABLE \"Companion\" DROP COLUMN \"toolConfig\";
+         ALTER TABLE \"Companion\" ALTER COLUMN \"customIntroduction\" SET NOT NULL;
+         ALTER TABLE \"Companion\" ALTER COLUMN \"isFree\" SET DEFAULT false;
+         ALTER TABLE \"Category\" ALTER COLUMN \"name\" TYPE varchar(100);",
+    )
+    .await;
+    assert_eq!(
+        stdout(&out),
+        "
+[*] Changed the `Category` table
+  [*] Altered column `name` (type changed)
+
+[*] Changed the `Companion` table
+  [+] Added column `mood`
+  [*] Altered column `isFree` (default changed from `Some(Value(Boolean(true)))` to `Some(Value(Boolean(false)))`)
+  [*] Altered column `customIntroduction` (changed from Nullable to Required)
+  [-] Removed column `toolConfig`
+
+",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn index_changes_print_prismas_index_lines() {
+    let out = drift_after(
+        "CREATE UNIQUE INDEX \"Category_name_key\" ON \"Category\"(\"name\");
+         DROP INDEX \"Message_companionId_idx\";
+         ALTER INDEX \"GroupChat_creatorId_idx\" RENAME TO \"GroupChat_creator_idx\";
+         CREATE INDEX \"Message_user_createdAt_idx\" ON \"Message\"(\"createdAt\") WHERE \"role\" = 'user';",
+    )
+    .await;
+    assert_eq!(
+        stdout(&out),
+        "
+[*] Changed the `Category` table
+  [+] Added unique index on columns (name)
+
+[*] Changed the `GroupChat` table
+  [*] Renamed index `GroupChat_creatorId_idx` to `GroupChat_creator_idx`
+
+[*] Changed the `Message` table
+  [-] Removed index on columns (companionId)
+  [+] Added index on columns (createdAt)
+
+",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn key_changes_print_prismas_key_lines() {
+    let out = drift_after(
+        "ALTER TABLE \"UserBurnedTokens\" DROP CONSTRAINT \"UserBurnedTokens_companionId_fkey\";
+         ALTER TABLE \"GroupMessage\" ADD CONSTRAINT \"GroupMessage_senderId_fkey\"
+             FOREIGN KEY (\"senderId\") REFERENCES \"Companion\"(\"id\");
+         ALTER TABLE \"GroupChatMember\" RENAME CONSTRAINT \"GroupChatMember_groupChatId_fkey\" TO \"GroupChatMember_group_fkey\";
+         ALTER TABLE \"DashboardRefreshLog\" DROP CONSTRAINT \"DashboardRefreshLog_pkey\";
+         ALTER TABLE \"Category\" RENAME CONSTRAINT \"Category_pkey\" TO \"Category_id_pkey\";",
+    )
+    .await;
+    assert_eq!(
+        stdout(&out),
+        "
+[*] Changed the `Category` table
+  [*] Renamed the primary key on columns (id)
+
+[*] Changed the `DashboardRefreshLog` table
+  [-] Dropped the primary key on columns (id)
+
+[*] Changed the `GroupChatMember` table
+  [*] Renamed the foreign key \"GroupChatMember_groupChatId_fkey\" to \"GroupChatMember_group_fkey\"
+
+[*] Changed the `GroupMessage` table
+  [+] Added foreign key on columns (senderId)
+
+[*] Changed the `UserBurnedTokens` table
+  [-] Removed foreign key on columns (companionId)
+
+",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn enums_tables_extensions_and_views_print_prismas_sections_in_prismas_order() {
+    let out = drift_after(
+        "CREATE EXTENSION citext;
+         CREATE TYPE \"Mood\" AS ENUM ('calm', 'curious');
+         ALTER TYPE \"Role\" ADD VALUE 'tool';
+         CREATE TABLE \"Note\" (\"id\" TEXT PRIMARY KEY, \"body\" TEXT NOT NULL);
+         DROP TABLE \"GroupMessage\";
+         DROP MATERIALIZED VIEW \"CompanionCategoryCount\";
+         CREATE VIEW \"RecentMessage\" AS SELECT \"id\" FROM \"Message\" ORDER BY \"createdAt\" DESC LIMIT 10;",
+    )
+    .await;
+    assert_eq!(
+        stdout(&out),
+        "
+[+] Added extensions
+  - citext
+
+[+] Added enums
+  - Mood
+
+[+] Added tables
+  - Note
+
+[-] Removed tables
+  - GroupMessage
+
+[-] Removed views
+
+[*] Changed the `Role` enum
+  [+] Added variant `tool`
+
+[+] Added views
+  - RecentMessage
+
+",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn json_output_lists_the_steps() {
+    let target = fresh_db().await;
+    target
+        .client()
+        .await
+        .batch_execute("ALTER TABLE \"Message\" ADD COLUMN \"x\" int")
+        .await
+        .expect("change");
+    let shadow = Shadow::create().await;
+    let out = db_cmd(
+        &target,
+        Some(&shadow.url),
+        &common::migrations_dir(),
+        &["drift", "--json"],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(json["drift"], true);
+    assert_eq!(json["steps"][0]["kind"], "alter_table");
+    assert_eq!(json["steps"][0]["table"], "Message");
+    assert_eq!(json["steps"][0]["changes"][0]["column"], "x");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn the_target_itself_is_never_used_as_the_shadow_even_with_force() {
+    let target = fresh_db().await;
+    let dir = common::migrations_dir();
+    for args in [&["drift"][..], &["drift", "--force"][..]] {
+        let out = db_cmd(&target, Some(&target.url), &dir, args);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("it is the target database itself"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let rows: i64 = target
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM _prisma_migrations", &[])
+        .await
+        .expect("history still there")
+        .get(0);
+    assert_eq!(rows, 3);
+}
+
+#[tokio::test]
+async fn a_shadow_without_shadow_in_its_name_is_refused_without_force() {
+    let target = fresh_db().await;
+    let other = fresh_db().await; // named gcbb_test_…, holding a history
+    let out = db_cmd(
+        &target,
+        Some(&other.url),
+        &common::migrations_dir(),
+        &["drift"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("does not contain `shadow`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        table_count(&other.client().await).await > 5,
+        "nothing was dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_shadow_holding_a_history_is_refused_unless_forced() {
+    let target = fresh_db().await;
+    let shadow = Shadow::create().await;
+    gcbb::migrate::deploy(
+        &common::server().with_dbname(&shadow.name),
+        &common::migrations_dir(),
+    )
+    .await
+    .expect("give the shadow a history");
+    let dir = common::migrations_dir();
+    let out = db_cmd(&target, Some(&shadow.url), &dir, &["drift"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("holds a migration history (3 row(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        table_count(&shadow.client().await).await > 5,
+        "nothing was dropped"
+    );
+
+    let out = db_cmd(&target, Some(&shadow.url), &dir, &["drift", "--force"]);
+    assert_eq!(
+        stdout(&out),
+        "No difference detected.\n",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(table_count(&shadow.client().await).await, 0);
+}
+
+#[tokio::test]
+async fn drift_without_a_shadow_url_names_the_variable() {
+    let target = fresh_db().await;
+    let out = db_cmd(&target, None, &common::migrations_dir(), &["drift"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("SHADOW_DATABASE_URL"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+const DESTRUCTIVE: &str = "29990101000000_drop_tool_config";
+
+async fn has_column(target: &TestDb, table: &str, column: &str) -> bool {
+    target
+        .client()
+        .await
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = $1 AND column_name = $2",
+            &[&table, &column],
+        )
+        .await
+        .expect("look up column")
+        .is_some()
+}
+
+async fn recorded(target: &TestDb, name: &str) -> i64 {
+    target
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM _prisma_migrations WHERE migration_name = $1",
+            &[&name],
+        )
+        .await
+        .expect("count rows")
+        .get(0)
+}
+
+#[tokio::test]
+async fn deploy_refuses_a_destructive_file_without_an_allow_comment_and_runs_it_with_one() {
+    let target = fresh_db().await;
+    let dir = TempDir::all_migrations();
+    let file = dir.add(
+        DESTRUCTIVE,
+        "ALTER TABLE \"Companion\" DROP COLUMN \"toolConfig\";\n",
+    );
+
+    let out = db_cmd(&target, None, &dir.0, &["deploy"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("error[drop-column]"), "{err}");
+    assert!(err.contains(&format!("{}:1", file.display())), "{err}");
+    assert!(err.contains("nothing was applied"), "{err}");
+    assert!(has_column(&target, "Companion", "toolConfig").await);
+    assert_eq!(recorded(&target, DESTRUCTIVE).await, 0);
+
+    // The library deploy (used by `gcbb dev`) refuses too.
+    let refused = gcbb::migrate::deploy(&target.config, &dir.0).await;
+    assert!(
+        matches!(
+            refused,
+            Err(gcbb::migrate::MigrateError::Lint { count: 1, .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(has_column(&target, "Companion", "toolConfig").await);
+
+    std::fs::write(
+        &file,
+        "-- gcbb:allow drop-column the column has been unused since the configs moved to their own table\n\
+         ALTER TABLE \"Companion\" DROP COLUMN \"toolConfig\";\n",
+    )
+    .expect("add the allow comment");
+    let out = db_cmd(&target, None, &dir.0, &["deploy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(DESTRUCTIVE));
+    assert!(!has_column(&target, "Companion", "toolConfig").await);
+    assert_eq!(recorded(&target, DESTRUCTIVE).await, 1);
+}
+
+#[tokio::test]
+async fn lint_exits_1_on_errors_0_on_warnings_and_prints_the_catalog() {
+    let target = fresh_db().await;
+    let project = common::migrations_dir();
+    let out = db_cmd(&target, None, &project, &["lint"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("0 error(s)"));
+
+    let dir = TempDir::with_migrations(&[]);
+    let bad = dir.add(DESTRUCTIVE, "DROP TABLE \"GroupMessage\";\n");
+    let out = db_cmd(&target, None, &dir.0, &["lint"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("error[drop-table]"),
+        "{}",
+        stdout(&out)
+    );
+
+    let warn_only = dir.add(
+        "29990102000000_name_idx",
+        "CREATE INDEX CONCURRENTLY \"Companion_name_idx\" ON \"Companion\"(\"name\");\n",
+    );
+    let out = db_cmd(
+        &target,
+        None,
+        &dir.0,
+        &["lint", &warn_only.display().to_string()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("warning[index-without-if-not-exists]"));
+    let out = db_cmd(&target, None, &dir.0, &["lint", &bad.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = db_cmd(&target, None, &dir.0, &["lint", "--rules"]);
+    assert_eq!(out.status.code(), Some(0));
+    for rule in gcbb::lint::RULES {
+        assert!(stdout(&out).contains(rule.id), "catalog lists {}", rule.id);
+    }
+}
