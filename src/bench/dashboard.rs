@@ -61,11 +61,7 @@ pub async fn run(args: &DashboardArgs, json: bool) -> anyhow::Result<()> {
         "DATABASE_URL".into(),
         crate::config::DEFAULT_DEV_DATABASE_URL.into(),
     );
-    for v in [
-        "UPSTASH_REDIS_REST_URL",
-        "KV_REST_API_URL",
-        "REDIS_URL",
-    ] {
+    for v in ["UPSTASH_REDIS_REST_URL", "KV_REST_API_URL", "REDIS_URL"] {
         vars.remove(v);
     }
     let prefix = format!("gcbb-bench-{:08x}", rand::random::<u32>());
@@ -88,9 +84,8 @@ pub async fn run(args: &DashboardArgs, json: bool) -> anyhow::Result<()> {
     let mut body = None;
     for _ in 0..args.cold_samples {
         let t = Instant::now();
-        let page =
-            dashboard::build_anonymous_page(&memory_app, &default_page, &Default::default())
-                .await?;
+        let page = dashboard::build_anonymous_page(&memory_app, &default_page, &Default::default())
+            .await?;
         samples.push(t.elapsed());
         body = Some(page.json);
     }
@@ -106,13 +101,9 @@ pub async fn run(args: &DashboardArgs, json: bool) -> anyhow::Result<()> {
     for i in 0..args.cold_samples {
         let user = crate::bench::seed::user_id(i % 2_000);
         let t = Instant::now();
-        let page = dashboard::build_viewer_page(
-            &memory_app,
-            &default_page,
-            &user,
-            &Default::default(),
-        )
-        .await?;
+        let page =
+            dashboard::build_viewer_page(&memory_app, &default_page, &user, &Default::default())
+                .await?;
         samples.push(t.elapsed());
         body = Some(page.json);
     }
@@ -140,7 +131,10 @@ pub async fn run(args: &DashboardArgs, json: bool) -> anyhow::Result<()> {
     };
     let upstash_app = app_without_l1(upstash_config);
     let upstash_warm = measure_handler(upstash_app.clone(), args.warm_samples).await?;
-    let _ = upstash_app.cache.clear_pattern(&format!("{prefix}:*")).await;
+    let _ = upstash_app
+        .cache
+        .clear_pattern(&format!("{prefix}:*"))
+        .await;
     drop(proxy);
 
     let report = Report {
@@ -175,7 +169,8 @@ async fn measure_before(app: &App, samples: usize) -> anyhow::Result<(Row, i64)>
     for _ in 0..samples.max(1) {
         let t = Instant::now();
         let client = app.db.get().await?;
-        let (companions, total) = crate::db::companions::list_public_companions_unoptimized(&client).await?;
+        let (companions, total) =
+            crate::db::companions::list_public_companions_unoptimized(&client).await?;
         let categories = crate::db::categories::list_categories(&client).await?;
         payload = serde_json::to_vec(&serde_json::json!({
             "categories": categories,
@@ -227,7 +222,9 @@ struct UpstashProxy {
 
 impl UpstashProxy {
     async fn start(redis: &str) -> anyhow::Result<UpstashProxy> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let token = format!("{:032x}", rand::random::<u128>());
         let child = Command::new(std::env::current_exe()?)
             .args([
@@ -269,7 +266,10 @@ impl Drop for UpstashProxy {
 }
 
 fn print_table(r: &Report, database: &str) {
-    println!("gcbb bench dashboard — {database}, {} public companions", r.companions_public);
+    println!(
+        "gcbb bench dashboard — {database}, {} public companions",
+        r.companions_public
+    );
     println!(
         "{:<34} {:>6} {:>10} {:>10} {:>10} {:>11} {:>10}",
         "path", "n", "p50 ms", "p95 ms", "p99 ms", "payload", "gzip"

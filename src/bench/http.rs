@@ -124,8 +124,7 @@ async fn drive(host: &str, port: u16, request: &[u8], deadline: Instant) -> Conn
     let mut result = ConnectionResult::default();
     let mut buf = Vec::with_capacity(16 * 1024);
     'connections: while Instant::now() < deadline {
-        let Ok(mut stream) = TcpStream::connect((host.trim_matches(['[', ']']), port)).await
-        else {
+        let Ok(mut stream) = TcpStream::connect((host.trim_matches(['[', ']']), port)).await else {
             result.errors += 1;
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;

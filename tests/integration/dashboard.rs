@@ -194,7 +194,12 @@ async fn a_signed_in_user_sees_their_own_private_companions_and_never_anothers()
     .await;
     assert!(!own_private.is_empty() && !others_private.is_empty());
 
-    let resp = get_as(&server, "/api/dashboard/prefetch?pageSize=50", "user_demo_1").await;
+    let resp = get_as(
+        &server,
+        "/api/dashboard/prefetch?pageSize=50",
+        "user_demo_1",
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "private, no-store");
     assert!(resp.headers().get("cdn-cache-control").is_none());
@@ -220,11 +225,15 @@ async fn a_signed_in_user_sees_their_own_private_companions_and_never_anothers()
     assert_eq!(body["total"], (public_count + own_private.len()) as i64);
 
     // Another user never sees user_demo_1's private companions, even right after (cache).
-    let body: Value = get_as(&server, "/api/dashboard/prefetch?pageSize=50", "user_demo_2")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_as(
+        &server,
+        "/api/dashboard/prefetch?pageSize=50",
+        "user_demo_2",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     for id in &own_private {
         assert!(!companion_ids(&body).contains(id));
     }
@@ -333,18 +342,25 @@ async fn bad_parameters_are_400_naming_the_parameter() {
 async fn an_unknown_category_is_200_with_an_empty_list() {
     let db = demo_db().await;
     let server = start(&db, &Backend::Memory, &[]).await;
-    let resp = get(&server, "/api/dashboard/prefetch?categoryId=no_such_category").await;
+    let resp = get(
+        &server,
+        "/api/dashboard/prefetch?categoryId=no_such_category",
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["companions"], json!([]));
     assert_eq!(body["total"], 0);
 
     // A real category filters; a name search is case-insensitive.
-    let body: Value = get(&server, "/api/dashboard/prefetch?categoryId=cat_demo_01&pageSize=50")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get(
+        &server,
+        "/api/dashboard/prefetch?categoryId=cat_demo_01&pageSize=50",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert!(body["companions"]
         .as_array()
         .unwrap()
@@ -777,10 +793,7 @@ async fn with_the_upstash_proxy_killed_the_dashboard_is_served_from_postgres_mar
     let db = demo_db().await;
     let backend = Backend::upstash("redis://127.0.0.1:6379").await;
     let server = start(&db, &backend, &[]).await;
-    assert_eq!(
-        get(&server, "/api/dashboard/prefetch").await.status(),
-        200
-    );
+    assert_eq!(get(&server, "/api/dashboard/prefetch").await.status(), 200);
     let Backend::Upstash { proxy, .. } = backend else {
         unreachable!()
     };
@@ -810,7 +823,10 @@ async fn a_slow_count_gives_the_page_on_time_with_an_estimated_total() {
     let public = ids_where(&db, "SELECT id FROM \"Companion\" WHERE NOT private")
         .await
         .len();
-    assert_eq!(body["total"], public as i64, "the estimate is the refreshed per-category count");
+    assert_eq!(
+        body["total"], public as i64,
+        "the estimate is the refreshed per-category count"
+    );
     assert_eq!(body["companions"].as_array().unwrap().len(), 10);
     // The cancelled count left no query running.
     let running: i64 = db
@@ -843,9 +859,6 @@ async fn a_hundred_concurrent_cold_requests_for_one_page_build_it_once() {
         etags.insert(r.headers()["etag"].to_str().unwrap().to_owned());
     }
     assert_eq!(etags.len(), 1);
-    let builds = server
-        .output()
-        .matches("dashboard page built")
-        .count();
+    let builds = server.output().matches("dashboard page built").count();
     assert_eq!(builds, 1, "{}", server.output());
 }
