@@ -97,7 +97,9 @@ fn validate(patch: CompanionPatch) -> Result<CompanionChanges, ApiError> {
             if len == 0 || len > MAX_NAME_CHARS || n.chars().any(char::is_control) {
                 Err(ApiError::bad_parameter(
                     "name",
-                    format!("`name` must be 1–{MAX_NAME_CHARS} characters without control characters"),
+                    format!(
+                        "`name` must be 1–{MAX_NAME_CHARS} characters without control characters"
+                    ),
                 ))
             } else {
                 Ok(n)
@@ -141,7 +143,8 @@ fn validate(patch: CompanionPatch) -> Result<CompanionChanges, ApiError> {
         .map(|c| {
             let ok = !c.is_empty()
                 && c.chars().count() <= MAX_ID_CHARS
-                && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
             if ok {
                 Ok(c)
             } else {
@@ -203,7 +206,10 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         assert_eq!(rejected(r#"{"name":""}"#), "name");
-        assert_eq!(rejected(&format!(r#"{{"name":"{}"}}"#, "x".repeat(101))), "name");
+        assert_eq!(
+            rejected(&format!(r#"{{"name":"{}"}}"#, "x".repeat(101))),
+            "name"
+        );
         assert_eq!(rejected(r#"{"name":"a\u0007b"}"#), "name");
         assert_eq!(rejected(r#"{"src":"javascript:alert(1)"}"#), "src");
         assert_eq!(rejected(r#"{"src":"not a url"}"#), "src");

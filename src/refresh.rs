@@ -51,7 +51,11 @@ async fn refresh(
 ) -> Result<Json<Report>, ApiError> {
     authorize(app.config.cron_secret.as_deref(), &headers)?;
     let started = Instant::now();
-    let Some(lock) = app.cache.try_lock(&keys::job_lock("refresh"), REFRESH_LOCK_TTL).await else {
+    let Some(lock) = app
+        .cache
+        .try_lock(&keys::job_lock("refresh"), REFRESH_LOCK_TTL)
+        .await
+    else {
         return Ok(Json(Report {
             status: "skipped",
             reason: Some("another refresh is running"),

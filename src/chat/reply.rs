@@ -36,7 +36,13 @@ where
     let (tx, mut rx) = mpsc::channel(1);
     let producer = f(Sender(tx)).into_stream().filter_map(|()| async { None });
     let items = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    futures_util::stream::select(items, producer)
+    // Run the block first, then look for what it sent: an item produced during this poll is
+    // returned by this poll. (Polling the channel first would answer Pending, and the server
+    // would flush the response head alone and send the first chunk in a second small write,
+    // which Nagle's algorithm can hold back for a delayed ACK: ~40 ms.)
+    futures_util::stream::select_with_strategy(items, producer, |_: &mut ()| {
+        futures_util::stream::PollNext::Right
+    })
 }
 
 /// The sending half given to a [`generate`] block.

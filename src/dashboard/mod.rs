@@ -154,7 +154,9 @@ pub async fn anonymous_page(
                     .cache
                     .get(&keys::dashboard_snapshot(params.category_id.as_deref()))
                     .await;
-                if let Some(raw) = snapshot.value.filter(|v| PageBody::from_cached(v).is_some())
+                if let Some(raw) = snapshot
+                    .value
+                    .filter(|v| PageBody::from_cached(v).is_some())
                 {
                     from_snapshot.store(true, Ordering::Relaxed);
                     return Ok(raw);
@@ -293,8 +295,7 @@ async fn list_categories(app: &App) -> Result<Vec<Category>, ApiError> {
 /// The exact public count when it finishes within the count timeout, else the estimate.
 async fn total_public(app: &App, filter: &PageFilter) -> Result<(i64, bool), ApiError> {
     let mut client = app.db.get().await?;
-    match companions::count_public(&mut client, filter, app.config.dashboard_count_timeout).await?
-    {
+    match companions::count_public(&mut client, filter, app.config.dashboard_count_timeout).await? {
         Some(exact) => Ok((exact, false)),
         None => {
             tracing::info!(
@@ -338,7 +339,10 @@ fn respond(
             header::CACHE_CONTROL,
             HeaderValue::from_static(PUBLIC_CACHE_CONTROL),
         );
-        h.insert("cdn-cache-control", HeaderValue::from_static(CDN_CACHE_CONTROL));
+        h.insert(
+            "cdn-cache-control",
+            HeaderValue::from_static(CDN_CACHE_CONTROL),
+        );
     } else {
         h.insert(
             header::CACHE_CONTROL,

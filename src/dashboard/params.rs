@@ -34,13 +34,7 @@ impl DashboardParams {
                 .transpose()?,
             q: optional(query, "q").map(parse_query).transpose()?,
             page: parse_number(query, "page", 1, 1, MAX_PAGE)?,
-            page_size: parse_number(
-                query,
-                "pageSize",
-                DEFAULT_PAGE_SIZE,
-                1,
-                MAX_PAGE_SIZE,
-            )?,
+            page_size: parse_number(query, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)?,
         })
     }
 
@@ -56,7 +50,10 @@ impl DashboardParams {
 
 /// A present, non-empty parameter. An empty value (`?q=`) counts as absent.
 fn optional<'a>(query: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    query.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    query
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
 }
 
 fn parse_number(
@@ -193,13 +190,24 @@ mod tests {
             assert_eq!(rejected_param(&[("q", q)]), "q", "{q:?}");
         }
         for id in ["1 OR 1=1", "cat'--", "ca\u{0301}t", "😀", &"c".repeat(65)] {
-            assert_eq!(rejected_param(&[("categoryId", id)]), "categoryId", "{id:?}");
+            assert_eq!(
+                rejected_param(&[("categoryId", id)]),
+                "categoryId",
+                "{id:?}"
+            );
         }
     }
 
     #[test]
     fn ordinary_searches_in_any_script_pass() {
-        for q in ["Ada", "O'Brien", "Søren Kierkegaard", "東京", "Dr. Who?", "Rock & Roll"] {
+        for q in [
+            "Ada",
+            "O'Brien",
+            "Søren Kierkegaard",
+            "東京",
+            "Dr. Who?",
+            "Rock & Roll",
+        ] {
             assert_eq!(parse(&[("q", q)]).unwrap().q.as_deref(), Some(q));
         }
     }

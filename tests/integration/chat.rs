@@ -871,7 +871,9 @@ async fn the_limit_plus_first_request_is_429_with_headers_and_users_are_independ
         Script::default(),
         &[
             ("RATE_LIMIT_USER_REQUESTS", "3"),
-            ("RATE_LIMIT_USER_WINDOW_MS", "60000"),
+            // A day: windows are aligned to the epoch, and a test that straddles a boundary
+            // would see the previous window's count weighted down (the algorithm, not a bug).
+            ("RATE_LIMIT_USER_WINDOW_MS", "86400000"),
         ],
     )
     .await;
@@ -901,7 +903,7 @@ async fn the_limit_plus_first_request_is_429_with_headers_and_users_are_independ
     assert_eq!(resp.status(), 429);
     let h = resp.headers();
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=60).contains(&retry), "{retry}");
+    assert!((1..=86_400).contains(&retry), "{retry}");
     assert_eq!(h["x-ratelimit-limit"], "3");
     assert_eq!(h["x-ratelimit-remaining"], "0");
     assert!(h.contains_key("x-ratelimit-reset"));
@@ -932,7 +934,11 @@ async fn anonymous_from(env_server: &Server, ip: &str, prompt: &str) -> reqwest:
 
 #[tokio::test]
 async fn the_anonymous_limit_holds_across_two_processes_sharing_redis() {
-    let redis = [("REDIS_URL", "redis://127.0.0.1:6379")];
+    let redis = [
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        // A day-long window, so the test never straddles a window boundary.
+        ("RATE_LIMIT_ANON_WINDOW_MS", "86400000"),
+    ];
     let env = start(Script::default(), &redis).await;
     let second = start_dev(&env._db, &env.model, &redis).await;
     // A fresh documentation address per run: the counters live in the shared Redis.
@@ -958,7 +964,11 @@ async fn with_redis_down_a_per_process_limiter_takes_over_and_says_so() {
     let dead = format!("redis://127.0.0.1:{}", free_port());
     let env = start(
         Script::default(),
-        &[("REDIS_URL", dead.as_str()), ("CACHE_TIMEOUT_MS", "200")],
+        &[
+            ("REDIS_URL", dead.as_str()),
+            ("CACHE_TIMEOUT_MS", "200"),
+            ("RATE_LIMIT_ANON_WINDOW_MS", "86400000"),
+        ],
     )
     .await;
     let mut statuses = Vec::new();
