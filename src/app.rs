@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
+use crate::cache::ratelimit::RateLimiter;
 use crate::cache::Cache;
 use crate::config::{Config, ConfigError};
 use crate::db::Pool;
+use crate::llm::Llm;
 
 pub struct App {
     pub config: Config,
@@ -15,6 +17,10 @@ pub struct App {
     pub auth: Authenticator,
     /// The one HTTP client for outside services (JWKS, Upstash, the model).
     pub http: reqwest::Client,
+    /// The model that answers chat (its own HTTP client: no overall timeout, own connect one).
+    pub llm: Llm,
+    /// Chat rate limits (sliding window on the cache, per-process fallback).
+    pub ratelimiter: RateLimiter,
 }
 
 impl App {
@@ -40,12 +46,15 @@ impl App {
                 .with_namespace(&config.cache_key_prefix),
         );
         let auth = Authenticator::new(&config.clerk, http.clone());
+        let llm = Llm::new(&config.llm);
         Arc::new(App {
             config,
             db,
             cache,
             auth,
             http,
+            llm,
+            ratelimiter: RateLimiter::new(),
         })
     }
 }

@@ -36,6 +36,30 @@ pub const DEFAULT_MIGRATE_LOCK_RETRIES: u32 = 3;
 pub const DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clock skew allowed on `exp`, `nbf` and `iat` of session tokens.
 pub const DEFAULT_CLERK_LEEWAY: Duration = Duration::from_secs(5);
+/// Any OpenAI-compatible chat-completions server.
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// Model asked for when `LLM_MODEL` is unset.
+pub const DEFAULT_LLM_MODEL: &str = "gpt-4o-mini";
+/// How long connecting to the model server may take.
+pub const DEFAULT_LLM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the model may take to send its first token (it is thinking; be generous).
+pub const DEFAULT_LLM_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence allowed between two chunks once the reply has started.
+pub const DEFAULT_LLM_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest reply (`max_tokens`) asked of the model.
+pub const DEFAULT_LLM_MAX_TOKENS: u32 = 1024;
+/// Pause between the scripted model's chunks.
+pub const DEFAULT_SCRIPTED_CHUNK_DELAY: Duration = Duration::from_millis(20);
+/// Stored messages of (companion, user) sent to the model as context.
+pub const DEFAULT_CHAT_CONTEXT_MESSAGES: i64 = 20;
+/// Companions that answer one group-chat prompt when nobody is mentioned.
+pub const DEFAULT_GROUP_MAX_RESPONDERS: usize = 2;
+/// Signed-in chat: requests per window per user.
+pub const DEFAULT_RATE_LIMIT_USER_REQUESTS: u32 = 20;
+pub const DEFAULT_RATE_LIMIT_USER_WINDOW: Duration = Duration::from_secs(10);
+/// Anonymous chat: requests per window per client address.
+pub const DEFAULT_RATE_LIMIT_ANON_REQUESTS: u32 = 5;
+pub const DEFAULT_RATE_LIMIT_ANON_WINDOW: Duration = Duration::from_secs(60);
 
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -85,6 +109,45 @@ pub struct ClerkConfig {
     pub leeway: Duration,
 }
 
+/// Which model answers chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LlmProvider {
+    /// Any OpenAI-compatible `POST {base_url}/chat/completions`.
+    OpenAi {
+        base_url: String,
+        /// None for local servers that need no key (never on Vercel).
+        api_key: Option<String>,
+    },
+    /// The built-in offline model: a deterministic streamed reply.
+    Scripted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmConfig {
+    pub provider: LlmProvider,
+    pub model: String,
+    pub connect_timeout: Duration,
+    pub first_token_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_tokens: u32,
+    pub scripted_chunk_delay: Duration,
+}
+
+/// A sliding-window limit: at most `requests` in any `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatConfig {
+    pub context_messages: i64,
+    pub group_max_responders: usize,
+    pub user_rate_limit: RateLimit,
+    pub anonymous_rate_limit: RateLimit,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `DATABASE_URL`: the request path's database (on Neon, the pooled URL).
@@ -109,6 +172,8 @@ pub struct Config {
     pub dashboard_count_timeout: Duration,
     /// `VERCEL_ENV`, set on Vercel (production, preview, development).
     pub vercel_env: Option<String>,
+    pub llm: LlmConfig,
+    pub chat: ChatConfig,
 }
 
 impl Config {
@@ -161,6 +226,8 @@ impl Config {
                 crate::dashboard::DEFAULT_COUNT_TIMEOUT,
             )?,
             vercel_env: env.get("VERCEL_ENV"),
+            llm: llm_config(&env)?,
+            chat: chat_config(&env)?,
         })
     }
 
@@ -255,6 +322,102 @@ fn cache_backend(env: &Env) -> Result<CacheBackend, ConfigError> {
         return Ok(CacheBackend::Redis { url });
     }
     Ok(CacheBackend::Memory)
+}
+
+/// `LLM_PROVIDER=scripted` picks the offline model; otherwise the OpenAI-compatible server,
+/// which needs `OPENAI_API_KEY` unless `OPENAI_BASE_URL` points at a key-less local server.
+/// On Vercel (`VERCEL_ENV` set) a missing key is a start-up error, never a silent fallback.
+fn llm_config(env: &Env) -> Result<LlmConfig, ConfigError> {
+    let on_vercel = env.get("VERCEL_ENV").is_some();
+    let api_key = env.get("OPENAI_API_KEY");
+    let base_url = env.http_url("OPENAI_BASE_URL")?;
+    let provider = match env.get("LLM_PROVIDER").as_deref() {
+        Some("scripted") if on_vercel => {
+            return Err(ConfigError::Invalid {
+                name: "LLM_PROVIDER",
+                reason: "the scripted model is for local development only (VERCEL_ENV is set)"
+                    .into(),
+            })
+        }
+        Some("scripted") => LlmProvider::Scripted,
+        Some("openai") | None => {
+            if on_vercel && api_key.is_none() {
+                return Err(ConfigError::Missing {
+                    name: "OPENAI_API_KEY",
+                });
+            }
+            LlmProvider::OpenAi {
+                base_url: base_url.unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_owned()),
+                api_key,
+            }
+        }
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                name: "LLM_PROVIDER",
+                reason: format!("`{other}` is not one of: openai, scripted"),
+            })
+        }
+    };
+    Ok(LlmConfig {
+        provider,
+        model: env
+            .get("LLM_MODEL")
+            .unwrap_or_else(|| DEFAULT_LLM_MODEL.to_owned()),
+        connect_timeout: env.millis("LLM_CONNECT_TIMEOUT_MS", DEFAULT_LLM_CONNECT_TIMEOUT)?,
+        first_token_timeout: env.millis(
+            "LLM_FIRST_TOKEN_TIMEOUT_MS",
+            DEFAULT_LLM_FIRST_TOKEN_TIMEOUT,
+        )?,
+        idle_timeout: env.millis("LLM_IDLE_TIMEOUT_MS", DEFAULT_LLM_IDLE_TIMEOUT)?,
+        max_tokens: env.parse("LLM_MAX_TOKENS", DEFAULT_LLM_MAX_TOKENS)?,
+        scripted_chunk_delay: env
+            .millis("LLM_SCRIPTED_CHUNK_DELAY_MS", DEFAULT_SCRIPTED_CHUNK_DELAY)?,
+    })
+}
+
+fn chat_config(env: &Env) -> Result<ChatConfig, ConfigError> {
+    let positive = |name: &'static str, v: u64| {
+        if v == 0 {
+            Err(ConfigError::Invalid {
+                name,
+                reason: "must be at least 1".into(),
+            })
+        } else {
+            Ok(v)
+        }
+    };
+    let limit = |req: &'static str, win: &'static str, r: u32, w: Duration| {
+        let requests = positive(req, env.parse(req, r)?.into())? as u32;
+        let window = env.millis(win, w)?;
+        positive(win, window.as_millis() as u64)?;
+        Ok::<_, ConfigError>(RateLimit { requests, window })
+    };
+    Ok(ChatConfig {
+        context_messages: positive(
+            "CHAT_CONTEXT_MESSAGES",
+            env.parse(
+                "CHAT_CONTEXT_MESSAGES",
+                DEFAULT_CHAT_CONTEXT_MESSAGES as u64,
+            )?,
+        )?
+        .min(1000) as i64,
+        group_max_responders: positive(
+            "GROUP_MAX_RESPONDERS",
+            env.parse("GROUP_MAX_RESPONDERS", DEFAULT_GROUP_MAX_RESPONDERS as u64)?,
+        )? as usize,
+        user_rate_limit: limit(
+            "RATE_LIMIT_USER_REQUESTS",
+            "RATE_LIMIT_USER_WINDOW_MS",
+            DEFAULT_RATE_LIMIT_USER_REQUESTS,
+            DEFAULT_RATE_LIMIT_USER_WINDOW,
+        )?,
+        anonymous_rate_limit: limit(
+            "RATE_LIMIT_ANON_REQUESTS",
+            "RATE_LIMIT_ANON_WINDOW_MS",
+            DEFAULT_RATE_LIMIT_ANON_REQUESTS,
+            DEFAULT_RATE_LIMIT_ANON_WINDOW,
+        )?,
+    })
 }
 
 fn clerk_config(env: &Env) -> Result<ClerkConfig, ConfigError> {
@@ -406,6 +569,42 @@ mod tests {
             c.clerk.authorized_parties,
             vec!["https://a.example", "https://b.example"]
         );
+    }
+
+    #[test]
+    fn on_vercel_a_missing_model_key_is_named_and_scripted_is_refused() {
+        let err = Config::from_vars(&vars(&[DB, ("VERCEL_ENV", "production")])).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Missing {
+                name: "OPENAI_API_KEY"
+            }
+        );
+        let err = Config::from_vars(&vars(&[
+            DB,
+            ("VERCEL_ENV", "preview"),
+            ("LLM_PROVIDER", "scripted"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().starts_with("LLM_PROVIDER"), "{err}");
+    }
+
+    #[test]
+    fn chat_defaults_and_a_zero_limit_is_refused() {
+        let c = Config::from_vars(&vars(&[DB])).unwrap();
+        assert_eq!(c.chat.context_messages, DEFAULT_CHAT_CONTEXT_MESSAGES);
+        assert_eq!(c.chat.group_max_responders, DEFAULT_GROUP_MAX_RESPONDERS);
+        assert_eq!(
+            c.llm.provider,
+            LlmProvider::OpenAi {
+                base_url: DEFAULT_OPENAI_BASE_URL.into(),
+                api_key: None
+            }
+        );
+        let err = Config::from_vars(&vars(&[DB, ("RATE_LIMIT_USER_REQUESTS", "0")])).unwrap_err();
+        assert!(err.to_string().starts_with("RATE_LIMIT_USER_REQUESTS"));
+        let err = Config::from_vars(&vars(&[DB, ("LLM_PROVIDER", "magic")])).unwrap_err();
+        assert!(err.to_string().starts_with("LLM_PROVIDER"));
     }
 
     #[test]

@@ -82,6 +82,13 @@ fn dev_config() -> anyhow::Result<Config> {
     let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
     vars.entry("DATABASE_URL".into())
         .or_insert_with(|| DEFAULT_DEV_DATABASE_URL.into());
+    // Without a key or a model server, gcbb dev answers with the offline scripted model.
+    if ["OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_PROVIDER"]
+        .iter()
+        .all(|k| vars.get(*k).is_none_or(|v| v.trim().is_empty()))
+    {
+        vars.insert("LLM_PROVIDER".into(), "scripted".into());
+    }
     Ok(Config::from_vars(&vars)?)
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{Method, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::Router;
@@ -35,11 +35,11 @@ pub const FUNCTIONS: &[Function] = &[
     },
     Function {
         name: "chat-stream",
-        router: |_| not_built("chat-stream", &[Method::GET, Method::POST]),
+        router: crate::chat::router,
     },
     Function {
         name: "group-chat",
-        router: |_| not_built("group-chat", &[Method::GET, Method::POST]),
+        router: crate::group_chat::router,
     },
     Function {
         name: "companion",
@@ -67,21 +67,6 @@ pub fn function_layers(router: Router) -> Router {
     use tower::Layer;
     Router::new()
         .fallback_service(axum::middleware::from_fn(crate::http::json_errors).layer(router))
-}
-
-/// A function whose feature is not built yet: 501 in the JSON error shape, never 500.
-fn not_built(name: &'static str, methods: &[Method]) -> Router {
-    let mut mr: MethodRouter = MethodRouter::new();
-    for m in methods {
-        let handler = move || async move { ApiError::NotImplemented(name) };
-        mr = match *m {
-            Method::GET => mr.get(handler),
-            Method::POST => mr.post(handler),
-            Method::PATCH => mr.patch(handler),
-            _ => mr,
-        };
-    }
-    any_path(mr)
 }
 
 /// The parts of `vercel.json` that routing needs.

@@ -1,6 +1,7 @@
 //! `gcbb bench`: a realistic data set, and the figures of the optimized paths against the
 //! seed's "before", measured in one run on the same data. Build with `--release` to measure.
 
+pub mod chat;
 pub mod dashboard;
 pub mod http;
 pub mod seed;
@@ -28,6 +29,8 @@ pub enum BenchCommand {
     Dashboard(dashboard::DashboardArgs),
     /// Drive a running server with N keep-alive connections for T seconds.
     Http(http::HttpArgs),
+    /// Chat: time to first byte added to the model's, and N concurrent streams held open.
+    Chat(chat::ChatArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +53,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         BenchCommand::Seed(seed_args) => run_seed(seed_args, args.json).await,
         BenchCommand::Dashboard(d) => dashboard::run(&d, args.json).await,
         BenchCommand::Http(h) => http::run(&h, args.json).await,
+        BenchCommand::Chat(c) => chat::run(&c, args.json).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ pub mod flight;
 pub mod keys;
 pub mod memory;
 pub mod proxy;
+pub mod ratelimit;
 pub mod redis;
 pub mod store;
 pub mod upstash;

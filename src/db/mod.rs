@@ -6,12 +6,15 @@
 //! PgBouncer in transaction mode (named prepared statements, session `SET` and session advisory
 //! locks do not — use `SET LOCAL` inside a transaction).
 
+pub mod burned_tokens;
 pub mod categories;
 pub mod companions;
 pub mod config;
 pub mod demo;
+pub mod group_chats;
 pub mod health;
 pub mod hot;
+pub mod messages;
 pub mod pool;
 pub mod read_model;
 pub mod tls;

@@ -2,13 +2,16 @@
 
 mod auth;
 mod cache;
+mod chat;
 mod common;
 mod dashboard;
 mod db;
 mod dev_server;
 mod drift;
+mod group_chat;
 mod health;
 mod migrations;
+mod model_server;
 mod runtime;
 mod support;
 mod tokens;

@@ -1,0 +1,211 @@
+//! Queries of `"GroupChat"`, its members and its `"GroupMessage"`s.
+//!
+//! Messages are read by (groupChatId, createdAt) and "who spoke last" by
+//! (groupChatId, senderId, createdAt), the seed's indexes.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Row};
+
+use super::DbError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupChat {
+    pub id: String,
+    pub name: String,
+    pub creator_id: String,
+}
+
+pub async fn find_group_chat(client: &Client, id: &str) -> Result<Option<GroupChat>, DbError> {
+    let rows = client
+        .query_typed(
+            "SELECT \"id\", \"name\", \"creatorId\" FROM \"GroupChat\" WHERE \"id\" = $1",
+            &[(&id, Type::TEXT)],
+        )
+        .await?;
+    Ok(rows.first().map(|r| GroupChat {
+        id: r.get(0),
+        name: r.get(1),
+        creator_id: r.get(2),
+    }))
+}
+
+/// A companion of the group, with when it last spoke there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub companion_id: String,
+    pub name: String,
+    pub instructions: String,
+    pub last_spoke: Option<NaiveDateTime>,
+}
+
+/// The group's companions, least recently spoken first (never-spoken first of all, then by
+/// when they joined).
+pub async fn list_members_by_last_spoken(
+    client: &Client,
+    group_id: &str,
+) -> Result<Vec<GroupMember>, DbError> {
+    let rows = client
+        .query_typed(
+            "SELECT c.\"id\", c.\"name\", c.\"instructions\", \
+                    (SELECT max(g.\"createdAt\") FROM \"GroupMessage\" g \
+                     WHERE g.\"groupChatId\" = m.\"groupChatId\" AND g.\"senderId\" = c.\"id\" \
+                       AND g.\"isBot\") AS \"lastSpoke\" \
+             FROM \"GroupChatMember\" m JOIN \"Companion\" c ON c.\"id\" = m.\"companionId\" \
+             WHERE m.\"groupChatId\" = $1 \
+             ORDER BY \"lastSpoke\" ASC NULLS FIRST, m.\"joinedAt\", c.\"id\"",
+            &[(&group_id, Type::TEXT)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| GroupMember {
+            companion_id: r.get(0),
+            name: r.get(1),
+            instructions: r.get(2),
+            last_spoke: r.get(3),
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredGroupMessage {
+    pub id: String,
+    pub content: String,
+    pub is_bot: bool,
+    pub sender_id: String,
+    /// The companion's name for bot messages.
+    pub sender_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl StoredGroupMessage {
+    pub fn created_at_naive(&self) -> NaiveDateTime {
+        self.created_at.naive_utc()
+    }
+}
+
+fn stored(r: &Row) -> StoredGroupMessage {
+    StoredGroupMessage {
+        id: r.get("id"),
+        content: r.get("content"),
+        is_bot: r.get("isBot"),
+        sender_id: r.get("senderId"),
+        sender_name: r.get("senderName"),
+        created_at: r.get::<_, NaiveDateTime>("createdAt").and_utc(),
+    }
+}
+
+/// Stores a group message; with `after`, stamped at least 1 ms later than it.
+pub async fn insert_group_message(
+    client: &Client,
+    group_id: &str,
+    sender_id: &str,
+    is_bot: bool,
+    content: &str,
+    after: Option<NaiveDateTime>,
+) -> Result<StoredGroupMessage, DbError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let rows = client
+        .query_typed(
+            "WITH ins AS ( \
+                 INSERT INTO \"GroupMessage\" (\"id\", \"content\", \"createdAt\", \"updatedAt\", \
+                                              \"groupChatId\", \"isBot\", \"senderId\") \
+                 SELECT $1, $2, t.ts, t.ts, $3, $4, $5 \
+                 FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC', \
+                              $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
+                 RETURNING * \
+             ) \
+             SELECT ins.\"id\", ins.\"content\", ins.\"isBot\", ins.\"senderId\", ins.\"createdAt\", \
+                    c.\"name\" AS \"senderName\" \
+             FROM ins LEFT JOIN \"Companion\" c ON ins.\"isBot\" AND c.\"id\" = ins.\"senderId\"",
+            &[
+                (&id, Type::TEXT),
+                (&content, Type::TEXT),
+                (&group_id, Type::TEXT),
+                (&is_bot, Type::BOOL),
+                (&sender_id, Type::TEXT),
+                (&after, Type::TIMESTAMP),
+            ],
+        )
+        .await?;
+    rows.first().map(stored).ok_or(DbError::NotFound)
+}
+
+const SELECT_MESSAGES: &str = "\
+SELECT g.\"id\", g.\"content\", g.\"isBot\", g.\"senderId\", g.\"createdAt\", c.\"name\" AS \"senderName\"
+FROM \"GroupMessage\" g LEFT JOIN \"Companion\" c ON g.\"isBot\" AND c.\"id\" = g.\"senderId\"
+WHERE g.\"groupChatId\" = $1";
+
+/// The last `limit` messages of the group, oldest first.
+pub async fn list_recent_group_messages(
+    client: &Client,
+    group_id: &str,
+    limit: i64,
+) -> Result<Vec<StoredGroupMessage>, DbError> {
+    let sql = format!("{SELECT_MESSAGES} ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $2");
+    let rows = client
+        .query_typed(&sql, &[(&group_id, Type::TEXT), (&limit, Type::INT8)])
+        .await?;
+    let mut messages: Vec<StoredGroupMessage> = rows.iter().map(stored).collect();
+    messages.reverse();
+    Ok(messages)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMessagePage {
+    pub messages: Vec<StoredGroupMessage>,
+    pub has_older: bool,
+}
+
+/// The `limit` messages before `before` (or the newest), oldest first; `None` when `before` is
+/// not a message of this group.
+pub async fn list_group_messages_page(
+    client: &Client,
+    group_id: &str,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Option<GroupMessagePage>, DbError> {
+    let cursor: Option<NaiveDateTime> = match before {
+        None => None,
+        Some(id) => {
+            let rows = client
+                .query_typed(
+                    "SELECT \"createdAt\" FROM \"GroupMessage\" \
+                     WHERE \"id\" = $1 AND \"groupChatId\" = $2",
+                    &[(&id, Type::TEXT), (&group_id, Type::TEXT)],
+                )
+                .await?;
+            match rows.first() {
+                Some(r) => Some(r.get(0)),
+                None => return Ok(None),
+            }
+        }
+    };
+    let sql = format!(
+        "{SELECT_MESSAGES} \
+           AND ($2::timestamp IS NULL OR (g.\"createdAt\", g.\"id\") < ($2::timestamp, $3::text)) \
+         ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $4"
+    );
+    let rows = client
+        .query_typed(
+            &sql,
+            &[
+                (&group_id, Type::TEXT),
+                (&cursor, Type::TIMESTAMP),
+                (&before, Type::TEXT),
+                (&(limit + 1), Type::INT8),
+            ],
+        )
+        .await?;
+    let mut messages: Vec<StoredGroupMessage> = rows.iter().map(stored).collect();
+    let has_older = messages.len() as i64 > limit;
+    messages.truncate(limit as usize);
+    messages.reverse();
+    Ok(Some(GroupMessagePage {
+        messages,
+        has_older,
+    }))
+}

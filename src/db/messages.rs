@@ -1,0 +1,170 @@
+//! Queries of `"Message"`: one user's conversation with one companion.
+//!
+//! Every query filters on (companionId, userId) and orders by createdAt, the seed's index
+//! `Message_companionId_userId_createdAt_idx`. Pages are ordered by (createdAt, id) so messages
+//! stored in the same millisecond still have one order.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Row};
+
+use super::DbError;
+
+/// `"Role"` of a stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+impl MessageRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            MessageRole::User => "user",
+            MessageRole::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredMessage {
+    pub id: String,
+    /// `user`, `assistant` or `system`.
+    pub role: String,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl StoredMessage {
+    pub fn created_at_naive(&self) -> NaiveDateTime {
+        self.created_at.naive_utc()
+    }
+}
+
+fn stored(r: &Row) -> StoredMessage {
+    StoredMessage {
+        id: r.get("id"),
+        role: r.get("role"),
+        content: r.get("content"),
+        created_at: r.get::<_, NaiveDateTime>("createdAt").and_utc(),
+    }
+}
+
+/// Stores a message; when `after` is given it is stamped at least 1 ms later (a reply never
+/// sorts before its prompt).
+pub async fn insert_message(
+    client: &Client,
+    companion_id: &str,
+    user_id: &str,
+    role: MessageRole,
+    content: &str,
+    after: Option<NaiveDateTime>,
+) -> Result<StoredMessage, DbError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let rows = client
+        .query_typed(
+            "INSERT INTO \"Message\" (\"id\", \"role\", \"content\", \"createdAt\", \"updatedAt\", \
+                                      \"companionId\", \"userId\") \
+             SELECT $1, $2::text::\"Role\", $3, t.ts, t.ts, $4, $5 \
+             FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC', \
+                                   $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
+             RETURNING \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\"",
+            &[
+                (&id, Type::TEXT),
+                (&role.as_str(), Type::TEXT),
+                (&content, Type::TEXT),
+                (&companion_id, Type::TEXT),
+                (&user_id, Type::TEXT),
+                (&after, Type::TIMESTAMP),
+            ],
+        )
+        .await?;
+    rows.first().map(stored).ok_or(DbError::NotFound)
+}
+
+/// The last `limit` messages of the conversation, oldest first (the model's context).
+pub async fn list_recent_messages(
+    client: &Client,
+    companion_id: &str,
+    user_id: &str,
+    limit: i64,
+) -> Result<Vec<StoredMessage>, DbError> {
+    let rows = client
+        .query_typed(
+            "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\" FROM \"Message\" \
+             WHERE \"companionId\" = $1 AND \"userId\" = $2 \
+             ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT $3",
+            &[
+                (&companion_id, Type::TEXT),
+                (&user_id, Type::TEXT),
+                (&limit, Type::INT8),
+            ],
+        )
+        .await?;
+    let mut messages: Vec<StoredMessage> = rows.iter().map(stored).collect();
+    messages.reverse();
+    Ok(messages)
+}
+
+/// One page of history, oldest first, and whether older messages exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePage {
+    pub messages: Vec<StoredMessage>,
+    pub has_older: bool,
+}
+
+/// The `limit` messages before the message `before` (or the newest), or `None` when `before`
+/// is not a message of this conversation.
+pub async fn list_messages_page(
+    client: &Client,
+    companion_id: &str,
+    user_id: &str,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Option<MessagePage>, DbError> {
+    let cursor: Option<NaiveDateTime> = match before {
+        None => None,
+        Some(id) => {
+            let rows = client
+                .query_typed(
+                    "SELECT \"createdAt\" FROM \"Message\" \
+                     WHERE \"id\" = $1 AND \"companionId\" = $2 AND \"userId\" = $3",
+                    &[
+                        (&id, Type::TEXT),
+                        (&companion_id, Type::TEXT),
+                        (&user_id, Type::TEXT),
+                    ],
+                )
+                .await?;
+            match rows.first() {
+                Some(r) => Some(r.get(0)),
+                None => return Ok(None),
+            }
+        }
+    };
+    let rows = client
+        .query_typed(
+            "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\" FROM \"Message\" \
+             WHERE \"companionId\" = $1 AND \"userId\" = $2 \
+               AND ($3::timestamp IS NULL OR (\"createdAt\", \"id\") < ($3::timestamp, $4::text)) \
+             ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT $5",
+            &[
+                (&companion_id, Type::TEXT),
+                (&user_id, Type::TEXT),
+                (&cursor, Type::TIMESTAMP),
+                (&before, Type::TEXT),
+                (&(limit + 1), Type::INT8),
+            ],
+        )
+        .await?;
+    let mut messages: Vec<StoredMessage> = rows.iter().map(stored).collect();
+    let has_older = messages.len() as i64 > limit;
+    messages.truncate(limit as usize);
+    messages.reverse();
+    Ok(Some(MessagePage {
+        messages,
+        has_older,
+    }))
+}
