@@ -68,6 +68,10 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     print_banner(&app, &vercel, &args, addr, applied.applied.len(), seeded);
 
+    // Without TCP_NODELAY a streamed reply's first chunk waits behind Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
