@@ -5,63 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::common::{self, fresh_db, gcbb, quote_ident, unique, url_for, TestDb};
+use crate::common::{self, fresh_db, gcbb, unique, TestDb};
 
-/// A shadow database for one test, dropped afterwards.
-struct Shadow {
-    name: String,
-    url: String,
-}
-
-impl Shadow {
-    async fn create() -> Shadow {
-        let name = unique("gcbb_shadow");
-        admin()
-            .await
-            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name)))
-            .await
-            .expect("create the shadow database");
-        Shadow {
-            url: url_for(&name),
-            name,
-        }
-    }
-
-    async fn client(&self) -> tokio_postgres::Client {
-        gcbb::db::connect(&common::server().with_dbname(&self.name))
-            .await
-            .expect("connect to the shadow")
-    }
-}
-
-impl Drop for Shadow {
-    fn drop(&mut self) {
-        let admin_cfg = common::server().with_dbname("postgres");
-        let sql = format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(&self.name)
-        );
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(client) = gcbb::db::connect(&admin_cfg).await {
-                    let _ = client.batch_execute(&sql).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn admin() -> tokio_postgres::Client {
-    gcbb::db::connect(&common::server().with_dbname("postgres"))
-        .await
-        .expect("connect to the server")
+/// A shadow database for one test (its name holds `shadow`, as drift requires), dropped afterwards.
+async fn shadow_db() -> TestDb {
+    common::empty_db_named("gcbb_shadow").await
 }
 
 /// A temporary migrations directory holding copies of the named project migrations.
@@ -141,7 +89,7 @@ async fn drift_after(sql: &str) -> Output {
         .batch_execute(sql)
         .await
         .expect("change the database by hand");
-    let shadow = Shadow::create().await;
+    let shadow = shadow_db().await;
     let dir = common::migrations_dir();
     db_cmd(&target, Some(&shadow.url), &dir, &["drift"])
 }
@@ -161,7 +109,7 @@ async fn table_count(client: &tokio_postgres::Client) -> i64 {
 #[tokio::test]
 async fn a_freshly_migrated_database_has_no_drift_and_the_shadow_is_left_empty() {
     let target = fresh_db().await;
-    let shadow = Shadow::create().await;
+    let shadow = shadow_db().await;
     let out = db_cmd(
         &target,
         Some(&shadow.url),
@@ -201,7 +149,7 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
         )
         .await
         .expect("build the indexes by hand");
-    let shadow = Shadow::create().await;
+    let shadow = shadow_db().await;
 
     let out = db_cmd(&target, Some(&shadow.url), &dir.0, &["drift"]);
     assert_eq!(
@@ -436,7 +384,7 @@ async fn json_output_lists_the_steps() {
         .batch_execute("ALTER TABLE \"Message\" ADD COLUMN \"x\" int")
         .await
         .expect("change");
-    let shadow = Shadow::create().await;
+    let shadow = shadow_db().await;
     let out = db_cmd(
         &target,
         Some(&shadow.url),
@@ -499,7 +447,7 @@ async fn a_shadow_without_shadow_in_its_name_is_refused_without_force() {
 #[tokio::test]
 async fn a_shadow_holding_a_history_is_refused_unless_forced() {
     let target = fresh_db().await;
-    let shadow = Shadow::create().await;
+    let shadow = shadow_db().await;
     gcbb::migrate::deploy(
         &common::server().with_dbname(&shadow.name),
         &common::migrations_dir(),

@@ -140,8 +140,17 @@ async fn admin() -> tokio_postgres::Client {
         .expect("connect to the test server's postgres database")
 }
 
+/// A fresh, empty database whose name starts with `prefix` (drift's shadows need `shadow` in it).
+pub async fn empty_db_named(prefix: &str) -> TestDb {
+    create_named_db(prefix, None).await
+}
+
 async fn create_db(template: Option<&str>) -> TestDb {
-    let name = unique("gcbb_test");
+    create_named_db("gcbb_test", template).await
+}
+
+async fn create_named_db(prefix: &str, template: Option<&str>) -> TestDb {
+    let name = unique(prefix);
     let sql = match template {
         Some(t) => format!(
             "CREATE DATABASE {} TEMPLATE {}",
