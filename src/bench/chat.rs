@@ -27,8 +27,21 @@ use crate::app::App;
 use crate::config::Config;
 use crate::llm::local_server::{LocalModelServer, Script};
 
-const BENCH_PRIVATE_KEY: &str = include_str!("keys/bench-chat-private.pem");
-const BENCH_PUBLIC_KEY: &str = include_str!("keys/bench-chat-public.pem");
+/// A key pair made for this run only: the bench signs its own session tokens.
+struct BenchKey {
+    private_pem: String,
+    public_pem: String,
+}
+
+fn generate_bench_key() -> anyhow::Result<BenchKey> {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
+    Ok(BenchKey {
+        private_pem: private.to_pkcs1_pem(LineEnding::LF)?.to_string(),
+        public_pem: private.to_public_key().to_public_key_pem(LineEnding::LF)?,
+    })
+}
 const COMPANION_ID: &str = "bench_chat_companion";
 const BENCH_USER: &str = "user_bench_chat";
 
@@ -99,11 +112,11 @@ fn print_report(r: &ChatReport) {
     );
 }
 
-fn session_token() -> anyhow::Result<String> {
+fn session_token(key: &BenchKey) -> anyhow::Result<String> {
     let now = chrono::Utc::now().timestamp();
     let claims =
         serde_json::json!({"sub": BENCH_USER, "exp": now + 3600, "nbf": now - 5, "iat": now - 5});
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(BENCH_PRIVATE_KEY.as_bytes())?;
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_pem.as_bytes())?;
     Ok(jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
         &claims,
@@ -162,6 +175,7 @@ async fn first_byte(req: reqwest::RequestBuilder) -> anyhow::Result<Duration> {
 }
 
 async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
+    let key = generate_bench_key()?;
     let ttft = Duration::from_millis(args.ttft_ms);
     let model = LocalModelServer::start(Script {
         time_to_first_token: ttft,
@@ -179,7 +193,7 @@ async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
         ("OPENAI_BASE_URL", model.base_url()),
         ("OPENAI_API_KEY", "sk-bench".to_owned()),
         ("LLM_PROVIDER", "openai".to_owned()),
-        ("CLERK_JWT_KEY", BENCH_PUBLIC_KEY.to_owned()),
+        ("CLERK_JWT_KEY", key.public_pem.clone()),
         ("RATE_LIMIT_USER_REQUESTS", "100000000".to_owned()),
         ("RATE_LIMIT_ANON_REQUESTS", "100000000".to_owned()),
         ("DB_POOL_SIZE", "8".to_owned()),
@@ -208,7 +222,7 @@ async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.streams + 16)
         .build()?;
-    let token = session_token()?;
+    let token = session_token(&key)?;
 
     // The model alone.
     let mut model_samples = Vec::with_capacity(args.requests);
