@@ -14,8 +14,6 @@ pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub const DEFAULT_DB_POOL_SIZE: usize = 4;
 /// How long one connection attempt may take; a suspended Neon compute wakes in well under this.
 pub const DEFAULT_DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Upper bound on a request-path query before the handler answers 503.
-pub const DEFAULT_DB_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout for one cache round trip; a slower cache is treated as down.
 pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(500);
 /// First segment of every cache key.
@@ -166,7 +164,6 @@ pub struct Config {
     pub body_limit: usize,
     pub db_pool_size: usize,
     pub db_connect_timeout: Duration,
-    pub db_query_timeout: Duration,
     pub cache_timeout: Duration,
     /// How long the dashboard's exact count may take before an estimate is used.
     pub dashboard_count_timeout: Duration,
@@ -219,7 +216,6 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_SYSTEM_USER_ID.to_owned()),
             body_limit: env.parse("BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT_BYTES)?,
             db_pool_size: env.parse("DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE)?,
-            db_query_timeout: env.millis("DB_QUERY_TIMEOUT_MS", DEFAULT_DB_QUERY_TIMEOUT)?,
             cache_timeout: env.millis("CACHE_TIMEOUT_MS", DEFAULT_CACHE_TIMEOUT)?,
             dashboard_count_timeout: env.millis(
                 "DASHBOARD_COUNT_TIMEOUT_MS",
