@@ -66,7 +66,7 @@ async fn update_companion(
     let updated = companions::update_owned_companion(&client, &companion_id, &user_id, &changes)
         .await?
         .ok_or(ApiError::NotFound)?;
-    invalidate_caches(&app, &companion_id).await;
+    invalidate_caches(&app, &companion_id, changes.private == Some(true)).await;
     Ok(Json(updated))
 }
 
@@ -172,12 +172,18 @@ fn validate(patch: CompanionPatch) -> Result<CompanionChanges, ApiError> {
 }
 
 /// Drops the companion's own entries and makes every dashboard page and cached reply stale.
+/// When the companion became private, stale pages are deleted outright: a stale entry may be
+/// served while another request rebuilds it, and it must not list a now-private companion.
 /// A cache failure is logged (by the cache) and not fatal: entries expire on their own, and
 /// a cache that is down is bypassed anyway.
-async fn invalidate_caches(app: &App, companion_id: &str) {
+async fn invalidate_caches(app: &App, companion_id: &str, made_private: bool) {
     let _ = app.cache.invalidate(&keys::companion(companion_id)).await;
     let _ = app.cache.bump_generation(Area::Dashboard).await;
     let _ = app.cache.bump_generation(Area::BotReply).await;
+    if made_private {
+        let pattern = app.cache.keyspace().area_pattern(Area::Dashboard);
+        let _ = app.cache.clear_pattern(&pattern).await;
+    }
 }
 
 #[cfg(test)]

@@ -862,3 +862,54 @@ async fn a_hundred_concurrent_cold_requests_for_one_page_build_it_once() {
     let builds = server.output().matches("dashboard page built").count();
     assert_eq!(builds, 1, "{}", server.output());
 }
+
+#[tokio::test]
+async fn making_a_companion_private_deletes_every_cached_dashboard_page_from_redis() {
+    let db = demo_db().await;
+    let prefix = unique("t");
+    let server = start(
+        &db,
+        &Backend::Redis {
+            url: "redis://127.0.0.1:6379".into(),
+        },
+        &[("CACHE_KEY_PREFIX", &prefix)],
+    )
+    .await;
+    for path in [
+        "/api/dashboard/prefetch",
+        "/api/dashboard/prefetch?page=2",
+        "/api/dashboard/prefetch?q=ada",
+    ] {
+        assert_eq!(get(&server, path).await.status(), 200);
+    }
+    let redis = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let pattern = format!("{prefix}:v1:dashboard:*");
+    let cached: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(cached.len() >= 3, "{cached:?}");
+
+    let resp = reqwest::Client::new()
+        .patch(server.url("/api/companion/cmp_demo_01"))
+        .bearer_auth(token_for("user_demo_2"))
+        .json(&json!({"private": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "stale pages survived: {left:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}:v1:gen:dashboard"))
+        .arg(format!("{prefix}:v1:gen:botreply"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
