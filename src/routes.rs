@@ -5,10 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::Uri;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::MethodRouter;
 use axum::Router;
 use serde::Deserialize;
@@ -218,11 +217,6 @@ fn resolve(patterns: &[Pattern], uri: &Uri) -> Option<(String, Uri)> {
         .iter()
         .any(|f| f.name == name)
         .then(|| (name.to_owned(), uri.clone()))
-}
-
-/// A plain response for requests that reach no function, with the JSON error shape.
-pub async fn not_found() -> Response<Body> {
-    ApiError::RouteNotFound.into_response()
 }
 
 #[cfg(test)]
