@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::common::{fresh_db, TestDb};
 use crate::model_server::{self, eventually};
+use crate::support::sse_data_parts as sse_parts;
 use crate::support::{binary, free_port, Server};
 
 pub const ALICE: &str = "user_alice";
@@ -177,19 +178,6 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check().await
-}
-
-fn sse_parts(body: &str) -> Vec<Value> {
-    body.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .map(|d| {
-            if d == "[DONE]" {
-                json!("[DONE]")
-            } else {
-                serde_json::from_str(d).unwrap()
-            }
-        })
-        .collect()
 }
 
 #[tokio::test]

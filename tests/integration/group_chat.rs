@@ -7,6 +7,7 @@ use gcbb::llm::local_server::{Failure, Script};
 use serde_json::{json, Value};
 
 use crate::chat::{eventually_async, start, token, Env, ALICE, BOB, PUBLIC};
+use crate::support::sse_data_parts as events;
 
 const GROUP: &str = "g_alice";
 const DEMO: &str = "g_demo";
@@ -36,19 +37,6 @@ async fn setup(script: Script) -> Env {
     let env = start(script, &[]).await;
     insert_groups(&env).await;
     env
-}
-
-fn events(body: &str) -> Vec<Value> {
-    body.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .map(|d| {
-            if d == "[DONE]" {
-                json!("[DONE]")
-            } else {
-                serde_json::from_str(d).unwrap()
-            }
-        })
-        .collect()
 }
 
 /// `type[:companionId]` of each event, deltas merged per companion into their text.
