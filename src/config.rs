@@ -234,17 +234,17 @@ impl Config {
 }
 
 /// Parsing helpers over a variable map; every error names its variable.
-pub(crate) struct Env<'a>(pub(crate) &'a HashMap<String, String>);
+pub struct Env<'a>(pub &'a HashMap<String, String>);
 
 impl Env<'_> {
-    pub(crate) fn get(&self, name: &str) -> Option<String> {
+    pub fn get(&self, name: &str) -> Option<String> {
         self.0
             .get(name)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     }
 
-    pub(crate) fn parse<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    pub fn parse<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
     where
         T: std::str::FromStr,
         T::Err: std::fmt::Display,
@@ -258,11 +258,7 @@ impl Env<'_> {
         }
     }
 
-    pub(crate) fn millis(
-        &self,
-        name: &'static str,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
+    pub fn millis(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
         let ms: u64 = self.parse(name, default.as_millis() as u64)?;
         Ok(Duration::from_millis(ms))
     }

@@ -15,6 +15,7 @@
 //! Tokens are never logged, and no error message repeats one.
 
 mod credentials;
+mod crypto;
 mod jwks;
 mod token;
 
@@ -108,6 +109,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(cfg: &ClerkConfig, http: reqwest::Client) -> Self {
+        crypto::install();
         let keys = match &cfg.key {
             None => Keys::None,
             Some(ClerkKey::Pem(pem)) => match DecodingKey::from_rsa_pem(pem.as_bytes()) {

@@ -11,11 +11,9 @@
 //!   most once per [`ERROR_LOG_INTERVAL`] per kind, and reported as [`CacheStatus::Bypass`].
 
 pub mod chunk;
-pub mod cli;
 pub mod flight;
 pub mod keys;
 pub mod memory;
-pub mod proxy;
 pub mod ratelimit;
 pub mod redis;
 pub mod store;

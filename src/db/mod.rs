@@ -10,7 +10,6 @@ pub mod burned_tokens;
 pub mod categories;
 pub mod companions;
 pub mod config;
-pub mod demo;
 pub mod group_chats;
 pub mod health;
 pub mod hot;

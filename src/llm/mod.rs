@@ -6,7 +6,6 @@
 //! model's work. Timeouts: connect (on the HTTP client), first token (from the request to the
 //! first text), and idle (between two chunks once text has started).
 
-pub mod local_server;
 pub mod scripted;
 pub mod sse;
 

@@ -17,11 +17,8 @@ use gcbb::app::App;
 use gcbb::auth::{AuthError, Authenticator, Viewer};
 use gcbb::config::{ClerkConfig, ClerkKey, Config};
 use gcbb::error::ApiError;
+use gcbb_cli::session_token::{sign_hs256, SigningKey};
 use http_body_util::BodyExt;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
-use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -29,25 +26,10 @@ const ISSUER: &str = "https://clerk.gcbb.example";
 const PARTY: &str = "http://localhost:3000";
 const USER: &str = "user_2abcDEF";
 
-struct TestKey {
-    encoding: EncodingKey,
-    public_pem: String,
-    n: String,
-    e: String,
-}
+type TestKey = SigningKey;
 
 fn generate_key() -> TestKey {
-    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA keygen");
-    let public = private.to_public_key();
-    let private_pem = private.to_pkcs1_pem(LineEnding::LF).expect("private PEM");
-    TestKey {
-        encoding: EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("encoding key"),
-        public_pem: public
-            .to_public_key_pem(LineEnding::LF)
-            .expect("public PEM"),
-        n: URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-        e: URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
-    }
+    SigningKey::generate().expect("RSA key generation")
 }
 
 static KEY_A: LazyLock<TestKey> = LazyLock::new(generate_key);
@@ -85,9 +67,7 @@ fn without(mut claims: Value, key: &str) -> Value {
 }
 
 fn sign(key: &TestKey, kid: Option<&str>, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+    key.sign(kid, claims)
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -239,9 +219,7 @@ async fn an_unsigned_alg_none_token_is_refused() {
 
 #[tokio::test]
 async fn hs256_signed_with_the_public_key_as_secret_is_refused() {
-    let secret = EncodingKey::from_secret(KEY_A.public_pem.as_bytes());
-    let token =
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &clerk_claims(), &secret).unwrap();
+    let token = sign_hs256(KEY_A.public_pem.as_bytes(), &clerk_claims());
     let err = refused(&pem_auth(), &token).await;
     assert!(matches!(err, AuthError::UnexpectedAlgorithm), "{err}");
 }

@@ -962,7 +962,11 @@ async fn malformed_json_is_400_and_a_huge_body_is_413() {
     assert_eq!(resp.status(), 400);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
     let k = raw.key("huge");
-    let huge = json!(["SET", k, "x".repeat(gcbb::cache::proxy::PROXY_MAX_BODY + 1)]);
+    let huge = json!([
+        "SET",
+        k,
+        "x".repeat(gcbb_cli::upstash_proxy::PROXY_MAX_BODY + 1)
+    ]);
     let resp = raw
         .http
         .post(raw.proxy.url("/"))

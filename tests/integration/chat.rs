@@ -4,13 +4,11 @@
 
 use std::process::Command;
 use std::sync::LazyLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use gcbb::llm::local_server::{Failure, LocalModelServer, Script};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use gcbb_cli::model_server::{Failure, LocalModelServer, Script};
+use gcbb_cli::session_token::{clerk_claims, SigningKey};
 use serde_json::{json, Value};
 
 use crate::common::{fresh_db, TestDb};
@@ -24,32 +22,12 @@ pub const PUBLIC: &str = "comp_public";
 pub const PRIVATE: &str = "comp_private_alice";
 const SECOND: Duration = Duration::from_secs(1);
 
-pub struct Keys {
-    encoding: EncodingKey,
-    pub public_pem: String,
-}
-
-pub static KEYS: LazyLock<Keys> = LazyLock::new(|| {
-    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA keygen");
-    let pem = private.to_pkcs1_pem(LineEnding::LF).expect("private PEM");
-    Keys {
-        encoding: EncodingKey::from_rsa_pem(pem.as_bytes()).expect("encoding key"),
-        public_pem: private
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .expect("public PEM"),
-    }
-});
+pub static KEYS: LazyLock<SigningKey> =
+    LazyLock::new(|| SigningKey::generate().expect("RSA key generation"));
 
 /// A session token for `user` as Clerk signs them.
 pub fn token(user: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let claims =
-        json!({"sub": user, "exp": now + 300, "nbf": now - 5, "iat": now - 5, "sid": "sess_1"});
-    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &KEYS.encoding).unwrap()
+    KEYS.sign(None, &clerk_claims(user, None, 300))
 }
 
 /// A fresh database, the model server, and `gcbb dev` serving both.
@@ -85,7 +63,7 @@ pub async fn start(script: Script, env: &[(&str, &str)]) -> Env {
 pub async fn start_dev(db: &TestDb, model: &LocalModelServer, env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let mut cmd: Command = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .args(["dev", "--no-seed", "--port", &port.to_string()])
         .env("DATABASE_URL", &db.url)
         .env("OPENAI_BASE_URL", model.base_url())
@@ -784,7 +762,7 @@ pub async fn raw_post(server: &Server, path: &str, token: &str, size: usize) -> 
 
 /// Runs the AI SDK check script; installs the `ai` package first when missing.
 fn ai_sdk(mode: &str, url: &str, prompt: &str, token: Option<&str>) -> Value {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ai-sdk");
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/ai-sdk");
     if !dir.join("node_modules/ai").exists() {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])

@@ -56,7 +56,7 @@ impl Backend {
 async fn demo_db() -> TestDb {
     let db = fresh_db().await;
     let client = db.client().await;
-    gcbb::db::demo::insert_demo_data_if_empty(&client, "system")
+    gcbb_cli::demo::insert_demo_data_if_empty(&client, "system")
         .await
         .unwrap();
     gcbb::db::read_model::refresh_read_model(&client, "system")
@@ -68,7 +68,7 @@ async fn demo_db() -> TestDb {
 async fn start(db: &TestDb, backend: &Backend, extra: &[(&str, &str)]) -> Server {
     let port = free_port();
     let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .args(["dev", "--no-seed", "--port", &port.to_string()])
         .env("DATABASE_URL", &db.url)
         .env("CACHE_KEY_PREFIX", unique("t"))
@@ -628,7 +628,7 @@ async fn a_cron_route_without_a_configured_secret_refuses_everything() {
     let db = demo_db().await;
     let port = free_port();
     let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .args(["dev", "--no-seed", "--port", &port.to_string()])
         .env("DATABASE_URL", &db.url);
     let server = Server::start(cmd, port).await;

@@ -49,7 +49,7 @@ impl Drop for NewDatabase {
 async fn start_dev(db: &NewDatabase) -> Server {
     let port = free_port();
     let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .args(["dev", "--port", &port.to_string()])
         .env("DATABASE_URL", db.url());
     Server::start(cmd, port).await
@@ -80,10 +80,13 @@ async fn gcbb_dev_creates_migrates_and_seeds_a_new_database_then_serves_health()
         "SELECT count(*) FROM _prisma_migrations WHERE finished_at IS NOT NULL",
     )
     .await;
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().join("migration.sql").exists())
-        .count() as i64;
+    let files = std::fs::read_dir(concat!(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+        "/migrations"
+    ))
+    .unwrap()
+    .filter(|e| e.as_ref().unwrap().path().join("migration.sql").exists())
+    .count() as i64;
     assert_eq!(migrations, files);
     assert_eq!(
         count(&client, "SELECT count(*) FROM \"Companion\"").await,
@@ -125,7 +128,11 @@ async fn every_rewrite_in_vercel_json_reaches_a_handler() {
     let db = NewDatabase::new();
     let server = start_dev(&db).await;
     let vercel: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/vercel.json")).unwrap(),
+        &std::fs::read_to_string(concat!(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+            "/vercel.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let rewrites = vercel["rewrites"].as_array().unwrap();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gcbb::llm::local_server::{Failure, Script};
+use gcbb_cli::model_server::{Failure, Script};
 use serde_json::{json, Value};
 
 use crate::chat::{eventually_async, start, token, Env, ALICE, BOB, PUBLIC};

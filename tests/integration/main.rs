@@ -9,10 +9,9 @@ mod db;
 mod dev_server;
 mod drift;
 mod group_chat;
-mod health;
 mod migrations;
 mod model_server;
-mod runtime;
+#[path = "../support/process.rs"]
 mod support;
 mod tokens;
 mod verify;

@@ -127,7 +127,7 @@ async fn table_exists(db: &TestDb, name: &str) -> bool {
 }
 
 fn sha256_file(path: &Path) -> String {
-    gcbb::migrate::files::checksum(&std::fs::read(path).expect("read file"))
+    gcbb_cli::migrate::files::checksum(&std::fs::read(path).expect("read file"))
 }
 
 #[tokio::test]

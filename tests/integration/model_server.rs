@@ -1,12 +1,12 @@
-//! The model client against the local OpenAI-compatible server (`gcbb::llm::local_server`) over
+//! The model client against the local OpenAI-compatible server (`gcbb_cli::model_server`) over
 //! real HTTP: replies, usage, every scripted failure, timeouts, and cancellation by dropping.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use gcbb::config::{LlmConfig, LlmProvider};
-use gcbb::llm::local_server::{Failure, LocalModelServer, Script};
 use gcbb::llm::{ChatMessage, Llm, ModelError, ModelEvent, Role, Usage};
+use gcbb_cli::model_server::{Failure, LocalModelServer, Script};
 
 pub async fn start(script: Script) -> LocalModelServer {
     LocalModelServer::start(script)

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use gcbb::bench::seed::{self, Scale};
+use gcbb_cli::bench::seed::{self, Scale};
 
 use crate::common::{fresh_db, gcbb, unique, TestDb};
 

@@ -82,9 +82,16 @@ pub fn server() -> DbConfig {
     DbConfig::parse(&server_url()).expect("TEST_DATABASE_URL is not a valid postgres URL")
 }
 
+/// The project root (the tests belong to the tool's package, one folder down).
+pub fn project_root() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .canonicalize()
+        .expect("the project root exists")
+}
+
 /// The project's migrations directory.
 pub fn migrations_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
+    project_root().join("migrations")
 }
 
 /// `prefix_` followed by 12 random lowercase letters and digits.
@@ -111,6 +118,8 @@ pub async fn empty_db() -> TestDb {
 /// The `gcbb` binary, with the database variables of the calling shell removed.
 pub fn gcbb() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gcbb"));
+    // The tool is run from the project root, where `migrations/` and `vercel.json` are.
+    cmd.current_dir(project_root());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("DATABASE_") {
             cmd.env_remove(&key);
@@ -222,7 +231,7 @@ async fn build_template() -> String {
             .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&building)))
             .await
             .expect("create the template");
-        gcbb::migrate::deploy(&server().with_dbname(&building), &dir)
+        gcbb_cli::migrate::deploy(&server().with_dbname(&building), &dir)
             .await
             .expect("migrate the template database");
         rename_when_idle(&admin, &building, &name).await;

@@ -29,12 +29,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{
+pub use apply::{resolve_applied, resolve_rolled_back, DeployOutcome};
+use gcbb::config::{
     ConfigError, Env, DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRIES,
     DEFAULT_MIGRATE_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_DIR,
 };
-pub use crate::db::DbConfig;
-pub use apply::{resolve_applied, resolve_rolled_back, DeployOutcome};
+pub use gcbb::db::DbConfig;
 pub use status::{status, Diagnosis, HistoryDiagnostic};
 
 /// The variables `gcbb db` reads its database from, in order of preference: the direct
@@ -210,7 +210,7 @@ pub(crate) fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
 }
 
 pub(crate) async fn connect(db: &DbConfig) -> Result<tokio_postgres::Client, MigrateError> {
-    crate::db::connect(db)
+    gcbb::db::connect(db)
         .await
         .map_err(|e| MigrateError::Connect {
             target: db.redacted(),
@@ -408,6 +408,9 @@ pub enum DbCommand {
         /// Name of the migration ([a-z0-9_]; anything else becomes `_`).
         name: String,
     },
+    /// Insert the demo data into an empty database (what `gcbb dev` does on its first run) and
+    /// refresh the dashboard's read model.
+    Seed,
     /// Drop every schema of a LOCAL database and apply every migration.
     Reset {
         /// Don't ask for confirmation.
@@ -481,6 +484,23 @@ async fn run_command(
         DbCommand::New { name } => {
             let path = files::create_migration(dir, &name, Utc::now())?;
             print_out(&format!("Created {}\n", path.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Seed => {
+            let db = migration_database()?;
+            let system_user_id = std::env::var("SYSTEM_USER_ID")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| gcbb::config::DEFAULT_SYSTEM_USER_ID.to_owned());
+            let client = connect(&db).await?;
+            let inserted = crate::demo::insert_demo_data_if_empty(&client, &system_user_id)
+                .await
+                .map_err(|e| MigrateError::Database(e.to_string()))?;
+            print_out(if inserted {
+                "Demo data inserted; the dashboard's read model is refreshed.\n"
+            } else {
+                "The database already holds companions; demo data not inserted.\n"
+            });
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Status => {

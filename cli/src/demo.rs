@@ -67,7 +67,7 @@ const DEMO_USERS: &[&str] = &["user_demo_1", "user_demo_2", "user_demo_3"];
 pub async fn insert_demo_data_if_empty(
     client: &Client,
     system_user_id: &str,
-) -> Result<bool, tokio_postgres::Error> {
+) -> Result<bool, gcbb::db::DbError> {
     let existing = client
         .query_typed("SELECT EXISTS (SELECT 1 FROM \"Companion\")", &[])
         .await?;
@@ -76,16 +76,15 @@ pub async fn insert_demo_data_if_empty(
     }
     let set = DemoSet::build(system_user_id);
     client.batch_execute("BEGIN").await?;
-    match insert_demo_set(client, &set).await {
-        Ok(()) => {
-            client.batch_execute("COMMIT").await?;
-            Ok(true)
-        }
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            Err(e)
-        }
+    if let Err(e) = insert_demo_set(client, &set).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(e.into());
     }
+    client.batch_execute("COMMIT").await?;
+    // The read model was built (empty) by its migration: refresh it so the first dashboard
+    // request shows the demo companions, as cron would ten minutes later.
+    gcbb::db::read_model::refresh_read_model(client, system_user_id).await?;
+    Ok(true)
 }
 
 struct DemoSet {

@@ -23,25 +23,11 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::stats::Summary;
-use crate::app::App;
-use crate::config::Config;
-use crate::llm::local_server::{LocalModelServer, Script};
+use crate::model_server::{LocalModelServer, Script};
+use crate::session_token::{self, SigningKey};
+use gcbb::app::App;
+use gcbb::config::Config;
 
-/// A key pair made for this run only: the bench signs its own session tokens.
-struct BenchKey {
-    private_pem: String,
-    public_pem: String,
-}
-
-fn generate_bench_key() -> anyhow::Result<BenchKey> {
-    use rsa::pkcs1::EncodeRsaPrivateKey;
-    use rsa::pkcs8::{EncodePublicKey, LineEnding};
-    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
-    Ok(BenchKey {
-        private_pem: private.to_pkcs1_pem(LineEnding::LF)?.to_string(),
-        public_pem: private.to_public_key().to_public_key_pem(LineEnding::LF)?,
-    })
-}
 const COMPANION_ID: &str = "bench_chat_companion";
 const BENCH_USER: &str = "user_bench_chat";
 
@@ -112,16 +98,9 @@ fn print_report(r: &ChatReport) {
     );
 }
 
-fn session_token(key: &BenchKey) -> anyhow::Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let claims =
-        serde_json::json!({"sub": BENCH_USER, "exp": now + 3600, "nbf": now - 5, "iat": now - 5});
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_pem.as_bytes())?;
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
-        &claims,
-        &key,
-    )?)
+/// A session token for the bench user, signed with this run's key.
+fn session_token(key: &SigningKey) -> anyhow::Result<String> {
+    Ok(key.sign(None, &session_token::clerk_claims(BENCH_USER, None, 3600)))
 }
 
 /// Our resident set size, from /proc/self/status.
@@ -141,11 +120,11 @@ async fn prepare_database(config: &Config) -> anyhow::Result<()> {
     let db = config.migration_database();
     crate::migrate::deploy(
         db,
-        std::path::Path::new(crate::config::DEFAULT_MIGRATIONS_DIR),
+        std::path::Path::new(gcbb::config::DEFAULT_MIGRATIONS_DIR),
     )
     .await
     .context("deploying migrations to the bench database")?;
-    let client = crate::db::connect(db).await?;
+    let client = gcbb::db::connect(db).await?;
     client
         .batch_execute(&format!(
             "INSERT INTO \"Category\" (\"id\", \"name\") VALUES ('bench_chat', 'Bench') ON CONFLICT DO NOTHING;
@@ -175,7 +154,8 @@ async fn first_byte(req: reqwest::RequestBuilder) -> anyhow::Result<Duration> {
 }
 
 async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
-    let key = generate_bench_key()?;
+    // A key pair made for this run only: the bench signs its own session tokens.
+    let key = SigningKey::generate()?;
     let ttft = Duration::from_millis(args.ttft_ms);
     let model = LocalModelServer::start(Script {
         time_to_first_token: ttft,
@@ -187,7 +167,7 @@ async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
     let db_url = ["DATABASE_URL_UNPOOLED", "DIRECT_URL", "DATABASE_URL"]
         .iter()
         .find_map(|v| vars.get(*v).filter(|s| !s.is_empty()).cloned())
-        .unwrap_or_else(|| crate::config::DEFAULT_DEV_DATABASE_URL.to_owned());
+        .unwrap_or_else(|| gcbb::config::DEFAULT_DEV_DATABASE_URL.to_owned());
     vars.insert("DATABASE_URL".into(), db_url);
     for (k, v) in [
         ("OPENAI_BASE_URL", model.base_url()),
@@ -208,9 +188,9 @@ async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
     prepare_database(&config).await?;
     let app: Arc<App> = App::new(config);
     let cache = app.cache.backend_name();
-    let router = crate::routes::router(
+    let router = gcbb::routes::router(
         app.clone(),
-        &crate::routes::VercelJson::embedded(),
+        &gcbb::routes::VercelJson::embedded(),
         axum::Router::new(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -1,4 +1,16 @@
-//! The `gcbb` command line: local server, database tools, cache tools.
+//! The `gcbb` tool: the local server, the migration tool (drift, lint, verify), benchmarks, the
+//! cache tools and the local stand-ins for Upstash and the model. None of it is linked into a
+//! function binary: this crate depends on the functions' library, never the other way round.
+
+pub mod bench;
+pub mod cache;
+pub mod demo;
+pub mod dev;
+pub mod lint;
+pub mod migrate;
+pub mod model_server;
+pub mod session_token;
+pub mod upstash_proxy;
 
 use std::process::ExitCode;
 
@@ -24,18 +36,18 @@ pub enum Command {
     /// Benchmarks: seed a realistic data set, measure the hot paths.
     Bench(crate::bench::BenchArgs),
     /// Serve the Upstash REST protocol over a real Redis (local tests and benchmarks).
-    UpstashProxy(crate::cache::proxy::ProxyArgs),
+    UpstashProxy(crate::upstash_proxy::ProxyArgs),
     /// Operate on the configured cache: clear PATTERN.
-    Cache(crate::cache::cli::CacheArgs),
+    Cache(crate::cache::CacheArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
-    crate::telemetry::init();
+    gcbb::telemetry::init();
     match cli.command {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Db(args) => crate::migrate::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
-        Command::UpstashProxy(args) => crate::cache::proxy::run(args).await,
-        Command::Cache(args) => crate::cache::cli::run(args).await,
+        Command::UpstashProxy(args) => crate::upstash_proxy::run(args).await,
+        Command::Cache(args) => crate::cache::run(args).await,
     }
 }

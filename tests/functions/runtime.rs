@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::support::{binary, free_port, Server};
+use crate::support::{binary, example_binary, free_port, Server};
 
 async fn start_probe(out: Option<&std::path::Path>) -> Server {
     let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_runtime-probe"));
+    let mut cmd = binary(&example_binary("runtime-probe"));
     cmd.env("VERCEL_DEV_PORT", port.to_string());
     if let Some(out) = out {
         cmd.env("PROBE_OUT", out);

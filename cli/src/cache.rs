@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{Cache, SCAN_BATCH};
-use crate::config::Config;
+use gcbb::cache::{Cache, SCAN_BATCH};
+use gcbb::config::Config;
 
 /// The `DATABASE_URL` placeholder used to read the cache settings: `gcbb cache` never touches
 /// the database, so it must not require one.

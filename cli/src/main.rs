@@ -4,5 +4,5 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    gcbb::cli::run(gcbb::cli::Cli::parse()).await
+    gcbb_cli::run(gcbb_cli::Cli::parse()).await
 }

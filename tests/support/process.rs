@@ -1,5 +1,6 @@
 //! Running real binaries in tests: pick a port, start a server process, wait until it listens,
 //! and stop it (SIGTERM, then kill) when the test ends.
+#![allow(dead_code)] // each test binary uses part of it
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -169,4 +170,23 @@ pub fn sse_data_parts(body: &str) -> Vec<serde_json::Value> {
             }
         })
         .collect()
+}
+
+/// The path of an example target built beside this test binary (`target/<profile>/examples/`).
+///
+/// Cargo names examples' paths only for its own runs, not for tests (there is no
+/// `CARGO_BIN_EXE_` for an example), so the path is found from where the test binary lives.
+pub fn example_binary(name: &str) -> String {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary sits in target/<profile>/deps");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds examples, run the tests through cargo",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
 }

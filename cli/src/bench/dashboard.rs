@@ -12,10 +12,10 @@ use serde::Serialize;
 use tower::ServiceExt;
 
 use super::stats::{human_bytes, Payload, Summary};
-use crate::app::App;
-use crate::cache::Cache;
-use crate::config::{CacheBackend, Config};
-use crate::dashboard::{self, DashboardParams};
+use gcbb::app::App;
+use gcbb::cache::Cache;
+use gcbb::config::{CacheBackend, Config};
+use gcbb::dashboard::{self, DashboardParams};
 
 #[derive(Debug, clap::Args)]
 pub struct DashboardArgs {
@@ -59,7 +59,7 @@ pub async fn run(args: &DashboardArgs, json: bool) -> anyhow::Result<()> {
     // Any valid URL: the database is set from the bench's own below.
     vars.insert(
         "DATABASE_URL".into(),
-        crate::config::DEFAULT_DEV_DATABASE_URL.into(),
+        gcbb::config::DEFAULT_DEV_DATABASE_URL.into(),
     );
     for v in ["UPSTASH_REDIS_REST_URL", "KV_REST_API_URL", "REDIS_URL"] {
         vars.remove(v);
@@ -170,8 +170,8 @@ async fn measure_before(app: &App, samples: usize) -> anyhow::Result<(Row, i64)>
         let t = Instant::now();
         let client = app.db.get().await?;
         let (companions, total) =
-            crate::db::companions::list_public_companions_unoptimized(&client).await?;
-        let categories = crate::db::categories::list_categories(&client).await?;
+            gcbb::db::companions::list_public_companions_unoptimized(&client).await?;
+        let categories = gcbb::db::categories::list_categories(&client).await?;
         payload = serde_json::to_vec(&serde_json::json!({
             "categories": categories,
             "companions": companions,

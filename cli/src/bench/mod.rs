@@ -2,6 +2,7 @@
 //! seed's "before", measured in one run on the same data. Build with `--release` to measure.
 
 pub mod chat;
+pub mod coldstart;
 pub mod dashboard;
 pub mod http;
 pub mod seed;
@@ -9,8 +10,8 @@ pub mod stats;
 
 use std::process::ExitCode;
 
-use crate::config::DEFAULT_DEV_DATABASE_URL;
-use crate::db::DbConfig;
+use gcbb::config::DEFAULT_DEV_DATABASE_URL;
+use gcbb::db::DbConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -31,6 +32,8 @@ pub enum BenchCommand {
     Http(http::HttpArgs),
     /// Chat: time to first byte added to the model's, and N concurrent streams held open.
     Chat(chat::ChatArgs),
+    /// Each function binary started as Vercel starts it: start → first response, size, RSS.
+    Coldstart(coldstart::ColdstartArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +57,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         BenchCommand::Dashboard(d) => dashboard::run(&d, args.json).await,
         BenchCommand::Http(h) => http::run(&h, args.json).await,
         BenchCommand::Chat(c) => chat::run(&c, args.json).await,
+        BenchCommand::Coldstart(c) => coldstart::run(&c, args.json).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,13 +90,13 @@ async fn run_seed(args: SeedArgs, json: bool) -> anyhow::Result<()> {
     let system_user_id = std::env::var("SYSTEM_USER_ID")
         .ok()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| crate::config::DEFAULT_SYSTEM_USER_ID.to_owned());
+        .unwrap_or_else(|| gcbb::config::DEFAULT_SYSTEM_USER_ID.to_owned());
     crate::migrate::deploy(
         &db,
-        std::path::Path::new(crate::config::DEFAULT_MIGRATIONS_DIR),
+        std::path::Path::new(gcbb::config::DEFAULT_MIGRATIONS_DIR),
     )
     .await?;
-    let mut client = crate::db::connect(&db).await?;
+    let mut client = gcbb::db::connect(&db).await?;
     let report = seed::seed(&mut client, scale, &system_user_id, !json).await?;
     if json {
         println!(

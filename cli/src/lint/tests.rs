@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lint")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lint")
 }
 
 fn read(path: &Path) -> String {
@@ -420,7 +420,7 @@ fn vacuum_and_reindex_concurrently_count_as_non_transactional() {
 }
 
 fn project_migrations() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations")
 }
 
 #[test]

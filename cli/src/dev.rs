@@ -9,10 +9,10 @@ use std::time::Duration;
 use axum::Router;
 use tower_http::services::ServeDir;
 
-use crate::app::App;
-use crate::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL, DEFAULT_MIGRATIONS_DIR};
-use crate::db::{self, DbConfig};
-use crate::routes::{VercelJson, FUNCTIONS};
+use gcbb::app::App;
+use gcbb::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL, DEFAULT_MIGRATIONS_DIR};
+use gcbb::db::{self, DbConfig};
+use gcbb::routes::{VercelJson, FUNCTIONS};
 
 /// How long shutdown waits for background work (`wait_until`) of finished requests.
 pub const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -20,7 +20,7 @@ pub const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
     /// Port to listen on.
-    #[arg(long, env = "PORT", default_value_t = crate::config::DEFAULT_DEV_PORT)]
+    #[arg(long, env = "PORT", default_value_t = gcbb::config::DEFAULT_DEV_PORT)]
     pub port: u16,
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
@@ -56,13 +56,13 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         false
     } else {
         let client = db::connect(&target).await?;
-        db::demo::insert_demo_data_if_empty(&client, &config.system_user_id).await?
+        crate::demo::insert_demo_data_if_empty(&client, &config.system_user_id).await?
     };
 
     let vercel = read_vercel_json()?;
     let app = App::new(config);
     let statics = Router::new().fallback_service(ServeDir::new(&args.public_dir));
-    let router = crate::routes::router(app.clone(), &vercel, statics);
+    let router = gcbb::routes::router(app.clone(), &vercel, statics);
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = listener.local_addr()?;
@@ -75,7 +75,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    if !crate::runtime::drain_local(SHUTDOWN_DRAIN_LIMIT).await {
+    if !gcbb::runtime::drain_local(SHUTDOWN_DRAIN_LIMIT).await {
         eprintln!("background work still running after {SHUTDOWN_DRAIN_LIMIT:?}; abandoned");
     }
     Ok(())

@@ -1,0 +1,84 @@
+//! Every function binary starts the way Vercel starts it (`VERCEL_DEV_PORT`) and serves its own
+//! route, reached by the path the public rewrite delivers. Each check is one the handler answers
+//! before it needs the schema, so these run against the server's `postgres` database.
+
+use serde_json::Value;
+
+use crate::support::{binary, free_port, Server};
+
+const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
+
+async fn start(path: &str) -> Server {
+    let port = free_port();
+    let mut cmd = binary(path);
+    cmd.env("VERCEL_DEV_PORT", port.to_string())
+        .env("DATABASE_URL", DATABASE_URL)
+        .env("LLM_PROVIDER", "scripted");
+    Server::start(cmd, port).await
+}
+
+async fn error_code(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("a JSON error body");
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_dashboard_function_validates_its_parameters_on_the_public_path() {
+    let server = start(env!("CARGO_BIN_EXE_dashboard-prefetch")).await;
+    let resp = reqwest::get(server.url("/api/dashboard/prefetch?pageSize=51"))
+        .await
+        .unwrap();
+    let (status, code) = error_code(resp).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_parameter"));
+}
+
+#[tokio::test]
+async fn the_chat_function_refuses_a_body_that_is_not_json() {
+    let server = start(env!("CARGO_BIN_EXE_chat-stream")).await;
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/chat/some-companion?chatId=some-companion"))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = error_code(resp).await;
+    assert_eq!(status, 415);
+}
+
+#[tokio::test]
+async fn the_group_chat_function_asks_for_a_session_to_read_history() {
+    let server = start(env!("CARGO_BIN_EXE_group-chat")).await;
+    let resp = reqwest::Client::new()
+        .delete(server.url("/api/group-chat/g1/messages?groupId=g1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert!(resp.headers().contains_key("allow"));
+}
+
+#[tokio::test]
+async fn the_companion_function_refuses_an_anonymous_edit() {
+    let server = start(env!("CARGO_BIN_EXE_companion")).await;
+    let resp = reqwest::Client::new()
+        .patch(server.url("/api/companion/c1?companionId=c1"))
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = error_code(resp).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn the_cron_function_refuses_every_call_without_its_secret() {
+    let server = start(env!("CARGO_BIN_EXE_cron-refresh")).await;
+    let resp = reqwest::get(server.url("/api/cron/refresh")).await.unwrap();
+    let (status, _) = error_code(resp).await;
+    assert_eq!(status, 401);
+}
