@@ -1,6 +1,6 @@
-//! Vercel function `api/companion`: serves the library's router for this route.
+//! Vercel function `api/companion`: the owner's edits of a companion (`gcbb::companion`).
 
 #[tokio::main]
 async fn main() -> Result<(), vercel_runtime::Error> {
-    gcbb::runtime::serve_function("companion").await
+    gcbb::platform::runtime::serve(gcbb::companion::router).await
 }

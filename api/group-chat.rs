@@ -1,6 +1,6 @@
-//! Vercel function `api/group-chat`: serves the library's router for this route.
+//! Vercel function `api/group-chat`: a group's streamed replies and its history (`gcbb::chat::group`).
 
 #[tokio::main]
 async fn main() -> Result<(), vercel_runtime::Error> {
-    gcbb::runtime::serve_function("group-chat").await
+    gcbb::platform::runtime::serve(gcbb::chat::group::router).await
 }

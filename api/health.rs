@@ -1,6 +1,6 @@
-//! Vercel function `api/health`: serves the library's router for this route.
+//! Vercel function `api/health`: database and cache reachability (`gcbb::health`).
 
 #[tokio::main]
 async fn main() -> Result<(), vercel_runtime::Error> {
-    gcbb::runtime::serve_function("health").await
+    gcbb::platform::runtime::serve(gcbb::health::router).await
 }

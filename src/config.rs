@@ -6,14 +6,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::db::config::DEFAULT_DB_CONNECT_TIMEOUT;
 use crate::db::DbConfig;
 
 /// Largest request body any handler accepts unless a route says otherwise.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
 /// Connections each process keeps to Postgres (Neon's pooler multiplexes them further).
 pub const DEFAULT_DB_POOL_SIZE: usize = 4;
-/// How long one connection attempt may take; a suspended Neon compute wakes in well under this.
-pub const DEFAULT_DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the dashboard's exact count may take before the page answers with an estimate.
+pub const DEFAULT_DASHBOARD_COUNT_TIMEOUT: Duration = Duration::from_millis(150);
 /// Timeout for one cache round trip; a slower cache is treated as down.
 pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(500);
 /// First segment of every cache key.
@@ -219,7 +220,7 @@ impl Config {
             cache_timeout: env.millis("CACHE_TIMEOUT_MS", DEFAULT_CACHE_TIMEOUT)?,
             dashboard_count_timeout: env.millis(
                 "DASHBOARD_COUNT_TIMEOUT_MS",
-                crate::dashboard::DEFAULT_COUNT_TIMEOUT,
+                DEFAULT_DASHBOARD_COUNT_TIMEOUT,
             )?,
             vercel_env: env.get("VERCEL_ENV"),
             llm: llm_config(&env)?,

@@ -1,20 +1,27 @@
-//! GCBB functions: the shared library behind every `api/*.rs` function and the `gcbb` CLI.
+//! GCBB functions: the library behind every `api/*.rs` function (and the `gcbb` tool in `cli/`).
+//!
+//! The crate is layered; each layer imports only from the layers below it, never up:
+//!
+//! | layer | modules | holds |
+//! | --- | --- | --- |
+//! | functions | [`routes`] | every `api/*.rs` function with its feature's router, and `vercel.json`'s rewrites for the local server |
+//! | features | [`health`], [`dashboard`], [`chat`] (with [`chat::group`]), [`companion`], [`refresh`] | one folder each; each owns its router and its handlers |
+//! | platform | [`platform`] | the Vercel runtime adapter, background work, routing helpers, the one error type, request parsing, auth, telemetry, the process's shared state |
+//! | infrastructure | [`db`], [`cache`], [`llm`], [`config`] | Postgres queries beside their SQL, the cache backends, the model client, configuration from the environment |
+//!
+//! A shim in `api/` is one line: `gcbb::platform::runtime::serve(gcbb::chat::router)`.
 
-pub mod ai_stream;
-pub mod app;
-pub mod auth;
-pub mod cache;
+pub mod routes;
+
 pub mod chat;
 pub mod companion;
-pub mod config;
 pub mod dashboard;
-pub mod db;
-pub mod error;
-pub mod group_chat;
 pub mod health;
-pub mod http;
-pub mod llm;
 pub mod refresh;
-pub mod routes;
-pub mod runtime;
-pub mod telemetry;
+
+pub mod platform;
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod llm;

@@ -1,6 +1,8 @@
-//! Every function and its router, and the one router that serves them all the way Vercel does:
-//! `vercel.json`'s rewrites applied with the source's parameters appended to the query string,
-//! the original path kept.
+//! The functions: each `api/*.rs` with its feature's router, and the one router that serves them
+//! all the way Vercel does (`gcbb dev`, the tests): `vercel.json`'s rewrites applied with the
+//! source's parameters appended to the query string, the original path kept.
+//!
+//! The top of the crate: it names every feature, and nothing below imports it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,65 +10,47 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::Uri;
 use axum::response::IntoResponse;
-use axum::routing::MethodRouter;
 use axum::Router;
 use serde::Deserialize;
 use tower::ServiceExt;
 
-use crate::app::App;
-use crate::error::ApiError;
+use crate::platform::app::App;
+use crate::platform::error::ApiError;
+use crate::platform::routing::function_layers;
 
-/// One Vercel function: `api/<name>.rs`, served at `/api/<name>`.
+/// One Vercel function: `api/<name>.rs`, served at `/api/<name>`, and its feature's router.
 pub struct Function {
     pub name: &'static str,
     pub router: fn(Arc<App>) -> Router,
 }
 
-/// All functions, in the order `gcbb dev` prints them.
+/// All functions, in the order `gcbb dev` prints them. Each shim in `api/` names the same router.
 pub const FUNCTIONS: &[Function] = &[
     Function {
         name: "health",
         router: crate::health::router,
     },
     Function {
-        name: "dashboard-prefetch",
+        name: "dashboard",
         router: crate::dashboard::router,
     },
     Function {
-        name: "chat-stream",
+        name: "chat",
         router: crate::chat::router,
     },
     Function {
         name: "group-chat",
-        router: crate::group_chat::router,
+        router: crate::chat::group::router,
     },
     Function {
         name: "companion",
         router: crate::companion::router,
     },
     Function {
-        name: "cron-refresh",
+        name: "refresh",
         router: crate::refresh::router,
     },
 ];
-
-/// A router that answers `methods` on any path: on Vercel a function receives the original
-/// (pre-rewrite) path, so a function must not care which path it was reached by.
-pub fn any_path<S: Clone + Send + Sync + 'static>(methods: MethodRouter<S>) -> Router<S> {
-    Router::new()
-        .route("/", methods.clone())
-        .route("/{*path}", methods)
-}
-
-/// The layers every function gets: our JSON error shape on axum's own 404/405 answers.
-///
-/// Wrapped around the whole router rather than added with `Router::layer`, because a method
-/// router sets `Allow` on its 405 only after its inner layers have run.
-pub fn function_layers(router: Router) -> Router {
-    use tower::Layer;
-    Router::new()
-        .fallback_service(axum::middleware::from_fn(crate::http::json_errors).layer(router))
-}
 
 /// The parts of `vercel.json` that routing needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -234,7 +218,7 @@ mod tests {
     #[test]
     fn a_rewrite_appends_its_parameter_to_the_query() {
         let (f, uri) = resolve(&patterns(), &"/api/chat/abc%20d?x=1".parse().unwrap()).unwrap();
-        assert_eq!(f, "chat-stream");
+        assert_eq!(f, "chat");
         assert_eq!(uri.path(), "/api/chat/abc%20d");
         assert_eq!(uri.query(), Some("x=1&chatId=abc+d"));
     }
@@ -244,7 +228,9 @@ mod tests {
         let (f, _) = resolve(&patterns(), &"/api/health".parse().unwrap()).unwrap();
         assert_eq!(f, "health");
         assert!(resolve(&patterns(), &"/api/nope".parse().unwrap()).is_none());
-        assert!(resolve(&patterns(), &"/api/chat/".parse().unwrap()).is_none());
+        // An empty id reaches the function itself, which asks for the missing parameter.
+        let (f, uri) = resolve(&patterns(), &"/api/chat/".parse().unwrap()).unwrap();
+        assert_eq!((f.as_str(), uri.query()), ("chat", None));
     }
 
     #[test]

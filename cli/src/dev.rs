@@ -9,9 +9,9 @@ use std::time::Duration;
 use axum::Router;
 use tower_http::services::ServeDir;
 
-use gcbb::app::App;
 use gcbb::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL, DEFAULT_MIGRATIONS_DIR};
 use gcbb::db::{self, DbConfig};
+use gcbb::platform::app::App;
 use gcbb::routes::{VercelJson, FUNCTIONS};
 
 /// How long shutdown waits for background work (`wait_until`) of finished requests.
@@ -75,7 +75,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    if !gcbb::runtime::drain_local(SHUTDOWN_DRAIN_LIMIT).await {
+    if !gcbb::platform::background::drain_local(SHUTDOWN_DRAIN_LIMIT).await {
         eprintln!("background work still running after {SHUTDOWN_DRAIN_LIMIT:?}; abandoned");
     }
     Ok(())

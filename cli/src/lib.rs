@@ -42,7 +42,7 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
-    gcbb::telemetry::init();
+    gcbb::platform::telemetry::init();
     match cli.command {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Db(args) => crate::migrate::run(args).await,

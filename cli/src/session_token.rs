@@ -2,7 +2,7 @@
 //! of Clerk. A key pair is generated per run; its public PEM goes to `CLERK_JWT_KEY`.
 //!
 //! Signed here with the `rsa` crate rather than `jsonwebtoken`: the functions' `jsonwebtoken`
-//! carries verification only (`gcbb::auth`), so signing lives with the tools.
+//! carries verification only (`gcbb::platform::auth`), so signing lives with the tools.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

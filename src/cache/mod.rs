@@ -16,6 +16,7 @@ pub mod keys;
 pub mod memory;
 pub mod ratelimit;
 pub mod redis;
+pub mod script;
 pub mod store;
 pub mod upstash;
 
@@ -30,7 +31,8 @@ use crate::config::CacheBackend;
 use flight::Flights;
 use keys::{Area, Key, Keyspace};
 use memory::MemoryStore;
-use store::{Script, ScriptValue, Store};
+use script::{Script, ScriptValue};
+use store::Store;
 
 /// Freshness of responses for anonymous visitors.
 pub const ANONYMOUS_TTL: Duration = Duration::from_secs(600);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::keys;
 use super::memory::{LocalTxn, MemoryStore};
-use super::store::{Script, ScriptValue};
+use super::script::{Script, ScriptValue};
 use super::{Cache, CacheError};
 use crate::config::RateLimit;
 

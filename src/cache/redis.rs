@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::store::{Script, ScriptValue};
+use super::script::{Script, ScriptValue};
 use super::CacheError;
 
 /// Connection attempts per (re)connect before a call gives up; the next call tries again.

@@ -1,71 +1,15 @@
 //! The backend seam: the primitive operations every layer above needs, dispatched over the
 //! three stores by an enum (no boxing, no `dyn` futures).
-//!
-//! Scripts ([`Script`]) carry both their Lua source (run by `EVALSHA`/`EVAL` on Redis and
-//! Upstash, one atomic round trip) and an equivalent Rust function run under the memory
-//! store's lock, so a rate limiter behaves the same on every backend.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::memory::{LocalTxn, MemoryStore};
+use super::memory::MemoryStore;
 use super::redis::RedisStore;
+use super::script::{Script, ScriptValue};
 use super::upstash::UpstashStore;
 use super::CacheError;
-
-/// A reply of a script (or any command): the Redis value types we use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScriptValue {
-    Nil,
-    Int(i64),
-    Data(Bytes),
-    Array(Vec<ScriptValue>),
-}
-
-impl ScriptValue {
-    pub fn as_int(&self) -> Option<i64> {
-        match self {
-            ScriptValue::Int(n) => Some(*n),
-            ScriptValue::Data(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-            _ => None,
-        }
-    }
-}
-
-/// The in-process twin of a Lua script: same keys, same arguments, same reply.
-pub type LocalScript =
-    fn(&mut LocalTxn<'_>, &[String], &[String]) -> Result<ScriptValue, CacheError>;
-
-/// A Lua script with its in-process equivalent. Build once (e.g. in a `LazyLock`).
-pub struct Script {
-    lua: &'static str,
-    redis: redis::Script,
-    local: LocalScript,
-}
-
-impl Script {
-    pub fn new(lua: &'static str, local: LocalScript) -> Self {
-        Script {
-            lua,
-            redis: redis::Script::new(lua),
-            local,
-        }
-    }
-
-    pub fn lua(&self) -> &'static str {
-        self.lua
-    }
-
-    /// SHA-1 of the source, for `EVALSHA`.
-    pub fn sha1(&self) -> &str {
-        self.redis.get_hash()
-    }
-
-    pub(crate) fn redis(&self) -> &redis::Script {
-        &self.redis
-    }
-}
 
 /// One of the three stores.
 pub enum Store {
@@ -213,7 +157,7 @@ impl Store {
         args: &[String],
     ) -> Result<ScriptValue, CacheError> {
         match self {
-            Store::Memory(m) => m.run(|txn| (script.local)(txn, keys, args)),
+            Store::Memory(m) => m.run(|txn| script.run_local(txn, keys, args)),
             Store::Redis(r) => r.run_script(script, keys, args).await,
             Store::Upstash(u) => u.run_script(script, keys, args).await,
         }

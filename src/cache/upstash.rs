@@ -20,7 +20,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::store::{Script, ScriptValue};
+use super::script::{Script, ScriptValue};
 use super::CacheError;
 
 /// Marks a value stored base64-encoded by this client.

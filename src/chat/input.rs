@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use crate::platform::error::ApiError;
 
 /// Longest prompt, in characters (Unicode scalar values).
 pub const MAX_PROMPT_CHARS: usize = 4000;

@@ -1,4 +1,4 @@
-//! `api/chat-stream`: `POST /api/chat/:chatId` streams a companion's reply to `{"prompt"}`;
+//! `api/chat`: `POST /api/chat/:chatId` streams a companion's reply to `{"prompt"}`;
 //! `GET /api/chat/:chatId` pages the viewer's history with it (DESIGN.md §4, Chat).
 //!
 //! Signed-in: the prompt is stored before the model is asked, the context is the companion's
@@ -6,8 +6,10 @@
 //! was produced, if it broke off or the client left), and tokens are accounted afterwards
 //! through `wait_until`. Anonymous: nothing is stored.
 
+pub mod group;
 pub mod input;
 pub mod reply;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -20,26 +22,26 @@ use serde::Serialize;
 
 use bytes::Bytes;
 
-use crate::ai_stream::{reply_response, ReplyPart, StreamFormat};
-use crate::app::App;
-use crate::auth::Viewer;
 use crate::cache::keys::{self, Key};
 use crate::cache::ratelimit::{self, Decision};
 use crate::cache::{ANONYMOUS_BOT_REPLY_TTL, ANONYMOUS_TTL};
+use crate::chat::stream::{reply_response, ReplyPart, StreamFormat};
 use crate::db::burned_tokens;
 use crate::db::companions::{find_visible_companion, CompanionPrompt};
 use crate::db::messages::{self, MessageRole, StoredMessage};
-use crate::error::{ApiError, ApiResult};
-use crate::http::{query_params, BodyLimit, JsonBody};
 use crate::llm::{ChatMessage, Role};
-use crate::runtime::Background;
+use crate::platform::app::App;
+use crate::platform::auth::Viewer;
+use crate::platform::background::Background;
+use crate::platform::error::{ApiError, ApiResult};
+use crate::platform::http::{query_params, BodyLimit, JsonBody};
 use input::PromptBody;
 use reply::{generate, model_error_response, start_reply, ReplyGuard, ReplyOutcome};
 
-/// The router of `api/chat-stream`.
+/// The router of `api/chat`.
 pub fn router(app: Arc<App>) -> Router {
     let limit = BodyLimit(app.config.body_limit);
-    crate::routes::any_path(get(history).post(chat))
+    crate::platform::routing::any_path(get(history).post(chat))
         .layer(Extension(limit))
         .with_state(app)
 }

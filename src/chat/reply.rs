@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::db::{DbError, Pool};
 use crate::llm::{estimate_tokens, ChatMessage, Llm, ModelError, ModelEvent, ReplyStream, Usage};
-use crate::runtime::Background;
+use crate::platform::background::Background;
 
 /// Attempts of a background database write that failed transiently.
 pub const BACKGROUND_WRITE_ATTEMPTS: u32 = 3;

@@ -20,17 +20,15 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::app::App;
-use crate::auth::{self, Viewer};
 use crate::cache::keys::{self, Audience};
 use crate::cache::{CacheStatus, ANONYMOUS_TTL, SIGNED_IN_TTL};
 use crate::db::categories::{self, Category};
 use crate::db::companions::{self, CompanionCard, PageFilter, ViewerCompanionCard};
-use crate::error::ApiError;
+use crate::platform::app::App;
+use crate::platform::auth::{self, Viewer};
+use crate::platform::error::ApiError;
 pub use params::DashboardParams;
 
-/// How long an exact count may take before the page answers with an estimate instead.
-pub const DEFAULT_COUNT_TIMEOUT: Duration = Duration::from_millis(150);
 /// Lifetime of the static snapshots the cron job writes (first pages of "all" and of each
 /// category); they are generation-checked, so an edit still invalidates them at once.
 pub const SNAPSHOT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -42,7 +40,7 @@ pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=0, must-revalidate";
 pub const PRIVATE_CACHE_CONTROL: &str = "private, no-store";
 
 pub fn router(app: Arc<App>) -> Router {
-    crate::routes::any_path(get(prefetch)).with_state(app)
+    crate::platform::routing::any_path(get(prefetch)).with_state(app)
 }
 
 #[derive(Serialize)]
@@ -119,7 +117,7 @@ async fn prefetch(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let params = DashboardParams::parse(&crate::http::query_params(&uri))?;
+    let params = DashboardParams::parse(&crate::platform::http::query_params(&uri))?;
     let timings = Timings::default();
     let (body, status) = match &viewer {
         Viewer::Anonymous => anonymous_page(&app, &params, &timings).await?,

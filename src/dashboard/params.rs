@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::ApiError;
+use crate::platform::error::ApiError;
 
 /// Companions per page unless `pageSize` says otherwise.
 pub const DEFAULT_PAGE_SIZE: u32 = 10;

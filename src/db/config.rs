@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 
+/// How long one connection attempt may take; a suspended Neon compute wakes in well under this.
+pub const DEFAULT_DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `application_name` when the URL names none; shows up in `pg_stat_activity`.
 pub const DEFAULT_APPLICATION_NAME: &str = "gcbb";
 /// Port when the URL names none.
@@ -209,7 +211,7 @@ impl DbConfig {
         let mut channel_binding = ChannelBinding::Prefer;
         let mut options = None;
         let mut application_name = DEFAULT_APPLICATION_NAME.to_owned();
-        let mut connect_timeout = crate::config::DEFAULT_DB_CONNECT_TIMEOUT;
+        let mut connect_timeout = DEFAULT_DB_CONNECT_TIMEOUT;
         let mut sslrootcert = None;
         for (key, value) in url.query_pairs() {
             match &*key {
@@ -413,7 +415,7 @@ mod tests {
         assert_eq!(c.sslmode, SslMode::Require);
         assert_eq!(c.channel_binding, ChannelBinding::Require);
         assert_eq!(c.application_name, "gcbb");
-        assert_eq!(c.connect_timeout, crate::config::DEFAULT_DB_CONNECT_TIMEOUT);
+        assert_eq!(c.connect_timeout, DEFAULT_DB_CONNECT_TIMEOUT);
         assert!(c.is_pooled());
         assert!(!c.is_local());
         assert_eq!(c.sslrootcert, None);
@@ -556,7 +558,7 @@ mod tests {
             Some(&Duration::from_secs(3))
         );
         let c = parse("postgres://u@h/d?connect_timeout=0");
-        assert_eq!(c.connect_timeout, crate::config::DEFAULT_DB_CONNECT_TIMEOUT);
+        assert_eq!(c.connect_timeout, DEFAULT_DB_CONNECT_TIMEOUT);
         assert!(refuse("postgres://u@h/d?connect_timeout=-1").contains("whole number"));
         assert!(refuse("postgres://u@h/d?connect_timeout=1.5").contains("whole number"));
     }

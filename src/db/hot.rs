@@ -1,6 +1,6 @@
-//! The hot queries: the request-path SQL whose plans must use an intended index, declared next to
-//! the code that runs them (each `db::<table>` module exports a `HOT_QUERIES` slice) and checked
-//! by `gcbb db verify` with `EXPLAIN (FORMAT JSON)` on the current data.
+//! What a hot query is: request-path SQL whose plan must use an intended index, declared next to
+//! the code that runs it (each `db::<table>` module exports a `HOT_QUERIES` slice, gathered by
+//! [`super::hot_queries`]) and checked by `gcbb db verify` with `EXPLAIN (FORMAT JSON)`.
 
 /// A sample value for one parameter of a hot query, with its type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +24,4 @@ pub struct HotQuery {
     pub expects_index: &'static str,
     /// The relation that index belongs to, to show how it is scanned instead.
     pub on_relation: &'static str,
-}
-
-/// Every hot query of the application.
-///
-/// Another module adds its own by exporting a `pub const HOT_QUERIES: &[HotQuery]` next to its
-/// SQL and chaining it here, e.g. `.chain(super::messages::HOT_QUERIES)` for the chat history.
-pub fn all() -> Vec<&'static HotQuery> {
-    super::companions::HOT_QUERIES.iter().collect()
 }

@@ -1,4 +1,4 @@
-//! A function binary for the runtime adapter's tests: served through `gcbb::runtime` exactly as
+//! A function binary for the runtime adapter's tests: served through `gcbb::platform::runtime` exactly as
 //! the real functions are, with a slow `text/plain` stream and a `wait_until` task.
 //!
 //! `GET /stream?chunks=N&gapMs=M` sends N lines, M ms apart. `GET /background?ms=M` answers at
@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
-use gcbb::runtime::Background;
+use gcbb::platform::background::Background;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -30,7 +30,7 @@ async fn main() -> Result<(), vercel_runtime::Error> {
     let router = Router::new()
         .route("/stream", get(stream))
         .route("/background", get(background));
-    gcbb::runtime::serve_router(router).await
+    gcbb::platform::runtime::serve_router(router).await
 }
 
 async fn stream(Query(p): Query<StreamParams>) -> axum::response::Response {

@@ -700,7 +700,7 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
         ("/api/chat/%E2%80%AE%F0%9F%A6%80", 404),
         (&*format!("/api/chat/{}", "a".repeat(300)), 400),
         ("/api/chat/a%00b", 400),
-        ("/api/chat-stream", 400),
+        ("/api/chat", 400),
     ] {
         let resp = env
             .http

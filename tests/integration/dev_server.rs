@@ -181,8 +181,11 @@ async fn unknown_api_paths_are_404_json_and_only_public_files_are_served() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "route_not_found");
 
+    // No id: the chat function itself answers, naming the missing parameter.
     let resp = reqwest::get(server.url("/api/chat/")).await.unwrap();
-    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "chatId");
 
     let resp = reqwest::get(server.url("/")).await.unwrap();
     assert_eq!(resp.status(), 200);

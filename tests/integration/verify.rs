@@ -53,7 +53,7 @@ async fn verify_passes_on_seeded_data_and_names_the_query_whose_index_was_droppe
         stdout(&out),
         stderr(&out)
     );
-    for q in gcbb::db::hot::all() {
+    for q in gcbb::db::hot_queries() {
         assert!(
             stdout(&out).contains(&format!("ok: {}", q.name)),
             "{}",

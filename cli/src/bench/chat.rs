@@ -25,8 +25,8 @@ use serde::Serialize;
 use super::stats::Summary;
 use crate::model_server::{LocalModelServer, Script};
 use crate::session_token::{self, SigningKey};
-use gcbb::app::App;
 use gcbb::config::Config;
+use gcbb::platform::app::App;
 
 const COMPANION_ID: &str = "bench_chat_companion";
 const BENCH_USER: &str = "user_bench_chat";

@@ -36,12 +36,12 @@ const PROBES: &[Probe] = &[
         path: "/api/health",
     },
     Probe {
-        function: "dashboard-prefetch",
+        function: "dashboard",
         method: "GET",
         path: "/api/dashboard/prefetch",
     },
     Probe {
-        function: "chat-stream",
+        function: "chat",
         method: "GET",
         path: "/api/chat/c1?chatId=c1",
     },
@@ -56,7 +56,7 @@ const PROBES: &[Probe] = &[
         path: "/api/companion/c1?companionId=c1",
     },
     Probe {
-        function: "cron-refresh",
+        function: "refresh",
         method: "GET",
         path: "/api/cron/refresh",
     },

@@ -12,10 +12,10 @@ use serde::Serialize;
 use tower::ServiceExt;
 
 use super::stats::{human_bytes, Payload, Summary};
-use gcbb::app::App;
 use gcbb::cache::Cache;
 use gcbb::config::{CacheBackend, Config};
 use gcbb::dashboard::{self, DashboardParams};
+use gcbb::platform::app::App;
 
 #[derive(Debug, clap::Args)]
 pub struct DashboardArgs {

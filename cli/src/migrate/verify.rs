@@ -1,5 +1,5 @@
 //! `gcbb db verify`: the objects the functions rely on exist and are usable, and the hot queries
-//! ([`gcbb::db::hot::all`]) are planned with their intended index on the current data.
+//! ([`gcbb::db::hot_queries`]) are planned with their intended index on the current data.
 //!
 //! Plans depend on data volume: on near-empty tables the planner rightly prefers a sequential
 //! scan, and forcing it (`enable_seqscan = off`) would hide real regressions. So the plan checks
@@ -17,7 +17,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
 use super::{describe_pg_error, DbConfig, MigrateError};
-use gcbb::db::hot::{self, HotParam, HotQuery};
+use gcbb::db::hot::{HotParam, HotQuery};
 
 /// Below this many rows in a relation a hot query reads, its plan says nothing.
 pub const MIN_ROWS_FOR_PLANS: i64 = 1000;
@@ -120,10 +120,10 @@ fn db_err(e: tokio_postgres::Error) -> MigrateError {
     MigrateError::Database(describe_pg_error(&e))
 }
 
-/// Checks `db` against every hot query of [`hot::all`].
+/// Checks `db` against every hot query of [`gcbb::db::hot_queries`].
 pub async fn verify(db: &DbConfig) -> Result<VerifyReport, MigrateError> {
     let client = super::connect(db).await?;
-    verify_with(&client, &hot::all()).await
+    verify_with(&client, &gcbb::db::hot_queries()).await
 }
 
 /// [`verify`] on an open connection, for a given list of hot queries.

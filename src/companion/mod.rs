@@ -9,13 +9,13 @@ use axum::routing::patch;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::app::App;
-use crate::auth::Viewer;
 use crate::cache::keys::{self, Area};
 use crate::db::categories;
 use crate::db::companions::{self, CompanionChanges, OwnedCompanion};
-use crate::error::ApiError;
-use crate::http::JsonBody;
+use crate::platform::app::App;
+use crate::platform::auth::Viewer;
+use crate::platform::error::ApiError;
+use crate::platform::http::JsonBody;
 
 /// Longest companion name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -27,7 +27,7 @@ pub const MAX_INSTRUCTIONS_CHARS: usize = 20_000;
 pub const MAX_ID_CHARS: usize = 64;
 
 pub fn router(app: Arc<App>) -> Router {
-    crate::routes::any_path(patch(update_companion)).with_state(app)
+    crate::platform::routing::any_path(patch(update_companion)).with_state(app)
 }
 
 /// The body: every field optional, unknown fields refused (so a typo isn't silently ignored).
@@ -72,7 +72,7 @@ async fn update_companion(
 
 /// The companion's id, from the query string (Vercel appends rewrite parameters there).
 fn companion_id(uri: &Uri) -> Result<String, ApiError> {
-    let query = crate::http::query_params(uri);
+    let query = crate::platform::http::query_params(uri);
     let id = query
         .get("companionId")
         .filter(|v| !v.is_empty())

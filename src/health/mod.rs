@@ -10,13 +10,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::app::App;
+use crate::platform::app::App;
 
 /// How long the database check may take before the function reports it unreachable.
 pub const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn router(app: Arc<App>) -> Router {
-    crate::routes::any_path(get(health)).with_state(app)
+    crate::platform::routing::any_path(get(health)).with_state(app)
 }
 
 #[derive(Serialize)]

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use crate::auth::Authenticator;
 use crate::cache::ratelimit::RateLimiter;
 use crate::cache::Cache;
 use crate::config::{Config, ConfigError};
 use crate::db::Pool;
 use crate::llm::Llm;
+use crate::platform::auth::{Authenticator, HasAuthenticator};
 
 pub struct App {
     pub config: Config,
@@ -56,5 +56,11 @@ impl App {
             llm,
             ratelimiter: RateLimiter::new(),
         })
+    }
+}
+
+impl HasAuthenticator for Arc<App> {
+    fn authenticator(&self) -> &Authenticator {
+        &self.auth
     }
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::config::DEFAULT_BODY_LIMIT_BYTES;
-use crate::error::ApiError;
+use crate::platform::error::ApiError;
 
 /// A JSON request body: `application/json` (415 otherwise), at most the body limit (413),
 /// valid JSON (400) of the expected shape (400 naming the field).

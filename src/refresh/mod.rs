@@ -12,18 +12,18 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::App;
 use crate::cache::keys::{self, Area};
 use crate::dashboard::{self, DashboardParams};
 use crate::db::{categories, read_model};
-use crate::error::ApiError;
+use crate::platform::app::App;
+use crate::platform::error::ApiError;
 
 /// How long a run holds the lock that keeps runs from overlapping; longer than a refresh takes,
 /// short enough that a crashed run doesn't block the next scheduled one.
 pub const REFRESH_LOCK_TTL: Duration = Duration::from_secs(120);
 
 pub fn router(app: Arc<App>) -> Router {
-    crate::routes::any_path(get(refresh)).with_state(app)
+    crate::platform::routing::any_path(get(refresh)).with_state(app)
 }
 
 #[derive(Serialize)]

@@ -19,22 +19,22 @@ use axum::{Extension, Router};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::ai_stream::{sse_event, streaming_response, SSE_DONE};
-use crate::app::App;
-use crate::auth::Viewer;
 use crate::chat::input::{self, PromptBody};
 use crate::chat::reply::{self, generate, model_error_response, start_reply, ReplyGuard, Sender};
+use crate::chat::stream::{sse_event, streaming_response, SSE_DONE};
 use crate::chat::{private_json, ratelimit_guard};
 use crate::db::burned_tokens;
 use crate::db::group_chats::{self, GroupChat, GroupMember, StoredGroupMessage};
-use crate::error::{ApiError, ApiResult};
-use crate::http::{query_params, BodyLimit, JsonBody};
 use crate::llm::{ChatMessage, Role};
-use crate::runtime::Background;
+use crate::platform::app::App;
+use crate::platform::auth::Viewer;
+use crate::platform::background::Background;
+use crate::platform::error::{ApiError, ApiResult};
+use crate::platform::http::{query_params, BodyLimit, JsonBody};
 
 pub fn router(app: Arc<App>) -> Router {
     let limit = BodyLimit(app.config.body_limit);
-    crate::routes::any_path(get(messages).post(chat))
+    crate::platform::routing::any_path(get(messages).post(chat))
         .layer(Extension(limit))
         .with_state(app)
 }

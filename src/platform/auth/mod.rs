@@ -26,9 +26,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::DecodingKey;
 
-use crate::app::App;
 use crate::config::{ClerkConfig, ClerkKey};
-use crate::error::ApiError;
+use crate::platform::error::ApiError;
 
 pub use credentials::{has_credentials, read_session_token, session_token, SESSION_COOKIE};
 pub use jwks::{
@@ -179,16 +178,26 @@ impl Authenticator {
     }
 }
 
-impl FromRequestParts<Arc<App>> for Viewer {
+/// What the [`Viewer`] extractor needs from a router's state: the verifier of session tokens.
+/// (The process's state implements it; this module doesn't need to know that type.)
+pub trait HasAuthenticator {
+    fn authenticator(&self) -> &Authenticator;
+}
+
+impl<S: HasAuthenticator + Send + Sync> FromRequestParts<S> for Viewer {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        app.auth.viewer(&parts.headers).await.map_err(|error| {
-            if !matches!(error, AuthError::KeysUnavailable) {
-                tracing::info!(reason = %error, "credentials refused");
-            }
-            ApiError::from(error)
-        })
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        state
+            .authenticator()
+            .viewer(&parts.headers)
+            .await
+            .map_err(|error| {
+                if !matches!(error, AuthError::KeysUnavailable) {
+                    tracing::info!(reason = %error, "credentials refused");
+                }
+                ApiError::from(error)
+            })
     }
 }
 

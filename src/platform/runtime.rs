@@ -4,35 +4,30 @@
 //! the per-request `AppState` (so `wait_until` is lost) and buffers every body whose content type
 //! is not SSE or JSON (so a `text/plain` stream would arrive in one piece). This adapter passes
 //! request bodies through unbuffered, puts `AppState` into the request extensions, and streams
-//! every response body frame by frame.
+//! every response body frame by frame. Handlers reach `wait_until` through
+//! [`crate::platform::background::Background`].
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::Router;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use sync_wrapper::SyncWrapper;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use vercel_runtime::{AppState, ResponseBody};
 
-use crate::app::App;
+use crate::platform::app::App;
+use crate::platform::routing::function_layers;
 
-/// Entry point of every `api/*.rs` shim: builds the process-wide [`App`] from the environment
-/// (exiting with the variable's name on a configuration error) and serves the named function's
-/// router through Vercel's runtime.
-pub async fn serve_function(name: &str) -> Result<(), vercel_runtime::Error> {
-    crate::telemetry::init();
-    let function = crate::routes::FUNCTIONS
-        .iter()
-        .find(|f| f.name == name)
-        .ok_or_else(|| format!("no function named {name}"))?;
+/// Entry point of every `api/*.rs` shim, given its feature's router: builds the process-wide
+/// [`App`] from the environment (exiting with the variable's name on a configuration error) and
+/// serves the router through Vercel's runtime.
+pub async fn serve(router: fn(Arc<App>) -> Router) -> Result<(), vercel_runtime::Error> {
+    crate::platform::telemetry::init();
     let app = match App::from_env() {
         Ok(app) => app,
         Err(e) => {
@@ -40,7 +35,7 @@ pub async fn serve_function(name: &str) -> Result<(), vercel_runtime::Error> {
             std::process::exit(2);
         }
     };
-    serve_router(crate::routes::function_layers((function.router)(app))).await
+    serve_router(function_layers(router(app))).await
 }
 
 /// Serves an already-built router through Vercel's runtime (`VERCEL_DEV_PORT` picks the port).
@@ -100,50 +95,4 @@ impl HttpBody for SyncBody {
         let inner = self.get_mut().0.get_mut();
         Pin::new(inner).poll_frame(cx)
     }
-}
-
-/// Background work that must finish after the response is sent (token accounting, cache
-/// writes). On Vercel it extends the invocation through the runtime's `wait_until`; under
-/// `gcbb dev` a process-wide tracker lets shutdown drain it.
-#[derive(Clone)]
-pub enum Background {
-    Vercel(AppState),
-    Local(TaskTracker),
-}
-
-impl Background {
-    pub fn wait_until<F>(&self, future: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        match self {
-            Background::Vercel(state) => state.wait_until(future),
-            Background::Local(tracker) => {
-                tracker.spawn(future);
-            }
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Background {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(state) = parts.extensions.get::<AppState>() {
-            return Ok(Background::Vercel(state.clone()));
-        }
-        Ok(Background::Local(LOCAL_TASKS.clone()))
-    }
-}
-
-/// Background work of requests that did not come through Vercel's runtime.
-static LOCAL_TASKS: std::sync::LazyLock<TaskTracker> = std::sync::LazyLock::new(TaskTracker::new);
-
-/// Waits (at most `limit`) for the background work of local requests; `gcbb dev` calls this at
-/// shutdown so nothing handed to `wait_until` is cut off.
-pub async fn drain_local(limit: std::time::Duration) -> bool {
-    LOCAL_TASKS.close();
-    tokio::time::timeout(limit, LOCAL_TASKS.wait())
-        .await
-        .is_ok()
 }

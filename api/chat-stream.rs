@@ -1,6 +1,0 @@
-//! Vercel function `api/chat-stream`: serves the library's router for this route.
-
-#[tokio::main]
-async fn main() -> Result<(), vercel_runtime::Error> {
-    gcbb::runtime::serve_function("chat-stream").await
-}

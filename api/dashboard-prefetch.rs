@@ -1,6 +1,0 @@
-//! Vercel function `api/dashboard-prefetch`: serves the library's router for this route.
-
-#[tokio::main]
-async fn main() -> Result<(), vercel_runtime::Error> {
-    gcbb::runtime::serve_function("dashboard-prefetch").await
-}

@@ -1,0 +1,6 @@
+//! Vercel function `api/refresh`: Vercel Cron's refresh of the read model and snapshots (`gcbb::refresh`).
+
+#[tokio::main]
+async fn main() -> Result<(), vercel_runtime::Error> {
+    gcbb::platform::runtime::serve(gcbb::refresh::router).await
+}

@@ -1,0 +1,12 @@
+//! The HTTP platform every feature stands on: the process's shared state, the Vercel runtime
+//! adapter and background work, routing helpers, the one error type, request parsing, auth,
+//! rate limiting and request telemetry. Nothing here knows a feature.
+
+pub mod app;
+pub mod auth;
+pub mod background;
+pub mod error;
+pub mod http;
+pub mod routing;
+pub mod runtime;
+pub mod telemetry;
