@@ -60,6 +60,40 @@ pub const DEFAULT_RATE_LIMIT_USER_WINDOW: Duration = Duration::from_secs(10);
 pub const DEFAULT_RATE_LIMIT_ANON_REQUESTS: u32 = 5;
 pub const DEFAULT_RATE_LIMIT_ANON_WINDOW: Duration = Duration::from_secs(60);
 
+/// A secret from the environment (`CRON_SECRET`, `OPENAI_API_KEY`, an Upstash token). `Debug`
+/// prints nothing of it, so a `Config` can be logged whole; the value is read with
+/// [`Secret::expose`], at the one place that sends or compares it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret(value.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -73,7 +107,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheBackend {
     /// Upstash REST (`UPSTASH_REDIS_REST_*`, else `KV_REST_API_*`).
-    Upstash { url: String, token: String },
+    Upstash { url: String, token: Secret },
     /// Native Redis protocol (`REDIS_URL`).
     Redis { url: String },
     /// In-process memory only.
@@ -115,7 +149,7 @@ pub enum LlmProvider {
     OpenAi {
         base_url: String,
         /// None for local servers that need no key (never on Vercel).
-        api_key: Option<String>,
+        api_key: Option<Secret>,
     },
     /// The built-in offline model: a deterministic streamed reply.
     Scripted,
@@ -159,7 +193,7 @@ pub struct Config {
     /// First segment of every cache key (`CACHE_KEY_PREFIX`); deployments sharing one Redis,
     /// and tests, use different ones.
     pub cache_key_prefix: String,
-    pub cron_secret: Option<String>,
+    pub cron_secret: Option<Secret>,
     pub clerk: ClerkConfig,
     pub system_user_id: String,
     pub body_limit: usize,
@@ -210,7 +244,7 @@ impl Config {
             cache_key_prefix: env
                 .get("CACHE_KEY_PREFIX")
                 .unwrap_or_else(|| DEFAULT_CACHE_KEY_PREFIX.to_owned()),
-            cron_secret: env.get("CRON_SECRET"),
+            cron_secret: env.get("CRON_SECRET").map(Secret::new),
             clerk: clerk_config(&env)?,
             system_user_id: env
                 .get("SYSTEM_USER_ID")
@@ -302,7 +336,10 @@ fn cache_backend(env: &Env) -> Result<CacheBackend, ConfigError> {
             let token = env
                 .get(token_var)
                 .ok_or(ConfigError::Missing { name: token_var })?;
-            return Ok(CacheBackend::Upstash { url, token });
+            return Ok(CacheBackend::Upstash {
+                url,
+                token: Secret::new(token),
+            });
         }
     }
     if let Some(url) = env.get("REDIS_URL") {
@@ -322,7 +359,7 @@ fn cache_backend(env: &Env) -> Result<CacheBackend, ConfigError> {
 /// On Vercel (`VERCEL_ENV` set) a missing key is a start-up error, never a silent fallback.
 fn llm_config(env: &Env) -> Result<LlmConfig, ConfigError> {
     let on_vercel = env.get("VERCEL_ENV").is_some();
-    let api_key = env.get("OPENAI_API_KEY");
+    let api_key = env.get("OPENAI_API_KEY").map(Secret::new);
     let base_url = env.http_url("OPENAI_BASE_URL")?;
     let provider = match env.get("LLM_PROVIDER").as_deref() {
         Some("scripted") if on_vercel => {
@@ -562,6 +599,21 @@ mod tests {
             c.clerk.authorized_parties,
             vec!["https://a.example", "https://b.example"]
         );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = Config::from_vars(&vars(&[
+            DB,
+            ("CRON_SECRET", "cron-s3cret"),
+            ("OPENAI_API_KEY", "sk-s3cret"),
+            ("UPSTASH_REDIS_REST_URL", "https://x.upstash.io"),
+            ("UPSTASH_REDIS_REST_TOKEN", "upstash-s3cret"),
+        ]))
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(c.cron_secret.unwrap().expose(), "cron-s3cret");
     }
 
     #[test]

@@ -177,9 +177,12 @@ impl Cache {
                     Store::Memory(MemoryStore::new(MEMORY_MAX_ENTRIES, MEMORY_MAX_BYTES))
                 }
             },
-            CacheBackend::Upstash { url, token } => {
-                Store::Upstash(upstash::UpstashStore::new(url, token, http, timeout))
-            }
+            CacheBackend::Upstash { url, token } => Store::Upstash(upstash::UpstashStore::new(
+                url,
+                token.expose(),
+                http,
+                timeout,
+            )),
         };
         let l1 = match store {
             Store::Memory(_) => None,

@@ -16,6 +16,7 @@ use crate::platform::app::App;
 use crate::platform::auth::Viewer;
 use crate::platform::error::ApiError;
 use crate::platform::http::JsonBody;
+use crate::platform::input::{Id, Query};
 
 /// Longest companion name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -23,11 +24,9 @@ pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_SRC_CHARS: usize = 2_048;
 /// Longest instructions, in characters (the body limit bounds the bytes anyway).
 pub const MAX_INSTRUCTIONS_CHARS: usize = 20_000;
-/// Longest id accepted in the path.
-pub const MAX_ID_CHARS: usize = 64;
 
 pub fn router(app: Arc<App>) -> Router {
-    crate::platform::routing::any_path(patch(update_companion)).with_state(app)
+    crate::platform::routing::any_path("companion", patch(update_companion)).with_state(app)
 }
 
 /// The body: every field optional, unknown fields refused (so a typo isn't silently ignored).
@@ -52,7 +51,7 @@ async fn update_companion(
             "sign in to edit a companion".to_owned(),
         ));
     };
-    let companion_id = companion_id(&uri)?;
+    let companion_id = Query::of(&uri).id("companionId")?;
     let changes = validate(patch)?;
     let client = app.db.get().await?;
     if let Some(category_id) = &changes.category_id {
@@ -63,29 +62,12 @@ async fn update_companion(
             ));
         }
     }
-    let updated = companions::update_owned_companion(&client, &companion_id, &user_id, &changes)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    invalidate_caches(&app, &companion_id, changes.private == Some(true)).await;
+    let updated =
+        companions::update_owned_companion(&client, companion_id.as_str(), &user_id, &changes)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+    invalidate_caches(&app, companion_id.as_str(), changes.private == Some(true)).await;
     Ok(Json(updated))
-}
-
-/// The companion's id, from the query string (Vercel appends rewrite parameters there).
-fn companion_id(uri: &Uri) -> Result<String, ApiError> {
-    let query = crate::platform::http::query_params(uri);
-    let id = query
-        .get("companionId")
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::bad_parameter("companionId", "missing"))?;
-    if id.chars().count() > MAX_ID_CHARS
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        // Not an id we could have issued: as unknown as any other.
-        return Err(ApiError::NotFound);
-    }
-    Ok(id.clone())
 }
 
 fn validate(patch: CompanionPatch) -> Result<CompanionChanges, ApiError> {
@@ -140,20 +122,7 @@ fn validate(patch: CompanionPatch) -> Result<CompanionChanges, ApiError> {
         .transpose()?;
     let category_id = patch
         .category_id
-        .map(|c| {
-            let ok = !c.is_empty()
-                && c.chars().count() <= MAX_ID_CHARS
-                && c.chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
-            if ok {
-                Ok(c)
-            } else {
-                Err(ApiError::bad_parameter(
-                    "categoryId",
-                    "`categoryId` must be a category id",
-                ))
-            }
-        })
+        .map(|c| Id::parse("categoryId", &c).map(Id::into_string))
         .transpose()?;
     let changes = CompanionChanges {
         name,

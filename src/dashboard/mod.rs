@@ -27,6 +27,7 @@ use crate::db::companions::{self, CompanionCard, PageFilter, ViewerCompanionCard
 use crate::platform::app::App;
 use crate::platform::auth::{self, Viewer};
 use crate::platform::error::ApiError;
+use crate::platform::input::Query;
 pub use params::DashboardParams;
 
 /// Lifetime of the static snapshots the cron job writes (first pages of "all" and of each
@@ -40,7 +41,7 @@ pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=0, must-revalidate";
 pub const PRIVATE_CACHE_CONTROL: &str = "private, no-store";
 
 pub fn router(app: Arc<App>) -> Router {
-    crate::platform::routing::any_path(get(prefetch)).with_state(app)
+    crate::platform::routing::any_path("dashboard", get(prefetch)).with_state(app)
 }
 
 #[derive(Serialize)]
@@ -117,7 +118,7 @@ async fn prefetch(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let params = DashboardParams::parse(&crate::platform::http::query_params(&uri))?;
+    let params = DashboardParams::parse(&Query::of(&uri))?;
     let timings = Timings::default();
     let (body, status) = match &viewer {
         Viewer::Anonymous => anonymous_page(&app, &params, &timings).await?,

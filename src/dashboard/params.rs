@@ -1,9 +1,8 @@
 //! The dashboard's query parameters, validated: anything out of range is a 400 naming the
 //! parameter, before any cache or database work.
 
-use std::collections::HashMap;
-
 use crate::platform::error::ApiError;
+use crate::platform::input::{Id, Query};
 
 /// Companions per page unless `pageSize` says otherwise.
 pub const DEFAULT_PAGE_SIZE: u32 = 10;
@@ -13,8 +12,6 @@ pub const MAX_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE: u32 = 1_000;
 /// Longest `q` accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 64;
-/// Longest `categoryId` accepted.
-pub const MAX_ID_CHARS: usize = 64;
 /// Punctuation a companion name search may contain besides letters, digits and spaces.
 const QUERY_PUNCTUATION: &str = "'-.&,!?():";
 
@@ -27,12 +24,10 @@ pub struct DashboardParams {
 }
 
 impl DashboardParams {
-    pub fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+    pub fn parse(query: &Query) -> Result<Self, ApiError> {
         Ok(DashboardParams {
-            category_id: optional(query, "categoryId")
-                .map(|v| parse_id("categoryId", v))
-                .transpose()?,
-            q: optional(query, "q").map(parse_query).transpose()?,
+            category_id: query.optional_id("categoryId")?.map(Id::into_string),
+            q: query.get("q").map(parse_query).transpose()?,
             page: parse_number(query, "page", 1, 1, MAX_PAGE)?,
             page_size: parse_number(query, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)?,
         })
@@ -48,22 +43,14 @@ impl DashboardParams {
     }
 }
 
-/// A present, non-empty parameter. An empty value (`?q=`) counts as absent.
-fn optional<'a>(query: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    query
-        .get(name)
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-}
-
 fn parse_number(
-    query: &HashMap<String, String>,
+    query: &Query,
     name: &str,
     default: u32,
     min: u32,
     max: u32,
 ) -> Result<u32, ApiError> {
-    let Some(raw) = optional(query, name) else {
+    let Some(raw) = query.get(name) else {
         return Ok(default);
     };
     let n: u32 = raw
@@ -78,22 +65,6 @@ fn parse_number(
         ));
     }
     Ok(n)
-}
-
-/// Ids are what Prisma generates (cuid, uuid) or our own readable ones.
-fn parse_id(name: &str, raw: &str) -> Result<String, ApiError> {
-    let ok = raw.chars().count() <= MAX_ID_CHARS
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(raw.to_owned())
-    } else {
-        Err(ApiError::bad_parameter(
-            name,
-            format!("`{name}` must be 1–{MAX_ID_CHARS} letters, digits, `_` or `-`"),
-        ))
-    }
 }
 
 /// A name search: letters and digits of any script, spaces, and a little punctuation. Control
@@ -129,14 +100,14 @@ fn parse_query(raw: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<DashboardParams, ApiError> {
-        DashboardParams::parse(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        DashboardParams::parse(&Query::from(map))
     }
 
     fn rejected_param(pairs: &[(&str, &str)]) -> String {

@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row};
 
+use super::page::{fetch_page, Keyset, Page};
 use super::DbError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,11 +155,8 @@ pub async fn list_recent_group_messages(
     Ok(messages)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupMessagePage {
-    pub messages: Vec<StoredGroupMessage>,
-    pub has_older: bool,
-}
+const PAGE_CURSOR_SQL: &str =
+    "SELECT \"createdAt\" FROM \"GroupMessage\" WHERE \"groupChatId\" = $1 AND \"id\" = $2";
 
 /// The `limit` messages before `before` (or the newest), oldest first; `None` when `before` is
 /// not a message of this group.
@@ -167,45 +165,16 @@ pub async fn list_group_messages_page(
     group_id: &str,
     before: Option<&str>,
     limit: i64,
-) -> Result<Option<GroupMessagePage>, DbError> {
-    let cursor: Option<NaiveDateTime> = match before {
-        None => None,
-        Some(id) => {
-            let rows = client
-                .query_typed(
-                    "SELECT \"createdAt\" FROM \"GroupMessage\" \
-                     WHERE \"id\" = $1 AND \"groupChatId\" = $2",
-                    &[(&id, Type::TEXT), (&group_id, Type::TEXT)],
-                )
-                .await?;
-            match rows.first() {
-                Some(r) => Some(r.get(0)),
-                None => return Ok(None),
-            }
-        }
-    };
-    let sql = format!(
+) -> Result<Option<Page<StoredGroupMessage>>, DbError> {
+    let page_sql = format!(
         "{SELECT_MESSAGES} \
            AND ($2::timestamp IS NULL OR (g.\"createdAt\", g.\"id\") < ($2::timestamp, $3::text)) \
          ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $4"
     );
-    let rows = client
-        .query_typed(
-            &sql,
-            &[
-                (&group_id, Type::TEXT),
-                (&cursor, Type::TIMESTAMP),
-                (&before, Type::TEXT),
-                (&(limit + 1), Type::INT8),
-            ],
-        )
-        .await?;
-    let mut messages: Vec<StoredGroupMessage> = rows.iter().map(stored).collect();
-    let has_older = messages.len() as i64 > limit;
-    messages.truncate(limit as usize);
-    messages.reverse();
-    Ok(Some(GroupMessagePage {
-        messages,
-        has_older,
-    }))
+    let keyset = Keyset {
+        cursor_sql: PAGE_CURSOR_SQL,
+        page_sql: &page_sql,
+        scope: &[(&group_id, Type::TEXT)],
+    };
+    fetch_page(client, &keyset, before, limit, stored).await
 }

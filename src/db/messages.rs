@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row};
 
+use super::page::{fetch_page, Keyset, Page};
 use super::DbError;
 
 /// `"Role"` of a stored message.
@@ -108,12 +109,14 @@ pub async fn list_recent_messages(
     Ok(messages)
 }
 
-/// One page of history, oldest first, and whether older messages exist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessagePage {
-    pub messages: Vec<StoredMessage>,
-    pub has_older: bool,
-}
+/// Pages of one user's conversation with one companion.
+const PAGE_CURSOR_SQL: &str = "SELECT \"createdAt\" FROM \"Message\" \
+     WHERE \"companionId\" = $1 AND \"userId\" = $2 AND \"id\" = $3";
+const PAGE_SQL: &str = "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\" \
+     FROM \"Message\" \
+     WHERE \"companionId\" = $1 AND \"userId\" = $2 \
+       AND ($3::timestamp IS NULL OR (\"createdAt\", \"id\") < ($3::timestamp, $4::text)) \
+     ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT $5";
 
 /// The `limit` messages before the message `before` (or the newest), or `None` when `before`
 /// is not a message of this conversation.
@@ -123,48 +126,11 @@ pub async fn list_messages_page(
     user_id: &str,
     before: Option<&str>,
     limit: i64,
-) -> Result<Option<MessagePage>, DbError> {
-    let cursor: Option<NaiveDateTime> = match before {
-        None => None,
-        Some(id) => {
-            let rows = client
-                .query_typed(
-                    "SELECT \"createdAt\" FROM \"Message\" \
-                     WHERE \"id\" = $1 AND \"companionId\" = $2 AND \"userId\" = $3",
-                    &[
-                        (&id, Type::TEXT),
-                        (&companion_id, Type::TEXT),
-                        (&user_id, Type::TEXT),
-                    ],
-                )
-                .await?;
-            match rows.first() {
-                Some(r) => Some(r.get(0)),
-                None => return Ok(None),
-            }
-        }
+) -> Result<Option<Page<StoredMessage>>, DbError> {
+    let keyset = Keyset {
+        cursor_sql: PAGE_CURSOR_SQL,
+        page_sql: PAGE_SQL,
+        scope: &[(&companion_id, Type::TEXT), (&user_id, Type::TEXT)],
     };
-    let rows = client
-        .query_typed(
-            "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\" FROM \"Message\" \
-             WHERE \"companionId\" = $1 AND \"userId\" = $2 \
-               AND ($3::timestamp IS NULL OR (\"createdAt\", \"id\") < ($3::timestamp, $4::text)) \
-             ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT $5",
-            &[
-                (&companion_id, Type::TEXT),
-                (&user_id, Type::TEXT),
-                (&cursor, Type::TIMESTAMP),
-                (&before, Type::TEXT),
-                (&(limit + 1), Type::INT8),
-            ],
-        )
-        .await?;
-    let mut messages: Vec<StoredMessage> = rows.iter().map(stored).collect();
-    let has_older = messages.len() as i64 > limit;
-    messages.truncate(limit as usize);
-    messages.reverse();
-    Ok(Some(MessagePage {
-        messages,
-        has_older,
-    }))
+    fetch_page(client, &keyset, before, limit, stored).await
 }

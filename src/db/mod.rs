@@ -15,6 +15,7 @@ pub mod group_chats;
 pub mod health;
 pub mod hot;
 pub mod messages;
+pub mod page;
 pub mod pool;
 pub mod read_model;
 pub mod tls;

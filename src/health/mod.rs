@@ -16,7 +16,7 @@ use crate::platform::app::App;
 pub const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn router(app: Arc<App>) -> Router {
-    crate::platform::routing::any_path(get(health)).with_state(app)
+    crate::platform::routing::any_path("health", get(health)).with_state(app)
 }
 
 #[derive(Serialize)]

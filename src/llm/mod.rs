@@ -173,7 +173,7 @@ impl Llm {
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .json(&body);
         if let Some(key) = api_key {
-            request = request.bearer_auth(key);
+            request = request.bearer_auth(key.expose());
         }
         let response = match tokio::time::timeout_at(deadline, request.send()).await {
             Err(_) => return Err(ModelError::Timeout),

@@ -1,14 +1,23 @@
 //! The one error type of the HTTP layer and its JSON shape:
 //! `{"error":{"code":"…","message":"…"}}`.
 //!
-//! Library errors are mapped here on purpose (timeouts and pool exhaustion → 503, no row → 404).
-//! A 500 logs its detail once and answers a fixed message.
+//! Library errors are mapped here on purpose (timeouts and pool exhaustion → 503, no row → 404,
+//! a model that failed → 502, one that timed out → 504). Every error response is built here,
+//! with its headers (`Allow`, `Retry-After`, `X-RateLimit-*`, `WWW-Authenticate`). A 500 logs its
+//! detail once and answers a fixed message.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::cache::ratelimit::{self, Decision};
 use crate::db::DbError;
+use crate::llm::ModelError;
+
+/// `Retry-After` of a 503: a dependency blipped; most recover within seconds.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
+/// `Retry-After` of a 504 from the model: it was slow, not gone; give it a little longer.
+pub const MODEL_TIMEOUT_RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -30,8 +39,12 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("expected content type {expected}")]
     UnsupportedMediaType { expected: &'static str },
+    /// Over a rate limit: the decision carries the limit, what remains and when it resets.
     #[error("too many requests")]
-    TooManyRequests { retry_after_secs: u64 },
+    TooManyRequests(Decision),
+    /// The model failed before its first token: 504 when it timed out, else 502.
+    #[error("{0}")]
+    Model(ModelError),
     #[error("{0} is not implemented yet")]
     NotImplemented(&'static str),
     /// A dependency is down or slow; the client may retry.
@@ -71,7 +84,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Model(ModelError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Model(_) => StatusCode::BAD_GATEWAY,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -88,7 +103,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
-            ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::TooManyRequests(_) => "rate_limited",
+            ApiError::Model(ModelError::Timeout) => "model_timeout",
+            ApiError::Model(_) => "model_unavailable",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
@@ -106,6 +123,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(what) => {
                 tracing::warn!(dependency = *what, "dependency unavailable");
+                self.to_string()
+            }
+            ApiError::Model(e) => {
+                tracing::warn!(kind = e.kind(), "model failed before the first token");
                 self.to_string()
             }
             other => other.to_string(),
@@ -130,8 +151,22 @@ impl IntoResponse for ApiError {
                     headers.insert(header::ALLOW, v);
                 }
             }
-            ApiError::TooManyRequests { retry_after_secs } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            ApiError::TooManyRequests(decision) => {
+                let retry_after = decision.retry_after_secs(ratelimit::now_ms());
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                insert_ratelimit_headers(headers, decision);
+            }
+            ApiError::Unavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+                );
+            }
+            ApiError::Model(ModelError::Timeout) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(MODEL_TIMEOUT_RETRY_AFTER_SECS),
+                );
             }
             ApiError::Unauthorized(_) => {
                 headers.insert(
@@ -154,6 +189,26 @@ impl From<DbError> for ApiError {
             }
             other => ApiError::Internal(anyhow::Error::new(other)),
         }
+    }
+}
+
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds since the epoch), the headers
+/// @upstash/ratelimit's users expect, on every answer of a rate-limited route.
+pub fn insert_ratelimit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(decision.remaining),
+    );
+    headers.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(decision.reset_ms.div_ceil(1000)),
+    );
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        ApiError::Model(e)
     }
 }
 
@@ -198,6 +253,45 @@ mod tests {
         .into_response();
         assert_eq!(resp.status(), 405);
         assert_eq!(resp.headers()[header::ALLOW], "GET,HEAD");
+    }
+
+    #[tokio::test]
+    async fn a_model_failure_is_502_and_a_model_timeout_504_with_retry_after() {
+        let resp = ApiError::from(ModelError::Status(500)).into_response();
+        assert_eq!(resp.status(), 502);
+        assert_eq!(body_json(resp).await["error"]["code"], "model_unavailable");
+        let resp = ApiError::from(ModelError::Timeout).into_response();
+        assert_eq!(resp.status(), 504);
+        assert!(resp.headers().contains_key(header::RETRY_AFTER));
+        assert_eq!(body_json(resp).await["error"]["code"], "model_timeout");
+    }
+
+    #[tokio::test]
+    async fn too_many_requests_carries_retry_after_and_the_rate_limit_headers() {
+        let decision = Decision {
+            allowed: false,
+            limit: 5,
+            remaining: 0,
+            reset_ms: ratelimit::now_ms() + 30_000,
+            local: false,
+        };
+        let resp = ApiError::TooManyRequests(decision).into_response();
+        assert_eq!(resp.status(), 429);
+        let retry: u64 = resp.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((29..=30).contains(&retry), "{retry}");
+        assert_eq!(resp.headers()["x-ratelimit-limit"], "5");
+        assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
+    }
+
+    #[tokio::test]
+    async fn a_503_says_when_to_retry() {
+        let resp = ApiError::Unavailable("database").into_response();
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().contains_key(header::RETRY_AFTER));
     }
 
     #[test]

@@ -1,7 +1,6 @@
-//! HTTP helpers shared by the handlers: the JSON body extractor with its limits, query-string
-//! parameters, and the layer that gives axum's own 404/405 answers our JSON error shape.
-
-use std::collections::HashMap;
+//! HTTP helpers shared by the handlers: the JSON body extractor with its limits, and the layer
+//! that gives axum's own 404/405 answers our JSON error shape. (Query parameters are parsed by
+//! [`crate::platform::input`].)
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
@@ -127,17 +126,6 @@ fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
             m.type_() == mime::APPLICATION
                 && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
         })
-}
-
-/// The query string as a map; a parameter given twice keeps its first value.
-pub fn query_params(uri: &axum::http::Uri) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    if let Some(q) = uri.query() {
-        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-            map.entry(k.into_owned()).or_insert_with(|| v.into_owned());
-        }
-    }
-    map
 }
 
 /// Gives axum's bodiless rejections (405 from a method router, 413 from a body limit) the JSON

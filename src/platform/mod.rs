@@ -7,6 +7,8 @@ pub mod auth;
 pub mod background;
 pub mod error;
 pub mod http;
+pub mod input;
+pub mod ratelimit;
 pub mod routing;
 pub mod runtime;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! Logging set-up: `tracing` with fields, filtered by `RUST_LOG`.
+//! Logging: the subscriber (`tracing` with fields, filtered by `RUST_LOG`), and one span per
+//! request so every log line can be traced to the request that wrote it.
 //!
 //! The filter is `tracing_subscriber`'s `Targets` (`warn,gcbb=info` syntax) rather than
 //! `EnvFilter`: the functions need no span-field filters, and `EnvFilter` links a regex engine
@@ -6,6 +7,14 @@
 
 use std::io::IsTerminal;
 use std::str::FromStr;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -32,4 +41,61 @@ pub fn init() {
         .with(filter)
         .with(fmt)
         .try_init();
+}
+
+/// The header Vercel puts on every request it forwards (region and id); used as the request id
+/// so our log lines join Vercel's own.
+pub const VERCEL_ID_HEADER: &str = "x-vercel-id";
+/// The response header carrying the request id back to the client.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The name of the feature that answered, set by its router on the response
+/// ([`crate::platform::routing::any_path`]) for the request span's `route` field.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteName(pub &'static str);
+
+/// Runs a request inside a `request` span with its method, route, request id, status, duration
+/// (to the response head: a streamed body goes on after) and cache outcome (`X-Cache`), and
+/// logs one line when the response is ready. No path, query or header values are logged: they
+/// can hold search text, ids and tokens.
+pub async fn trace_request(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(VERCEL_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        request_id = %request_id,
+        route = Empty,
+        status = Empty,
+        duration_ms = Empty,
+        cache = Empty,
+    );
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let route = response
+        .extensions()
+        .get::<RouteName>()
+        .map_or("-", |r| r.0);
+    let cache = response
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let status = response.status().as_u16();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.record("route", route);
+    span.record("status", status);
+    span.record("duration_ms", duration_ms);
+    span.record("cache", cache.as_str());
+    span.in_scope(|| tracing::info!(status, duration_ms, route, cache, "request"));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
 }

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::cache::keys::{self, Area};
+use crate::config::Secret;
 use crate::dashboard::{self, DashboardParams};
 use crate::db::{categories, read_model};
 use crate::platform::app::App;
@@ -23,7 +24,7 @@ use crate::platform::error::ApiError;
 pub const REFRESH_LOCK_TTL: Duration = Duration::from_secs(120);
 
 pub fn router(app: Arc<App>) -> Router {
-    crate::platform::routing::any_path(get(refresh)).with_state(app)
+    crate::platform::routing::any_path("refresh", get(refresh)).with_state(app)
 }
 
 #[derive(Serialize)]
@@ -49,7 +50,10 @@ async fn refresh(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Report>, ApiError> {
-    authorize(app.config.cron_secret.as_deref(), &headers)?;
+    authorize(
+        app.config.cron_secret.as_ref().map(Secret::expose),
+        &headers,
+    )?;
     let started = Instant::now();
     let Some(lock) = app
         .cache

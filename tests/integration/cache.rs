@@ -64,7 +64,7 @@ async fn harness(kind: Kind) -> Harness {
             (
                 CacheBackend::Upstash {
                     url: proxy.base.clone(),
-                    token,
+                    token: token.into(),
                 },
                 Some(proxy),
             )

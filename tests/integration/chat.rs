@@ -694,10 +694,11 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
     let (status, body) = raw_post(&env.server, "/api/chat/comp_public", &alice, 1_000_000).await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("payload_too_large"), "{body}");
+    // An id that can't be one we issued is a 400 naming `chatId`, as on every route.
     for (path, status) in [
         ("/api/chat/unknown_companion", 404),
-        ("/api/chat/x'%20OR%201=1--", 404),
-        ("/api/chat/%E2%80%AE%F0%9F%A6%80", 404),
+        ("/api/chat/x'%20OR%201=1--", 400),
+        ("/api/chat/%E2%80%AE%F0%9F%A6%80", 400),
         (&*format!("/api/chat/{}", "a".repeat(300)), 400),
         ("/api/chat/a%00b", 400),
         ("/api/chat", 400),

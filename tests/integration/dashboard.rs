@@ -540,12 +540,13 @@ async fn patch_refuses_strangers_anonymous_callers_and_bad_input_and_stores_noth
             404,
             "not_found",
         ),
+        // An id that can't be one we issued is a 400 naming it, as on every route.
         (
             http.patch(server.url("/api/companion/%27%3B--"))
                 .bearer_auth(&owner)
                 .json(&json!({"name": "x"})),
-            404,
-            "not_found",
+            400,
+            "invalid_parameter",
         ),
         (
             http.get(&url).bearer_auth(&owner),

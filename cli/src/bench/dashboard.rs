@@ -127,7 +127,7 @@ pub async fn run(args: &DashboardArgs, json: bool) -> anyhow::Result<()> {
     let mut upstash_config = base.clone();
     upstash_config.cache = CacheBackend::Upstash {
         url: proxy.url.clone(),
-        token: proxy.token.clone(),
+        token: gcbb::config::Secret::new(proxy.token.clone()),
     };
     let upstash_app = app_without_l1(upstash_config);
     let upstash_warm = measure_handler(upstash_app.clone(), args.warm_samples).await?;

@@ -1,0 +1,289 @@
+//! Typed inputs: what clients send, parsed once into types that can only hold valid values.
+//!
+//! Each rule lives here once, so the same bad value gets the same answer on every route: a 400
+//! `invalid_parameter` naming the parameter or field, before any cache or database work.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use axum::http::{HeaderMap, Uri};
+
+use crate::platform::error::ApiError;
+
+/// Longest id accepted; the ids we store are 12–36 characters (cuid, uuid, our readable ones).
+pub const MAX_ID_CHARS: usize = 64;
+/// Longest prompt, in characters (Unicode scalar values).
+pub const MAX_PROMPT_CHARS: usize = 4000;
+/// History page size when `limit` is not given, and the largest allowed.
+pub const DEFAULT_PAGE_LIMIT: i64 = 50;
+pub const MAX_PAGE_LIMIT: i64 = 100;
+
+/// The query string as a map; a parameter given twice keeps its first value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    pub fn of(uri: &Uri) -> Query {
+        let mut map = HashMap::new();
+        if let Some(q) = uri.query() {
+            for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+                map.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+            }
+        }
+        Query(map)
+    }
+
+    /// A present, non-empty parameter; an empty value (`?q=`) counts as absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A required id: a rewrite appends the path's id to the query string (`?chatId=…`).
+    pub fn id(&self, name: &'static str) -> Result<Id, ApiError> {
+        let raw = self
+            .get(name)
+            .ok_or_else(|| ApiError::bad_parameter(name, "is required"))?;
+        Id::parse(name, raw)
+    }
+
+    /// An optional id.
+    pub fn optional_id(&self, name: &'static str) -> Result<Option<Id>, ApiError> {
+        self.get(name).map(|raw| Id::parse(name, raw)).transpose()
+    }
+}
+
+impl From<HashMap<String, String>> for Query {
+    fn from(map: HashMap<String, String>) -> Self {
+        Query(map)
+    }
+}
+
+/// The id of a row (companion, group, category, message): 1–64 ASCII letters, digits, `_` or
+/// `-`. Anything else can't be an id we issued, so it is refused rather than looked up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Id(String);
+
+impl Id {
+    pub fn parse(name: &'static str, raw: &str) -> Result<Id, ApiError> {
+        let valid = !raw.is_empty()
+            && raw.len() <= MAX_ID_CHARS
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(Id(raw.to_owned()))
+        } else {
+            Err(ApiError::bad_parameter(
+                name,
+                format!("must be 1–{MAX_ID_CHARS} letters, digits, `_` or `-`"),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Id {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a user asks a companion: 1–4000 characters, not only whitespace, no NUL (Postgres text
+/// can't hold it). Kept exactly as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt(String);
+
+impl Prompt {
+    pub fn parse(raw: String) -> Result<Prompt, ApiError> {
+        if raw.trim().is_empty() {
+            return Err(ApiError::bad_parameter("prompt", "must not be empty"));
+        }
+        if raw.chars().count() > MAX_PROMPT_CHARS {
+            return Err(ApiError::bad_parameter(
+                "prompt",
+                format!("must be at most {MAX_PROMPT_CHARS} characters"),
+            ));
+        }
+        if raw.contains('\0') {
+            return Err(ApiError::bad_parameter(
+                "prompt",
+                "must not contain NUL characters",
+            ));
+        }
+        Ok(Prompt(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The prompt as reply caches key it: trimmed, inner whitespace collapsed, lower-cased.
+    pub fn normalized(&self) -> String {
+        self.0
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    }
+}
+
+/// A page of history: the `limit` (1–100) messages before message `before` (or the newest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub before: Option<Id>,
+    pub limit: i64,
+}
+
+impl HistoryPage {
+    pub fn parse(query: &Query) -> Result<HistoryPage, ApiError> {
+        let before = query.optional_id("before")?;
+        let limit = match query.0.get("limit") {
+            None => DEFAULT_PAGE_LIMIT,
+            Some(raw) => raw
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_parameter(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_PAGE_LIMIT}"),
+                    )
+                })?,
+        };
+        Ok(HistoryPage { before, limit })
+    }
+}
+
+/// The client's address as Vercel reports it (`x-forwarded-for`'s first entry, else
+/// `x-real-ip`); anonymous rate limits key on it.
+pub fn client_address(headers: &HeaderMap) -> String {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 64)
+            .map(str::to_owned)
+    };
+    first("x-forwarded-for")
+        .or_else(|| first("x-real-ip"))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> Query {
+        Query::from(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
+        )
+    }
+
+    fn param_of(err: ApiError) -> String {
+        match err {
+            ApiError::BadParameter { param, .. } => param,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_id_is_letters_digits_underscore_and_dash() {
+        for ok in [
+            "comp_demo_01",
+            "cm1abc2def3",
+            "0b8f-4c1e-9a2b",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(Id::parse("chatId", ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "",
+            &"a".repeat(65),
+            "x' OR 1=1--",
+            "a b",
+            "a\0b",
+            "\u{202e}abc",
+            "é",
+            "a/b",
+        ] {
+            assert_eq!(param_of(Id::parse("chatId", bad).unwrap_err()), "chatId");
+        }
+    }
+
+    #[test]
+    fn a_missing_id_is_named_and_an_empty_one_is_missing() {
+        assert_eq!(param_of(query(&[]).id("groupId").unwrap_err()), "groupId");
+        assert_eq!(
+            param_of(query(&[("groupId", "")]).id("groupId").unwrap_err()),
+            "groupId"
+        );
+        assert_eq!(query(&[("x", "1")]).optional_id("before").unwrap(), None);
+    }
+
+    #[test]
+    fn the_first_of_a_repeated_parameter_wins() {
+        let q = Query::of(&"/p?chatId=a&chatId=b".parse().unwrap());
+        assert_eq!(q.id("chatId").unwrap().as_str(), "a");
+    }
+
+    #[test]
+    fn prompts_are_checked_by_characters_not_bytes() {
+        assert!(Prompt::parse("é".repeat(MAX_PROMPT_CHARS)).is_ok());
+        assert!(Prompt::parse("é".repeat(MAX_PROMPT_CHARS + 1)).is_err());
+        assert!(Prompt::parse(" \n\t".into()).is_err());
+        assert!(Prompt::parse("a\0b".into()).is_err());
+        assert!(Prompt::parse("'; DROP TABLE \"Message\"; --".into()).is_ok());
+    }
+
+    #[test]
+    fn normalized_prompts_ignore_case_and_spacing() {
+        let p = Prompt::parse("  Hello\n  WORLD ".into()).unwrap();
+        assert_eq!(p.normalized(), "hello world");
+    }
+
+    #[test]
+    fn limits_outside_one_to_a_hundred_are_refused() {
+        let page = |v: &str| HistoryPage::parse(&query(&[("limit", v)]));
+        assert_eq!(page("100").unwrap().limit, 100);
+        for bad in ["0", "101", "-1", "ten", ""] {
+            assert_eq!(param_of(page(bad).unwrap_err()), "limit", "{bad}");
+        }
+        assert_eq!(
+            param_of(HistoryPage::parse(&query(&[("before", "x;y")])).unwrap_err()),
+            "before"
+        );
+    }
+
+    #[test]
+    fn the_first_forwarded_address_is_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
+        assert_eq!(client_address(&h), "203.0.113.9");
+        assert_eq!(client_address(&HeaderMap::new()), "unknown");
+    }
+}
