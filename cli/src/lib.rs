@@ -6,7 +6,6 @@ pub mod bench;
 pub mod cache;
 pub mod demo;
 pub mod dev;
-pub mod lint;
 pub mod migrate;
 pub mod model_server;
 pub mod session_token;

@@ -199,9 +199,12 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
         sql.contains("date_trunc('day'::text, \"updatedAt\")"),
         "the exact definition is kept: {sql}"
     );
-    let findings =
-        gcbb_cli::lint::lint_sql("written", &sql, &gcbb_cli::lint::LintContext::default())
-            .expect("the written file parses");
+    let findings = gcbb_cli::migrate::lint::lint_sql(
+        "written",
+        &sql,
+        &gcbb_cli::migrate::lint::LintContext::default(),
+    )
+    .expect("the written file parses");
     assert!(
         findings.is_empty(),
         "the written file lints clean: {findings:?}"
@@ -595,7 +598,7 @@ async fn lint_exits_1_on_errors_0_on_warnings_and_prints_the_catalog() {
 
     let out = db_cmd(&target, None, &dir.0, &["lint", "--rules"]);
     assert_eq!(out.status.code(), Some(0));
-    for rule in gcbb_cli::lint::RULES {
+    for rule in gcbb_cli::migrate::lint::RULES {
         assert!(stdout(&out).contains(rule.id), "catalog lists {}", rule.id);
     }
 }

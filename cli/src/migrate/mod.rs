@@ -4,7 +4,7 @@
 //! (`deploy`, `status`, `resolve_*`, `reset`, `drift::drift`, `verify::verify`, `backup::backup`)
 //! print nothing.
 //!
-//! Every deploy lints the pending files first (`crate::lint`) and applies nothing when one has an
+//! Every deploy lints the pending files first ([`lint`]) and applies nothing when one has an
 //! error finding — the library `deploy` too, so a destructive file cannot slip through `gcbb dev`
 //! or `reset` either. Only the shadow replay of `drift` skips the lint: it compares history, it
 //! does not change a real database.
@@ -18,6 +18,7 @@ pub mod drift;
 pub mod files;
 pub mod history;
 pub mod introspect;
+pub mod lint;
 pub mod statements;
 pub mod status;
 pub mod verify;
@@ -241,20 +242,18 @@ pub fn database_from_env() -> Result<(&'static str, DbConfig), MigrateError> {
 }
 
 /// The lint context of the server `client` is connected to.
-async fn lint_context(
-    client: &tokio_postgres::Client,
-) -> Result<crate::lint::LintContext, MigrateError> {
+async fn lint_context(client: &tokio_postgres::Client) -> Result<lint::LintContext, MigrateError> {
     let num: String = client
         .query_one("SHOW server_version_num", &[])
         .await
         .map_err(|e| MigrateError::Database(describe_pg_error(&e)))?
         .get(0);
-    Ok(crate::lint::LintContext {
+    Ok(lint::LintContext {
         server_major: num
             .trim()
             .parse()
             .map(backup::server_major)
-            .unwrap_or(crate::lint::DEFAULT_SERVER_MAJOR),
+            .unwrap_or(lint::DEFAULT_SERVER_MAJOR),
     })
 }
 
@@ -264,7 +263,7 @@ pub async fn lint_pending(
     db: &DbConfig,
     dir: &Path,
     all: bool,
-) -> Result<Vec<crate::lint::Finding>, MigrateError> {
+) -> Result<Vec<lint::Finding>, MigrateError> {
     let local = files::load_migrations(dir)?;
     let client = connect(db).await?;
     let ctx = lint_context(&client).await?;
@@ -281,7 +280,7 @@ pub async fn lint_pending(
     let mut findings = Vec::new();
     for m in local.iter().filter(|m| !recorded.contains(&m.name)) {
         let display = m.path.display().to_string();
-        let found = crate::lint::lint_sql(&display, &m.script, &ctx)
+        let found = lint::lint_sql(&display, &m.script, &ctx)
             .map_err(|e| MigrateError::LintFailed(e.to_string()))?;
         findings.extend(found);
     }
@@ -293,7 +292,7 @@ pub async fn lint_pending(
 const RUNNER_ENFORCED_RULES: &[&str] = &["concurrently-mixed-with-other-statements"];
 
 /// Stops with [`MigrateError::Lint`] when `findings` hold an error.
-fn refuse_lint_errors(findings: &[crate::lint::Finding]) -> Result<(), MigrateError> {
+fn refuse_lint_errors(findings: &[lint::Finding]) -> Result<(), MigrateError> {
     let errors: Vec<String> = findings
         .iter()
         .filter(|f| f.is_error() && !RUNNER_ENFORCED_RULES.contains(&f.rule))
@@ -637,7 +636,7 @@ async fn run_command(
 /// `gcbb db lint`: exit 1 on an error finding or an unreadable file, 0 with warnings only.
 fn run_lint(files: Vec<PathBuf>, rules: bool, dir: &Path) -> ExitCode {
     if rules {
-        for rule in crate::lint::RULES {
+        for rule in lint::RULES {
             print_out(&format!("{rule}\n\n"));
         }
         return ExitCode::SUCCESS;
@@ -647,7 +646,7 @@ fn run_lint(files: Vec<PathBuf>, rules: bool, dir: &Path) -> ExitCode {
     } else {
         files
     };
-    match crate::lint::lint_paths(&paths, &crate::lint::LintContext::default()) {
+    match lint::lint_paths(&paths, &lint::LintContext::default()) {
         Ok(findings) => {
             for f in &findings {
                 print_out(&format!("{f}\n\n"));
@@ -707,7 +706,7 @@ mod lint_wiring_tests {
     #[test]
     fn rules_left_to_the_runner_exist_in_the_catalog() {
         for id in RUNNER_ENFORCED_RULES {
-            assert!(crate::lint::find_rule(id).is_some(), "{id}");
+            assert!(lint::find_rule(id).is_some(), "{id}");
         }
     }
 }
