@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use gcbb::db::DbConfig;
+
+use super::error::MigrateError;
 use super::files::{self, LocalMigration};
 use super::history::{self, MigrationRow};
+use super::session::{self, describe_pg_error, is_lock_timeout};
+use super::settings::MigrateSettings;
 use super::statements::{self, Plan, Statement};
 use super::status::{self, HistoryDiagnostic};
-use super::{describe_pg_error, is_lock_timeout, DbConfig, MigrateError, MigrateSettings};
 
 /// What a successful `deploy` did and noticed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,7 +48,7 @@ pub async fn deploy_with(
     settings: &MigrateSettings,
 ) -> Result<DeployOutcome, MigrateError> {
     let local = files::load_migrations(dir)?;
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     with_lock(&client, settings, deploy_locked(&client, &local, settings)).await
 }
 
@@ -308,7 +312,7 @@ pub async fn resolve_applied(
         .ok_or_else(|| MigrateError::NotFoundLocally {
             name: name.to_owned(),
         })?;
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     with_lock(&client, settings, async {
         // Baselining happens on non-empty databases: no emptiness check here (Prisma's too).
         history::create_migrations_table(&client).await?;
@@ -340,7 +344,7 @@ pub async fn resolve_rolled_back(
             name: name.to_owned(),
         });
     }
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     with_lock(&client, settings, async {
         if !history::migrations_table_exists(&client).await? {
             return Err(MigrateError::NotFailed {
@@ -378,7 +382,7 @@ pub async fn reset(
         });
     }
     let local = files::load_migrations(dir)?;
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     with_lock(&client, settings, async {
         let schemas = history::owned_schemas(&client).await?;
         history::drop_schemas(&client, &schemas).await?;

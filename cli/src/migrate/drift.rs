@@ -31,11 +31,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use super::error::MigrateError;
 use super::introspect::{self, Column, ForeignKey, Index, Schema, Table};
-use super::{files, history, DbConfig, MigrateError};
-
-/// The environment variable naming the shadow database.
-pub const SHADOW_DATABASE_URL_VAR: &str = "SHADOW_DATABASE_URL";
+use super::{files, history, session};
+use gcbb::db::DbConfig;
 
 /// A shadow database's name must contain this (unless `--force`): it is emptied on every run.
 pub const SHADOW_NAME_MARK: &str = "shadow";
@@ -861,7 +860,7 @@ async fn check_shadow_contents(
 /// What makes a database itself whatever URL reached it: the cluster's system identifier (when
 /// the role may read it), the server's address and port, and the database name.
 async fn database_identity(client: &Client) -> Result<String, MigrateError> {
-    let db_err = |e: tokio_postgres::Error| MigrateError::Database(super::describe_pg_error(&e));
+    let db_err = |e: tokio_postgres::Error| MigrateError::Database(session::describe_pg_error(&e));
     let system = match client
         .query_one("SELECT system_identifier::text FROM pg_catalog.pg_control_system()", &[])
         .await
@@ -888,7 +887,7 @@ async fn database_identity(client: &Client) -> Result<String, MigrateError> {
 /// Drops every extension and every user schema the current user owns (and `public`), then
 /// recreates an empty `public`.
 pub async fn empty_database(client: &Client) -> Result<(), MigrateError> {
-    let db_err = |e: tokio_postgres::Error| MigrateError::Database(super::describe_pg_error(&e));
+    let db_err = |e: tokio_postgres::Error| MigrateError::Database(session::describe_pg_error(&e));
     let extensions = client
         .query(
             "SELECT extname::text FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql'",
@@ -919,8 +918,8 @@ pub async fn drift(
 ) -> Result<(DriftReport, Schema), MigrateError> {
     check_shadow(target, shadow, force)?;
     let local = files::load_migrations(dir)?;
-    let target_client = super::connect(target).await?;
-    let shadow_client = super::connect(shadow).await?;
+    let target_client = session::connect(target).await?;
+    let shadow_client = session::connect(shadow).await?;
     if database_identity(&target_client).await? == database_identity(&shadow_client).await? {
         return Err(MigrateError::ShadowRefused {
             shadow: shadow.redacted(),

@@ -15,10 +15,13 @@
 mod apply;
 pub mod backup;
 pub mod drift;
+pub mod error;
 pub mod files;
 pub mod history;
 pub mod introspect;
 pub mod lint;
+pub mod session;
+pub mod settings;
 pub mod statements;
 pub mod status;
 pub mod verify;
@@ -26,42 +29,20 @@ pub mod verify;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 pub use apply::{resolve_applied, resolve_rolled_back, DeployOutcome};
+pub use error::MigrateError;
 use gcbb::config::{
     ConfigError, Env, DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRIES,
     DEFAULT_MIGRATE_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_DIR,
 };
 pub use gcbb::db::DbConfig;
+use session::{connect, describe_pg_error};
+pub use settings::MigrateSettings;
+use settings::{DATABASE_URL_VARS, SHADOW_DATABASE_URL_VAR};
 pub use status::{status, Diagnosis, HistoryDiagnostic};
-
-/// The variables `gcbb db` reads its database from, in order of preference: the direct
-/// (unpooled) URLs first, because advisory locks and `SET` need a session of their own.
-pub const DATABASE_URL_VARS: [&str; 3] = ["DATABASE_URL_UNPOOLED", "DIRECT_URL", "DATABASE_URL"];
-
-/// Timeouts of a migration session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigrateSettings {
-    /// `lock_timeout` while migrating (`MIGRATE_LOCK_TIMEOUT_MS`).
-    pub lock_timeout: Duration,
-    /// Retries of a file that hit `lock_timeout` (`MIGRATE_LOCK_RETRIES`).
-    pub lock_retries: u32,
-    /// How long to wait for Prisma's advisory lock (`MIGRATE_ADVISORY_LOCK_TIMEOUT_MS`).
-    pub advisory_lock_timeout: Duration,
-}
-
-impl Default for MigrateSettings {
-    fn default() -> Self {
-        MigrateSettings {
-            lock_timeout: DEFAULT_MIGRATE_LOCK_TIMEOUT,
-            lock_retries: DEFAULT_MIGRATE_LOCK_RETRIES,
-            advisory_lock_timeout: DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT,
-        }
-    }
-}
 
 impl MigrateSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -76,147 +57,6 @@ impl MigrateSettings {
             )?,
         })
     }
-}
-
-/// Everything that can stop a `gcbb db` command; `Display` is the message shown to the user,
-/// in Prisma's wording where Prisma has one (`code()` gives Prisma's error code).
-#[derive(Debug, thiserror::Error)]
-pub enum MigrateError {
-    #[error("no database URL: set DATABASE_URL_UNPOOLED, DIRECT_URL or DATABASE_URL")]
-    NoDatabaseUrl,
-    #[error("{0}")]
-    Config(#[from] ConfigError),
-    #[error(
-        "Can't reach database server at `{target}`\n\nPlease make sure your database server is running at `{target}`.\n({message})"
-    )]
-    Connect { target: String, message: String },
-    #[error(
-        "Timed out trying to acquire a postgres advisory lock (SELECT pg_advisory_lock(72707369)). Timeout: {timeout_ms}ms. \
-         Another `gcbb db` or `prisma migrate` is running against this database (or a session holds the lock). \
-         See https://pris.ly/d/migrate-advisory-locking for details."
-    )]
-    AdvisoryLockTimeout { timeout_ms: u128 },
-    #[error(
-        "The database schema is not empty. Read more about how to baseline an existing production database: \
-         https://pris.ly/d/migrate-baseline"
-    )]
-    SchemaNotEmpty,
-    #[error(
-        "migrate found failed migrations in the target database, new migrations will not be applied. Read more about how \
-         to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve\n\
-         The `{name}` migration started at {started_at} failed"
-    )]
-    FailedMigrations {
-        name: String,
-        started_at: DateTime<Utc>,
-    },
-    #[error(
-        "A migration failed to apply. New migrations cannot be applied before the error is recovered from. Read more about \
-         how to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve\n\n\
-         Migration name: {name}\n\n\
-         Database error code: {}\n\n\
-         Database error:\n{message}", code.as_deref().unwrap_or("none")
-    )]
-    ApplyFailed {
-        name: String,
-        code: Option<String>,
-        message: String,
-    },
-    #[error(
-        "The migration `{name}` holds {kind} and {} other statement(s). {kind} cannot run inside a transaction, and \
-         Prisma sends a whole migration file as one batch, which Postgres runs as one implicit transaction, so \
-         `prisma migrate deploy` could never apply this file. Move {kind} into a migration file of its own.",
-        statements - 1
-    )]
-    MixedStatements {
-        name: String,
-        kind: &'static str,
-        statements: usize,
-    },
-    #[error(
-        "The migration {name} could not be found. Please make sure that the migration exists, and that you included the \
-         whole name of the directory. (example: \"20201207184859_initial_migration\")"
-    )]
-    NotFoundLocally { name: String },
-    #[error("The migration `{name}` is already recorded as applied in the database.")]
-    AlreadyApplied { name: String },
-    #[error("Migration `{name}` cannot be rolled back because it is not in a failed state.")]
-    NotFailed { name: String },
-    #[error("a migration name needs at least one letter or digit")]
-    InvalidName,
-    #[error("{}: {message}", path.display())]
-    Files { path: PathBuf, message: String },
-    #[error(
-        "refusing to reset the database on `{host}`: reset drops every table and only runs against localhost, \
-         127.0.0.1, ::1 or a Unix socket"
-    )]
-    ResetRemote { host: String },
-    #[error("reset drops every table of the database: pass --force to confirm")]
-    ResetNotConfirmed,
-    #[error("database error: {0}")]
-    Database(String),
-    #[error(
-        "{count} lint error(s) in pending migrations; nothing was applied. Fix the file, or put \
-         `-- gcbb:allow <rule> <reason>` on the line above the statement if it is safe here:\n{findings}"
-    )]
-    Lint { count: usize, findings: String },
-    #[error("{0}")]
-    LintFailed(String),
-    #[error("no shadow database: set {}", drift::SHADOW_DATABASE_URL_VAR)]
-    NoShadowUrl,
-    #[error("refusing to use `{shadow}` as the shadow database: {reason}")]
-    ShadowRefused { shadow: String, reason: String },
-    #[error("backup failed: {0}")]
-    Backup(String),
-}
-
-impl MigrateError {
-    /// Prisma's error code for the same situation.
-    pub fn code(&self) -> Option<&'static str> {
-        Some(match self {
-            MigrateError::Connect { .. } => "P1001",
-            MigrateError::AdvisoryLockTimeout { .. } => "P1002",
-            MigrateError::SchemaNotEmpty => "P3005",
-            MigrateError::FailedMigrations { .. } => "P3009",
-            MigrateError::ApplyFailed { .. } => "P3018",
-            MigrateError::NotFoundLocally { .. } => "P3017",
-            MigrateError::AlreadyApplied { .. } => "P3008",
-            MigrateError::NotFailed { .. } => "P3012",
-            _ => return None,
-        })
-    }
-}
-
-/// `ERROR: message` plus DETAIL/HINT/WHERE lines, as psql shows a server error.
-pub(crate) fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    let Some(db) = e.as_db_error() else {
-        return e.to_string();
-    };
-    let mut out = format!("{}: {}", db.severity(), db.message());
-    if let Some(d) = db.detail() {
-        out.push_str(&format!("\nDETAIL: {d}"));
-    }
-    if let Some(h) = db.hint() {
-        out.push_str(&format!("\nHINT: {h}"));
-    }
-    if let Some(w) = db.where_() {
-        out.push_str(&format!("\nCONTEXT: {w}"));
-    }
-    out
-}
-
-/// SQLSTATE 55P03 (`lock_not_available`): `lock_timeout` fired.
-pub(crate) fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
-}
-
-pub(crate) async fn connect(db: &DbConfig) -> Result<tokio_postgres::Client, MigrateError> {
-    gcbb::db::connect(db)
-        .await
-        .map_err(|e| MigrateError::Connect {
-            target: db.redacted(),
-            message: e.to_string(),
-        })
 }
 
 /// The migration database from the environment: the first set of [`DATABASE_URL_VARS`], with
@@ -333,15 +173,15 @@ pub async fn reset(
     apply::reset(db, dir, settings).await
 }
 
-/// The shadow database from [`drift::SHADOW_DATABASE_URL_VAR`].
+/// The shadow database from [`SHADOW_DATABASE_URL_VAR`].
 pub fn shadow_from_env() -> Result<DbConfig, MigrateError> {
-    let raw = std::env::var(drift::SHADOW_DATABASE_URL_VAR)
+    let raw = std::env::var(SHADOW_DATABASE_URL_VAR)
         .ok()
         .filter(|v| !v.trim().is_empty())
         .ok_or(MigrateError::NoShadowUrl)?;
     DbConfig::parse(raw.trim()).map_err(|e| {
         MigrateError::Config(ConfigError::Invalid {
-            name: drift::SHADOW_DATABASE_URL_VAR,
+            name: SHADOW_DATABASE_URL_VAR,
             reason: e.to_string(),
         })
     })
