@@ -27,6 +27,7 @@ pub mod lint;
 mod lint_gate;
 pub mod session;
 pub mod settings;
+pub mod shadow;
 pub mod statements;
 pub mod status;
 pub mod verify;
