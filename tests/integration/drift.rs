@@ -1,6 +1,7 @@
 //! `gcbb db drift` against the real Postgres: every kind of hand-made difference prints Prisma's
-//! line, the seed's scenario prints the seed's lines, the seed's resolution path closes the drift,
-//! the shadow safety rules hold; and `deploy`/`lint` refuse destructive files.
+//! line; production's drift (indexes built by hand before a migration recorded them) prints the
+//! lines Prisma printed for it, and writing the migration and resolving it closes the drift; the
+//! shadow safety rules hold; and `deploy`/`lint` refuse destructive files.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -130,8 +131,8 @@ async fn a_freshly_migrated_database_has_no_drift_and_the_shadow_is_left_empty()
 #[tokio::test]
 async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_path_closes_the_drift(
 ) {
-    // The seed's situation: a database migrated without the performance-indexes migration, on
-    // which the indexes were then built by hand. UserBurnedTokens' index keys on an expression
+    // Production's situation before the performance-indexes migration: a database migrated
+    // without it, on which the indexes were then built by hand. UserBurnedTokens' index keys on an expression
     // (per-day usage), which Prisma cannot name: "on some columns".
     let dir = TempDir::with_migrations(&[INIT]);
     let target = common::empty_db().await;

@@ -1,6 +1,6 @@
 //! `gcbb db`: a migration runner compatible with Prisma Migrate (same `_prisma_migrations` table,
-//! checksums, advisory lock and row life cycle, same wording), so both tools can run against the
-//! same database during the move.
+//! checksums, advisory lock and row life cycle, same wording), so either tool can run against a
+//! database the other migrated.
 //!
 //! This module is the library: `deploy`, `reset`, `status`, `resolve_*` and `lint_pending` here,
 //! `drift::drift`, `verify::verify` and `backup::backup` below: what `gcbb dev`, the benches and
