@@ -1,5 +1,10 @@
 //! Applying migrations under Prisma's advisory lock: `deploy`, `resolve` and `reset`.
 //!
+//! Nothing here lints: the library's `deploy` and `reset` (in `super`) put the lint gate in front,
+//! and drift's shadow replay calls `deploy` here directly, because replaying history into a
+//! scratch database changes no real one. `with_lock`, `deploy_locked` and `apply_one` are the
+//! pieces, for a caller that needs to run migrations on a session of its own.
+//!
 //! A file runs in one transaction, retried whole when it hits `lock_timeout` (55P03), so a deploy
 //! never waits long behind a long transaction while every query queues behind its own lock
 //! request. A file holding a statement that cannot run in a transaction (`CREATE INDEX
@@ -53,7 +58,7 @@ pub async fn deploy_with(
 }
 
 /// Runs `work` while holding Prisma's advisory lock, releasing it afterwards either way.
-async fn with_lock<T>(
+pub(crate) async fn with_lock<T>(
     client: &Client,
     settings: &MigrateSettings,
     work: impl std::future::Future<Output = Result<T, MigrateError>>,
@@ -143,7 +148,10 @@ impl ScriptFailure {
     }
 }
 
-async fn apply_one(
+/// Runs one migration as `plan` says (one transaction, or statement by statement in autocommit),
+/// recording it in `_prisma_migrations` as started, then finished or failed. The caller holds the
+/// advisory lock on `client` and has refused a [`Plan::Mixed`] file already.
+pub(crate) async fn apply_one(
     client: &Client,
     m: &LocalMigration,
     plan: &Plan,
