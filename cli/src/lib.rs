@@ -6,7 +6,6 @@ pub mod bench;
 pub mod cache;
 pub mod demo;
 pub mod dev;
-pub mod lint;
 pub mod migrate;
 pub mod model_server;
 pub mod session_token;
@@ -32,7 +31,7 @@ pub enum Command {
     /// Serve every route of vercel.json and public/ on http://localhost:3000.
     Dev(crate::dev::DevArgs),
     /// Migrations (Prisma-compatible): status, deploy, resolve, new, reset.
-    Db(crate::migrate::DbArgs),
+    Db(crate::migrate::cli::DbArgs),
     /// Benchmarks: seed a realistic data set, measure the hot paths.
     Bench(crate::bench::BenchArgs),
     /// Serve the Upstash REST protocol over a real Redis (local tests and benchmarks).
@@ -45,7 +44,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     gcbb::platform::telemetry::init();
     match cli.command {
         Command::Dev(args) => crate::dev::run(args).await,
-        Command::Db(args) => crate::migrate::run(args).await,
+        Command::Db(args) => crate::migrate::cli::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::UpstashProxy(args) => crate::upstash_proxy::run(args).await,
         Command::Cache(args) => crate::cache::run(args).await,

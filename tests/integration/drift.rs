@@ -1,6 +1,7 @@
 //! `gcbb db drift` against the real Postgres: every kind of hand-made difference prints Prisma's
-//! line, the seed's scenario prints the seed's lines, the seed's resolution path closes the drift,
-//! the shadow safety rules hold; and `deploy`/`lint` refuse destructive files.
+//! line; production's drift (indexes built by hand before a migration recorded them) prints the
+//! lines Prisma printed for it, and writing the migration and resolving it closes the drift; the
+//! shadow safety rules hold; and `deploy`/`lint` refuse destructive files.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -130,8 +131,8 @@ async fn a_freshly_migrated_database_has_no_drift_and_the_shadow_is_left_empty()
 #[tokio::test]
 async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_path_closes_the_drift(
 ) {
-    // The seed's situation: a database migrated without the performance-indexes migration, on
-    // which the indexes were then built by hand. UserBurnedTokens' index keys on an expression
+    // Production's situation before the performance-indexes migration: a database migrated
+    // without it, on which the indexes were then built by hand. UserBurnedTokens' index keys on an expression
     // (per-day usage), which Prisma cannot name: "on some columns".
     let dir = TempDir::with_migrations(&[INIT]);
     let target = common::empty_db().await;
@@ -199,9 +200,12 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
         sql.contains("date_trunc('day'::text, \"updatedAt\")"),
         "the exact definition is kept: {sql}"
     );
-    let findings =
-        gcbb_cli::lint::lint_sql("written", &sql, &gcbb_cli::lint::LintContext::default())
-            .expect("the written file parses");
+    let findings = gcbb_cli::migrate::lint::lint_sql(
+        "written",
+        &sql,
+        &gcbb_cli::migrate::lint::LintContext::default(),
+    )
+    .expect("the written file parses");
     assert!(
         findings.is_empty(),
         "the written file lints clean: {findings:?}"
@@ -595,7 +599,7 @@ async fn lint_exits_1_on_errors_0_on_warnings_and_prints_the_catalog() {
 
     let out = db_cmd(&target, None, &dir.0, &["lint", "--rules"]);
     assert_eq!(out.status.code(), Some(0));
-    for rule in gcbb_cli::lint::RULES {
+    for rule in gcbb_cli::migrate::lint::RULES {
         assert!(stdout(&out).contains(rule.id), "catalog lists {}", rule.id);
     }
 }

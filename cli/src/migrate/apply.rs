@@ -1,5 +1,10 @@
 //! Applying migrations under Prisma's advisory lock: `deploy`, `resolve` and `reset`.
 //!
+//! Nothing here lints: the library's `deploy` and `reset` (in `super`) put the lint gate in front,
+//! and drift's shadow replay calls `deploy` here directly, because replaying history into a
+//! scratch database changes no real one. `with_lock`, `deploy_locked` and `apply_one` are the
+//! pieces, for a caller that needs to run migrations on a session of its own.
+//!
 //! A file runs in one transaction, retried whole when it hits `lock_timeout` (55P03), so a deploy
 //! never waits long behind a long transaction while every query queues behind its own lock
 //! request. A file holding a statement that cannot run in a transaction (`CREATE INDEX
@@ -13,11 +18,15 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use gcbb::db::DbConfig;
+
+use super::error::MigrateError;
 use super::files::{self, LocalMigration};
 use super::history::{self, MigrationRow};
+use super::session::{self, describe_pg_error, is_lock_timeout};
+use super::settings::MigrateSettings;
 use super::statements::{self, Plan, Statement};
 use super::status::{self, HistoryDiagnostic};
-use super::{describe_pg_error, is_lock_timeout, DbConfig, MigrateError, MigrateSettings};
 
 /// What a successful `deploy` did and noticed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,12 +53,12 @@ pub async fn deploy_with(
     settings: &MigrateSettings,
 ) -> Result<DeployOutcome, MigrateError> {
     let local = files::load_migrations(dir)?;
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     with_lock(&client, settings, deploy_locked(&client, &local, settings)).await
 }
 
 /// Runs `work` while holding Prisma's advisory lock, releasing it afterwards either way.
-async fn with_lock<T>(
+pub(crate) async fn with_lock<T>(
     client: &Client,
     settings: &MigrateSettings,
     work: impl std::future::Future<Output = Result<T, MigrateError>>,
@@ -139,7 +148,10 @@ impl ScriptFailure {
     }
 }
 
-async fn apply_one(
+/// Runs one migration as `plan` says (one transaction, or statement by statement in autocommit),
+/// recording it in `_prisma_migrations` as started, then finished or failed. The caller holds the
+/// advisory lock on `client` and has refused a [`Plan::Mixed`] file already.
+pub(crate) async fn apply_one(
     client: &Client,
     m: &LocalMigration,
     plan: &Plan,
@@ -308,7 +320,7 @@ pub async fn resolve_applied(
         .ok_or_else(|| MigrateError::NotFoundLocally {
             name: name.to_owned(),
         })?;
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     with_lock(&client, settings, async {
         // Baselining happens on non-empty databases: no emptiness check here (Prisma's too).
         history::create_migrations_table(&client).await?;
@@ -340,7 +352,7 @@ pub async fn resolve_rolled_back(
             name: name.to_owned(),
         });
     }
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     with_lock(&client, settings, async {
         if !history::migrations_table_exists(&client).await? {
             return Err(MigrateError::NotFailed {
@@ -378,7 +390,7 @@ pub async fn reset(
         });
     }
     let local = files::load_migrations(dir)?;
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     with_lock(&client, settings, async {
         let schemas = history::owned_schemas(&client).await?;
         history::drop_schemas(&client, &schemas).await?;

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::{DbConfig, MigrateError};
+use gcbb::db::DbConfig;
+
+use super::error::MigrateError;
+use super::session;
 
 /// Where backups go by default, relative to the working directory.
 pub const DEFAULT_BACKUP_DIR: &str = "backups";
@@ -69,11 +72,11 @@ pub async fn backup(db: &DbConfig, out: &Path) -> Result<PathBuf, MigrateError> 
             version_text.trim()
         ))
     })?;
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     let num: String = client
         .query_one("SHOW server_version_num", &[])
         .await
-        .map_err(|e| MigrateError::Database(super::describe_pg_error(&e)))?
+        .map_err(|e| MigrateError::Database(session::describe_pg_error(&e)))?
         .get(0);
     drop(client);
     let server = server_major(num.trim().parse().unwrap_or(0));

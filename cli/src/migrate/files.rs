@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::MigrateError;
+use super::error::MigrateError;
 
 /// The file inside each migration directory.
 pub const MIGRATION_FILE: &str = "migration.sql";

@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use super::MigrateError;
+use super::error::MigrateError;
+use super::session;
 
 /// Prisma Migrate's advisory lock key (`pg_advisory_lock(72707369)`): holding the same key makes
 /// `gcbb db` and `prisma migrate` exclude each other.
@@ -53,7 +54,7 @@ impl MigrationRow {
 }
 
 fn db_err(e: tokio_postgres::Error) -> MigrateError {
-    MigrateError::Database(super::describe_pg_error(&e))
+    MigrateError::Database(session::describe_pg_error(&e))
 }
 
 /// Waits at most `timeout` for Prisma's advisory lock. `lock_timeout` applies to advisory locks
@@ -65,7 +66,7 @@ pub async fn acquire_lock(client: &Client, timeout: Duration) -> Result<(), Migr
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if super::is_lock_timeout(&e) => Err(MigrateError::AdvisoryLockTimeout {
+        Err(e) if session::is_lock_timeout(&e) => Err(MigrateError::AdvisoryLockTimeout {
             timeout_ms: timeout.as_millis(),
         }),
         Err(e) => Err(db_err(e)),

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::MigrateError;
+use super::error::MigrateError;
+use super::session;
 
 /// The migrations table, never part of a comparison.
 pub const MIGRATIONS_TABLE: &str = "_prisma_migrations";
@@ -136,7 +137,7 @@ const QUALIFIED: &str =
     "CASE WHEN n.nspname = 'public' THEN c.relname::text ELSE n.nspname || '.' || c.relname END";
 
 fn db_err(e: tokio_postgres::Error) -> MigrateError {
-    MigrateError::Database(super::describe_pg_error(&e))
+    MigrateError::Database(session::describe_pg_error(&e))
 }
 
 /// Reads the schema of the database `client` is connected to.

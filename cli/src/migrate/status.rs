@@ -7,9 +7,11 @@ use std::path::Path;
 
 use tokio_postgres::Client;
 
+use super::error::MigrateError;
 use super::files::LocalMigration;
 use super::history::{self, MigrationRow};
-use super::{DbConfig, MigrateError};
+use super::session;
+use gcbb::db::DbConfig;
 
 /// Where the two histories part, in Prisma's three cases.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +116,7 @@ pub async fn diagnose_database(
 /// `gcbb db status` as a library call.
 pub async fn status(db: &DbConfig, dir: &Path) -> Result<Diagnosis, MigrateError> {
     let local = super::files::load_migrations(dir)?;
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     diagnose_database(&client, &local).await
 }
 

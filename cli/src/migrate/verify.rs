@@ -16,8 +16,10 @@ use serde_json::Value;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
-use super::{describe_pg_error, DbConfig, MigrateError};
+use super::error::MigrateError;
+use super::session::{self, describe_pg_error};
 use gcbb::db::hot::{HotParam, HotQuery};
+use gcbb::db::DbConfig;
 
 /// Below this many rows in a relation a hot query reads, its plan says nothing.
 pub const MIN_ROWS_FOR_PLANS: i64 = 1000;
@@ -122,7 +124,7 @@ fn db_err(e: tokio_postgres::Error) -> MigrateError {
 
 /// Checks `db` against every hot query of [`gcbb::db::hot_queries`].
 pub async fn verify(db: &DbConfig) -> Result<VerifyReport, MigrateError> {
-    let client = super::connect(db).await?;
+    let client = session::connect(db).await?;
     verify_with(&client, &gcbb::db::hot_queries()).await
 }
 

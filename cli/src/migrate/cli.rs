@@ -1,0 +1,427 @@
+//! The `gcbb db` command line: its arguments, the environment it reads the databases and
+//! timeouts from, what it prints (Prisma's lines, on the streams Prisma uses) and its exit codes.
+//! Everything it does goes through the library (`super`), which prints nothing and reads no
+//! environment, so `gcbb dev`, the benches and the tests run the same code without a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::Utc;
+use gcbb::config::{
+    ConfigError, Env, DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRIES,
+    DEFAULT_MIGRATE_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_DIR,
+};
+use gcbb::db::DbConfig;
+
+use super::lint_gate::{lint_pending, refuse_lint_errors};
+use super::session::connect;
+use super::settings::{DATABASE_URL_VARS, SHADOW_DATABASE_URL_VAR};
+use super::{
+    backup, deploy_with, drift, files, lint, reset, resolve_applied, resolve_rolled_back, status,
+    verify, DeployOutcome, MigrateError, MigrateSettings,
+};
+
+// Reading the environment is the command line's business; the library takes settings as values.
+impl MigrateSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let vars = std::env::vars().collect();
+        let env = Env(&vars);
+        Ok(MigrateSettings {
+            lock_timeout: env.millis("MIGRATE_LOCK_TIMEOUT_MS", DEFAULT_MIGRATE_LOCK_TIMEOUT)?,
+            lock_retries: env.parse("MIGRATE_LOCK_RETRIES", DEFAULT_MIGRATE_LOCK_RETRIES)?,
+            advisory_lock_timeout: env.millis(
+                "MIGRATE_ADVISORY_LOCK_TIMEOUT_MS",
+                DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT,
+            )?,
+        })
+    }
+}
+
+/// The migration database from the environment: the first set of [`DATABASE_URL_VARS`], with
+/// the name of the variable it came from.
+pub fn database_from_env() -> Result<(&'static str, DbConfig), MigrateError> {
+    for var in DATABASE_URL_VARS {
+        let Ok(raw) = std::env::var(var) else {
+            continue;
+        };
+        let raw = raw.trim();
+        if raw.is_empty() {
+            continue;
+        }
+        let cfg = DbConfig::parse(raw).map_err(|e| {
+            MigrateError::Config(ConfigError::Invalid {
+                name: var,
+                reason: e.to_string(),
+            })
+        })?;
+        return Ok((var, cfg));
+    }
+    Err(MigrateError::NoDatabaseUrl)
+}
+
+/// The shadow database from [`SHADOW_DATABASE_URL_VAR`].
+pub fn shadow_from_env() -> Result<DbConfig, MigrateError> {
+    let raw = std::env::var(SHADOW_DATABASE_URL_VAR)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or(MigrateError::NoShadowUrl)?;
+    DbConfig::parse(raw.trim()).map_err(|e| {
+        MigrateError::Config(ConfigError::Invalid {
+            name: SHADOW_DATABASE_URL_VAR,
+            reason: e.to_string(),
+        })
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DbArgs {
+    /// Directory holding `<timestamp>_<name>/migration.sql`.
+    #[arg(long, global = true, env = "GCBB_MIGRATIONS_DIR", default_value = DEFAULT_MIGRATIONS_DIR)]
+    pub migrations_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: DbCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DbCommand {
+    /// Show which migrations are applied, pending or failed (exit 1 unless up to date).
+    Status,
+    /// Lint the pending migrations, then apply them.
+    Deploy {
+        /// Take a `pg_dump` backup first (`backups/<db>-<UTC time>.dump`).
+        #[arg(long)]
+        backup: bool,
+    },
+    /// Lint migration files (default: every migration); exit 1 on any error finding.
+    Lint {
+        /// Files or directories to lint.
+        files: Vec<PathBuf>,
+        /// Print the rule catalog instead.
+        #[arg(long)]
+        rules: bool,
+    },
+    /// Compare the database with its migration history replayed into SHADOW_DATABASE_URL
+    /// (exit 0 when equal, 2 on drift).
+    Drift {
+        /// Print JSON instead of Prisma's summary.
+        #[arg(long)]
+        json: bool,
+        /// Write `<dir>/<timestamp>_NAME/migration.sql` recording what was added by hand.
+        #[arg(long, value_name = "NAME")]
+        write_migration: Option<String>,
+        /// Accept a shadow whose name lacks `shadow` or that holds a migration history (it is
+        /// emptied). Never accepts the target database itself.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check that the objects exist and are valid and that hot queries use their indexes.
+    Verify {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// `pg_dump -Fc` of the database.
+    Backup {
+        /// Archive to write (default `backups/<db>-<UTC time>.dump`).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Record a migration as applied or rolled back without running it.
+    Resolve(ResolveArgs),
+    /// Create `<dir>/<UTC timestamp>_<name>/migration.sql`.
+    New {
+        /// Name of the migration ([a-z0-9_]; anything else becomes `_`).
+        name: String,
+    },
+    /// Insert the demo data into an empty database (what `gcbb dev` does on its first run) and
+    /// refresh the dashboard's read model.
+    Seed,
+    /// Drop every schema of a LOCAL database and apply every migration.
+    Reset {
+        /// Don't ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ResolveArgs {
+    /// Record NAME as applied (baseline an existing database, or after a manual hotfix).
+    #[arg(long, value_name = "NAME")]
+    pub applied: Option<String>,
+    /// Mark NAME's failed row as rolled back, so `deploy` runs it again.
+    #[arg(long, value_name = "NAME")]
+    pub rolled_back: Option<String>,
+}
+
+/// Runs one `gcbb db` command; prints Prisma's lines and returns Prisma's exit code.
+pub async fn run(args: DbArgs) -> ExitCode {
+    let dir = args.migrations_dir.clone();
+    let dir_display = dir.display().to_string();
+    match run_command(args.command, &dir, &dir_display).await {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_error(e: &MigrateError) {
+    let mut err = std::io::stderr().lock();
+    let _ = match e.code() {
+        Some(code) => writeln!(err, "\nError: {code}\n\n{e}\n"),
+        None => writeln!(err, "\nError: {e}\n"),
+    };
+}
+
+fn print_out(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+fn print_err(s: &str) {
+    let _ = std::io::stderr().lock().write_all(s.as_bytes());
+}
+
+/// The database to migrate, warning when only a pooled (PgBouncer) URL is available.
+fn migration_database() -> Result<DbConfig, MigrateError> {
+    let (var, db) = database_from_env()?;
+    if db.is_pooled() {
+        print_err(&format!(
+            "warning: {var} points to a connection pooler ({}); advisory locks and session settings \
+             (lock_timeout) don't work through PgBouncer in transaction mode. Set DATABASE_URL_UNPOOLED \
+             or DIRECT_URL to the direct endpoint.\n",
+            db.redacted()
+        ));
+    }
+    Ok(db)
+}
+
+async fn run_command(
+    command: DbCommand,
+    dir: &Path,
+    dir_display: &str,
+) -> Result<ExitCode, MigrateError> {
+    match command {
+        DbCommand::New { name } => {
+            let path = files::create_migration(dir, &name, Utc::now())?;
+            print_out(&format!("Created {}\n", path.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Seed => {
+            let db = migration_database()?;
+            let system_user_id = std::env::var("SYSTEM_USER_ID")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| gcbb::config::DEFAULT_SYSTEM_USER_ID.to_owned());
+            let client = connect(&db).await?;
+            let inserted = crate::demo::insert_demo_data_if_empty(&client, &system_user_id)
+                .await
+                .map_err(|e| MigrateError::Database(e.to_string()))?;
+            print_out(if inserted {
+                "Demo data inserted; the dashboard's read model is refreshed.\n"
+            } else {
+                "The database already holds companions; demo data not inserted.\n"
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Status => {
+            let db = migration_database()?;
+            let diagnosis = status::status(&db, dir).await?;
+            let report = status::render_status(&diagnosis, dir_display);
+            print_err(&report.stderr);
+            print_out(&report.stdout);
+            Ok(ExitCode::from(report.exit_code))
+        }
+        DbCommand::Deploy { backup } => {
+            let settings = MigrateSettings::from_env()?;
+            let db = migration_database()?;
+            let local = files::load_migrations(dir)?;
+            print_out(&status::found_line(local.len(), dir_display));
+            let findings = lint_pending(&db, dir, false).await?;
+            for f in findings.iter().filter(|f| !f.is_error()) {
+                print_err(&format!("{f}\n"));
+            }
+            refuse_lint_errors(&findings)?;
+            if backup {
+                let path =
+                    backup::backup(&db, &backup::default_backup_path(&db.dbname, Utc::now()))
+                        .await?;
+                print_out(&format!("\nBackup written to {}\n", path.display()));
+            }
+            let outcome = deploy_with(&db, dir, &settings).await?;
+            print_deploy_outcome(&outcome, dir_display);
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Resolve(r) => {
+            let settings = MigrateSettings::from_env()?;
+            let db = migration_database()?;
+            if let Some(name) = r.applied {
+                resolve_applied(&db, dir, &name, &settings).await?;
+                print_out(&format!("\nMigration {name} marked as applied.\n"));
+            } else if let Some(name) = r.rolled_back {
+                resolve_rolled_back(&db, dir, &name, &settings).await?;
+                print_out(&format!("\nMigration {name} marked as rolled back.\n"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Lint { files, rules } => Ok(run_lint(files, rules, dir)),
+        DbCommand::Drift {
+            json,
+            write_migration,
+            force,
+        } => {
+            let db = migration_database()?;
+            let shadow = shadow_from_env()?;
+            let (report, target) = drift::drift(&db, &shadow, dir, force).await?;
+            if json {
+                print_out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ));
+            } else {
+                print_out(&format!("{}\n", report.summary));
+            }
+            if let Some(name) = write_migration {
+                if report.drift {
+                    let path =
+                        drift::write_migration(dir, &name, &report.steps, &target, Utc::now())?;
+                    let dir_name = path
+                        .parent()
+                        .and_then(|p| p.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    print_err(&format!(
+                        "\nWrote {}\nReview it, then record it on this database: gcbb db resolve --applied {dir_name}\n",
+                        path.display()
+                    ));
+                } else {
+                    print_err("\nNo drift: no migration written.\n");
+                }
+            }
+            Ok(ExitCode::from(if report.drift { 2 } else { 0 }))
+        }
+        DbCommand::Verify { json } => {
+            let db = migration_database()?;
+            let report = verify::verify(&db).await?;
+            if json {
+                print_out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ));
+            } else {
+                for name in &report.passed {
+                    print_out(&format!("ok: {name}\n"));
+                }
+                for p in &report.problems {
+                    print_err(&format!("error: {p}\n"));
+                }
+                if report.is_ok() {
+                    print_out(
+                        "\nDatabase verified: objects valid, hot queries use their indexes.\n",
+                    );
+                }
+            }
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        DbCommand::Backup { out } => {
+            let db = migration_database()?;
+            let out = out.unwrap_or_else(|| backup::default_backup_path(&db.dbname, Utc::now()));
+            let path = backup::backup(&db, &out).await?;
+            print_out(&format!("Backup written to {}\n", path.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Reset { force } => {
+            let settings = MigrateSettings::from_env()?;
+            let db = migration_database()?;
+            if !db.is_local() {
+                return Err(MigrateError::ResetRemote {
+                    host: db.host.clone(),
+                });
+            }
+            if !force && !confirm_reset(&db) {
+                return Err(MigrateError::ResetNotConfirmed);
+            }
+            let local = files::load_migrations(dir)?;
+            print_out(&status::found_line(local.len(), dir_display));
+            let outcome = reset(&db, dir, &settings).await?;
+            print_out(&format!("\nDatabase reset successful: {}\n", db.redacted()));
+            print_deploy_outcome(&outcome, dir_display);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `gcbb db lint`: exit 1 on an error finding or an unreadable file, 0 with warnings only.
+fn run_lint(files: Vec<PathBuf>, rules: bool, dir: &Path) -> ExitCode {
+    if rules {
+        for rule in lint::RULES {
+            print_out(&format!("{rule}\n\n"));
+        }
+        return ExitCode::SUCCESS;
+    }
+    let paths = if files.is_empty() {
+        vec![dir.to_path_buf()]
+    } else {
+        files
+    };
+    match lint::lint_paths(&paths, &lint::LintContext::default()) {
+        Ok(findings) => {
+            for f in &findings {
+                print_out(&format!("{f}\n\n"));
+            }
+            let errors = findings.iter().filter(|f| f.is_error()).count();
+            print_out(&format!(
+                "{errors} error(s), {} warning(s)\n",
+                findings.len() - errors
+            ));
+            if errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            print_err(&format!("\nError: {e}\n"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_deploy_outcome(outcome: &DeployOutcome, dir_display: &str) {
+    for name in &outcome.modified {
+        print_err(&status::modified_warning(name));
+    }
+    if !outcome.missing_locally.is_empty() {
+        print_err(&format!(
+            "warning: The migration{} from the database are not found locally in {dir_display}:\n{}\n",
+            if outcome.missing_locally.len() > 1 { "s" } else { "" },
+            outcome.missing_locally.join("\n")
+        ));
+    }
+    print_out(&status::render_deploy_success(&outcome.applied));
+}
+
+/// Asks on a terminal; anything but y/yes (or no terminal at all) means no.
+fn confirm_reset(db: &DbConfig) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    print_out(&format!(
+        "Are you sure you want to reset the database `{}`? All data will be lost. [y/N] ",
+        db.redacted()
+    ));
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
