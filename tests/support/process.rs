@@ -103,15 +103,32 @@ impl Server {
 
     /// Sends SIGTERM and waits (bounded) for the process to exit; returns whether it did.
     pub async fn terminate(&mut self) -> bool {
-        let Some(child) = self.child.as_mut() else {
-            return true;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        self.send_sigterm();
+        self.wait_for_exit(Duration::from_secs(30)).await
+    }
+
+    /// Sends SIGTERM, the signal a platform stops a process with, and returns at once.
+    pub fn send_sigterm(&self) {
+        if let Some(child) = self.child.as_ref() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => true,
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+        }
+    }
+
+    /// Waits at most `limit` for the process to exit; returns whether it did.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> bool {
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(_)) = child.try_wait() {
+        while started.elapsed() < limit {
+            if self.has_exited() {
                 self.child = None;
                 return true;
             }

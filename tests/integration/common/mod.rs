@@ -1,4 +1,10 @@
-//! The shared harness of every integration test: throwaway databases on the real Postgres.
+//! The shared harness of every integration test.
+//!
+//! - [`app`]: the app under test, in-process ([`app::TestApp`]): a fresh database, keys, a cache
+//!   key prefix, the model server, the real `App` and router; [`request`] is how tests talk to it.
+//! - [`session`]: the one RSA signing key of the test process and the tokens it signs.
+//! - this module: throwaway databases on the real Postgres, the `gcbb` binary, and
+//!   [`eventually`], the one bounded wait for effects that land after a response.
 //!
 //! `fresh_db()` clones a template database that holds the whole migration history
 //! (`CREATE DATABASE x TEMPLATE gcbb_tpl_<hash>`: a file copy, much faster than migrating per
@@ -8,8 +14,13 @@
 //! Every `TestDb` drops its database when it goes out of scope.
 #![allow(dead_code)] // each test module uses part of the harness
 
+pub mod app;
+pub mod request;
+pub mod session;
+
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gcbb::db::DbConfig;
 use rand::Rng;
@@ -113,6 +124,38 @@ pub async fn fresh_db() -> TestDb {
 /// A fresh, empty database (no migrations, no `_prisma_migrations`).
 pub async fn empty_db() -> TestDb {
     create_db(None).await
+}
+
+/// A database name nobody uses yet, not created: for a tool that creates its own database
+/// (`gcbb dev`). It is dropped at the end like any other, if it was created.
+pub fn absent_db() -> TestDb {
+    let name = unique("gcbb_test");
+    TestDb {
+        url: url_for(&name),
+        config: server().with_dbname(&name),
+        name,
+    }
+}
+
+/// How long [`eventually`] waits: background work is a few queries, but the machine is shared.
+pub const EVENTUALLY_LIMIT: Duration = Duration::from_secs(10);
+
+/// Polls `check` until it holds or [`EVENTUALLY_LIMIT`] passes; returns whether it held. For
+/// effects that land after the response (`wait_until` work, a cancellation seen by the model
+/// server), never a fixed sleep.
+pub async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < EVENTUALLY_LIMIT {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    check().await
 }
 
 /// The `gcbb` binary, with the database variables of the calling shell removed.

@@ -1,0 +1,370 @@
+//! The app under test, in-process. [`TestApp::builder`] is the one place that makes what a route
+//! test needs: a fresh database cloned from the migrated template (with the demo data, or a
+//! test's own rows, when asked), the session-token configuration, a random cache key prefix on
+//! the cache of choice (memory, the local Redis, or Upstash through a real `gcbb upstash-proxy`,
+//! the stand-in for an outside service), the local model server when the test needs a model, and
+//! any environment overrides; then the real `App` from `Config::from_vars` and the router of
+//! every function, built as `gcbb dev` builds it.
+//!
+//! Requests go through that router in-process ([`super::request`]). Work handed to `wait_until`
+//! runs on the platform's local tracker, in the test's own runtime. A real socket is opened
+//! only for a test that needs one ([`TestApp::serve`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::Method;
+use axum::Router;
+use gcbb::config::Config;
+use gcbb::platform::app::App;
+use gcbb::routes::VercelJson;
+use gcbb_cli::model_server::{LocalModelServer, Script};
+use serde_json::Value;
+use tower_http::services::ServeDir;
+
+use super::request::TestRequest;
+use super::session::clerk_env;
+use super::{fresh_db, project_root, unique, TestDb, EVENTUALLY_LIMIT};
+use crate::support::{binary, free_port, Server};
+
+/// The local Redis every Redis-backed test shares (each under its own key prefix).
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// `CRON_SECRET` of every app under test.
+pub const CRON_SECRET: &str = "cron-secret-for-tests";
+/// The system user of the demo data and of every app under test (`SYSTEM_USER_ID`'s default).
+pub const SYSTEM_USER: &str = "system";
+
+/// Where the app under test keeps its cache.
+#[derive(Debug, Clone)]
+pub enum CacheKind {
+    /// In-process memory only.
+    Memory,
+    /// The local Redis, natively.
+    Redis,
+    /// Another Redis: a private one the test stops, or a port where nothing listens.
+    RedisAt(String),
+    /// Upstash REST, through a real `gcbb upstash-proxy` over the local Redis.
+    Upstash,
+}
+
+/// What to make; [`TestAppBuilder::start`] makes it.
+pub struct TestAppBuilder {
+    demo_data: bool,
+    fixtures: Vec<String>,
+    cache: CacheKind,
+    model: Option<Script>,
+    env: Vec<(String, String)>,
+}
+
+impl TestAppBuilder {
+    /// The demo data of `gcbb dev` (8 categories, 40 companions, messages, a demo group), with
+    /// the read model refreshed.
+    pub fn demo_data(mut self) -> Self {
+        self.demo_data = true;
+        self
+    }
+
+    /// SQL run on the fresh database before the app starts (a test's own rows).
+    pub fn fixtures(mut self, sql: impl Into<String>) -> Self {
+        self.fixtures.push(sql.into());
+        self
+    }
+
+    pub fn cache(mut self, kind: CacheKind) -> Self {
+        self.cache = kind;
+        self
+    }
+
+    /// The local model server, answering with `script`, as the app's model. Without one the
+    /// app uses the offline scripted model (never a real provider).
+    pub fn model(mut self, script: Script) -> Self {
+        self.model = Some(script);
+        self
+    }
+
+    /// An environment variable for `Config::from_vars`, over the harness's own; an empty value
+    /// unsets one (`CRON_SECRET`, `CLERK_JWT_KEY`).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        let db = fresh_db().await;
+        let pg = db.client().await;
+        if self.demo_data {
+            gcbb_cli::demo::insert_demo_data_if_empty(&pg, SYSTEM_USER)
+                .await
+                .expect("insert the demo data");
+        }
+        for sql in &self.fixtures {
+            pg.batch_execute(sql).await.expect("insert the fixtures");
+        }
+        let model = match self.model {
+            Some(script) => Some(Arc::new(
+                LocalModelServer::start(script)
+                    .await
+                    .expect("the local model server starts"),
+            )),
+            None => None,
+        };
+        let prefix = unique("gcbbtest");
+        let mut vars: HashMap<String, String> = HashMap::from([
+            ("DATABASE_URL".into(), db.url.clone()),
+            ("CACHE_KEY_PREFIX".into(), prefix.clone()),
+            ("CRON_SECRET".into(), CRON_SECRET.into()),
+        ]);
+        vars.extend(clerk_env().map(|(k, v)| (k.to_owned(), v)));
+        match &model {
+            Some(model) => {
+                vars.insert("OPENAI_BASE_URL".into(), model.base_url());
+                vars.insert("OPENAI_API_KEY".into(), "sk-local".into());
+            }
+            None => {
+                vars.insert("LLM_PROVIDER".into(), "scripted".into());
+            }
+        }
+        let (proxy, redis_url) = match &self.cache {
+            CacheKind::Memory => (None, None),
+            CacheKind::Redis => {
+                vars.insert("REDIS_URL".into(), REDIS_URL.into());
+                (None, Some(REDIS_URL.to_owned()))
+            }
+            CacheKind::RedisAt(url) => {
+                vars.insert("REDIS_URL".into(), url.clone());
+                (None, None)
+            }
+            CacheKind::Upstash => {
+                let token = unique("token");
+                let proxy = start_upstash_proxy(&token).await;
+                vars.insert("UPSTASH_REDIS_REST_URL".into(), proxy.base.clone());
+                vars.insert("UPSTASH_REDIS_REST_TOKEN".into(), token);
+                (Some(proxy), Some(REDIS_URL.to_owned()))
+            }
+        };
+        vars.extend(self.env);
+        let (app, router) = build_app(&vars);
+        TestApp {
+            app,
+            router,
+            db: Arc::new(db),
+            pg,
+            prefix,
+            vars,
+            model,
+            proxy,
+            redis_url,
+            owns_prefix: true,
+        }
+    }
+}
+
+/// The app and the router of every function, as `gcbb dev` builds them (static files from
+/// `public/` outside `/api/`).
+fn build_app(vars: &HashMap<String, String>) -> (Arc<App>, Router) {
+    let config = Config::from_vars(vars).expect("the test configuration is valid");
+    let app = App::new(config);
+    let statics = Router::new().fallback_service(ServeDir::new(project_root().join("public")));
+    let router = gcbb::routes::router(app.clone(), &VercelJson::embedded(), statics);
+    (app, router)
+}
+
+/// An app under test and what it stands on; everything is cleaned up when it is dropped (the
+/// database, the cache keys under its prefix, the model server, the proxy).
+pub struct TestApp {
+    pub app: Arc<App>,
+    pub router: Router,
+    pub db: Arc<TestDb>,
+    /// A connection to the test's database, for fixtures and for checking what was stored.
+    pub pg: tokio_postgres::Client,
+    /// The app's `CACHE_KEY_PREFIX`: every cache key it writes starts with it.
+    pub prefix: String,
+    /// The configuration it was built from.
+    pub vars: HashMap<String, String>,
+    model: Option<Arc<LocalModelServer>>,
+    proxy: Option<Server>,
+    /// The Redis under the cache, when the prefix is to be cleaned up from it.
+    redis_url: Option<String>,
+    owns_prefix: bool,
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            demo_data: false,
+            fixtures: Vec::new(),
+            cache: CacheKind::Memory,
+            model: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// The local model server; panics when the app was built without one.
+    pub fn model(&self) -> &LocalModelServer {
+        self.model
+            .as_deref()
+            .expect("built with TestAppBuilder::model")
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> TestRequest {
+        TestRequest::new(self.router.clone(), method, path)
+    }
+
+    pub fn get(&self, path: &str) -> TestRequest {
+        self.request(Method::GET, path)
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> TestRequest {
+        self.request(Method::POST, path).json(body)
+    }
+
+    pub fn patch_json(&self, path: &str, body: &Value) -> TestRequest {
+        self.request(Method::PATCH, path).json(body)
+    }
+
+    /// The single number a query returns (`SELECT count(*) …`).
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.pg
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// The keys under the app's prefix in Redis that match `pattern` (after `<prefix>:`), read
+    /// from Redis itself rather than through the app.
+    pub async fn redis_keys(&self, pattern: &str) -> Vec<String> {
+        let url = self
+            .redis_url
+            .as_deref()
+            .expect("an app whose cache is the local Redis");
+        let client = redis::Client::open(url).expect("a Redis URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to Redis");
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:{pattern}", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        keys.sort();
+        keys
+    }
+
+    /// Waits until the background work (`wait_until`) of every in-process request so far has
+    /// finished: for checking that something was *not* stored, which no poll can prove.
+    pub async fn finish_background(&self) {
+        assert!(
+            gcbb::platform::background::drain_local(EVENTUALLY_LIMIT).await,
+            "background work still running after {EVENTUALLY_LIMIT:?}"
+        );
+    }
+
+    /// A second instance of the same deployment (a second process, as far as the app can
+    /// tell): same database, model, cache and prefix, its own in-process state (L1 cache,
+    /// per-process rate limiter). It must not outlive `self`, which owns what they share.
+    pub async fn another_instance(&self) -> TestApp {
+        let (app, router) = build_app(&self.vars);
+        TestApp {
+            app,
+            router,
+            db: self.db.clone(),
+            pg: self.db.client().await,
+            prefix: self.prefix.clone(),
+            vars: self.vars.clone(),
+            model: self.model.clone(),
+            proxy: None,
+            redis_url: self.redis_url.clone(),
+            owns_prefix: false,
+        }
+    }
+
+    /// Kills the `gcbb upstash-proxy` the cache talks to, as an Upstash outage.
+    pub fn kill_upstash_proxy(&mut self) {
+        let proxy = self
+            .proxy
+            .take()
+            .expect("an app built on CacheKind::Upstash");
+        drop(proxy);
+    }
+
+    /// Serves the router on a real socket on 127.0.0.1, in this process: for the tests that
+    /// need a real HTTP client (the AI SDK run by node, a raw socket, a TCP disconnect).
+    pub async fn serve(&self) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
+        let addr = listener.local_addr().expect("a bound address");
+        // As in `gcbb dev`: without TCP_NODELAY a streamed reply's first chunk waits behind
+        // Nagle's algorithm.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let router = self.router.clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Served {
+            base: format!("http://{addr}"),
+            task,
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let Some(url) = self.redis_url.as_deref().filter(|_| self.owns_prefix) else {
+            return;
+        };
+        // Synchronous on purpose: Drop can't await, and this is a handful of round trips.
+        let Ok(client) = redis::Client::open(url) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        for batch in keys.chunks(500) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(batch).query(&mut conn);
+        }
+    }
+}
+
+/// The router on a real socket; stops when dropped.
+pub struct Served {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A real `gcbb upstash-proxy` over the local Redis, accepting `token`: the stand-in for
+/// Upstash, an outside service, so it runs as the process it is.
+pub async fn start_upstash_proxy(token: &str) -> Server {
+    let port = free_port();
+    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
+    cmd.args(["upstash-proxy", "--redis", REDIS_URL, "--token", token])
+        .args(["--port", &port.to_string()]);
+    Server::start(cmd, port).await
+}
