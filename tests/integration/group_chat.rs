@@ -1,20 +1,23 @@
-//! `POST /api/group-chat/:groupId/chat` and `GET …/messages` through a real `gcbb dev` process,
-//! with the local model server and real tokens.
+//! `POST /api/group-chat/:groupId/chat` and `GET …/messages` in-process through the router of
+//! every function, with the local model server and real tokens.
 
-use std::time::Duration;
-
+use axum::http::Method;
+use gcbb::chat::reply::cached::{cached_reply, demo_reply_key};
+use gcbb::platform::input::Prompt;
 use gcbb_cli::model_server::{Failure, Script};
 use serde_json::{json, Value};
 
-use crate::chat::{eventually_async, start, token, Env, ALICE, BOB, PUBLIC};
-use crate::support::sse_data_parts as events;
+use crate::chat::{chat_app, tokens, ALICE, BOB, PUBLIC};
+use crate::common::app::TestApp;
+use crate::common::eventually;
+use crate::common::request::{TestRequest, TestResponse};
 
-const GROUP: &str = "g_alice";
+pub const GROUP: &str = "g_alice";
 const DEMO: &str = "g_demo";
 
-async fn insert_groups(env: &Env) {
-    env.pg
-        .batch_execute(&format!(
+/// Two more companions, Alice's group of three and a demo group of two, one message each.
+pub fn groups() -> String {
+    format!(
             "INSERT INTO \"Companion\" (\"id\", \"userId\", \"userName\", \"src\", \"name\", \"instructions\",
                                         \"updatedAt\", \"categoryId\")
              VALUES ('comp_cy', 'system', 'GCBB', '/c.png', 'Cyrus', 'You are Cyrus.', now(), 'cat_1'),
@@ -28,15 +31,24 @@ async fn insert_groups(env: &Env) {
              INSERT INTO \"GroupMessage\" (\"id\", \"content\", \"createdAt\", \"updatedAt\", \"groupChatId\", \"isBot\", \"senderId\")
              VALUES ('gm_old', 'I spoke before', '2025-02-01', now(), '{GROUP}', true, '{PUBLIC}'),
                     ('gm_demo', 'Welcome to the demo', '2025-02-01', now(), '{DEMO}', true, '{PUBLIC}');"
-        ))
-        .await
-        .unwrap();
+    )
 }
 
-async fn setup(script: Script) -> Env {
-    let env = start(script, &[]).await;
-    insert_groups(&env).await;
-    env
+async fn setup(script: Script) -> TestApp {
+    chat_app(script).fixtures(groups()).start().await
+}
+
+/// `POST` a prompt to a group.
+fn prompt(app: &TestApp, group: &str, prompt: &str) -> TestRequest {
+    app.post_json(
+        &format!("/api/group-chat/{group}/chat"),
+        &json!({ "prompt": prompt }),
+    )
+}
+
+/// The SSE events of a group reply.
+fn events(resp: &TestResponse) -> Vec<Value> {
+    resp.sse()
 }
 
 /// `type[:companionId]` of each event, deltas merged per companion into their text.
@@ -66,8 +78,8 @@ fn summary(events: &[Value]) -> Vec<String> {
     out
 }
 
-async fn group_messages(env: &Env, group: &str) -> Vec<(bool, String, String)> {
-    env.pg
+async fn group_messages(app: &TestApp, group: &str) -> Vec<(bool, String, String)> {
+    app.pg
         .query(
             "SELECT \"isBot\", \"senderId\", \"content\" FROM \"GroupMessage\" \
              WHERE \"groupChatId\" = $1 ORDER BY \"createdAt\", \"id\"",
@@ -82,20 +94,14 @@ async fn group_messages(env: &Env, group: &str) -> Vec<(bool, String, String)> {
 
 #[tokio::test]
 async fn the_creators_prompt_is_answered_by_the_least_recently_spoken_and_every_reply_is_stored() {
-    let env = setup(Script::default()).await;
-    let resp = env
-        .post(
-            &format!("/api/group-chat/{GROUP}/chat"),
-            Some(ALICE),
-            json!({"prompt": "hello all"}),
-        )
+    let app = setup(Script::default()).await;
+    let resp = prompt(&app, GROUP, "hello all")
+        .signed_in(ALICE)
+        .send()
         .await;
-    assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let got = summary(&events(&resp.text().await.unwrap()));
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("content-type").starts_with("text/event-stream"));
+    let got = summary(&events(&resp));
     assert_eq!(
         got,
         [
@@ -108,13 +114,13 @@ async fn the_creators_prompt_is_answered_by_the_least_recently_spoken_and_every_
             "[DONE]"
         ]
     );
-    assert_eq!(env.model.requests(), 2);
+    assert_eq!(app.model().requests(), 2);
     // Dora's context holds Cyrus's reply, named.
-    let req = env.model.last_request().unwrap();
+    let req = app.model().last_request().unwrap();
     let text = req["messages"].to_string();
     assert!(text.contains("Cyrus: Hello from the model."), "{text}");
     assert!(text.contains("hello all"));
-    let stored = group_messages(&env, GROUP).await;
+    let stored = group_messages(&app, GROUP).await;
     assert_eq!(
         stored[1..],
         [
@@ -132,9 +138,9 @@ async fn the_creators_prompt_is_answered_by_the_least_recently_spoken_and_every_
         ]
     );
     assert!(
-        eventually_async(Duration::from_secs(10), || async {
-            env.tokens("comp_cy", ALICE).await == (16, Some(16))
-                && env.tokens("comp_dora", ALICE).await == (16, Some(16))
+        eventually(|| async {
+            tokens(&app, "comp_cy", ALICE).await == (16, Some(16))
+                && tokens(&app, "comp_dora", ALICE).await == (16, Some(16))
         })
         .await
     );
@@ -142,15 +148,12 @@ async fn the_creators_prompt_is_answered_by_the_least_recently_spoken_and_every_
 
 #[tokio::test]
 async fn a_companion_named_in_the_prompt_answers_whatever_the_case() {
-    let env = setup(Script::default()).await;
-    let resp = env
-        .post(
-            &format!("/api/group-chat/{GROUP}/chat"),
-            Some(ALICE),
-            json!({"prompt": "what does ADA think?"}),
-        )
+    let app = setup(Script::default()).await;
+    let resp = prompt(&app, GROUP, "what does ADA think?")
+        .signed_in(ALICE)
+        .send()
         .await;
-    let got = summary(&events(&resp.text().await.unwrap()));
+    let got = summary(&events(&resp));
     assert_eq!(
         got,
         [
@@ -160,49 +163,46 @@ async fn a_companion_named_in_the_prompt_answers_whatever_the_case() {
             "[DONE]"
         ]
     );
+    // Ada's reply is the one stored after the prompt.
+    let stored = group_messages(&app, GROUP).await;
+    assert_eq!(
+        stored.last().unwrap(),
+        &(
+            true,
+            PUBLIC.to_string(),
+            "Hello from the model.".to_string()
+        )
+    );
+    assert_eq!(stored.len(), 3);
 }
 
 #[tokio::test]
 async fn only_the_creator_reaches_a_group_and_anonymous_only_demo_groups() {
-    let env = setup(Script::default()).await;
+    let app = setup(Script::default()).await;
     for (group, user) in [
         (GROUP, Some(BOB)),
         (GROUP, None),
         ("g_unknown", Some(ALICE)),
     ] {
-        let resp = env
-            .post(
-                &format!("/api/group-chat/{group}/chat"),
-                user,
-                json!({"prompt": "hi"}),
-            )
-            .await;
-        assert_eq!(resp.status(), 404, "{group} {user:?}");
-        let resp = env
-            .http
-            .get(env.url(&format!("/api/group-chat/{group}/messages")))
-            .bearer_auth(token(user.unwrap_or(BOB)))
+        let resp = prompt(&app, group, "hi").viewer(user).send().await;
+        assert_eq!(resp.status, 404, "{group} {user:?}");
+        let resp = app
+            .get(&format!("/api/group-chat/{group}/messages"))
+            .signed_in(user.unwrap_or(BOB))
             .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 404, "{group} {user:?}");
+            .await;
+        assert_eq!(resp.status, 404, "{group} {user:?}");
     }
-    assert_eq!(env.model.requests(), 0);
-    assert_eq!(group_messages(&env, GROUP).await.len(), 1);
+    assert_eq!(app.model().requests(), 0);
+    assert_eq!(group_messages(&app, GROUP).await.len(), 1);
 }
 
 #[tokio::test]
 async fn an_anonymous_demo_chat_has_one_responder_and_stores_nothing() {
-    let env = setup(Script::default()).await;
-    let resp = env
-        .post(
-            &format!("/api/group-chat/{DEMO}/chat"),
-            None,
-            json!({"prompt": "Cyrus, hi!"}),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let got = summary(&events(&resp.text().await.unwrap()));
+    let app = setup(Script::default()).await;
+    let resp = prompt(&app, DEMO, "Cyrus, hi!").send().await;
+    assert_eq!(resp.status, 200);
+    let got = summary(&events(&resp));
     assert_eq!(
         got,
         [
@@ -212,72 +212,65 @@ async fn an_anonymous_demo_chat_has_one_responder_and_stores_nothing() {
             "[DONE]"
         ]
     );
-    assert_eq!(env.model.requests(), 1);
-    let resp = env
-        .post(
-            &format!("/api/group-chat/{DEMO}/chat"),
-            None,
-            json!({"prompt": "hello there"}),
-        )
-        .await;
-    let got = summary(&events(&resp.text().await.unwrap()));
+    assert_eq!(app.model().requests(), 1);
+    let resp = prompt(&app, DEMO, "hello there").send().await;
+    let got = summary(&events(&resp));
     assert_eq!(got.len(), 4, "{got:?}");
-    assert_eq!(env.model.requests(), 2);
-    // The same prompt again (normalized) is replayed from the cache: no model call.
-    let replayed = eventually_async(Duration::from_secs(5), || async {
-        let resp = env
-            .post(
-                &format!("/api/group-chat/{DEMO}/chat"),
-                None,
-                json!({"prompt": "cyrus,   HI!"}),
-            )
-            .await;
-        summary(&events(&resp.text().await.unwrap()))
-            == [
-                "start:comp_cy:Cyrus",
-                "text:Hello from the model.",
-                "end:comp_cy",
-                "[DONE]",
-            ]
-            && env.model.requests() == 2
+    assert_eq!(app.model().requests(), 2);
+    // The reply is cached after the response, through wait_until...
+    let key = demo_reply_key(
+        DEMO,
+        "comp_cy",
+        &Prompt::parse("Cyrus, hi!".into()).unwrap(),
+    );
+    let cached = eventually(|| async {
+        cached_reply(&app.app, &key).await.as_deref() == Some("Hello from the model.")
     })
     .await;
-    assert!(replayed);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(group_messages(&env, DEMO).await.len(), 1);
+    assert!(cached, "the demo reply was never cached");
+    // ...and the same prompt again (normalized) is replayed from it: no model call.
+    let resp = prompt(&app, DEMO, "cyrus,   HI!").send().await;
     assert_eq!(
-        env.count("SELECT count(*) FROM \"UserBurnedTokens\"").await,
+        summary(&events(&resp)),
+        [
+            "start:comp_cy:Cyrus",
+            "text:Hello from the model.",
+            "end:comp_cy",
+            "[DONE]",
+        ]
+    );
+    assert_eq!(app.model().requests(), 2);
+    // Nothing stored, once every piece of background work has run.
+    app.finish_background().await;
+    assert_eq!(group_messages(&app, DEMO).await.len(), 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM \"UserBurnedTokens\"").await,
         0
     );
 }
 
 #[tokio::test]
 async fn the_model_failing_is_502_before_the_first_token_and_an_error_event_after() {
-    let env = setup(Script {
+    let app = setup(Script {
         failure: Failure::Status(503),
         ..Script::default()
     })
     .await;
-    let path = format!("/api/group-chat/{GROUP}/chat");
-    let resp = env
-        .post(&path, Some(ALICE), json!({"prompt": "hello"}))
-        .await;
-    assert_eq!(resp.status(), 502);
+    let resp = prompt(&app, GROUP, "hello").signed_in(ALICE).send().await;
+    assert_eq!(resp.status, 502);
     assert_eq!(
-        group_messages(&env, GROUP).await.len(),
+        group_messages(&app, GROUP).await.len(),
         2,
         "the prompt is stored"
     );
 
-    env.model.set_script(Script {
+    app.model().set_script(Script {
         failure: Failure::ErrorEventAfter(2),
         ..Script::default()
     });
-    let resp = env
-        .post(&path, Some(ALICE), json!({"prompt": "again"}))
-        .await;
-    assert_eq!(resp.status(), 200);
-    let got = summary(&events(&resp.text().await.unwrap()));
+    let resp = prompt(&app, GROUP, "again").signed_in(ALICE).send().await;
+    assert_eq!(resp.status, 200);
+    let got = summary(&events(&resp));
     assert_eq!(
         got,
         [
@@ -288,13 +281,13 @@ async fn the_model_failing_is_502_before_the_first_token_and_an_error_event_afte
             "[DONE]"
         ]
     );
-    let stored = group_messages(&env, GROUP).await;
+    let stored = group_messages(&app, GROUP).await;
     assert_eq!(
         stored.last().unwrap(),
         &(true, "comp_cy".to_string(), "Hello from".to_string())
     );
     assert_eq!(
-        env.model.requests(),
+        app.model().requests(),
         2,
         "no second responder after a failure"
     );
@@ -302,9 +295,9 @@ async fn the_model_failing_is_502_before_the_first_token_and_an_error_event_afte
 
 #[tokio::test]
 async fn group_history_is_paged_and_bad_requests_are_4xx() {
-    let env = setup(Script::default()).await;
+    let app = setup(Script::default()).await;
     for i in 0..5 {
-        env.pg
+        app.pg
             .execute(
                 "INSERT INTO \"GroupMessage\" (\"id\", \"content\", \"createdAt\", \"updatedAt\", \"groupChatId\", \"isBot\", \"senderId\") \
                  VALUES ($1, $1, timestamp '2025-03-01' + make_interval(secs => $2::int), now(), $3, false, $4)",
@@ -314,41 +307,23 @@ async fn group_history_is_paged_and_bad_requests_are_4xx() {
             .unwrap();
     }
     let get = |q: &str, user: Option<&str>| {
-        let mut req = env
-            .http
-            .get(env.url(&format!("/api/group-chat/{GROUP}/messages{q}")));
-        if let Some(u) = user {
-            req = req.bearer_auth(token(u));
-        }
-        req.send()
+        app.get(&format!("/api/group-chat/{GROUP}/messages{q}"))
+            .viewer(user)
+            .send()
     };
-    let page: Value = get("?limit=4", Some(ALICE))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["u1", "u2", "u3", "u4"]);
+    let ids = |page: &Value| -> Vec<String> {
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let page = get("?limit=4", Some(ALICE)).await.json();
+    assert_eq!(ids(&page), ["u1", "u2", "u3", "u4"]);
     assert_eq!(page["nextCursor"], "u1");
-    let page: Value = get("?limit=4&before=u1", Some(ALICE))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["gm_old", "u0"]);
+    let page = get("?limit=4&before=u1", Some(ALICE)).await.json();
+    assert_eq!(ids(&page), ["gm_old", "u0"]);
     assert_eq!(page["messages"][0]["isBot"], true);
     assert_eq!(page["messages"][0]["senderName"], "Ada");
     assert_eq!(page["nextCursor"], Value::Null);
@@ -357,70 +332,59 @@ async fn group_history_is_paged_and_bad_requests_are_4xx() {
         ("?limit=1000", "limit"),
         ("?before=gm_demo", "before"),
     ] {
-        let resp = get(q, Some(ALICE)).await.unwrap();
-        assert_eq!(resp.status(), 400, "{q}");
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["error"]["param"], param);
+        let resp = get(q, Some(ALICE)).await;
+        assert_eq!(resp.status, 400, "{q}");
+        assert_eq!(resp.json()["error"]["param"], param);
     }
     // Demo history is open to anyone.
-    let resp = env
-        .http
-        .get(env.url(&format!("/api/group-chat/{DEMO}/messages")))
+    let resp = app
+        .get(&format!("/api/group-chat/{DEMO}/messages"))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let page: Value = resp.json().await.unwrap();
-    assert_eq!(page["messages"][0]["content"], "Welcome to the demo");
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["messages"][0]["content"], "Welcome to the demo");
 
     // Wrong method for each route.
-    let resp = env
-        .http
-        .get(env.url(&format!("/api/group-chat/{GROUP}/chat")))
+    let resp = app
+        .get(&format!("/api/group-chat/{GROUP}/chat"))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 405);
-    assert_eq!(resp.headers()["allow"], "POST");
-    let resp = env
-        .post(
-            &format!("/api/group-chat/{GROUP}/messages"),
-            Some(ALICE),
-            json!({"prompt": "x"}),
-        )
         .await;
-    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.headers["allow"], "POST");
+    let resp = app
+        .post_json(
+            &format!("/api/group-chat/{GROUP}/messages"),
+            &json!({"prompt": "x"}),
+        )
+        .signed_in(ALICE)
+        .send()
+        .await;
+    assert_eq!(resp.status, 405);
 
     // Hostile bodies: nothing stored, no model call.
-    let url = env.url(&format!("/api/group-chat/{GROUP}/chat"));
+    let url = format!("/api/group-chat/{GROUP}/chat");
     for (body, ct, status) in [
         ("{\"prompt\":", "application/json", 400),
         ("{\"prompt\":\"hi\"}", "text/plain", 415),
         ("{\"prompt\":\"\"}", "application/json", 400),
         ("{\"prompt\":7}", "application/json", 400),
     ] {
-        let resp = env
-            .http
-            .post(&url)
-            .bearer_auth(token(ALICE))
-            .header("content-type", ct)
-            .body(body)
+        let resp = app
+            .request(Method::POST, &url)
+            .signed_in(ALICE)
+            .body(ct, body)
             .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), status, "{body}");
+            .await;
+        assert_eq!(resp.status.as_u16(), status, "{body}");
     }
     let big = format!("{{\"prompt\":\"{}\"}}", "x".repeat(5000));
-    let resp = env
-        .http
-        .post(&url)
-        .bearer_auth(token(ALICE))
-        .header("content-type", "application/json")
-        .body(big)
+    let resp = app
+        .request(Method::POST, &url)
+        .signed_in(ALICE)
+        .body("application/json", big)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(env.model.requests(), 0);
-    assert_eq!(group_messages(&env, GROUP).await.len(), 6);
+        .await;
+    assert_eq!(resp.status, 400);
+    assert_eq!(app.model().requests(), 0);
+    assert_eq!(group_messages(&app, GROUP).await.len(), 6);
 }

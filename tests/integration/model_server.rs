@@ -8,22 +8,12 @@ use gcbb::config::{LlmConfig, LlmProvider};
 use gcbb::llm::{ChatMessage, Llm, ModelError, ModelEvent, Role, Usage};
 use gcbb_cli::model_server::{Failure, LocalModelServer, Script};
 
-pub async fn start(script: Script) -> LocalModelServer {
+use crate::common::eventually;
+
+async fn start(script: Script) -> LocalModelServer {
     LocalModelServer::start(script)
         .await
         .expect("the local model server starts")
-}
-
-/// Polls `check` until it holds or `limit` passes; returns whether it held.
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let started = std::time::Instant::now();
-    while started.elapsed() < limit {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
 }
 
 fn llm(server: &LocalModelServer, first_token: Duration, idle: Duration) -> Llm {
@@ -168,7 +158,7 @@ async fn dropping_a_reply_closes_the_upstream_connection() {
     assert!(matches!(stream.next().await, Some(Ok(ModelEvent::Text(_)))));
     drop(stream);
     assert!(
-        eventually(SECOND * 5, || server.cancelled() == 1).await,
+        eventually(|| async { server.cancelled() == 1 }).await,
         "the server never noticed"
     );
     assert_eq!(server.completed(), 0);

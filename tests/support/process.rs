@@ -175,20 +175,6 @@ pub fn binary(path: &str) -> Command {
     cmd
 }
 
-/// The `data:` payloads of an SSE body as JSON (`[DONE]` as the string "[DONE]").
-pub fn sse_data_parts(body: &str) -> Vec<serde_json::Value> {
-    body.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .map(|d| {
-            if d == "[DONE]" {
-                serde_json::json!("[DONE]")
-            } else {
-                serde_json::from_str(d).expect("an SSE data line holds JSON")
-            }
-        })
-        .collect()
-}
-
 /// The path of an example target built beside this test binary (`target/<profile>/examples/`).
 ///
 /// Cargo names examples' paths only for its own runs, not for tests (there is no
