@@ -1,39 +1,39 @@
 //! Session-token verification with real RSA keys, real signed tokens, a real local JWKS server,
-//! and the `Viewer` extractor driven through an axum router.
+//! and the viewer a request is taken for, through the router of every function in-process.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use gcbb::config::{ClerkConfig, ClerkKey, Config};
-use gcbb::platform::app::App;
-use gcbb::platform::auth::{AuthError, Authenticator, Viewer};
+use gcbb::config::{ClerkConfig, ClerkKey};
+use gcbb::platform::auth::{AuthError, Authenticator};
 use gcbb::platform::error::ApiError;
 use gcbb_cli::session_token::{sign_hs256, SigningKey};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-const ISSUER: &str = "https://clerk.gcbb.example";
+use crate::common::app::TestApp;
+use crate::common::request::TestResponse;
+use crate::common::session::{signing_key, ISSUER};
+
 const PARTY: &str = "http://localhost:3000";
 const USER: &str = "user_2abcDEF";
 
 type TestKey = SigningKey;
 
-fn generate_key() -> TestKey {
-    SigningKey::generate().expect("RSA key generation")
+/// The key apps under test trust: the harness's one key of the test process.
+fn key_a() -> &'static TestKey {
+    signing_key()
 }
 
-static KEY_A: LazyLock<TestKey> = LazyLock::new(generate_key);
-static KEY_B: LazyLock<TestKey> = LazyLock::new(generate_key);
+/// A second key, which nothing trusts: a test input for "signed by another key" and rotation.
+static KEY_B: LazyLock<TestKey> =
+    LazyLock::new(|| SigningKey::generate().expect("RSA key generation"));
 
 fn now() -> i64 {
     SystemTime::now()
@@ -85,7 +85,7 @@ fn clerk_config(key: ClerkKey) -> ClerkConfig {
 
 fn pem_auth() -> Authenticator {
     Authenticator::new(
-        &clerk_config(ClerkKey::Pem(KEY_A.public_pem.clone())),
+        &clerk_config(ClerkKey::Pem(key_a().public_pem.clone())),
         reqwest::Client::new(),
     )
 }
@@ -113,7 +113,7 @@ async fn refused(auth: &Authenticator, token: &str) -> AuthError {
 #[tokio::test]
 async fn a_valid_clerk_token_yields_its_user_id_and_claims() {
     let auth = pem_auth();
-    let token = sign(&KEY_A, Some("ins_1"), &clerk_claims());
+    let token = sign(key_a(), Some("ins_1"), &clerk_claims());
     assert_eq!(auth.verify(&token).await.unwrap(), USER);
     let claims = auth.verify_claims(&token).await.unwrap();
     assert_eq!(claims.session_id.as_deref(), Some("sess_2xyz"));
@@ -122,14 +122,14 @@ async fn a_valid_clerk_token_yields_its_user_id_and_claims() {
 
 #[tokio::test]
 async fn a_pem_key_needs_no_kid() {
-    let token = sign(&KEY_A, None, &clerk_claims());
+    let token = sign(key_a(), None, &clerk_claims());
     assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
 }
 
 #[tokio::test]
 async fn an_expired_token_is_401_token_expired() {
     let token = sign(
-        &KEY_A,
+        key_a(),
         None,
         &with(clerk_claims(), "exp", json!(now() - 60)),
     );
@@ -140,13 +140,17 @@ async fn an_expired_token_is_401_token_expired() {
 
 #[tokio::test]
 async fn a_token_expired_within_the_leeway_is_still_valid() {
-    let token = sign(&KEY_A, None, &with(clerk_claims(), "exp", json!(now() - 2)));
+    let token = sign(
+        key_a(),
+        None,
+        &with(clerk_claims(), "exp", json!(now() - 2)),
+    );
     assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
 }
 
 #[tokio::test]
 async fn a_token_without_exp_is_refused() {
-    let token = sign(&KEY_A, None, &without(clerk_claims(), "exp"));
+    let token = sign(key_a(), None, &without(clerk_claims(), "exp"));
     let err = refused(&pem_auth(), &token).await;
     assert!(matches!(err, AuthError::MissingClaim("exp")), "{err}");
 }
@@ -154,7 +158,7 @@ async fn a_token_without_exp_is_refused() {
 #[tokio::test]
 async fn a_token_not_yet_valid_is_refused() {
     let token = sign(
-        &KEY_A,
+        key_a(),
         None,
         &with(clerk_claims(), "nbf", json!(now() + 60)),
     );
@@ -166,14 +170,18 @@ async fn a_token_not_yet_valid_is_refused() {
 #[tokio::test]
 async fn a_token_issued_in_the_future_is_refused() {
     let claims = with(clerk_claims(), "iat", json!(now() + 60));
-    let token = sign(&KEY_A, None, &without(claims, "nbf"));
+    let token = sign(key_a(), None, &without(claims, "nbf"));
     let err = refused(&pem_auth(), &token).await;
     assert!(matches!(err, AuthError::NotYetValid), "{err}");
 }
 
 #[tokio::test]
 async fn a_token_issued_within_the_leeway_ahead_is_valid() {
-    let token = sign(&KEY_A, None, &with(clerk_claims(), "iat", json!(now() + 2)));
+    let token = sign(
+        key_a(),
+        None,
+        &with(clerk_claims(), "iat", json!(now() + 2)),
+    );
     assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
 }
 
@@ -187,7 +195,7 @@ async fn a_token_signed_by_another_key_is_an_invalid_signature() {
 
 #[tokio::test]
 async fn a_token_whose_payload_was_swapped_is_an_invalid_signature() {
-    let token = sign(&KEY_A, None, &clerk_claims());
+    let token = sign(key_a(), None, &clerk_claims());
     let forged_payload = b64(with(clerk_claims(), "sub", json!("user_admin"))
         .to_string()
         .as_bytes());
@@ -219,7 +227,7 @@ async fn an_unsigned_alg_none_token_is_refused() {
 
 #[tokio::test]
 async fn hs256_signed_with_the_public_key_as_secret_is_refused() {
-    let token = sign_hs256(KEY_A.public_pem.as_bytes(), &clerk_claims());
+    let token = sign_hs256(key_a().public_pem.as_bytes(), &clerk_claims());
     let err = refused(&pem_auth(), &token).await;
     assert!(matches!(err, AuthError::UnexpectedAlgorithm), "{err}");
 }
@@ -227,7 +235,7 @@ async fn hs256_signed_with_the_public_key_as_secret_is_refused() {
 #[tokio::test]
 async fn a_token_for_another_party_is_refused() {
     let token = sign(
-        &KEY_A,
+        key_a(),
         None,
         &with(clerk_claims(), "azp", json!("https://evil.example")),
     );
@@ -239,7 +247,7 @@ async fn a_token_for_another_party_is_refused() {
 #[tokio::test]
 async fn an_authorized_party_with_a_trailing_slash_matches() {
     let token = sign(
-        &KEY_A,
+        key_a(),
         None,
         &with(clerk_claims(), "azp", json!(format!("{PARTY}/"))),
     );
@@ -249,25 +257,25 @@ async fn an_authorized_party_with_a_trailing_slash_matches() {
 /// Clerk's backend SDK accepts a token without `azp` even when parties are configured; so do we.
 #[tokio::test]
 async fn a_token_without_azp_is_accepted_when_parties_are_configured() {
-    let token = sign(&KEY_A, None, &without(clerk_claims(), "azp"));
+    let token = sign(key_a(), None, &without(clerk_claims(), "azp"));
     assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
 }
 
 /// An empty `azp` is present and names no party: refused (Clerk's SDK would treat it as absent).
 #[tokio::test]
 async fn an_empty_azp_is_refused_when_parties_are_configured() {
-    let token = sign(&KEY_A, None, &with(clerk_claims(), "azp", json!("")));
+    let token = sign(key_a(), None, &with(clerk_claims(), "azp", json!("")));
     let err = refused(&pem_auth(), &token).await;
     assert!(matches!(err, AuthError::UnauthorizedParty), "{err}");
 }
 
 #[tokio::test]
 async fn any_azp_is_accepted_when_no_parties_are_configured() {
-    let mut cfg = clerk_config(ClerkKey::Pem(KEY_A.public_pem.clone()));
+    let mut cfg = clerk_config(ClerkKey::Pem(key_a().public_pem.clone()));
     cfg.authorized_parties.clear();
     let auth = Authenticator::new(&cfg, reqwest::Client::new());
     let token = sign(
-        &KEY_A,
+        key_a(),
         None,
         &with(clerk_claims(), "azp", json!("https://elsewhere.example")),
     );
@@ -277,7 +285,7 @@ async fn any_azp_is_accepted_when_no_parties_are_configured() {
 #[tokio::test]
 async fn a_token_from_another_issuer_is_refused() {
     let token = sign(
-        &KEY_A,
+        key_a(),
         None,
         &with(clerk_claims(), "iss", json!("https://clerk.other.example")),
     );
@@ -289,33 +297,33 @@ async fn a_token_from_another_issuer_is_refused() {
 #[tokio::test]
 async fn the_issuer_tolerates_a_trailing_slash_either_way() {
     let token = sign(
-        &KEY_A,
+        key_a(),
         None,
         &with(clerk_claims(), "iss", json!(format!("{ISSUER}/"))),
     );
     assert_eq!(pem_auth().verify(&token).await.unwrap(), USER);
 
-    let mut cfg = clerk_config(ClerkKey::Pem(KEY_A.public_pem.clone()));
+    let mut cfg = clerk_config(ClerkKey::Pem(key_a().public_pem.clone()));
     cfg.issuer = Some(format!("{ISSUER}/"));
     let auth = Authenticator::new(&cfg, reqwest::Client::new());
-    let token = sign(&KEY_A, None, &clerk_claims());
+    let token = sign(key_a(), None, &clerk_claims());
     assert_eq!(auth.verify(&token).await.unwrap(), USER);
 }
 
 #[tokio::test]
 async fn a_token_without_iss_is_refused_when_an_issuer_is_configured() {
-    let token = sign(&KEY_A, None, &without(clerk_claims(), "iss"));
+    let token = sign(key_a(), None, &without(clerk_claims(), "iss"));
     let err = refused(&pem_auth(), &token).await;
     assert!(matches!(err, AuthError::MissingClaim("iss")), "{err}");
 }
 
 #[tokio::test]
 async fn a_token_without_a_subject_is_refused() {
-    let token = sign(&KEY_A, None, &without(clerk_claims(), "sub"));
+    let token = sign(key_a(), None, &without(clerk_claims(), "sub"));
     let err = refused(&pem_auth(), &token).await;
     assert!(matches!(err, AuthError::MissingClaim("sub")), "{err}");
     for empty in ["", "   "] {
-        let token = sign(&KEY_A, None, &with(clerk_claims(), "sub", json!(empty)));
+        let token = sign(key_a(), None, &with(clerk_claims(), "sub", json!(empty)));
         let err = refused(&pem_auth(), &token).await;
         assert!(matches!(err, AuthError::MissingClaim("sub")), "{err}");
     }
@@ -323,7 +331,7 @@ async fn a_token_without_a_subject_is_refused() {
 
 #[tokio::test]
 async fn a_subject_of_the_wrong_type_is_malformed() {
-    let token = sign(&KEY_A, None, &with(clerk_claims(), "sub", json!(42)));
+    let token = sign(key_a(), None, &with(clerk_claims(), "sub", json!(42)));
     let err = refused(&pem_auth(), &token).await;
     assert!(matches!(err, AuthError::Malformed), "{err}");
 }
@@ -354,10 +362,10 @@ async fn garbage_tokens_are_malformed() {
 
 #[tokio::test]
 async fn without_a_key_every_token_is_refused() {
-    let mut cfg = clerk_config(ClerkKey::Pem(KEY_A.public_pem.clone()));
+    let mut cfg = clerk_config(ClerkKey::Pem(key_a().public_pem.clone()));
     cfg.key = None;
     let auth = Authenticator::new(&cfg, reqwest::Client::new());
-    let token = sign(&KEY_A, None, &clerk_claims());
+    let token = sign(key_a(), None, &clerk_claims());
     let err = refused(&auth, &token).await;
     assert!(matches!(err, AuthError::NoKey), "{err}");
 }
@@ -433,13 +441,13 @@ async fn dead_address() -> SocketAddr {
 
 #[tokio::test]
 async fn a_jwks_key_verifies_and_is_fetched_once_for_many_tokens() {
-    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
     let auth = Arc::new(server.auth());
     // A cold process hit by concurrent requests fetches once.
     let concurrent = (0..16).map(|i| {
         let auth = auth.clone();
         let token = sign(
-            &KEY_A,
+            key_a(),
             Some("ins_a"),
             &with(clerk_claims(), "sub", json!(format!("user_{i}"))),
         );
@@ -453,7 +461,7 @@ async fn a_jwks_key_verifies_and_is_fetched_once_for_many_tokens() {
         assert_eq!(result.unwrap().unwrap(), format!("user_{i}"));
     }
     for _ in 0..10 {
-        let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+        let token = sign(key_a(), Some("ins_a"), &clerk_claims());
         assert_eq!(auth.verify(&token).await.unwrap(), USER);
     }
     assert_eq!(server.hits(), 1);
@@ -461,9 +469,9 @@ async fn a_jwks_key_verifies_and_is_fetched_once_for_many_tokens() {
 
 #[tokio::test]
 async fn a_rotated_key_triggers_one_refetch_and_then_verifies() {
-    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
     let auth = server.auth().with_jwks_min_refetch_interval(Duration::ZERO);
-    let old = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let old = sign(key_a(), Some("ins_a"), &clerk_claims());
     assert_eq!(auth.verify(&old).await.unwrap(), USER);
     assert_eq!(server.hits(), 1);
 
@@ -482,12 +490,12 @@ async fn a_rotated_key_triggers_one_refetch_and_then_verifies() {
 
 #[tokio::test]
 async fn a_kid_still_unknown_after_refetch_is_401() {
-    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
     let auth = server.auth().with_jwks_min_refetch_interval(Duration::ZERO);
-    let good = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let good = sign(key_a(), Some("ins_a"), &clerk_claims());
     assert_eq!(auth.verify(&good).await.unwrap(), USER);
     assert_eq!(server.hits(), 1);
-    let token = sign(&KEY_A, Some("ins_nope"), &clerk_claims());
+    let token = sign(key_a(), Some("ins_nope"), &clerk_claims());
     let err = refused(&auth, &token).await;
     assert!(matches!(err, AuthError::UnknownKey), "{err}");
     assert_eq!(err.to_string(), "unknown signing key");
@@ -496,12 +504,12 @@ async fn a_kid_still_unknown_after_refetch_is_401() {
 
 #[tokio::test]
 async fn made_up_kids_cannot_make_us_hammer_the_jwks_endpoint() {
-    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
     let auth = server.auth(); // default minimum refetch interval
-    let good = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let good = sign(key_a(), Some("ins_a"), &clerk_claims());
     assert_eq!(auth.verify(&good).await.unwrap(), USER);
     for i in 0..20 {
-        let token = sign(&KEY_A, Some(&format!("garbage_{i}")), &clerk_claims());
+        let token = sign(key_a(), Some(&format!("garbage_{i}")), &clerk_claims());
         assert!(matches!(
             auth.verify(&token).await,
             Err(AuthError::UnknownKey)
@@ -513,8 +521,8 @@ async fn made_up_kids_cannot_make_us_hammer_the_jwks_endpoint() {
 
 #[tokio::test]
 async fn a_jwks_token_without_kid_is_refused_without_fetching() {
-    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
-    let token = sign(&KEY_A, None, &clerk_claims());
+    let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
+    let token = sign(key_a(), None, &clerk_claims());
     let err = refused(&server.auth(), &token).await;
     assert!(matches!(err, AuthError::MissingKeyId), "{err}");
     assert_eq!(server.hits(), 0);
@@ -522,7 +530,7 @@ async fn a_jwks_token_without_kid_is_refused_without_fetching() {
 
 #[tokio::test]
 async fn a_refused_algorithm_never_reaches_the_jwks_endpoint() {
-    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
+    let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
     let token = format!(
         "{}.{}.",
         b64(br#"{"alg":"none","kid":"ins_a"}"#),
@@ -540,7 +548,7 @@ async fn a_jwks_server_that_is_down_is_unavailable_not_anonymous_or_401() {
         &clerk_config(ClerkKey::JwksUrl(url)),
         reqwest::Client::new(),
     );
-    let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let token = sign(key_a(), Some("ins_a"), &clerk_claims());
     let err = auth.verify(&token).await.unwrap_err();
     assert!(matches!(err, AuthError::KeysUnavailable), "{err}");
     let api = ApiError::from(err);
@@ -564,7 +572,7 @@ async fn a_jwks_server_that_hangs_times_out_as_unavailable() {
         reqwest::Client::new(),
     )
     .with_jwks_fetch_timeout(Duration::from_millis(300));
-    let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let token = sign(key_a(), Some("ins_a"), &clerk_claims());
     assert!(matches!(
         auth.verify(&token).await,
         Err(AuthError::KeysUnavailable)
@@ -576,7 +584,7 @@ async fn a_jwks_server_that_hangs_times_out_as_unavailable() {
 async fn a_jwks_endpoint_answering_an_error_or_junk_is_unavailable() {
     let server = JwksServer::start(&[]).await;
     let auth = server.auth().with_jwks_min_refetch_interval(Duration::ZERO);
-    let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let token = sign(key_a(), Some("ins_a"), &clerk_claims());
     // An empty key set.
     assert!(matches!(
         auth.verify(&token).await,
@@ -588,90 +596,111 @@ async fn a_jwks_endpoint_answering_an_error_or_junk_is_unavailable() {
         Err(AuthError::KeysUnavailable)
     ));
     // Once the endpoint serves the key, the same token verifies.
-    server.serve(&[(&KEY_A, "ins_a")]);
+    server.serve(&[(key_a(), "ins_a")]);
     assert_eq!(auth.verify(&token).await.unwrap(), USER);
 }
 
-// ---- through HTTP -------------------------------------------------------------------------
+// ---- through the router ------------------------------------------------------------------
 
-async fn whoami(viewer: Viewer) -> Json<Value> {
-    Json(json!({ "userId": viewer.user_id() }))
+/// A companion only USER may see: the dashboard lists it for USER alone, so a page shows whom
+/// the request was taken for.
+const OWN_PRIVATE: &str = "comp_auth_own";
+
+fn own_private_companion() -> String {
+    format!(
+        "INSERT INTO \"Category\" (\"id\", \"name\") VALUES ('cat_auth', 'Auth');
+         INSERT INTO \"Companion\" (\"id\", \"userId\", \"userName\", \"src\", \"name\", \"instructions\",
+                                    \"private\", \"updatedAt\", \"categoryId\")
+         VALUES ('{OWN_PRIVATE}', '{USER}', 'me', '/me.png', 'Mine', 'Only mine.', true, now(), 'cat_auth');"
+    )
 }
 
-fn router(extra: &[(&str, &str)]) -> Router {
-    let mut vars: HashMap<String, String> = [
-        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/unused"),
-        ("CLERK_ISSUER", ISSUER),
-        ("CLERK_AUTHORIZED_PARTIES", PARTY),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    for (k, v) in extra {
-        vars.insert(k.to_string(), v.to_string());
+/// An app that accepts the harness key's tokens for [`PARTY`], with `env` over that.
+async fn auth_app(env: &[(&str, &str)]) -> TestApp {
+    let mut builder = TestApp::builder()
+        .fixtures(own_private_companion())
+        .env("CLERK_AUTHORIZED_PARTIES", PARTY);
+    for (name, value) in env {
+        builder = builder.env(name, value);
     }
-    let app = App::new(Config::from_vars(&vars).unwrap());
-    Router::new().route("/whoami", get(whoami)).with_state(app)
+    builder.start().await
 }
 
-fn pem_router() -> Router {
-    router(&[("CLERK_JWT_KEY", KEY_A.public_pem.as_str())])
-}
-
-async fn call(
-    router: Router,
-    headers: &[(header::HeaderName, &str)],
-) -> (StatusCode, http::HeaderMap, Value) {
-    let mut req = Request::get("/whoami");
+/// The dashboard, with `headers`.
+async fn dashboard(app: &TestApp, headers: &[(header::HeaderName, &str)]) -> TestResponse {
+    let mut request = app.get("/api/dashboard/prefetch");
     for (name, value) in headers {
-        req = req.header(name, *value);
+        request = request.header(name.as_str(), value);
     }
-    let resp = router
-        .oneshot(req.body(Body::empty()).unwrap())
+    request.send().await
+}
+
+/// Whether the page was taken for USER: only USER is shown USER's private companion.
+fn shows_users_private_companion(resp: &TestResponse) -> bool {
+    resp.json()["companions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["id"] == OWN_PRIVATE && c["private"] == true)
+}
+
+/// Dashboard pages in the app's cache: a refused request must not have built one.
+async fn cached_pages(app: &TestApp) -> usize {
+    app.app
+        .cache
+        .store()
+        .scan(&format!("{}:v1:dashboard:*", app.prefix), 100)
         .await
-        .unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, serde_json::from_slice(&bytes).unwrap())
+        .unwrap()
+        .len()
 }
 
 #[tokio::test]
 async fn a_request_without_credentials_is_anonymous() {
-    let (status, _, body) = call(pem_router(), &[(header::COOKIE, "theme=dark")]).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({ "userId": null }));
+    let app = auth_app(&[]).await;
+    let resp = dashboard(&app, &[(header::COOKIE, "theme=dark")]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(
+        resp.headers[header::CACHE_CONTROL],
+        "public, max-age=0, must-revalidate"
+    );
+    assert!(!shows_users_private_companion(&resp));
+    assert!(!resp.text().contains("tokensBurned"), "{}", resp.text());
 }
 
 #[tokio::test]
 async fn a_valid_bearer_token_is_the_user() {
-    let token = sign(&KEY_A, Some("ins_1"), &clerk_claims());
+    let app = auth_app(&[]).await;
+    let token = sign(key_a(), Some("ins_1"), &clerk_claims());
     let auth = format!("Bearer {token}");
-    let (status, _, body) = call(pem_router(), &[(header::AUTHORIZATION, &auth)]).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({ "userId": USER }));
+    let resp = dashboard(&app, &[(header::AUTHORIZATION, &auth)]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.headers[header::CACHE_CONTROL], "private, no-store");
+    assert!(shows_users_private_companion(&resp), "{}", resp.text());
 }
 
 #[tokio::test]
 async fn a_valid_session_cookie_is_the_user() {
-    let token = sign(&KEY_A, Some("ins_1"), &clerk_claims());
+    let app = auth_app(&[]).await;
+    let token = sign(key_a(), Some("ins_1"), &clerk_claims());
     let cookie = format!("__client_uat=1700000000; __session={token}; theme=dark");
-    let (status, _, body) = call(
-        pem_router(),
+    let resp = dashboard(
+        &app,
         &[
             (header::COOKIE, "__session_abc=other"),
             (header::COOKIE, &cookie),
         ],
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({ "userId": USER }));
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(shows_users_private_companion(&resp), "{}", resp.text());
 }
 
 #[tokio::test]
 async fn an_invalid_token_is_401_with_the_error_shape_and_www_authenticate() {
+    let app = auth_app(&[]).await;
     let token = sign(
-        &KEY_A,
+        key_a(),
         None,
         &with(clerk_claims(), "exp", json!(now() - 600)),
     );
@@ -680,75 +709,81 @@ async fn an_invalid_token_is_401_with_the_error_shape_and_www_authenticate() {
         vec![(header::AUTHORIZATION, auth.as_str())],
         vec![(header::COOKIE, &*format!("__session={token}"))],
     ] {
-        let (status, resp_headers, body) = call(pem_router(), &headers).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let resp = dashboard(&app, &headers).await;
+        assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
         assert_eq!(
-            resp_headers[header::WWW_AUTHENTICATE],
+            resp.headers[header::WWW_AUTHENTICATE],
             "Bearer error=\"invalid_token\""
         );
-        assert_eq!(resp_headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(resp.headers[header::CACHE_CONTROL], "no-store");
+        let body = resp.json();
         assert_eq!(body["error"]["code"], "unauthorized");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("token expired"), "{message}");
         assert!(!body.to_string().contains(&token[..40]));
     }
+    assert_eq!(cached_pages(&app).await, 0);
 }
 
 #[tokio::test]
 async fn basic_auth_and_empty_bearers_are_401_not_anonymous() {
+    let app = auth_app(&[]).await;
     for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token abc"] {
-        let (status, _, body) = call(pem_router(), &[(header::AUTHORIZATION, value)]).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{value}");
-        assert_eq!(body["error"]["code"], "unauthorized");
+        let resp = dashboard(&app, &[(header::AUTHORIZATION, value)]).await;
+        assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{value}");
+        assert_eq!(resp.error_code(), "unauthorized");
     }
+    assert_eq!(cached_pages(&app).await, 0);
 }
 
 #[tokio::test]
 async fn a_garbage_cookie_is_401_not_anonymous() {
-    let (status, _, body) = call(pem_router(), &[(header::COOKIE, "__session=abc")]).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let app = auth_app(&[]).await;
+    let resp = dashboard(&app, &[(header::COOKIE, "__session=abc")]).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        body["error"]["message"],
+        resp.json()["error"]["message"],
         "authentication failed: malformed token"
     );
+    assert_eq!(cached_pages(&app).await, 0);
 }
 
 #[tokio::test]
 async fn without_a_configured_key_tokens_are_401_and_no_token_is_anonymous() {
-    let token = sign(&KEY_A, None, &clerk_claims());
+    let app = auth_app(&[("CLERK_JWT_KEY", "")]).await;
+    let token = sign(key_a(), None, &clerk_claims());
     let auth = format!("Bearer {token}");
-    let (status, _, _) = call(router(&[]), &[(header::AUTHORIZATION, &auth)]).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _, body) = call(router(&[]), &[]).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({ "userId": null }));
+    let resp = dashboard(&app, &[(header::AUTHORIZATION, &auth)]).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    let resp = dashboard(&app, &[]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(!shows_users_private_companion(&resp));
+    assert_eq!(
+        resp.headers[header::CACHE_CONTROL],
+        "public, max-age=0, must-revalidate"
+    );
 }
 
 #[tokio::test]
 async fn a_down_jwks_server_is_503_through_http() {
     let url = format!("http://{}/jwks.json", dead_address().await);
-    let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let app = auth_app(&[("CLERK_JWT_KEY", ""), ("CLERK_JWKS_URL", &url)]).await;
+    let token = sign(key_a(), Some("ins_a"), &clerk_claims());
     let auth = format!("Bearer {token}");
-    let (status, _, body) = call(
-        router(&[("CLERK_JWKS_URL", &url)]),
-        &[(header::AUTHORIZATION, &auth)],
-    )
-    .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body["error"]["code"], "service_unavailable");
+    let resp = dashboard(&app, &[(header::AUTHORIZATION, &auth)]).await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.error_code(), "service_unavailable");
+    assert_eq!(cached_pages(&app).await, 0);
 }
 
 #[tokio::test]
 async fn a_jwks_configured_app_verifies_through_http() {
-    let server = JwksServer::start(&[(&KEY_A, "ins_a")]).await;
-    let token = sign(&KEY_A, Some("ins_a"), &clerk_claims());
+    let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
+    let app = auth_app(&[("CLERK_JWT_KEY", ""), ("CLERK_JWKS_URL", &server.url)]).await;
+    let token = sign(key_a(), Some("ins_a"), &clerk_claims());
     let auth = format!("Bearer {token}");
-    let (status, _, body) = call(
-        router(&[("CLERK_JWKS_URL", &server.url)]),
-        &[(header::AUTHORIZATION, &auth)],
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({ "userId": USER }));
+    let resp = dashboard(&app, &[(header::AUTHORIZATION, &auth)]).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(shows_users_private_companion(&resp), "{}", resp.text());
     assert_eq!(server.hits(), 1);
 }
