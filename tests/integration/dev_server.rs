@@ -1,57 +1,27 @@
-//! `gcbb dev`, run as a real process: it creates, migrates and seeds its database, then serves
-//! every route of `vercel.json` and `public/`.
+//! `gcbb dev`, run as a real process, since the process is what is under test: it creates,
+//! migrates and seeds its database, prints its banner, serves every route of `vercel.json` and
+//! `public/`, and on SIGTERM finishes the background work of the requests it answered.
 
-use std::process::Command;
+use std::time::Duration;
 
-use serde_json::Value;
-use tokio_postgres::NoTls;
+use serde_json::{json, Value};
 
+use crate::common::session::{clerk_env, token_for};
+use crate::common::{absent_db, eventually, migrations_dir, project_root, TestDb};
 use crate::support::{binary, free_port, Server};
 
-/// A database that does not exist yet, dropped when the test ends.
-struct NewDatabase {
-    name: String,
-}
-
-impl NewDatabase {
-    fn new() -> Self {
-        NewDatabase {
-            name: format!("gcbb_devtest_{}", uuid::Uuid::new_v4().simple()),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
-            self.name
-        )
-    }
-
-    async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.url(), NoTls).await.unwrap();
-        tokio::spawn(conn);
-        client
-    }
-}
-
-impl Drop for NewDatabase {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
-}
-
-async fn start_dev(db: &NewDatabase) -> Server {
+/// `gcbb dev` on `db` (created, migrated and seeded by it), with `env` added.
+async fn start_dev(db: &TestDb, env: &[(&str, String)]) -> Server {
     let port = free_port();
     let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    cmd.current_dir(project_root())
         .args(["dev", "--port", &port.to_string()])
-        .env("DATABASE_URL", db.url());
+        .env("DATABASE_URL", &db.url)
+        // Never a real model, whatever the shell running the tests has set.
+        .env("LLM_PROVIDER", "scripted");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     Server::start(cmd, port).await
 }
 
@@ -61,8 +31,8 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn gcbb_dev_creates_migrates_and_seeds_a_new_database_then_serves_health() {
-    let db = NewDatabase::new();
-    let mut server = start_dev(&db).await;
+    let db = absent_db();
+    let mut server = start_dev(&db, &[]).await;
 
     let resp = reqwest::get(server.url("/api/health")).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -80,13 +50,10 @@ async fn gcbb_dev_creates_migrates_and_seeds_a_new_database_then_serves_health()
         "SELECT count(*) FROM _prisma_migrations WHERE finished_at IS NOT NULL",
     )
     .await;
-    let files = std::fs::read_dir(concat!(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
-        "/migrations"
-    ))
-    .unwrap()
-    .filter(|e| e.as_ref().unwrap().path().join("migration.sql").exists())
-    .count() as i64;
+    let files = std::fs::read_dir(migrations_dir())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("migration.sql").exists())
+        .count() as i64;
     assert_eq!(migrations, files);
     assert_eq!(
         count(&client, "SELECT count(*) FROM \"Companion\"").await,
@@ -113,7 +80,7 @@ async fn gcbb_dev_creates_migrates_and_seeds_a_new_database_then_serves_health()
 
     // A second start on the same database applies nothing and seeds nothing.
     assert!(server.terminate().await);
-    let server = start_dev(&db).await;
+    let server = start_dev(&db, &[]).await;
     let out = server.output();
     assert!(out.contains("0 applied now"), "{out}");
     assert!(out.contains("demo data   unchanged"), "{out}");
@@ -125,16 +92,11 @@ async fn gcbb_dev_creates_migrates_and_seeds_a_new_database_then_serves_health()
 
 #[tokio::test]
 async fn every_rewrite_in_vercel_json_reaches_a_handler() {
-    let db = NewDatabase::new();
-    let server = start_dev(&db).await;
-    let vercel: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
-            "/vercel.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let db = absent_db();
+    let server = start_dev(&db, &[]).await;
+    let vercel: Value =
+        serde_json::from_str(&std::fs::read_to_string(project_root().join("vercel.json")).unwrap())
+            .unwrap();
     let rewrites = vercel["rewrites"].as_array().unwrap();
     assert!(!rewrites.is_empty());
     let http = reqwest::Client::new();
@@ -171,8 +133,8 @@ async fn every_rewrite_in_vercel_json_reaches_a_handler() {
 
 #[tokio::test]
 async fn unknown_api_paths_are_404_json_and_only_public_files_are_served() {
-    let db = NewDatabase::new();
-    let server = start_dev(&db).await;
+    let db = absent_db();
+    let server = start_dev(&db, &[]).await;
 
     let resp = reqwest::get(server.url("/api/does-not-exist"))
         .await
@@ -206,4 +168,55 @@ async fn unknown_api_paths_are_404_json_and_only_public_files_are_served() {
             .await
             .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_background_work_of_answered_requests() {
+    let db = absent_db();
+    let env: Vec<(&str, String)> = clerk_env().into_iter().collect();
+    let mut server = start_dev(&db, &env).await;
+    let client = db.client().await;
+    // Hold the token accounting that a signed-in chat hands to `wait_until`.
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE \"UserBurnedTokens\" IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // cmp_demo_01 is a public demo companion.
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/chat/cmp_demo_01"))
+        .bearer_auth(token_for("user_demo_1"))
+        .json(&json!({"prompt": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.text().await.unwrap().is_empty());
+    let accounting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                      AND query ILIKE '%UserBurnedTokens%'";
+    assert!(
+        eventually(|| async { count(&client, accounting).await > 0 }).await,
+        "the accounting never reached the lock"
+    );
+
+    server.send_sigterm();
+    // The HTTP side is idle and shuts down at once; the process stays for its background work.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !server.has_exited(),
+        "gcbb dev exited with background work pending:\n{}",
+        server.output()
+    );
+    blocker.batch_execute("COMMIT").await.unwrap();
+    assert!(
+        server.wait_for_exit(Duration::from_secs(30)).await,
+        "gcbb dev did not exit once its background work was done"
+    );
+    let burned = count(
+        &client,
+        "SELECT COALESCE(sum(\"tokensBurned\"), 0) FROM \"UserBurnedTokens\" \
+         WHERE \"userId\" = 'user_demo_1' AND \"companionId\" = 'cmp_demo_01'",
+    )
+    .await;
+    assert!(burned > 0, "the reply's tokens were not accounted");
 }
