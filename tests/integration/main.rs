@@ -9,6 +9,7 @@ mod db;
 mod dev_server;
 mod drift;
 mod group_chat;
+mod input;
 mod migrations;
 mod model_server;
 #[path = "../support/process.rs"]
