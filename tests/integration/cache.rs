@@ -13,6 +13,8 @@ use gcbb::cache::{Cache, CacheError, CacheStatus, SCAN_BATCH};
 use gcbb::config::CacheBackend;
 use serde_json::{json, Value};
 
+use crate::common::app::start_upstash_proxy;
+use crate::common::eventually;
 use crate::support::{binary, free_port, Server};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -41,11 +43,7 @@ fn random_token() -> String {
 }
 
 async fn start_proxy(token: &str) -> Server {
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.args(["upstash-proxy", "--redis", REDIS_URL, "--token", token])
-        .args(["--port", &port.to_string()]);
-    Server::start(cmd, port).await
+    start_upstash_proxy(token).await
 }
 
 async fn harness(kind: Kind) -> Harness {
@@ -693,15 +691,9 @@ async fn native_redis_is_used_again_after_it_comes_back() {
     );
 
     let forwarder = Forwarder::start(port).await;
-    let mut status = CacheStatus::Bypass;
-    for _ in 0..50 {
-        status = cache.get(&key).await.status;
-        if status == CacheStatus::Redis {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, CacheStatus::Redis, "the same Cache reconnected");
+    let reconnected =
+        eventually(|| async { cache.get(&key).await.status == CacheStatus::Redis }).await;
+    assert!(reconnected, "the same Cache reconnected");
     assert_eq!(cache.get(&key).await.value, Some(Bytes::from_static(b"v")));
     cache.clear_pattern(&format!("{prefix}:*")).await.unwrap();
     forwarder.stop().await;

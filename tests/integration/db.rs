@@ -8,6 +8,8 @@ use std::time::Duration;
 use gcbb::db::{self, DbConfig, DbError, Pool, SslMode};
 use tokio::net::TcpListener;
 
+use crate::common::eventually;
+
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 const SOCKET_DIR: &str = "/var/run/postgresql";
@@ -76,7 +78,7 @@ async fn terminate(pid: i32) {
         .get(0);
     assert!(killed, "backend {pid} was terminated");
     // The backend leaves pg_stat_activity only after it has told its client (FATAL 57P01).
-    for _ in 0..200 {
+    let gone = eventually(|| async {
         let alive: bool = observer
             .query_typed_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
@@ -85,12 +87,10 @@ async fn terminate(pid: i32) {
             .await
             .expect("pg_stat_activity is readable")
             .get(0);
-        if !alive {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("backend {pid} did not exit");
+        !alive
+    })
+    .await;
+    assert!(gone, "backend {pid} did not exit");
 }
 
 fn expect_tls_error(result: Result<tokio_postgres::Client, DbError>) -> String {
