@@ -25,6 +25,15 @@ async fn start_dev(db: &TestDb, env: &[(&str, String)]) -> Server {
     Server::start(cmd, port).await
 }
 
+/// Everything `gcbb dev` printed, once its banner has reached us. It binds its port before it
+/// prints the banner, and the output is read by another thread, so a test that is connected may
+/// still be ahead of the banner.
+async fn banner(server: &Server) -> String {
+    let printed = eventually(|| async { server.output().contains("listening on http://") }).await;
+    assert!(printed, "no banner: {}", server.output());
+    server.output()
+}
+
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -40,7 +49,7 @@ async fn gcbb_dev_creates_migrates_and_seeds_a_new_database_then_serves_health()
     assert_eq!(body["database"]["ok"], true, "{body}");
     assert_eq!(body["cache"]["backend"], "memory");
 
-    let out = server.output();
+    let out = banner(&server).await;
     assert!(out.contains("listening on http://127.0.0.1:"), "{out}");
     assert!(out.contains("/api/chat/:chatId"), "{out}");
 
@@ -81,7 +90,7 @@ async fn gcbb_dev_creates_migrates_and_seeds_a_new_database_then_serves_health()
     // A second start on the same database applies nothing and seeds nothing.
     assert!(server.terminate().await);
     let server = start_dev(&db, &[]).await;
-    let out = server.output();
+    let out = banner(&server).await;
     assert!(out.contains("0 applied now"), "{out}");
     assert!(out.contains("demo data   unchanged"), "{out}");
     assert_eq!(
