@@ -103,7 +103,8 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-/// Where the cache lives, chosen from the environment in DESIGN.md §2's order.
+/// Where the cache lives, chosen from the environment in this order: Upstash REST
+/// (`UPSTASH_REDIS_REST_*`, else `KV_REST_API_*`), native Redis (`REDIS_URL`), in-process memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheBackend {
     /// Upstash REST (`UPSTASH_REDIS_REST_*`, else `KV_REST_API_*`).

@@ -56,7 +56,8 @@ pub enum Audience {
 }
 
 impl Audience {
-    /// How long an entry for this audience is fresh (DESIGN §5).
+    /// How long an entry for this audience is fresh: anonymous pages 10 minutes (the CDN's
+    /// window too), a signed-in viewer's 60 seconds.
     pub fn ttl(&self) -> std::time::Duration {
         match self {
             Audience::Anonymous => super::ANONYMOUS_TTL,

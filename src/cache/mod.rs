@@ -1,4 +1,4 @@
-//! The cache in front of Postgres (DESIGN §5): one facade ([`Cache`]) over three stores
+//! The cache in front of Postgres: one facade ([`Cache`]) over three stores
 //! (Upstash REST, native Redis, in-process memory), with an in-process L1 in front of Redis.
 //!
 //! - Keys come from [`keys`] only. Each area has a generation counter read together with the

@@ -1,7 +1,8 @@
 //! Queries of `"GroupChat"`, its members and its `"GroupMessage"`s.
 //!
 //! Messages are read by (groupChatId, createdAt) and "who spoke last" by
-//! (groupChatId, senderId, createdAt), the seed's indexes.
+//! (groupChatId, senderId, createdAt): the `GroupMessage_*` indexes of migration
+//! `20250311000000_add_performance_indexes`.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
