@@ -188,7 +188,8 @@ enum Route {
     Transaction,
 }
 
-/// Every route, told apart by the [`Route`] its layer attaches.
+/// Every route, told apart by the [`Route`] its layer attaches: method, token, encoding,
+/// commands, refusals, then Redis.
 async fn handle(
     State(proxy): State<Arc<Proxy>>,
     Extension(route): Extension<Route>,
@@ -197,21 +198,9 @@ async fn handle(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    serve(&proxy, route, &method, &uri, &headers, body).await
-}
-
-/// Every route: method, token, encoding, body, commands, refusals, then Redis.
-async fn serve(
-    proxy: &Proxy,
-    route: Route,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let (encoding, mut commands) = match admit(proxy, route, method, uri, headers, body) {
+    let (encoding, mut commands) = match admit(&proxy, route, &method, &uri, &headers, body) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(rejection) => return rejection.into_response(),
     };
     if let Err((index, refusal)) = commands::check_all(&commands, proxy.policy) {
         tracing::warn!(
@@ -273,7 +262,37 @@ async fn serve(
     }
 }
 
-/// Checks method and token, reads the encoding and the commands; the error response otherwise.
+/// A request turned away before it reaches Redis: the status, the `error` text, and for a 405
+/// the methods allowed.
+struct Rejection {
+    status: StatusCode,
+    message: String,
+    allow: Option<&'static str>,
+}
+
+impl Rejection {
+    fn bad_request(message: impl Into<String>) -> Rejection {
+        Rejection {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            allow: None,
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut response = error(self.status, self.message);
+        if let Some(allow) = self.allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+/// Checks method and token, reads the encoding and the commands.
 fn admit(
     proxy: &Proxy,
     route: Route,
@@ -281,41 +300,42 @@ fn admit(
     uri: &Uri,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(Encoding, Vec<Command>), Response> {
+) -> Result<(Encoding, Vec<Command>), Rejection> {
     let allow = match route {
         Route::Root | Route::Path => ALLOWED_METHODS,
         Route::Pipeline | Route::Transaction => "POST, PUT",
     };
     if !allow.split(", ").any(|m| m == method.as_str()) {
-        let mut response = error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("ERR method {method} is not allowed here (allowed: {allow})"),
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-        return Err(response);
+        return Err(Rejection {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("ERR method {method} is not allowed here (allowed: {allow})"),
+            allow: Some(allow),
+        });
     }
     if !authorized(proxy, headers, uri.query()) {
-        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        return Err(Rejection {
+            status: StatusCode::UNAUTHORIZED,
+            message: "Unauthorized".into(),
+            allow: None,
+        });
     }
-    let encoding =
-        Encoding::from_headers(headers).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
-    let body = body.map_err(|rejection| {
-        let status = match rejection.status() {
+    let encoding = Encoding::from_headers(headers).map_err(Rejection::bad_request)?;
+    let body = body.map_err(|rejection| Rejection {
+        status: match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
-        };
-        error(status, rejection.body_text())
+        },
+        message: rejection.body_text(),
+        allow: None,
     })?;
-    let bad = |e: String| error(StatusCode::BAD_REQUEST, e);
+    let bad = |e: String| Rejection::bad_request(e);
     let commands = match route {
         Route::Path => {
             vec![request::command_from_path(uri.path(), uri.query(), &body).map_err(bad)?]
         }
         Route::Root if !has_body(method) => {
-            return Err(bad(
-                "ERR no command: POST a JSON array to / or put the command in the path".into(),
+            return Err(Rejection::bad_request(
+                "ERR no command: POST a JSON array to / or put the command in the path",
             ))
         }
         Route::Root => vec![request::command_from_json(&parse_json(&body)?).map_err(bad)?],
@@ -330,9 +350,9 @@ fn has_body(method: &Method) -> bool {
     method == Method::POST || method == Method::PUT
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, Response> {
+fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
     serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("ERR invalid JSON: {e}")))
+        .map_err(|e| Rejection::bad_request(format!("ERR invalid JSON: {e}")))
 }
 
 /// The bearer token, or else `?_token=`, compared in constant time.
