@@ -152,6 +152,27 @@ mod tests {
     }
 
     #[test]
+    fn the_encoding_comes_from_the_headers_and_resp2_is_refused() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(Encoding::from_headers(&headers(&[])), Ok(Encoding::Text));
+        assert_eq!(
+            Encoding::from_headers(&headers(&[("upstash-encoding", "BASE64")])),
+            Ok(Encoding::Base64)
+        );
+        assert_eq!(
+            Encoding::from_headers(&headers(&[("upstash-response-format", "json")])),
+            Ok(Encoding::Text)
+        );
+        assert!(Encoding::from_headers(&headers(&[("upstash-response-format", "resp2")])).is_err());
+    }
+
+    #[test]
     fn errors_are_never_encoded() {
         let err = redis::parse_redis_value(b"-WRONGTYPE Operation against a key\r\n").unwrap();
         assert_eq!(
