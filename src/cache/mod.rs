@@ -358,6 +358,39 @@ impl Cache {
         }
     }
 
+    /// Like [`Cache::get_or_build`], but kept in this process only: the L1 in front of Redis
+    /// (at most [`L1_TTL`]), or the memory store when it is the cache (`ttl`). For values many
+    /// distinct requests would each add one of (searches), which must not grow the shared cache.
+    pub async fn get_or_build_local<F, Fut, E>(
+        &self,
+        key: &Key,
+        ttl: Duration,
+        build: F,
+    ) -> Result<Cached, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+    {
+        let Some(l1) = &self.l1 else {
+            return self.get_or_build(key, ttl, build).await;
+        };
+        let entry_key = self.keyspace.entry(key);
+        if let Some(value) = l1.get(&entry_key) {
+            return Ok(Cached {
+                value,
+                status: CacheStatus::Memory,
+                stale: false,
+            });
+        }
+        let (value, _) = self.flights.run(&entry_key, build).await?;
+        self.l1_put(&entry_key, &value, ttl);
+        Ok(Cached {
+            value,
+            status: CacheStatus::Miss,
+            stale: false,
+        })
+    }
+
     /// Makes every entry of `area` stale, everywhere (this instance's L1 at once, other
     /// instances' L1 within [`L1_TTL`]). Returns the new generation.
     pub async fn bump_generation(&self, area: Area) -> Result<i64, CacheError> {
