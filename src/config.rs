@@ -19,6 +19,8 @@ pub const DEFAULT_DASHBOARD_COUNT_TIMEOUT: Duration = Duration::from_millis(150)
 pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(500);
 /// First segment of every cache key.
 pub const DEFAULT_CACHE_KEY_PREFIX: &str = "gcbb";
+/// Vercel's REST API, where CDN purges go.
+pub const DEFAULT_VERCEL_API_URL: &str = "https://api.vercel.com";
 /// Owner id of platform-made companions and demo group chats.
 pub const DEFAULT_SYSTEM_USER_ID: &str = "system";
 /// Port of `gcbb dev`.
@@ -59,6 +61,12 @@ pub const DEFAULT_RATE_LIMIT_USER_WINDOW: Duration = Duration::from_secs(10);
 /// Anonymous chat: requests per window per client address.
 pub const DEFAULT_RATE_LIMIT_ANON_REQUESTS: u32 = 5;
 pub const DEFAULT_RATE_LIMIT_ANON_WINDOW: Duration = Duration::from_secs(60);
+/// Signed-in dashboard: requests per window per user (each distinct page is a database build).
+pub const DEFAULT_RATE_LIMIT_DASHBOARD_REQUESTS: u32 = 60;
+pub const DEFAULT_RATE_LIMIT_DASHBOARD_WINDOW: Duration = Duration::from_secs(10);
+/// Companion edits (PATCH): requests per window per user.
+pub const DEFAULT_RATE_LIMIT_COMPANION_EDIT_REQUESTS: u32 = 20;
+pub const DEFAULT_RATE_LIMIT_COMPANION_EDIT_WINDOW: Duration = Duration::from_secs(60);
 
 /// A secret from the environment (`CRON_SECRET`, `OPENAI_API_KEY`, an Upstash token). `Debug`
 /// prints nothing of it, so a `Config` can be logged whole; the value is read with
@@ -94,6 +102,16 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Where CDN purges go: `VERCEL_TOKEN`, `VERCEL_PROJECT_ID`, `VERCEL_TEAM_ID` (optional),
+/// `VERCEL_API_URL` (tests point it at a local server). Without a token, purging is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdnConfig {
+    pub token: Secret,
+    pub project: String,
+    pub team: Option<String>,
+    pub api_url: String,
+}
+
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -103,7 +121,8 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-/// Where the cache lives, chosen from the environment in DESIGN.md §2's order.
+/// Where the cache lives, chosen from the environment in this order: Upstash REST
+/// (`UPSTASH_REDIS_REST_*`, else `KV_REST_API_*`), native Redis (`REDIS_URL`), in-process memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheBackend {
     /// Upstash REST (`UPSTASH_REDIS_REST_*`, else `KV_REST_API_*`).
@@ -206,6 +225,11 @@ pub struct Config {
     pub vercel_env: Option<String>,
     pub llm: LlmConfig,
     pub chat: ChatConfig,
+    /// CDN purges; `None` when `VERCEL_TOKEN` is unset.
+    pub cdn: Option<CdnConfig>,
+    /// Per-user limits of the signed-in dashboard and of companion edits.
+    pub dashboard_rate_limit: RateLimit,
+    pub companion_edit_rate_limit: RateLimit,
 }
 
 impl Config {
@@ -259,6 +283,21 @@ impl Config {
             vercel_env: env.get("VERCEL_ENV"),
             llm: llm_config(&env)?,
             chat: chat_config(&env)?,
+            cdn: cdn_config(&env)?,
+            dashboard_rate_limit: rate_limit(
+                &env,
+                "RATE_LIMIT_DASHBOARD_REQUESTS",
+                "RATE_LIMIT_DASHBOARD_WINDOW_MS",
+                DEFAULT_RATE_LIMIT_DASHBOARD_REQUESTS,
+                DEFAULT_RATE_LIMIT_DASHBOARD_WINDOW,
+            )?,
+            companion_edit_rate_limit: rate_limit(
+                &env,
+                "RATE_LIMIT_COMPANION_EDIT_REQUESTS",
+                "RATE_LIMIT_COMPANION_EDIT_WINDOW_MS",
+                DEFAULT_RATE_LIMIT_COMPANION_EDIT_REQUESTS,
+                DEFAULT_RATE_LIMIT_COMPANION_EDIT_WINDOW,
+            )?,
         })
     }
 
@@ -405,23 +444,53 @@ fn llm_config(env: &Env) -> Result<LlmConfig, ConfigError> {
     })
 }
 
+fn cdn_config(env: &Env) -> Result<Option<CdnConfig>, ConfigError> {
+    let Some(token) = env.get("VERCEL_TOKEN") else {
+        return Ok(None);
+    };
+    let project = env.get("VERCEL_PROJECT_ID").ok_or(ConfigError::Missing {
+        name: "VERCEL_PROJECT_ID",
+    })?;
+    let api_url = env
+        .http_url("VERCEL_API_URL")?
+        .unwrap_or_else(|| DEFAULT_VERCEL_API_URL.to_owned());
+    Ok(Some(CdnConfig {
+        token: Secret::new(token),
+        project,
+        team: env.get("VERCEL_TEAM_ID"),
+        api_url,
+    }))
+}
+
+fn positive(name: &'static str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        Err(ConfigError::Invalid {
+            name,
+            reason: "must be at least 1".into(),
+        })
+    } else {
+        Ok(v)
+    }
+}
+
+/// A rate limit from `{requests}` and `{window}` (ms), both at least 1.
+fn rate_limit(
+    env: &Env,
+    requests: &'static str,
+    window: &'static str,
+    default_requests: u32,
+    default_window: Duration,
+) -> Result<RateLimit, ConfigError> {
+    let n = positive(requests, env.parse(requests, default_requests)?.into())? as u32;
+    let w = env.millis(window, default_window)?;
+    positive(window, w.as_millis() as u64)?;
+    Ok(RateLimit {
+        requests: n,
+        window: w,
+    })
+}
+
 fn chat_config(env: &Env) -> Result<ChatConfig, ConfigError> {
-    let positive = |name: &'static str, v: u64| {
-        if v == 0 {
-            Err(ConfigError::Invalid {
-                name,
-                reason: "must be at least 1".into(),
-            })
-        } else {
-            Ok(v)
-        }
-    };
-    let limit = |req: &'static str, win: &'static str, r: u32, w: Duration| {
-        let requests = positive(req, env.parse(req, r)?.into())? as u32;
-        let window = env.millis(win, w)?;
-        positive(win, window.as_millis() as u64)?;
-        Ok::<_, ConfigError>(RateLimit { requests, window })
-    };
     Ok(ChatConfig {
         context_messages: positive(
             "CHAT_CONTEXT_MESSAGES",
@@ -435,13 +504,15 @@ fn chat_config(env: &Env) -> Result<ChatConfig, ConfigError> {
             "GROUP_MAX_RESPONDERS",
             env.parse("GROUP_MAX_RESPONDERS", DEFAULT_GROUP_MAX_RESPONDERS as u64)?,
         )? as usize,
-        user_rate_limit: limit(
+        user_rate_limit: rate_limit(
+            env,
             "RATE_LIMIT_USER_REQUESTS",
             "RATE_LIMIT_USER_WINDOW_MS",
             DEFAULT_RATE_LIMIT_USER_REQUESTS,
             DEFAULT_RATE_LIMIT_USER_WINDOW,
         )?,
-        anonymous_rate_limit: limit(
+        anonymous_rate_limit: rate_limit(
+            env,
             "RATE_LIMIT_ANON_REQUESTS",
             "RATE_LIMIT_ANON_WINDOW_MS",
             DEFAULT_RATE_LIMIT_ANON_REQUESTS,

@@ -155,6 +155,13 @@ fn print_banner(
         if seeded { "inserted" } else { "unchanged" }
     );
     println!("  cache       {}", c.cache.name());
+    println!(
+        "  cdn purge   {}",
+        match &c.cdn {
+            Some(cdn) => format!("on (project {})", cdn.project),
+            None => "off: VERCEL_TOKEN unset".to_owned(),
+        }
+    );
     println!("  auth        {auth}");
     println!(
         "  cron        {}",

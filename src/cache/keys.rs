@@ -56,7 +56,8 @@ pub enum Audience {
 }
 
 impl Audience {
-    /// How long an entry for this audience is fresh (DESIGN §5).
+    /// How long an entry for this audience is fresh: anonymous pages 10 minutes (the CDN's
+    /// window too), a signed-in viewer's 60 seconds.
     pub fn ttl(&self) -> std::time::Duration {
         match self {
             Audience::Anonymous => super::ANONYMOUS_TTL,
@@ -84,6 +85,13 @@ impl Key {
     pub fn rest(&self) -> &str {
         &self.rest
     }
+
+    /// The same key under a privacy epoch: an entry built before a companion was hidden lives
+    /// under an older epoch's key and is never read again (see `platform::privacy`).
+    pub fn at_privacy_epoch(mut self, epoch: i64) -> Key {
+        self.rest.push_str(&format!(":e{epoch}"));
+        self
+    }
 }
 
 /// One page of the dashboard list.
@@ -106,12 +114,21 @@ pub fn dashboard_page(
 }
 
 /// The cron job's static snapshot of the first anonymous page of a category (or of all).
-/// In the dashboard area, so an edit's generation bump invalidates snapshots too.
+/// In the dashboard area, so an edit's generation bump invalidates snapshots too; read and
+/// written under the privacy epoch like the pages.
 pub fn dashboard_snapshot(category: Option<&str>) -> Key {
     let category = category.map(part).unwrap_or_else(|| "all".to_owned());
     Key {
         area: Area::Dashboard,
         rest: format!("snapshot:c.{category}"),
+    }
+}
+
+/// The list of categories, which decides whether a page's category exists.
+pub fn dashboard_categories() -> Key {
+    Key {
+        area: Area::Dashboard,
+        rest: "categories".to_owned(),
     }
 }
 

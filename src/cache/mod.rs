@@ -1,4 +1,4 @@
-//! The cache in front of Postgres (DESIGN §5): one facade ([`Cache`]) over three stores
+//! The cache in front of Postgres: one facade ([`Cache`]) over three stores
 //! (Upstash REST, native Redis, in-process memory), with an in-process L1 in front of Redis.
 //!
 //! - Keys come from [`keys`] only. Each area has a generation counter read together with the
@@ -356,6 +356,39 @@ impl Cache {
                 self.bypass(&entry_key, build).await
             }
         }
+    }
+
+    /// Like [`Cache::get_or_build`], but kept in this process only: the L1 in front of Redis
+    /// (at most [`L1_TTL`]), or the memory store when it is the cache (`ttl`). For values many
+    /// distinct requests would each add one of (searches), which must not grow the shared cache.
+    pub async fn get_or_build_local<F, Fut, E>(
+        &self,
+        key: &Key,
+        ttl: Duration,
+        build: F,
+    ) -> Result<Cached, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+    {
+        let Some(l1) = &self.l1 else {
+            return self.get_or_build(key, ttl, build).await;
+        };
+        let entry_key = self.keyspace.entry(key);
+        if let Some(value) = l1.get(&entry_key) {
+            return Ok(Cached {
+                value,
+                status: CacheStatus::Memory,
+                stale: false,
+            });
+        }
+        let (value, _) = self.flights.run(&entry_key, build).await?;
+        self.l1_put(&entry_key, &value, ttl);
+        Ok(Cached {
+            value,
+            status: CacheStatus::Miss,
+            stale: false,
+        })
     }
 
     /// Makes every entry of `area` stale, everywhere (this instance's L1 at once, other

@@ -6,6 +6,11 @@
 //! When the shared cache fails, a per-process limiter (the same algorithm on a private memory
 //! store) takes over, so limits still hold per instance; that is logged (at most once per
 //! [`FALLBACK_LOG_INTERVAL`]).
+//!
+//! Written here rather than taken from a crate: `governor` limits one process (GCRA in memory),
+//! and `redis-cell` needs a module loaded into the Redis server, which a REST-only Upstash
+//! database can't offer. Keeping `@upstash/ratelimit`'s algorithm means a Node front end using
+//! that library and these functions count requests the same way.
 
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -52,7 +52,7 @@ pub fn chat_limit(app: &App) -> RouteLimit {
     RouteLimit {
         route: "chat",
         signed_in: app.config.chat.user_rate_limit,
-        anonymous: app.config.chat.anonymous_rate_limit,
+        anonymous: Some(app.config.chat.anonymous_rate_limit),
     }
 }
 
@@ -75,7 +75,7 @@ async fn chat(
         }
         Viewer::Anonymous => chat_anonymous(app, bg, chat_id, prompt, format).await?,
     };
-    Ok(allowed.apply(response))
+    Ok(ratelimit::apply(allowed, response))
 }
 
 async fn chat_signed_in(
@@ -228,13 +228,16 @@ pub fn private_json<T: Serialize>(value: T) -> Response {
 }
 
 /// A public companion's prompt data, from the cache when there (anonymous fast path). Only
-/// public companions are cached; a PATCH invalidates the entry.
+/// public companions are cached, under the privacy epoch; a PATCH invalidates the entry.
 async fn find_public_companion(
     app: &Arc<App>,
     bg: &Background,
     id: &Id,
 ) -> ApiResult<CompanionPrompt> {
-    let key = keys::companion(id.as_str());
+    // Under the privacy epoch: a profile cached while the companion was public is never read
+    // once it is hidden, whichever instance cached it and even if the cache was down meanwhile.
+    let epoch = app.privacy.current(&app.db).await?;
+    let key = keys::companion(id.as_str()).at_privacy_epoch(epoch);
     if let Some(raw) = app.cache.get(&key).await.value {
         if let Ok(c) = serde_json::from_slice::<CompanionPrompt>(&raw) {
             if !c.private {

@@ -1,6 +1,7 @@
-//! The wire formats of streamed replies: the AI SDK's text stream (`text/plain`, raw text), its
-//! UI-message stream (SSE, `x-vercel-ai-ui-message-stream: v1`), and the group-chat events of
-//! DESIGN.md §4. Each encoder turns a stream of [`ReplyPart`]s into a response.
+//! The wire formats of streamed replies: the AI SDK's text stream (`text/plain`, raw text) and
+//! its UI-message stream (SSE, `x-vercel-ai-ui-message-stream: v1`), plus the SSE framing the
+//! group chat's events ([`crate::chat::group::events`]) share. Each encoder turns a stream of
+//! [`ReplyPart`]s into a response.
 //!
 //! The formats are small and fixed, so they are written here rather than pulled from a crate;
 //! the integration tests check them with the AI SDK's own parsers (`tests/ai-sdk`).

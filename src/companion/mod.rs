@@ -1,22 +1,34 @@
 //! `PATCH /api/companion/:companionId`: the owner edits a companion; everything that cached it
 //! is invalidated so the next dashboard request shows the change.
+//!
+//! Making a companion private is a write that reaches every cache or is seen to fail: the
+//! database bumps its privacy epoch in the same transaction (a trigger), every cache key that
+//! could list the companion carries the epoch ([`crate::platform::privacy`]), and the PATCH
+//! answers only after every instance must have confirmed the new epoch. The CDN's copies are
+//! deleted by tag (after the response, retried). Other edits are best-effort: cached pages are
+//! invalidated, and where a cache is unreachable they expire on their own.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::Uri;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::patch;
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::cache::keys::{self, Area};
+use crate::cdn::{self, Purge};
 use crate::db::categories;
-use crate::db::companions::{self, CompanionChanges, OwnedCompanion};
+use crate::db::companions::{self, CompanionChanges};
 use crate::platform::app::App;
 use crate::platform::auth::Viewer;
+use crate::platform::background::Background;
 use crate::platform::error::ApiError;
 use crate::platform::http::JsonBody;
-use crate::platform::input::{Id, Query};
+use crate::platform::input::{DisplayName, Id, Query};
+use crate::platform::privacy::PRIVACY_PROPAGATION_WAIT;
+use crate::platform::ratelimit::{self, RouteLimit};
 
 /// Longest companion name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -43,16 +55,19 @@ pub struct CompanionPatch {
 async fn update_companion(
     State(app): State<Arc<App>>,
     viewer: Viewer,
+    bg: Background,
     uri: Uri,
+    headers: HeaderMap,
     JsonBody(patch): JsonBody<CompanionPatch>,
-) -> Result<Json<OwnedCompanion>, ApiError> {
-    let Viewer::User { user_id } = viewer else {
+) -> Result<Response, ApiError> {
+    let Viewer::User { user_id } = &viewer else {
         return Err(ApiError::Unauthorized(
             "sign in to edit a companion".to_owned(),
         ));
     };
     let companion_id = Query::of(&uri).id("companionId")?;
     let changes = validate(patch)?;
+    let allowed = ratelimit::check(&app, edit_limit(&app), &viewer, &headers).await?;
     let client = app.db.get().await?;
     if let Some(category_id) = &changes.category_id {
         if !categories::category_exists(&client, category_id).await? {
@@ -63,30 +78,34 @@ async fn update_companion(
         }
     }
     let updated =
-        companions::update_owned_companion(&client, companion_id.as_str(), &user_id, &changes)
+        companions::update_owned_companion(&client, companion_id.as_str(), user_id, &changes)
             .await?
             .ok_or(ApiError::NotFound)?;
-    invalidate_caches(&app, companion_id.as_str(), changes.private == Some(true)).await;
-    Ok(Json(updated))
+    drop(client);
+    let hidden = changes.private == Some(true);
+    invalidate_caches(&app, companion_id.as_str()).await;
+    purge_cdn_later(&app, &bg, companion_id.as_str(), &changes);
+    if hidden {
+        // Every process confirms the privacy epoch at most PRIVACY_EPOCH_MAX_AGE old before it
+        // serves a cached page; once this wait is over, all of them have seen this change.
+        tokio::time::sleep(PRIVACY_PROPAGATION_WAIT).await;
+    }
+    Ok(ratelimit::apply(allowed, Json(updated).into_response()))
+}
+
+/// Edits are limited per user.
+fn edit_limit(app: &App) -> RouteLimit {
+    RouteLimit {
+        route: "companion-edit",
+        signed_in: app.config.companion_edit_rate_limit,
+        anonymous: None,
+    }
 }
 
 fn validate(patch: CompanionPatch) -> Result<CompanionChanges, ApiError> {
     let name = patch
         .name
-        .map(|n| {
-            let n = n.trim().to_owned();
-            let len = n.chars().count();
-            if len == 0 || len > MAX_NAME_CHARS || n.chars().any(char::is_control) {
-                Err(ApiError::bad_parameter(
-                    "name",
-                    format!(
-                        "`name` must be 1–{MAX_NAME_CHARS} characters without control characters"
-                    ),
-                ))
-            } else {
-                Ok(n)
-            }
-        })
+        .map(|n| DisplayName::parse("name", &n, MAX_NAME_CHARS).map(DisplayName::into_string))
         .transpose()?;
     let src = patch
         .src
@@ -140,19 +159,41 @@ fn validate(patch: CompanionPatch) -> Result<CompanionChanges, ApiError> {
     Ok(changes)
 }
 
-/// Drops the companion's own entries and makes every dashboard page and cached reply stale.
-/// When the companion became private, stale pages are deleted outright: a stale entry may be
-/// served while another request rebuilds it, and it must not list a now-private companion.
-/// A cache failure is logged (by the cache) and not fatal: entries expire on their own, and
-/// a cache that is down is bypassed anyway.
-async fn invalidate_caches(app: &App, companion_id: &str, made_private: bool) {
-    let _ = app.cache.invalidate(&keys::companion(companion_id)).await;
+/// Drops the companion's cached profile and makes every dashboard page and cached reply stale.
+/// Best-effort: a cache failure is logged (by the cache) and not fatal. Privacy doesn't depend
+/// on it: pages cached before a companion was hidden are under an older epoch's keys.
+async fn invalidate_caches(app: &App, companion_id: &str) {
+    if let Ok(epoch) = app.privacy.read_now(&app.db).await {
+        let profile = keys::companion(companion_id).at_privacy_epoch(epoch);
+        let _ = app.cache.invalidate(&profile).await;
+    }
     let _ = app.cache.bump_generation(Area::Dashboard).await;
     let _ = app.cache.bump_generation(Area::BotReply).await;
-    if made_private {
-        let pattern = app.cache.keyspace().area_pattern(Area::Dashboard);
-        let _ = app.cache.clear_pattern(&pattern).await;
+}
+
+/// Tells Vercel's CDN, after the response (retried, logged, never failing the PATCH): a
+/// companion made private has every cached page listing it deleted; any other edit marks those
+/// pages stale, and the category it moved to and (once public again) the unfiltered pages too.
+fn purge_cdn_later(app: &App, bg: &Background, companion_id: &str, changes: &CompanionChanges) {
+    if !app.cdn.is_enabled() {
+        return;
     }
+    let mut tags = vec![cdn::companion_tag(companion_id)];
+    let purge = if changes.private == Some(true) {
+        Purge::Delete
+    } else {
+        if let Some(category) = &changes.category_id {
+            tags.push(cdn::category_tag(category));
+        }
+        if changes.private == Some(false) {
+            tags.push(cdn::DASHBOARD_TAG.to_owned());
+        }
+        Purge::Invalidate
+    };
+    let cdn = app.cdn.clone();
+    bg.wait_until(async move {
+        cdn.purge_with_retry(purge, tags).await;
+    });
 }
 
 #[cfg(test)]

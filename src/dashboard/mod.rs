@@ -22,14 +22,21 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::keys::{self, Audience};
 use crate::cache::{CacheStatus, ANONYMOUS_TTL, SIGNED_IN_TTL};
+use crate::cdn;
 use crate::db::categories::{self, Category};
 use crate::db::companions::{self, CompanionCard, PageFilter, ViewerCompanionCard};
 use crate::platform::app::App;
 use crate::platform::auth::{self, Viewer};
 use crate::platform::error::ApiError;
 use crate::platform::input::Query;
+use crate::platform::ratelimit::{self, RouteLimit};
 pub use params::DashboardParams;
 
+/// The response header Vercel's CDN reads cache tags from (and strips before the client).
+pub const VERCEL_CACHE_TAG: &str = "vercel-cache-tag";
+/// How long this process keeps a page that isn't worth sharing (searches, deep pages):
+/// the memory store's lifetime when it is the cache; in front of Redis, the L1's.
+pub const LOCAL_PAGE_TTL: Duration = Duration::from_secs(60);
 /// Lifetime of the static snapshots the cron job writes (first pages of "all" and of each
 /// category); they are generation-checked, so an edit still invalidates them at once.
 pub const SNAPSHOT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -55,41 +62,52 @@ struct Page<C> {
     page_size: u32,
 }
 
-/// A serialized page and its strong validator, stored together so a cache hit costs no
-/// hashing: the first line is the ETag, the rest is the JSON body.
+/// A serialized page with its strong validator and its CDN cache tags, stored together so a
+/// cache hit costs no hashing and no JSON work: line one is the ETag, line two the tags
+/// (`Vercel-Cache-Tag`), the rest the JSON body.
 #[derive(Debug, Clone)]
 pub struct PageBody {
     pub etag: String,
+    pub tags: String,
     pub json: Bytes,
 }
 
 impl PageBody {
-    fn new(json: Vec<u8>) -> PageBody {
+    fn new(json: Vec<u8>, tags: &[String]) -> PageBody {
         let digest = Sha256::digest(&json);
         PageBody {
             etag: format!("\"{}\"", hex::encode(&digest[..16])),
+            tags: cdn::cache_tag_header(tags)
+                .and_then(|v| v.to_str().ok().map(str::to_owned))
+                .unwrap_or_default(),
             json: Bytes::from(json),
         }
     }
 
     pub fn to_cached(&self) -> Bytes {
-        let mut out = Vec::with_capacity(self.etag.len() + 1 + self.json.len());
+        let mut out = Vec::with_capacity(self.etag.len() + self.tags.len() + 2 + self.json.len());
         out.extend_from_slice(self.etag.as_bytes());
+        out.push(b'\n');
+        out.extend_from_slice(self.tags.as_bytes());
         out.push(b'\n');
         out.extend_from_slice(&self.json);
         Bytes::from(out)
     }
 
-    /// `None` for anything that isn't "etag\njson" (a corrupt entry is a miss, never garbage).
+    /// `None` for anything that isn't "etag\ntags\njson" (a corrupt entry is a miss, never
+    /// garbage).
     fn from_cached(raw: &Bytes) -> Option<PageBody> {
-        let nl = raw.iter().position(|&b| b == b'\n')?;
-        let etag = std::str::from_utf8(&raw[..nl]).ok()?;
+        let first = raw.iter().position(|&b| b == b'\n')?;
+        let second = first + 1 + raw[first + 1..].iter().position(|&b| b == b'\n')?;
+        let etag = std::str::from_utf8(&raw[..first]).ok()?;
         if !(etag.starts_with('"') && etag.ends_with('"') && etag.len() == 34) {
             return None;
         }
+        let tags = std::str::from_utf8(&raw[first + 1..second]).ok()?;
         Some(PageBody {
             etag: etag.to_owned(),
-            json: raw.slice(nl + 1..),
+            tags: tags.to_owned(),
+            json: raw.slice(second + 1..),
         })
     }
 }
@@ -119,6 +137,7 @@ async fn prefetch(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let params = DashboardParams::parse(&Query::of(&uri))?;
+    let allowed = ratelimit::check(&app, dashboard_limit(&app), &viewer, &headers).await?;
     let timings = Timings::default();
     let (body, status) = match &viewer {
         Viewer::Anonymous => anonymous_page(&app, &params, &timings).await?,
@@ -128,7 +147,42 @@ async fn prefetch(
     // response to a request with a cookie, so a cookie (even an empty or foreign one) makes it
     // private.
     let public = matches!(viewer, Viewer::Anonymous) && !auth::has_credentials(&headers);
-    Ok(respond(&body, status, public, &headers, &timings, started))
+    let response = respond(&body, status, public, &headers, &timings, started);
+    Ok(ratelimit::apply(allowed, response))
+}
+
+/// Signed-in viewers are limited per user (each distinct page they ask for may be a build);
+/// anonymous ones aren't: the CDN answers most of them, and their pages are shared.
+fn dashboard_limit(app: &App) -> RouteLimit {
+    RouteLimit {
+        route: "dashboard",
+        signed_in: app.config.dashboard_rate_limit,
+        anonymous: None,
+    }
+}
+
+/// Where a page is kept: the shared cache for pages many visitors ask for; this process's
+/// memory only for searches, deep pages and unknown categories, so a stream of distinct URLs
+/// can't grow the shared cache without bound. Keys carry the privacy epoch
+/// ([`crate::platform::privacy`]): nothing cached before a companion was hidden is read after.
+async fn cached_page<F, Fut>(
+    app: &App,
+    key: keys::Key,
+    shared: bool,
+    ttl: Duration,
+    build: F,
+) -> Result<crate::cache::Cached, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Bytes, ApiError>>,
+{
+    if shared {
+        app.cache.get_or_build(&key, ttl, build).await
+    } else {
+        app.cache
+            .get_or_build_local(&key, LOCAL_PAGE_TTL, build)
+            .await
+    }
 }
 
 /// The anonymous page: memory → Redis → static snapshot → read model.
@@ -137,34 +191,34 @@ pub async fn anonymous_page(
     params: &DashboardParams,
     timings: &Timings,
 ) -> Result<(PageBody, CacheStatus), ApiError> {
+    let epoch = app.privacy.current(&app.db).await?;
     let key = keys::dashboard_page(
         &Audience::Anonymous,
         params.category_id.as_deref(),
         params.q.as_deref(),
         params.page,
         params.page_size,
-    );
+    )
+    .at_privacy_epoch(epoch);
+    let shared = params.is_worth_sharing() && is_known_category(app, params).await?;
     let from_snapshot = std::sync::atomic::AtomicBool::new(false);
-    let cached = app
-        .cache
-        .get_or_build(&key, ANONYMOUS_TTL, || async {
-            if params.is_snapshot_page() {
-                let snapshot = app
-                    .cache
-                    .get(&keys::dashboard_snapshot(params.category_id.as_deref()))
-                    .await;
-                if let Some(raw) = snapshot
-                    .value
-                    .filter(|v| PageBody::from_cached(v).is_some())
-                {
-                    from_snapshot.store(true, Ordering::Relaxed);
-                    return Ok(raw);
-                }
+    let cached = cached_page(app, key, shared, ANONYMOUS_TTL, || async {
+        if shared && params.is_snapshot_page() {
+            let snapshot_key =
+                keys::dashboard_snapshot(params.category_id.as_deref()).at_privacy_epoch(epoch);
+            let snapshot = app.cache.get(&snapshot_key).await;
+            if let Some(raw) = snapshot
+                .value
+                .filter(|v| PageBody::from_cached(v).is_some())
+            {
+                from_snapshot.store(true, Ordering::Relaxed);
+                return Ok(raw);
             }
-            let body = build_anonymous_page(app, params, timings).await?;
-            Ok::<_, ApiError>(body.to_cached())
-        })
-        .await?;
+        }
+        let body = build_anonymous_page(app, params, timings).await?;
+        Ok::<_, ApiError>(body.to_cached())
+    })
+    .await?;
     let status = if from_snapshot.load(Ordering::Relaxed) {
         CacheStatus::Static
     } else {
@@ -179,6 +233,7 @@ async fn viewer_page(
     user_id: &str,
     timings: &Timings,
 ) -> Result<(PageBody, CacheStatus), ApiError> {
+    let epoch = app.privacy.current(&app.db).await?;
     let key = keys::dashboard_page(
         &Audience::SignedIn {
             user_id: user_id.to_owned(),
@@ -187,15 +242,34 @@ async fn viewer_page(
         params.q.as_deref(),
         params.page,
         params.page_size,
-    );
+    )
+    .at_privacy_epoch(epoch);
+    let shared = params.is_worth_sharing();
+    let cached = cached_page(app, key, shared, SIGNED_IN_TTL, || async {
+        let body = build_viewer_page(app, params, user_id, timings).await?;
+        Ok::<_, ApiError>(body.to_cached())
+    })
+    .await?;
+    decode(&cached.value, cached.status)
+}
+
+/// Whether the page's category (if any) exists: pages of made-up categories are empty, and
+/// must not each take a shared cache entry.
+async fn is_known_category(app: &App, params: &DashboardParams) -> Result<bool, ApiError> {
+    let Some(id) = params.category_id.as_deref() else {
+        return Ok(true);
+    };
     let cached = app
         .cache
-        .get_or_build(&key, SIGNED_IN_TTL, || async {
-            let body = build_viewer_page(app, params, user_id, timings).await?;
-            Ok::<_, ApiError>(body.to_cached())
+        .get_or_build(&keys::dashboard_categories(), ANONYMOUS_TTL, || async {
+            let categories = list_categories(app).await?;
+            Ok::<_, ApiError>(Bytes::from(
+                serde_json::to_vec(&categories).unwrap_or_default(),
+            ))
         })
         .await?;
-    decode(&cached.value, cached.status)
+    let categories: Vec<Category> = serde_json::from_slice(&cached.value).unwrap_or_default();
+    Ok(categories.iter().any(|c| c.id == id))
 }
 
 fn decode(raw: &Bytes, status: CacheStatus) -> Result<(PageBody, CacheStatus), ApiError> {
@@ -236,14 +310,20 @@ pub async fn build_anonymous_page(
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
         "dashboard page built"
     );
-    Ok(serialize(Page::<CompanionCard> {
-        categories,
-        companions,
-        total,
-        total_is_estimate: estimated,
-        page: params.page,
-        page_size: params.page_size,
-    }))
+    let mut tags = vec![cdn::DASHBOARD_TAG.to_owned()];
+    tags.extend(params.category_id.as_deref().map(cdn::category_tag));
+    tags.extend(companions.iter().map(|c| cdn::companion_tag(&c.id)));
+    Ok(serialize(
+        Page::<CompanionCard> {
+            categories,
+            companions,
+            total,
+            total_is_estimate: estimated,
+            page: params.page,
+            page_size: params.page_size,
+        },
+        &tags,
+    ))
 }
 
 pub async fn build_viewer_page(
@@ -276,14 +356,18 @@ pub async fn build_viewer_page(
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
         "dashboard page built"
     );
-    Ok(serialize(Page::<ViewerCompanionCard> {
-        categories,
-        companions,
-        total: public_total + own_private,
-        total_is_estimate: estimated,
-        page: params.page,
-        page_size: params.page_size,
-    }))
+    // Never publicly cached, so no CDN tags.
+    Ok(serialize(
+        Page::<ViewerCompanionCard> {
+            categories,
+            companions,
+            total: public_total + own_private,
+            total_is_estimate: estimated,
+            page: params.page,
+            page_size: params.page_size,
+        },
+        &[],
+    ))
 }
 
 async fn list_categories(app: &App) -> Result<Vec<Category>, ApiError> {
@@ -306,9 +390,9 @@ async fn total_public(app: &App, filter: &PageFilter) -> Result<(i64, bool), Api
     }
 }
 
-fn serialize<C: Serialize>(page: Page<C>) -> PageBody {
+fn serialize<C: Serialize>(page: Page<C>, tags: &[String]) -> PageBody {
     // Serializing plain structs of strings and numbers can't fail.
-    PageBody::new(serde_json::to_vec(&page).unwrap_or_default())
+    PageBody::new(serde_json::to_vec(&page).unwrap_or_default(), tags)
 }
 
 fn respond(
@@ -342,6 +426,11 @@ fn respond(
             "cdn-cache-control",
             HeaderValue::from_static(CDN_CACHE_CONTROL),
         );
+        if let Ok(v) = HeaderValue::from_str(&body.tags) {
+            if !body.tags.is_empty() {
+                h.insert(VERCEL_CACHE_TAG, v);
+            }
+        }
     } else {
         h.insert(
             header::CACHE_CONTROL,
@@ -384,12 +473,16 @@ mod tests {
 
     #[test]
     fn a_cached_page_round_trips_and_garbage_is_refused() {
-        let body = PageBody::new(br#"{"companions":[]}"#.to_vec());
+        let body = PageBody::new(
+            br#"{"companions":[]}"#.to_vec(),
+            &["dashboard".to_owned(), "companion:c1".to_owned()],
+        );
         let back = PageBody::from_cached(&body.to_cached()).unwrap();
         assert_eq!(back.etag, body.etag);
+        assert_eq!(back.tags, "dashboard,companion:c1");
         assert_eq!(back.json, body.json);
         assert!(PageBody::from_cached(&Bytes::from_static(b"garbage")).is_none());
-        assert!(PageBody::from_cached(&Bytes::from_static(b"\"x\"\n{}")).is_none());
+        assert!(PageBody::from_cached(&Bytes::from_static(b"\"x\"\n\n{}")).is_none());
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 10;
 pub const MAX_PAGE_SIZE: u32 = 50;
 /// Deepest page accepted: nobody pages this far by hand, and deep offsets are costly.
 pub const MAX_PAGE: u32 = 1_000;
+/// Deepest page the shared cache keeps; deeper pages are built for whoever asks.
+pub const MAX_SHARED_PAGE: u32 = 5;
 /// Longest `q` accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 64;
 /// Punctuation a companion name search may contain besides letters, digits and spaces.
@@ -36,6 +38,13 @@ impl DashboardParams {
     /// The default first page of a category (or of all): what the cron job snapshots.
     pub fn is_snapshot_page(&self) -> bool {
         self.q.is_none() && self.page == 1 && self.page_size == DEFAULT_PAGE_SIZE
+    }
+
+    /// Whether the shared cache should keep this page: the pages many visitors ask for (no
+    /// search, the first [`MAX_SHARED_PAGE`] pages), so a stream of distinct URLs can't grow
+    /// the shared cache without bound. (Unknown categories are checked by the caller.)
+    pub fn is_worth_sharing(&self) -> bool {
+        self.q.is_none() && self.page <= MAX_SHARED_PAGE
     }
 
     pub fn offset(&self) -> i64 {
@@ -94,7 +103,12 @@ fn parse_query(raw: &str) -> Result<String, ApiError> {
     if q.contains("--") {
         return Err(ApiError::bad_parameter("q", "`q` may not contain `--`"));
     }
-    Ok(q.to_owned())
+    // The search is case-insensitive, so the same search in any case or spacing is one page
+    // (one cache key, one build).
+    Ok(q.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase())
 }
 
 #[cfg(test)]
@@ -179,8 +193,29 @@ mod tests {
             "Dr. Who?",
             "Rock & Roll",
         ] {
-            assert_eq!(parse(&[("q", q)]).unwrap().q.as_deref(), Some(q));
+            let lower = q.to_lowercase();
+            assert_eq!(
+                parse(&[("q", q)]).unwrap().q.as_deref(),
+                Some(lower.as_str())
+            );
         }
+    }
+
+    #[test]
+    fn a_search_in_any_case_or_spacing_is_one_search() {
+        let one = parse(&[("q", "  ada   LOVELACE ")]).unwrap();
+        assert_eq!(one.q.as_deref(), Some("ada lovelace"));
+        assert_eq!(one, parse(&[("q", "Ada Lovelace")]).unwrap());
+    }
+
+    #[test]
+    fn only_shallow_pages_without_a_search_are_shared() {
+        assert!(parse(&[]).unwrap().is_worth_sharing());
+        assert!(parse(&[("page", "5"), ("pageSize", "50")])
+            .unwrap()
+            .is_worth_sharing());
+        assert!(!parse(&[("page", "6")]).unwrap().is_worth_sharing());
+        assert!(!parse(&[("q", "ada")]).unwrap().is_worth_sharing());
     }
 
     #[test]

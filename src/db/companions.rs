@@ -414,7 +414,8 @@ pub async fn update_owned_companion(
     }))
 }
 
-/// The seed's original dashboard query, kept only as the benchmark's "before": every public
+/// The dashboard query the Node stack ran before these functions, kept only as the benchmark's
+/// "before" (`gcbb bench dashboard`): every public
 /// companion with every column (the 2 KB instructions, the JSONB configs), a per-companion
 /// message count, and an exact total.
 pub async fn list_public_companions_unoptimized(

@@ -1,7 +1,8 @@
 //! Queries of `"GroupChat"`, its members and its `"GroupMessage"`s.
 //!
 //! Messages are read by (groupChatId, createdAt) and "who spoke last" by
-//! (groupChatId, senderId, createdAt), the seed's indexes.
+//! (groupChatId, senderId, createdAt): the `GroupMessage_*` indexes of migration
+//! `20250311000000_add_performance_indexes`.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
@@ -41,11 +42,14 @@ pub struct GroupMember {
     pub last_spoke: Option<NaiveDateTime>,
 }
 
-/// The group's companions, least recently spoken first (never-spoken first of all, then by
-/// when they joined).
+/// The group's companions that `viewer_id` may see (public, or the viewer's own), least
+/// recently spoken first (never-spoken first of all, then by when they joined). Another
+/// user's private companion is never listed: it must not answer, nor have its instructions
+/// sent anywhere, whoever added it to the group.
 pub async fn list_members_by_last_spoken(
     client: &Client,
     group_id: &str,
+    viewer_id: Option<&str>,
 ) -> Result<Vec<GroupMember>, DbError> {
     let rows = client
         .query_typed(
@@ -54,9 +58,9 @@ pub async fn list_members_by_last_spoken(
                      WHERE g.\"groupChatId\" = m.\"groupChatId\" AND g.\"senderId\" = c.\"id\" \
                        AND g.\"isBot\") AS \"lastSpoke\" \
              FROM \"GroupChatMember\" m JOIN \"Companion\" c ON c.\"id\" = m.\"companionId\" \
-             WHERE m.\"groupChatId\" = $1 \
+             WHERE m.\"groupChatId\" = $1 AND (NOT c.\"private\" OR c.\"userId\" = $2) \
              ORDER BY \"lastSpoke\" ASC NULLS FIRST, m.\"joinedAt\", c.\"id\"",
-            &[(&group_id, Type::TEXT)],
+            &[(&group_id, Type::TEXT), (&viewer_id, Type::TEXT)],
         )
         .await?;
     Ok(rows
@@ -70,6 +74,9 @@ pub async fn list_members_by_last_spoken(
         .collect())
 }
 
+/// A group message as one viewer may see it. A bot message whose companion the viewer may not
+/// see (another user's private companion, or one since deleted) keeps its place in the history
+/// but is `available: false`: its words and its sender's name are withheld by the query itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredGroupMessage {
@@ -79,6 +86,7 @@ pub struct StoredGroupMessage {
     pub sender_id: String,
     /// The companion's name for bot messages.
     pub sender_name: Option<String>,
+    pub available: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -95,6 +103,7 @@ fn stored(r: &Row) -> StoredGroupMessage {
         is_bot: r.get("isBot"),
         sender_id: r.get("senderId"),
         sender_name: r.get("senderName"),
+        available: r.get("available"),
         created_at: r.get::<_, NaiveDateTime>("createdAt").and_utc(),
     }
 }
@@ -120,7 +129,7 @@ pub async fn insert_group_message(
                  RETURNING * \
              ) \
              SELECT ins.\"id\", ins.\"content\", ins.\"isBot\", ins.\"senderId\", ins.\"createdAt\", \
-                    c.\"name\" AS \"senderName\" \
+                    c.\"name\" AS \"senderName\", TRUE AS \"available\" \
              FROM ins LEFT JOIN \"Companion\" c ON ins.\"isBot\" AND c.\"id\" = ins.\"senderId\"",
             &[
                 (&id, Type::TEXT),
@@ -135,20 +144,39 @@ pub async fn insert_group_message(
     rows.first().map(stored).ok_or(DbError::NotFound)
 }
 
+/// Messages of group `$1` as viewer `$2` may see them: whether the sender is visible is
+/// computed here, and an unavailable bot message's content and sender name never leave the
+/// database.
 const SELECT_MESSAGES: &str = "\
-SELECT g.\"id\", g.\"content\", g.\"isBot\", g.\"senderId\", g.\"createdAt\", c.\"name\" AS \"senderName\"
-FROM \"GroupMessage\" g LEFT JOIN \"Companion\" c ON g.\"isBot\" AND c.\"id\" = g.\"senderId\"
+SELECT g.\"id\", g.\"isBot\", g.\"senderId\", g.\"createdAt\", v.\"available\",
+       CASE WHEN v.\"available\" THEN g.\"content\" ELSE '' END AS \"content\",
+       CASE WHEN v.\"available\" THEN c.\"name\" END AS \"senderName\"
+FROM \"GroupMessage\" g
+LEFT JOIN \"Companion\" c ON g.\"isBot\" AND c.\"id\" = g.\"senderId\"
+CROSS JOIN LATERAL (SELECT (NOT g.\"isBot\" OR (c.\"id\" IS NOT NULL
+                            AND (NOT c.\"private\" OR c.\"userId\" = $2))) AS \"available\") v
 WHERE g.\"groupChatId\" = $1";
 
-/// The last `limit` messages of the group, oldest first.
+/// The last `limit` messages of the group that `viewer_id` may see, oldest first: the model's
+/// context, which never holds what an unavailable companion said.
 pub async fn list_recent_group_messages(
     client: &Client,
     group_id: &str,
+    viewer_id: Option<&str>,
     limit: i64,
 ) -> Result<Vec<StoredGroupMessage>, DbError> {
-    let sql = format!("{SELECT_MESSAGES} ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $2");
+    let sql = format!(
+        "{SELECT_MESSAGES} AND v.\"available\" ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $3"
+    );
     let rows = client
-        .query_typed(&sql, &[(&group_id, Type::TEXT), (&limit, Type::INT8)])
+        .query_typed(
+            &sql,
+            &[
+                (&group_id, Type::TEXT),
+                (&viewer_id, Type::TEXT),
+                (&limit, Type::INT8),
+            ],
+        )
         .await?;
     let mut messages: Vec<StoredGroupMessage> = rows.iter().map(stored).collect();
     messages.reverse();
@@ -156,25 +184,27 @@ pub async fn list_recent_group_messages(
 }
 
 const PAGE_CURSOR_SQL: &str =
-    "SELECT \"createdAt\" FROM \"GroupMessage\" WHERE \"groupChatId\" = $1 AND \"id\" = $2";
+    "SELECT \"createdAt\" FROM \"GroupMessage\" WHERE \"groupChatId\" = $1 AND \"id\" = $3";
 
-/// The `limit` messages before `before` (or the newest), oldest first; `None` when `before` is
-/// not a message of this group.
+/// The `limit` messages before `before` (or the newest), oldest first, as `viewer_id` may see
+/// them (unavailable ones marked, not dropped, so the conversation keeps its shape); `None`
+/// when `before` is not a message of this group.
 pub async fn list_group_messages_page(
     client: &Client,
     group_id: &str,
+    viewer_id: Option<&str>,
     before: Option<&str>,
     limit: i64,
 ) -> Result<Option<Page<StoredGroupMessage>>, DbError> {
     let page_sql = format!(
         "{SELECT_MESSAGES} \
-           AND ($2::timestamp IS NULL OR (g.\"createdAt\", g.\"id\") < ($2::timestamp, $3::text)) \
-         ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $4"
+           AND ($3::timestamp IS NULL OR (g.\"createdAt\", g.\"id\") < ($3::timestamp, $4::text)) \
+         ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $5"
     );
     let keyset = Keyset {
         cursor_sql: PAGE_CURSOR_SQL,
         page_sql: &page_sql,
-        scope: &[(&group_id, Type::TEXT)],
+        scope: &[(&group_id, Type::TEXT), (&viewer_id, Type::TEXT)],
     };
     fetch_page(client, &keyset, before, limit, stored).await
 }

@@ -1,7 +1,7 @@
 //! Queries of `"Message"`: one user's conversation with one companion.
 //!
-//! Every query filters on (companionId, userId) and orders by createdAt, the seed's index
-//! `Message_companionId_userId_createdAt_idx`. Pages are ordered by (createdAt, id) so messages
+//! Every query filters on (companionId, userId) and orders by createdAt: the index
+//! `Message_companionId_userId_createdAt_idx` (migration `20250311000000_add_performance_indexes`). Pages are ordered by (createdAt, id) so messages
 //! stored in the same millisecond still have one order.
 
 use chrono::{DateTime, NaiveDateTime, Utc};

@@ -17,6 +17,7 @@ pub mod hot;
 pub mod messages;
 pub mod page;
 pub mod pool;
+pub mod privacy;
 pub mod read_model;
 pub mod tls;
 

@@ -1,20 +1,18 @@
 //! Opening connections (timeout, one retry, error classification) and the small lazily-built
 //! pool each process keeps.
 //!
-//! The pool is written here rather than taken from `deadpool-postgres` because it needs little:
-//! a `Semaphore` bounds the open connections, a `Mutex<Vec<Client>>` holds the idle ones, and a
-//! closed client is dropped instead of handed out. No background tasks, no health pings on
-//! checkout (that would add a round trip to every request); a connection the server killed shows
-//! up as `Client::is_closed()` and is replaced on the next `get()`.
+//! The pool is `deadpool`'s managed pool with a manager of our own rather than
+//! `deadpool-postgres`: that crate opens connections from a `tokio_postgres::Config`, and ours
+//! need what `connect` adds (`sslmode=verify-full` against compiled-in roots, channel binding,
+//! the connect timeout around TLS and start-up, one retry while a Neon compute wakes). Recycling
+//! is a check of `Client::is_closed()`, not a ping: a ping would add a round trip to every
+//! request, and a connection the server killed shows up as closed and is replaced.
 
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
-use std::ops::Deref;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -211,138 +209,133 @@ pub(crate) fn error_chain(e: &(dyn StdError + 'static)) -> String {
     out
 }
 
+/// Opens and recycles the pool's connections.
+struct Manager {
+    cfg: DbConfig,
+}
+
+impl deadpool::managed::Manager for Manager {
+    type Type = Client;
+    type Error = DbError;
+
+    async fn create(&self) -> Result<Client, DbError> {
+        connect(&self.cfg).await
+    }
+
+    async fn recycle(
+        &self,
+        client: &mut Client,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<DbError> {
+        if client.is_closed() {
+            return Err(deadpool::managed::RecycleError::message(
+                "the server closed the connection",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A small pool of connections to one database, opened on demand. Cloning shares the pool.
 #[derive(Clone)]
 pub struct Pool {
-    shared: Arc<Shared>,
-    acquire_timeout: Duration,
-}
-
-struct Shared {
+    inner: deadpool::managed::Pool<Manager>,
     cfg: DbConfig,
-    size: usize,
-    idle: Mutex<Vec<Client>>,
-    /// One permit per connection that may exist; a checked-out client holds one.
-    permits: Arc<Semaphore>,
 }
 
-impl Pool {
-    /// A pool of at most `size` connections (at least one); nothing connects until `get()`.
-    pub fn new(cfg: DbConfig, size: usize) -> Self {
-        let size = size.max(1);
-        Pool {
-            shared: Arc::new(Shared {
-                cfg,
-                size,
-                idle: Mutex::new(Vec::with_capacity(size)),
-                permits: Arc::new(Semaphore::new(size)),
-            }),
-            acquire_timeout: DEFAULT_POOL_ACQUIRE_TIMEOUT,
-        }
-    }
+/// A checked-out connection; derefs to `tokio_postgres::Client` (mutably too, for
+/// `Client::transaction`) and goes back to the pool when dropped, unless the server closed it:
+/// then it is let go at once, so the pool never counts a dead connection as available.
+pub struct PooledClient(Option<deadpool::managed::Object<Manager>>);
 
-    /// The same pool, waiting at most `timeout` in `get()` for a free connection.
-    pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-
-    pub fn config(&self) -> &DbConfig {
-        &self.shared.cfg
-    }
-
-    /// Most connections this pool opens at once.
-    pub fn size(&self) -> usize {
-        self.shared.size
-    }
-
-    /// Connections waiting in the pool right now (some may have been closed by the server since;
-    /// those are dropped on the next `get()`).
-    pub fn idle(&self) -> usize {
-        self.shared.lock_idle().len()
-    }
-
-    /// A connection for this request: an idle open one, else a new one. Waits at most the
-    /// acquire timeout while all `size` connections are in use (`PoolExhausted`).
-    pub async fn get(&self) -> Result<PooledClient, DbError> {
-        let permit = match tokio::time::timeout(
-            self.acquire_timeout,
-            self.shared.permits.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_closed)) => return Err(DbError::PoolExhausted),
-            Err(_elapsed) => {
-                tracing::warn!(
-                    target_db = %self.shared.cfg.redacted(),
-                    size = self.shared.size,
-                    "postgres pool exhausted"
-                );
-                return Err(DbError::PoolExhausted);
-            }
-        };
-        let reused = {
-            let mut idle = self.shared.lock_idle();
-            std::iter::from_fn(|| idle.pop()).find(|c| !c.is_closed())
-        };
-        let client = match reused {
-            Some(client) => client,
-            None => connect(&self.shared.cfg).await?,
-        };
-        Ok(PooledClient {
-            client: Some(client),
-            shared: self.shared.clone(),
-            _permit: permit,
-        })
-    }
-}
-
-impl Shared {
-    /// The idle list stays consistent even if a holder panicked, so poisoning is ignored.
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// A checked-out connection; derefs to `tokio_postgres::Client` and goes back to the pool when
-/// dropped (unless it was closed).
-pub struct PooledClient {
-    /// `Some` until `drop`.
-    client: Option<Client>,
-    shared: Arc<Shared>,
-    /// Released after `drop` has put the client back, so a waiter finds it idle.
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Deref for PooledClient {
+impl std::ops::Deref for PooledClient {
     type Target = Client;
 
     fn deref(&self) -> &Client {
-        self.client
+        self.0
             .as_ref()
-            .expect("a PooledClient holds its client until dropped")
+            .expect("a PooledClient holds its connection until dropped")
     }
 }
 
 impl std::ops::DerefMut for PooledClient {
-    /// Mutable access is what `Client::transaction` needs.
     fn deref_mut(&mut self) -> &mut Client {
-        self.client
+        self.0
             .as_mut()
-            .expect("a PooledClient holds its client until dropped")
+            .expect("a PooledClient holds its connection until dropped")
     }
 }
 
 impl Drop for PooledClient {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            if !client.is_closed() {
-                self.shared.lock_idle().push(client);
+        if let Some(object) = self.0.take() {
+            if object.is_closed() {
+                drop(deadpool::managed::Object::take(object));
             }
         }
+    }
+}
+
+impl Pool {
+    /// A pool of at most `size` connections (at least one); nothing connects until `get()`.
+    pub fn new(cfg: DbConfig, size: usize) -> Self {
+        Self::build(cfg, size.max(1), DEFAULT_POOL_ACQUIRE_TIMEOUT)
+    }
+
+    fn build(cfg: DbConfig, size: usize, acquire_timeout: Duration) -> Self {
+        let inner = deadpool::managed::Pool::builder(Manager { cfg: cfg.clone() })
+            .max_size(size)
+            .wait_timeout(Some(acquire_timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .expect("a pool with a runtime and a size builds");
+        Pool { inner, cfg }
+    }
+
+    /// The same settings in a new pool that waits at most `timeout` in `get()` for a free
+    /// connection.
+    pub fn with_acquire_timeout(self, timeout: Duration) -> Self {
+        Self::build(self.cfg, self.inner.status().max_size, timeout)
+    }
+
+    pub fn config(&self) -> &DbConfig {
+        &self.cfg
+    }
+
+    /// Most connections this pool opens at once.
+    pub fn max_size(&self) -> usize {
+        self.inner.status().max_size
+    }
+
+    /// Connections waiting in the pool right now (some may have been closed by the server since;
+    /// those are replaced on the next `get()`).
+    pub fn idle(&self) -> usize {
+        self.inner.status().available
+    }
+
+    /// A connection for this request: an idle open one, else a new one. Waits at most the
+    /// acquire timeout while all `size` connections are in use (`PoolExhausted`).
+    pub async fn get(&self) -> Result<PooledClient, DbError> {
+        use deadpool::managed::{PoolError, TimeoutType};
+        // Boxed: deadpool's checkout future is about 17 KB, and every handler future that awaits
+        // a connection would otherwise carry it inline (enough to overflow a worker's stack in
+        // a debug build).
+        let object = Box::pin(self.inner.get()).await.map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(TimeoutType::Wait) => {
+                tracing::warn!(
+                    target_db = %self.cfg.redacted(),
+                    size = self.max_size(),
+                    "postgres pool exhausted"
+                );
+                DbError::PoolExhausted
+            }
+            PoolError::Timeout(_) => DbError::Timeout,
+            PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
+                DbError::PoolExhausted
+            }
+        })?;
+        Ok(PooledClient(Some(object)))
     }
 }
 
@@ -406,7 +399,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_pool_opens_nothing_and_counts_at_least_one_slot() {
         let pool = Pool::new(cfg(), 0);
-        assert_eq!(pool.size(), 1);
+        assert_eq!(pool.max_size(), 1);
         assert_eq!(pool.idle(), 0);
     }
 }

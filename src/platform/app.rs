@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use crate::cache::ratelimit::RateLimiter;
 use crate::cache::Cache;
+use crate::cdn::Cdn;
 use crate::config::{Config, ConfigError};
 use crate::db::Pool;
 use crate::llm::Llm;
 use crate::platform::auth::{Authenticator, HasAuthenticator};
+use crate::platform::privacy::PrivacyEpochs;
 
 pub struct App {
     pub config: Config,
@@ -19,8 +21,12 @@ pub struct App {
     pub http: reqwest::Client,
     /// The model that answers chat (its own HTTP client: no overall timeout, own connect one).
     pub llm: Llm,
-    /// Chat rate limits (sliding window on the cache, per-process fallback).
+    /// Rate limits (sliding window on the cache, per-process fallback).
     pub ratelimiter: RateLimiter,
+    /// This process's confirmed view of the database's privacy epoch.
+    pub privacy: PrivacyEpochs,
+    /// Vercel's CDN purges (off without `VERCEL_TOKEN`).
+    pub cdn: Cdn,
 }
 
 impl App {
@@ -47,6 +53,10 @@ impl App {
         );
         let auth = Authenticator::new(&config.clerk, http.clone());
         let llm = Llm::new(&config.llm);
+        let cdn = Cdn::new(config.cdn.clone(), http.clone());
+        if !cdn.is_enabled() {
+            tracing::info!("CDN purging off: VERCEL_TOKEN is unset");
+        }
         Arc::new(App {
             config,
             db,
@@ -55,6 +65,8 @@ impl App {
             http,
             llm,
             ratelimiter: RateLimiter::new(),
+            privacy: PrivacyEpochs::new(),
+            cdn,
         })
     }
 }

@@ -147,6 +147,64 @@ impl Prompt {
     }
 }
 
+/// A name people read (a companion's name, a group's title): trimmed, 1–`max` characters, and
+/// nothing that could make it look like another: no control characters, no bidirectional
+/// overrides or isolates, no zero-width or invisible filler characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(field: &'static str, raw: &str, max: usize) -> Result<DisplayName, ApiError> {
+        let name = raw.trim();
+        let chars = name.chars().count();
+        if chars == 0 || chars > max {
+            return Err(ApiError::bad_parameter(
+                field,
+                format!("`{field}` must be 1–{max} characters"),
+            ));
+        }
+        if let Some(bad) = name.chars().find(|&c| is_deceptive(c)) {
+            return Err(ApiError::bad_parameter(
+                field,
+                format!(
+                    "`{field}` may not contain control, bidirectional or invisible characters \
+                     (U+{:04X})",
+                    bad as u32
+                ),
+            ));
+        }
+        Ok(DisplayName(name.to_owned()))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Characters that render as nothing or reorder what follows them: how one name is made to look
+/// like another. (Variation selectors stay allowed: emoji need them.)
+fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'                     // soft hyphen
+            | '\u{034F}'                   // combining grapheme joiner
+            | '\u{061C}'                   // Arabic letter mark
+            | '\u{115F}' | '\u{1160}'      // Hangul fillers
+            | '\u{17B4}' | '\u{17B5}'      // Khmer inherent vowels
+            | '\u{180B}'..='\u{180F}'      // Mongolian free variation selectors, vowel separator
+            | '\u{200B}'..='\u{200F}'      // zero-width space/non-joiner/joiner, LRM, RLM
+            | '\u{202A}'..='\u{202E}'      // bidi embeddings and overrides
+            | '\u{2060}'..='\u{2064}'      // word joiner, invisible operators
+            | '\u{2066}'..='\u{206F}'      // bidi isolates, deprecated format characters
+            | '\u{3164}'                   // Hangul filler
+            | '\u{FEFF}'                   // zero-width no-break space
+            | '\u{FFA0}'                   // halfwidth Hangul filler
+            | '\u{FFF9}'..='\u{FFFB}'      // interlinear annotations
+            | '\u{E0000}'..='\u{E007F}'    // tag characters
+        )
+}
+
 /// A page of history: the `limit` (1–100) messages before message `before` (or the newest).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
@@ -249,6 +307,55 @@ mod tests {
     fn the_first_of_a_repeated_parameter_wins() {
         let q = Query::of(&"/p?chatId=a&chatId=b".parse().unwrap());
         assert_eq!(q.id("chatId").unwrap().as_str(), "a");
+    }
+
+    #[test]
+    fn a_display_name_refuses_what_could_impersonate_another() {
+        for bad in [
+            "a\u{202e}b",
+            "Ada\u{200b}",
+            "A\u{200d}da",
+            "\u{2066}Ada\u{2069}",
+            "Ada\u{feff}",
+            "Ada\nLovelace",
+            "\u{3164}",
+            "x\u{e0041}",
+        ] {
+            assert_eq!(
+                param_of(DisplayName::parse("name", bad, 100).unwrap_err()),
+                "name",
+                "{bad:?}"
+            );
+        }
+        for (bad, max) in [("   ", 100), ("abc", 2)] {
+            assert_eq!(
+                param_of(DisplayName::parse("name", bad, max).unwrap_err()),
+                "name"
+            );
+        }
+    }
+
+    #[test]
+    fn a_display_name_keeps_every_script_and_emoji() {
+        for ok in [
+            "Ada Lovelace",
+            "Søren",
+            "東京の猫",
+            "مرحبا",
+            "Rock 🎸",
+            "❤\u{FE0F} fan",
+        ] {
+            assert_eq!(
+                DisplayName::parse("name", ok, 100).unwrap().into_string(),
+                ok
+            );
+        }
+        assert_eq!(
+            DisplayName::parse("name", "  Ada  ", 100)
+                .unwrap()
+                .into_string(),
+            "Ada"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod background;
 pub mod error;
 pub mod http;
 pub mod input;
+pub mod privacy;
 pub mod ratelimit;
 pub mod routing;
 pub mod runtime;

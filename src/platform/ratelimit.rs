@@ -13,12 +13,13 @@ use crate::platform::auth::Viewer;
 use crate::platform::error::{insert_ratelimit_headers, ApiError};
 use crate::platform::input::client_address;
 
-/// A route's limits: its name (keys are per route) and the window for each kind of viewer.
+/// A route's limits: its name (keys are per route) and the window for each kind of viewer;
+/// `anonymous: None` leaves anonymous requests unlimited (the CDN fronts them).
 #[derive(Debug, Clone, Copy)]
 pub struct RouteLimit {
     pub route: &'static str,
     pub signed_in: RateLimit,
-    pub anonymous: RateLimit,
+    pub anonymous: Option<RateLimit>,
 }
 
 /// A request that was let through; its decision's headers go on the response.
@@ -32,24 +33,33 @@ impl Allowed {
     }
 }
 
+/// Puts the headers of a check that let the request through (if it limited it) on `response`.
+pub fn apply(allowed: Option<Allowed>, response: Response) -> Response {
+    match allowed {
+        Some(a) => a.apply(response),
+        None => response,
+    }
+}
+
 /// Checks the viewer's limit on `limit.route`: 429 (with `Retry-After` and `X-RateLimit-*`)
-/// when over it.
+/// when over it. `None` when the route doesn't limit this kind of viewer.
 pub async fn check(
     app: &App,
     limit: RouteLimit,
     viewer: &Viewer,
     headers: &HeaderMap,
-) -> Result<Allowed, ApiError> {
-    let (subject, window) = match viewer {
-        Viewer::User { user_id } => (format!("user:{user_id}"), limit.signed_in),
-        Viewer::Anonymous => (format!("ip:{}", client_address(headers)), limit.anonymous),
+) -> Result<Option<Allowed>, ApiError> {
+    let (subject, window) = match (viewer, limit.anonymous) {
+        (Viewer::User { user_id }, _) => (format!("user:{user_id}"), limit.signed_in),
+        (Viewer::Anonymous, Some(window)) => (format!("ip:{}", client_address(headers)), window),
+        (Viewer::Anonymous, None) => return Ok(None),
     };
     let decision = app
         .ratelimiter
         .check(&app.cache, limit.route, &subject, window)
         .await;
     if decision.allowed {
-        return Ok(Allowed(decision));
+        return Ok(Some(Allowed(decision)));
     }
     tracing::info!(
         route = limit.route,

@@ -49,6 +49,19 @@ pub const VERCEL_ID_HEADER: &str = "x-vercel-id";
 /// The response header carrying the request id back to the client.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// A request id for requests that didn't come through Vercel: this process's random tag and a
+/// counter. Unique within the process and cheap (no randomness per request).
+fn local_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROCESS_TAG: std::sync::LazyLock<u32> = std::sync::LazyLock::new(rand::random);
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "{:08x}-{}",
+        *PROCESS_TAG,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// The name of the feature that answered, set by its router on the response
 /// ([`crate::platform::routing::any_path`]) for the request span's `route` field.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +78,7 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        .unwrap_or_else(local_request_id);
     let span = tracing::info_span!(
         "request",
         method = %request.method(),

@@ -13,10 +13,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::cache::keys::{self, Area};
+use crate::cdn::{self, Purge};
 use crate::config::Secret;
 use crate::dashboard::{self, DashboardParams};
 use crate::db::{categories, read_model};
 use crate::platform::app::App;
+use crate::platform::background::Background;
 use crate::platform::error::ApiError;
 
 /// How long a run holds the lock that keeps runs from overlapping; longer than a refresh takes,
@@ -48,6 +50,7 @@ struct Step {
 
 async fn refresh(
     State(app): State<Arc<App>>,
+    bg: Background,
     headers: HeaderMap,
 ) -> Result<Json<Report>, ApiError> {
     authorize(
@@ -67,7 +70,7 @@ async fn refresh(
             total_ms: ms(started),
         }));
     };
-    let outcome = run_steps(&app).await;
+    let outcome = run_steps(&app, &bg).await;
     app.cache.unlock(lock).await;
     let steps = outcome?;
     Ok(Json(Report {
@@ -78,7 +81,7 @@ async fn refresh(
     }))
 }
 
-async fn run_steps(app: &App) -> Result<Vec<Step>, ApiError> {
+async fn run_steps(app: &Arc<App>, bg: &Background) -> Result<Vec<Step>, ApiError> {
     let mut steps = Vec::new();
 
     let t = Instant::now();
@@ -102,6 +105,9 @@ async fn run_steps(app: &App) -> Result<Vec<Step>, ApiError> {
     });
 
     let t = Instant::now();
+    // Read now, not the process's recent view: snapshots are served by every instance, and one
+    // written under an epoch older than the database's would never be read anyway.
+    let epoch = app.privacy.read_now(&app.db).await?;
     let categories = {
         let client = app.db.get().await?;
         categories::list_categories(&client).await?
@@ -115,7 +121,7 @@ async fn run_steps(app: &App) -> Result<Vec<Step>, ApiError> {
             page_size: dashboard::params::DEFAULT_PAGE_SIZE,
         };
         let page = dashboard::build_anonymous_page(app, &params, &Default::default()).await?;
-        let key = keys::dashboard_snapshot(category_id.as_deref());
+        let key = keys::dashboard_snapshot(category_id.as_deref()).at_privacy_epoch(epoch);
         if app
             .cache
             .put(&key, page.to_cached(), dashboard::SNAPSHOT_TTL)
@@ -130,6 +136,17 @@ async fn run_steps(app: &App) -> Result<Vec<Step>, ApiError> {
         ms: ms(t),
         count: Some(written),
     });
+
+    // The CDN's copies of every page are marked stale (served while they revalidate), so the
+    // refreshed order and counts reach visitors without waiting out s-maxage. Retried after
+    // the response if Vercel's API fails.
+    if app.cdn.is_enabled() {
+        let cdn = app.cdn.clone();
+        bg.wait_until(async move {
+            cdn.purge_with_retry(Purge::Invalidate, vec![cdn::DASHBOARD_TAG.to_owned()])
+                .await;
+        });
+    }
     Ok(steps)
 }
 

@@ -5,6 +5,8 @@
 use std::process::Command;
 
 use axum::http::{Method, StatusCode};
+use gcbb::cache::keys::{dashboard_page, Audience};
+use gcbb::db::privacy::current_privacy_epoch;
 use serde_json::{json, Value};
 
 use crate::common::app::{CacheKind, TestApp, CRON_SECRET};
@@ -61,9 +63,13 @@ async fn page_builds(app: &TestApp) -> i64 {
         .await
 }
 
-/// Whether the cache holds an entry under `key` (asked of the store, past the app's L1).
-async fn is_cached(app: &TestApp, key: &gcbb::cache::keys::Key) -> bool {
-    let entry = app.app.cache.keyspace().entry(key);
+/// Whether the cache holds the first page (unfiltered, `page_size` long) for `audience`, under
+/// the key the dashboard writes it to (the current privacy epoch's), asked of the store past the
+/// app's L1.
+async fn is_page_cached(app: &TestApp, audience: &Audience, page_size: u32) -> bool {
+    let epoch = current_privacy_epoch(&app.pg).await.unwrap();
+    let key = dashboard_page(audience, None, None, 1, page_size).at_privacy_epoch(epoch);
+    let entry = app.app.cache.keyspace().entry(&key);
     app.app.cache.store().mget(&[entry]).await.unwrap()[0].is_some()
 }
 
@@ -126,21 +132,16 @@ async fn anonymous_responses_never_contain_private_companions_instructions_or_co
     assert_eq!(first["userName"], "GCBB");
 
     // The page was stored for everyone, and the second request is served from memory.
-    let key = gcbb::cache::keys::dashboard_page(
-        &gcbb::cache::keys::Audience::Anonymous,
-        None,
-        None,
-        1,
-        50,
+    assert!(
+        is_page_cached(&app, &Audience::Anonymous, 50).await,
+        "the page was not cached"
     );
-    assert!(is_cached(&app, &key).await, "the page was not cached");
     let resp = app.get("/api/dashboard/prefetch?pageSize=50").send().await;
     assert_eq!(resp.headers["x-cache"], "memory");
 }
 
 #[tokio::test]
 async fn a_signed_in_user_sees_their_own_private_companions_and_never_anothers() {
-    use gcbb::cache::keys::{dashboard_page, Audience};
     let app = demo_app().await;
     let own_private = ids_where(
         &app,
@@ -186,14 +187,8 @@ async fn a_signed_in_user_sees_their_own_private_companions_and_never_anothers()
     let signed_in = Audience::SignedIn {
         user_id: "user_demo_1".into(),
     };
-    assert!(is_cached(&app, &dashboard_page(&signed_in, None, None, 1, 50)).await);
-    assert!(
-        !is_cached(
-            &app,
-            &dashboard_page(&Audience::Anonymous, None, None, 1, 50)
-        )
-        .await
-    );
+    assert!(is_page_cached(&app, &signed_in, 50).await);
+    assert!(!is_page_cached(&app, &Audience::Anonymous, 50).await);
 
     // Another user never sees user_demo_1's private companions, even right after (cache).
     let body = app
@@ -664,7 +659,7 @@ async fn with_redis_stopped_the_dashboard_is_served_from_postgres_marked_bypass(
         .cache(CacheKind::RedisAt(redis.url()))
         .start()
         .await;
-    let resp = app.get("/api/dashboard/prefetch?q=ada").send().await;
+    let resp = app.get("/api/dashboard/prefetch?page=3").send().await;
     assert_eq!(resp.status, 200);
     let stored = redis.keys(&format!("{}:v1:dashboard:*", app.prefix)).await;
     assert!(!stored.is_empty(), "the page never reached Redis");
@@ -672,7 +667,7 @@ async fn with_redis_stopped_the_dashboard_is_served_from_postgres_marked_bypass(
     // Past the L1's short life, every lookup reaches the stopped Redis.
     tokio::time::sleep(gcbb::cache::L1_TTL + std::time::Duration::from_millis(200)).await;
     for path in [
-        "/api/dashboard/prefetch?q=ada",
+        "/api/dashboard/prefetch?page=3",
         "/api/dashboard/prefetch?page=2",
     ] {
         let resp = app.get(path).send().await;
@@ -750,20 +745,34 @@ async fn a_hundred_concurrent_cold_requests_for_one_page_build_it_once() {
 
 #[tokio::test]
 async fn making_a_companion_private_deletes_every_cached_dashboard_page_from_redis() {
+    // The pages aren't deleted one by one any more: every cached page carries the privacy
+    // epoch in its key, and the PATCH bumps the epoch, so no page cached before it is read
+    // again (they expire on their own). What this proves: after the PATCH, pages served from
+    // a Redis full of entries listing the companion don't list it.
     let app = TestApp::builder()
         .demo_data()
         .cache(CacheKind::Redis)
         .start()
         .await;
-    for path in [
-        "/api/dashboard/prefetch",
-        "/api/dashboard/prefetch?page=2",
-        "/api/dashboard/prefetch?q=ada",
-    ] {
+    let pages = [
+        "/api/dashboard/prefetch?pageSize=50",
+        "/api/dashboard/prefetch?pageSize=50&categoryId=cat_demo_01",
+        "/api/dashboard/prefetch?page=2&pageSize=20",
+    ];
+    for path in pages {
         assert_eq!(app.get(path).send().await.status, 200);
     }
-    let cached = app.redis_keys("v1:dashboard:*").await;
+    let cached = app.redis_keys("v1:dashboard:page:*").await;
     assert!(cached.len() >= 3, "{cached:?}");
+    let listed = |body: &Value| {
+        body["companions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "cmp_demo_01")
+    };
+    let before = app.get(pages[0]).send().await.json();
+    assert!(listed(&before), "the demo companion is listed before");
 
     let resp = app
         .patch_json("/api/companion/cmp_demo_01", &json!({"private": true}))
@@ -776,6 +785,11 @@ async fn making_a_companion_private_deletes_every_cached_dashboard_page_from_red
             .await,
         1
     );
-    let left = app.redis_keys("v1:dashboard:*").await;
-    assert!(left.is_empty(), "stale pages survived: {left:?}");
+    for path in pages {
+        let body = app.get(path).send().await.json();
+        assert!(
+            !listed(&body),
+            "{path} still lists the companion made private"
+        );
+    }
 }

@@ -15,4 +15,5 @@ mod model_server;
 #[path = "../support/process.rs"]
 mod support;
 mod tokens;
+mod upstash_proxy;
 mod verify;

@@ -117,7 +117,7 @@ async fn chat(
             chat_demo(app, bg, group, prompt).await?
         }
     };
-    Ok(allowed.apply(response))
+    Ok(ratelimit::apply(allowed, response))
 }
 
 async fn find_group(db: &PooledClient, id: &Id) -> ApiResult<GroupChat> {
@@ -136,10 +136,18 @@ async fn chat_creator(
     user_id: String,
     prompt: Prompt,
 ) -> ApiResult<Response> {
+    // Only members the creator may see answer, and only what they may see is context: another
+    // user's private companion in the group is silent and its words are never sent anywhere.
+    let viewer = Some(user_id.as_str());
     let (members, prompt_row, mut transcript) = tokio::try_join!(
-        group_chats::list_members_by_last_spoken(&db, &group.id),
+        group_chats::list_members_by_last_spoken(&db, &group.id, viewer),
         group_chats::insert_group_message(&db, &group.id, &user_id, false, prompt.as_str(), None),
-        group_chats::list_recent_group_messages(&db, &group.id, app.config.chat.context_messages),
+        group_chats::list_recent_group_messages(
+            &db,
+            &group.id,
+            viewer,
+            app.config.chat.context_messages
+        ),
     )?;
     drop(db);
     let responders = pick_responders(
@@ -215,7 +223,8 @@ async fn send_error(tx: &reply::Sender<bytes::Bytes>, message: &str) {
     send(tx, GroupEvent::Error { message }).await;
 }
 
-/// Demo groups: one responder, nothing stored, the reply cached for everyone.
+/// Demo groups: one responder among the public members, nothing stored, the reply cached for
+/// everyone (so never a private companion's, not even the viewer's own).
 async fn chat_demo(
     app: Arc<App>,
     bg: Background,
@@ -224,7 +233,7 @@ async fn chat_demo(
 ) -> ApiResult<Response> {
     let members = {
         let db = app.db.get().await?;
-        group_chats::list_members_by_last_spoken(&db, &group.id).await?
+        group_chats::list_members_by_last_spoken(&db, &group.id, None).await?
     };
     let Some(member) = pick_demo_responder(&members, &prompt) else {
         return Ok(sse_response(futures_util::stream::iter([done()])));
@@ -297,6 +306,7 @@ async fn messages(State(app): State<Arc<App>>, viewer: Viewer, uri: Uri) -> ApiR
     let found = group_chats::list_group_messages_page(
         &db,
         &group.id,
+        viewer.user_id(),
         page.before.as_ref().map(Id::as_str),
         page.limit,
     )

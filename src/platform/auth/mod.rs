@@ -1,6 +1,6 @@
 //! Who is asking: anonymous, or a Clerk user proven by a verified session token.
 //!
-//! Rules (DESIGN.md §2, §4):
+//! Rules:
 //! - No credentials → anonymous. A token that is present but invalid → 401 naming the kind of
 //!   failure, never anonymous (a bad token must not quietly turn into the public view).
 //! - RS256 only; `exp` required, `nbf`/`iat` checked with `ClerkConfig.leeway`; `sub` non-empty;
