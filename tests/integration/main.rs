@@ -11,6 +11,7 @@ mod drift;
 mod group_chat;
 mod migrations;
 mod model_server;
+mod rehearse;
 #[path = "../support/process.rs"]
 mod support;
 mod tokens;

@@ -260,6 +260,11 @@ pub async fn rehearse(
             });
         }
     }
+    // Before any connection: where the copy would go is a question of URLs.
+    let server = match &options.source {
+        Source::Into(_) => None,
+        _ => Some(scratch_server(target, options)?),
+    };
     let probe = format!(
         "gcbb db rehearse {}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -288,7 +293,7 @@ pub async fn rehearse(
         _ => {
             // A template copy needs the target without other sessions, this one included.
             drop(target_client);
-            let server = scratch_server(target, options)?;
+            let server = server.unwrap_or_else(|| target.with_dbname("postgres"));
             copy::make_copy(&copy::CopyPlan {
                 target,
                 server: &server,
@@ -484,5 +489,36 @@ async fn run_drift(
                 .notes
                 .push(format!("the temporary shadow could not be dropped: {e}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_target_gets_no_copy_on_its_own_server_unless_asked() {
+        let remote =
+            DbConfig::parse("postgres://u@ep-x.eu-central-1.aws.neon.tech/neondb").expect("url");
+        let refused = scratch_server(&remote, &RehearseOptions::default());
+        assert!(
+            matches!(&refused, Err(MigrateError::RehearseRefused(m)) if m.contains("--scratch-server")),
+            "{refused:?}"
+        );
+        let asked = RehearseOptions {
+            scratch_server: Some(remote.with_dbname("postgres")),
+            ..RehearseOptions::default()
+        };
+        assert_eq!(
+            scratch_server(&remote, &asked).expect("asked").dbname,
+            "postgres"
+        );
+        let local = DbConfig::parse("postgres://u@127.0.0.1:5432/app").expect("url");
+        assert_eq!(
+            scratch_server(&local, &RehearseOptions::default())
+                .expect("local")
+                .redacted(),
+            "127.0.0.1:5432/postgres"
+        );
     }
 }

@@ -67,6 +67,13 @@ pub fn render_text(report: &RehearsalReport) -> String {
             }
         );
     }
+    if !report.migrations.is_empty() {
+        let _ = writeln!(
+            out,
+            "(new lock: the strongest lock a statement took that its transaction did not hold yet; \
+             held: from the statement's start until its transaction ended)"
+        );
+    }
     for run in &report.migrations {
         out.push('\n');
         render_migration(&mut out, run);
@@ -87,11 +94,11 @@ pub fn render_text(report: &RehearsalReport) -> String {
                 .join(", ")
         );
     }
-    out.push('\n');
+    let mut after = String::new();
     if let Some(v) = &report.verify {
         if report.verify_regressions.is_empty() {
             let _ = writeln!(
-                out,
+                after,
                 "Verify on the copy: {} hot quer{} use their index{}.",
                 v.passed.len(),
                 if v.passed.len() == 1 { "y" } else { "ies" },
@@ -102,20 +109,24 @@ pub fn render_text(report: &RehearsalReport) -> String {
                 }
             );
         } else {
-            let _ = writeln!(out, "Verify on the copy: the migrations broke something:");
+            let _ = writeln!(after, "Verify on the copy: the migrations broke something:");
             for p in &report.verify_regressions {
-                let _ = writeln!(out, "  {p}");
+                let _ = writeln!(after, "  {p}");
             }
         }
     }
     if let Some(d) = &report.drift {
-        let _ = writeln!(out, "Drift between the copy and the migrations:");
+        let _ = writeln!(after, "Drift between the copy and the migrations:");
         for line in d.summary.lines() {
-            let _ = writeln!(out, "  {line}");
+            let _ = writeln!(after, "  {line}");
         }
     }
     for note in &report.notes {
-        let _ = writeln!(out, "Note: {note}");
+        let _ = writeln!(after, "Note: {note}");
+    }
+    if !after.is_empty() {
+        out.push('\n');
+        out.push_str(&after);
     }
     out.push('\n');
     render_verdict(&mut out, report);
@@ -387,5 +398,103 @@ fn render_verdict(out: &mut String, report: &RehearsalReport) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::measure::{LockHeld, LockMode, Rewrite};
+    use super::super::verdict::{judge, Budget};
+    use super::super::{CopyReport, RehearsalReport};
+    use super::*;
+
+    fn report() -> RehearsalReport {
+        let statement = StatementRun {
+            line: 2,
+            statement: "ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT".to_owned(),
+            ms: 644.0,
+            rows: None,
+            locks: vec![LockHeld {
+                schema: "public".to_owned(),
+                table: "Message".to_owned(),
+                mode: LockMode::AccessExclusive,
+                blocks: LockMode::AccessExclusive.blocks(),
+                held_ms: 680.0,
+                table_bytes: Some(23 << 20),
+            }],
+            rewrites: vec![Rewrite {
+                schema: "public".to_owned(),
+                table: "Message".to_owned(),
+                table_bytes: Some(23 << 20),
+                indexes_rebuilt: 5,
+            }],
+            indexes_built: Vec::new(),
+            lint_rules: vec!["alter-column-type"],
+            error: None,
+        };
+        let migrations = vec![MigrationRun {
+            name: "20990101000000_role_as_text".to_owned(),
+            transaction: true,
+            ms: 680.0,
+            applied: true,
+            statements: vec![statement],
+            error: None,
+        }];
+        let budget = Budget::default();
+        RehearsalReport {
+            target: "127.0.0.1:5432/app".to_owned(),
+            schema_only: false,
+            budget,
+            found: 4,
+            pending: vec!["20990101000000_role_as_text".to_owned()],
+            copy: Some(CopyReport {
+                database: "127.0.0.1:5432/gcbb_rehearse_app_0123456789ab".to_owned(),
+                made_by: "pg_dump | pg_restore".to_owned(),
+                seconds: 3.9,
+                kept: false,
+                given: false,
+            }),
+            verdict: judge(&migrations, &budget, false, &[], &[]),
+            migrations,
+            lint_refusals: Vec::new(),
+            verify: None,
+            verify_regressions: Vec::new(),
+            drift: None,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_report_shows_a_row_per_statement_and_each_breach_with_its_safer_rewrite() {
+        let text = render_text(&report());
+        let expected = "\
+Rehearsal of 1 pending migration for 127.0.0.1:5432/app
+Copy: 127.0.0.1:5432/gcbb_rehearse_app_0123456789ab — pg_dump | pg_restore, 3.9 s
+(new lock: the strongest lock a statement took that its transaction did not hold yet; held: from the statement's start until its transaction ended)
+
+20990101000000_role_as_text (one transaction, committed after 680 ms)
+  line    time  new lock          on          size    held  rewrite  rows  statement
+     2  644 ms  ACCESS EXCLUSIVE  \"Message\"  23 MB  680 ms  yes         -  ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT
+        rewrote \"Message\" (23 MB) and 5 of its indexes
+
+Verdict: FAIL
+  20990101000000_role_as_text, line 2: ACCESS EXCLUSIVE on \"Message\" (23 MB) held 680 ms, over the budget of 300 ms (it blocks reads and writes)
+    statement: ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT
+    it rewrote \"Message\" under that lock
+    safer (alter-column-type): add a column of the new type, backfill in batches, switch the code, drop the old column later (or allow it with a reason when the change is binary-compatible, e.g. widening varchar)
+
+The copy 127.0.0.1:5432/gcbb_rehearse_app_0123456789ab was dropped.
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn nothing_pending_is_one_line() {
+        let mut r = report();
+        r.pending.clear();
+        assert_eq!(
+            render_text(&r),
+            "Nothing to rehearse: 127.0.0.1:5432/app has no pending migration (4 found).\n"
+        );
     }
 }
