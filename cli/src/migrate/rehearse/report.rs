@@ -18,7 +18,7 @@ fn quoted(schema: &str, table: &str) -> String {
 }
 
 fn millis(ms: f64) -> String {
-    if ms >= 10_000.0 {
+    if ms >= 1000.0 {
         format!("{:.1} s", ms / 1000.0)
     } else if ms >= 100.0 {
         format!("{ms:.0} ms")
