@@ -84,6 +84,18 @@ pub async fn backup(db: &DbConfig, out: &Path) -> Result<PathBuf, MigrateError> 
 /// Refuses a `pg_dump` missing from `PATH` or older than `db`'s server: an older pg_dump aborts,
 /// or writes an archive that misses newer objects.
 pub(crate) async fn check_pg_dump_version(db: &DbConfig) -> Result<(), MigrateError> {
+    let client = session::connect(db).await?;
+    let num: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(|e| MigrateError::Database(session::describe_pg_error(&e)))?
+        .get(0);
+    drop(client);
+    check_pg_dump_against(server_major(num.trim().parse().unwrap_or(0))).await
+}
+
+/// [`check_pg_dump_version`] for a server whose major version is already known.
+pub(crate) async fn check_pg_dump_against(server: u32) -> Result<(), MigrateError> {
     let version = tokio::process::Command::new(PG_DUMP)
         .arg("--version")
         .output()
@@ -102,14 +114,6 @@ pub(crate) async fn check_pg_dump_version(db: &DbConfig) -> Result<(), MigrateEr
             version_text.trim()
         ))
     })?;
-    let client = session::connect(db).await?;
-    let num: String = client
-        .query_one("SHOW server_version_num", &[])
-        .await
-        .map_err(|e| MigrateError::Database(session::describe_pg_error(&e)))?
-        .get(0);
-    drop(client);
-    let server = server_major(num.trim().parse().unwrap_or(0));
     if dump_major < server {
         return Err(MigrateError::Backup(format!(
             "`{PG_DUMP}` is version {dump_major} but the server is version {server}: an older pg_dump \

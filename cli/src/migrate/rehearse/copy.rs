@@ -152,6 +152,8 @@ pub struct CopyPlan<'a> {
     /// The target's history, read in a read-only session: what a schema-only copy of the
     /// target gets as its `_prisma_migrations` rows.
     pub target_rows: &'a [MigrationRow],
+    /// The target server's major version, read in that session: `pg_dump` must be as new.
+    pub target_major: u32,
 }
 
 /// Creates a scratch database on `plan.server` and fills it as `plan.source` says. On failure
@@ -317,7 +319,7 @@ async fn fill(plan: &CopyPlan<'_>, scratch: &DbConfig) -> Result<String, Migrate
             Ok(format!("pg_restore {}", file.display()))
         }
         Source::Target(_) => {
-            backup::check_pg_dump_version(plan.target).await?;
+            backup::check_pg_dump_against(plan.target_major).await?;
             dump_into(plan.target, scratch, plan.schema_only).await?;
             if plan.schema_only {
                 copy_history_rows(scratch, plan.target_rows).await?;

@@ -300,6 +300,7 @@ pub async fn rehearse(
                 source: &options.source,
                 schema_only: options.schema_only,
                 target_rows: &facts.rows,
+                target_major: facts.lint.server_major,
             })
             .await?
         }
