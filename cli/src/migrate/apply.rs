@@ -128,7 +128,7 @@ pub(crate) async fn deploy_locked(
     })
 }
 
-fn is_recorded(rows: &[MigrationRow], name: &str) -> bool {
+pub(crate) fn is_recorded(rows: &[MigrationRow], name: &str) -> bool {
     rows.iter()
         .any(|r| r.rolled_back_at.is_none() && r.migration_name == name)
 }
@@ -283,7 +283,7 @@ async fn run_autocommit(
     Ok(())
 }
 
-fn invalid_index_advice(invalid: &[(String, String)]) -> String {
+pub(crate) fn invalid_index_advice(invalid: &[(String, String)]) -> String {
     let mut out = String::from(
         "A concurrent index build left an INVALID index behind (Postgres keeps it, unusable but maintained on every write):\n",
     );

@@ -54,6 +54,48 @@ pub fn server_major(version_num: i64) -> u32 {
 /// Runs `pg_dump -Fc` of `db` into `out` (parent directories created). A failed dump leaves no
 /// file behind.
 pub async fn backup(db: &DbConfig, out: &Path) -> Result<PathBuf, MigrateError> {
+    check_pg_dump_version(db).await?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| MigrateError::Files {
+            path: parent.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    let mut cmd = pg_tool(PG_DUMP, db, "gcbb db backup");
+    cmd.arg("--format=custom")
+        .arg("--no-password")
+        .arg("--file")
+        .arg(out);
+    let output = cmd
+        .output()
+        .await
+        .map_err(|e| MigrateError::Backup(format!("cannot run `{PG_DUMP}`: {e}")))?;
+    if !output.status.success() {
+        let _ = std::fs::remove_file(out);
+        return Err(MigrateError::Backup(format!(
+            "`{PG_DUMP}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(out.to_path_buf())
+}
+
+/// Refuses a `pg_dump` missing from `PATH` or older than `db`'s server: an older pg_dump aborts,
+/// or writes an archive that misses newer objects.
+pub(crate) async fn check_pg_dump_version(db: &DbConfig) -> Result<(), MigrateError> {
+    let client = session::connect(db).await?;
+    let num: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(|e| MigrateError::Database(session::describe_pg_error(&e)))?
+        .get(0);
+    drop(client);
+    check_pg_dump_against(server_major(num.trim().parse().unwrap_or(0))).await
+}
+
+/// [`check_pg_dump_version`] for a server whose major version is already known.
+pub(crate) async fn check_pg_dump_against(server: u32) -> Result<(), MigrateError> {
     let version = tokio::process::Command::new(PG_DUMP)
         .arg("--version")
         .output()
@@ -72,32 +114,24 @@ pub async fn backup(db: &DbConfig, out: &Path) -> Result<PathBuf, MigrateError> 
             version_text.trim()
         ))
     })?;
-    let client = session::connect(db).await?;
-    let num: String = client
-        .query_one("SHOW server_version_num", &[])
-        .await
-        .map_err(|e| MigrateError::Database(session::describe_pg_error(&e)))?
-        .get(0);
-    drop(client);
-    let server = server_major(num.trim().parse().unwrap_or(0));
     if dump_major < server {
         return Err(MigrateError::Backup(format!(
             "`{PG_DUMP}` is version {dump_major} but the server is version {server}: an older pg_dump \
              cannot dump a newer server; install the PostgreSQL {server} client tools (or newer)"
         )));
     }
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| MigrateError::Files {
-            path: parent.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    }
-    let mut cmd = tokio::process::Command::new(PG_DUMP);
-    cmd.arg("--format=custom")
-        .arg("--no-password")
-        .arg("--file")
-        .arg(out);
-    // Inherited PG* settings (a PGSERVICE, another PGHOST) must not redirect the dump.
+    Ok(())
+}
+
+/// A libpq client tool (`pg_dump`, `pg_restore`) aimed at `db` through libpq's environment
+/// variables only, so the password never appears on a command line (`ps`).
+pub(crate) fn pg_tool(
+    program: &str,
+    db: &DbConfig,
+    application_name: &str,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    // Inherited PG* settings (a PGSERVICE, another PGHOST) must not redirect the tool.
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") {
             cmd.env_remove(&key);
@@ -108,7 +142,7 @@ pub async fn backup(db: &DbConfig, out: &Path) -> Result<PathBuf, MigrateError> 
         .env("PGUSER", &db.user)
         .env("PGDATABASE", &db.dbname)
         .env("PGSSLMODE", db.sslmode.as_str())
-        .env("PGAPPNAME", "gcbb db backup")
+        .env("PGAPPNAME", application_name)
         .env(
             "PGCONNECT_TIMEOUT",
             db.connect_timeout.as_secs().max(1).to_string(),
@@ -122,19 +156,7 @@ pub async fn backup(db: &DbConfig, out: &Path) -> Result<PathBuf, MigrateError> 
     if let Some(root) = &db.sslrootcert {
         cmd.env("PGSSLROOTCERT", root);
     }
-    let output = cmd
-        .output()
-        .await
-        .map_err(|e| MigrateError::Backup(format!("cannot run `{PG_DUMP}`: {e}")))?;
-    if !output.status.success() {
-        let _ = std::fs::remove_file(out);
-        return Err(MigrateError::Backup(format!(
-            "`{PG_DUMP}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(out.to_path_buf())
+    cmd
 }
 
 #[cfg(test)]

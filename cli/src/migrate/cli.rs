@@ -15,6 +15,7 @@ use gcbb::config::{
 use gcbb::db::DbConfig;
 
 use super::lint_gate::{lint_pending, refuse_lint_errors};
+use super::rehearse::{self, Budget, CopyMethod, RehearseOptions, Source};
 use super::session::connect;
 use super::settings::{DATABASE_URL_VARS, SHADOW_DATABASE_URL_VAR};
 use super::{
@@ -92,6 +93,22 @@ pub enum DbCommand {
         /// Take a `pg_dump` backup first (`backups/<db>-<UTC time>.dump`).
         #[arg(long)]
         backup: bool,
+        /// Rehearse the pending migrations on a scratch copy first, and apply them only when
+        /// the rehearsal passes (the options below are those of `gcbb db rehearse`).
+        #[arg(long)]
+        rehearse: bool,
+        #[command(flatten)]
+        rehearsal: RehearseArgs,
+    },
+    /// Run the pending migrations on a scratch copy of the database, measure each statement
+    /// (time, locks, rewrites, rows, index builds), verify, and judge them against a lock budget
+    /// (exit 1 when over budget or failing). The database itself is only read.
+    Rehearse {
+        #[command(flatten)]
+        rehearsal: RehearseArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Lint migration files (default: every migration); exit 1 on any error finding.
     Lint {
@@ -143,6 +160,93 @@ pub enum DbCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The options of a rehearsal (`gcbb db rehearse`, `gcbb db deploy --rehearse`). None has a clap
+/// default, so `deploy` can tell that one was given without `--rehearse`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RehearseArgs {
+    /// Restore this `gcbb db backup` archive into the scratch copy instead of copying the
+    /// database.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["into", "copy"])]
+    pub from_backup: Option<PathBuf>,
+    /// Rehearse in this existing copy (a Neon branch made for it) instead of making one; it is
+    /// left in place, holding the migrations. Refused when it is the database itself.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["schema_only", "scratch_server", "copy", "keep"])]
+    pub into: Option<String>,
+    /// How to copy the database: auto (a template copy when it is local and idle, else
+    /// pg_dump | pg_restore), template or dump.
+    #[arg(long, value_enum)]
+    pub copy: Option<CopyMethod>,
+    /// Copy the structure (and the migration history) only, for databases too big to copy:
+    /// locks and rewrites are real, times are those of empty tables.
+    #[arg(long)]
+    pub schema_only: bool,
+    /// A database of the server to make the scratch copy on (default: the database's own server,
+    /// when it is local).
+    #[arg(long, value_name = "URL")]
+    pub scratch_server: Option<String>,
+    /// Keep the scratch copy afterwards (its name is printed).
+    #[arg(long)]
+    pub keep: bool,
+    /// Longest ACCESS EXCLUSIVE lock allowed on a table of --min-table-size or more [default: 300].
+    #[arg(long, value_name = "MS")]
+    pub max_lock_ms: Option<u64>,
+    /// Longest write-blocking lock (SHARE, SHARE ROW EXCLUSIVE, EXCLUSIVE) allowed on such a
+    /// table [default: not judged].
+    #[arg(long, value_name = "MS")]
+    pub max_write_lock_ms: Option<u64>,
+    /// Tables smaller than this on the database are not judged (512kB, 1MB, 2GB) [default: 1MB].
+    #[arg(long, value_name = "SIZE", value_parser = rehearse::parse_size)]
+    pub min_table_size: Option<i64>,
+}
+
+impl RehearseArgs {
+    fn is_empty(&self) -> bool {
+        self.from_backup.is_none()
+            && self.into.is_none()
+            && self.copy.is_none()
+            && !self.schema_only
+            && self.scratch_server.is_none()
+            && !self.keep
+            && self.max_lock_ms.is_none()
+            && self.max_write_lock_ms.is_none()
+            && self.min_table_size.is_none()
+    }
+
+    /// The library's options; `SHADOW_DATABASE_URL`, when set, is the drift step's fallback.
+    fn options(&self) -> Result<RehearseOptions, MigrateError> {
+        let url = |name: &'static str, raw: &str| {
+            DbConfig::parse(raw.trim()).map_err(|e| {
+                MigrateError::Config(ConfigError::Invalid {
+                    name,
+                    reason: e.to_string(),
+                })
+            })
+        };
+        let source = match (&self.from_backup, &self.into) {
+            (Some(file), _) => Source::Backup(file.clone()),
+            (None, Some(into)) => Source::Into(url("--into", into)?),
+            (None, None) => Source::Target(self.copy.unwrap_or_default()),
+        };
+        let defaults = Budget::default();
+        Ok(RehearseOptions {
+            source,
+            schema_only: self.schema_only,
+            keep: self.keep,
+            budget: Budget {
+                max_lock_ms: self.max_lock_ms.unwrap_or(defaults.max_lock_ms),
+                max_write_lock_ms: self.max_write_lock_ms,
+                min_table_bytes: self.min_table_size.unwrap_or(defaults.min_table_bytes),
+            },
+            scratch_server: self
+                .scratch_server
+                .as_deref()
+                .map(|raw| url("--scratch-server", raw))
+                .transpose()?,
+            shadow: shadow_from_env().ok(),
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -237,7 +341,16 @@ async fn run_command(
             print_out(&report.stdout);
             Ok(ExitCode::from(report.exit_code))
         }
-        DbCommand::Deploy { backup } => {
+        DbCommand::Deploy {
+            backup,
+            rehearse,
+            rehearsal,
+        } => {
+            if !rehearse && !rehearsal.is_empty() {
+                return Err(MigrateError::RehearseRefused(
+                    "rehearsal options were given without --rehearse".to_owned(),
+                ));
+            }
             let settings = MigrateSettings::from_env()?;
             let db = migration_database()?;
             let local = files::load_migrations(dir)?;
@@ -247,6 +360,21 @@ async fn run_command(
                 print_err(&format!("{f}\n"));
             }
             refuse_lint_errors(&findings)?;
+            if rehearse {
+                print_out("\n");
+                let report = rehearse::rehearse(&db, dir, &settings, &rehearsal.options()?).await?;
+                print_out(&rehearse::render_text(&report));
+                if !report.passed() {
+                    print_err(&format!(
+                        "\nError: the rehearsal failed; nothing was applied to {}.\n",
+                        db.redacted()
+                    ));
+                    return Ok(ExitCode::FAILURE);
+                }
+                if !report.nothing_to_rehearse() {
+                    print_out("\nThe rehearsal passed: deploying.\n");
+                }
+            }
             if backup {
                 let path =
                     backup::backup(&db, &backup::default_backup_path(&db.dbname, Utc::now()))
@@ -304,6 +432,24 @@ async fn run_command(
                 }
             }
             Ok(ExitCode::from(if report.drift { 2 } else { 0 }))
+        }
+        DbCommand::Rehearse { rehearsal, json } => {
+            let settings = MigrateSettings::from_env()?;
+            let db = migration_database()?;
+            let report = rehearse::rehearse(&db, dir, &settings, &rehearsal.options()?).await?;
+            if json {
+                print_out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ));
+            } else {
+                print_out(&rehearse::render_text(&report));
+            }
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         DbCommand::Verify { json } => {
             let db = migration_database()?;

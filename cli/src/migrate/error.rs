@@ -99,6 +99,10 @@ pub enum MigrateError {
     ShadowRefused { shadow: String, reason: String },
     #[error("backup failed: {0}")]
     Backup(String),
+    #[error("refusing to rehearse: {0}")]
+    RehearseRefused(String),
+    #[error("rehearsal failed: {0}")]
+    Rehearse(String),
 }
 
 impl MigrateError {

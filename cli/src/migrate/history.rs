@@ -219,6 +219,29 @@ pub async fn insert_applied(
     Ok(())
 }
 
+/// Inserts `row` as it is, id and timestamps included: a schema-only copy gets the history of
+/// the database it copies (its rows are data, which a schema-only dump leaves out).
+pub async fn insert_row(client: &Client, row: &MigrationRow) -> Result<(), MigrateError> {
+    client
+        .execute(
+            "INSERT INTO \"_prisma_migrations\" (id, checksum, finished_at, migration_name, logs, \
+             rolled_back_at, started_at, applied_steps_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &row.id,
+                &row.checksum,
+                &row.finished_at,
+                &row.migration_name,
+                &row.logs,
+                &row.rolled_back_at,
+                &row.started_at,
+                &row.applied_steps_count,
+            ],
+        )
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
 /// Names of the indexes left INVALID on `table` (only `index` when given), e.g. by a failed
 /// `CREATE INDEX CONCURRENTLY`.
 pub async fn invalid_indexes(

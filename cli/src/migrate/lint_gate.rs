@@ -11,7 +11,9 @@ use super::session::{connect, describe_pg_error};
 use super::{backup, files, history, lint};
 
 /// The lint context of the server `client` is connected to.
-async fn lint_context(client: &tokio_postgres::Client) -> Result<lint::LintContext, MigrateError> {
+pub(crate) async fn lint_context(
+    client: &tokio_postgres::Client,
+) -> Result<lint::LintContext, MigrateError> {
     let num: String = client
         .query_one("SHOW server_version_num", &[])
         .await
@@ -46,10 +48,22 @@ pub async fn lint_pending(
     } else {
         Vec::new()
     };
+    let pending: Vec<&files::LocalMigration> = local
+        .iter()
+        .filter(|m| !recorded.contains(&m.name))
+        .collect();
+    lint_migrations(&pending, &ctx)
+}
+
+/// Every finding of the given migrations, in order. A file that does not parse is an error.
+pub(crate) fn lint_migrations(
+    migrations: &[&files::LocalMigration],
+    ctx: &lint::LintContext,
+) -> Result<Vec<lint::Finding>, MigrateError> {
     let mut findings = Vec::new();
-    for m in local.iter().filter(|m| !recorded.contains(&m.name)) {
+    for m in migrations {
         let display = m.path.display().to_string();
-        let found = lint::lint_sql(&display, &m.script, &ctx)
+        let found = lint::lint_sql(&display, &m.script, ctx)
             .map_err(|e| MigrateError::LintFailed(e.to_string()))?;
         findings.extend(found);
     }
@@ -60,11 +74,18 @@ pub async fn lint_pending(
 /// ([`MigrateError::MixedStatements`]): deploy leaves those files to it.
 const RUNNER_ENFORCED_RULES: &[&str] = &["concurrently-mixed-with-other-statements"];
 
-/// Stops with [`MigrateError::Lint`] when `findings` hold an error.
-pub(crate) fn refuse_lint_errors(findings: &[lint::Finding]) -> Result<(), MigrateError> {
-    let errors: Vec<String> = findings
+/// The findings that stop a deploy: errors, but for the rules the runner enforces itself.
+pub(crate) fn blocking_findings(findings: &[lint::Finding]) -> Vec<&lint::Finding> {
+    findings
         .iter()
         .filter(|f| f.is_error() && !RUNNER_ENFORCED_RULES.contains(&f.rule))
+        .collect()
+}
+
+/// Stops with [`MigrateError::Lint`] when `findings` hold an error.
+pub(crate) fn refuse_lint_errors(findings: &[lint::Finding]) -> Result<(), MigrateError> {
+    let errors: Vec<String> = blocking_findings(findings)
+        .into_iter()
         .map(ToString::to_string)
         .collect();
     if errors.is_empty() {

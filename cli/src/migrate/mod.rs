@@ -25,6 +25,7 @@ pub mod history;
 pub mod introspect;
 pub mod lint;
 mod lint_gate;
+pub mod rehearse;
 pub mod session;
 pub mod settings;
 pub mod shadow;

@@ -14,13 +14,21 @@ use super::{history, session};
 /// A shadow database's name must contain this (unless `--force`): it is emptied on every run.
 pub const SHADOW_NAME_MARK: &str = "shadow";
 
+/// True when the two URLs reach the same server: the same host and port, where `localhost`,
+/// `127.0.0.1`, `::1` and a Unix socket all count as one host.
+pub fn same_server(a: &DbConfig, b: &DbConfig) -> bool {
+    let same_host = a.host.eq_ignore_ascii_case(&b.host) || (a.is_local() && b.is_local());
+    same_host && a.port == b.port
+}
+
+/// True when the two URLs name the same database of the same server.
+pub fn same_url_database(a: &DbConfig, b: &DbConfig) -> bool {
+    same_server(a, b) && a.dbname == b.dbname
+}
+
 /// Why a shadow database is refused.
 pub fn check_shadow(target: &DbConfig, shadow: &DbConfig, force: bool) -> Result<(), MigrateError> {
-    // `localhost`, `127.0.0.1`, `::1` and a Unix socket may all be the same server.
-    let same_host =
-        target.host.eq_ignore_ascii_case(&shadow.host) || (target.is_local() && shadow.is_local());
-    let same_server = same_host && target.port == shadow.port;
-    if same_server && target.dbname == shadow.dbname {
+    if same_url_database(target, shadow) {
         return Err(MigrateError::ShadowRefused {
             shadow: shadow.redacted(),
             reason: "it is the target database itself".to_owned(),
@@ -81,6 +89,36 @@ async fn check_shadow_contents(
             rows.len()
         ),
     })
+}
+
+/// Whether `other` is connected to the database that the session `probe` is connected to, where
+/// `probe` was opened with the application name `probe_app`, unique to it. Proof by sight: a
+/// session sees every session of its own server in `pg_stat_activity` (application name and
+/// database are shown to every role), so `other` finding `probe_app` on its own database means
+/// one database, however the two URLs spell it. A Neon branch is a copy of its parent that may
+/// report the parent's system identifier and database name, so comparing identities alone
+/// would take a branch for its parent; the sighting does not. Only when `other` cannot see even
+/// itself does this fall back to the identities.
+pub async fn same_database(
+    probe: &Client,
+    probe_app: &str,
+    other: &Client,
+) -> Result<bool, MigrateError> {
+    let db_err = |e: tokio_postgres::Error| MigrateError::Database(session::describe_pg_error(&e));
+    let row = other
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity \
+                            WHERE application_name = $1 AND datname = current_database()), \
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = pg_backend_pid())",
+            &[&probe_app],
+        )
+        .await
+        .map_err(db_err)?;
+    let (seen, sees_itself): (bool, bool) = (row.get(0), row.get(1));
+    if seen || sees_itself {
+        return Ok(seen);
+    }
+    Ok(database_identity(probe).await? == database_identity(other).await?)
 }
 
 /// What makes a database itself whatever URL reached it: the cluster's system identifier (when

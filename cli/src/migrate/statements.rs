@@ -75,6 +75,80 @@ pub fn plan(script: &str) -> Plan {
     }
 }
 
+/// One statement of a file, where it starts, and what it is, for a rehearsal's per-statement
+/// report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// The text as `deploy` would send it for this statement (comments above it included).
+    pub sql: String,
+    /// The statement from its first token (without the comments above it), for display.
+    pub body: String,
+    /// 1-based line of its first token.
+    pub line: usize,
+    /// Whether it reads or writes rows (INSERT, UPDATE, DELETE, MERGE, SELECT, COPY): only then
+    /// is the number of rows it affected worth showing.
+    pub is_dml: bool,
+}
+
+/// The statements of `script` in order, located; `None` when it does not parse (Postgres then
+/// reports the syntax error when the file is run whole).
+pub fn split_located(script: &str) -> Option<Vec<Located>> {
+    let parsed = pg_query::parse(script).ok()?;
+    let code_starts: Vec<usize> = pg_query::scan(script)
+        .ok()?
+        .tokens
+        .iter()
+        .filter(|t| {
+            t.token != pg_query::protobuf::Token::SqlComment as i32
+                && t.token != pg_query::protobuf::Token::CComment as i32
+        })
+        .map(|t| t.start.max(0) as usize)
+        .collect();
+    let mut out = Vec::new();
+    for raw in &parsed.protobuf.stmts {
+        let start = raw.stmt_location.max(0) as usize;
+        let end = match raw.stmt_len {
+            0 => script.len(),
+            len => (start + len.max(0) as usize).min(script.len()),
+        };
+        let raw_text = script.get(start..end).unwrap_or_default();
+        let sql = raw_text.trim();
+        if sql.is_empty() {
+            continue;
+        }
+        let sql_start = start + (raw_text.len() - raw_text.trim_start().len());
+        let first = code_starts
+            .get(code_starts.partition_point(|&s| s < start))
+            .copied()
+            .filter(|&s| s < end)
+            .unwrap_or(start);
+        let is_dml = matches!(
+            raw.stmt.as_ref().and_then(|s| s.node.as_ref()),
+            Some(
+                NodeEnum::InsertStmt(_)
+                    | NodeEnum::UpdateStmt(_)
+                    | NodeEnum::DeleteStmt(_)
+                    | NodeEnum::MergeStmt(_)
+                    | NodeEnum::SelectStmt(_)
+                    | NodeEnum::CopyStmt(_)
+            )
+        );
+        out.push(Located {
+            sql: sql.to_owned(),
+            body: sql
+                .get(first.saturating_sub(sql_start).min(sql.len())..)
+                .unwrap_or(sql)
+                .to_owned(),
+            line: 1 + script.as_bytes()[..first]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            is_dml,
+        });
+    }
+    Some(out)
+}
+
 /// `Some` when the single statement `sql` cannot run inside a transaction block.
 pub fn classify(sql: &str) -> Option<NonTransactional> {
     let parsed = pg_query::parse(sql).ok()?;
@@ -201,6 +275,31 @@ mod tests {
         ] {
             assert_eq!(classify(sql), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn located_statements_start_at_their_first_token_and_know_dml() {
+        let sql = "-- header\n\nCREATE TABLE t (id int);\n-- why\n-- more\nUPDATE t SET id = 1\n  WHERE id = 2;\nSELECT 1";
+        let located = split_located(sql).expect("parses");
+        assert_eq!(
+            located
+                .iter()
+                .map(|l| (l.line, l.is_dml))
+                .collect::<Vec<_>>(),
+            vec![(3, false), (6, true), (8, true)]
+        );
+        assert!(located[1].sql.starts_with("-- why"), "{:?}", located[1].sql);
+        assert!(
+            located[1].body.starts_with("UPDATE t"),
+            "{:?}",
+            located[1].body
+        );
+        assert!(
+            located[1].sql.ends_with("WHERE id = 2"),
+            "{:?}",
+            located[1].sql
+        );
+        assert_eq!(split_located("CREATE TABLEE oops;"), None);
     }
 
     #[test]

@@ -144,6 +144,38 @@ pub fn lint_sql(file: &str, sql: &str, ctx: &LintContext) -> Result<Vec<Finding>
     Ok(findings)
 }
 
+/// The rules one statement of a file breaks, allow comments ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementRules {
+    /// 1-based line where the statement starts.
+    pub line: usize,
+    pub rules: Vec<&'static Rule>,
+}
+
+/// Every statement of a file, in order, with every rule it breaks, allowed or not. A rehearsal
+/// quotes these rewrites when a statement held a lock too long on real data: an allow records
+/// that a reviewer judged the statement safe, and the rehearsal is what checks that judgement.
+pub fn rules_by_statement(sql: &str, ctx: &LintContext) -> Result<Vec<StatementRules>, LintError> {
+    let source = Source::parse(sql).map_err(|(line, message)| LintError::Parse {
+        file: String::new(),
+        line,
+        message,
+    })?;
+    let mut state = FileState::default();
+    let mut out = Vec::with_capacity(source.statements.len());
+    for statement in &source.statements {
+        let rules = check::check_statement(&statement.node, &mut state, ctx)
+            .into_iter()
+            .filter_map(|hit| find_rule(hit.rule))
+            .collect();
+        out.push(StatementRules {
+            line: statement.line,
+            rules,
+        });
+    }
+    Ok(out)
+}
+
 /// The finding an allow comment itself deserves, if any.
 fn check_allow(allow: &AllowDirective, used: bool) -> Option<check::Hit> {
     let known = find_rule(&allow.rule).is_some_and(|r| !rules::META_RULES.contains(&r.id));
@@ -189,7 +221,7 @@ fn finding(file: &str, line: usize, excerpt: &str, hit: check::Hit) -> Finding {
 }
 
 /// Collapses whitespace and shortens a statement for display.
-fn excerpt(statement: &str) -> String {
+pub(crate) fn excerpt(statement: &str) -> String {
     let collapsed = statement.split_whitespace().collect::<Vec<_>>().join(" ");
     if collapsed.chars().count() <= EXCERPT_CHARS {
         return collapsed;

@@ -469,3 +469,21 @@ fn a_two_hundred_statement_file_is_linted() {
     eprintln!("linted 200 statements in {:?}", started.elapsed());
     assert_eq!(findings, vec![]);
 }
+
+#[test]
+fn rules_by_statement_reports_what_an_allow_silences_and_knows_new_tables() {
+    let sql = "CREATE TABLE \"T\" (id int);\n\
+               CREATE INDEX \"T_id\" ON \"T\"(id);\n\
+               -- gcbb:allow alter-column-type reviewed\n\
+               ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT;\n";
+    assert!(lint(sql).is_empty(), "{:?}", lint(sql));
+    let by_statement = rules_by_statement(sql, &LintContext::default()).expect("parses");
+    let ids: Vec<(usize, Vec<&str>)> = by_statement
+        .iter()
+        .map(|s| (s.line, s.rules.iter().map(|r| r.id).collect()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![(1, vec![]), (2, vec![]), (4, vec!["alter-column-type"]),]
+    );
+}

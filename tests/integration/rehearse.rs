@@ -1,0 +1,720 @@
+//! `gcbb db rehearse` and `gcbb db deploy --rehearse` on real data made by `gcbb bench seed
+//! --scale small` (2 000 companions, 50 000 messages): a harmless migration passes; a type change
+//! that rewrites "Message" is caught with its lock time; a `SET NOT NULL` on a column with nulls
+//! fails in the copy while the target stays as it was; an index built without `CONCURRENTLY` is
+//! shown holding its lock; the copy is gone afterwards. Every test checks the output and the
+//! databases: the target's columns, data files and history, and which copies still exist.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::common::{self, empty_db, fresh_db, gcbb, quote_ident, unique, url_for, TestDb};
+
+/// Advisory lock key (on the `postgres` database) serialising builds of the seeded template.
+const SEEDED_TEMPLATE_LOCK_KEY: i64 = 0x6763_6262_7470_6c01; // "gcbbtpl\x01"
+
+static SEEDED_TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+async fn admin() -> tokio_postgres::Client {
+    gcbb::db::connect(&common::server().with_dbname("postgres"))
+        .await
+        .expect("connect to the test server's postgres database")
+}
+
+/// The migrated template's name, `_small_`, and a hash of the seed's source: a changed seed or
+/// history gets a new template.
+fn seeded_template_name() -> String {
+    let seed_source = std::fs::read(common::project_root().join("cli/src/bench/seed.rs"))
+        .expect("read the seed's source");
+    let hash = hex::encode(Sha256::digest(seed_source));
+    format!(
+        "{}_small_{}",
+        common::template_name(&common::migrations_dir()),
+        &hash[..8]
+    )
+}
+
+/// Seeds a fresh database with `gcbb bench seed --scale small` and renames it into a template,
+/// once per server (other test processes wait on the advisory lock).
+async fn build_seeded_template() -> String {
+    let name = seeded_template_name();
+    let admin = admin().await;
+    admin
+        .execute("SELECT pg_advisory_lock($1)", &[&SEEDED_TEMPLATE_LOCK_KEY])
+        .await
+        .expect("seeded template lock");
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .expect("look up the seeded template")
+        .is_some();
+    if !exists {
+        let db = fresh_db().await;
+        let out = gcbb()
+            .env("DATABASE_URL", &db.url)
+            .args(["bench", "seed", "--scale", "small", "--json"])
+            .output()
+            .expect("run gcbb bench seed");
+        assert!(out.status.success(), "{}", text(&out));
+        // Renamed only once complete: a crash mid-seed never leaves a half-seeded template.
+        let rename = format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&db.name),
+            quote_ident(&name)
+        );
+        let mut renamed = false;
+        for _ in 0..50 {
+            match admin.batch_execute(&rename).await {
+                Ok(()) => {
+                    renamed = true;
+                    break;
+                }
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("rename the seeded database: {e}"),
+            }
+        }
+        assert!(renamed, "the seeded database stayed in use");
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {} IS_TEMPLATE true",
+                quote_ident(&name)
+            ))
+            .await
+            .expect("mark the seeded template");
+    }
+    admin
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&SEEDED_TEMPLATE_LOCK_KEY],
+        )
+        .await
+        .expect("seeded template unlock");
+    name
+}
+
+/// A database of its own holding the whole history and the small bench data set.
+async fn seeded_db() -> TestDb {
+    let template = SEEDED_TEMPLATE
+        .get_or_init(build_seeded_template)
+        .await
+        .clone();
+    let name = unique("gcbb_test");
+    admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            quote_ident(&name),
+            quote_ident(&template)
+        ))
+        .await
+        .expect("clone the seeded template");
+    TestDb {
+        url: url_for(&name),
+        config: common::server().with_dbname(&name),
+        name,
+    }
+}
+
+/// A migrations directory: the project's migrations plus the test's own, removed afterwards.
+struct Migrations(PathBuf);
+
+impl Migrations {
+    fn with(extra: &[(&str, &str)]) -> Migrations {
+        let dir = std::env::temp_dir().join(unique("gcbb_rehearse_dir"));
+        for entry in std::fs::read_dir(common::migrations_dir()).expect("read migrations") {
+            let from = entry.expect("a migration").path();
+            if from.join("migration.sql").is_file() {
+                let to = dir.join(from.file_name().expect("a name"));
+                std::fs::create_dir_all(&to).expect("create a migration dir");
+                std::fs::copy(from.join("migration.sql"), to.join("migration.sql"))
+                    .expect("copy a migration");
+            }
+        }
+        for (name, sql) in extra {
+            let to = dir.join(name);
+            std::fs::create_dir_all(&to).expect("create a migration dir");
+            std::fs::write(to.join("migration.sql"), sql).expect("write a migration");
+        }
+        Migrations(dir)
+    }
+}
+
+impl Drop for Migrations {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const ADD_EDITED_AT: (&str, &str) = (
+    "20990101000000_add_message_edited_at",
+    "-- A nullable column: a catalog change, no rewrite.\n\
+     ALTER TABLE \"Message\" ADD COLUMN \"editedAt\" TIMESTAMP(3);\n",
+);
+
+const RETYPE_ROLE: (&str, &str) = (
+    "20990101000000_role_as_text",
+    "-- gcbb:allow alter-column-type reviewed: the code reads the role as text everywhere\n\
+     ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT;\n",
+);
+
+const TAGLINE: (&str, &str) = (
+    "20990101000000_companion_tagline",
+    "ALTER TABLE \"Companion\" ADD COLUMN \"tagline\" TEXT;\n\
+     UPDATE \"Companion\" SET \"tagline\" = \"name\" WHERE NOT \"private\";\n\
+     -- gcbb:allow set-not-null every companion has a tagline after the backfill above\n\
+     ALTER TABLE \"Companion\" ALTER COLUMN \"tagline\" SET NOT NULL;\n",
+);
+
+const INDEX_LOCKING: (&str, &str) = (
+    "20990101000000_message_user_index",
+    "-- gcbb:allow create-index-not-concurrently built at night, we thought it would be quick\n\
+     CREATE INDEX \"Message_userId_idx\" ON \"Message\"(\"userId\");\n",
+);
+
+const INDEX_CONCURRENTLY: (&str, &str) = (
+    "20990102000000_message_user_created_index",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"Message_userId_createdAt_idx\" \
+     ON \"Message\"(\"userId\", \"createdAt\");\n",
+);
+
+fn run(target: &TestDb, dir: &Path, args: &[&str]) -> Output {
+    gcbb()
+        .env("DATABASE_URL", &target.url)
+        .arg("db")
+        .arg("--migrations-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run gcbb")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+/// The scratch database's name, from the report's `host:port/name`.
+fn copy_name(report: &Value) -> String {
+    report["copy"]["database"]
+        .as_str()
+        .and_then(|d| d.rsplit('/').next())
+        .expect("the report names its copy")
+        .to_owned()
+}
+
+/// Databases of the server whose names start with `prefix`.
+async fn databases_like(prefix: &str) -> Vec<String> {
+    admin()
+        .await
+        .query(
+            "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
+            &[&prefix],
+        )
+        .await
+        .expect("list databases")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The copies and shadows a rehearsal of `target` may have made.
+async fn scratch_databases_of(target: &TestDb) -> Vec<String> {
+    let mut found = databases_like(&format!("gcbb_rehearse_{}", target.name)).await;
+    found.extend(databases_like(&format!("gcbb_rehearse_shadow_{}", target.name)).await);
+    found
+}
+
+async fn column_type(db: &TestDb, table: &str, column: &str) -> Option<String> {
+    db.client()
+        .await
+        .query_opt(
+            "SELECT udt_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2",
+            &[&table, &column],
+        )
+        .await
+        .expect("read the column")
+        .map(|r| r.get(0))
+}
+
+async fn history(db: &TestDb) -> Vec<String> {
+    db.client()
+        .await
+        .query(
+            "SELECT migration_name::text FROM _prisma_migrations ORDER BY migration_name",
+            &[],
+        )
+        .await
+        .expect("read the history")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn relfilenode(db: &TestDb, table: &str) -> u32 {
+    db.client()
+        .await
+        .query_one(
+            "SELECT relfilenode FROM pg_class WHERE oid = to_regclass($1)",
+            &[&quote_ident(table)],
+        )
+        .await
+        .expect("read relfilenode")
+        .get(0)
+}
+
+const PROJECT_HISTORY: [&str; 3] = [
+    "20240101000000_init",
+    "20250311000000_add_performance_indexes",
+    "20251120000000_dashboard_read_model",
+];
+
+#[tokio::test]
+async fn a_harmless_migration_passes_on_a_seeded_copy_and_leaves_no_copy_behind() {
+    let target = seeded_db().await;
+    let dir = Migrations::with(&[ADD_EDITED_AT]);
+    let out = run(&target, &dir.0, &["rehearse"]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        report.contains("Rehearsal of 1 pending migration for ")
+            && report.contains("CREATE DATABASE … TEMPLATE (file copy)"),
+        "{report}"
+    );
+    let row = report
+        .lines()
+        .find(|l| l.contains("ADD COLUMN \"editedAt\""))
+        .unwrap_or_else(|| panic!("a row for the statement: {report}"));
+    assert!(
+        row.contains("ACCESS EXCLUSIVE") && row.contains("\"Message\"") && row.contains(" no "),
+        "the lock is shown, and no rewrite: {row}"
+    );
+    assert!(
+        report.contains("Verify on the copy: 3 hot queries use their index."),
+        "{report}"
+    );
+    assert!(report.contains("  No difference detected."), "{report}");
+    assert!(report.contains("Verdict: PASS"), "{report}");
+    assert!(report.contains(" was dropped."), "{report}");
+
+    assert_eq!(column_type(&target, "Message", "editedAt").await, None);
+    assert_eq!(history(&target).await, PROJECT_HISTORY);
+    assert_eq!(scratch_databases_of(&target).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_alter_column_type_that_rewrites_message_is_caught_with_its_lock_time() {
+    let target = seeded_db().await;
+    let before = relfilenode(&target, "Message").await;
+    let dir = Migrations::with(&[RETYPE_ROLE]);
+    // Dumped rather than file-copied, to exercise pg_dump | pg_restore; a budget far below
+    // what rewriting 50 000 rows and their indexes takes.
+    let out = run(
+        &target,
+        &dir.0,
+        &[
+            "rehearse",
+            "--copy",
+            "dump",
+            "--max-lock-ms",
+            "50",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report["copy"]["made_by"], "pg_dump | pg_restore");
+    let statement = &report["migrations"][0]["statements"][0];
+    assert_eq!(
+        statement["statement"],
+        "ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT"
+    );
+    assert_eq!(statement["rewrites"][0]["table"], "Message");
+    assert!(statement["rewrites"][0]["indexes_rebuilt"].as_u64() >= Some(5));
+    let lock = &statement["locks"][0];
+    assert_eq!(lock["mode"], "ACCESS EXCLUSIVE");
+    assert_eq!(lock["table"], "Message");
+    assert_eq!(lock["blocks"], "reads and writes");
+    let held = lock["held_ms"].as_f64().expect("held_ms");
+    assert!(
+        held >= statement["ms"].as_f64().expect("ms") && held > 50.0,
+        "{lock}"
+    );
+    assert!(lock["table_bytes"].as_i64() > Some(1 << 20), "{lock}");
+
+    let breach = &report["verdict"]["breaches"][0];
+    assert_eq!(report["verdict"]["passed"], false);
+    assert_eq!(breach["kind"], "lock_over_budget");
+    assert_eq!(breach["migration"], RETYPE_ROLE.0);
+    assert_eq!(breach["line"], 2);
+    assert_eq!(breach["rewrote"], true);
+    assert_eq!(breach["budget_ms"], 50);
+    assert_eq!(breach["safer"][0]["rule"], "alter-column-type");
+    assert!(breach["safer"][0]["fix"]
+        .as_str()
+        .is_some_and(|f| f.starts_with("add a column of the new type")));
+
+    assert_eq!(
+        column_type(&target, "Message", "role").await.as_deref(),
+        Some("Role")
+    );
+    assert_eq!(
+        relfilenode(&target, "Message").await,
+        before,
+        "the target was not rewritten"
+    );
+    assert_eq!(history(&target).await, PROJECT_HISTORY);
+    assert!(databases_like(&copy_name(&report)).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_set_not_null_on_a_column_with_nulls_fails_in_the_copy_and_production_is_untouched() {
+    let target = seeded_db().await;
+    let dir = Migrations::with(&[TAGLINE, INDEX_CONCURRENTLY]);
+    let out = run(&target, &dir.0, &["rehearse"]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        report.contains(&format!(
+            "{}, line 4 failed on the copy (SQLSTATE 23502):\n    ERROR: column \"tagline\" of relation \"Companion\" contains null values\n    statement: ALTER TABLE \"Companion\" ALTER COLUMN \"tagline\" SET NOT NULL",
+            TAGLINE.0
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("(one transaction, FAILED, rolled back after "),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "Not run (after the failure): {}",
+            INDEX_CONCURRENTLY.0
+        )),
+        "{report}"
+    );
+    let backfill = report
+        .lines()
+        .find(|l| l.contains("UPDATE \"Companion\""))
+        .expect("the backfill's row");
+    assert!(
+        backfill.contains("  1618  "),
+        "private companions were left null: {backfill}"
+    );
+    assert!(report.contains(" was dropped."), "{report}");
+    assert_eq!(column_type(&target, "Companion", "tagline").await, None);
+    assert_eq!(history(&target).await, PROJECT_HISTORY);
+    assert!(scratch_databases_of(&target).await.is_empty());
+
+    // With --keep the copy stays, as the failed deploy would leave production's history.
+    let out = run(&target, &dir.0, &["rehearse", "--keep", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    let kept = copy_name(&report);
+    // A TestDb of its own: dropped when the test ends, whatever happens.
+    let copy = TestDb {
+        url: url_for(&kept),
+        config: common::server().with_dbname(&kept),
+        name: kept.clone(),
+    };
+    assert_eq!(report["copy"]["kept"], true);
+    assert_eq!(databases_like(&kept).await, vec![kept.clone()]);
+    let failed = copy
+        .client()
+        .await
+        .query_one(
+            "SELECT finished_at IS NULL, logs FROM _prisma_migrations WHERE migration_name = $1",
+            &[&TAGLINE.0],
+        )
+        .await
+        .expect("the copy holds the failed row");
+    assert!(failed.get::<_, bool>(0));
+    assert!(failed.get::<_, String>(1).contains("contains null values"));
+    assert_eq!(
+        column_type(&copy, "Companion", "tagline").await,
+        None,
+        "rolled back"
+    );
+    assert_eq!(history(&target).await, PROJECT_HISTORY);
+}
+
+#[tokio::test]
+async fn an_index_built_without_concurrently_is_shown_holding_its_share_lock() {
+    let target = seeded_db().await;
+    let dir = Migrations::with(&[INDEX_LOCKING, INDEX_CONCURRENTLY]);
+    let out = run(&target, &dir.0, &["rehearse", "--json"]);
+    // SHARE stops writes but not reads: shown, not judged by default.
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = json(&out);
+    let locking = &report["migrations"][0];
+    assert_eq!(locking["transaction"], true);
+    let statement = &locking["statements"][0];
+    assert_eq!(statement["locks"][0]["mode"], "SHARE");
+    assert_eq!(statement["locks"][0]["table"], "Message");
+    assert_eq!(statement["locks"][0]["blocks"], "writes");
+    assert!(statement["locks"][0]["held_ms"].as_f64() >= statement["ms"].as_f64());
+    assert_eq!(statement["indexes_built"][0]["index"], "Message_userId_idx");
+    assert!(statement["indexes_built"][0]["bytes"].as_i64() > Some(8192));
+    assert_eq!(statement["rewrites"], serde_json::json!([]));
+
+    let concurrent = &report["migrations"][1];
+    assert_eq!(concurrent["transaction"], false);
+    let statement = &concurrent["statements"][0];
+    assert_eq!(statement["locks"][0]["mode"], "SHARE UPDATE EXCLUSIVE");
+    assert_eq!(statement["locks"][0]["blocks"], "schema changes and vacuum");
+    assert_eq!(
+        statement["indexes_built"][0]["index"],
+        "Message_userId_createdAt_idx"
+    );
+    assert_eq!(report["verdict"]["passed"], true);
+
+    // With a budget for write-blocking locks, the same build fails, with the lint's rewrite.
+    let out = run(&target, &dir.0, &["rehearse", "--max-write-lock-ms", "1"]);
+    let text_report = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text_report.contains(&format!(
+            "{}, line 2: SHARE on \"Message\"",
+            INDEX_LOCKING.0
+        )) && text_report.contains("over the budget of 1 ms (it blocks writes)"),
+        "{text_report}"
+    );
+    assert!(
+        text_report.contains("    safer (create-index-not-concurrently): `CREATE INDEX CONCURRENTLY IF NOT EXISTS …` alone in its own migration file"),
+        "{text_report}"
+    );
+    assert!(
+        !text_report.contains("line 1: SHARE UPDATE EXCLUSIVE"),
+        "the concurrent build blocks no writes: {text_report}"
+    );
+
+    let indexes: i64 = target
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE indexname IN ('Message_userId_idx', 'Message_userId_createdAt_idx')",
+            &[],
+        )
+        .await
+        .expect("count indexes")
+        .get(0);
+    assert_eq!(indexes, 0, "the target has neither index");
+    assert!(scratch_databases_of(&target).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_up_to_date_database_has_nothing_to_rehearse_and_no_copy_is_made() {
+    let target = fresh_db().await;
+    let out = run(&target, &common::migrations_dir(), &["rehearse"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "Nothing to rehearse: 127.0.0.1:5432/{} has no pending migration (3 found).\n",
+            target.name
+        )
+    );
+    assert!(scratch_databases_of(&target).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_empty_database_rehearses_the_whole_history_and_stays_empty() {
+    let target = empty_db().await;
+    let out = run(&target, &common::migrations_dir(), &["rehearse", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report["pending"], serde_json::json!(PROJECT_HISTORY));
+    assert_eq!(report["migrations"].as_array().map(Vec::len), Some(3));
+    assert!(report["notes"].as_array().expect("notes").iter().any(|n| n
+        .as_str()
+        .is_some_and(|n| n.starts_with("verify could not judge the plans"))));
+    let tables: i64 = target
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .expect("count tables")
+        .get(0);
+    assert_eq!(tables, 0);
+    assert!(scratch_databases_of(&target).await.is_empty());
+}
+
+#[tokio::test]
+async fn into_the_target_is_refused_however_the_url_spells_it() {
+    let target = fresh_db().await;
+    let dir = Migrations::with(&[ADD_EDITED_AT]);
+    // `localhost` is caught by comparing URLs; `127.1` resolves to 127.0.0.1 but is not
+    // recognised as local, so only the sighting of the target's session catches it.
+    for into in [
+        format!("postgres://postgres@localhost:5432/{}", target.name),
+        format!(
+            "postgres://postgres@127.1:5432/{}?sslmode=disable",
+            target.name
+        ),
+    ] {
+        let out = run(&target, &dir.0, &["rehearse", "--into", &into]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("refusing to rehearse: --into `")
+                && err.contains("is the target database itself"),
+            "{into}: {err}"
+        );
+    }
+    assert_eq!(column_type(&target, "Message", "editedAt").await, None);
+    assert_eq!(history(&target).await, PROJECT_HISTORY);
+}
+
+#[tokio::test]
+async fn into_a_branch_made_beforehand_runs_there_and_leaves_it_in_place() {
+    let target = seeded_db().await;
+    // What a Neon branch is: a copy of the target made beforehand, reached by its own URL.
+    let branch = seeded_db().await;
+    let dir = Migrations::with(&[ADD_EDITED_AT]);
+    let into = format!(
+        "postgres://postgres@127.1:5432/{}?sslmode=disable",
+        branch.name
+    );
+    let out = run(&target, &dir.0, &["rehearse", "--into", &into]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(report.contains("— given (--into)"), "{report}");
+    assert!(
+        report.contains("was given with --into and now holds the migrations: delete it"),
+        "{report}"
+    );
+    assert_eq!(
+        column_type(&branch, "Message", "editedAt").await.as_deref(),
+        Some("timestamp")
+    );
+    assert!(history(&branch).await.contains(&ADD_EDITED_AT.0.to_owned()));
+    assert_eq!(column_type(&target, "Message", "editedAt").await, None);
+    assert_eq!(history(&target).await, PROJECT_HISTORY);
+}
+
+#[tokio::test]
+async fn deploy_with_rehearse_applies_only_when_the_rehearsal_passes() {
+    let target = seeded_db().await;
+    let failing = Migrations::with(&[TAGLINE]);
+    let out = run(&target, &failing.0, &["deploy", "--rehearse"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stdout(&out).contains("Verdict: FAIL"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "Error: the rehearsal failed; nothing was applied to 127.0.0.1:5432/{}.",
+            target.name
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(column_type(&target, "Companion", "tagline").await, None);
+    assert_eq!(history(&target).await, PROJECT_HISTORY);
+
+    let harmless = Migrations::with(&[ADD_EDITED_AT]);
+    let out = run(&target, &harmless.0, &["deploy", "--rehearse"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let printed = stdout(&out);
+    let passed = printed.find("Verdict: PASS").expect("the verdict");
+    let applied = printed
+        .find("The following migration(s) have been applied")
+        .unwrap_or_else(|| panic!("deploy's summary: {printed}"));
+    assert!(passed < applied, "rehearsed before applying: {printed}");
+    assert_eq!(
+        column_type(&target, "Message", "editedAt").await.as_deref(),
+        Some("timestamp")
+    );
+    assert!(history(&target).await.contains(&ADD_EDITED_AT.0.to_owned()));
+    assert!(scratch_databases_of(&target).await.is_empty());
+
+    let out = run(&target, &harmless.0, &["deploy", "--max-lock-ms", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("rehearsal options were given without --rehearse"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn a_backup_archive_and_a_schema_only_copy_are_rehearsed_too() {
+    let target = seeded_db().await;
+    let archive = std::env::temp_dir().join(format!("{}.dump", unique("gcbb_rehearse")));
+    let out = gcbb()
+        .env("DATABASE_URL", &target.url)
+        .args(["db", "backup", "--out"])
+        .arg(&archive)
+        .output()
+        .expect("run gcbb db backup");
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = Migrations::with(&[RETYPE_ROLE]);
+
+    let archive_arg = archive.to_string_lossy().into_owned();
+    let out = run(
+        &target,
+        &dir.0,
+        &[
+            "rehearse",
+            "--from-backup",
+            &archive_arg,
+            "--max-lock-ms",
+            "50",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(
+        report["copy"]["made_by"],
+        format!("pg_restore {archive_arg}")
+    );
+    assert_eq!(report["verdict"]["breaches"][0]["kind"], "lock_over_budget");
+    assert_eq!(
+        report["migrations"][0]["statements"][0]["rewrites"][0]["table"],
+        "Message"
+    );
+    assert!(databases_like(&copy_name(&report)).await.is_empty());
+
+    // Structure only: the rewrite is real even on empty tables, and judged by the target's size.
+    let out = run(&target, &dir.0, &["rehearse", "--schema-only", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(
+        report["copy"]["made_by"],
+        "pg_dump --schema-only | pg_restore (+ the _prisma_migrations rows)"
+    );
+    assert_eq!(report["pending"], serde_json::json!([RETYPE_ROLE.0]));
+    let breach = &report["verdict"]["breaches"][0];
+    assert_eq!(breach["kind"], "rewrite_of_large_table");
+    assert_eq!(breach["table"], "Message");
+    assert!(breach["table_bytes"].as_i64() > Some(1 << 20));
+    assert_eq!(report["verify"], Value::Null);
+    assert!(databases_like(&copy_name(&report)).await.is_empty());
+
+    assert_eq!(
+        column_type(&target, "Message", "role").await.as_deref(),
+        Some("Role")
+    );
+    assert_eq!(history(&target).await, PROJECT_HISTORY);
+    let _ = std::fs::remove_file(&archive);
+}
