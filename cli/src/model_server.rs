@@ -41,6 +41,9 @@ pub struct Script {
     /// Sent as the last chunk (`choices: []`) when set.
     pub usage: Option<(u32, u32)>,
     pub failure: Failure,
+    /// Reply with the request's system message instead of `chunks`: a model that repeats its
+    /// instructions, for checking which instructions reach it.
+    pub echo_system_prompt: bool,
 }
 
 impl Default for Script {
@@ -53,6 +56,7 @@ impl Default for Script {
             chunk_gap: Duration::ZERO,
             usage: Some((11, 5)),
             failure: Failure::None,
+            echo_system_prompt: false,
         }
     }
 }
@@ -70,6 +74,7 @@ struct Shared {
     cancelled: AtomicUsize,
     completed: AtomicUsize,
     last_request: Mutex<Option<serde_json::Value>>,
+    all_requests: Mutex<Vec<serde_json::Value>>,
 }
 
 /// A running local model server; stops when dropped.
@@ -127,6 +132,11 @@ impl LocalModelServer {
     pub fn last_request(&self) -> Option<serde_json::Value> {
         lock(&self.shared.last_request).clone()
     }
+
+    /// The JSON bodies of every request so far, oldest first.
+    pub fn all_requests(&self) -> Vec<serde_json::Value> {
+        lock(&self.shared.all_requests).clone()
+    }
 }
 
 impl Drop for LocalModelServer {
@@ -169,8 +179,22 @@ fn delta(text: &str) -> Bytes {
 
 async fn completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
-    *lock(&shared.last_request) = serde_json::from_slice(&body).ok();
-    let script = lock(&shared.script).clone();
+    let request: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    *lock(&shared.last_request) = request.clone();
+    if let Some(r) = &request {
+        lock(&shared.all_requests).push(r.clone());
+    }
+    let mut script = lock(&shared.script).clone();
+    if script.echo_system_prompt {
+        let system = request
+            .as_ref()
+            .and_then(|r| r["messages"].as_array())
+            .and_then(|m| m.iter().find(|m| m["role"] == "system"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        script.chunks = vec![system];
+    }
     if let Failure::Status(code) = script.failure {
         tokio::time::sleep(script.time_to_first_token).await;
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -2,8 +2,6 @@
 //! every function, on a fresh database with the demo data, on each cache backend (memory, native
 //! Redis, Upstash REST through a real `gcbb upstash-proxy`).
 
-use std::process::Command;
-
 use axum::http::{Method, StatusCode};
 use gcbb::cache::keys::{dashboard_page, Audience};
 use gcbb::db::privacy::current_privacy_epoch;
@@ -11,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::common::app::{CacheKind, TestApp, CRON_SECRET};
 use crate::common::eventually;
+use crate::common::redis::OwnRedis;
 use crate::common::request::TestRequest;
-use crate::support::free_port;
 
 /// A fresh app on the demo data (memory cache unless a test says otherwise).
 async fn demo_app() -> TestApp {
@@ -589,66 +587,6 @@ async fn two_concurrent_cron_runs_refresh_once_and_the_other_is_skipped() {
         runs_before + 1,
         "exactly one run refreshed"
     );
-}
-
-/// A private Redis server on its own port, so a test can really stop it: Redis is an outside
-/// service, run as the process it is.
-struct OwnRedis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl OwnRedis {
-    async fn start() -> OwnRedis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let listening = eventually(|| async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        assert!(listening, "redis-server did not listen on {port}");
-        OwnRedis { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn keys(&self, pattern: &str) -> Vec<String> {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("KEYS")
-            .arg(pattern)
-            .query_async(&mut conn)
-            .await
-            .unwrap()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod group_chat;
 mod input;
 mod migrations;
 mod model_server;
+mod privacy;
 mod rehearse;
 #[path = "../support/process.rs"]
 mod support;

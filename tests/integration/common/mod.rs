@@ -15,6 +15,8 @@
 #![allow(dead_code)] // each test module uses part of the harness
 
 pub mod app;
+pub mod blackhole;
+pub mod redis;
 pub mod request;
 pub mod session;
 
