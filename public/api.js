@@ -143,6 +143,12 @@ function forgetDashboard() {
   sessionStorage.removeItem(ETAGS_KEY);
 }
 
+/** `/api/health`: the report comes with a 503 too (database down), so it is read either way. */
+export async function health() {
+  const res = await fetch("/api/health", { cache: "no-store" });
+  return res.json();
+}
+
 // --- Chat -------------------------------------------------------------------------------------
 
 async function getJson(url) {

@@ -436,7 +436,21 @@ async function setUpAccount() {
   });
 }
 
+/** The backend's own view of its database and cache, in the footer. */
+async function showHealth() {
+  const check = (c) => (c.ok ? `${c.latencyMs.toFixed(1)} ms` : c.error);
+  try {
+    const r = await api.health();
+    $("health").textContent =
+      `Backend ${r.status} · database ${check(r.database)} · cache ${r.cache.backend ?? ""} ${check(r.cache)} · v${r.version}`;
+  } catch (e) {
+    $("health").textContent = "Backend unreachable: " + e.message;
+  }
+}
+
 $("group-link").href = "#/group/" + GROUPS[0].id;
+// After the page's own work: the health check must not delay the first grid.
+window.addEventListener("load", showHealth, { once: true });
 window.addEventListener("hashchange", route);
 // Anonymous, the first dashboard request goes out at once. With a stored session the account
 // check comes first: gcbb dev may have restarted with a new key, making the stored token a 401.
