@@ -8,6 +8,7 @@ mod dashboard;
 mod db;
 mod dev_server;
 mod drift;
+mod front_end;
 mod group_chat;
 mod input;
 mod migrations;

@@ -1,5 +1,8 @@
 //! `gcbb dev`: one local server for every route of `vercel.json` plus `public/`, on a database
-//! it creates, migrates and seeds with demo data when empty.
+//! it creates, migrates and seeds with demo data when empty. Without a Clerk key it also signs
+//! in demo users itself (`session`), for the front end.
+
+pub mod session;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +16,8 @@ use gcbb::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL, DEFAULT_MIGRATION
 use gcbb::db::{self, DbConfig};
 use gcbb::platform::app::App;
 use gcbb::routes::{VercelJson, FUNCTIONS};
+
+use session::{DevSigner, SESSION_PATH};
 
 /// How long shutdown waits for background work (`wait_until`) of finished requests.
 pub const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -47,7 +52,14 @@ pub async fn run(args: DevArgs) -> ExitCode {
 }
 
 async fn serve(args: DevArgs) -> anyhow::Result<()> {
-    let config = dev_config()?;
+    let mut vars = dev_vars();
+    let config = Config::from_vars(&vars)?;
+    // With no Clerk key, gcbb dev signs tokens itself. The key is generated while the database
+    // is prepared: RSA generation takes a noticeable moment.
+    let signer = config.clerk.key.is_none().then(|| {
+        let issuer = config.clerk.issuer.clone();
+        tokio::task::spawn_blocking(move || DevSigner::generate(issuer))
+    });
     let target = config.migration_database().clone();
 
     create_database_if_missing(&target).await?;
@@ -59,14 +71,37 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         crate::demo::insert_demo_data_if_empty(&client, &config.system_user_id).await?
     };
 
+    let signer = match signer {
+        Some(pending) => {
+            let signer = Arc::new(pending.await??);
+            // The same variable a real key comes in, so the tokens take the same checks.
+            vars.insert("CLERK_JWT_KEY".into(), signer.public_pem().to_owned());
+            Some(signer)
+        }
+        None => None,
+    };
+    let config = Config::from_vars(&vars)?;
+
     let vercel = read_vercel_json()?;
     let app = App::new(config);
-    let statics = Router::new().fallback_service(ServeDir::new(&args.public_dir));
-    let router = gcbb::routes::router(app.clone(), &vercel, statics);
+    let mut outside_api = Router::new();
+    if let Some(signer) = &signer {
+        outside_api = outside_api.merge(session::router(app.clone(), signer.clone()));
+    }
+    let outside_api = outside_api.fallback_service(ServeDir::new(&args.public_dir));
+    let router = gcbb::routes::router(app.clone(), &vercel, outside_api);
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = listener.local_addr()?;
-    print_banner(&app, &vercel, &args, addr, applied.applied.len(), seeded);
+    print_banner(
+        &app,
+        &vercel,
+        &args,
+        addr,
+        applied.applied.len(),
+        seeded,
+        signer.as_deref(),
+    );
 
     // Without TCP_NODELAY a streamed reply's first chunk waits behind Nagle's algorithm.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -82,7 +117,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
 }
 
 /// The environment with dev defaults: a local database when `DATABASE_URL` is unset.
-fn dev_config() -> anyhow::Result<Config> {
+fn dev_vars() -> std::collections::HashMap<String, String> {
     let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
     vars.entry("DATABASE_URL".into())
         .or_insert_with(|| DEFAULT_DEV_DATABASE_URL.into());
@@ -93,7 +128,7 @@ fn dev_config() -> anyhow::Result<Config> {
     {
         vars.insert("LLM_PROVIDER".into(), "scripted".into());
     }
-    Ok(Config::from_vars(&vars)?)
+    vars
 }
 
 /// `vercel.json` from the working directory, else the copy built into the binary.
@@ -140,12 +175,16 @@ fn print_banner(
     addr: std::net::SocketAddr,
     applied: usize,
     seeded: bool,
+    signer: Option<&DevSigner>,
 ) {
     let c = &app.config;
-    let auth = match &c.clerk.key {
-        Some(ClerkKey::Pem(_)) => "Clerk (CLERK_JWT_KEY)",
-        Some(ClerkKey::JwksUrl(_)) => "Clerk (CLERK_JWKS_URL)",
-        None => "none: every request is anonymous",
+    let auth = match (&c.clerk.key, signer) {
+        (_, Some(_)) => {
+            "dev sign-in: no Clerk key, so gcbb dev signs tokens for the demo users itself"
+        }
+        (Some(ClerkKey::Pem(_)), None) => "Clerk (CLERK_JWT_KEY)",
+        (Some(ClerkKey::JwksUrl(_)), None) => "Clerk (CLERK_JWKS_URL)",
+        (None, None) => "none: every request is anonymous",
     };
     println!("gcbb dev");
     println!("  database    {}", c.migration_database().redacted());
@@ -182,6 +221,14 @@ fn print_banner(
     }
     for f in FUNCTIONS {
         println!("  /api/{:<31} → api/{}.rs", f.name, f.name);
+    }
+    if signer.is_some() {
+        println!(
+            "  {SESSION_PATH:<36} → gcbb dev only: GET the demo users, POST {{\"userId\"}} for a token"
+        );
+        if !addr.ip().is_loopback() {
+            println!("  note: {addr} is reachable from other machines, and so is dev sign-in");
+        }
     }
     println!("listening on http://{addr}");
 }

@@ -1,0 +1,461 @@
+// The page: the dashboard, one companion's chat, the demo group chat, and (signed in) the
+// viewer's own companions with an edit form. Views are chosen by the URL's hash.
+import * as api from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+const PAGE_SIZE = 12;
+const SEARCH_DEBOUNCE_MS = 250;
+// No route lists groups; the demo data has this one (see cli/src/demo.rs).
+const GROUPS = [{ id: "grp_demo_round_table", name: "Demo: the round table" }];
+
+/** An element with attributes/properties and children (strings become text). */
+function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v == null || v === false) continue;
+    if (k in el && !k.startsWith("aria") && k !== "role") el[k] = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  el.append(...children.flat().filter((c) => c != null));
+  return el;
+}
+
+function showError(el, error) {
+  el.textContent = error ? error.message || String(error) : "";
+  el.hidden = !error;
+}
+
+// --- Avatars ---------------------------------------------------------------------------------
+
+function placeholder(name) {
+  const initials = name.split(/\s+/).slice(0, 2).map((w) => w[0] ?? "").join("").toUpperCase();
+  let hue = 0;
+  for (const c of name) hue = (hue * 31 + c.codePointAt(0)) % 360;
+  return h("span", { className: "avatar ph", style: `--hue:${hue}`, "aria-hidden": "true" }, initials);
+}
+
+/** The image, or generated initials when it fails. Decorative: the name is always beside it. */
+function avatar(card) {
+  const ph = placeholder(card.name);
+  if (!card.src) return ph;
+  let url;
+  try {
+    url = new URL(card.src, location.href);
+  } catch {
+    return ph;
+  }
+  // RFC 2606's .invalid never resolves (the demo data uses it): don't even ask.
+  if (!/^https?:$/.test(url.protocol) || url.hostname.endsWith(".invalid")) return ph;
+  const img = h("img", { className: "avatar", src: url.href, alt: "", loading: "lazy", width: 56, height: 56 });
+  img.addEventListener("error", () => img.replaceWith(ph), { once: true });
+  return img;
+}
+
+// Cards seen, so a chat opened from a link (or reloaded) can show the companion's name.
+const CARDS_KEY = "gcbb.cards";
+const cards = new Map(Object.entries(api.readStored(sessionStorage, CARDS_KEY) ?? {}));
+function keepCards(list) {
+  for (const c of list) cards.set(c.id, { id: c.id, name: c.name, src: c.src });
+  api.store(sessionStorage, CARDS_KEY, Object.fromEntries([...cards].slice(-200)));
+}
+
+// --- Dashboard --------------------------------------------------------------------------------
+
+const state = { categoryId: "", q: "", page: 1 };
+let categories = [];
+let loadSeq = 0;
+let firstGrid = true;
+
+function readDashboardHash() {
+  const query = new URLSearchParams(location.hash.split("?")[1] ?? "");
+  state.categoryId = query.get("category") ?? "";
+  state.q = query.get("q") ?? "";
+  state.page = Math.max(1, Number(query.get("page")) || 1);
+  $("q").value = state.q;
+}
+
+function writeDashboardHash() {
+  const query = new URLSearchParams();
+  if (state.categoryId) query.set("category", state.categoryId);
+  if (state.q) query.set("q", state.q);
+  if (state.page > 1) query.set("page", state.page);
+  const hash = "#/" + (query.size ? "?" + query : "");
+  if (location.hash !== hash) history.replaceState(null, "", hash);
+}
+
+async function loadDashboard() {
+  const seq = ++loadSeq;
+  writeDashboardHash();
+  $("grid").setAttribute("aria-busy", "true");
+  try {
+    const result = await api.dashboard({ ...state, pageSize: PAGE_SIZE });
+    if (seq !== loadSeq) return; // a newer load is on its way
+    renderDashboard(result.body);
+    renderStatus(result);
+  } catch (e) {
+    if (seq !== loadSeq) return;
+    $("grid").replaceChildren();
+    $("total").textContent = "";
+    $("status").textContent = "Dashboard failed: " + e.message;
+  } finally {
+    if (seq === loadSeq) $("grid").removeAttribute("aria-busy");
+  }
+}
+
+function renderStatus({ status, xCache, serverTiming, ms }) {
+  const timing = (serverTiming ?? "")
+    .split(",")
+    .map((t) => t.trim().match(/^(\w+);dur=([\d.]+)/))
+    .filter(Boolean)
+    .map(([, name, dur]) => `${name} ${Number(dur).toFixed(1)} ms`)
+    .join(", ");
+  $("status").textContent =
+    `Dashboard, last load: ${status === 304 ? "304 Not Modified (ETag)" : status} · X-Cache ${xCache ?? "–"}` +
+    ` · Server-Timing ${timing || "–"} · ${Math.round(ms)} ms in the browser`;
+}
+
+/** The chips are built once per set of categories, so the one a keyboard user pressed keeps focus. */
+function renderChips(list) {
+  if (JSON.stringify(list) !== JSON.stringify(categories)) {
+    categories = list;
+    $("chips").replaceChildren(
+      ...[{ id: "", name: "All" }, ...list].map((c) =>
+        h("button", { type: "button", className: "chip", value: c.id, onclick: () => {
+          state.categoryId = c.id;
+          state.page = 1;
+          loadDashboard();
+        } }, c.name),
+      ),
+    );
+  }
+  for (const chip of $("chips").children) chip.setAttribute("aria-pressed", String(chip.value === state.categoryId));
+}
+
+function renderDashboard(page) {
+  renderChips(page.categories);
+  const names = new Map(categories.map((c) => [c.id, c.name]));
+  const pages = Math.max(1, Math.ceil(page.total / page.pageSize));
+  $("total").textContent =
+    `${page.totalIsEstimate ? "About " : ""}${page.total} companion${page.total === 1 ? "" : "s"}` +
+    (page.totalIsEstimate ? " (an estimate)" : "");
+  $("total").classList.toggle("estimate", page.totalIsEstimate);
+  keepCards(page.companions);
+  const me = api.currentUser();
+  $("grid").replaceChildren(
+    ...page.companions.map((c) => {
+      // The cards carry no owner id: a private card listed to me is mine, and the demo data
+      // names owners by their id.
+      const mine = me && (c.private || c.userName === me);
+      return h("li", { className: "card" },
+        h("a", { href: "#/chat/" + encodeURIComponent(c.id), className: "card-link" },
+          avatar(c),
+          h("span", { className: "name" }, c.name)),
+        h("span", { className: "meta" }, "by " + c.userName),
+        h("span", { className: "meta" }, names.get(c.categoryId) ?? "Uncategorized"),
+        h("span", { className: "meta" }, `${c.messageCount} message${c.messageCount === 1 ? "" : "s"}`),
+        c.private ? h("span", { className: "badge" }, "Private") : null,
+        mine ? h("button", { type: "button", className: "edit", "aria-label": "Edit " + c.name, onclick: () => openEdit(c) }, "Edit") : null,
+      );
+    }),
+  );
+  if (!page.companions.length) $("grid").append(h("li", { className: "empty" }, "No companion matches."));
+  $("page-info").textContent = `Page ${page.page} of ${pages}`;
+  $("prev").disabled = page.page <= 1;
+  $("next").disabled = page.page >= pages;
+  if (firstGrid) {
+    firstGrid = false;
+    performance.mark("gcbb:first-grid");
+    performance.measure("gcbb:time-to-first-grid", { start: 0, end: "gcbb:first-grid" });
+  }
+}
+
+let searchTimer;
+$("q").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => {
+    const q = $("q").value.trim().slice(0, 64);
+    if (q === state.q) return;
+    state.q = q;
+    state.page = 1;
+    loadDashboard();
+  }, SEARCH_DEBOUNCE_MS);
+});
+$("search").addEventListener("submit", (e) => e.preventDefault());
+for (const [id, step, other] of [["prev", -1, "next"], ["next", 1, "prev"]]) {
+  $(id).addEventListener("click", async () => {
+    state.page += step;
+    await loadDashboard();
+    // On the first or last page the pressed button turns off; keep the keyboard in the pager.
+    if ($(id).disabled && [document.body, $(id)].includes(document.activeElement)) $(other).focus();
+  });
+}
+
+// --- Edit (signed in, own companions) -----------------------------------------------------------
+
+let editing = null;
+
+function openEdit(card) {
+  editing = card;
+  const form = $("edit-form");
+  form.reset();
+  showError($("edit-error"), null);
+  $("edit-title").textContent = "Edit " + card.name;
+  form.elements.name.value = card.name;
+  form.elements.src.value = card.src;
+  form.elements.categoryId.replaceChildren(...categories.map((c) => h("option", { value: c.id }, c.name)));
+  form.elements.categoryId.value = card.categoryId;
+  form.elements.private.checked = !!card.private;
+  $("edit").showModal();
+}
+
+$("edit-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (e.submitter?.value === "cancel") return $("edit").close();
+  const f = e.target.elements;
+  const changes = {};
+  if (f.name.value.trim() !== editing.name) changes.name = f.name.value.trim();
+  if (f.src.value.trim() !== editing.src) changes.src = f.src.value.trim();
+  if (f.instructions.value.trim()) changes.instructions = f.instructions.value;
+  if (f.categoryId.value !== editing.categoryId) changes.categoryId = f.categoryId.value;
+  if (f.private.checked !== !!editing.private) changes.private = f.private.checked;
+  if (!Object.keys(changes).length) return $("edit").close();
+  try {
+    const saved = await api.editCompanion(editing.id, changes);
+    $("edit").close();
+    await loadDashboard();
+    $("status").prepend(`Saved ${saved.name}${saved.private ? " (private: hidden from everyone else)" : ""}. `);
+  } catch (err) {
+    showError($("edit-error"), err);
+  }
+});
+
+// --- Chat ----------------------------------------------------------------------------------------
+
+let chatId = null;
+let chatCursor = null;
+let streaming = null; // the AbortController of the reply being streamed
+
+function message(role, text, who) {
+  const body = h("p", { className: "text" }, text);
+  const li = h("li", { className: "msg " + role }, who ? h("strong", { className: "who" }, who) : null, body);
+  return { li, append: (t) => body.append(t) };
+}
+
+async function openChat(id) {
+  streaming?.abort();
+  chatId = id;
+  chatCursor = null;
+  const card = cards.get(id) ?? { name: id, src: "" };
+  $("chat-title").textContent = card.name;
+  $("chat-avatar").replaceChildren(avatar(card));
+  $("chat-log").replaceChildren();
+  $("older").hidden = true;
+  showError($("chat-error"), null);
+  const me = api.currentUser();
+  $("chat-note").textContent = me
+    ? `Signed in as ${me}: this conversation is kept.`
+    : "Anonymous: nothing is kept. Sign in to keep your history.";
+  if (me) await loadHistory();
+}
+
+async function loadHistory() {
+  const id = chatId;
+  try {
+    const page = await api.chatHistory(id, chatCursor);
+    if (id !== chatId) return;
+    $("chat-log").prepend(...page.messages.map((m) => message(m.role, m.content).li));
+    chatCursor = page.nextCursor;
+    $("older").hidden = !chatCursor;
+  } catch (e) {
+    showError($("chat-error"), e);
+  }
+}
+
+$("older").addEventListener("click", loadHistory);
+
+/** Sends the form's prompt and lets `stream` show the reply; it returns an error text or null. */
+async function converse(form, log, errorEl, you, stream) {
+  const input = form.elements.prompt;
+  const prompt = input.value.trim();
+  if (!prompt || streaming) return;
+  showError(errorEl, null);
+  const mine = message("user", prompt, you).li;
+  log.append(mine);
+  mine.scrollIntoView({ block: "nearest" });
+  input.value = "";
+  const controller = (streaming = new AbortController());
+  const send = form.querySelector("button");
+  send.disabled = true;
+  log.setAttribute("aria-busy", "true");
+  try {
+    const result = await stream(prompt, controller.signal);
+    if (result) showError(errorEl, new Error(result));
+  } catch (e) {
+    if (e.name !== "AbortError") {
+      showError(errorEl, e);
+      if (e.status === 429) return holdSend(send, e.retryAfter ?? 60, errorEl);
+    }
+  } finally {
+    if (streaming === controller) streaming = null;
+    log.removeAttribute("aria-busy");
+  }
+  send.disabled = false;
+}
+
+/** After a 429: the button stays off until the limit's window allows another message. */
+function holdSend(button, seconds, errorEl) {
+  const until = Date.now() + seconds * 1000;
+  const tick = () => {
+    const left = Math.ceil((until - Date.now()) / 1000);
+    if (left <= 0) {
+      button.disabled = false;
+      return showError(errorEl, null);
+    }
+    errorEl.textContent = `Too many messages. You can send again in ${left} s.`;
+    setTimeout(tick, 1000);
+  };
+  tick();
+}
+
+$("chat-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  converse(e.target, $("chat-log"), $("chat-error"), null, async (prompt, signal) => {
+    const reply = message("assistant", "");
+    reply.li.setAttribute("aria-busy", "true");
+    let ended = false;
+    try {
+      for await (const part of api.chatStream(chatId, prompt, signal)) {
+        if (!reply.li.isConnected) {
+          $("chat-log").append(reply.li);
+          reply.li.scrollIntoView({ block: "nearest" });
+        }
+        if (part.type === "text-delta") reply.append(part.delta);
+        else if (part.type === "error") return "The reply broke off: " + part.errorText;
+        else if (part.type === "finish") ended = true;
+      }
+      return ended ? null : "The reply ended without finishing.";
+    } finally {
+      reply.li.removeAttribute("aria-busy");
+    }
+  });
+});
+
+// --- Group chat ----------------------------------------------------------------------------------
+
+let groupId = null;
+
+async function openGroup(id) {
+  streaming?.abort();
+  groupId = id;
+  const group = GROUPS.find((g) => g.id === id) ?? { id, name: id };
+  $("group-title").textContent = group.name;
+  $("group-log").replaceChildren();
+  showError($("group-error"), null);
+  try {
+    const page = await api.groupHistory(id);
+    if (id !== groupId) return;
+    $("group-log").append(...page.messages.map((m) => message(m.isBot ? "assistant" : "user", m.content, m.senderName ?? (m.isBot ? "Companion" : "You")).li));
+    const names = [...new Set(page.messages.filter((m) => m.isBot && m.senderName).map((m) => m.senderName))];
+    $("group-members").textContent = names.length ? "Members: " + names.join(", ") + ". Name one to choose who answers." : "";
+  } catch (e) {
+    showError($("group-error"), e);
+  }
+}
+
+$("group-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  converse(e.target, $("group-log"), $("group-error"), "You", async (prompt, signal) => {
+    const bubbles = new Map();
+    try {
+      for await (const ev of api.groupStream(groupId, prompt, signal)) {
+        if (ev.type === "message-start") {
+          const m = message("assistant", "", ev.name);
+          m.li.setAttribute("aria-busy", "true");
+          bubbles.set(ev.companionId, m);
+          $("group-log").append(m.li);
+          m.li.scrollIntoView({ block: "nearest" });
+        } else if (ev.type === "text-delta") bubbles.get(ev.companionId)?.append(ev.delta);
+        else if (ev.type === "message-end") bubbles.get(ev.companionId)?.li.removeAttribute("aria-busy");
+        else if (ev.type === "error") return "A reply broke off: " + ev.message;
+      }
+      return null;
+    } finally {
+      for (const m of bubbles.values()) m.li.removeAttribute("aria-busy");
+    }
+  });
+});
+
+// Enter sends, Shift+Enter is a new line.
+for (const form of [$("chat-form"), $("group-form")]) {
+  form.elements.prompt.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+}
+
+// --- Views and account -------------------------------------------------------------------------
+
+let firstRoute = true;
+
+function route() {
+  const [, view, id] = location.hash.match(/^#\/(chat|group)\/([^?]+)/) ?? [];
+  for (const v of ["dashboard", "chat", "group"]) $("view-" + v).hidden = v !== (view ?? "dashboard");
+  for (const a of document.querySelectorAll("nav a")) {
+    const current = a.getAttribute("href") === "#/" ? !view : location.hash.startsWith(a.getAttribute("href"));
+    if (current) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  if (view === "chat") openChat(decodeURIComponent(id));
+  else if (view === "group") openGroup(decodeURIComponent(id));
+  else {
+    readDashboardHash();
+    loadDashboard();
+  }
+  // After a navigation (not the first load), a keyboard or screen-reader user lands on the view.
+  if (!firstRoute) document.querySelector("section:not([hidden]) h1")?.focus();
+  firstRoute = false;
+}
+
+async function setUpAccount() {
+  const users = await api.devUsers().catch(() => null);
+  if (!users) return;
+  const select = $("user");
+  select.append(...users.map((u) => h("option", { value: u }, u)));
+  select.value = api.currentUser() ?? "";
+  $("account").hidden = false;
+  select.addEventListener("change", async () => {
+    try {
+      await api.signIn(select.value || null);
+    } catch (e) {
+      $("status").textContent = "Sign-in failed: " + e.message;
+    }
+    select.value = api.currentUser() ?? "";
+    route();
+  });
+}
+
+/** The backend's own view of its database and cache, in the footer. */
+async function showHealth() {
+  const check = (c) => (c.ok ? `${c.latencyMs.toFixed(1)} ms` : c.error);
+  try {
+    const r = await api.health();
+    $("health").textContent =
+      `Backend ${r.status} · database ${check(r.database)} · cache ${r.cache.backend ?? ""} ${check(r.cache)} · v${r.version}`;
+  } catch (e) {
+    $("health").textContent = "Backend unreachable: " + e.message;
+  }
+}
+
+$("group-link").href = "#/group/" + GROUPS[0].id;
+// After the page's own work: the health check must not delay the first grid.
+window.addEventListener("load", showHealth, { once: true });
+window.addEventListener("hashchange", route);
+// Anonymous, the first dashboard request goes out at once. With a stored session the account
+// check comes first: gcbb dev may have restarted with a new key, making the stored token a 401.
+if (api.currentUser()) setUpAccount().then(route);
+else {
+  route();
+  setUpAccount();
+}
