@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
 
-use gcbb::app::App;
-use gcbb::error::ApiError;
-use gcbb::http::JsonBody;
+use gcbb::platform::app::App;
+use gcbb::platform::error::ApiError;
+use gcbb::platform::http::JsonBody;
 
 use crate::session_token::{clerk_claims, SigningKey};
 
