@@ -481,8 +481,9 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
             "unsupported_media_type",
         ),
         (
+            // Over chat's own limit (1 MiB: `useChat` sends whole conversations).
             "huge body",
-            format!("{{\"prompt\":\"{}\"}}", "a".repeat(70_000)),
+            format!("{{\"prompt\":\"{}\"}}", "a".repeat(1_100_000)),
             "application/json",
             413,
             "payload_too_large",
@@ -564,7 +565,7 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
     // A huge body: the server answers 413 without reading it all, which only a real socket
     // shows, so write it over one (ignoring the broken pipe) and read the answer.
     let served = app.serve().await;
-    let (status, body) = raw_post(&served, &url, &alice, 1_000_000).await;
+    let (status, body) = raw_post(&served, &url, &alice, 2_000_000).await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("payload_too_large"), "{body}");
     // An id that can't be one we issued is a 400 naming `chatId`, as on every route.

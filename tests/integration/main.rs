@@ -3,6 +3,7 @@
 mod auth;
 mod cache;
 mod chat;
+mod chat_request;
 mod common;
 mod dashboard;
 mod db;
