@@ -5,6 +5,7 @@ mod cache;
 mod chat;
 mod chat_request;
 mod common;
+mod cors;
 mod dashboard;
 mod db;
 mod dev_server;
