@@ -1,5 +1,6 @@
 //! Integration tests against the real Postgres and Redis, and the real binaries.
 
+mod ai_sdk;
 mod auth;
 mod cache;
 mod chat;
