@@ -207,6 +207,27 @@ for (const client of [CHAT, TEXT_CHAT]) {
   });
 }
 
+// README's advice for signed-in users: the server keeps the history, so send the new message only.
+await check(CHAT, "two turns, signed in, sending only the new message", async () => {
+  const chat = new Chat({
+    transport: new DefaultChatTransport({
+      api: config.ok,
+      headers: () => bearer(config.token),
+      prepareSendMessagesRequest: ({ id, messages, trigger }) => ({
+        body: { id, trigger, messages: messages.slice(-1) },
+      }),
+      fetch: recordingFetch(CHAT),
+    }),
+  });
+  for (const text of ["Only this one", "And only this one"]) {
+    await chat.sendMessage({ text });
+    signedIn += 1;
+    assertReady(chat);
+    assert.equal(textOf(lastAssistant(chat)), config.reply);
+  }
+  assert.equal(chat.messages.length, 4);
+});
+
 // What the front end must know: TextStreamChatTransport posts what DefaultChatTransport posts,
 // so without `Accept: text/plain` it is answered with the UI-message stream and shows it raw.
 const notes = {};

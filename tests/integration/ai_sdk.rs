@@ -84,7 +84,7 @@ fn unlimited(builder: crate::common::app::TestAppBuilder) -> crate::common::app:
 
 /// Checks of each client in `clients.mjs`, per version (the script runs the same ones for both).
 const EXPECTED: [(&str, u64); 4] = [
-    ("useChat/DefaultChatTransport", 7),
+    ("useChat/DefaultChatTransport", 8),
     ("useChat/TextStreamChatTransport", 7),
     ("useCompletion/callCompletionApi", 12),
     ("readUIMessageStream", 4),
@@ -187,11 +187,11 @@ async fn run_clients(package: &'static str) -> Value {
         }
     }
 
-    // The signed-in exchanges were stored, from the stored history's point of view.
+    // Every signed-in exchange was stored, once.
     let exchanges = out["signedIn"].as_u64().unwrap() as usize;
     assert_eq!(
-        exchanges, 6,
-        "two turns of each Chat, one call of each protocol"
+        exchanges, 8,
+        "two turns of each Chat and of the trimmed one, one call of each protocol"
     );
     let stored = messages(&ok, PUBLIC, ALICE).await;
     assert_eq!(stored.len(), exchanges * 2, "{stored:?}");

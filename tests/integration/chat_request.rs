@@ -233,6 +233,21 @@ async fn a_signed_in_chat_request_ignores_the_clients_history_and_stores_only_th
             pair("assistant", REPLY),
         ]
     );
+    // A regenerate is a new turn of the stored conversation: the question again, a new answer.
+    let mut again = chat_request(&[
+        ui("user", "first"),
+        ui("assistant", REPLY),
+        ui("user", "second"),
+    ]);
+    again["trigger"] = json!("regenerate-message");
+    let resp = post(&app, &again).signed_in(ALICE).send().await;
+    assert_eq!(resp.status, 200);
+    let stored = messages(&app, PUBLIC, ALICE).await;
+    assert_eq!(stored.len(), 6);
+    assert_eq!(
+        stored[4..],
+        [pair("user", "second"), pair("assistant", REPLY)]
+    );
     // Signed-in replies are never cached for others.
     app.finish_background().await;
     let key = anonymous_reply_key(PUBLIC, &Prompt::parse("first".into()).unwrap());
