@@ -53,6 +53,14 @@ pub const DEFAULT_LLM_MAX_TOKENS: u32 = 1024;
 pub const DEFAULT_SCRIPTED_CHUNK_DELAY: Duration = Duration::from_millis(20);
 /// Stored messages of (companion, user) sent to the model as context.
 pub const DEFAULT_CHAT_CONTEXT_MESSAGES: i64 = 20;
+/// Largest body `POST /api/chat/:chatId` accepts: the AI SDK's `useChat` sends the whole
+/// conversation on every turn, so a long one outgrows the general limit.
+pub const DEFAULT_CHAT_BODY_LIMIT_BYTES: usize = 1024 * 1024;
+/// An anonymous viewer's own earlier messages (sent by `useChat`) that become context: at most
+/// this many of the most recent…
+pub const DEFAULT_CHAT_CLIENT_CONTEXT_MESSAGES: usize = 10;
+/// …holding at most this many bytes of text together.
+pub const DEFAULT_CHAT_CLIENT_CONTEXT_BYTES: usize = 16 * 1024;
 /// Companions that answer one group-chat prompt when nobody is mentioned.
 pub const DEFAULT_GROUP_MAX_RESPONDERS: usize = 2;
 /// Signed-in chat: requests per window per user.
@@ -198,6 +206,20 @@ pub struct ChatConfig {
     pub group_max_responders: usize,
     pub user_rate_limit: RateLimit,
     pub anonymous_rate_limit: RateLimit,
+    /// Body limit of one-on-one chat (`CHAT_BODY_LIMIT_BYTES`).
+    pub body_limit: usize,
+    /// How much of an anonymous client's own history becomes context
+    /// (`CHAT_CLIENT_CONTEXT_MESSAGES`, `CHAT_CLIENT_CONTEXT_BYTES`).
+    pub client_context_messages: usize,
+    pub client_context_bytes: usize,
+}
+
+/// Browser origins that may call the functions from another origin (`CORS_ALLOWED_ORIGINS`,
+/// comma-separated, each `scheme://host[:port]`); empty: same-origin only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CorsConfig {
+    /// Serialized as browsers send `Origin`: lower-case, no default port, no trailing slash.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +252,7 @@ pub struct Config {
     /// Per-user limits of the signed-in dashboard and of companion edits.
     pub dashboard_rate_limit: RateLimit,
     pub companion_edit_rate_limit: RateLimit,
+    pub cors: CorsConfig,
 }
 
 impl Config {
@@ -298,6 +321,7 @@ impl Config {
                 DEFAULT_RATE_LIMIT_COMPANION_EDIT_REQUESTS,
                 DEFAULT_RATE_LIMIT_COMPANION_EDIT_WINDOW,
             )?,
+            cors: cors_config(&env)?,
         })
     }
 
@@ -518,7 +542,68 @@ fn chat_config(env: &Env) -> Result<ChatConfig, ConfigError> {
             DEFAULT_RATE_LIMIT_ANON_REQUESTS,
             DEFAULT_RATE_LIMIT_ANON_WINDOW,
         )?,
+        body_limit: positive(
+            "CHAT_BODY_LIMIT_BYTES",
+            env.parse(
+                "CHAT_BODY_LIMIT_BYTES",
+                DEFAULT_CHAT_BODY_LIMIT_BYTES as u64,
+            )?,
+        )? as usize,
+        // Zero is allowed: no client history as context.
+        client_context_messages: env.parse(
+            "CHAT_CLIENT_CONTEXT_MESSAGES",
+            DEFAULT_CHAT_CLIENT_CONTEXT_MESSAGES,
+        )?,
+        client_context_bytes: env.parse(
+            "CHAT_CLIENT_CONTEXT_BYTES",
+            DEFAULT_CHAT_CLIENT_CONTEXT_BYTES,
+        )?,
     })
+}
+
+/// `CORS_ALLOWED_ORIGINS`: each entry must be an origin a browser could send (`https://app.example`,
+/// `http://localhost:5173`); anything else stops start-up naming the variable and the entry.
+fn cors_config(env: &Env) -> Result<CorsConfig, ConfigError> {
+    const NAME: &str = "CORS_ALLOWED_ORIGINS";
+    let invalid = |entry: &str, why: &str| ConfigError::Invalid {
+        name: NAME,
+        reason: format!("`{entry}` {why}"),
+    };
+    let mut allowed_origins: Vec<String> = Vec::new();
+    for entry in env.get(NAME).unwrap_or_default().split(',') {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        // `*` would hand every site the signed-in answers too; `null` is what sandboxed
+        // documents and files send, which anyone can make.
+        if entry == "*" || entry.eq_ignore_ascii_case("null") {
+            return Err(invalid(entry, "is not allowed: list each origin"));
+        }
+        let url =
+            url::Url::parse(entry).map_err(|e| invalid(entry, &format!("is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(entry, "must start with https:// or http://"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(entry, "must not hold credentials"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid(
+                entry,
+                "must be an origin only (scheme://host[:port]), without a path",
+            ));
+        }
+        let origin = url.origin();
+        if !origin.is_tuple() {
+            return Err(invalid(entry, "has no host"));
+        }
+        let serialized = origin.ascii_serialization();
+        if !allowed_origins.contains(&serialized) {
+            allowed_origins.push(serialized);
+        }
+    }
+    Ok(CorsConfig { allowed_origins })
 }
 
 fn clerk_config(env: &Env) -> Result<ClerkConfig, ConfigError> {
@@ -721,6 +806,65 @@ mod tests {
         assert!(err.to_string().starts_with("RATE_LIMIT_USER_REQUESTS"));
         let err = Config::from_vars(&vars(&[DB, ("LLM_PROVIDER", "magic")])).unwrap_err();
         assert!(err.to_string().starts_with("LLM_PROVIDER"));
+    }
+
+    #[test]
+    fn cors_origins_are_normalized_as_browsers_send_them() {
+        let c = Config::from_vars(&vars(&[DB])).unwrap();
+        assert!(c.cors.allowed_origins.is_empty(), "unset: same-origin only");
+        let c = Config::from_vars(&vars(&[
+            DB,
+            (
+                "CORS_ALLOWED_ORIGINS",
+                " https://App.Example/ , http://localhost:5173,https://app.example:443,,https://bücher.example",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.cors.allowed_origins,
+            [
+                "https://app.example",
+                "http://localhost:5173",
+                "https://xn--bcher-kva.example"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cors_entry_that_is_not_an_origin_stops_start_up_naming_the_variable() {
+        for bad in [
+            "*",
+            "null",
+            "app.example",
+            "ftp://app.example",
+            "https://app.example/path",
+            "https://app.example?x=1",
+            "https://user:pw@app.example",
+            "https://ok.example, https://",
+        ] {
+            let err = Config::from_vars(&vars(&[DB, ("CORS_ALLOWED_ORIGINS", bad)])).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("CORS_ALLOWED_ORIGINS is invalid"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn chat_body_and_client_context_limits_have_defaults() {
+        let c = Config::from_vars(&vars(&[DB])).unwrap();
+        assert_eq!(c.chat.body_limit, DEFAULT_CHAT_BODY_LIMIT_BYTES);
+        assert_eq!(
+            c.chat.client_context_messages,
+            DEFAULT_CHAT_CLIENT_CONTEXT_MESSAGES
+        );
+        assert_eq!(
+            c.chat.client_context_bytes,
+            DEFAULT_CHAT_CLIENT_CONTEXT_BYTES
+        );
+        let err = Config::from_vars(&vars(&[DB, ("CHAT_BODY_LIMIT_BYTES", "0")])).unwrap_err();
+        assert!(err.to_string().starts_with("CHAT_BODY_LIMIT_BYTES"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tower::ServiceExt;
 
 use crate::platform::app::App;
+use crate::platform::cors::Cors;
 use crate::platform::error::ApiError;
 use crate::platform::routing::function_layers;
 
@@ -174,7 +175,8 @@ pub fn router(app: Arc<App>, vercel: &VercelJson, fallback: Router) -> Router {
             }
         }
     };
-    function_layers(Router::new().fallback(dispatch))
+    let cors = Cors::new(&app.config.cors);
+    function_layers(Router::new().fallback(dispatch), cors)
 }
 
 /// Which function serves `uri`, and the URI it sees (rewrite parameters appended).

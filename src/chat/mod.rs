@@ -1,10 +1,14 @@
-//! `api/chat`: `POST /api/chat/:chatId` streams a companion's reply to `{"prompt"}`;
+//! `api/chat`: `POST /api/chat/:chatId` streams a companion's reply to `{"prompt"}`
+//! (`useCompletion`) or to the AI SDK's chat request (`useChat`; see [`input`]);
 //! `GET /api/chat/:chatId` pages the viewer's history with it. Group chat lives in [`group`].
 //!
 //! Signed-in: the prompt is stored before the model is asked, the context is the companion's
-//! instructions plus the conversation's last messages, and the reply is stored and its tokens
-//! accounted when it ends ([`reply::Keep`]). Anonymous: nothing is stored, and a complete reply
-//! is cached and replayed to the next anonymous viewer asking the same.
+//! instructions plus the conversation's last stored messages (a chat request's own copy of the
+//! conversation is not read: the stored history is the truth), and the reply is stored and its
+//! tokens accounted when it ends ([`reply::Keep`]). Anonymous: nothing is stored; the context is
+//! the instructions, the client's own recent messages if it sent any (bounded), and the prompt;
+//! a complete reply is cached and replayed to the next anonymous viewer asking the same after
+//! the same turns.
 
 pub mod group;
 pub mod input;
@@ -34,14 +38,15 @@ use crate::platform::http::{BodyLimit, JsonBody};
 use crate::platform::input::{HistoryPage, Id, Prompt, Query};
 use crate::platform::ratelimit::{self, RouteLimit};
 use crate::platform::routing::any_path;
-use input::PromptBody;
-use reply::cached::{anonymous_reply_key, cached_reply, replay_pieces};
+use input::{ChatBody, ChatRequest};
+use reply::cached::{anonymous_conversation_key, cached_reply, replay_pieces};
 use reply::{generate, Keep};
 use stream::{reply_response, ReplyPart, StreamFormat};
 
 /// The router of `api/chat`.
 pub fn router(app: Arc<App>) -> Router {
-    let limit = BodyLimit(app.config.body_limit);
+    // Its own limit: `useChat` sends the whole conversation with every message.
+    let limit = BodyLimit(app.config.chat.body_limit);
     any_path("chat", get(history).post(chat))
         .layer(Extension(limit))
         .with_state(app)
@@ -63,17 +68,17 @@ async fn chat(
     bg: Background,
     uri: Uri,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<PromptBody>,
+    JsonBody(body): JsonBody<ChatBody>,
 ) -> ApiResult<Response> {
     let chat_id = Query::of(&uri).id("chatId")?;
-    let prompt = body.into_prompt()?;
-    let format = StreamFormat::from_accept(&headers);
+    let request = body.into_request()?;
+    let format = request.stream_format(&headers);
     let allowed = ratelimit::check(&app, chat_limit(&app), &viewer, &headers).await?;
     let response = match viewer {
         Viewer::User { user_id } => {
-            chat_signed_in(app, bg, chat_id, user_id, prompt, format).await?
+            chat_signed_in(app, bg, chat_id, user_id, request.prompt, format).await?
         }
-        Viewer::Anonymous => chat_anonymous(app, bg, chat_id, prompt, format).await?,
+        Viewer::Anonymous => chat_anonymous(app, bg, chat_id, request, format).await?,
     };
     Ok(ratelimit::apply(allowed, response))
 }
@@ -122,19 +127,34 @@ async fn chat_anonymous(
     app: Arc<App>,
     bg: Background,
     chat_id: Id,
-    prompt: Prompt,
+    request: ChatRequest,
     format: StreamFormat,
 ) -> ApiResult<Response> {
     let companion = find_public_companion(&app, &bg, &chat_id).await?;
-    let key = anonymous_reply_key(&companion.id, &prompt);
-    if let Some(text) = cached_reply(&app, &key).await {
-        let parts = futures_util::stream::iter(replay_pieces(text));
-        return Ok(with_cache_status(reply_response(format, parts), "hit"));
+    let earlier = request
+        .recent_history(
+            app.config.chat.client_context_messages,
+            app.config.chat.client_context_bytes,
+        )
+        .to_vec();
+    let key = anonymous_conversation_key(&companion.id, &earlier, &request.prompt);
+    // Asked to regenerate, the client wants another answer than the one it has.
+    if !request.regenerate {
+        if let Some(text) = cached_reply(&app, &key).await {
+            let parts = futures_util::stream::iter(replay_pieces(text));
+            return Ok(with_cache_status(reply_response(format, parts), "hit"));
+        }
     }
-    let context = vec![
-        ChatMessage::new(Role::System, companion.instructions),
-        ChatMessage::new(Role::User, prompt.into_string()),
-    ];
+    // Only the companion's instructions are a system message; the client's turns are the
+    // user's and the assistant's, whatever they say.
+    let context: Vec<ChatMessage> =
+        std::iter::once(ChatMessage::new(Role::System, companion.instructions))
+            .chain(earlier)
+            .chain(std::iter::once(ChatMessage::new(
+                Role::User,
+                request.prompt.into_string(),
+            )))
+            .collect();
     let reply = reply::start(&app.llm, context).await?;
     let parts = stream_reply(app, bg, reply, Keep::CachedReply { key });
     Ok(with_cache_status(reply_response(format, parts), "miss"))

@@ -26,25 +26,37 @@ pub enum ReplyPart {
 /// Which format the client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamFormat {
-    /// AI SDK text stream (`streamProtocol: 'text'`), the default.
+    /// AI SDK text stream (`streamProtocol: 'text'`, `TextStreamChatTransport`).
     Text,
-    /// AI SDK UI-message stream (`streamProtocol: 'data'`), for `Accept: text/event-stream`.
+    /// AI SDK UI-message stream (`streamProtocol: 'data'`, `DefaultChatTransport`).
     UiMessage,
 }
 
 impl StreamFormat {
-    pub fn from_accept(headers: &axum::http::HeaderMap) -> Self {
-        let wants_sse = headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|v| v.trim().starts_with("text/event-stream"));
-        if wants_sse {
+    /// `Accept: text/event-stream` asks for the UI-message stream, else `Accept: text/plain` for
+    /// the text stream; anything else (`*/*`, none) gets `default`, the format of the body's
+    /// shape. (Quality values are not weighed: the AI SDK never sends them.)
+    pub fn negotiate(headers: &axum::http::HeaderMap, default: StreamFormat) -> Self {
+        let accepts = |wanted: &str| {
+            headers
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|v| v.trim().starts_with(wanted))
+        };
+        if accepts("text/event-stream") {
             StreamFormat::UiMessage
-        } else {
+        } else if accepts("text/plain") {
             StreamFormat::Text
+        } else {
+            default
         }
+    }
+
+    /// The format of a `{"prompt"}` body: the text stream unless `Accept` asks for SSE.
+    pub fn from_accept(headers: &axum::http::HeaderMap) -> Self {
+        Self::negotiate(headers, StreamFormat::Text)
     }
 }
 

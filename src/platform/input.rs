@@ -111,18 +111,24 @@ pub struct Prompt(String);
 
 impl Prompt {
     pub fn parse(raw: String) -> Result<Prompt, ApiError> {
+        Self::parse_as("prompt", raw)
+    }
+
+    /// The same rules, for a prompt that arrives in another field (the text of the last user
+    /// message of an AI SDK chat request); errors name `param`.
+    pub fn parse_as(param: &str, raw: String) -> Result<Prompt, ApiError> {
         if raw.trim().is_empty() {
-            return Err(ApiError::bad_parameter("prompt", "must not be empty"));
+            return Err(ApiError::bad_parameter(param, "must not be empty"));
         }
         if raw.chars().count() > MAX_PROMPT_CHARS {
             return Err(ApiError::bad_parameter(
-                "prompt",
+                param,
                 format!("must be at most {MAX_PROMPT_CHARS} characters"),
             ));
         }
         if raw.contains('\0') {
             return Err(ApiError::bad_parameter(
-                "prompt",
+                param,
                 "must not contain NUL characters",
             ));
         }

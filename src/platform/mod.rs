@@ -1,10 +1,11 @@
 //! The HTTP platform every feature stands on: the process's shared state, the Vercel runtime
-//! adapter and background work, routing helpers, the one error type, request parsing, auth,
-//! rate limiting and request telemetry. Nothing here knows a feature.
+//! adapter and background work, routing helpers, CORS, the one error type, request parsing,
+//! auth, rate limiting and request telemetry. Nothing here knows a feature.
 
 pub mod app;
 pub mod auth;
 pub mod background;
+pub mod cors;
 pub mod error;
 pub mod http;
 pub mod input;

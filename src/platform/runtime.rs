@@ -21,6 +21,7 @@ use tower::ServiceExt;
 use vercel_runtime::{AppState, ResponseBody};
 
 use crate::platform::app::App;
+use crate::platform::cors::Cors;
 use crate::platform::routing::function_layers;
 
 /// Entry point of every `api/*.rs` shim, given its feature's router: builds the process-wide
@@ -35,7 +36,8 @@ pub async fn serve(router: fn(Arc<App>) -> Router) -> Result<(), vercel_runtime:
             std::process::exit(2);
         }
     };
-    serve_router(function_layers(router(app))).await
+    let cors = Cors::new(&app.config.cors);
+    serve_router(function_layers(router(app), cors)).await
 }
 
 /// Serves an already-built router through Vercel's runtime (`VERCEL_DEV_PORT` picks the port).

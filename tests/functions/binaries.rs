@@ -82,3 +82,43 @@ async fn the_cron_function_refuses_every_call_without_its_secret() {
     let (status, _) = error_code(resp).await;
     assert_eq!(status, 401);
 }
+
+/// The function as Vercel runs it gets the same CORS layer as `gcbb dev` (through
+/// `runtime::serve`), each of its routes answering a preflight with its own methods.
+#[tokio::test]
+async fn the_group_chat_function_answers_preflights_with_each_routes_methods() {
+    const ORIGIN: &str = "https://app.gcbb.test";
+    let port = free_port();
+    let mut cmd = binary(env!("CARGO_BIN_EXE_group-chat"));
+    cmd.env("VERCEL_DEV_PORT", port.to_string())
+        .env("DATABASE_URL", DATABASE_URL)
+        .env("LLM_PROVIDER", "scripted")
+        .env("CORS_ALLOWED_ORIGINS", ORIGIN);
+    let server = Server::start(cmd, port).await;
+    for (route, methods) in [("chat", "POST"), ("messages", "GET, HEAD")] {
+        let resp = reqwest::Client::new()
+            .request(
+                reqwest::Method::OPTIONS,
+                server.url(&format!("/api/group-chat/g1/{route}?groupId=g1")),
+            )
+            .header("origin", ORIGIN)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204, "{route}");
+        let h = resp.headers();
+        assert_eq!(h["access-control-allow-origin"], ORIGIN);
+        assert_eq!(h["access-control-allow-methods"], methods, "{route}");
+    }
+    // An origin not allowed reads nothing.
+    let resp = reqwest::Client::new()
+        .delete(server.url("/api/group-chat/g1/messages?groupId=g1"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert!(!resp.headers().contains_key("access-control-allow-origin"));
+}

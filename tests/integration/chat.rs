@@ -2,8 +2,6 @@
 //! database, against the local model server, with real Clerk-style RS256 tokens; both stream
 //! formats are also read with the AI SDK's own client code (`tests/ai-sdk`, run with node).
 
-use std::process::Command;
-
 use axum::http::{HeaderMap, Method};
 use gcbb::chat::reply::cached::{anonymous_reply_key, cached_reply};
 use gcbb::platform::auth::Viewer;
@@ -481,8 +479,9 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
             "unsupported_media_type",
         ),
         (
+            // Over chat's own limit (1 MiB: `useChat` sends whole conversations).
             "huge body",
-            format!("{{\"prompt\":\"{}\"}}", "a".repeat(70_000)),
+            format!("{{\"prompt\":\"{}\"}}", "a".repeat(1_100_000)),
             "application/json",
             413,
             "payload_too_large",
@@ -564,7 +563,7 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
     // A huge body: the server answers 413 without reading it all, which only a real socket
     // shows, so write it over one (ignoring the broken pipe) and read the answer.
     let served = app.serve().await;
-    let (status, body) = raw_post(&served, &url, &alice, 1_000_000).await;
+    let (status, body) = raw_post(&served, &url, &alice, 2_000_000).await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("payload_too_large"), "{body}");
     // An id that can't be one we issued is a 400 naming `chatId`, as on every route.
@@ -625,29 +624,11 @@ pub async fn raw_post(served: &Served, path: &str, token: &str, size: usize) -> 
     (status, text)
 }
 
-/// Runs the AI SDK check script; installs the `ai` package first when missing.
+/// Runs the AI SDK check script (`tests/ai-sdk/check.mjs`, the pinned `ai`).
 fn ai_sdk(mode: &str, url: &str, prompt: &str, token: Option<&str>) -> Value {
-    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/ai-sdk");
-    if !dir.join("node_modules/ai").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm runs");
-        assert!(status.success(), "npm ci failed in tests/ai-sdk");
-    }
-    let mut cmd = Command::new("node");
-    cmd.current_dir(&dir).args(["check.mjs", mode, url, prompt]);
-    if let Some(t) = token {
-        cmd.arg(t);
-    }
-    let out = cmd.output().expect("node runs");
-    assert!(
-        out.status.success(),
-        "node failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+    let mut args = vec!["check.mjs", mode, url, prompt];
+    args.extend(token);
+    crate::ai_sdk::run_node(&args)
 }
 
 /// The AI SDK is a real HTTP client run by node, so the router is served on a real socket.

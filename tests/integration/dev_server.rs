@@ -11,7 +11,7 @@ use crate::common::{absent_db, eventually, migrations_dir, project_root, TestDb}
 use crate::support::{binary, free_port, Server};
 
 /// `gcbb dev` on `db` (created, migrated and seeded by it), with `env` added.
-async fn start_dev(db: &TestDb, env: &[(&str, String)]) -> Server {
+pub async fn start_dev(db: &TestDb, env: &[(&str, String)]) -> Server {
     let port = free_port();
     let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
     cmd.current_dir(project_root())

@@ -360,6 +360,17 @@ async fn group_history_is_paged_and_bad_requests_are_4xx() {
         .send()
         .await;
     assert_eq!(resp.status, 405);
+    // Any other method names the methods of the route the path names, not the function's.
+    for (route, allow) in [("chat", "POST"), ("messages", "GET,HEAD")] {
+        for method in [Method::DELETE, Method::OPTIONS, Method::PATCH] {
+            let resp = app
+                .request(method.clone(), &format!("/api/group-chat/{GROUP}/{route}"))
+                .send()
+                .await;
+            assert_eq!(resp.status, 405, "{method} {route}");
+            assert_eq!(resp.headers["allow"], allow, "{method} {route}");
+        }
+    }
 
     // Hostile bodies: nothing stored, no model call.
     let url = format!("/api/group-chat/{GROUP}/chat");

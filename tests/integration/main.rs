@@ -1,9 +1,12 @@
 //! Integration tests against the real Postgres and Redis, and the real binaries.
 
+mod ai_sdk;
 mod auth;
 mod cache;
 mod chat;
+mod chat_request;
 mod common;
+mod cors;
 mod dashboard;
 mod db;
 mod dev_server;

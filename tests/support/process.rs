@@ -165,6 +165,7 @@ pub fn binary(path: &str) -> Command {
         "CLERK_JWKS_URL",
         "CLERK_ISSUER",
         "CLERK_AUTHORIZED_PARTIES",
+        "CORS_ALLOWED_ORIGINS",
         "PORT",
         "VERCEL_ENV",
         "VERCEL_IPC_PATH",

@@ -41,9 +41,14 @@ use responders::{context_for, demo_context_for, pick_demo_responder, pick_respon
 
 pub fn router(app: Arc<App>) -> Router {
     let limit = BodyLimit(app.config.body_limit);
-    any_path("group-chat", get(messages).post(chat))
-        .layer(Extension(limit))
-        .with_state(app)
+    // Any other method is answered by the route the path names, so each route's `Allow` (and
+    // with it a CORS preflight's answer) lists its own methods, not the function's.
+    any_path(
+        "group-chat",
+        get(messages).post(chat).fallback(wrong_method),
+    )
+    .layer(Extension(limit))
+    .with_state(app)
 }
 
 /// Which of the two routes a path is (the original path arrives on Vercel).
@@ -74,6 +79,10 @@ fn wrong_route(uri: &Uri) -> ApiError {
         },
         None => ApiError::RouteNotFound,
     }
+}
+
+async fn wrong_method(uri: Uri) -> ApiError {
+    wrong_route(&uri)
 }
 
 /// How the viewer may use the group.

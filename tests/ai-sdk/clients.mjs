@@ -1,0 +1,425 @@
+// Runs the AI SDK's own client code against POST /api/chat/:chatId and prints, as JSON, which
+// calls work. Run by tests/integration/ai_sdk.rs once per installed version of the SDK:
+//   node clients.mjs <ai|ai5> <config JSON>
+// `ai` is the version the tests pinned first, `ai5` the latest ai@5 (an npm alias). The config
+// names one chat URL per server the Rust test started:
+//   ok       the default scripted reply (`reply`)
+//   slow     a long, slow reply (`slowReply`), to stop mid-stream
+//   failing  a model that fails after two chunks ("Hello from")
+//   down     a model that answers HTTP 500 (our 502)
+//   limited  one anonymous request per address per day
+// plus `token` (a signed-in user on `ok`) and `slowToken` (one on `slow`).
+//
+// Every check is a named scenario of one or more SDK calls; it passes only if every call
+// answers as a front end would need. Clients:
+//   useChat/DefaultChatTransport   the framework-free Chat (AbstractChat) with the default transport
+//   useChat/TextStreamChatTransport the same Chat, text transport, with `Accept: text/plain`
+//   useCompletion/callCompletionApi both stream protocols
+//   readUIMessageStream            a plain fetch, parsed with parseJsonEventStream + uiMessageChunkSchema
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+const [pkg, configJson] = process.argv.slice(2);
+if (!["ai", "ai5"].includes(pkg) || !configJson) {
+  console.error("usage: node clients.mjs <ai|ai5> <config JSON>");
+  process.exit(2);
+}
+const config = JSON.parse(configJson);
+const {
+  AbstractChat,
+  DefaultChatTransport,
+  TextStreamChatTransport,
+  callCompletionApi,
+  parseJsonEventStream,
+  readUIMessageStream,
+  uiMessageChunkSchema,
+} = await import(pkg);
+const version = JSON.parse(
+  readFileSync(new URL(`./node_modules/${pkg}/package.json`, import.meta.url)),
+).version;
+
+const CHAT = "useChat/DefaultChatTransport";
+const TEXT_CHAT = "useChat/TextStreamChatTransport";
+const COMPLETION = "useCompletion/callCompletionApi";
+const READ = "readUIMessageStream";
+
+const checks = [];
+async function check(client, name, fn) {
+  try {
+    await fn();
+    checks.push({ client, name, ok: true });
+  } catch (error) {
+    checks.push({ client, name, ok: false, error: String(error?.stack ?? error) });
+  }
+}
+
+// The header names each client sent, to hold against what our CORS preflight allows.
+const sentHeaders = {};
+const recordingFetch = (client) => async (url, init = {}) => {
+  const names = (sentHeaders[client] ??= new Set());
+  for (const [name] of new Headers(init.headers)) names.add(name.toLowerCase());
+  return fetch(url, init);
+};
+
+// Anonymous limits key on the client address, which the app reads from x-forwarded-for: each
+// anonymous scenario is its own visitor.
+let visitors = 0;
+const visitor = () => ({ "x-forwarded-for": `198.51.100.${++visitors}` });
+const bearer = (token) => ({ Authorization: `Bearer ${token}` });
+
+const until = async (condition, what) => {
+  const started = Date.now();
+  while (!condition()) {
+    if (Date.now() - started > 10_000) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+// The state a framework keeps for Chat (React's useState, Vue's ref…): plain fields here.
+class State {
+  constructor(messages = []) {
+    this.status = "ready";
+    this.error = undefined;
+    this.messages = messages;
+  }
+  pushMessage = (m) => {
+    this.messages = this.messages.concat(m);
+  };
+  popMessage = () => {
+    this.messages = this.messages.slice(0, -1);
+  };
+  replaceMessage = (i, m) => {
+    this.messages = [...this.messages.slice(0, i), this.snapshot(m), ...this.messages.slice(i + 1)];
+  };
+  snapshot = (thing) => structuredClone(thing);
+}
+
+class Chat extends AbstractChat {
+  constructor({ messages, ...init }) {
+    super({ ...init, state: new State(messages) });
+  }
+}
+
+const textOf = (message) =>
+  (message?.parts ?? [])
+    .filter((p) => p.type === "text")
+    .map((p) => p.text)
+    .join("");
+const lastAssistant = (chat) => [...chat.messages].reverse().find((m) => m.role === "assistant");
+
+// The two transports; the text one says which stream it reads (it posts the very same body).
+function chatWith(client, api, headers = {}) {
+  if (client === CHAT) {
+    return new Chat({ transport: new DefaultChatTransport({ api, headers, fetch: recordingFetch(client) }) });
+  }
+  return new Chat({
+    transport: new TextStreamChatTransport({
+      api,
+      headers: { Accept: "text/plain", ...headers },
+      fetch: recordingFetch(client),
+    }),
+  });
+}
+
+function assertReady(chat) {
+  assert.equal(chat.error, undefined, `error: ${chat.error?.message}`);
+  assert.equal(chat.status, "ready");
+}
+
+let signedIn = 0; // exchanges stored for the `token` user, for the Rust test to count
+let stopped = 0; // replies stopped mid-stream on `slow` by the `slowToken` user
+
+for (const client of [CHAT, TEXT_CHAT]) {
+  await check(client, "three turns, anonymous", async () => {
+    const chat = chatWith(client, config.ok, visitor());
+    for (const text of ["Hi!", "And then?", "Thanks, bye"]) {
+      await chat.sendMessage({ text });
+      assertReady(chat);
+      assert.equal(textOf(lastAssistant(chat)), config.reply);
+    }
+    assert.deepEqual(
+      chat.messages.map((m) => m.role),
+      ["user", "assistant", "user", "assistant", "user", "assistant"],
+    );
+  });
+
+  await check(client, "two turns, signed in", async () => {
+    const chat = chatWith(client, config.ok, bearer(config.token));
+    for (const text of [`Remember ${client}`, "What did I say?"]) {
+      await chat.sendMessage({ text });
+      signedIn += 1;
+      assertReady(chat);
+      assert.equal(textOf(lastAssistant(chat)), config.reply);
+    }
+  });
+
+  await check(client, "regenerate the last answer", async () => {
+    const chat = chatWith(client, config.ok, visitor());
+    await chat.sendMessage({ text: "Say something" });
+    const first = lastAssistant(chat).id;
+    await chat.regenerate();
+    assertReady(chat);
+    assert.equal(chat.messages.length, 2);
+    assert.notEqual(lastAssistant(chat).id, first);
+    assert.equal(textOf(lastAssistant(chat)), config.reply);
+  });
+
+  await check(client, "stop mid-stream keeps the partial answer", async () => {
+    const chat = chatWith(client, config.slow, bearer(config.slowToken));
+    const sending = chat.sendMessage({ text: "Tell me a long story" });
+    await until(() => textOf(lastAssistant(chat)).length > 0, "the first words");
+    await chat.stop();
+    await sending;
+    stopped += 1;
+    assertReady(chat);
+    const partial = textOf(lastAssistant(chat));
+    assert.ok(config.slowReply.startsWith(partial), partial);
+    assert.ok(partial.length < config.slowReply.length, "the reply ran to its end");
+  });
+
+  await check(client, "429 over the rate limit is an error, and the chat goes on", async () => {
+    const chat = chatWith(client, config.limited, visitor());
+    await chat.sendMessage({ text: "first" });
+    assertReady(chat);
+    await chat.sendMessage({ text: "second" });
+    assert.equal(chat.status, "error");
+    assert.match(chat.error.message, /rate_limited/);
+    chat.clearError();
+    assert.equal(chat.status, "ready");
+  });
+
+  await check(client, "a model failing mid-stream is an error after the partial text", async () => {
+    const chat = chatWith(client, config.failing, visitor());
+    await chat.sendMessage({ text: "hello" });
+    assert.equal(chat.status, "error");
+    if (client === CHAT) {
+      assert.equal(chat.error.message, "the model reported an error");
+    }
+    assert.equal(textOf(lastAssistant(chat)), "Hello from");
+  });
+
+  await check(client, "a model that is down is a 502 error", async () => {
+    const chat = chatWith(client, config.down, visitor());
+    await chat.sendMessage({ text: "hello" });
+    assert.equal(chat.status, "error");
+    assert.match(chat.error.message, /model_unavailable/);
+    assert.equal(lastAssistant(chat), undefined);
+  });
+}
+
+// README's advice for signed-in users: the server keeps the history, so send the new message only.
+await check(CHAT, "two turns, signed in, sending only the new message", async () => {
+  const chat = new Chat({
+    transport: new DefaultChatTransport({
+      api: config.ok,
+      headers: () => bearer(config.token),
+      prepareSendMessagesRequest: ({ id, messages, trigger }) => ({
+        body: { id, trigger, messages: messages.slice(-1) },
+      }),
+      fetch: recordingFetch(CHAT),
+    }),
+  });
+  for (const text of ["Only this one", "And only this one"]) {
+    await chat.sendMessage({ text });
+    signedIn += 1;
+    assertReady(chat);
+    assert.equal(textOf(lastAssistant(chat)), config.reply);
+  }
+  assert.equal(chat.messages.length, 4);
+});
+
+// What the front end must know: TextStreamChatTransport posts what DefaultChatTransport posts,
+// so without `Accept: text/plain` it is answered with the UI-message stream and shows it raw.
+const notes = {};
+{
+  const chat = new Chat({ transport: new TextStreamChatTransport({ api: config.ok, headers: visitor() }) });
+  await chat.sendMessage({ text: "no accept header" });
+  notes.textTransportWithoutAccept = textOf(lastAssistant(chat)).slice(0, 40);
+}
+
+async function complete({ url, prompt, headers = {}, protocol, stopAfterFirstText = false }) {
+  let error;
+  let controller;
+  let seen = "";
+  const completion = await callCompletionApi({
+    api: url,
+    prompt,
+    credentials: undefined,
+    headers: protocol === "data" ? { Accept: "text/event-stream", ...headers } : headers,
+    body: {},
+    streamProtocol: protocol,
+    setCompletion: (text) => {
+      seen = text;
+      if (stopAfterFirstText && text) controller?.abort();
+    },
+    setLoading: () => {},
+    setError: (e) => {
+      if (e) error = e;
+    },
+    setAbortController: (c) => {
+      if (c) controller = c;
+    },
+    onFinish: undefined,
+    onError: (e) => {
+      error = e;
+    },
+    fetch: recordingFetch(COMPLETION),
+  });
+  return { completion, error, seen };
+}
+
+for (const protocol of ["text", "data"]) {
+  await check(COMPLETION, `${protocol} protocol, anonymous`, async () => {
+    const r = await complete({ url: config.ok, prompt: "hello", headers: visitor(), protocol });
+    assert.equal(r.error, undefined, r.error?.message);
+    assert.equal(r.completion, config.reply);
+  });
+
+  await check(COMPLETION, `${protocol} protocol, signed in`, async () => {
+    const r = await complete({ url: config.ok, prompt: `completion ${protocol}`, headers: bearer(config.token), protocol });
+    signedIn += 1;
+    assert.equal(r.error, undefined, r.error?.message);
+    assert.equal(r.completion, config.reply);
+  });
+
+  await check(COMPLETION, `${protocol} protocol, stopped mid-stream`, async () => {
+    const r = await complete({
+      url: config.slow,
+      prompt: "Tell me a long story",
+      headers: bearer(config.slowToken),
+      protocol,
+      stopAfterFirstText: true,
+    });
+    stopped += 1;
+    assert.equal(r.error, undefined, r.error?.message);
+    assert.equal(r.completion, null);
+    assert.ok(r.seen.length > 0 && config.slowReply.startsWith(r.seen), r.seen);
+    assert.ok(r.seen.length < config.slowReply.length);
+  });
+
+  await check(COMPLETION, `${protocol} protocol, 429 over the rate limit`, async () => {
+    const headers = visitor();
+    const first = await complete({ url: config.limited, prompt: `first ${protocol}`, headers, protocol });
+    assert.equal(first.error, undefined, first.error?.message);
+    const second = await complete({ url: config.limited, prompt: `second ${protocol}`, headers, protocol });
+    assert.match(String(second.error?.message), /rate_limited/);
+  });
+
+  await check(COMPLETION, `${protocol} protocol, model failing mid-stream`, async () => {
+    const r = await complete({ url: config.failing, prompt: "hello", headers: visitor(), protocol });
+    assert.ok(r.error, "no error reported");
+    if (protocol === "data") assert.equal(r.error.message, "the model reported an error");
+    assert.equal(r.seen, "Hello from");
+  });
+
+  await check(COMPLETION, `${protocol} protocol, model down`, async () => {
+    const r = await complete({ url: config.down, prompt: "hello", headers: visitor(), protocol });
+    assert.match(String(r.error?.message), /model_unavailable/);
+  });
+}
+
+// A plain fetch of the chat request, read with the SDK's own parsers.
+async function read(url, body, headers = {}) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+  const out = { status: response.status, headers: Object.fromEntries(response.headers.entries()) };
+  if (!response.ok) {
+    out.body = await response.json();
+    return out;
+  }
+  out.chunkTypes = [];
+  out.invalid = [];
+  const chunks = parseJsonEventStream({ stream: response.body, schema: uiMessageChunkSchema }).pipeThrough(
+    new TransformStream({
+      transform(part, controller) {
+        if (!part.success) {
+          out.invalid.push(String(part.error));
+          return;
+        }
+        out.chunkTypes.push(part.value.type);
+        controller.enqueue(part.value);
+      },
+    }),
+  );
+  out.streamErrors = [];
+  let message = null;
+  for await (const m of readUIMessageStream({
+    stream: chunks,
+    onError: (e) => out.streamErrors.push(String(e?.message ?? e)),
+  })) {
+    message = m;
+  }
+  out.text = textOf(message);
+  return out;
+}
+
+const chatRequest = (text) => ({
+  id: "chat-read",
+  trigger: "submit-message",
+  messageId: undefined,
+  messages: [{ id: "u1", role: "user", parts: [{ type: "text", text }] }],
+});
+
+function assertUiStream(r, text) {
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(r.headers["x-vercel-ai-ui-message-stream"], "v1");
+  assert.match(r.headers["content-type"], /^text\/event-stream/);
+  assert.deepEqual(r.invalid, []);
+  assert.equal(r.chunkTypes[0], "start");
+  assert.ok(r.chunkTypes.includes("text-delta"));
+  assert.equal(r.text, text);
+}
+
+await check(READ, "the chat request, no Accept header", async () => {
+  const r = await read(config.ok, chatRequest("read me"), visitor());
+  assertUiStream(r, config.reply);
+  assert.equal(r.chunkTypes.at(-1), "finish");
+  assert.deepEqual(r.streamErrors, []);
+});
+
+await check(READ, "a prompt body with Accept: text/event-stream", async () => {
+  const r = await read(config.ok, { prompt: "read me" }, { Accept: "text/event-stream", ...visitor() });
+  assertUiStream(r, config.reply);
+  assert.equal(r.chunkTypes.at(-1), "finish");
+});
+
+await check(READ, "a model failing mid-stream ends with an error chunk", async () => {
+  const r = await read(config.failing, chatRequest("fail"), visitor());
+  assertUiStream(r, "Hello from");
+  assert.equal(r.chunkTypes.at(-1), "error");
+});
+
+await check(READ, "429 carries Retry-After and the rate-limit headers", async () => {
+  const headers = visitor();
+  assert.equal((await read(config.limited, chatRequest("one"), headers)).status, 200);
+  const r = await read(config.limited, chatRequest("two"), headers);
+  assert.equal(r.status, 429);
+  assert.equal(r.body.error.code, "rate_limited");
+  assert.ok(Number(r.headers["retry-after"]) > 0);
+  assert.equal(r.headers["x-ratelimit-remaining"], "0");
+});
+
+const clients = {};
+for (const c of checks) {
+  const entry = (clients[c.client] ??= { passed: 0, total: 0 });
+  entry.total += 1;
+  if (c.ok) entry.passed += 1;
+}
+process.stdout.write(
+  JSON.stringify({
+    package: pkg,
+    version,
+    clients,
+    passed: checks.filter((c) => c.ok).length,
+    total: checks.length,
+    failures: checks.filter((c) => !c.ok),
+    checks: checks.map((c) => `${c.ok ? "ok  " : "FAIL"} ${c.client}: ${c.name}`),
+    sentHeaders: Object.fromEntries(Object.entries(sentHeaders).map(([k, v]) => [k, [...v].sort()])),
+    signedIn,
+    stopped,
+    notes,
+  }) + "\n",
+);
