@@ -1,14 +1,13 @@
 //! Token accounting: `"Companion"."tokensBurned"` and the per-user `"UserBurnedTokens"`.
 
 use tokio_postgres::types::Type;
-use tokio_postgres::Client;
 
-use super::DbError;
+use super::{DbError, Querier};
 
 /// Adds `tokens` to the companion's total and to the user's row for it (created on first use),
 /// in one statement so the two never disagree. Totals saturate at the column's maximum.
 pub async fn add_tokens_burned(
-    client: &Client,
+    client: &impl Querier,
     companion_id: &str,
     user_id: &str,
     tokens: i32,

@@ -7,10 +7,10 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::page::{fetch_page, Keyset, Page};
-use super::DbError;
+use super::{DbError, Querier};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupChat {
@@ -19,7 +19,10 @@ pub struct GroupChat {
     pub creator_id: String,
 }
 
-pub async fn find_group_chat(client: &Client, id: &str) -> Result<Option<GroupChat>, DbError> {
+pub async fn find_group_chat(
+    client: &impl Querier,
+    id: &str,
+) -> Result<Option<GroupChat>, DbError> {
     let rows = client
         .query_typed(
             "SELECT \"id\", \"name\", \"creatorId\" FROM \"GroupChat\" WHERE \"id\" = $1",
@@ -47,7 +50,7 @@ pub struct GroupMember {
 /// user's private companion is never listed: it must not answer, nor have its instructions
 /// sent anywhere, whoever added it to the group.
 pub async fn list_members_by_last_spoken(
-    client: &Client,
+    client: &impl Querier,
     group_id: &str,
     viewer_id: Option<&str>,
 ) -> Result<Vec<GroupMember>, DbError> {
@@ -110,7 +113,7 @@ fn stored(r: &Row) -> StoredGroupMessage {
 
 /// Stores a group message; with `after`, stamped at least 1 ms later than it.
 pub async fn insert_group_message(
-    client: &Client,
+    client: &impl Querier,
     group_id: &str,
     sender_id: &str,
     is_bot: bool,
@@ -160,7 +163,7 @@ WHERE g.\"groupChatId\" = $1";
 /// The last `limit` messages of the group that `viewer_id` may see, oldest first: the model's
 /// context, which never holds what an unavailable companion said.
 pub async fn list_recent_group_messages(
-    client: &Client,
+    client: &impl Querier,
     group_id: &str,
     viewer_id: Option<&str>,
     limit: i64,
@@ -190,7 +193,7 @@ const PAGE_CURSOR_SQL: &str =
 /// them (unavailable ones marked, not dropped, so the conversation keeps its shape); `None`
 /// when `before` is not a message of this group.
 pub async fn list_group_messages_page(
-    client: &Client,
+    client: &impl Querier,
     group_id: &str,
     viewer_id: Option<&str>,
     before: Option<&str>,

@@ -7,10 +7,10 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::page::{fetch_page, Keyset, Page};
-use super::DbError;
+use super::{DbError, Querier};
 
 /// `"Role"` of a stored message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,7 @@ fn stored(r: &Row) -> StoredMessage {
 /// Stores a message; when `after` is given it is stamped at least 1 ms later (a reply never
 /// sorts before its prompt).
 pub async fn insert_message(
-    client: &Client,
+    client: &impl Querier,
     companion_id: &str,
     user_id: &str,
     role: MessageRole,
@@ -87,7 +87,7 @@ pub async fn insert_message(
 
 /// The last `limit` messages of the conversation, oldest first (the model's context).
 pub async fn list_recent_messages(
-    client: &Client,
+    client: &impl Querier,
     companion_id: &str,
     user_id: &str,
     limit: i64,
@@ -121,7 +121,7 @@ const PAGE_SQL: &str = "SELECT \"id\", \"role\"::text AS \"role\", \"content\", 
 /// The `limit` messages before the message `before` (or the newest), or `None` when `before`
 /// is not a message of this conversation.
 pub async fn list_messages_page(
-    client: &Client,
+    client: &impl Querier,
     companion_id: &str,
     user_id: &str,
     before: Option<&str>,
