@@ -246,8 +246,13 @@ pub async fn count_public(
     }
 }
 
-/// The viewer's own private companions matching the filter (added to the public count).
-pub async fn count_own_private(
+/// What the viewer's own companions add to the public count, so the signed-in total counts
+/// exactly what the page lists: the viewer's own companions matching the filter as they are now
+/// (the page lists them fresh, private ones too), less those the read model counted as public
+/// at its last refresh (the page lists them among the viewer's own, not twice). Without the
+/// second term a companion made public since the refresh was listed but not counted, and one
+/// made private was counted twice.
+pub async fn count_own_adjustment(
     client: &impl Querier,
     filter: &PageFilter,
     viewer_id: &str,
@@ -255,10 +260,16 @@ pub async fn count_own_private(
     let like = filter.like_fragment();
     let row = client
         .query_typed(
-            "SELECT count(*) FROM \"Companion\" \
-             WHERE \"userId\" = $1 AND \"private\" \
-               AND ($2::text IS NULL OR \"categoryId\" = $2) \
-               AND ($3::text IS NULL OR \"name\" ILIKE '%' || $3 || '%')",
+            "SELECT \
+               (SELECT count(*) FROM \"Companion\" c \
+                WHERE c.\"userId\" = $1 \
+                  AND ($2::text IS NULL OR c.\"categoryId\" = $2) \
+                  AND ($3::text IS NULL OR c.\"name\" ILIKE '%' || $3 || '%')) \
+             - (SELECT count(*) FROM \"Companion\" c \
+                JOIN \"CompanionDashboard\" d ON d.\"id\" = c.\"id\" \
+                WHERE c.\"userId\" = $1 \
+                  AND ($2::text IS NULL OR d.\"categoryId\" = $2) \
+                  AND ($3::text IS NULL OR d.\"name\" ILIKE '%' || $3 || '%'))",
             &[
                 (&viewer_id, Type::TEXT),
                 (&filter.category_id, Type::TEXT),

@@ -39,5 +39,10 @@ pub async fn connect(cfg: &DbConfig) -> Result<tokio_postgres::Client, DbError> 
 /// index, each declared next to the code that runs it (a `HOT_QUERIES` slice in its
 /// `db::<table>` module) and checked by `gcbb db verify`.
 pub fn hot_queries() -> Vec<&'static hot::HotQuery> {
-    companions::HOT_QUERIES.iter().collect()
+    companions::HOT_QUERIES
+        .iter()
+        .chain(messages::HOT_QUERIES)
+        .chain(group_chats::HOT_QUERIES)
+        .chain(burned_tokens::HOT_QUERIES)
+        .collect()
 }
