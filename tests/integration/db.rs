@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gcbb::db::{self, DbConfig, DbError, Pool, SslMode};
+use gcbb::db::{self, DbConfig, DbError, Pool, Querier, SslMode};
 use tokio::net::TcpListener;
 
 use crate::common::eventually;
@@ -41,11 +41,11 @@ async fn is_encrypted(client: &tokio_postgres::Client) -> bool {
     row.get(0)
 }
 
-async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
+async fn backend_pid(client: &impl Querier) -> i32 {
     client
-        .query_typed_one("SELECT pg_backend_pid()", &[])
+        .query_typed("SELECT pg_backend_pid()", &[])
         .await
-        .expect("pid query works")
+        .expect("pid query works")[0]
         .get(0)
 }
 

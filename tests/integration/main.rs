@@ -13,6 +13,7 @@ mod input;
 mod migrations;
 mod model_server;
 mod rehearse;
+mod resilience;
 #[path = "../support/process.rs"]
 mod support;
 mod tokens;

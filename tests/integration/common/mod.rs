@@ -15,6 +15,7 @@
 #![allow(dead_code)] // each test module uses part of the harness
 
 pub mod app;
+pub mod fault;
 pub mod request;
 pub mod session;
 
