@@ -409,7 +409,6 @@ async fn a_connection_killed_while_checked_out_is_replaced_after_it_is_returned(
     let err = client
         .query_typed("SELECT 1", &[])
         .await
-        .map_err(DbError::from)
         .expect_err("the connection is gone");
     assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
     assert!(client.is_closed());

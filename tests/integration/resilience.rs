@@ -351,7 +351,10 @@ async fn with_the_upstash_proxy_killed_health_reports_the_open_circuit() {
     let mut body = Value::Null;
     for page in 1..=40 {
         let resp = app
-            .get(&format!("/api/dashboard/prefetch?page={}&pageSize=5", 1 + page % 8))
+            .get(&format!(
+                "/api/dashboard/prefetch?page={}&pageSize=5",
+                1 + page % 8
+            ))
             .send()
             .await;
         assert_eq!(resp.status, 200);
