@@ -166,7 +166,9 @@ fn classify_connect_error(e: tokio_postgres::Error, cfg: &DbConfig) -> Failure {
     let kind = e.to_string();
     if kind.starts_with("authentication error") && error_chain(&e).contains("channel binding") {
         return Failure::fatal(DbError::Tls(format!(
-            "{} (sslmode={}, channel_binding={}): the server did not use channel binding              (SCRAM-SHA-256-PLUS over TLS), which channel_binding=require demands; check that              TLS is on and the server authenticates with SCRAM, or use channel_binding=prefer",
+            "{} (sslmode={}, channel_binding={}): the server did not use channel binding \
+             (SCRAM-SHA-256-PLUS over TLS), which channel_binding=require demands; check that \
+             TLS is on and the server authenticates with SCRAM, or use channel_binding=prefer",
             cfg.redacted(),
             cfg.sslmode,
             cfg.channel_binding.as_str()
