@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::db::config::DEFAULT_DB_CONNECT_TIMEOUT;
 use crate::db::DbConfig;
+pub use crate::db::DEFAULT_QUERY_TIMEOUT as DEFAULT_DB_QUERY_TIMEOUT;
 
 /// Largest request body any handler accepts unless a route says otherwise.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -17,6 +18,10 @@ pub const DEFAULT_DB_POOL_SIZE: usize = 4;
 pub const DEFAULT_DASHBOARD_COUNT_TIMEOUT: Duration = Duration::from_millis(150);
 /// Timeout for one cache round trip; a slower cache is treated as down.
 pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long background database writes (token accounting) retry through an outage: Vercel
+/// lets `wait_until` work run until the function's `maxDuration` (300 s for chat), and a
+/// minute covers the blips a failover or a restart causes.
+pub const DEFAULT_BACKGROUND_WRITE_BUDGET: Duration = Duration::from_secs(60);
 /// First segment of every cache key.
 pub const DEFAULT_CACHE_KEY_PREFIX: &str = "gcbb";
 /// Vercel's REST API, where CDN purges go.
@@ -240,7 +245,13 @@ pub struct Config {
     pub body_limit: usize,
     pub db_pool_size: usize,
     pub db_connect_timeout: Duration,
+    /// Deadline of each request-path statement and of opening a connection
+    /// (`DB_QUERY_TIMEOUT_MS`); an overrun is cancelled on the server and answers 503.
+    pub db_query_timeout: Duration,
     pub cache_timeout: Duration,
+    /// How long a write handed to `wait_until` (token accounting) keeps retrying through a
+    /// database outage (`BACKGROUND_WRITE_BUDGET_MS`).
+    pub background_write_budget: Duration,
     /// How long the dashboard's exact count may take before an estimate is used.
     pub dashboard_count_timeout: Duration,
     /// `VERCEL_ENV`, set on Vercel (production, preview, development).
@@ -298,7 +309,16 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_SYSTEM_USER_ID.to_owned()),
             body_limit: env.parse("BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT_BYTES)?,
             db_pool_size: env.parse("DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE)?,
+            db_query_timeout: positive_millis(
+                &env,
+                "DB_QUERY_TIMEOUT_MS",
+                DEFAULT_DB_QUERY_TIMEOUT,
+            )?,
             cache_timeout: env.millis("CACHE_TIMEOUT_MS", DEFAULT_CACHE_TIMEOUT)?,
+            background_write_budget: env.millis(
+                "BACKGROUND_WRITE_BUDGET_MS",
+                DEFAULT_BACKGROUND_WRITE_BUDGET,
+            )?,
             dashboard_count_timeout: env.millis(
                 "DASHBOARD_COUNT_TIMEOUT_MS",
                 DEFAULT_DASHBOARD_COUNT_TIMEOUT,
@@ -495,6 +515,16 @@ fn positive(name: &'static str, v: u64) -> Result<u64, ConfigError> {
     } else {
         Ok(v)
     }
+}
+
+/// A duration in ms that must be at least 1 (a zero deadline would fail every request).
+fn positive_millis(
+    env: &Env<'_>,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let ms = positive(name, env.millis(name, default)?.as_millis() as u64)?;
+    Ok(Duration::from_millis(ms))
 }
 
 /// A rate limit from `{requests}` and `{window}` (ms), both at least 1.

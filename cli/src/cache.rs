@@ -8,6 +8,9 @@ use clap::{Args, Subcommand};
 use gcbb::cache::{Cache, SCAN_BATCH};
 use gcbb::config::Config;
 
+/// Above this many matching keys, `clear` asks first (or needs `--yes`).
+pub const CONFIRM_ABOVE_KEYS: usize = 5_000;
+
 /// The `DATABASE_URL` placeholder used to read the cache settings: `gcbb cache` never touches
 /// the database, so it must not require one.
 const UNUSED_DATABASE_URL: &str = "postgres://unused@127.0.0.1:5432/unused";
@@ -21,12 +24,20 @@ pub struct CacheArgs {
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
     /// Delete every key matching a Redis glob (SCAN + DEL in batches), e.g. 'gcbb:v1:dashboard:*'.
+    /// The pattern must stay inside the configured key prefix (CACHE_KEY_PREFIX) unless
+    /// --all-keys; over a few thousand keys it asks first (or needs --yes).
     Clear {
         /// Redis glob pattern (quote it in the shell).
         pattern: String,
         /// Keys per SCAN step and per DEL.
         #[arg(long, default_value_t = SCAN_BATCH)]
         batch: usize,
+        /// Allow a pattern outside the configured key prefix (other applications' keys too).
+        #[arg(long)]
+        all_keys: bool,
+        /// Don't ask before deleting more than a few thousand keys.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -42,11 +53,28 @@ pub async fn run(args: CacheArgs) -> ExitCode {
         }
     };
     let http = reqwest::Client::new();
-    let cache = Cache::new(&config.cache, http, config.cache_timeout);
+    let cache = Cache::new(&config.cache, http, config.cache_timeout)
+        .with_namespace(&config.cache_key_prefix);
+    // The first segment keys really carry (the prefix as the key space spells it).
+    let prefix = cache.keyspace().prefix().to_owned();
     match args.command {
-        CacheCommand::Clear { pattern, batch } => {
+        CacheCommand::Clear {
+            pattern,
+            batch,
+            all_keys,
+            yes,
+        } => {
             if pattern.trim().is_empty() {
                 eprintln!("gcbb cache clear: the pattern is empty");
+                return ExitCode::from(2);
+            }
+            if !all_keys && !within_prefix(&pattern, &prefix) {
+                eprintln!(
+                    "gcbb cache clear: refusing `{pattern}`: it can match keys outside this \
+                     deployment's prefix `{prefix}:` (CACHE_KEY_PREFIX), other applications' keys \
+                     too. Start the pattern with `{prefix}:` (e.g. '{prefix}:v1:dashboard:*'), or \
+                     pass --all-keys to mean it."
+                );
                 return ExitCode::from(2);
             }
             if cache.backend_name() == "memory" {
@@ -55,7 +83,22 @@ pub async fn run(args: CacheArgs) -> ExitCode {
                 );
                 return ExitCode::SUCCESS;
             }
-            match cache.store().delete_matching(&pattern, batch.max(1)).await {
+            let batch = batch.max(1);
+            let matching = match cache.store().scan(&pattern, batch).await {
+                Ok(keys) => keys.len(),
+                Err(e) => {
+                    eprintln!("gcbb cache clear: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if matching > CONFIRM_ABOVE_KEYS && !yes && !confirm(matching, &pattern) {
+                eprintln!(
+                    "gcbb cache clear: {matching} keys match `{pattern}`; nothing deleted \
+                     (pass --yes to delete more than {CONFIRM_ABOVE_KEYS} keys without asking)"
+                );
+                return ExitCode::from(2);
+            }
+            match cache.store().delete_matching(&pattern, batch).await {
                 Ok(n) => {
                     println!(
                         "deleted {n} keys matching {pattern} ({})",
@@ -69,5 +112,43 @@ pub async fn run(args: CacheArgs) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Whether every key `pattern` can match starts with `prefix:`: the pattern begins with
+/// `prefix:` literally, with no glob character (`*`, `?`, `[`, `\`) before the colon.
+pub fn within_prefix(pattern: &str, prefix: &str) -> bool {
+    let literal = format!("{prefix}:");
+    !prefix.is_empty() && !prefix.contains(['*', '?', '[', '\\']) && pattern.starts_with(&literal)
+}
+
+/// Asks on the terminal; false without one (a script must say `--yes`).
+fn confirm(matching: usize, pattern: &str) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    print!("Delete {matching} keys matching {pattern}? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_prefix;
+
+    #[test]
+    fn only_patterns_that_start_with_the_prefix_and_a_colon_stay_inside_it() {
+        assert!(within_prefix("gcbb:v1:dashboard:*", "gcbb"));
+        assert!(within_prefix("gcbb:*", "gcbb"));
+        assert!(!within_prefix("*", "gcbb"));
+        assert!(!within_prefix("gcbb*", "gcbb"));
+        assert!(!within_prefix("gcb?:*", "gcbb"));
+        assert!(!within_prefix("[g]cbb:*", "gcbb"));
+        assert!(!within_prefix("gcbbother:*", "gcbb"));
     }
 }

@@ -9,7 +9,10 @@
 //! - Large values are chunked ([`chunk`]); a partial or corrupt set is a miss.
 //! - The cache is an accelerator: any cache error means "serve from the source", logged at
 //!   most once per [`ERROR_LOG_INTERVAL`] per kind, and reported as [`CacheStatus::Bypass`].
+//! - A remote store that keeps failing is skipped by its circuit breaker ([`breaker`]) for a
+//!   short, growing interval, so an outage costs requests nothing after the first failures.
 
+pub mod breaker;
 pub mod chunk;
 pub mod flight;
 pub mod keys;
@@ -81,6 +84,9 @@ pub enum CacheError {
     Unauthorized,
     #[error("cache reply not understood: {0}")]
     Protocol(String),
+    /// Not tried: the store's circuit breaker is open after repeated failures.
+    #[error("cache skipped: its circuit is open after repeated failures")]
+    Skipped,
 }
 
 impl CacheError {
@@ -92,6 +98,7 @@ impl CacheError {
             CacheError::Server(_) => "server",
             CacheError::Unauthorized => "unauthorized",
             CacheError::Protocol(_) => "protocol",
+            CacheError::Skipped => "circuit_open",
         }
     }
 }
@@ -154,6 +161,13 @@ pub struct Lock {
     held: bool,
 }
 
+impl Lock {
+    /// False when the cache was down and the work goes ahead unguarded.
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+}
+
 pub struct Cache {
     store: Store,
     l1: Option<MemoryStore>,
@@ -171,17 +185,14 @@ impl Cache {
                 Store::Memory(MemoryStore::new(MEMORY_MAX_ENTRIES, MEMORY_MAX_BYTES))
             }
             CacheBackend::Redis { url } => match redis::RedisStore::new(url, timeout) {
-                Ok(r) => Store::Redis(r),
+                Ok(r) => Store::Redis(breaker::Guarded::new(r)),
                 Err(e) => {
                     tracing::warn!(error = %e, "REDIS_URL unusable; using the in-process cache");
                     Store::Memory(MemoryStore::new(MEMORY_MAX_ENTRIES, MEMORY_MAX_BYTES))
                 }
             },
-            CacheBackend::Upstash { url, token } => Store::Upstash(upstash::UpstashStore::new(
-                url,
-                token.expose(),
-                http,
-                timeout,
+            CacheBackend::Upstash { url, token } => Store::Upstash(breaker::Guarded::new(
+                upstash::UpstashStore::new(url, token.expose(), http, timeout),
             )),
         };
         let l1 = match store {
@@ -227,6 +238,11 @@ impl Cache {
 
     pub fn keyspace(&self) -> &Keyspace {
         &self.keyspace
+    }
+
+    /// The remote store's circuit breaker (`None` for the in-process store).
+    pub fn breaker_status(&self) -> Option<breaker::BreakerStatus> {
+        self.store.breaker_status()
     }
 
     /// Round-trips a PING and returns how long it took.

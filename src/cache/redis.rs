@@ -156,6 +156,12 @@ impl RedisStore {
     }
 }
 
+impl super::breaker::Probe for RedisStore {
+    fn probe(&self) -> impl std::future::Future<Output = Result<(), CacheError>> + Send {
+        self.ping()
+    }
+}
+
 fn from_redis_value(value: redis::Value) -> Result<ScriptValue, CacheError> {
     Ok(match value {
         redis::Value::Nil => ScriptValue::Nil,

@@ -5,17 +5,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::breaker::{BreakerStatus, Guarded};
 use super::memory::MemoryStore;
 use super::redis::RedisStore;
 use super::script::{Script, ScriptValue};
 use super::upstash::UpstashStore;
 use super::CacheError;
 
-/// One of the three stores.
+/// One of the three stores; the remote ones behind their circuit breaker ([`super::breaker`]).
 pub enum Store {
     Memory(MemoryStore),
-    Redis(RedisStore),
-    Upstash(UpstashStore),
+    Redis(Guarded<RedisStore>),
+    Upstash(Guarded<UpstashStore>),
 }
 
 impl Store {
@@ -27,6 +28,15 @@ impl Store {
         }
     }
 
+    /// The circuit breaker's state; `None` for the in-process store, which has none.
+    pub fn breaker_status(&self) -> Option<BreakerStatus> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(r) => Some(r.breaker().status()),
+            Store::Upstash(u) => Some(u.breaker().status()),
+        }
+    }
+
     /// `MGET`: one value (or none) per key, in order.
     pub async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
         if keys.is_empty() {
@@ -34,8 +44,8 @@ impl Store {
         }
         match self {
             Store::Memory(m) => Ok(m.mget(keys)),
-            Store::Redis(r) => r.mget(keys).await,
-            Store::Upstash(u) => u.mget(keys).await,
+            Store::Redis(r) => r.call(|s| s.mget(keys)).await,
+            Store::Upstash(u) => u.call(|s| s.mget(keys)).await,
         }
     }
 
@@ -53,8 +63,8 @@ impl Store {
                 );
                 Ok(())
             }
-            Store::Redis(r) => r.set_many(items).await,
-            Store::Upstash(u) => u.set_many(items).await,
+            Store::Redis(r) => r.call(|s| s.set_many(items)).await,
+            Store::Upstash(u) => u.call(|s| s.set_many(items)).await,
         }
     }
 
@@ -65,8 +75,8 @@ impl Store {
         }
         match self {
             Store::Memory(m) => Ok(m.del(keys)),
-            Store::Redis(r) => r.del(keys).await,
-            Store::Upstash(u) => u.del(keys).await,
+            Store::Redis(r) => r.call(|s| s.del(keys)).await,
+            Store::Upstash(u) => u.call(|s| s.del(keys)).await,
         }
     }
 
@@ -74,8 +84,8 @@ impl Store {
     pub async fn incr(&self, key: &str) -> Result<i64, CacheError> {
         match self {
             Store::Memory(m) => m.incr(key),
-            Store::Redis(r) => r.incr(key).await,
-            Store::Upstash(u) => u.incr(key).await,
+            Store::Redis(r) => r.call(|s| s.incr(key)).await,
+            Store::Upstash(u) => u.call(|s| s.incr(key)).await,
         }
     }
 
@@ -89,8 +99,8 @@ impl Store {
     ) -> Result<bool, CacheError> {
         match self {
             Store::Memory(m) => Ok(m.set_nx(key, Bytes::copy_from_slice(value.as_bytes()), ttl)),
-            Store::Redis(r) => r.set_nx_px(key, value, ttl).await,
-            Store::Upstash(u) => u.set_nx_px(key, value, ttl).await,
+            Store::Redis(r) => r.call(|s| s.set_nx_px(key, value, ttl)).await,
+            Store::Upstash(u) => u.call(|s| s.set_nx_px(key, value, ttl)).await,
         }
     }
 
@@ -135,8 +145,8 @@ impl Store {
         let batch = batch.max(1);
         match self {
             Store::Memory(m) => Ok(("0".to_owned(), m.keys_matching(pattern))),
-            Store::Redis(r) => r.scan(cursor, pattern, batch).await,
-            Store::Upstash(u) => u.scan(cursor, pattern, batch).await,
+            Store::Redis(r) => r.call(|s| s.scan(cursor, pattern, batch)).await,
+            Store::Upstash(u) => u.call(|s| s.scan(cursor, pattern, batch)).await,
         }
     }
 
@@ -144,8 +154,8 @@ impl Store {
     pub async fn ping(&self) -> Result<(), CacheError> {
         match self {
             Store::Memory(_) => Ok(()),
-            Store::Redis(r) => r.ping().await,
-            Store::Upstash(u) => u.ping().await,
+            Store::Redis(r) => r.call(|s| s.ping()).await,
+            Store::Upstash(u) => u.call(|s| s.ping()).await,
         }
     }
 
@@ -158,8 +168,8 @@ impl Store {
     ) -> Result<ScriptValue, CacheError> {
         match self {
             Store::Memory(m) => m.run(|txn| script.run_local(txn, keys, args)),
-            Store::Redis(r) => r.run_script(script, keys, args).await,
-            Store::Upstash(u) => u.run_script(script, keys, args).await,
+            Store::Redis(r) => r.call(|s| s.run_script(script, keys, args)).await,
+            Store::Upstash(u) => u.call(|s| s.run_script(script, keys, args)).await,
         }
     }
 }

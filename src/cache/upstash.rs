@@ -238,6 +238,12 @@ impl UpstashStore {
     }
 }
 
+impl super::breaker::Probe for UpstashStore {
+    fn probe(&self) -> impl std::future::Future<Output = Result<(), CacheError>> + Send {
+        self.ping()
+    }
+}
+
 fn unwrap_reply(reply: Value) -> Result<Value, CacheError> {
     match reply {
         Value::Object(mut map) => {

@@ -335,7 +335,7 @@ pub async fn build_viewer_page(
     let started = Instant::now();
     let filter = filter_of(params);
     let system_user_id = app.config.system_user_id.as_str();
-    let (categories, companions, (public_total, estimated), own_private) = tokio::try_join!(
+    let (categories, companions, (public_total, estimated), own) = tokio::try_join!(
         list_categories(app),
         async {
             let client = app.db.get().await?;
@@ -346,7 +346,7 @@ pub async fn build_viewer_page(
         total_public(app, &filter),
         async {
             let client = app.db.get().await?;
-            Ok::<_, ApiError>(companions::count_own_private(&client, &filter, user_id).await?)
+            Ok::<_, ApiError>(companions::count_own_adjustment(&client, &filter, user_id).await?)
         },
     )?;
     timings.add_db(started);
@@ -361,7 +361,7 @@ pub async fn build_viewer_page(
         Page::<ViewerCompanionCard> {
             categories,
             companions,
-            total: public_total + own_private,
+            total: (public_total + own).max(0),
             total_is_estimate: estimated,
             page: params.page,
             page_size: params.page_size,

@@ -1,9 +1,8 @@
 //! Queries of `"Category"`.
 
 use serde::Serialize;
-use tokio_postgres::Client;
 
-use super::DbError;
+use super::{DbError, Querier};
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Category {
@@ -12,7 +11,7 @@ pub struct Category {
 }
 
 /// Every category, by name.
-pub async fn list_categories(client: &Client) -> Result<Vec<Category>, DbError> {
+pub async fn list_categories(client: &impl Querier) -> Result<Vec<Category>, DbError> {
     let rows = client
         .query_typed(
             "SELECT \"id\", \"name\" FROM \"Category\" ORDER BY \"name\", \"id\"",
@@ -29,7 +28,7 @@ pub async fn list_categories(client: &Client) -> Result<Vec<Category>, DbError> 
 }
 
 /// Whether a category with this id exists.
-pub async fn category_exists(client: &Client, id: &str) -> Result<bool, DbError> {
+pub async fn category_exists(client: &impl Querier, id: &str) -> Result<bool, DbError> {
     let rows = client
         .query_typed(
             "SELECT 1 FROM \"Category\" WHERE \"id\" = $1",

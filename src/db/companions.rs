@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
-use super::DbError;
+use super::{DbError, PooledClient, Querier};
 
 /// What the chat paths need of a companion.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct CompanionPrompt {
 
 /// The companion, if the viewer may see it: public, or their own.
 pub async fn find_visible_companion(
-    client: &Client,
+    client: &impl Querier,
     companion_id: &str,
     viewer_id: Option<&str>,
 ) -> Result<Option<CompanionPrompt>, DbError> {
@@ -116,7 +116,7 @@ ORDER BY d.\"isSystem\" DESC, d.\"createdAt\" DESC, d.\"id\"";
 
 /// One page of public companions, platform-owned first, newest first.
 pub async fn list_public_page(
-    client: &Client,
+    client: &impl Querier,
     filter: &PageFilter,
 ) -> Result<Vec<CompanionCard>, DbError> {
     let like = filter.like_fragment();
@@ -181,7 +181,7 @@ ORDER BY p.\"isSystem\" DESC, p.\"createdAt\" DESC, p.\"id\"";
 
 /// One page for a signed-in viewer: public companions plus the viewer's own private ones.
 pub async fn list_viewer_page(
-    client: &Client,
+    client: &impl Querier,
     filter: &PageFilter,
     viewer_id: &str,
     system_user_id: &str,
@@ -213,7 +213,7 @@ pub async fn list_viewer_page(
 /// The number of public companions matching the filter, or `None` when counting takes longer
 /// than `limit` (the server cancels the count; the connection stays usable).
 pub async fn count_public(
-    client: &mut Client,
+    client: &mut PooledClient,
     filter: &PageFilter,
     limit: Duration,
 ) -> Result<Option<i64>, DbError> {
@@ -236,27 +236,40 @@ pub async fn count_public(
             tx.commit().await?;
             Ok(rows.first().map(|r| r.get(0)))
         }
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+        // `statement_timeout` cancelled it (a deadline overrun too; then the connection is
+        // abandoned and the estimate that follows fails fast).
+        Err(DbError::Timeout) => {
             drop(tx);
             Ok(None)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
-/// The viewer's own private companions matching the filter (added to the public count).
-pub async fn count_own_private(
-    client: &Client,
+/// What the viewer's own companions add to the public count, so the signed-in total counts
+/// exactly what the page lists: the viewer's own companions matching the filter as they are now
+/// (the page lists them fresh, private ones too), less those the read model counted as public
+/// at its last refresh (the page lists them among the viewer's own, not twice). Without the
+/// second term a companion made public since the refresh was listed but not counted, and one
+/// made private was counted twice.
+pub async fn count_own_adjustment(
+    client: &impl Querier,
     filter: &PageFilter,
     viewer_id: &str,
 ) -> Result<i64, DbError> {
     let like = filter.like_fragment();
     let row = client
         .query_typed(
-            "SELECT count(*) FROM \"Companion\" \
-             WHERE \"userId\" = $1 AND \"private\" \
-               AND ($2::text IS NULL OR \"categoryId\" = $2) \
-               AND ($3::text IS NULL OR \"name\" ILIKE '%' || $3 || '%')",
+            "SELECT \
+               (SELECT count(*) FROM \"Companion\" c \
+                WHERE c.\"userId\" = $1 \
+                  AND ($2::text IS NULL OR c.\"categoryId\" = $2) \
+                  AND ($3::text IS NULL OR c.\"name\" ILIKE '%' || $3 || '%')) \
+             - (SELECT count(*) FROM \"Companion\" c \
+                JOIN \"CompanionDashboard\" d ON d.\"id\" = c.\"id\" \
+                WHERE c.\"userId\" = $1 \
+                  AND ($2::text IS NULL OR d.\"categoryId\" = $2) \
+                  AND ($3::text IS NULL OR d.\"name\" ILIKE '%' || $3 || '%'))",
             &[
                 (&viewer_id, Type::TEXT),
                 (&filter.category_id, Type::TEXT),
@@ -269,7 +282,7 @@ pub async fn count_own_private(
 
 /// A cheap estimate of the public count: the category's count as of the last refresh (an upper
 /// bound when a name filter is given).
-pub async fn estimate_public(client: &Client, filter: &PageFilter) -> Result<i64, DbError> {
+pub async fn estimate_public(client: &impl Querier, filter: &PageFilter) -> Result<i64, DbError> {
     let category = filter.category_id.clone().unwrap_or_default();
     let rows = client
         .query_typed(
@@ -375,7 +388,7 @@ pub struct OwnedCompanion {
 /// Applies `changes` to the companion if `owner_id` owns it; `None` when there is no such
 /// companion of that owner (the caller can't tell which, on purpose).
 pub async fn update_owned_companion(
-    client: &Client,
+    client: &impl Querier,
     companion_id: &str,
     owner_id: &str,
     changes: &CompanionChanges,
@@ -419,7 +432,7 @@ pub async fn update_owned_companion(
 /// companion with every column (the 2 KB instructions, the JSONB configs), a per-companion
 /// message count, and an exact total.
 pub async fn list_public_companions_unoptimized(
-    client: &Client,
+    client: &impl Querier,
 ) -> Result<(Vec<serde_json::Value>, i64), DbError> {
     let rows = client
         .query_typed(

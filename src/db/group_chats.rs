@@ -7,10 +7,10 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::page::{fetch_page, Keyset, Page};
-use super::DbError;
+use super::{DbError, Querier};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupChat {
@@ -19,7 +19,10 @@ pub struct GroupChat {
     pub creator_id: String,
 }
 
-pub async fn find_group_chat(client: &Client, id: &str) -> Result<Option<GroupChat>, DbError> {
+pub async fn find_group_chat(
+    client: &impl Querier,
+    id: &str,
+) -> Result<Option<GroupChat>, DbError> {
     let rows = client
         .query_typed(
             "SELECT \"id\", \"name\", \"creatorId\" FROM \"GroupChat\" WHERE \"id\" = $1",
@@ -42,24 +45,26 @@ pub struct GroupMember {
     pub last_spoke: Option<NaiveDateTime>,
 }
 
+const MEMBERS_SQL: &str = "SELECT c.\"id\", c.\"name\", c.\"instructions\", \
+            (SELECT max(g.\"createdAt\") FROM \"GroupMessage\" g \
+             WHERE g.\"groupChatId\" = m.\"groupChatId\" AND g.\"senderId\" = c.\"id\" \
+               AND g.\"isBot\") AS \"lastSpoke\" \
+     FROM \"GroupChatMember\" m JOIN \"Companion\" c ON c.\"id\" = m.\"companionId\" \
+     WHERE m.\"groupChatId\" = $1 AND (NOT c.\"private\" OR c.\"userId\" = $2) \
+     ORDER BY \"lastSpoke\" ASC NULLS FIRST, m.\"joinedAt\", c.\"id\"";
+
 /// The group's companions that `viewer_id` may see (public, or the viewer's own), least
 /// recently spoken first (never-spoken first of all, then by when they joined). Another
 /// user's private companion is never listed: it must not answer, nor have its instructions
 /// sent anywhere, whoever added it to the group.
 pub async fn list_members_by_last_spoken(
-    client: &Client,
+    client: &impl Querier,
     group_id: &str,
     viewer_id: Option<&str>,
 ) -> Result<Vec<GroupMember>, DbError> {
     let rows = client
         .query_typed(
-            "SELECT c.\"id\", c.\"name\", c.\"instructions\", \
-                    (SELECT max(g.\"createdAt\") FROM \"GroupMessage\" g \
-                     WHERE g.\"groupChatId\" = m.\"groupChatId\" AND g.\"senderId\" = c.\"id\" \
-                       AND g.\"isBot\") AS \"lastSpoke\" \
-             FROM \"GroupChatMember\" m JOIN \"Companion\" c ON c.\"id\" = m.\"companionId\" \
-             WHERE m.\"groupChatId\" = $1 AND (NOT c.\"private\" OR c.\"userId\" = $2) \
-             ORDER BY \"lastSpoke\" ASC NULLS FIRST, m.\"joinedAt\", c.\"id\"",
+            MEMBERS_SQL,
             &[(&group_id, Type::TEXT), (&viewer_id, Type::TEXT)],
         )
         .await?;
@@ -110,7 +115,7 @@ fn stored(r: &Row) -> StoredGroupMessage {
 
 /// Stores a group message; with `after`, stamped at least 1 ms later than it.
 pub async fn insert_group_message(
-    client: &Client,
+    client: &impl Querier,
     group_id: &str,
     sender_id: &str,
     is_bot: bool,
@@ -147,7 +152,9 @@ pub async fn insert_group_message(
 /// Messages of group `$1` as viewer `$2` may see them: whether the sender is visible is
 /// computed here, and an unavailable bot message's content and sender name never leave the
 /// database.
-const SELECT_MESSAGES: &str = "\
+macro_rules! select_messages {
+    () => {
+        "\
 SELECT g.\"id\", g.\"isBot\", g.\"senderId\", g.\"createdAt\", v.\"available\",
        CASE WHEN v.\"available\" THEN g.\"content\" ELSE '' END AS \"content\",
        CASE WHEN v.\"available\" THEN c.\"name\" END AS \"senderName\"
@@ -155,22 +162,26 @@ FROM \"GroupMessage\" g
 LEFT JOIN \"Companion\" c ON g.\"isBot\" AND c.\"id\" = g.\"senderId\"
 CROSS JOIN LATERAL (SELECT (NOT g.\"isBot\" OR (c.\"id\" IS NOT NULL
                             AND (NOT c.\"private\" OR c.\"userId\" = $2))) AS \"available\") v
-WHERE g.\"groupChatId\" = $1";
+WHERE g.\"groupChatId\" = $1"
+    };
+}
+
+const RECENT_SQL: &str = concat!(
+    select_messages!(),
+    " AND v.\"available\" ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $3"
+);
 
 /// The last `limit` messages of the group that `viewer_id` may see, oldest first: the model's
 /// context, which never holds what an unavailable companion said.
 pub async fn list_recent_group_messages(
-    client: &Client,
+    client: &impl Querier,
     group_id: &str,
     viewer_id: Option<&str>,
     limit: i64,
 ) -> Result<Vec<StoredGroupMessage>, DbError> {
-    let sql = format!(
-        "{SELECT_MESSAGES} AND v.\"available\" ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $3"
-    );
     let rows = client
         .query_typed(
-            &sql,
+            RECENT_SQL,
             &[
                 (&group_id, Type::TEXT),
                 (&viewer_id, Type::TEXT),
@@ -183,6 +194,12 @@ pub async fn list_recent_group_messages(
     Ok(messages)
 }
 
+const PAGE_SQL: &str = concat!(
+    select_messages!(),
+    " AND ($3::timestamp IS NULL OR (g.\"createdAt\", g.\"id\") < ($3::timestamp, $4::text)) \
+     ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $5"
+);
+
 const PAGE_CURSOR_SQL: &str =
     "SELECT \"createdAt\" FROM \"GroupMessage\" WHERE \"groupChatId\" = $1 AND \"id\" = $3";
 
@@ -190,21 +207,57 @@ const PAGE_CURSOR_SQL: &str =
 /// them (unavailable ones marked, not dropped, so the conversation keeps its shape); `None`
 /// when `before` is not a message of this group.
 pub async fn list_group_messages_page(
-    client: &Client,
+    client: &impl Querier,
     group_id: &str,
     viewer_id: Option<&str>,
     before: Option<&str>,
     limit: i64,
 ) -> Result<Option<Page<StoredGroupMessage>>, DbError> {
-    let page_sql = format!(
-        "{SELECT_MESSAGES} \
-           AND ($3::timestamp IS NULL OR (g.\"createdAt\", g.\"id\") < ($3::timestamp, $4::text)) \
-         ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $5"
-    );
     let keyset = Keyset {
         cursor_sql: PAGE_CURSOR_SQL,
-        page_sql: &page_sql,
+        page_sql: PAGE_SQL,
         scope: &[(&group_id, Type::TEXT), (&viewer_id, Type::TEXT)],
     };
     fetch_page(client, &keyset, before, limit, stored).await
 }
+
+/// The group chat's hot queries (see [`super::hot`]).
+pub const HOT_QUERIES: &[super::hot::HotQuery] = {
+    use super::hot::{HotParam, HotQuery};
+    &[
+        HotQuery {
+            name: "group_messages.page",
+            sql: PAGE_SQL,
+            params: &[
+                HotParam::Text(Some("grp_00003")),
+                HotParam::Text(Some("user_00003")),
+                HotParam::Text(None),
+                HotParam::Text(None),
+                HotParam::Int8(51),
+            ],
+            expects_index: "GroupMessage_groupChatId_createdAt_idx|GroupMessage_groupChatId_idx",
+            on_relation: "GroupMessage",
+        },
+        HotQuery {
+            name: "group_messages.recent",
+            sql: RECENT_SQL,
+            params: &[
+                HotParam::Text(Some("grp_00003")),
+                HotParam::Text(Some("user_00003")),
+                HotParam::Int8(20),
+            ],
+            expects_index: "GroupMessage_groupChatId_createdAt_idx|GroupMessage_groupChatId_idx",
+            on_relation: "GroupMessage",
+        },
+        HotQuery {
+            name: "group_chats.members_by_last_spoken",
+            sql: MEMBERS_SQL,
+            params: &[
+                HotParam::Text(Some("grp_00003")),
+                HotParam::Text(Some("user_00003")),
+            ],
+            expects_index: "GroupMessage_groupChatId_senderId_createdAt_idx|GroupMessage_groupChatId_senderId_idx|GroupMessage_groupChatId_idx",
+            on_relation: "GroupMessage",
+        },
+    ]
+};

@@ -1,6 +1,6 @@
 //! The one query of `/api/health`.
 
-use super::{DbError, Pool};
+use super::{DbError, Pool, Querier};
 
 /// Round-trips a trivial query on a pooled connection.
 pub async fn ping(pool: &Pool) -> Result<(), DbError> {

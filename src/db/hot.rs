@@ -9,6 +9,8 @@ pub enum HotParam {
     Text(Option<&'static str>),
     /// `int8`.
     Int8(i64),
+    /// `int4`.
+    Int4(i32),
 }
 
 /// One query of a request path and the index its plan must use.
@@ -20,7 +22,10 @@ pub struct HotQuery {
     pub sql: &'static str,
     /// Sample parameters, in order (`$1`, `$2`…), chosen to take the path being checked.
     pub params: &'static [HotParam],
-    /// The index the plan must use somewhere (Index Scan, Index Only Scan or Bitmap Index Scan).
+    /// The index the plan must use somewhere (Index Scan, Index Only Scan or Bitmap Index Scan,
+    /// or the arbiter of an `ON CONFLICT`). Several, `a|b`, when equivalent indexes serve the
+    /// query and the planner picks the cheapest for the data at hand; the first is the one
+    /// built for it.
     pub expects_index: &'static str,
     /// The relation that index belongs to, to show how it is scanned instead.
     pub on_relation: &'static str,

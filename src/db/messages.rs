@@ -7,10 +7,10 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
 use super::page::{fetch_page, Keyset, Page};
-use super::DbError;
+use super::{DbError, Querier};
 
 /// `"Role"` of a stored message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,7 @@ fn stored(r: &Row) -> StoredMessage {
 /// Stores a message; when `after` is given it is stamped at least 1 ms later (a reply never
 /// sorts before its prompt).
 pub async fn insert_message(
-    client: &Client,
+    client: &impl Querier,
     companion_id: &str,
     user_id: &str,
     role: MessageRole,
@@ -85,18 +85,21 @@ pub async fn insert_message(
     rows.first().map(stored).ok_or(DbError::NotFound)
 }
 
+const RECENT_SQL: &str =
+    "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\" FROM \"Message\" \
+     WHERE \"companionId\" = $1 AND \"userId\" = $2 \
+     ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT $3";
+
 /// The last `limit` messages of the conversation, oldest first (the model's context).
 pub async fn list_recent_messages(
-    client: &Client,
+    client: &impl Querier,
     companion_id: &str,
     user_id: &str,
     limit: i64,
 ) -> Result<Vec<StoredMessage>, DbError> {
     let rows = client
         .query_typed(
-            "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\" FROM \"Message\" \
-             WHERE \"companionId\" = $1 AND \"userId\" = $2 \
-             ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT $3",
+            RECENT_SQL,
             &[
                 (&companion_id, Type::TEXT),
                 (&user_id, Type::TEXT),
@@ -121,7 +124,7 @@ const PAGE_SQL: &str = "SELECT \"id\", \"role\"::text AS \"role\", \"content\", 
 /// The `limit` messages before the message `before` (or the newest), or `None` when `before`
 /// is not a message of this conversation.
 pub async fn list_messages_page(
-    client: &Client,
+    client: &impl Querier,
     companion_id: &str,
     user_id: &str,
     before: Option<&str>,
@@ -134,3 +137,50 @@ pub async fn list_messages_page(
     };
     fetch_page(client, &keyset, before, limit, stored).await
 }
+
+/// The conversation's hot queries (see [`super::hot`]), and the dashboard's per-companion
+/// message counts (a viewer's own companions the read model doesn't hold yet are counted on
+/// `"Message"` when their page is built).
+pub const HOT_QUERIES: &[super::hot::HotQuery] = {
+    use super::hot::{HotParam, HotQuery};
+    &[
+        HotQuery {
+            name: "messages.history_page",
+            sql: PAGE_SQL,
+            params: &[
+                HotParam::Text(Some("cmp_000042")),
+                HotParam::Text(Some("user_00007")),
+                HotParam::Text(None),
+                HotParam::Text(None),
+                HotParam::Int8(51),
+            ],
+            expects_index: "Message_companionId_userId_createdAt_idx|Message_companionId_userId_idx",
+            on_relation: "Message",
+        },
+        HotQuery {
+            name: "messages.recent",
+            sql: RECENT_SQL,
+            params: &[
+                HotParam::Text(Some("cmp_000042")),
+                HotParam::Text(Some("user_00007")),
+                HotParam::Int8(20),
+            ],
+            expects_index: "Message_companionId_userId_createdAt_idx|Message_companionId_userId_idx",
+            on_relation: "Message",
+        },
+        HotQuery {
+            name: "messages.count_per_companion",
+            sql: super::companions::VIEWER_PAGE_SQL,
+            params: &[
+                HotParam::Text(None),
+                HotParam::Text(None),
+                HotParam::Int8(24),
+                HotParam::Int8(0),
+                HotParam::Text(Some("system")),
+                HotParam::Text(Some("user_00007")),
+            ],
+            expects_index: "Message_companionId_createdAt_idx|Message_companionId_idx|Message_companionId_userId_idx|Message_companionId_userId_createdAt_idx",
+            on_relation: "Message",
+        },
+    ]
+};

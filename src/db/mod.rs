@@ -1,10 +1,12 @@
 //! Postgres access: connection settings parsed from Neon-style URLs, TLS, a small pool, and the
 //! intent-named queries of each table (`db::<table>`).
 //!
-//! Request-path code takes a connection with [`Pool::get`] and runs `client.query_typed(...)`:
-//! unnamed statements with typed parameters, one round trip, and they work through Neon's
-//! PgBouncer in transaction mode (named prepared statements, session `SET` and session advisory
-//! locks do not — use `SET LOCAL` inside a transaction).
+//! Request-path code takes a connection with [`Pool::get`] and hands it to the queries, which
+//! take `&impl Querier` and run `client.query_typed(...)`: unnamed statements with typed
+//! parameters, one round trip, and they work through Neon's PgBouncer in transaction mode (named
+//! prepared statements, session `SET` and session advisory locks do not — use `SET LOCAL` inside
+//! a transaction). On a pooled connection every statement runs under the pool's deadline
+//! (`DB_QUERY_TIMEOUT_MS`) and is cancelled on the server when it overruns ([`querier`]).
 
 pub mod burned_tokens;
 pub mod categories;
@@ -18,12 +20,14 @@ pub mod messages;
 pub mod page;
 pub mod pool;
 pub mod privacy;
+pub mod querier;
 pub mod read_model;
 pub mod tls;
 
 pub use config::{ChannelBinding, DbConfig, DbUrlError, SslMode};
 pub use error::DbError;
-pub use pool::{Pool, PooledClient, DEFAULT_POOL_ACQUIRE_TIMEOUT};
+pub use pool::{Pool, PooledClient, DEFAULT_POOL_ACQUIRE_TIMEOUT, DEFAULT_QUERY_TIMEOUT};
+pub use querier::Querier;
 
 /// Opens one connection (TLS as `sslmode` says), with the connect timeout and one retry,
 /// and drives it on a background task.
@@ -35,5 +39,10 @@ pub async fn connect(cfg: &DbConfig) -> Result<tokio_postgres::Client, DbError> 
 /// index, each declared next to the code that runs it (a `HOT_QUERIES` slice in its
 /// `db::<table>` module) and checked by `gcbb db verify`.
 pub fn hot_queries() -> Vec<&'static hot::HotQuery> {
-    companions::HOT_QUERIES.iter().collect()
+    companions::HOT_QUERIES
+        .iter()
+        .chain(messages::HOT_QUERIES)
+        .chain(group_chats::HOT_QUERIES)
+        .chain(burned_tokens::HOT_QUERIES)
+        .collect()
 }

@@ -4,9 +4,9 @@
 
 use chrono::NaiveDateTime;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
-use super::DbError;
+use super::{DbError, Querier};
 
 /// One page, oldest first, and whether older rows exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct Keyset<'a> {
 /// The `limit` rows before the row `before` (or the newest), oldest first; `None` when `before`
 /// is not a row of this conversation.
 pub async fn fetch_page<T>(
-    client: &Client,
+    client: &impl Querier,
     keyset: &Keyset<'_>,
     before: Option<&str>,
     limit: i64,

@@ -1,5 +1,6 @@
 //! Opening connections (timeout, one retry, error classification) and the small lazily-built
-//! pool each process keeps.
+//! pool each process keeps, with the request path's deadlines (waiting, connecting, each
+//! statement, which is cancelled on the server when it overruns).
 //!
 //! The pool is `deadpool`'s managed pool with a manager of our own rather than
 //! `deadpool-postgres`: that crate opens connections from a `tokio_postgres::Config`, and ours
@@ -11,6 +12,7 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
@@ -21,6 +23,13 @@ use super::{tls, DbConfig, DbError};
 
 /// How long `Pool::get` waits for a connection another request holds before giving up.
 pub const DEFAULT_POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of one request-path statement, and of opening a connection (`DB_QUERY_TIMEOUT_MS`):
+/// long enough for a slow page on a cold cache and a Neon compute waking up, short enough that
+/// a request answers 503 well within a function's duration when Postgres is unreachable.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a cancel request may take; it is sent in the background, so this only bounds how
+/// long a task lingers when the network is what failed.
+pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts per connect: the first, plus one retry.
 pub const CONNECT_ATTEMPTS: u32 = 2;
 /// Pause before the retry; a suspended Neon compute takes a few hundred milliseconds to wake.
@@ -155,6 +164,16 @@ fn classify_connect_error(e: tokio_postgres::Error, cfg: &DbConfig) -> Failure {
     }
     // tokio-postgres's error kinds are private; its Display is the stable way to tell them.
     let kind = e.to_string();
+    if kind.starts_with("authentication error") && error_chain(&e).contains("channel binding") {
+        return Failure::fatal(DbError::Tls(format!(
+            "{} (sslmode={}, channel_binding={}): the server did not use channel binding \
+             (SCRAM-SHA-256-PLUS over TLS), which channel_binding=require demands; check that \
+             TLS is on and the server authenticates with SCRAM, or use channel_binding=prefer",
+            cfg.redacted(),
+            cfg.sslmode,
+            cfg.channel_binding.as_str()
+        )));
+    }
     if kind.starts_with("error performing TLS handshake") {
         return Failure::fatal(DbError::Tls(format!(
             "{} (sslmode={}): {}",
@@ -237,39 +256,150 @@ impl deadpool::managed::Manager for Manager {
 }
 
 /// A small pool of connections to one database, opened on demand. Cloning shares the pool.
+///
+/// Every wait of the request path is bounded here, so no call site has to remember it:
+/// waiting for a free connection (the acquire timeout), opening a new one (the query
+/// deadline, retries included), and each statement run through the [`PooledClient`] it hands
+/// out (the query deadline, after which the statement is cancelled on the server).
 #[derive(Clone)]
 pub struct Pool {
     inner: deadpool::managed::Pool<Manager>,
     cfg: DbConfig,
+    acquire_timeout: Duration,
+    deadline: Deadline,
 }
 
-/// A checked-out connection; derefs to `tokio_postgres::Client` (mutably too, for
-/// `Client::transaction`) and goes back to the pool when dropped, unless the server closed it:
-/// then it is let go at once, so the pool never counts a dead connection as available.
-pub struct PooledClient(Option<deadpool::managed::Object<Manager>>);
+/// What a statement of the request path may take, and how to cancel it on the server.
+#[derive(Clone)]
+pub(crate) struct Deadline {
+    pub(crate) limit: Duration,
+    /// The TLS settings of the connections, for the cancel request (its own connection).
+    tls: Option<MakeRustlsConnect>,
+    /// Bound on the cancel request: it crosses the same network that just failed us.
+    cancel_limit: Duration,
+}
 
-impl std::ops::Deref for PooledClient {
-    type Target = Client;
-
-    fn deref(&self) -> &Client {
-        self.0
-            .as_ref()
-            .expect("a PooledClient holds its connection until dropped")
+impl Deadline {
+    /// Asks the server, on a connection of its own and in the background, to cancel what
+    /// `client` is running. Works through PgBouncer, which forwards cancel requests.
+    pub(crate) fn cancel(&self, token: tokio_postgres::CancelToken) {
+        let tls = self.tls.clone();
+        let limit = self.cancel_limit;
+        tokio::spawn(async move {
+            let sent = tokio::time::timeout(limit, async move {
+                match tls {
+                    None => token.cancel_query(NoTls).await,
+                    Some(tls) => token.cancel_query(tls).await,
+                }
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => tracing::debug!("postgres statement cancelled after its deadline"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %error_chain(&e), "postgres cancel request failed")
+                }
+                Err(_) => tracing::warn!(
+                    limit_ms = limit.as_millis() as u64,
+                    "postgres cancel request timed out"
+                ),
+            }
+        });
     }
 }
 
-impl std::ops::DerefMut for PooledClient {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.0
-            .as_mut()
+/// A checked-out connection of the request path. Its statements run under the pool's query
+/// deadline ([`super::Querier`]); it goes back to the pool when dropped, unless the server
+/// closed it or a statement overran its deadline: then it is let go at once, so the pool never
+/// counts a dead or stuck connection as available, and the next request opens a fresh one.
+pub struct PooledClient {
+    object: Option<deadpool::managed::Object<Manager>>,
+    deadline: Deadline,
+    /// Set when a statement overran its deadline: the connection may be stuck behind a black
+    /// hole, or still busy with a cancelled statement.
+    abandoned: AtomicBool,
+}
+
+impl PooledClient {
+    /// The connection itself, for [`super::Querier`]: statements run on it must go through
+    /// [`PooledClient::bounded`].
+    pub(crate) fn raw(&self) -> &Client {
+        self.object
+            .as_ref()
             .expect("a PooledClient holds its connection until dropped")
+    }
+
+    /// The deadline each statement on this connection runs under.
+    pub fn query_timeout(&self) -> Duration {
+        self.deadline.limit
+    }
+
+    /// Runs `statement` (one or more round trips on this connection) under the deadline;
+    /// past it, cancels on the server, abandons the connection and answers `Timeout`.
+    pub(crate) async fn bounded<T, F>(&self, statement: F) -> Result<T, DbError>
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        if self.abandoned.load(Ordering::Acquire) {
+            return Err(DbError::Unavailable(
+                "connection abandoned after a statement overran its deadline".into(),
+            ));
+        }
+        match tokio::time::timeout(self.deadline.limit, statement).await {
+            Ok(result) => result.map_err(DbError::from),
+            Err(_elapsed) => {
+                self.abandon();
+                tracing::warn!(
+                    limit_ms = self.deadline.limit.as_millis() as u64,
+                    "postgres statement overran its deadline; cancelled"
+                );
+                Err(DbError::Timeout)
+            }
+        }
+    }
+
+    fn abandon(&self) {
+        if !self.abandoned.swap(true, Ordering::AcqRel) {
+            self.deadline.cancel(self.raw().cancel_token());
+        }
+    }
+
+    /// Starts a transaction whose statements (and commit) run under the same deadline.
+    pub async fn transaction(&mut self) -> Result<super::querier::Transaction<'_>, DbError> {
+        let deadline = self.deadline.clone();
+        if self.abandoned.load(Ordering::Acquire) {
+            return Err(DbError::Unavailable(
+                "connection abandoned after a statement overran its deadline".into(),
+            ));
+        }
+        let abandoned = &self.abandoned;
+        let object = self
+            .object
+            .as_mut()
+            .expect("a PooledClient holds its connection until dropped");
+        let token = object.cancel_token();
+        let tx = match tokio::time::timeout(deadline.limit, object.transaction()).await {
+            Ok(tx) => tx?,
+            Err(_) => {
+                abandoned.store(true, Ordering::Release);
+                deadline.cancel(token);
+                return Err(DbError::Timeout);
+            }
+        };
+        Ok(super::querier::Transaction::new(
+            tx, deadline, abandoned, token,
+        ))
+    }
+
+    /// Whether the server closed this connection.
+    pub fn is_closed(&self) -> bool {
+        self.raw().is_closed()
     }
 }
 
 impl Drop for PooledClient {
     fn drop(&mut self) {
-        if let Some(object) = self.0.take() {
-            if object.is_closed() {
+        if let Some(object) = self.object.take() {
+            if object.is_closed() || self.abandoned.load(Ordering::Acquire) {
                 drop(deadpool::managed::Object::take(object));
             }
         }
@@ -278,28 +408,79 @@ impl Drop for PooledClient {
 
 impl Pool {
     /// A pool of at most `size` connections (at least one); nothing connects until `get()`.
+    /// Statements run under [`DEFAULT_QUERY_TIMEOUT`] until [`Pool::with_query_timeout`].
     pub fn new(cfg: DbConfig, size: usize) -> Self {
-        Self::build(cfg, size.max(1), DEFAULT_POOL_ACQUIRE_TIMEOUT)
+        Self::build(
+            cfg,
+            size.max(1),
+            DEFAULT_POOL_ACQUIRE_TIMEOUT,
+            DEFAULT_QUERY_TIMEOUT,
+        )
     }
 
-    fn build(cfg: DbConfig, size: usize, acquire_timeout: Duration) -> Self {
+    fn build(cfg: DbConfig, size: usize, acquire_timeout: Duration, query: Duration) -> Self {
         let inner = deadpool::managed::Pool::builder(Manager { cfg: cfg.clone() })
             .max_size(size)
             .wait_timeout(Some(acquire_timeout))
+            // Opening a connection (both attempts) is bounded like a statement: a black-holed
+            // server must not hold a request for the driver's connect timeout twice over.
+            .create_timeout(Some(query))
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .expect("a pool with a runtime and a size builds");
-        Pool { inner, cfg }
+        // A TLS connector that can't be built fails every connect the same way; the cancel
+        // then goes without TLS, which a server requiring TLS refuses (harmless).
+        let tls = tls::make_connector(&cfg).ok().flatten();
+        let deadline = Deadline {
+            limit: query,
+            tls,
+            cancel_limit: cfg.connect_timeout.min(CANCEL_TIMEOUT),
+        };
+        Pool {
+            inner,
+            cfg,
+            acquire_timeout,
+            deadline,
+        }
     }
 
     /// The same settings in a new pool that waits at most `timeout` in `get()` for a free
     /// connection.
     pub fn with_acquire_timeout(self, timeout: Duration) -> Self {
-        Self::build(self.cfg, self.inner.status().max_size, timeout)
+        Self::build(
+            self.cfg,
+            self.inner.status().max_size,
+            timeout,
+            self.deadline.limit,
+        )
+    }
+
+    /// The same settings in a new pool whose statements, and connection attempts, each run
+    /// under `timeout` (`DB_QUERY_TIMEOUT_MS`).
+    pub fn with_query_timeout(self, timeout: Duration) -> Self {
+        Self::build(
+            self.cfg,
+            self.inner.status().max_size,
+            self.acquire_timeout,
+            timeout,
+        )
+    }
+
+    /// This pool's connections, sharing it, but whose statements run under `timeout` instead
+    /// (the cron's read-model refresh legitimately takes longer than a page query).
+    pub fn with_statement_deadline(&self, timeout: Duration) -> Self {
+        let mut pool = self.clone();
+        pool.deadline.limit = timeout;
+        pool
     }
 
     pub fn config(&self) -> &DbConfig {
         &self.cfg
+    }
+
+    /// The deadline of each statement.
+    pub fn query_timeout(&self) -> Duration {
+        self.deadline.limit
     }
 
     /// Most connections this pool opens at once.
@@ -314,7 +495,8 @@ impl Pool {
     }
 
     /// A connection for this request: an idle open one, else a new one. Waits at most the
-    /// acquire timeout while all `size` connections are in use (`PoolExhausted`).
+    /// acquire timeout while all `size` connections are in use (`PoolExhausted`), and at most
+    /// the query deadline for a new connection to open (`Timeout`).
     pub async fn get(&self) -> Result<PooledClient, DbError> {
         use deadpool::managed::{PoolError, TimeoutType};
         // Boxed: deadpool's checkout future is about 17 KB, and every handler future that awaits
@@ -330,12 +512,23 @@ impl Pool {
                 );
                 DbError::PoolExhausted
             }
-            PoolError::Timeout(_) => DbError::Timeout,
+            PoolError::Timeout(_) => {
+                tracing::warn!(
+                    target_db = %self.cfg.redacted(),
+                    limit_ms = self.deadline.limit.as_millis() as u64,
+                    "postgres connect overran the query deadline"
+                );
+                DbError::Timeout
+            }
             PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
                 DbError::PoolExhausted
             }
         })?;
-        Ok(PooledClient(Some(object)))
+        Ok(PooledClient {
+            object: Some(object),
+            deadline: self.deadline.clone(),
+            abandoned: AtomicBool::new(false),
+        })
     }
 }
 

@@ -1,13 +1,15 @@
 //! The dashboard's read model: refreshing it (and its log).
 
 use tokio_postgres::types::Type;
-use tokio_postgres::Client;
 
-use super::DbError;
+use super::{DbError, Querier};
 
 /// Refreshes the materialized views without blocking readers (the migration's
 /// `gcbb_refresh_dashboard`, which also logs the run); returns how long the server took, in ms.
-pub async fn refresh_read_model(client: &Client, system_user_id: &str) -> Result<f64, DbError> {
+pub async fn refresh_read_model(
+    client: &impl Querier,
+    system_user_id: &str,
+) -> Result<f64, DbError> {
     let rows = client
         .query_typed(
             "SELECT \"durationMs\" FROM gcbb_refresh_dashboard($1)",

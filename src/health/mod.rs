@@ -1,16 +1,23 @@
 //! `GET /api/health`: is the database reachable, is the cache, and how fast. No secrets.
+//!
+//! `degraded` (200) when the database is up but the cache is not, with the reason (a cache
+//! whose circuit breaker is open is not pinged: health reports the breaker, as requests see
+//! it); `unavailable` (503, with `Retry-After`) when the database is down.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use crate::cache::breaker::BreakerStatus;
+use crate::db::DbError;
 use crate::platform::app::App;
+use crate::platform::error::UNAVAILABLE_RETRY_AFTER_SECS;
 
 /// How long the database check may take before the function reports it unreachable.
 pub const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -37,6 +44,9 @@ struct Check {
     latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
+    /// Why it is not ok, in words (no secrets, no addresses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
@@ -55,43 +65,77 @@ async fn health(State(app): State<Arc<App>>) -> Response {
         cache,
         version: env!("CARGO_PKG_VERSION"),
     };
-    (status, [(header::CACHE_CONTROL, "no-store")], Json(report)).into_response()
+    let mut response =
+        (status, [(header::CACHE_CONTROL, "no-store")], Json(report)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+        );
+    }
+    response
 }
 
 async fn check_database(app: &App) -> Check {
     let started = Instant::now();
     let outcome = tokio::time::timeout(DB_CHECK_TIMEOUT, crate::db::health::ping(&app.db)).await;
-    let error = match outcome {
-        Ok(Ok(())) => None,
+    let (error, reason) = match outcome {
+        Ok(Ok(())) => (None, None),
+        Ok(Err(DbError::Timeout)) | Err(_) => (
+            Some("timeout"),
+            Some("the database did not answer within its deadline".to_owned()),
+        ),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health: database check failed");
-            Some("unreachable")
+            (Some("unreachable"), None)
         }
-        Err(_) => Some("timeout"),
     };
     Check {
         ok: error.is_none(),
         backend: None,
         latency_ms: millis(started.elapsed()),
         error,
+        reason,
     }
 }
 
 async fn check_cache(app: &App) -> Check {
     let started = Instant::now();
-    let error = match app.cache.ping().await {
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "health: cache check failed");
-            Some("unreachable")
+    let (error, reason) = match app.cache.breaker_status().filter(|b| b.open) {
+        Some(b) => {
+            // Skipped at once; when a probe is due this starts it, so health alone (no other
+            // traffic) still sees the store come back.
+            let _ = app.cache.ping().await;
+            (Some("circuit_open"), Some(describe_open_breaker(&b)))
         }
+        None => match app.cache.ping().await {
+            Ok(_) => (None, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "health: cache check failed");
+                (
+                    Some("unreachable"),
+                    Some(format!("ping failed: {}", e.kind())),
+                )
+            }
+        },
     };
     Check {
         ok: error.is_none(),
         backend: Some(app.cache.backend_name()),
         latency_ms: millis(started.elapsed()),
         error,
+        reason,
     }
+}
+
+fn describe_open_breaker(b: &BreakerStatus) -> String {
+    format!(
+        "skipped after {} failures in a row (last: {}), for {:.1} s so far; next probe in {:.1} s",
+        b.failures,
+        b.last_error.unwrap_or("unknown"),
+        b.open_for.unwrap_or_default().as_secs_f64(),
+        b.next_probe_in.unwrap_or_default().as_secs_f64(),
+    )
 }
 
 fn millis(d: Duration) -> f64 {

@@ -46,7 +46,8 @@ impl App {
             .user_agent(concat!("gcbb/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds with static settings");
-        let db = Pool::new(config.database.clone(), config.db_pool_size);
+        let db = Pool::new(config.database.clone(), config.db_pool_size)
+            .with_query_timeout(config.db_query_timeout);
         let cache = adjust(
             Cache::new(&config.cache, http.clone(), config.cache_timeout)
                 .with_namespace(&config.cache_key_prefix),

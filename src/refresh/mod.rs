@@ -1,11 +1,14 @@
 //! `GET /api/cron/refresh`: Vercel Cron's job. Refreshes the read model, invalidates the
-//! dashboard, and rebuilds the anonymous static snapshots, reporting each step's duration.
+//! dashboard, and rebuilds the anonymous static snapshots, reporting each step's outcome and
+//! duration. A failed step makes the answer 503 with `"status": "partial"` and the failed
+//! steps named, so Vercel's cron log shows the run as failed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -16,14 +19,17 @@ use crate::cache::keys::{self, Area};
 use crate::cdn::{self, Purge};
 use crate::config::Secret;
 use crate::dashboard::{self, DashboardParams};
-use crate::db::{categories, read_model};
+use crate::db::{categories, read_model, DbError};
 use crate::platform::app::App;
 use crate::platform::background::Background;
-use crate::platform::error::ApiError;
+use crate::platform::error::{ApiError, UNAVAILABLE_RETRY_AFTER_SECS};
 
 /// How long a run holds the lock that keeps runs from overlapping; longer than a refresh takes,
 /// short enough that a crashed run doesn't block the next scheduled one.
 pub const REFRESH_LOCK_TTL: Duration = Duration::from_secs(120);
+/// Deadline of the read model's refresh statement: a refresh of a large read model takes
+/// seconds, more than a page query may; within the function's `maxDuration` (60 s).
+pub const REFRESH_QUERY_TIMEOUT: Duration = Duration::from_secs(45);
 
 pub fn router(app: Arc<App>) -> Router {
     crate::platform::routing::any_path("refresh", get(refresh)).with_state(app)
@@ -32,9 +38,14 @@ pub fn router(app: Arc<App>) -> Router {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// `refreshed` (every step worked: 200), `partial` (some failed: 503) or `skipped`
+    /// (another run holds the lock: 200).
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
+    /// Names of the steps that failed, so a cron log line says what went wrong.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failed: Vec<&'static str>,
     steps: Vec<Step>,
     total_ms: f64,
 }
@@ -43,99 +54,120 @@ pub struct Report {
 #[serde(rename_all = "camelCase")]
 struct Step {
     name: &'static str,
+    ok: bool,
     ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     count: Option<usize>,
+    /// What failed, in words (no secrets, no addresses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
-async fn refresh(
-    State(app): State<Arc<App>>,
-    bg: Background,
-    headers: HeaderMap,
-) -> Result<Json<Report>, ApiError> {
-    authorize(
+impl Step {
+    fn new(name: &'static str, started: Instant, outcome: Result<Option<usize>, String>) -> Step {
+        let (ok, count, error) = match outcome {
+            Ok(count) => (true, count, None),
+            Err(e) => (false, None, Some(e)),
+        };
+        if let Some(error) = &error {
+            tracing::warn!(step = name, error = %error, "cron refresh step failed");
+        }
+        Step {
+            name,
+            ok,
+            ms: ms(started),
+            count,
+            error,
+        }
+    }
+}
+
+async fn refresh(State(app): State<Arc<App>>, bg: Background, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize(
         app.config.cron_secret.as_ref().map(Secret::expose),
         &headers,
-    )?;
+    ) {
+        return e.into_response();
+    }
     let started = Instant::now();
     let Some(lock) = app
         .cache
         .try_lock(&keys::job_lock("refresh"), REFRESH_LOCK_TTL)
         .await
     else {
-        return Ok(Json(Report {
+        return Json(Report {
             status: "skipped",
             reason: Some("another refresh is running"),
+            failed: Vec::new(),
             steps: Vec::new(),
             total_ms: ms(started),
-        }));
+        })
+        .into_response();
     };
-    let outcome = run_steps(&app, &bg).await;
+    let mut steps = Vec::new();
+    if !lock.is_held() {
+        steps.push(Step::new(
+            "takeLock",
+            started,
+            Err("the cache is unreachable: ran without the lock that keeps runs apart".into()),
+        ));
+    }
+    steps.extend(run_steps(&app, &bg).await);
     app.cache.unlock(lock).await;
-    let steps = outcome?;
-    Ok(Json(Report {
-        status: "refreshed",
+    let failed: Vec<&'static str> = steps.iter().filter(|s| !s.ok).map(|s| s.name).collect();
+    let report = Report {
+        status: if failed.is_empty() {
+            "refreshed"
+        } else {
+            "partial"
+        },
         reason: None,
+        failed,
         steps,
         total_ms: ms(started),
-    }))
+    };
+    if report.failed.is_empty() {
+        return Json(report).into_response();
+    }
+    // Non-2xx so Vercel's cron log shows the run as failed; the body says which step.
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(report)).into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+    );
+    response
 }
 
-async fn run_steps(app: &Arc<App>, bg: &Background) -> Result<Vec<Step>, ApiError> {
+/// Every step, each run whatever the others did (a snapshot rebuild still helps when the
+/// refresh failed), each with its outcome.
+async fn run_steps(app: &Arc<App>, bg: &Background) -> Vec<Step> {
     let mut steps = Vec::new();
 
     let t = Instant::now();
-    {
-        let client = app.db.get().await?;
+    let refreshed = async {
+        // The refresh legitimately takes longer than a page query: its own deadline.
+        let db = app.db.with_statement_deadline(REFRESH_QUERY_TIMEOUT);
+        let client = db.get().await?;
         read_model::refresh_read_model(&client, &app.config.system_user_id).await?;
+        Ok::<_, DbError>(None)
     }
-    steps.push(Step {
-        name: "refreshReadModel",
-        ms: ms(t),
-        count: None,
-    });
+    .await
+    .map_err(describe_db_error);
+    steps.push(Step::new("refreshReadModel", t, refreshed));
 
     // Bump first, so the snapshots below are written under the new generation.
     let t = Instant::now();
-    let _ = app.cache.bump_generation(Area::Dashboard).await;
-    steps.push(Step {
-        name: "bumpGeneration",
-        ms: ms(t),
-        count: None,
-    });
+    let bumped = app
+        .cache
+        .bump_generation(Area::Dashboard)
+        .await
+        .map(|_| None)
+        .map_err(|e| format!("cache: {}", e.kind()));
+    steps.push(Step::new("bumpGeneration", t, bumped));
 
     let t = Instant::now();
-    // Read now, not the process's recent view: snapshots are served by every instance, and one
-    // written under an epoch older than the database's would never be read anyway.
-    let epoch = app.privacy.read_now(&app.db).await?;
-    let categories = {
-        let client = app.db.get().await?;
-        categories::list_categories(&client).await?
-    };
-    let mut written = 0;
-    for category_id in std::iter::once(None).chain(categories.into_iter().map(|c| Some(c.id))) {
-        let params = DashboardParams {
-            category_id: category_id.clone(),
-            q: None,
-            page: 1,
-            page_size: dashboard::params::DEFAULT_PAGE_SIZE,
-        };
-        let page = dashboard::build_anonymous_page(app, &params, &Default::default()).await?;
-        let key = keys::dashboard_snapshot(category_id.as_deref()).at_privacy_epoch(epoch);
-        if app
-            .cache
-            .put(&key, page.to_cached(), dashboard::SNAPSHOT_TTL)
-            .await
-            .is_ok()
-        {
-            written += 1;
-        }
-    }
-    steps.push(Step {
-        name: "rebuildSnapshots",
-        ms: ms(t),
-        count: Some(written),
-    });
+    let rebuilt = rebuild_snapshots(app).await;
+    steps.push(Step::new("rebuildSnapshots", t, rebuilt));
 
     // The CDN's copies of every page are marked stale (served while they revalidate), so the
     // refreshed order and counts reach visitors without waiting out s-maxage. Retried after
@@ -147,7 +179,70 @@ async fn run_steps(app: &Arc<App>, bg: &Background) -> Result<Vec<Step>, ApiErro
                 .await;
         });
     }
-    Ok(steps)
+    steps
+}
+
+/// Writes the first page of "all" and of each category; `Ok(written)` only when every one
+/// reached the cache.
+async fn rebuild_snapshots(app: &Arc<App>) -> Result<Option<usize>, String> {
+    // Read now, not the process's recent view: snapshots are served by every instance, and one
+    // written under an epoch older than the database's would never be read anyway.
+    let epoch = app
+        .privacy
+        .read_now(&app.db)
+        .await
+        .map_err(describe_db_error)?;
+    let categories = async {
+        let client = app.db.get().await?;
+        categories::list_categories(&client).await
+    }
+    .await
+    .map_err(describe_db_error)?;
+    let mut written = 0;
+    let mut failed = 0;
+    let mut last_error = None;
+    for category_id in std::iter::once(None).chain(categories.into_iter().map(|c| Some(c.id))) {
+        let params = DashboardParams {
+            category_id: category_id.clone(),
+            q: None,
+            page: 1,
+            page_size: dashboard::params::DEFAULT_PAGE_SIZE,
+        };
+        let page = dashboard::build_anonymous_page(app, &params, &Default::default())
+            .await
+            .map_err(|e| format!("page build: {}", e.code()))?;
+        let key = keys::dashboard_snapshot(category_id.as_deref()).at_privacy_epoch(epoch);
+        match app
+            .cache
+            .put(&key, page.to_cached(), dashboard::SNAPSHOT_TTL)
+            .await
+        {
+            Ok(()) => written += 1,
+            Err(e) => {
+                failed += 1;
+                last_error = Some(e.kind());
+            }
+        }
+    }
+    match last_error {
+        None => Ok(Some(written)),
+        Some(kind) => Err(format!(
+            "cache: {kind}; {failed} of {} snapshots not written",
+            written + failed
+        )),
+    }
+}
+
+fn describe_db_error(e: DbError) -> String {
+    match e {
+        DbError::Timeout => "database: timed out".to_owned(),
+        DbError::PoolExhausted => "database: no connection available".to_owned(),
+        DbError::Unavailable(_) => "database: unavailable".to_owned(),
+        other => {
+            tracing::error!(error = %other, "cron refresh: database error");
+            "database: error (logged)".to_owned()
+        }
+    }
 }
 
 /// Vercel Cron sends `Authorization: Bearer $CRON_SECRET`. Compared in constant time (of

@@ -787,3 +787,135 @@ async fn a_jwks_configured_app_verifies_through_http() {
     assert!(shows_users_private_companion(&resp), "{}", resp.text());
     assert_eq!(server.hits(), 1);
 }
+
+// ---- JWKS under a hung endpoint -----------------------------------------------------------
+
+/// An endpoint that accepts connections and never answers, counting them (each is one fetch).
+async fn hung_endpoint() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (format!("http://{addr}/jwks.json"), accepted, hold)
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_fetch_of_a_hung_jwks_endpoint_and_its_failure_is_remembered()
+{
+    let (url, accepted, hold) = hung_endpoint().await;
+    let timeout = Duration::from_millis(1000);
+    let auth = Arc::new(
+        Authenticator::new(
+            &clerk_config(ClerkKey::JwksUrl(url)),
+            reqwest::Client::new(),
+        )
+        .with_jwks_fetch_timeout(timeout),
+    );
+    let token = sign(key_a(), Some("ins_a"), &clerk_claims());
+    let started = std::time::Instant::now();
+    let waits = (0..6).map(|_| {
+        let (auth, token) = (auth.clone(), token.clone());
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let outcome = auth.verify(&token).await;
+            (t.elapsed(), outcome)
+        })
+    });
+    let results = futures_util::future::join_all(waits).await;
+    let mut times = Vec::new();
+    for r in results {
+        let (took, outcome) = r.unwrap();
+        assert!(matches!(outcome, Err(AuthError::KeysUnavailable)));
+        times.push(took.as_millis());
+    }
+    println!(
+        "figure: six concurrent requests, hung JWKS (fetch timeout {timeout:?}): {times:?} ms"
+    );
+    assert!(
+        started.elapsed() < timeout + Duration::from_secs(3),
+        "the six waited {:?}: serialised?",
+        started.elapsed()
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one fetch for all six");
+    // Right after, the failure is remembered: answered at once, no new fetch.
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        auth.verify(&token).await,
+        Err(AuthError::KeysUnavailable)
+    ));
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    hold.abort();
+}
+
+#[tokio::test]
+async fn a_known_key_verifies_at_once_while_a_refresh_hangs() {
+    // Serves the key set once, then hangs every later request.
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    let app = Router::new().route(
+        "/jwks.json",
+        get(move || {
+            let count = count.clone();
+            async move {
+                if count.fetch_add(1, Ordering::SeqCst) > 0 {
+                    std::future::pending::<()>().await;
+                }
+                Json(jwks(&[(key_a(), "ins_a")]))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let auth = Arc::new(
+        Authenticator::new(
+            &clerk_config(ClerkKey::JwksUrl(format!("http://{addr}/jwks.json"))),
+            reqwest::Client::new(),
+        )
+        .with_jwks_min_refetch_interval(Duration::ZERO)
+        .with_jwks_fetch_timeout(Duration::from_secs(3)),
+    );
+    let known = sign(key_a(), Some("ins_a"), &clerk_claims());
+    assert_eq!(auth.verify(&known).await.unwrap(), USER);
+
+    // A token naming a new kid starts a refresh, which hangs.
+    let rotated = sign(&KEY_B, Some("ins_b"), &clerk_claims());
+    let refresh = {
+        let auth = auth.clone();
+        tokio::spawn(async move { auth.verify(&rotated).await })
+    };
+    assert!(
+        crate::common::eventually(|| async { served.load(Ordering::SeqCst) == 2 }).await,
+        "the refresh never reached the endpoint"
+    );
+    let t = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(auth.verify(&known).await.unwrap(), USER);
+    }
+    println!(
+        "figure: signed-in with a cached key while the JWKS endpoint hangs: 5 verifications in {} ms",
+        t.elapsed().as_millis()
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(matches!(
+        refresh.await.unwrap(),
+        Err(AuthError::KeysUnavailable)
+    ));
+    server.abort();
+}

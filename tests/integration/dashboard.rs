@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::common::app::{CacheKind, TestApp, CRON_SECRET};
 use crate::common::eventually;
-use crate::common::redis::OwnRedis;
+use crate::common::fault::OwnRedis;
 use crate::common::request::TestRequest;
 
 /// A fresh app on the demo data (memory cache unless a test says otherwise).

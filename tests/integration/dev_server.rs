@@ -229,3 +229,111 @@ async fn shutdown_finishes_the_background_work_of_answered_requests() {
     .await;
     assert!(burned > 0, "the reply's tokens were not accounted");
 }
+
+#[tokio::test]
+async fn the_first_run_of_gcbb_dev_shows_the_demo_companions_and_a_signed_in_total_that_counts_them(
+) {
+    let db = absent_db();
+    let env: Vec<(&str, String)> = clerk_env().into_iter().collect();
+    let server = start_dev(&db, &env).await;
+    let client = db.client().await;
+    let public = count(
+        &client,
+        "SELECT count(*) FROM \"Companion\" WHERE NOT private",
+    )
+    .await;
+    assert!(public > 0);
+
+    let body: Value = reqwest::get(server.url("/api/dashboard/prefetch?pageSize=50"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["total"], public, "{body}");
+    assert_eq!(
+        body["companions"].as_array().unwrap().len() as i64,
+        public,
+        "the first anonymous request lists every public demo companion"
+    );
+
+    let own_private = count(
+        &client,
+        "SELECT count(*) FROM \"Companion\" WHERE private AND \"userId\" = 'user_demo_1'",
+    )
+    .await;
+    let body: Value = reqwest::Client::new()
+        .get(server.url("/api/dashboard/prefetch?pageSize=50"))
+        .bearer_auth(token_for("user_demo_1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = body["companions"].as_array().unwrap().len() as i64;
+    assert_eq!(body["total"], public + own_private, "{body}");
+    assert_eq!(
+        listed,
+        public + own_private,
+        "the total counts what is listed"
+    );
+}
+
+#[tokio::test]
+async fn gcbb_dev_closes_a_connection_that_sends_half_a_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = absent_db();
+    let port = free_port();
+    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
+    cmd.current_dir(project_root())
+        .args(["dev", "--port", &port.to_string()])
+        .args([
+            "--header-read-timeout-ms",
+            "1000",
+            "--body-read-timeout-ms",
+            "1000",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("LLM_PROVIDER", "scripted");
+    let server = Server::start(cmd, port).await;
+    let _ = banner(&server).await;
+    let limit = Duration::from_secs(1) + Duration::from_secs(4);
+
+    // Headers that never end.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(limit, tcp.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "a half-sent header block held the connection open"
+    );
+    println!(
+        "figure: gcbb dev closed a half-sent header block after {} ms",
+        started.elapsed().as_millis()
+    );
+
+    // A body that stops half way.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"POST /api/chat/cmp_demo_01 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\":",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(limit, tcp.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a half-sent body held the connection open");
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(
+        answer.is_empty() || !answer.starts_with("HTTP/1.1 2"),
+        "{answer}"
+    );
+}

@@ -18,6 +18,7 @@ mod migrations;
 mod model_server;
 mod privacy;
 mod rehearse;
+mod resilience;
 #[path = "../support/process.rs"]
 mod support;
 mod tokens;

@@ -15,8 +15,7 @@ use serde_json::{json, Value};
 
 use crate::chat::{chat_app, ALICE, BOB, PUBLIC};
 use crate::common::app::{CacheKind, TestApp, CRON_SECRET};
-use crate::common::blackhole::BlackholeProxy;
-use crate::common::redis::OwnRedis;
+use crate::common::fault::{OwnRedis, TcpProxy};
 use crate::common::session::{clerk_env, token_for};
 use crate::common::{eventually, fresh_db, project_root, TestDb};
 use crate::support::{binary, free_port, Server};
@@ -224,13 +223,10 @@ async fn after_a_privacy_patch_no_instance_serves_the_companion_though_redis_was
     // Redis behind a proxy that black-holes: during the PATCH the app's commands (the
     // generation bumps) are swallowed, never reach Redis, and Redis keeps its pages.
     let redis = OwnRedis::start().await;
-    let hole = BlackholeProxy::start(&format!("127.0.0.1:{}", redis.port)).await;
+    let hole = TcpProxy::start(([127, 0, 0, 1], redis.port).into()).await;
     let app = TestApp::builder()
         .demo_data()
-        .cache(CacheKind::RedisAt(format!(
-            "redis://127.0.0.1:{}",
-            hole.port
-        )))
+        .cache(CacheKind::RedisAt(format!("redis://{}", hole.addr)))
         .start()
         .await;
     let other = app.another_instance().await;
@@ -251,7 +247,8 @@ async fn after_a_privacy_patch_no_instance_serves_the_companion_though_redis_was
         .signed_in(DEMO_OWNER)
         .send()
         .await;
-    hole.open();
+    hole.cut();
+    hole.forward().await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["private"], true);
 

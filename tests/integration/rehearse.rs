@@ -314,7 +314,10 @@ async fn a_harmless_migration_passes_on_a_seeded_copy_and_leaves_no_copy_behind(
         "the lock is shown, and no rewrite: {row}"
     );
     assert!(
-        report.contains("Verify on the copy: 3 hot queries use their index."),
+        report.contains(&format!(
+            "Verify on the copy: {} hot queries use their index.",
+            gcbb::db::hot_queries().len()
+        )),
         "{report}"
     );
     assert!(report.contains("  No difference detected."), "{report}");

@@ -12,7 +12,7 @@ use crate::common::{fresh_db, gcbb, unique, TestDb};
 const VERIFY_SCALE: Scale = Scale {
     companions: 2_000,
     messages: 5_000,
-    group_chats: 10,
+    group_chats: 100,
     users: 200,
 };
 
@@ -94,6 +94,59 @@ async fn verify_passes_on_seeded_data_and_names_the_query_whose_index_was_droppe
     assert!(regressed
         .iter()
         .any(|p| p["query"] == "dashboard.public_page"));
+}
+
+#[tokio::test]
+async fn dropping_any_index_of_the_seed_fails_verify_naming_the_index_and_its_queries() {
+    let db = seeded_db().await;
+    let client = db.client().await;
+    let seed = crate::common::migrations_dir().join("20250311000000_add_performance_indexes");
+    let declared = gcbb_cli::migrate::verify::declared_indexes(&crate::common::migrations_dir())
+        .expect("read the migrations");
+    let seed_indexes: Vec<_> = declared
+        .iter()
+        .filter(|d| d.migration == "20250311000000_add_performance_indexes")
+        .collect();
+    assert_eq!(seed_indexes.len(), 11, "{seed:?}: {declared:?}");
+    for index in seed_indexes {
+        let definition: String = client
+            .query_one(
+                "SELECT pg_get_indexdef(to_regclass($1))",
+                &[&format!("\"{}\"", index.name)],
+            )
+            .await
+            .expect("the index exists")
+            .get(0);
+        client
+            .batch_execute(&format!("DROP INDEX \"{}\"", index.name))
+            .await
+            .expect("drop the index");
+        let out = run(&db, &["verify"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}: {}",
+            index.name,
+            stdout(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "index `{}` on `{}`, created by migration `20250311000000_add_performance_indexes`, is missing",
+                index.name, index.table
+            )),
+            "{err}"
+        );
+        if index.name == "Message_companionId_userId_createdAt_idx" {
+            assert!(
+                err.contains("hot queries that need it: messages.history_page, messages.recent"),
+                "{err}"
+            );
+        }
+        client.batch_execute(&definition).await.expect("rebuild it");
+    }
+    let out = run(&db, &["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[tokio::test]

@@ -19,8 +19,16 @@ use gcbb::routes::{VercelJson, FUNCTIONS};
 
 use session::{DevSigner, SESSION_PATH};
 
-/// How long shutdown waits for background work (`wait_until`) of finished requests.
-pub const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// How much longer than the background-write budget shutdown waits for background work
+/// (`wait_until`) of finished requests: a write retrying through an outage gets its whole budget.
+pub const SHUTDOWN_DRAIN_MARGIN: Duration = Duration::from_secs(10);
+/// How long a connection may take to send a request's headers (a half-sent request must not
+/// hold a connection open).
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Longest pause between two pieces of a request body.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
+/// How long open connections may take to finish after Ctrl-C before they are dropped.
+pub const SHUTDOWN_CONNECTIONS_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -39,6 +47,12 @@ pub struct DevArgs {
     /// Migration history to deploy before serving.
     #[arg(long, env = "GCBB_MIGRATIONS_DIR", default_value = DEFAULT_MIGRATIONS_DIR)]
     pub migrations_dir: PathBuf,
+    /// How long a client may take to send a request's headers, in ms.
+    #[arg(long, env = "DEV_HEADER_READ_TIMEOUT_MS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_MS)]
+    pub header_read_timeout_ms: u64,
+    /// Longest pause between two pieces of a request body, in ms.
+    #[arg(long, env = "DEV_BODY_READ_TIMEOUT_MS", default_value_t = DEFAULT_BODY_READ_TIMEOUT_MS)]
+    pub body_read_timeout_ms: u64,
 }
 
 pub async fn run(args: DevArgs) -> ExitCode {
@@ -70,6 +84,13 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         let client = db::connect(&target).await?;
         crate::demo::insert_demo_data_if_empty(&client, &config.system_user_id).await?
     };
+    if !seeded && !applied.applied.is_empty() {
+        // A migration may have (re)built the read model from data it didn't see: refresh it
+        // with the function cron uses, so the first dashboard shows what the database holds
+        // (seeding refreshes it itself).
+        let client = db::connect(&target).await?;
+        db::read_model::refresh_read_model(&client, &config.system_user_id).await?;
+    }
 
     let signer = match signer {
         Some(pending) => {
@@ -103,17 +124,78 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         signer.as_deref(),
     );
 
-    // Without TCP_NODELAY a streamed reply's first chunk waits behind Nagle's algorithm.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    if !gcbb::platform::background::drain_local(SHUTDOWN_DRAIN_LIMIT).await {
-        eprintln!("background work still running after {SHUTDOWN_DRAIN_LIMIT:?}; abandoned");
+    let timeouts = ReadTimeouts {
+        headers: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+        body: Duration::from_millis(args.body_read_timeout_ms.max(1)),
+    };
+    serve_connections(listener, router, timeouts, shutdown_signal()).await;
+    let drain_limit = app.config.background_write_budget + SHUTDOWN_DRAIN_MARGIN;
+    if !gcbb::platform::background::drain_local(drain_limit).await {
+        eprintln!("background work still running after {drain_limit:?}; abandoned");
     }
     Ok(())
+}
+
+/// Bounds on how slowly a client may send a request.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTimeouts {
+    pub headers: Duration,
+    pub body: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets open connections finish
+/// (at most [`SHUTDOWN_CONNECTIONS_LIMIT`]). Unlike `axum::serve`, a connection that sends its
+/// headers or its body too slowly is closed (hyper's header read timeout, and a body timeout
+/// between frames), so half-sent requests can't pile up.
+pub async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    timeouts: ReadTimeouts,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        timeouts.body,
+    ));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.headers);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        // Without TCP_NODELAY a streamed reply's first chunk waits behind Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_CONNECTIONS_LIMIT) => {}
+    }
 }
 
 /// The environment with dev defaults: a local database when `DATABASE_URL` is unset.

@@ -14,9 +14,10 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use gcbb::db::querier::Querier;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 use gcbb::platform::app::App;
 use gcbb::platform::error::ApiError;
@@ -152,12 +153,14 @@ async fn list_companion_owners(app: &App) -> Result<Vec<String>, ApiError> {
             "SELECT \"userId\" FROM \"Companion\" WHERE \"userId\" <> $1 \
              GROUP BY \"userId\" ORDER BY \"userId\" LIMIT $2",
             &[
-                (&app.config.system_user_id, Type::TEXT),
+                (
+                    &app.config.system_user_id as &(dyn ToSql + Sync),
+                    Type::TEXT,
+                ),
                 (&MAX_OFFERED_USERS, Type::INT8),
             ],
         )
-        .await
-        .map_err(gcbb::db::DbError::from)?;
+        .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 

@@ -453,7 +453,7 @@ async fn run_command(
         }
         DbCommand::Verify { json } => {
             let db = migration_database()?;
-            let report = verify::verify(&db).await?;
+            let report = verify::verify(&db, dir).await?;
             if json {
                 print_out(&format!(
                     "{}\n",

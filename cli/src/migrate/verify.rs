@@ -7,9 +7,14 @@
 //! fails (naming the table) when a relation a hot query reads has fewer than
 //! [`MIN_ROWS_FOR_PLANS`] rows. The name search (`ILIKE`) is not a hot query here: its trigram
 //! index only beats the ordered index at volumes larger than a test can seed.
+//!
+//! Beyond the hot queries, every index a migration creates must exist (read from the migration
+//! files with Postgres's parser; a later `DROP INDEX` or rename is followed), so dropping any of
+//! them fails verify naming the index, its migration, and the hot queries that need it.
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -22,7 +27,7 @@ use gcbb::db::hot::{HotParam, HotQuery};
 use gcbb::db::DbConfig;
 
 /// Below this many rows in a relation a hot query reads, its plan says nothing.
-pub const MIN_ROWS_FOR_PLANS: i64 = 1000;
+pub const MIN_ROWS_FOR_PLANS: i64 = 400;
 
 /// Materialized views the dashboard reads; they must be populated.
 pub const REQUIRED_MATVIEWS: &[&str] = &["CompanionDashboard", "CompanionCategoryCount"];
@@ -64,6 +69,14 @@ pub enum Problem {
         /// How the expected index's relation is scanned instead (`Seq Scan on "X"`…).
         plan_nodes: Vec<String>,
     },
+    /// An index a migration creates is not in the database.
+    MissingDeclaredIndex {
+        name: String,
+        table: String,
+        migration: String,
+        /// Hot queries whose plan needs it.
+        needed_by: Vec<String>,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -86,6 +99,22 @@ impl fmt::Display for Problem {
             ),
             Problem::QueryFailed { query, message } => {
                 write!(f, "hot query `{query}` cannot be planned: {message}")
+            }
+            Problem::MissingDeclaredIndex {
+                name,
+                table,
+                migration,
+                needed_by,
+            } => {
+                write!(
+                    f,
+                    "index `{name}` on `{table}`, created by migration `{migration}`, is missing"
+                )?;
+                if needed_by.is_empty() {
+                    Ok(())
+                } else {
+                    write!(f, "; hot queries that need it: {}", needed_by.join(", "))
+                }
             }
             Problem::PlanRegressed {
                 query,
@@ -122,10 +151,118 @@ fn db_err(e: tokio_postgres::Error) -> MigrateError {
     MigrateError::Database(describe_pg_error(&e))
 }
 
-/// Checks `db` against every hot query of [`gcbb::db::hot_queries`].
-pub async fn verify(db: &DbConfig) -> Result<VerifyReport, MigrateError> {
+/// Checks `db` against the indexes the migrations of `dir` create and every hot query of
+/// [`gcbb::db::hot_queries`].
+pub async fn verify(db: &DbConfig, dir: &Path) -> Result<VerifyReport, MigrateError> {
+    let declared = declared_indexes(dir)?;
     let client = session::connect(db).await?;
-    verify_with(&client, &gcbb::db::hot_queries()).await
+    let queries = gcbb::db::hot_queries();
+    let mut report = verify_with(&client, &queries).await?;
+    let mut missing = missing_declared_indexes(&client, &declared, &queries).await?;
+    // Declared-index problems first: they are the cause of the plan regressions after them.
+    missing.append(&mut report.problems);
+    report.problems = missing;
+    Ok(report)
+}
+
+/// An index a migration creates (`CREATE [UNIQUE] INDEX`), as the history leaves it (a later
+/// `DROP INDEX` removes it, `ALTER INDEX … RENAME` renames it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredIndex {
+    pub name: String,
+    pub table: String,
+    pub migration: String,
+}
+
+/// Every index the migrations of `dir` leave in place, read with Postgres's own parser.
+pub fn declared_indexes(dir: &Path) -> Result<Vec<DeclaredIndex>, MigrateError> {
+    use pg_query::protobuf::ObjectType;
+    use pg_query::NodeEnum;
+
+    let mut declared: Vec<DeclaredIndex> = Vec::new();
+    for migration in super::files::load_migrations(dir)? {
+        let parsed = pg_query::parse(&migration.script).map_err(|e| MigrateError::Files {
+            path: migration.path.clone(),
+            message: e.to_string(),
+        })?;
+        for raw in parsed.protobuf.stmts {
+            match raw.stmt.and_then(|s| s.node) {
+                Some(NodeEnum::IndexStmt(s)) if !s.idxname.is_empty() => {
+                    let table = s.relation.map(|r| r.relname).unwrap_or_default();
+                    declared.retain(|d| d.name != s.idxname);
+                    declared.push(DeclaredIndex {
+                        name: s.idxname,
+                        table,
+                        migration: migration.name.clone(),
+                    });
+                }
+                Some(NodeEnum::DropStmt(s)) if s.remove_type == ObjectType::ObjectIndex as i32 => {
+                    for object in &s.objects {
+                        if let Some(name) = last_name(object) {
+                            declared.retain(|d| d.name != name);
+                        }
+                    }
+                }
+                Some(NodeEnum::RenameStmt(s))
+                    if s.rename_type == ObjectType::ObjectIndex as i32 =>
+                {
+                    if let Some(old) = s.relation.map(|r| r.relname) {
+                        if let Some(d) = declared.iter_mut().find(|d| d.name == old) {
+                            d.name = s.newname.clone();
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(declared)
+}
+
+/// The unqualified name of a `DROP` object (a list of name parts).
+fn last_name(object: &pg_query::protobuf::Node) -> Option<String> {
+    use pg_query::NodeEnum;
+    match object.node.as_ref()? {
+        NodeEnum::List(list) => list.items.last().and_then(|n| match n.node.as_ref()? {
+            NodeEnum::String(s) => Some(s.sval.clone()),
+            _ => None,
+        }),
+        NodeEnum::String(s) => Some(s.sval.clone()),
+        _ => None,
+    }
+}
+
+/// The declared indexes the database lacks, each with the hot queries that need it.
+pub async fn missing_declared_indexes(
+    client: &Client,
+    declared: &[DeclaredIndex],
+    queries: &[&HotQuery],
+) -> Result<Vec<Problem>, MigrateError> {
+    let rows = client
+        .query(
+            "SELECT i.relname::text FROM pg_catalog.pg_index ix \
+             JOIN pg_catalog.pg_class i ON i.oid = ix.indexrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = i.relnamespace \
+             WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'",
+            &[],
+        )
+        .await
+        .map_err(db_err)?;
+    let existing: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(declared
+        .iter()
+        .filter(|d| !existing.contains(&d.name))
+        .map(|d| Problem::MissingDeclaredIndex {
+            name: d.name.clone(),
+            table: d.table.clone(),
+            migration: d.migration.clone(),
+            needed_by: queries
+                .iter()
+                .filter(|q| acceptable_indexes(q).any(|i| i == d.name))
+                .map(|q| q.name.to_owned())
+                .collect(),
+        })
+        .collect())
 }
 
 /// [`verify`] on an open connection, for a given list of hot queries.
@@ -154,7 +291,10 @@ pub async fn verify_with(
         match explain(client, q).await {
             Ok(plan) => {
                 let scans = index_scans(&plan);
-                if scans.iter().any(|(_, index)| index == q.expects_index) {
+                if scans
+                    .iter()
+                    .any(|(_, index)| acceptable_indexes(q).any(|i| i == index))
+                {
                     report.passed.push(q.name.to_owned());
                 } else {
                     report.problems.push(Problem::PlanRegressed {
@@ -237,10 +377,13 @@ async fn check_objects(
         }
     }
     let existing: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
-    let mut expected: Vec<&str> = queries.iter().map(|q| q.expects_index).collect();
+    let mut expected: Vec<&str> = queries.iter().flat_map(|q| acceptable_indexes(q)).collect();
+    expected.sort_unstable();
     expected.dedup();
     for index in expected {
-        if !existing.contains(index) {
+        if !existing.contains(index)
+            && !queries.iter().any(|q| has_alternative(q, index, &existing))
+        {
             problems.push(Problem::MissingObject {
                 what: "index".to_owned(),
                 name: index.to_owned(),
@@ -248,6 +391,18 @@ async fn check_objects(
         }
     }
     Ok(())
+}
+
+/// The indexes that satisfy `q` (`expects_index` may name several, `a|b`: the planner picks
+/// the cheapest of equivalent indexes, and which one depends on volume).
+pub fn acceptable_indexes(q: &HotQuery) -> impl Iterator<Item = &'static str> {
+    q.expects_index.split('|').map(str::trim)
+}
+
+/// Whether `q` accepts `index` and another of its acceptable indexes exists.
+fn has_alternative(q: &HotQuery, index: &str, existing: &BTreeSet<String>) -> bool {
+    acceptable_indexes(q).any(|i| i == index)
+        && acceptable_indexes(q).any(|i| i != index && existing.contains(i))
 }
 
 /// Exact row count of `relation` (`None` when it does not exist: reported as missing elsewhere).
@@ -277,7 +432,7 @@ async fn explain(client: &Client, q: &HotQuery) -> Result<Value, tokio_postgres:
         .iter()
         .map(|p| match p {
             HotParam::Text(t) => *t,
-            HotParam::Int8(_) => None,
+            _ => None,
         })
         .collect();
     let ints: Vec<i64> = q
@@ -285,7 +440,15 @@ async fn explain(client: &Client, q: &HotQuery) -> Result<Value, tokio_postgres:
         .iter()
         .map(|p| match p {
             HotParam::Int8(i) => *i,
-            HotParam::Text(_) => 0,
+            _ => 0,
+        })
+        .collect();
+    let int4s: Vec<i32> = q
+        .params
+        .iter()
+        .map(|p| match p {
+            HotParam::Int4(i) => *i,
+            _ => 0,
         })
         .collect();
     let params: Vec<(&(dyn ToSql + Sync), Type)> = q
@@ -295,6 +458,7 @@ async fn explain(client: &Client, q: &HotQuery) -> Result<Value, tokio_postgres:
         .map(|(i, p)| match p {
             HotParam::Text(_) => (&texts[i] as &(dyn ToSql + Sync), Type::TEXT),
             HotParam::Int8(_) => (&ints[i] as &(dyn ToSql + Sync), Type::INT8),
+            HotParam::Int4(_) => (&int4s[i] as &(dyn ToSql + Sync), Type::INT4),
         })
         .collect();
     let sql = format!("EXPLAIN (FORMAT JSON) {}", q.sql);
@@ -324,7 +488,8 @@ fn walk<'a>(node: &'a Value, visit: &mut dyn FnMut(&'a Value)) {
 }
 
 /// `(node type, index name)` of every Index Scan, Index Only Scan and Bitmap Index Scan of an
-/// `EXPLAIN (FORMAT JSON)` result.
+/// `EXPLAIN (FORMAT JSON)` result, and of every `ON CONFLICT` arbiter index (`Conflict
+/// Arbiter`): an upsert finds its row through it.
 pub fn index_scans(plan: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     walk(plan, &mut |node| {
@@ -333,6 +498,14 @@ pub fn index_scans(plan: &Value) -> Vec<(String, String)> {
             if let Some(index) = node["Index Name"].as_str() {
                 out.push((kind.to_owned(), index.to_owned()));
             }
+        }
+        if let Some(arbiters) = node["Conflict Arbiter Indexes"].as_array() {
+            out.extend(
+                arbiters
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|i| ("Conflict Arbiter".to_owned(), i.to_owned())),
+            );
         }
     });
     out

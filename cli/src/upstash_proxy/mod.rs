@@ -377,7 +377,15 @@ fn with_client_digest(value: redis::Value, digest: &Option<String>) -> redis::Va
 
 fn failure_response(failure: Failure) -> Response {
     match failure {
-        Failure::Unavailable(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Failure::Unavailable(e) => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, e);
+            // Like every 503 of the project: say when to try again.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(gcbb::platform::error::UNAVAILABLE_RETRY_AFTER_SECS),
+            );
+            response
+        }
         Failure::Refused(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }

@@ -2,11 +2,16 @@
 //! viewer's reply is stored (what was produced, even if it broke off) and its tokens accounted;
 //! an anonymous one is cached for everyone asking the same, if it completed.
 //!
-//! Database writes that outlive the response retry transient failures with backoff.
+//! Database writes retry transient failures with capped exponential backoff and jitter, each
+//! within a budget of time: the reply's own row briefly (the stream's end waits for it), the
+//! token accounting, which runs after the response through `wait_until`, for as long as the
+//! platform lets background work run (`BACKGROUND_WRITE_BUDGET_MS`, default 60 s, well within
+//! the chat functions' `maxDuration`). A write that finally fails is logged at error level with
+//! what it takes to replay it (companion id, user id, token count; never the text).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::NaiveDateTime;
@@ -20,10 +25,12 @@ use crate::db::{burned_tokens, DbError, Pool, PooledClient};
 use crate::platform::app::App;
 use crate::platform::background::Background;
 
-/// Attempts of a background database write that failed transiently.
-pub const BACKGROUND_WRITE_ATTEMPTS: u32 = 3;
-/// Pause before the first retry; doubled before each next one.
-pub const BACKGROUND_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Pause before the first retry; doubled before each next one, up to the cap.
+pub const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Longest pause between two attempts: a database back from an outage is used within this.
+pub const WRITE_RETRY_MAX_PAUSE: Duration = Duration::from_secs(5);
+/// Budget of storing the reply itself: the end of the stream (and the history) waits for it.
+pub const REPLY_STORE_BUDGET: Duration = Duration::from_secs(5);
 
 /// Where a finished reply goes.
 #[derive(Debug, Clone)]
@@ -106,7 +113,8 @@ impl Keep {
         };
         let app = app.clone();
         bg.wait_until(async move {
-            account_tokens(&app.db, &companion_id, &user_id, tokens).await;
+            let budget = app.config.background_write_budget;
+            account_tokens(&app.db, budget, &companion_id, &user_id, tokens).await;
         });
         stored
     }
@@ -119,7 +127,7 @@ async fn store_chat_message(
     text: &str,
     after: NaiveDateTime,
 ) -> bool {
-    write_with_retry(db, "store reply", |client| async move {
+    write_with_retry(db, "store reply", REPLY_STORE_BUDGET, |client| async move {
         messages::insert_message(
             &client,
             companion_id,
@@ -143,21 +151,26 @@ async fn store_group_message(
 ) -> Option<StoredGroupMessage> {
     let row = std::sync::Mutex::new(None);
     let row_ref = &row;
-    let ok = write_with_retry(db, "store group reply", |client| async move {
-        let stored = group_chats::insert_group_message(
-            &client,
-            group_id,
-            companion_id,
-            true,
-            text,
-            Some(after),
-        )
-        .await?;
-        *row_ref
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stored);
-        Ok(())
-    })
+    let ok = write_with_retry(
+        db,
+        "store group reply",
+        REPLY_STORE_BUDGET,
+        |client| async move {
+            let stored = group_chats::insert_group_message(
+                &client,
+                group_id,
+                companion_id,
+                true,
+                text,
+                Some(after),
+            )
+            .await?;
+            *row_ref
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stored);
+            Ok(())
+        },
+    )
     .await;
     let stored = row
         .into_inner()
@@ -166,18 +179,36 @@ async fn store_group_message(
 }
 
 /// Adds a reply's tokens to the companion's total and the user's row for it: the one token
-/// accounting path of every reply.
-pub async fn account_tokens(db: &Pool, companion_id: &str, user_id: &str, tokens: i32) {
+/// accounting path of every reply. Retries transient failures for up to `budget`; returns
+/// whether the tokens were added.
+pub async fn account_tokens(
+    db: &Pool,
+    budget: Duration,
+    companion_id: &str,
+    user_id: &str,
+    tokens: i32,
+) -> bool {
     if tokens <= 0 {
-        return;
+        return true;
     }
-    let ok = write_with_retry(db, "account tokens", |client| async move {
+    let ok = write_with_retry(db, "account tokens", budget, |client| async move {
         burned_tokens::add_tokens_burned(&client, companion_id, user_id, tokens).await
     })
     .await;
     if ok {
         tracing::debug!(tokens, "tokens accounted");
+    } else {
+        // What a replay needs, and nothing of the conversation.
+        tracing::error!(
+            replay = "account_tokens",
+            companion_id,
+            user_id,
+            tokens,
+            budget_ms = budget.as_millis() as u64,
+            "token accounting lost: add these tokens by hand (UPDATE \"Companion\" and \"UserBurnedTokens\")"
+        );
     }
+    ok
 }
 
 /// Whether a failed write may work when tried again.
@@ -189,30 +220,52 @@ pub fn is_transient(e: &DbError) -> bool {
     }
 }
 
-/// Runs a database write with a pooled connection, retrying transient failures.
-pub async fn write_with_retry<F, Fut>(db: &Pool, what: &'static str, write: F) -> bool
+/// Runs a database write with a pooled connection, retrying transient failures with capped
+/// exponential backoff and jitter while `budget` lasts (an attempt is not started when its
+/// pause would end past the budget). Returns whether it was written.
+pub async fn write_with_retry<F, Fut>(
+    db: &Pool,
+    what: &'static str,
+    budget: Duration,
+    write: F,
+) -> bool
 where
     F: Fn(PooledClient) -> Fut,
     Fut: Future<Output = Result<(), DbError>>,
 {
-    let mut pause = BACKGROUND_RETRY_PAUSE;
-    for attempt in 1..=BACKGROUND_WRITE_ATTEMPTS {
+    let started = Instant::now();
+    let mut pause = WRITE_RETRY_PAUSE;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
         let result = match db.get().await {
             Ok(client) => write(client).await,
             Err(e) => Err(e),
         };
-        match result {
-            Ok(()) => return true,
-            Err(e) if is_transient(&e) && attempt < BACKGROUND_WRITE_ATTEMPTS => {
-                tracing::warn!(what, attempt, error = %e, "background write failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
+        let e = match result {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(what, attempt, "background write succeeded after retrying");
+                }
+                return true;
             }
-            Err(e) => {
-                tracing::error!(what, attempt, error = %e, "background write failed");
-                return false;
-            }
+            Err(e) => e,
+        };
+        // Full jitter over the upper half: instances that failed together don't retry together.
+        let wait = pause.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        let elapsed = started.elapsed();
+        if !is_transient(&e) || elapsed + wait > budget {
+            tracing::error!(
+                what,
+                attempt,
+                elapsed_ms = elapsed.as_millis() as u64,
+                error = %e,
+                "background write failed"
+            );
+            return false;
         }
+        tracing::warn!(what, attempt, error = %e, "background write failed; retrying");
+        tokio::time::sleep(wait).await;
+        pause = (pause * 2).min(WRITE_RETRY_MAX_PAUSE);
     }
-    false
 }

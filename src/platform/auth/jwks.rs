@@ -1,14 +1,21 @@
 //! Clerk's signing keys from `CLERK_JWKS_URL`: fetched on first use, kept for the life of the
 //! process, and fetched again when a token names a `kid` we don't hold (key rotation).
 //!
-//! Refetches are limited to one per `JWKS_MIN_REFETCH_INTERVAL`, so tokens with made-up `kid`s
-//! can't turn us into a load generator against Clerk. Fetches are serialised by one async
-//! mutex: concurrent requests on a cold process cause one fetch, the others wait for it.
+//! - One fetch at a time, shared by every request waiting for it (a single flight run on a task
+//!   of its own, so a waiter that gives up doesn't cancel it for the others); each waiter waits
+//!   at most the fetch's own timeout.
+//! - Known keys never wait: a request whose `kid` we hold is verified at once, even while a
+//!   refresh hangs.
+//! - Refetches are limited to one per `JWKS_MIN_REFETCH_INTERVAL` after a success, so tokens
+//!   with made-up `kid`s can't turn us into a load generator against Clerk; a failure is
+//!   remembered for `JWKS_RETRY_AFTER_FAILURE`, stamped when the fetch *ended*, so requests
+//!   arriving meanwhile answer 503 at once instead of each waiting for a fetch of its own.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::DecodingKey;
 use serde::Deserialize;
@@ -17,8 +24,8 @@ use super::AuthError;
 
 /// Shortest time between two fetches of the key set (after a successful fetch).
 pub const JWKS_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
-/// Shortest time between two attempts after a failed fetch: short, because until it succeeds
-/// every signed-in request is 503.
+/// How long a failed fetch is remembered (requests meanwhile answer 503 without fetching):
+/// short, because until a fetch succeeds every signed-in request with an unknown key is 503.
 pub const JWKS_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// Whole-request timeout of one fetch (connect, headers and body).
 pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,21 +33,29 @@ pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const JWKS_MAX_BYTES: usize = 256 * 1024;
 
 type KeyMap = HashMap<String, Arc<DecodingKey>>;
+/// The fetch in flight, awaited by every request that needs it; `None` when it failed.
+type Flight = Shared<BoxFuture<'static, Option<Arc<KeyMap>>>>;
 
 pub(crate) struct JwksKeys {
     url: String,
     http: reqwest::Client,
     pub(crate) min_refetch_interval: Duration,
     pub(crate) fetch_timeout: Duration,
+    shared: Arc<SharedKeys>,
+}
+
+/// What the fetch task and the requests share.
+struct SharedKeys {
     /// Read on every request without waiting for a fetch in progress.
     keys: RwLock<Arc<KeyMap>>,
-    fetch: tokio::sync::Mutex<FetchState>,
+    fetch: Mutex<FetchState>,
 }
 
 #[derive(Default)]
 struct FetchState {
-    last_attempt: Option<Instant>,
-    last_ok: bool,
+    in_flight: Option<Flight>,
+    /// When the last fetch ended, and whether it worked.
+    last: Option<(Instant, bool)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +82,10 @@ impl JwksKeys {
             http,
             min_refetch_interval: JWKS_MIN_REFETCH_INTERVAL,
             fetch_timeout: JWKS_FETCH_TIMEOUT,
-            keys: RwLock::new(Arc::new(KeyMap::new())),
-            fetch: tokio::sync::Mutex::new(FetchState::default()),
+            shared: Arc::new(SharedKeys {
+                keys: RwLock::new(Arc::new(KeyMap::new())),
+                fetch: Mutex::new(FetchState::default()),
+            }),
         }
     }
 
@@ -80,78 +97,110 @@ impl JwksKeys {
         if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
-        let mut state = self.fetch.lock().await;
-        // Another request may have fetched while we waited for the lock.
-        if let Some(key) = self.cached(kid) {
-            return Ok(key);
-        }
-        if let Some(at) = state.last_attempt {
-            let wait = if state.last_ok {
-                self.min_refetch_interval
-            } else {
-                self.min_refetch_interval.min(JWKS_RETRY_AFTER_FAILURE)
-            };
-            if at.elapsed() < wait {
-                return Err(if state.last_ok {
-                    AuthError::UnknownKey
-                } else {
-                    AuthError::KeysUnavailable
-                });
+        let flight = {
+            let mut state = self.shared.fetch.lock().unwrap_or_else(|p| p.into_inner());
+            // A fetch may have ended between the look-up above and taking the lock.
+            if let Some(key) = self.cached(kid) {
+                return Ok(key);
             }
-        }
-        state.last_attempt = Some(Instant::now());
-        match self.fetch_keys().await {
-            Ok(keys) => {
-                state.last_ok = true;
-                tracing::info!(keys = keys.len(), "fetched session-token keys");
-                let found = keys.get(kid).cloned();
-                // A rotated-out key disappears here on purpose: the set replaces, never merges.
-                if let Ok(mut slot) = self.keys.write() {
-                    *slot = Arc::new(keys);
+            match &state.in_flight {
+                Some(flight) => flight.clone(),
+                None => {
+                    if let Some((ended, ok)) = state.last {
+                        let wait = if ok {
+                            self.min_refetch_interval
+                        } else {
+                            self.min_refetch_interval.min(JWKS_RETRY_AFTER_FAILURE)
+                        };
+                        if ended.elapsed() < wait {
+                            return Err(if ok {
+                                AuthError::UnknownKey
+                            } else {
+                                AuthError::KeysUnavailable
+                            });
+                        }
+                    }
+                    let flight = self.start_fetch();
+                    state.in_flight = Some(flight.clone());
+                    flight
                 }
-                found.ok_or(AuthError::UnknownKey)
             }
-            Err(error) => {
-                state.last_ok = false;
-                tracing::warn!(error = %error, "session-token key fetch failed");
-                Err(AuthError::KeysUnavailable)
-            }
+        };
+        // The fetch is bounded by its own timeout; this bounds the wait even if the task were
+        // never scheduled.
+        match tokio::time::timeout(self.fetch_timeout + Duration::from_millis(100), flight).await {
+            Ok(Some(keys)) => keys.get(kid).cloned().ok_or(AuthError::UnknownKey),
+            Ok(None) | Err(_) => Err(AuthError::KeysUnavailable),
         }
     }
 
     fn cached(&self, kid: &str) -> Option<Arc<DecodingKey>> {
-        let keys = self.keys.read().ok()?;
+        let keys = self.shared.keys.read().ok()?;
         keys.get(kid).cloned()
     }
 
-    async fn fetch_keys(&self) -> Result<KeyMap, FetchError> {
-        let mut response = self
-            .http
-            .get(&self.url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(self.fetch_timeout)
-            .send()
-            .await?
-            .error_for_status()?;
-        if response
-            .content_length()
-            .is_some_and(|n| n > JWKS_MAX_BYTES as u64)
-        {
+    /// Starts the one fetch on a task of its own, which records its outcome when it ends.
+    fn start_fetch(&self) -> Flight {
+        let http = self.http.clone();
+        let url = self.url.clone();
+        let timeout = self.fetch_timeout;
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::spawn(async move {
+            let outcome = fetch_keys(&http, &url, timeout).await;
+            let mut state = shared.fetch.lock().unwrap_or_else(|p| p.into_inner());
+            state.in_flight = None;
+            state.last = Some((Instant::now(), outcome.is_ok()));
+            match outcome {
+                Ok(keys) => {
+                    tracing::info!(keys = keys.len(), "fetched session-token keys");
+                    let keys = Arc::new(keys);
+                    // A rotated-out key disappears here on purpose: the set replaces, never
+                    // merges.
+                    if let Ok(mut slot) = shared.keys.write() {
+                        *slot = Arc::clone(&keys);
+                    }
+                    Some(keys)
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "session-token key fetch failed");
+                    None
+                }
+            }
+        });
+        async move { task.await.ok().flatten() }.boxed().shared()
+    }
+}
+
+async fn fetch_keys(
+    http: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<KeyMap, FetchError> {
+    let mut response = http
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .timeout(timeout)
+        .send()
+        .await?
+        .error_for_status()?;
+    if response
+        .content_length()
+        .is_some_and(|n| n > JWKS_MAX_BYTES as u64)
+    {
+        return Err(FetchError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > JWKS_MAX_BYTES {
             return Err(FetchError::TooLarge);
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            if body.len() + chunk.len() > JWKS_MAX_BYTES {
-                return Err(FetchError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let keys = parse_key_set(&body)?;
-        if keys.is_empty() {
-            return Err(FetchError::NoUsableKey);
-        }
-        Ok(keys)
+        body.extend_from_slice(&chunk);
     }
+    let keys = parse_key_set(&body)?;
+    if keys.is_empty() {
+        return Err(FetchError::NoUsableKey);
+    }
+    Ok(keys)
 }
 
 /// The RS256 signing keys of a JWKS document, by `kid`. Entries we can't use (other key types,

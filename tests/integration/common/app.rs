@@ -55,9 +55,17 @@ pub struct TestAppBuilder {
     cache: CacheKind,
     model: Option<Script>,
     env: Vec<(String, String)>,
+    db_port: Option<u16>,
 }
 
 impl TestAppBuilder {
+    /// The app reaches its database through a proxy on 127.0.0.1:`port` (a
+    /// [`super::fault::TcpProxy`] the test black-holes or closes); fixtures and `pg` go direct.
+    pub fn database_via(mut self, port: u16) -> Self {
+        self.db_port = Some(port);
+        self
+    }
+
     /// The demo data of `gcbb dev` (8 categories, 40 companions, messages, a demo group), with
     /// the read model refreshed.
     pub fn demo_data(mut self) -> Self {
@@ -110,8 +118,17 @@ impl TestAppBuilder {
             None => None,
         };
         let prefix = unique("gcbbtest");
+        let app_db_url = match self.db_port {
+            None => db.url.clone(),
+            Some(port) => {
+                let mut url = url::Url::parse(&db.url).expect("the test database URL");
+                url.set_host(Some("127.0.0.1")).expect("a host");
+                url.set_port(Some(port)).expect("a port");
+                url.to_string()
+            }
+        };
         let mut vars: HashMap<String, String> = HashMap::from([
-            ("DATABASE_URL".into(), db.url.clone()),
+            ("DATABASE_URL".into(), app_db_url),
             ("CACHE_KEY_PREFIX".into(), prefix.clone()),
             ("CRON_SECRET".into(), CRON_SECRET.into()),
         ]);
@@ -197,6 +214,7 @@ impl TestApp {
             cache: CacheKind::Memory,
             model: None,
             env: Vec::new(),
+            db_port: None,
         }
     }
 

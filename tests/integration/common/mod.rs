@@ -15,8 +15,7 @@
 #![allow(dead_code)] // each test module uses part of the harness
 
 pub mod app;
-pub mod blackhole;
-pub mod redis;
+pub mod fault;
 pub mod request;
 pub mod session;
 
