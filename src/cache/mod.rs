@@ -616,6 +616,10 @@ impl Cache {
         Fut: Future<Output = Result<Bytes, E>>,
     {
         let (value, _) = self.flights.run(entry_key, build).await?;
+        // The L1 is this process's and unaffected by the remote store's outage: keeping the
+        // value there for its usual short life means a hot page is rebuilt at most once per
+        // L1_TTL per instance while Redis is down, not once per request.
+        self.l1_put(entry_key, &value, L1_TTL);
         Ok(Cached {
             value,
             status: CacheStatus::Bypass,
