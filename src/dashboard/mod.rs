@@ -304,6 +304,7 @@ pub async fn build_anonymous_page(
         total_public(app, &filter),
     )?;
     timings.add_db(started);
+    let (total, estimated) = settle_total(params, companions.len(), total, estimated);
     tracing::debug!(
         audience = "anonymous",
         page = params.page,
@@ -350,6 +351,12 @@ pub async fn build_viewer_page(
         },
     )?;
     timings.add_db(started);
+    let (total, estimated) = settle_total(
+        params,
+        companions.len(),
+        public_total + own_private,
+        estimated,
+    );
     tracing::debug!(
         audience = "signed-in",
         page = params.page,
@@ -361,7 +368,7 @@ pub async fn build_viewer_page(
         Page::<ViewerCompanionCard> {
             categories,
             companions,
-            total: public_total + own_private,
+            total,
             total_is_estimate: estimated,
             page: params.page,
             page_size: params.page_size,
@@ -375,7 +382,9 @@ async fn list_categories(app: &App) -> Result<Vec<Category>, ApiError> {
     Ok(categories::list_categories(&client).await?)
 }
 
-/// The exact public count when it finishes within the count timeout, else the estimate.
+/// The exact public count when it finishes within the count timeout, else an estimate: the
+/// category's count as of the last refresh, or with a search the planner's estimate of the
+/// matches (never the category's count, which says nothing about the search).
 async fn total_public(app: &App, filter: &PageFilter) -> Result<(i64, bool), ApiError> {
     let mut client = app.db.get().await?;
     match companions::count_public(&mut client, filter, app.config.dashboard_count_timeout).await? {
@@ -383,10 +392,40 @@ async fn total_public(app: &App, filter: &PageFilter) -> Result<(i64, bool), Api
         None => {
             tracing::info!(
                 category = filter.category_id.as_deref(),
+                search = filter.name_contains.is_some(),
                 "dashboard count timed out; answering with an estimate"
             );
-            Ok((companions::estimate_public(&client, filter).await?, true))
+            let estimate = match filter.name_contains {
+                None => companions::estimate_public(&client, filter).await?,
+                Some(_) => companions::estimate_public_search(&client, filter).await?,
+            };
+            Ok((estimate, true))
         }
+    }
+}
+
+/// An estimated total squared with the page itself: a page shorter than asked for is the last
+/// one, so the total is exactly what came before it plus what it holds (as of the read model's
+/// last refresh, like the count; an empty page past the first says nothing: the total may be
+/// anywhere below its offset); a full page means at least that many. An exact count is kept as
+/// it is.
+fn settle_total(
+    params: &DashboardParams,
+    listed: usize,
+    total: i64,
+    estimated: bool,
+) -> (i64, bool) {
+    if !estimated {
+        return (total, false);
+    }
+    let through_page = params.offset() + listed as i64;
+    if listed == 0 && params.page > 1 {
+        return (total, true);
+    }
+    if listed < params.page_size as usize {
+        (through_page, false)
+    } else {
+        (total.max(through_page), true)
     }
 }
 
@@ -483,6 +522,36 @@ mod tests {
         assert_eq!(back.json, body.json);
         assert!(PageBody::from_cached(&Bytes::from_static(b"garbage")).is_none());
         assert!(PageBody::from_cached(&Bytes::from_static(b"\"x\"\n\n{}")).is_none());
+    }
+
+    #[test]
+    fn an_estimate_is_squared_with_the_page_it_came_with() {
+        let params = |page, q: Option<&str>| DashboardParams {
+            category_id: None,
+            q: q.map(str::to_owned),
+            page,
+            page_size: 10,
+        };
+        // A search that found nothing on the first page has no matches at all.
+        assert_eq!(
+            settle_total(&params(1, Some("zzzz")), 0, 1618, true),
+            (0, false)
+        );
+        // A short page is the last one.
+        assert_eq!(
+            settle_total(&params(3, Some("ada")), 4, 1618, true),
+            (24, false)
+        );
+        // A full page: at least what it reaches, still an estimate.
+        assert_eq!(
+            settle_total(&params(2, Some("ada")), 10, 5, true),
+            (20, true)
+        );
+        assert_eq!(settle_total(&params(2, None), 10, 1618, true), (1618, true));
+        // An empty page past the first proves nothing.
+        assert_eq!(settle_total(&params(9, None), 0, 40, true), (40, true));
+        // An exact count stands.
+        assert_eq!(settle_total(&params(1, None), 3, 7, false), (7, false));
     }
 
     #[test]

@@ -37,3 +37,8 @@ pub async fn connect(cfg: &DbConfig) -> Result<tokio_postgres::Client, DbError> 
 pub fn hot_queries() -> Vec<&'static hot::HotQuery> {
     companions::HOT_QUERIES.iter().collect()
 }
+
+/// The database functions that run hot queries of their own (see [`hot::FunctionQueries`]).
+pub fn function_queries() -> Vec<&'static hot::FunctionQueries> {
+    vec![&companions::COUNT_FUNCTION]
+}
