@@ -1,6 +1,7 @@
 //! Integration tests against the real Postgres and Redis, and the real binaries.
 
 mod auth;
+mod bench;
 mod cache;
 mod chat;
 mod common;
