@@ -42,8 +42,7 @@ async fn bench_seed_into_a_file_prints_plain_progress_to_the_exact_total_and_end
     .await;
     let last = stderr
         .lines()
-        .filter(|l| l.ends_with(" %)"))
-        .last()
+        .rfind(|l| l.ends_with(" %)"))
         .unwrap_or_else(|| panic!("no progress line: {stderr}"));
     assert_eq!(last, format!("seed: {loaded} of {loaded} rows (100 %)"));
 
