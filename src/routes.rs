@@ -108,13 +108,13 @@ impl Pattern {
         Some(Pattern { segments, function })
     }
 
+    /// The parameters of `path` if it matches (walked segment by segment: every request of
+    /// `gcbb dev` tries every pattern, so a miss allocates nothing).
     fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if parts.len() != self.segments.len() {
-            return None;
-        }
+        let mut parts = path.trim_matches('/').split('/');
         let mut params = Vec::new();
-        for (seg, part) in self.segments.iter().zip(parts) {
+        for seg in &self.segments {
+            let part = parts.next()?;
             match seg {
                 Segment::Literal(l) if l == part => {}
                 Segment::Literal(_) => return None,
@@ -127,7 +127,7 @@ impl Pattern {
                 }
             }
         }
-        Some(params)
+        parts.next().is_none().then_some(params)
     }
 }
 
@@ -153,7 +153,7 @@ pub fn router(app: Arc<App>, vercel: &VercelJson, fallback: Router) -> Router {
         let fallback = fallback.clone();
         async move {
             match resolve(&patterns, req.uri()) {
-                Some((name, uri)) => match functions.get(name.as_str()) {
+                Some((name, uri)) => match functions.get(name) {
                     Some(router) => {
                         let (mut parts, body) = req.into_parts();
                         parts.uri = uri;
@@ -180,10 +180,13 @@ pub fn router(app: Arc<App>, vercel: &VercelJson, fallback: Router) -> Router {
 }
 
 /// Which function serves `uri`, and the URI it sees (rewrite parameters appended).
-fn resolve(patterns: &[Pattern], uri: &Uri) -> Option<(String, Uri)> {
+fn resolve<'a>(patterns: &'a [Pattern], uri: &Uri) -> Option<(&'a str, Uri)> {
     let path = uri.path();
     for p in patterns {
         if let Some(params) = p.matches(path) {
+            if params.is_empty() {
+                return Some((&p.function, uri.clone()));
+            }
             let mut query = uri.query().unwrap_or_default().to_owned();
             for (k, v) in params {
                 let pair = url::form_urlencoded::Serializer::new(String::new())
@@ -195,14 +198,14 @@ fn resolve(patterns: &[Pattern], uri: &Uri) -> Option<(String, Uri)> {
                 query.push_str(&pair);
             }
             let rewritten = format!("{path}?{query}").parse().ok()?;
-            return Some((p.function.clone(), rewritten));
+            return Some((&p.function, rewritten));
         }
     }
     let name = path.strip_prefix("/api/")?.trim_end_matches('/');
     FUNCTIONS
         .iter()
-        .any(|f| f.name == name)
-        .then(|| (name.to_owned(), uri.clone()))
+        .find(|f| f.name == name)
+        .map(|f| (f.name, uri.clone()))
 }
 
 #[cfg(test)]
@@ -219,7 +222,8 @@ mod tests {
 
     #[test]
     fn a_rewrite_appends_its_parameter_to_the_query() {
-        let (f, uri) = resolve(&patterns(), &"/api/chat/abc%20d?x=1".parse().unwrap()).unwrap();
+        let patterns = patterns();
+        let (f, uri) = resolve(&patterns, &"/api/chat/abc%20d?x=1".parse().unwrap()).unwrap();
         assert_eq!(f, "chat");
         assert_eq!(uri.path(), "/api/chat/abc%20d");
         assert_eq!(uri.query(), Some("x=1&chatId=abc+d"));
@@ -227,12 +231,13 @@ mod tests {
 
     #[test]
     fn a_function_path_is_served_directly() {
-        let (f, _) = resolve(&patterns(), &"/api/health".parse().unwrap()).unwrap();
+        let patterns = patterns();
+        let (f, _) = resolve(&patterns, &"/api/health".parse().unwrap()).unwrap();
         assert_eq!(f, "health");
-        assert!(resolve(&patterns(), &"/api/nope".parse().unwrap()).is_none());
+        assert!(resolve(&patterns, &"/api/nope".parse().unwrap()).is_none());
         // An empty id reaches the function itself, which asks for the missing parameter.
-        let (f, uri) = resolve(&patterns(), &"/api/chat/".parse().unwrap()).unwrap();
-        assert_eq!((f.as_str(), uri.query()), ("chat", None));
+        let (f, uri) = resolve(&patterns, &"/api/chat/".parse().unwrap()).unwrap();
+        assert_eq!((f, uri.query()), ("chat", None));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use sha2::{Digest, Sha256};
 
 /// Bumped when the stored format of any entry changes; old entries are then simply never read.
 pub const SCHEMA: u32 = 1;
+/// `:v{SCHEMA}:`, between the prefix and the area.
+const SCHEMA_SEGMENT: &str = ":v1:";
 /// First segment of every key in production.
 pub const DEFAULT_PREFIX: &str = "gcbb";
 /// Longest user-supplied part kept verbatim; longer ones are hashed.
@@ -89,9 +91,21 @@ impl Key {
     /// The same key under a privacy epoch: an entry built before a companion was hidden lives
     /// under an older epoch's key and is never read again (see `platform::privacy`).
     pub fn at_privacy_epoch(mut self, epoch: i64) -> Key {
-        self.rest.push_str(&format!(":e{epoch}"));
+        use std::fmt::Write;
+        // Writing into the key itself: no intermediate string.
+        let _ = write!(self.rest, ":e{epoch}");
         self
     }
+}
+
+/// `parts` concatenated into one string allocated once (keys are built on every cached
+/// request; `format!` costs several times as much for the same bytes).
+fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
 }
 
 /// One page of the dashboard list.
@@ -102,14 +116,21 @@ pub fn dashboard_page(
     page: u32,
     page_size: u32,
 ) -> Key {
-    let category = category.map(part).unwrap_or_else(|| "all".to_owned());
-    let q = q.map(part).unwrap_or_else(|| "-".to_owned());
+    let category = category.map(part);
+    let q = q.map(part);
+    let mut rest = concat(&[
+        "page:",
+        &audience.key_part(),
+        ":c.",
+        category.as_deref().unwrap_or("all"),
+        ":q.",
+        q.as_deref().unwrap_or("-"),
+    ]);
+    use std::fmt::Write;
+    let _ = write!(rest, ":p{page}:s{page_size}");
     Key {
         area: Area::Dashboard,
-        rest: format!(
-            "page:{}:c.{category}:q.{q}:p{page}:s{page_size}",
-            audience.key_part()
-        ),
+        rest,
     }
 }
 
@@ -194,17 +215,18 @@ impl Keyspace {
 
     /// `{prefix}:v{SCHEMA}:{area}:{rest}`.
     pub fn entry(&self, key: &Key) -> String {
-        format!(
-            "{}:v{SCHEMA}:{}:{}",
-            self.prefix,
+        concat(&[
+            &self.prefix,
+            SCHEMA_SEGMENT,
             key.area.as_str(),
-            key.rest
-        )
+            ":",
+            &key.rest,
+        ])
     }
 
     /// The generation counter of an area: `{prefix}:v{SCHEMA}:gen:{area}`.
     pub fn generation(&self, area: Area) -> String {
-        format!("{}:v{SCHEMA}:gen:{}", self.prefix, area.as_str())
+        concat(&[&self.prefix, SCHEMA_SEGMENT, "gen:", area.as_str()])
     }
 
     /// The rebuild lock of an entry.
@@ -257,6 +279,13 @@ fn digest(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_segment_names_the_schema() {
+        assert_eq!(SCHEMA_SEGMENT, format!(":v{SCHEMA}:"));
+        let ks = Keyspace::with_prefix("p");
+        assert_eq!(ks.entry(&companion("c1")), "p:v1:companion:profile:c1");
+    }
 
     #[test]
     fn safe_parts_stay_readable() {

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -132,22 +133,31 @@ impl Timings {
 async fn prefetch(
     State(app): State<Arc<App>>,
     viewer: Viewer,
-    headers: HeaderMap,
-    uri: Uri,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let params = DashboardParams::parse(&Query::of(&uri))?;
-    let allowed = ratelimit::check(&app, dashboard_limit(&app), &viewer, &headers).await?;
+    let (headers, uri) = (request.headers(), request.uri());
+    let params = DashboardParams::parse(&Query::of(uri))?;
+    // Anonymous visitors aren't limited here: no check to make, and no future to build for it.
+    // (The larger futures below are boxed where they are rarely needed, so the handler's own
+    // future stays small: every layer of the router moves it.)
+    let limit = dashboard_limit(&app);
+    let allowed = if limit.applies_to(&viewer) {
+        Box::pin(ratelimit::check(&app, limit, &viewer, headers)).await?
+    } else {
+        None
+    };
     let timings = Timings::default();
-    let (body, status) = match &viewer {
+    let (raw, status) = match &viewer {
         Viewer::Anonymous => anonymous_page(&app, &params, &timings).await?,
-        Viewer::User { user_id } => viewer_page(&app, &params, user_id, &timings).await?,
+        Viewer::User { user_id } => Box::pin(viewer_page(&app, &params, user_id, &timings)).await?,
     };
     // Public only when the request carried no credentials at all: the CDN serves a cached
     // response to a request with a cookie, so a cookie (even an empty or foreign one) makes it
     // private.
-    let public = matches!(viewer, Viewer::Anonymous) && !auth::has_credentials(&headers);
-    let response = respond(&body, status, public, &headers, &timings, started);
+    let public = matches!(viewer, Viewer::Anonymous) && !auth::has_credentials(headers);
+    let page = ready_page(&raw)?;
+    let response = respond(&page, status, public, headers, &timings, started);
     Ok(ratelimit::apply(allowed, response))
 }
 
@@ -190,7 +200,7 @@ pub async fn anonymous_page(
     app: &App,
     params: &DashboardParams,
     timings: &Timings,
-) -> Result<(PageBody, CacheStatus), ApiError> {
+) -> Result<(Bytes, CacheStatus), ApiError> {
     let epoch = app.privacy.current(&app.db).await?;
     let key = keys::dashboard_page(
         &Audience::Anonymous,
@@ -200,23 +210,28 @@ pub async fn anonymous_page(
         params.page_size,
     )
     .at_privacy_epoch(epoch);
-    let shared = params.is_worth_sharing() && is_known_category(app, params).await?;
+    let shared = params.is_worth_sharing()
+        && (params.category_id.is_none() || Box::pin(is_known_category(app, params)).await?);
     let from_snapshot = std::sync::atomic::AtomicBool::new(false);
-    let cached = cached_page(app, key, shared, ANONYMOUS_TTL, || async {
-        if shared && params.is_snapshot_page() {
-            let snapshot_key =
-                keys::dashboard_snapshot(params.category_id.as_deref()).at_privacy_epoch(epoch);
-            let snapshot = app.cache.get(&snapshot_key).await;
-            if let Some(raw) = snapshot
-                .value
-                .filter(|v| PageBody::from_cached(v).is_some())
-            {
-                from_snapshot.store(true, Ordering::Relaxed);
-                return Ok(raw);
+    // The build is boxed: only a miss needs it, and inline it would make every hit's future
+    // as large as a build's.
+    let cached = cached_page(app, key, shared, ANONYMOUS_TTL, || {
+        Box::pin(async {
+            if shared && params.is_snapshot_page() {
+                let snapshot_key =
+                    keys::dashboard_snapshot(params.category_id.as_deref()).at_privacy_epoch(epoch);
+                let snapshot = app.cache.get(&snapshot_key).await;
+                if let Some(raw) = snapshot
+                    .value
+                    .filter(|v| PageBody::from_cached(v).is_some())
+                {
+                    from_snapshot.store(true, Ordering::Relaxed);
+                    return Ok(raw);
+                }
             }
-        }
-        let body = build_anonymous_page(app, params, timings).await?;
-        Ok::<_, ApiError>(body.to_cached())
+            let body = build_anonymous_page(app, params, timings).await?;
+            Ok::<_, ApiError>(body.to_cached())
+        })
     })
     .await?;
     let status = if from_snapshot.load(Ordering::Relaxed) {
@@ -224,7 +239,7 @@ pub async fn anonymous_page(
     } else {
         cached.status
     };
-    decode(&cached.value, status)
+    Ok((cached.value, status))
 }
 
 async fn viewer_page(
@@ -232,7 +247,7 @@ async fn viewer_page(
     params: &DashboardParams,
     user_id: &str,
     timings: &Timings,
-) -> Result<(PageBody, CacheStatus), ApiError> {
+) -> Result<(Bytes, CacheStatus), ApiError> {
     let epoch = app.privacy.current(&app.db).await?;
     let key = keys::dashboard_page(
         &Audience::SignedIn {
@@ -250,7 +265,7 @@ async fn viewer_page(
         Ok::<_, ApiError>(body.to_cached())
     })
     .await?;
-    decode(&cached.value, cached.status)
+    Ok((cached.value, cached.status))
 }
 
 /// Whether the page's category (if any) exists: pages of made-up categories are empty, and
@@ -261,21 +276,30 @@ async fn is_known_category(app: &App, params: &DashboardParams) -> Result<bool, 
     };
     let cached = app
         .cache
-        .get_or_build(&keys::dashboard_categories(), ANONYMOUS_TTL, || async {
-            let categories = list_categories(app).await?;
-            Ok::<_, ApiError>(Bytes::from(
-                serde_json::to_vec(&categories).unwrap_or_default(),
-            ))
+        .get_or_build(&keys::dashboard_categories(), ANONYMOUS_TTL, || {
+            Box::pin(async {
+                let categories = list_categories(app).await?;
+                Ok::<_, ApiError>(Bytes::from(
+                    serde_json::to_vec(&categories).unwrap_or_default(),
+                ))
+            })
         })
         .await?;
-    let categories: Vec<Category> = serde_json::from_slice(&cached.value).unwrap_or_default();
-    Ok(categories.iter().any(|c| c.id == id))
+    Ok(lists_category(&cached.value, id))
 }
 
-fn decode(raw: &Bytes, status: CacheStatus) -> Result<(PageBody, CacheStatus), ApiError> {
-    PageBody::from_cached(raw)
-        .map(|b| (b, status))
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("undecodable dashboard entry")))
+/// Whether the cached categories (`[{"id":"…","name":"…"},…]`, as `serde_json` writes
+/// [`Category`]) hold `id`, found in the bytes rather than by parsing the list on every request.
+/// Exact: an id is letters, digits, `_` and `-` (validated), so it is written unescaped, and a
+/// quote inside a name is escaped, so `{"id":"<id>",` only occurs where an entry begins.
+fn lists_category(categories_json: &[u8], id: &str) -> bool {
+    let mut needle = Vec::with_capacity(id.len() + 10);
+    needle.extend_from_slice(b"{\"id\":\"");
+    needle.extend_from_slice(id.as_bytes());
+    needle.extend_from_slice(b"\",");
+    categories_json
+        .windows(needle.len())
+        .any(|window| window == needle.as_slice())
 }
 
 fn filter_of(params: &DashboardParams) -> PageFilter {
@@ -304,6 +328,7 @@ pub async fn build_anonymous_page(
         total_public(app, &filter),
     )?;
     timings.add_db(started);
+    let (total, estimated) = settle_total(params, companions.len(), total, estimated);
     tracing::debug!(
         audience = "anonymous",
         page = params.page,
@@ -350,6 +375,12 @@ pub async fn build_viewer_page(
         },
     )?;
     timings.add_db(started);
+    let (total, estimated) = settle_total(
+        params,
+        companions.len(),
+        (public_total + own).max(0),
+        estimated,
+    );
     tracing::debug!(
         audience = "signed-in",
         page = params.page,
@@ -361,7 +392,7 @@ pub async fn build_viewer_page(
         Page::<ViewerCompanionCard> {
             categories,
             companions,
-            total: (public_total + own).max(0),
+            total,
             total_is_estimate: estimated,
             page: params.page,
             page_size: params.page_size,
@@ -375,7 +406,9 @@ async fn list_categories(app: &App) -> Result<Vec<Category>, ApiError> {
     Ok(categories::list_categories(&client).await?)
 }
 
-/// The exact public count when it finishes within the count timeout, else the estimate.
+/// The exact public count when it finishes within the count timeout, else an estimate: the
+/// category's count as of the last refresh, or with a search the planner's estimate of the
+/// matches (never the category's count, which says nothing about the search).
 async fn total_public(app: &App, filter: &PageFilter) -> Result<(i64, bool), ApiError> {
     let mut client = app.db.get().await?;
     match companions::count_public(&mut client, filter, app.config.dashboard_count_timeout).await? {
@@ -383,10 +416,40 @@ async fn total_public(app: &App, filter: &PageFilter) -> Result<(i64, bool), Api
         None => {
             tracing::info!(
                 category = filter.category_id.as_deref(),
+                search = filter.name_contains.is_some(),
                 "dashboard count timed out; answering with an estimate"
             );
-            Ok((companions::estimate_public(&client, filter).await?, true))
+            let estimate = match filter.name_contains {
+                None => companions::estimate_public(&client, filter).await?,
+                Some(_) => companions::estimate_public_search(&client, filter).await?,
+            };
+            Ok((estimate, true))
         }
+    }
+}
+
+/// An estimated total squared with the page itself: a page shorter than asked for is the last
+/// one, so the total is exactly what came before it plus what it holds (as of the read model's
+/// last refresh, like the count; an empty page past the first says nothing: the total may be
+/// anywhere below its offset); a full page means at least that many. An exact count is kept as
+/// it is.
+fn settle_total(
+    params: &DashboardParams,
+    listed: usize,
+    total: i64,
+    estimated: bool,
+) -> (i64, bool) {
+    if !estimated {
+        return (total, false);
+    }
+    let through_page = params.offset() + listed as i64;
+    if listed == 0 && params.page > 1 {
+        return (total, true);
+    }
+    if listed < params.page_size as usize {
+        (through_page, false)
+    } else {
+        (total.max(through_page), true)
     }
 }
 
@@ -395,8 +458,109 @@ fn serialize<C: Serialize>(page: Page<C>, tags: &[String]) -> PageBody {
     PageBody::new(serde_json::to_vec(&page).unwrap_or_default(), tags)
 }
 
+/// A cached page ready to answer with: the header values of its validator and CDN tags built
+/// once per cache entry, not per request, and the JSON body as a slice of the entry.
+pub struct ReadyPage {
+    /// The cache entry it was made from, held so that while this is kept no other value can
+    /// take its place at the same address (which is how a later request recognises it).
+    entry: Bytes,
+    etag: HeaderValue,
+    json: Bytes,
+    /// The headers of a 200 for everyone (with the CDN's) and for one viewer, cloned per
+    /// request: a clone copies a few pointers where building them hashes every name again.
+    public_headers: HeaderMap,
+    private_headers: HeaderMap,
+}
+
+impl ReadyPage {
+    fn new(entry: Bytes, body: PageBody) -> Result<ReadyPage, ApiError> {
+        let etag = HeaderValue::from_str(&body.etag)
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("unusable dashboard ETag")))?;
+        let tags = (!body.tags.is_empty())
+            .then(|| HeaderValue::from_str(&body.tags).ok())
+            .flatten();
+        let headers = |public: bool| {
+            let mut h = HeaderMap::with_capacity(RESPONSE_HEADERS);
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if public {
+                h.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static(PUBLIC_CACHE_CONTROL),
+                );
+                h.insert(
+                    CDN_CACHE_CONTROL_HEADER,
+                    HeaderValue::from_static(CDN_CACHE_CONTROL),
+                );
+                if let Some(tags) = &tags {
+                    h.insert(VERCEL_CACHE_TAG_HEADER, tags.clone());
+                }
+            } else {
+                h.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static(PRIVATE_CACHE_CONTROL),
+                );
+            }
+            h.insert(header::ETAG, etag.clone());
+            h
+        };
+        Ok(ReadyPage {
+            entry,
+            public_headers: headers(true),
+            private_headers: headers(false),
+            etag,
+            json: body.json,
+        })
+    }
+}
+
+/// Ready pages each worker thread keeps (a thread's own, so no lock): at most this many, the
+/// oldest replaced first.
+pub const READY_PAGES_PER_THREAD: usize = 32;
+
+/// This thread's ready pages, and the slot the next one replaces once it is full.
+type ReadyPages = (Vec<Arc<ReadyPage>>, usize);
+
+thread_local! {
+    static READY_PAGES: std::cell::RefCell<ReadyPages> =
+        const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+/// The ready page of a cache entry: made the first time this thread sees the entry, then found
+/// by the entry's identity (the cache hands out the same allocation while it keeps the value).
+fn ready_page(raw: &Bytes) -> Result<Arc<ReadyPage>, ApiError> {
+    let same_entry = |page: &&Arc<ReadyPage>| {
+        page.entry.as_ptr() == raw.as_ptr() && page.entry.len() == raw.len()
+    };
+    if let Some(page) = READY_PAGES.with_borrow(|(pages, _)| pages.iter().find(same_entry).cloned())
+    {
+        return Ok(page);
+    }
+    let body = PageBody::from_cached(raw)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("undecodable dashboard entry")))?;
+    let page = Arc::new(ReadyPage::new(raw.clone(), body)?);
+    READY_PAGES.with_borrow_mut(|(pages, next)| {
+        if pages.len() < READY_PAGES_PER_THREAD {
+            pages.push(page.clone());
+        } else {
+            pages[*next] = page.clone();
+            *next = (*next + 1) % READY_PAGES_PER_THREAD;
+        }
+    });
+    Ok(page)
+}
+
+const CDN_CACHE_CONTROL_HEADER: HeaderName = HeaderName::from_static("cdn-cache-control");
+const VERCEL_CACHE_TAG_HEADER: HeaderName = HeaderName::from_static(VERCEL_CACHE_TAG);
+const X_CACHE_HEADER: HeaderName = HeaderName::from_static("x-cache");
+const SERVER_TIMING_HEADER: HeaderName = HeaderName::from_static("server-timing");
+/// Headers a dashboard response carries (with the rate limit's and the request id).
+const RESPONSE_HEADERS: usize = 12;
+
 fn respond(
-    body: &PageBody,
+    page: &ReadyPage,
     status: CacheStatus,
     public: bool,
     request: &HeaderMap,
@@ -406,57 +570,65 @@ fn respond(
     let not_modified = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| etag_matches(v, &body.etag));
-    let mut response = if not_modified {
-        StatusCode::NOT_MODIFIED.into_response()
+        .is_some_and(|v| etag_matches(v, page.etag.to_str().unwrap_or_default()));
+    let mut h = if public {
+        page.public_headers.clone()
     } else {
-        (
-            [(header::CONTENT_TYPE, "application/json")],
-            body.json.clone(),
-        )
-            .into_response()
+        page.private_headers.clone()
     };
-    let h = response.headers_mut();
-    if public {
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(PUBLIC_CACHE_CONTROL),
-        );
-        h.insert(
-            "cdn-cache-control",
-            HeaderValue::from_static(CDN_CACHE_CONTROL),
-        );
-        if let Ok(v) = HeaderValue::from_str(&body.tags) {
-            if !body.tags.is_empty() {
-                h.insert(VERCEL_CACHE_TAG, v);
-            }
-        }
+    let mut response = if not_modified {
+        h.remove(header::CONTENT_TYPE);
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
     } else {
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(PRIVATE_CACHE_CONTROL),
-        );
-    }
-    if let Ok(v) = HeaderValue::from_str(&body.etag) {
-        h.insert(header::ETAG, v);
-    }
-    h.insert("x-cache", HeaderValue::from_static(status.as_str()));
-    let total = started.elapsed();
-    let db = timings.db();
-    let timing = format!(
-        "cache;dur={:.3}, db;dur={:.3}, total;dur={:.3}",
-        ms(total.saturating_sub(db)),
-        ms(db),
-        ms(total)
+        Response::new(Body::from(page.json.clone()))
+    };
+    h.insert(X_CACHE_HEADER, HeaderValue::from_static(status.as_str()));
+    h.insert(
+        SERVER_TIMING_HEADER,
+        server_timing(timings.db(), started.elapsed()),
     );
-    if let Ok(v) = HeaderValue::from_str(&timing) {
-        h.insert("server-timing", v);
-    }
+    *response.headers_mut() = h;
     response
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// `cache;dur=…, db;dur=…, total;dur=…` in milliseconds with three decimals, written digit by
+/// digit (it is the one header that differs on every request).
+fn server_timing(db: Duration, total: Duration) -> HeaderValue {
+    fn push_ms(out: &mut Vec<u8>, d: Duration) {
+        let micros = d.as_micros();
+        push_digits(out, micros / 1000);
+        out.push(b'.');
+        let frac = micros % 1000;
+        out.extend_from_slice(&[
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    }
+    fn push_digits(out: &mut Vec<u8>, mut n: u128) {
+        let mut digits = [0u8; 39];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+    }
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"cache;dur=");
+    push_ms(&mut out, total.saturating_sub(db));
+    out.extend_from_slice(b", db;dur=");
+    push_ms(&mut out, db);
+    out.extend_from_slice(b", total;dur=");
+    push_ms(&mut out, total);
+    HeaderValue::from_maybe_shared(Bytes::from(out))
+        .expect("digits, letters and punctuation are a valid header value")
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
@@ -483,6 +655,90 @@ mod tests {
         assert_eq!(back.json, body.json);
         assert!(PageBody::from_cached(&Bytes::from_static(b"garbage")).is_none());
         assert!(PageBody::from_cached(&Bytes::from_static(b"\"x\"\n\n{}")).is_none());
+    }
+
+    #[test]
+    fn an_estimate_is_squared_with_the_page_it_came_with() {
+        let params = |page, q: Option<&str>| DashboardParams {
+            category_id: None,
+            q: q.map(str::to_owned),
+            page,
+            page_size: 10,
+        };
+        // A search that found nothing on the first page has no matches at all.
+        assert_eq!(
+            settle_total(&params(1, Some("zzzz")), 0, 1618, true),
+            (0, false)
+        );
+        // A short page is the last one.
+        assert_eq!(
+            settle_total(&params(3, Some("ada")), 4, 1618, true),
+            (24, false)
+        );
+        // A full page: at least what it reaches, still an estimate.
+        assert_eq!(
+            settle_total(&params(2, Some("ada")), 10, 5, true),
+            (20, true)
+        );
+        assert_eq!(settle_total(&params(2, None), 10, 1618, true), (1618, true));
+        // An empty page past the first proves nothing.
+        assert_eq!(settle_total(&params(9, None), 0, 40, true), (40, true));
+        // An exact count stands.
+        assert_eq!(settle_total(&params(1, None), 3, 7, false), (7, false));
+    }
+
+    #[test]
+    fn a_category_is_found_in_the_cached_list_only_where_an_entry_begins() {
+        let list = serde_json::to_vec(&[
+            Category {
+                id: "cat_01".into(),
+                name: "Games".into(),
+            },
+            Category {
+                id: "cat_02".into(),
+                name: "{\"id\":\"cat_99\",".into(),
+            },
+        ])
+        .unwrap();
+        assert!(lists_category(&list, "cat_01"));
+        assert!(lists_category(&list, "cat_02"));
+        assert!(!lists_category(&list, "cat_0"));
+        assert!(!lists_category(&list, "cat_99"), "a name is no entry");
+        assert!(!lists_category(b"", "cat_01"));
+    }
+
+    #[test]
+    fn server_timing_is_written_in_milliseconds_with_three_decimals() {
+        let v = server_timing(
+            Duration::from_micros(1_234),
+            Duration::from_micros(5_000_007),
+        );
+        assert_eq!(
+            v.to_str().unwrap(),
+            "cache;dur=4998.773, db;dur=1.234, total;dur=5000.007"
+        );
+        let v = server_timing(Duration::ZERO, Duration::from_nanos(900));
+        assert_eq!(
+            v.to_str().unwrap(),
+            "cache;dur=0.000, db;dur=0.000, total;dur=0.000"
+        );
+    }
+
+    #[test]
+    fn a_ready_page_is_made_once_per_cache_entry() {
+        let body = PageBody::new(br#"{"companions":[]}"#.to_vec(), &["dashboard".to_owned()]);
+        let entry = body.to_cached();
+        let first = ready_page(&entry).unwrap();
+        let again = ready_page(&entry.clone()).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(first.etag.to_str().unwrap(), body.etag);
+        assert_eq!(first.public_headers[VERCEL_CACHE_TAG], "dashboard");
+        assert!(first.private_headers.get(VERCEL_CACHE_TAG).is_none());
+        assert_eq!(first.json, body.json);
+        // The same bytes in another allocation are another entry.
+        let copy = Bytes::copy_from_slice(&entry);
+        assert!(!Arc::ptr_eq(&first, &ready_page(&copy).unwrap()));
+        assert!(ready_page(&Bytes::from_static(b"garbage")).is_err());
     }
 
     #[test]

@@ -280,8 +280,8 @@ pub async fn count_own_adjustment(
     Ok(row.first().map(|r| r.get(0)).unwrap_or(0))
 }
 
-/// A cheap estimate of the public count: the category's count as of the last refresh (an upper
-/// bound when a name filter is given).
+/// A cheap estimate of the public count: the category's count as of the last refresh. Only for
+/// pages without a search: with one, see [`estimate_public_search`].
 pub async fn estimate_public(client: &impl Querier, filter: &PageFilter) -> Result<i64, DbError> {
     let category = filter.category_id.clone().unwrap_or_default();
     let rows = client
@@ -293,6 +293,75 @@ pub async fn estimate_public(client: &impl Querier, filter: &PageFilter) -> Resu
         .await?;
     Ok(rows.first().map(|r| r.get(0)).unwrap_or(0))
 }
+
+/// An estimate of the public companions matching a search: the planner's row estimate for the
+/// search's count (statistics of the read model; no row is read), at most the category's count.
+/// Never the category's count alone, which says nothing about the search.
+pub async fn estimate_public_search(
+    client: &impl Querier,
+    filter: &PageFilter,
+) -> Result<i64, DbError> {
+    let Some(like) = filter.like_fragment() else {
+        return estimate_public(client, filter).await;
+    };
+    let plan = match &filter.category_id {
+        None => {
+            client
+                .query_typed(
+                    &format!("EXPLAIN (FORMAT JSON) {COUNT_SEARCH_SQL}"),
+                    &[(&like, Type::TEXT)],
+                )
+                .await?
+        }
+        Some(category) => {
+            client
+                .query_typed(
+                    &format!("EXPLAIN (FORMAT JSON) {COUNT_SEARCH_IN_CATEGORY_SQL}"),
+                    &[(category, Type::TEXT), (&like, Type::TEXT)],
+                )
+                .await?
+        }
+    };
+    let plan: serde_json::Value = plan.first().map(|r| r.get(0)).unwrap_or_default();
+    let matching = rows_counted(&plan);
+    let bound = estimate_public(client, filter).await?;
+    Ok(matching.min(bound))
+}
+
+/// The rows the planner expects the count to read: the estimate of the first scan in the plan
+/// (a `count(*)` plans as an Aggregate over the scan of the matching rows; a bitmap heap scan
+/// comes before its index scan). The read model is far too small for a parallel plan, whose
+/// scans would show per-worker rows.
+fn rows_counted(plan: &serde_json::Value) -> i64 {
+    fn first_scan(node: &serde_json::Value) -> Option<f64> {
+        let kind = node["Node Type"].as_str().unwrap_or_default();
+        if kind.ends_with("Scan") {
+            return node["Plan Rows"].as_f64();
+        }
+        node["Plans"].as_array()?.iter().find_map(first_scan)
+    }
+    first_scan(&plan[0]["Plan"]).unwrap_or(0.0).round() as i64
+}
+
+/// What `gcbb_count_dashboard` runs for a search in every category (`EXECUTE … USING`, so each
+/// call is planned with its pattern and can use the trigram index); the function holds the same
+/// text (migration `20261201000000_dashboard_search_plans`) and `gcbb db verify` checks both.
+pub const COUNT_SEARCH_SQL: &str =
+    "SELECT count(*) FROM \"CompanionDashboard\" WHERE \"name\" ILIKE '%' || $1 || '%'";
+
+/// What `gcbb_count_dashboard` runs for a search within a category (see [`COUNT_SEARCH_SQL`]).
+pub const COUNT_SEARCH_IN_CATEGORY_SQL: &str = "SELECT count(*) FROM \"CompanionDashboard\" WHERE \"categoryId\" = $1 AND \"name\" ILIKE '%' || $2 || '%'";
+
+/// The database function that counts a dashboard page's total, and the statements it runs for a
+/// search, for `gcbb db verify` to check that the function still runs them.
+pub const COUNT_FUNCTION: super::hot::FunctionQueries = super::hot::FunctionQueries {
+    function: "gcbb_count_dashboard",
+    runs: &[COUNT_SEARCH_SQL, COUNT_SEARCH_IN_CATEGORY_SQL],
+};
+
+/// A search as the hot queries sample it: a realistic name fragment that few companions match,
+/// where a plan without the trigram index would read the whole read model to find them.
+const SAMPLE_SEARCH: &str = "ezra storm";
 
 /// The dashboard's hot queries (see [`super::hot`]): sample parameters take the path checked.
 pub const HOT_QUERIES: &[super::hot::HotQuery] = {
@@ -336,6 +405,47 @@ pub const HOT_QUERIES: &[super::hot::HotQuery] = {
             expects_index: "Companion_userId_createdAt_idx",
             on_relation: "Companion",
         },
+        HotQuery {
+            name: "dashboard.public_page_search",
+            sql: PUBLIC_PAGE_SQL,
+            params: &[
+                HotParam::Text(None),
+                HotParam::Text(Some(SAMPLE_SEARCH)),
+                HotParam::Int8(10),
+                HotParam::Int8(0),
+            ],
+            expects_index: "CompanionDashboard_name_trgm_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
+            name: "dashboard.public_page_search_by_category",
+            sql: PUBLIC_PAGE_SQL,
+            params: &[
+                HotParam::Text(Some("cat_03")),
+                HotParam::Text(Some(SAMPLE_SEARCH)),
+                HotParam::Int8(10),
+                HotParam::Int8(0),
+            ],
+            expects_index: "CompanionDashboard_name_trgm_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
+            name: "dashboard.count_search",
+            sql: COUNT_SEARCH_SQL,
+            params: &[HotParam::Text(Some(SAMPLE_SEARCH))],
+            expects_index: "CompanionDashboard_name_trgm_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
+            name: "dashboard.count_search_by_category",
+            sql: COUNT_SEARCH_IN_CATEGORY_SQL,
+            params: &[
+                HotParam::Text(Some("cat_03")),
+                HotParam::Text(Some(SAMPLE_SEARCH)),
+            ],
+            expects_index: "CompanionDashboard_name_trgm_idx",
+            on_relation: "CompanionDashboard",
+        },
     ]
 };
 
@@ -354,6 +464,17 @@ pub fn escape_like(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_estimate_is_read_from_the_scan_under_the_aggregate() {
+        let plan = serde_json::json!([{ "Plan": {
+            "Node Type": "Aggregate", "Plan Rows": 1,
+            "Plans": [{ "Node Type": "Bitmap Heap Scan", "Plan Rows": 637,
+                        "Plans": [{ "Node Type": "Bitmap Index Scan", "Plan Rows": 640 }] }]
+        }}]);
+        assert_eq!(rows_counted(&plan), 637);
+        assert_eq!(rows_counted(&serde_json::Value::Null), 0);
+    }
 
     #[test]
     fn like_wildcards_in_user_input_match_literally() {

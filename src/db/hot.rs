@@ -30,3 +30,15 @@ pub struct HotQuery {
     /// The relation that index belongs to, to show how it is scanned instead.
     pub on_relation: &'static str,
 }
+
+/// A database function that runs request-path SQL of its own (by `EXECUTE … USING`, so each
+/// call is planned with its values): its statements are explained as hot queries like any
+/// other, and `gcbb db verify` checks that the function's body still runs each of them, so a
+/// function replaced by one that plans differently can't pass unseen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionQueries {
+    /// The function's name (`public` schema).
+    pub function: &'static str,
+    /// Each statement exactly as the function's body passes it to `EXECUTE` (unquoted).
+    pub runs: &'static [&'static str],
+}

@@ -46,3 +46,8 @@ pub fn hot_queries() -> Vec<&'static hot::HotQuery> {
         .chain(burned_tokens::HOT_QUERIES)
         .collect()
 }
+
+/// The database functions that run hot queries of their own (see [`hot::FunctionQueries`]).
+pub fn function_queries() -> Vec<&'static hot::FunctionQueries> {
+    vec![&companions::COUNT_FUNCTION]
+}

@@ -23,9 +23,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::config::CorsConfig;
@@ -78,18 +77,23 @@ impl Cors {
 }
 
 /// The layer: see the module's documentation.
-pub async fn apply_cors(State(cors): State<Cors>, request: Request, next: Next) -> Response {
+/// `next` runs the rest of the stack: with the request, or (for a preflight) with its probe.
+pub async fn apply_cors<F, Fut>(cors: &Cors, request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     if !cors.is_enabled() {
-        return next.run(request).await;
+        return next(request).await;
     }
     let origin = cors.allowed_origin(request.headers());
     let credentials = has_credentials(request.headers());
     if let Some(origin) = origin.as_ref().filter(|_| is_preflight(&request)) {
         let origin = origin.clone();
-        let route_answer = next.run(probe_of(request)).await;
+        let route_answer = next(probe_of(request)).await;
         return answer_preflight(origin, route_answer);
     }
-    let mut response = next.run(request).await;
+    let mut response = next(request).await;
     let headers = response.headers_mut();
     if !credentials && is_public(headers) {
         headers.insert(
@@ -239,8 +243,17 @@ mod tests {
             .route("/public", get(public));
         // Around the whole router, as `function_layers` puts it: a method router's 405 gets
         // its `Allow` outside any layer added with `Router::layer`.
-        use tower::Layer;
-        let layered = axum::middleware::from_fn_with_state(cors, apply_cors).layer(routes);
+        let layered = tower::service_fn(move |request: Request| {
+            let (cors, routes) = (cors.clone(), routes.clone());
+            async move {
+                let response = apply_cors(&cors, request, |request| async move {
+                    let Ok(response) = routes.oneshot(request).await;
+                    response
+                })
+                .await;
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
         Router::new().fallback_service(layered)
     }
 

@@ -5,7 +5,6 @@
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -129,9 +128,8 @@ fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// Gives axum's bodiless rejections (405 from a method router, 413 from a body limit) the JSON
-/// error shape, keeping their headers (`Allow`).
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+/// error shape, keeping their headers (`Allow`); every other response passes as it is.
+pub fn with_json_error_shape(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || response.headers().contains_key(header::CONTENT_TYPE)

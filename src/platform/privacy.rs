@@ -14,7 +14,8 @@
 //! are not served: the request is answered from the database or fails, never from a cache that
 //! might predate a change.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use crate::db::privacy::current_privacy_epoch;
@@ -26,12 +27,52 @@ pub const PRIVACY_EPOCH_MAX_AGE: Duration = Duration::from_millis(250);
 /// can go on using the epoch it confirmed before the write committed.
 pub const PRIVACY_PROPAGATION_WAIT: Duration = Duration::from_millis(300);
 
+/// The instant confirmation stamps are counted from (nanoseconds), so a stamp fits an atomic:
+/// as far back as the monotonic clock allows (up to a day), so no stamp a process takes falls
+/// before it.
+static CLOCK_BASE: LazyLock<Instant> = LazyLock::new(|| {
+    let now = Instant::now();
+    [86_400, 3_600, 60, 1]
+        .into_iter()
+        .find_map(|secs| now.checked_sub(Duration::from_secs(secs)))
+        .unwrap_or(now)
+});
+
+/// A stamp as nanoseconds since [`CLOCK_BASE`]; `None` for one before it (too old to matter).
+fn nanos_since_base(at: Instant) -> Option<u64> {
+    at.checked_duration_since(*CLOCK_BASE)
+        .map(|d| d.as_nanos() as u64)
+}
+
 /// One process's view of the epoch: the value, and when the query that read it was sent.
-#[derive(Default)]
+///
+/// Every cached request reads it, from every worker thread at once, so reading takes no lock:
+/// two atomics, written epoch first and stamp second (Release) and read stamp first and epoch
+/// second (Acquire). A reader may pair a stamp with an epoch confirmed at that stamp or later
+/// (never earlier): it then judges the newer epoch by an older stamp, which can only make it
+/// refresh sooner. Writers take turns (`refresh`) and never step back.
 pub struct PrivacyEpochs {
-    confirmed: Mutex<Option<(i64, Instant)>>,
+    epoch: AtomicI64,
+    /// Nanoseconds since [`CLOCK_BASE`] of the confirmation; meaningful once `confirmed`.
+    sent_at: AtomicU64,
+    confirmed: AtomicBool,
     /// One confirmation at a time; concurrent requests wait for it instead of each querying.
     refresh: tokio::sync::Mutex<()>,
+    /// Serialises `record` (a confirmation and `read_now` may finish together).
+    write: std::sync::Mutex<()>,
+}
+
+impl Default for PrivacyEpochs {
+    fn default() -> Self {
+        LazyLock::force(&CLOCK_BASE);
+        PrivacyEpochs {
+            epoch: AtomicI64::new(0),
+            sent_at: AtomicU64::new(0),
+            confirmed: AtomicBool::new(false),
+            refresh: tokio::sync::Mutex::new(()),
+            write: std::sync::Mutex::new(()),
+        }
+    }
 }
 
 impl PrivacyEpochs {
@@ -41,9 +82,16 @@ impl PrivacyEpochs {
 
     /// The epoch, confirmed from the database within [`PRIVACY_EPOCH_MAX_AGE`].
     pub async fn current(&self, db: &Pool) -> Result<i64, DbError> {
-        if let Some(epoch) = self.fresh() {
-            return Ok(epoch);
+        match self.fresh() {
+            Some(epoch) => Ok(epoch),
+            // Boxed: the confirmation's future is large and rarely needed, and it would
+            // otherwise make every caller's future as large (and as costly to move).
+            None => Box::pin(self.confirm(db)).await,
         }
+    }
+
+    /// Confirms the epoch from the database (one caller at a time; the others wait for it).
+    async fn confirm(&self, db: &Pool) -> Result<i64, DbError> {
         let _one_at_a_time = self.refresh.lock().await;
         if let Some(epoch) = self.fresh() {
             return Ok(epoch);
@@ -68,24 +116,32 @@ impl PrivacyEpochs {
     }
 
     fn fresh(&self) -> Option<i64> {
-        let confirmed = *self
-            .confirmed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        confirmed
-            .filter(|(_, at)| at.elapsed() < PRIVACY_EPOCH_MAX_AGE)
-            .map(|(epoch, _)| epoch)
+        if !self.confirmed.load(Ordering::Acquire) {
+            return None;
+        }
+        let sent_at = self.sent_at.load(Ordering::Acquire);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let now = nanos_since_base(Instant::now())?;
+        let age = now.saturating_sub(sent_at);
+        (age < PRIVACY_EPOCH_MAX_AGE.as_nanos() as u64).then_some(epoch)
     }
 
     fn record(&self, epoch: i64, sent: Instant) {
-        let mut confirmed = self
-            .confirmed
+        let _writer = self
+            .write
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(sent) = nanos_since_base(sent) else {
+            return;
+        };
         // Never step back to an older reading that finished late.
-        let newer = confirmed.is_none_or(|(e, at)| epoch >= e && sent >= at);
+        let newer = !self.confirmed.load(Ordering::Acquire)
+            || (epoch >= self.epoch.load(Ordering::Acquire)
+                && sent >= self.sent_at.load(Ordering::Acquire));
         if newer {
-            *confirmed = Some((epoch, sent));
+            self.epoch.store(epoch, Ordering::Release);
+            self.sent_at.store(sent, Ordering::Release);
+            self.confirmed.store(true, Ordering::Release);
         }
     }
 }

@@ -22,6 +22,14 @@ pub struct RouteLimit {
     pub anonymous: Option<RateLimit>,
 }
 
+impl RouteLimit {
+    /// Whether this kind of viewer is limited on the route at all (anonymous ones may not be),
+    /// so a route can skip the check without building its future.
+    pub fn applies_to(&self, viewer: &Viewer) -> bool {
+        matches!(viewer, Viewer::User { .. }) || self.anonymous.is_some()
+    }
+}
+
 /// A request that was let through; its decision's headers go on the response.
 #[derive(Debug, Clone, Copy)]
 pub struct Allowed(Decision);

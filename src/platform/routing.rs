@@ -1,17 +1,29 @@
 //! What every function's router is built with: routes that answer on any path (Vercel delivers
-//! the original, pre-rewrite path), a request span, CORS, and the layer that gives axum's own
-//! 404/405 answers our JSON error shape.
+//! the original, pre-rewrite path), a request span, CORS, and our JSON error shape on axum's own
+//! 404/405 answers.
+//!
+//! These wrap every request of every function, so they are written for a request that costs
+//! nothing: one hand-written service instead of a stack of `from_fn` middlewares (each of which
+//! clones the service and boxes a future per request).
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::MethodRouter;
 use axum::Router;
+use tower::{Service, ServiceExt};
 
 use crate::platform::cors::{apply_cors, Cors};
+use crate::platform::http::with_json_error_shape;
 use crate::platform::telemetry::{trace_request, RouteName};
 
 /// A feature's router: `methods` on any path (on Vercel a function receives the original,
 /// pre-rewrite path, so a function must not care which path it was reached by), its responses
-/// marked with the feature's `route` name for the request span.
+/// marked with the feature's `route` name for the request's log line.
 pub fn any_path<S: Clone + Send + Sync + 'static>(
     route: &'static str,
     methods: MethodRouter<S>,
@@ -19,8 +31,8 @@ pub fn any_path<S: Clone + Send + Sync + 'static>(
     Router::new()
         .route("/", methods.clone())
         .route("/{*path}", methods)
-        .layer(axum::middleware::map_response(
-            move |mut response: Response| async move {
+        .layer(tower::util::MapResponseLayer::new(
+            move |mut response: Response| {
                 response.extensions_mut().insert(RouteName(route));
                 response
             },
@@ -34,9 +46,41 @@ pub fn any_path<S: Clone + Send + Sync + 'static>(
 /// Wrapped around the whole router rather than added with `Router::layer`, because a method
 /// router sets `Allow` on its 405 only after its inner layers have run (and CORS reads it).
 pub fn function_layers(router: Router, cors: Cors) -> Router {
-    use tower::Layer;
-    let errors = axum::middleware::from_fn(crate::platform::http::json_errors).layer(router);
-    let cors = axum::middleware::from_fn_with_state(cors, apply_cors).layer(errors);
-    let traced = axum::middleware::from_fn(trace_request).layer(cors);
-    Router::new().fallback_service(traced)
+    Router::new().fallback_service(FunctionService {
+        inner: router,
+        cors,
+    })
+}
+
+/// [`function_layers`]' service: the request traced, CORS applied, the router's answer in our
+/// error shape.
+#[derive(Clone)]
+struct FunctionService {
+    inner: Router,
+    cors: Cors,
+}
+
+impl Service<Request> for FunctionService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let inner = self.inner.clone();
+        let cors = self.cors.clone();
+        Box::pin(async move {
+            Ok(trace_request(request, |request| async move {
+                apply_cors(&cors, request, |request| async move {
+                    let Ok(response) = inner.oneshot(request).await;
+                    with_json_error_shape(response)
+                })
+                .await
+            })
+            .await)
+        })
+    }
 }

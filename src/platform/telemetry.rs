@@ -1,23 +1,29 @@
 //! Logging: the subscriber (`tracing` with fields, filtered by `RUST_LOG`), and one span per
 //! request so every log line can be traced to the request that wrote it.
 //!
+//! The request path is the hot path of every function: its span holds only what is known when
+//! the request arrives (method, request id), and what is known at the end (status, duration,
+//! route, cache outcome) goes on the one line logged then, formatted once rather than recorded
+//! into the span and printed again.
+//!
 //! The filter is `tracing_subscriber`'s `Targets` (`warn,gcbb=info` syntax) rather than
 //! `EnvFilter`: the functions need no span-field filters, and `EnvFilter` links a regex engine
 //! into every function binary.
 
 use std::io::IsTerminal;
 use std::str::FromStr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
-use tracing::field::Empty;
 use tracing::Instrument;
 
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Default filter when `RUST_LOG` is unset: our own crates at info, libraries at warn.
@@ -36,11 +42,106 @@ pub fn init() {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
+        .event_format(Line);
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
         .try_init();
+}
+
+/// One log line, laid out as `tracing_subscriber`'s full format without targets
+/// (`2026-11-29T00:07:28.123456Z  INFO request{method=GET request_id=…}: request status=200 …`),
+/// written with less machinery: every request logs one, on every function. The fields are
+/// written by the subscriber's own field formatter (which escapes control characters); the
+/// level is coloured only when the output is a terminal.
+struct Line;
+
+impl<S, N> FormatEvent<S, N> for Line
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write_timestamp(&mut writer)?;
+        let level = *event.metadata().level();
+        let name = match level {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => " WARN",
+            tracing::Level::INFO => " INFO",
+            tracing::Level::DEBUG => "DEBUG",
+            tracing::Level::TRACE => "TRACE",
+        };
+        if writer.has_ansi_escapes() {
+            let colour = match level {
+                tracing::Level::ERROR => "31",
+                tracing::Level::WARN => "33",
+                tracing::Level::INFO => "32",
+                tracing::Level::DEBUG => "34",
+                tracing::Level::TRACE => "35",
+            };
+            write!(writer, " \x1b[{colour}m{name}\x1b[0m ")?;
+        } else {
+            writer.write_char(' ')?;
+            writer.write_str(name)?;
+            writer.write_char(' ')?;
+        }
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                writer.write_str(span.name())?;
+                let extensions = span.extensions();
+                if let Some(fields) = extensions.get::<FormattedFields<N>>() {
+                    if !fields.is_empty() {
+                        writer.write_char('{')?;
+                        writer.write_str(fields)?;
+                        writer.write_char('}')?;
+                    }
+                }
+                writer.write_char(':')?;
+            }
+            writer.write_char(' ')?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writer.write_char('\n')
+    }
+}
+
+/// `2026-11-29T00:07:28.123456Z`, UTC; the part up to the second is formatted once per second
+/// per thread.
+fn write_timestamp(writer: &mut Writer<'_>) -> std::fmt::Result {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != now.as_secs() {
+            *second = now.as_secs();
+            *text =
+                chrono::DateTime::<chrono::Utc>::from(UNIX_EPOCH + Duration::from_secs(*second))
+                    .format("%Y-%m-%dT%H:%M:%S")
+                    .to_string();
+        }
+        writer.write_str(text)
+    })?;
+    write!(writer, ".{:06}Z", now.subsec_micros())
+}
+
+/// A duration in milliseconds with three decimals, for log fields (integer arithmetic only).
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
 }
 
 /// The header Vercel puts on every request it forwards (region and id); used as the request id
@@ -50,65 +151,118 @@ pub const VERCEL_ID_HEADER: &str = "x-vercel-id";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// A request id for requests that didn't come through Vercel: this process's random tag and a
-/// counter. Unique within the process and cheap (no randomness per request).
-fn local_request_id() -> String {
+/// counter, written straight into the header value (no formatting machinery, one allocation).
+/// Unique within the process and cheap (no randomness per request).
+fn local_request_id() -> HeaderValue {
     use std::sync::atomic::{AtomicU64, Ordering};
-    static PROCESS_TAG: std::sync::LazyLock<u32> = std::sync::LazyLock::new(rand::random);
+    static PROCESS_TAG: std::sync::LazyLock<[u8; 9]> = std::sync::LazyLock::new(|| {
+        let tag: u32 = rand::random();
+        let mut out = [b'-'; 9];
+        for (i, byte) in out[..8].iter_mut().enumerate() {
+            *byte = b"0123456789abcdef"[(tag >> (28 - 4 * i)) as usize & 0xf];
+        }
+        out
+    });
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!(
-        "{:08x}-{}",
-        *PROCESS_TAG,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    let mut n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut id = Vec::with_capacity(9 + digits.len() - at);
+    id.extend_from_slice(&*PROCESS_TAG);
+    id.extend_from_slice(&digits[at..]);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+        .expect("hex digits, a dash and decimal digits are a valid header value")
+}
+
+/// The request id: Vercel's when it sent one (visible ASCII, at most 128 bytes), else a local one.
+fn request_id(request: &Request) -> HeaderValue {
+    request
+        .headers()
+        .get(VERCEL_ID_HEADER)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
+        .cloned()
+        .unwrap_or_else(local_request_id)
 }
 
 /// The name of the feature that answered, set by its router on the response
-/// ([`crate::platform::routing::any_path`]) for the request span's `route` field.
+/// ([`crate::platform::routing::any_path`]) for the request's log line.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteName(pub &'static str);
 
-/// Runs a request inside a `request` span with its method, route, request id, status, duration
-/// (to the response head: a streamed body goes on after) and cache outcome (`X-Cache`), and
-/// logs one line when the response is ready. No path, query or header values are logged: they
-/// can hold search text, ids and tokens.
-pub async fn trace_request(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get(VERCEL_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(local_request_id);
+/// Runs a request (`next`) inside a `request` span with its method and request id, and logs one
+/// line in that span when the response head is ready: status, duration (to the response head: a
+/// streamed body goes on after), the route that answered and the cache outcome (`X-Cache`). The
+/// response carries the request id back (`X-Request-Id`). No path, query or header values are
+/// logged: they can hold search text, ids and tokens.
+///
+/// When the span is disabled (`RUST_LOG` filters it out) nothing is measured or formatted for
+/// it: the request id is still made and returned.
+pub async fn trace_request<F, Fut>(request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let request_id = request_id(&request);
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
-        request_id = %request_id,
-        route = Empty,
-        status = Empty,
-        duration_ms = Empty,
-        cache = Empty,
+        request_id = %request_id.to_str().unwrap_or_default(),
     );
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let route = response
-        .extensions()
-        .get::<RouteName>()
-        .map_or("-", |r| r.0);
-    let cache = response
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    let status = response.status().as_u16();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.record("route", route);
-    span.record("status", status);
-    span.record("duration_ms", duration_ms);
-    span.record("cache", cache.as_str());
-    span.in_scope(|| tracing::info!(status, duration_ms, route, cache, "request"));
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, v);
-    }
+    let mut response = if span.is_disabled() {
+        next(request).await
+    } else {
+        let started = Instant::now();
+        let response = next(request).instrument(span.clone()).await;
+        let route = response
+            .extensions()
+            .get::<RouteName>()
+            .map_or("-", |r| r.0);
+        let cache = response
+            .headers()
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let status = response.status().as_u16();
+        let duration_ms = Millis(started.elapsed());
+        span.in_scope(|| tracing::info!(status, %duration_ms, route, cache, "request"));
+        response
+    };
     response
+        .headers_mut()
+        .insert(HeaderName::from_static(REQUEST_ID_HEADER), request_id);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_are_written_with_three_decimals() {
+        assert_eq!(
+            Millis(Duration::from_micros(1_234_567)).to_string(),
+            "1234.567"
+        );
+        assert_eq!(Millis(Duration::from_nanos(999)).to_string(), "0.000");
+    }
+
+    #[test]
+    fn a_local_request_id_is_the_process_tag_and_a_counter() {
+        let a = local_request_id();
+        let b = local_request_id();
+        let (tag_a, n_a) = a.to_str().unwrap().split_once('-').unwrap();
+        let (tag_b, n_b) = b.to_str().unwrap().split_once('-').unwrap();
+        assert_eq!(tag_a, tag_b);
+        assert_eq!(tag_a.len(), 8);
+        assert!(tag_a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(n_b.parse::<u64>().unwrap() > n_a.parse::<u64>().unwrap());
+    }
 }

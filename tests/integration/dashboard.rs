@@ -565,7 +565,7 @@ async fn two_concurrent_cron_runs_refresh_once_and_the_other_is_skipped() {
     let waiting = eventually(|| async {
         app.count(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-             AND query ILIKE '%gcbb_refresh_dashboard%'",
+             AND datname = current_database() AND query ILIKE '%gcbb_refresh_dashboard%'",
         )
         .await
             > 0
@@ -660,7 +660,8 @@ async fn a_slow_count_gives_the_page_on_time_with_an_estimated_total() {
     let running = app
         .count(
             "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '%gcbb_count_dashboard%' \
-             AND state = 'active' AND pid <> pg_backend_pid()",
+             AND state = 'active' AND datname = current_database() \
+             AND pid <> pg_backend_pid()",
         )
         .await;
     assert_eq!(running, 0);
@@ -730,4 +731,124 @@ async fn making_a_companion_private_deletes_every_cached_dashboard_page_from_red
             "{path} still lists the companion made private"
         );
     }
+}
+
+/// Makes `gcbb_count_dashboard` slower than any count timeout: the server sleeps inside it.
+async fn make_the_count_slow(app: &TestApp) {
+    app.pg
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION gcbb_count_dashboard(p_category_id text, p_name_contains text) \
+             RETURNS bigint LANGUAGE sql VOLATILE AS $$ SELECT pg_sleep(5)::text::bigint $$",
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_search_that_finds_nothing_never_reports_the_categorys_total_even_when_the_count_is_slow()
+{
+    let app = demo_app().await;
+    make_the_count_slow(&app).await;
+    for path in [
+        "/api/dashboard/prefetch?q=zzzz",
+        "/api/dashboard/prefetch?q=zzzz&categoryId=cat_demo_01",
+    ] {
+        let resp = app.get(path).send().await;
+        assert_eq!(resp.status, 200, "{path}");
+        let body = resp.json();
+        assert_eq!(body["companions"], json!([]), "{path}");
+        // The empty first page proves there is nothing: an exact zero, not an estimate.
+        assert_eq!(body["total"], 0, "{path}: {body}");
+        assert_eq!(body["totalIsEstimate"], false, "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_search_count_is_estimated_from_the_search_never_from_the_category() {
+    let app = demo_app().await;
+    let public = app
+        .count("SELECT count(*) FROM \"Companion\" WHERE NOT private")
+        .await;
+    let matching = app
+        .count("SELECT count(*) FROM \"Companion\" WHERE NOT private AND name ILIKE '%a%'")
+        .await;
+    assert!(
+        matching > 10 && matching < public,
+        "the demo data has more than a page of matches for `a`, and fewer than all: {matching}"
+    );
+    make_the_count_slow(&app).await;
+
+    // A short last page: the total is what the pages hold, exactly.
+    let body = app
+        .get("/api/dashboard/prefetch?q=a&pageSize=50")
+        .send()
+        .await
+        .json();
+    let listed = body["companions"].as_array().unwrap().len() as i64;
+    assert_eq!(listed, matching);
+    assert_eq!(body["total"], matching, "{body}");
+    assert_eq!(body["totalIsEstimate"], false);
+
+    // A full page: an estimate of the matches, at least the page, at most every companion.
+    let body = app
+        .get("/api/dashboard/prefetch?q=a&pageSize=5")
+        .send()
+        .await
+        .json();
+    assert_eq!(body["companions"].as_array().unwrap().len(), 5);
+    assert_eq!(body["totalIsEstimate"], true);
+    let total = body["total"].as_i64().unwrap();
+    assert!((5..=public).contains(&total), "{body}");
+}
+
+/// Trigram entries waiting in the GIN pending list of the read model's name index (every search
+/// reads them one by one until they are merged).
+async fn pending_trigram_entries(app: &TestApp) -> i64 {
+    app.pg
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        .await
+        .unwrap();
+    app.count(
+        "SELECT pending_tuples::bigint FROM pgstatginindex('\"CompanionDashboard_name_trgm_idx\"')",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_cron_refresh_leaves_no_pending_list_in_the_search_index() {
+    let app = demo_app().await;
+    // A day of chat: every public companion's message count changes, so a concurrent refresh
+    // rewrites every row of the read model.
+    let chat = |round: &'static str| {
+        format!(
+            "INSERT INTO \"Message\" (\"id\", \"role\", \"content\", \"createdAt\", \"updatedAt\", \
+             \"companionId\", \"userId\") \
+             SELECT 'msg_test_{round}_' || id, 'user', 'hi', now(), now(), id, 'user_demo_1' \
+             FROM \"Companion\" WHERE NOT private"
+        )
+    };
+    app.pg.batch_execute(&chat("one")).await.unwrap();
+    // Refreshed the way it was before: the read model's changed rows queue in the pending list.
+    app.pg
+        .batch_execute("REFRESH MATERIALIZED VIEW CONCURRENTLY \"CompanionDashboard\"")
+        .await
+        .unwrap();
+    assert!(
+        pending_trigram_entries(&app).await > 0,
+        "a concurrent refresh queues its changes in the pending list"
+    );
+
+    app.pg.batch_execute(&chat("two")).await.unwrap();
+    let resp = app
+        .get("/api/cron/refresh")
+        .bearer(CRON_SECRET)
+        .send()
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["status"], "refreshed");
+    assert_eq!(pending_trigram_entries(&app).await, 0);
+    // And searches see the refreshed counts.
+    let body = app.get("/api/dashboard/prefetch?q=ada").send().await.json();
+    assert_eq!(body["companions"][0]["name"], "Ada Lovelace");
+    assert!(body["companions"][0]["messageCount"].as_i64().unwrap() >= 2);
 }

@@ -337,3 +337,105 @@ async fn gcbb_dev_closes_a_connection_that_sends_half_a_request() {
         "{answer}"
     );
 }
+
+/// The raw response (no decompression by the client) to a GET with `Accept-Encoding`.
+async fn get_encoded(url: &str, accept: Option<&str>) -> (reqwest::header::HeaderMap, Vec<u8>) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(a) = accept {
+        req = req.header("accept-encoding", a);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    (headers, resp.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn gcbb_dev_compresses_with_gzip_or_brotli_when_the_client_asks_as_vercel_does() {
+    use std::io::Read;
+    let db = absent_db();
+    let server = start_dev(&db, &[]).await;
+    let url = server.url("/api/dashboard/prefetch?pageSize=50");
+
+    let (headers, plain) = get_encoded(&url, None).await;
+    assert!(headers.get("content-encoding").is_none());
+    let page: Value = serde_json::from_slice(&plain).unwrap();
+    assert!(page["companions"].as_array().unwrap().len() > 10);
+
+    let (headers, gzipped) = get_encoded(&url, Some("gzip")).await;
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert!(
+        gzipped.len() < plain.len() / 2,
+        "{} vs {}",
+        gzipped.len(),
+        plain.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(gzipped.as_slice())
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    let unzipped: Value = serde_json::from_slice(&unzipped).unwrap();
+    assert_eq!(unzipped["companions"], page["companions"]);
+
+    let (headers, brotli) = get_encoded(&url, Some("br, gzip;q=0.5")).await;
+    assert_eq!(headers["content-encoding"], "br");
+    let mut unbrotlied = Vec::new();
+    brotli_decompressor::Decompressor::new(brotli.as_slice(), 4096)
+        .read_to_end(&mut unbrotlied)
+        .unwrap();
+    let unbrotlied: Value = serde_json::from_slice(&unbrotlied).unwrap();
+    assert_eq!(unbrotlied["companions"], page["companions"]);
+    // The validator is the page's, whatever the encoding.
+    assert!(headers["etag"].to_str().unwrap().starts_with('"'));
+
+    // A streamed reply goes out as it comes, never held back by an encoder.
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/chat/cmp_demo_01"))
+        .header("accept-encoding", "gzip, br")
+        .json(&json!({"prompt": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("content-encoding").is_none());
+    assert!(!resp.text().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_bench_anchor_is_served_only_when_asked_with_the_dashboards_bytes_and_headers() {
+    let db = absent_db();
+    let server = start_dev(&db, &[]).await;
+    let resp = reqwest::get(server.url("/__bench/bare")).await.unwrap();
+    assert_eq!(resp.status(), 404, "no anchor without --bench-anchor");
+    drop(server);
+
+    let port = free_port();
+    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
+    cmd.current_dir(project_root())
+        .args(["dev", "--port", &port.to_string(), "--bench-anchor"])
+        .env("DATABASE_URL", &db.url)
+        .env("LLM_PROVIDER", "scripted");
+    let server = Server::start(cmd, port).await;
+    let page = reqwest::get(server.url("/api/dashboard/prefetch"))
+        .await
+        .unwrap();
+    let anchor = reqwest::get(server.url("/__bench/bare")).await.unwrap();
+    assert_eq!(anchor.status(), 200);
+    for name in [
+        "content-type",
+        "cache-control",
+        "cdn-cache-control",
+        "etag",
+        "vercel-cache-tag",
+        "x-cache",
+    ] {
+        assert_eq!(anchor.headers()[name], page.headers()[name], "{name}");
+    }
+    assert!(anchor.headers().contains_key("server-timing"));
+    assert!(anchor.headers().contains_key("x-request-id"));
+    assert_eq!(
+        anchor.bytes().await.unwrap(),
+        page.bytes().await.unwrap(),
+        "the same body"
+    );
+}

@@ -2,6 +2,7 @@
 
 mod ai_sdk;
 mod auth;
+mod bench;
 mod cache;
 mod chat;
 mod chat_request;

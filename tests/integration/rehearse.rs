@@ -313,13 +313,11 @@ async fn a_harmless_migration_passes_on_a_seeded_copy_and_leaves_no_copy_behind(
         row.contains("ACCESS EXCLUSIVE") && row.contains("\"Message\"") && row.contains(" no "),
         "the lock is shown, and no rewrite: {row}"
     );
-    assert!(
-        report.contains(&format!(
-            "Verify on the copy: {} hot queries use their index.",
-            gcbb::db::hot_queries().len()
-        )),
-        "{report}"
+    let verified = format!(
+        "Verify on the copy: {} hot queries use their index.",
+        gcbb::db::hot_queries().len()
     );
+    assert!(report.contains(&verified), "{report}");
     assert!(report.contains("  No difference detected."), "{report}");
     assert!(report.contains("Verdict: PASS"), "{report}");
     assert!(report.contains(" was dropped."), "{report}");

@@ -269,3 +269,72 @@ async fn a_missing_pg_dump_is_a_clear_error_and_leaves_no_file() {
     assert!(!file.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn verify_explains_the_search_path_and_fails_when_a_search_would_scan() {
+    let db = seeded_db().await;
+    let out = run(&db, &["verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for name in [
+        "dashboard.public_page_search",
+        "dashboard.public_page_search_by_category",
+        "dashboard.count_search",
+        "dashboard.count_search_by_category",
+    ] {
+        assert!(
+            stdout(&out).contains(&format!("ok: {name}")),
+            "{}",
+            stdout(&out)
+        );
+    }
+
+    db.client()
+        .await
+        .batch_execute("DROP INDEX \"CompanionDashboard_name_trgm_idx\"")
+        .await
+        .expect("drop the trigram index");
+    let out = run(&db, &["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "hot query `dashboard.count_search` does not use index `CompanionDashboard_name_trgm_idx`; \
+             plan node: Seq Scan on \"CompanionDashboard\""
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn verify_fails_when_the_count_function_no_longer_plans_each_search_with_its_pattern() {
+    let db = seeded_db().await;
+    // The function as it was: a SQL function, planned without the pattern, scanning every row.
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION gcbb_count_dashboard(p_category_id text, p_name_contains text)
+             RETURNS bigint LANGUAGE sql STABLE AS $$
+             SELECT count(*) FROM \"CompanionDashboard\"
+             WHERE (p_category_id IS NULL OR \"categoryId\" = p_category_id)
+               AND (p_name_contains IS NULL OR \"name\" ILIKE '%' || p_name_contains || '%')
+             $$",
+        )
+        .await
+        .expect("replace the function");
+    let out = run(&db, &["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "function `gcbb_count_dashboard` no longer runs `{}`",
+            gcbb::db::companions::COUNT_SEARCH_SQL
+        )),
+        "{err}"
+    );
+}

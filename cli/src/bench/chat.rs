@@ -12,8 +12,13 @@
 //!   process: router, client and model server together, so an upper bound for the router).
 //!
 //! Signed-in requests need session tokens: the bench signs them with a throwaway key pair that
-//! exists only for this purpose (`src/bench/keys/`), and configures the router with its public
-//! half.
+//! exists only for this purpose, and configures the router with its public half.
+//!
+//! The bench database is left as it was found: the bench chats with a public companion of the
+//! seeded data (nothing is created, so no companion becomes the newest and no category is
+//! added), as a user of its own that the seed never makes; afterwards every message and token
+//! row of that user is deleted and the companion's token total restored. The row counts and
+//! token totals are compared before and after, and a difference fails the run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +33,8 @@ use crate::session_token::{self, SigningKey};
 use gcbb::config::Config;
 use gcbb::platform::app::App;
 
-const COMPANION_ID: &str = "bench_chat_companion";
+/// The user the bench chats as: no seed or demo data has it, so whatever it stored is the
+/// bench's own, and is removed afterwards.
 const BENCH_USER: &str = "user_bench_chat";
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +65,12 @@ pub struct ChatReport {
     pub rss_open_kib: u64,
     pub rss_per_stream_kib: f64,
     pub cache: &'static str,
+    /// The seeded companion the bench chatted with.
+    pub companion_id: String,
+    /// Rows the bench stored and removed again (messages and token rows).
+    pub scratch_rows_removed: u64,
+    /// Row counts and token totals were the same after the run as before it.
+    pub database_left_as_found: bool,
 }
 
 pub async fn run(args: &ChatArgs, json: bool) -> anyhow::Result<()> {
@@ -96,6 +108,16 @@ fn print_report(r: &ChatReport) {
         "  concurrent streams: {} open, {} ok, {} errors; RSS {} KiB → {} KiB, {:.1} KiB per stream",
         r.streams, r.streams_ok, r.stream_errors, r.rss_before_kib, r.rss_open_kib, r.rss_per_stream_kib
     );
+    println!(
+        "  chatted with {} as {BENCH_USER}; {} scratch rows removed; database left as found: {}",
+        r.companion_id,
+        r.scratch_rows_removed,
+        if r.database_left_as_found {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
 }
 
 /// A session token for the bench user, signed with this run's key.
@@ -116,26 +138,91 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn prepare_database(config: &Config) -> anyhow::Result<()> {
-    let db = config.migration_database();
-    crate::migrate::deploy(
-        db,
-        std::path::Path::new(gcbb::config::DEFAULT_MIGRATIONS_DIR),
-    )
-    .await
-    .context("deploying migrations to the bench database")?;
-    let client = gcbb::db::connect(db).await?;
-    client
-        .batch_execute(&format!(
-            "INSERT INTO \"Category\" (\"id\", \"name\") VALUES ('bench_chat', 'Bench') ON CONFLICT DO NOTHING;
-             INSERT INTO \"Companion\" (\"id\", \"userId\", \"userName\", \"src\", \"name\", \"instructions\",
-                                        \"updatedAt\", \"categoryId\")
-             VALUES ('{COMPANION_ID}', 'system', 'bench', '/b.png', 'Bench', 'You answer benchmarks.', now(), 'bench_chat')
-             ON CONFLICT DO NOTHING;
-             DELETE FROM \"Message\" WHERE \"companionId\" = '{COMPANION_ID}';"
-        ))
+/// What the bench may change, read before and after it: the row count of each table it writes
+/// or could be blamed for, and the token totals it adds to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(String, i64)>);
+
+impl Fingerprint {
+    pub async fn read(client: &tokio_postgres::Client) -> anyhow::Result<Fingerprint> {
+        let mut parts = Vec::new();
+        for (name, sql) in [
+            ("Companion rows", "SELECT count(*) FROM \"Companion\""),
+            ("Category rows", "SELECT count(*) FROM \"Category\""),
+            ("Message rows", "SELECT count(*) FROM \"Message\""),
+            (
+                "UserBurnedTokens rows",
+                "SELECT count(*) FROM \"UserBurnedTokens\"",
+            ),
+            (
+                "Companion tokens",
+                "SELECT COALESCE(sum(\"tokensBurned\"), 0)::bigint FROM \"Companion\"",
+            ),
+            (
+                "privacy epoch",
+                "SELECT \"epoch\" FROM \"PrivacyEpoch\" WHERE \"id\" = 1",
+            ),
+        ] {
+            let n: i64 = client.query_one(sql, &[]).await?.get(0);
+            parts.push((name.to_owned(), n));
+        }
+        Ok(Fingerprint(parts))
+    }
+
+    /// What differs, `name: before → after`.
+    pub fn differences(&self, after: &Fingerprint) -> Vec<String> {
+        self.0
+            .iter()
+            .zip(&after.0)
+            .filter(|(a, b)| a != b)
+            .map(|((name, a), (_, b))| format!("{name}: {a} → {b}"))
+            .collect()
+    }
+}
+
+/// The seeded companion to chat with: public, owned by a user (not the platform), the first by
+/// id, so every run picks the same one.
+async fn pick_companion(client: &tokio_postgres::Client) -> anyhow::Result<(String, i32)> {
+    let row = client
+        .query_opt(
+            "SELECT \"id\", \"tokensBurned\" FROM \"Companion\" \
+             WHERE NOT \"private\" AND \"userId\" <> $1 ORDER BY \"id\" LIMIT 1",
+            &[&gcbb::config::DEFAULT_SYSTEM_USER_ID],
+        )
+        .await?
+        .context(
+            "the bench database has no public companion to chat with: seed it first \
+             (gcbb bench seed)",
+        )?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Deletes what the bench stored (its user's messages and token rows) and puts the companion's
+/// token total back; returns how many rows were deleted.
+async fn remove_scratch(
+    client: &tokio_postgres::Client,
+    companion_id: &str,
+    tokens_before: i32,
+) -> anyhow::Result<u64> {
+    let messages = client
+        .execute(
+            "DELETE FROM \"Message\" WHERE \"userId\" = $1",
+            &[&BENCH_USER],
+        )
         .await?;
-    Ok(())
+    let tokens = client
+        .execute(
+            "DELETE FROM \"UserBurnedTokens\" WHERE \"userId\" = $1",
+            &[&BENCH_USER],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE \"Companion\" SET \"tokensBurned\" = $2 WHERE \"id\" = $1",
+            &[&companion_id, &tokens_before],
+        )
+        .await?;
+    Ok(messages + tokens)
 }
 
 /// Time from sending the request to the first byte of the body, and whether it ended well.
@@ -154,6 +241,31 @@ async fn first_byte(req: reqwest::RequestBuilder) -> anyhow::Result<Duration> {
 }
 
 async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
+    let db = super::bench_database()?;
+    let client = gcbb::db::connect(&db).await?;
+    let (companion_id, tokens_before) = pick_companion(&client).await?;
+    // Leftovers of an interrupted run go first, so "as found" means as found before it.
+    remove_scratch(&client, &companion_id, tokens_before).await?;
+    let before = Fingerprint::read(&client).await?;
+    let measured = measure_on(args, &companion_id).await;
+    // Whatever happened, the reply writes handed to `wait_until` finish, then everything the
+    // bench stored goes.
+    gcbb::platform::background::drain_local(Duration::from_secs(30)).await;
+    let removed = remove_scratch(&client, &companion_id, tokens_before).await?;
+    let after = Fingerprint::read(&client).await?;
+    let differences = before.differences(&after);
+    let mut report = measured?;
+    report.scratch_rows_removed = removed;
+    report.database_left_as_found = differences.is_empty();
+    anyhow::ensure!(
+        differences.is_empty(),
+        "gcbb bench chat left the database changed: {}",
+        differences.join(", ")
+    );
+    Ok(report)
+}
+
+async fn measure_on(args: &ChatArgs, companion_id: &str) -> anyhow::Result<ChatReport> {
     // A key pair made for this run only: the bench signs its own session tokens.
     let key = SigningKey::generate()?;
     let ttft = Duration::from_millis(args.ttft_ms);
@@ -184,8 +296,10 @@ async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
     vars.remove("CLERK_ISSUER");
     vars.remove("CLERK_AUTHORIZED_PARTIES");
     vars.remove("VERCEL_ENV");
+    // Cached replies go under a key prefix of this run's own, cleared at the end.
+    let prefix = format!("gcbb-bench-chat-{:08x}", rand::random::<u32>());
+    vars.insert("CACHE_KEY_PREFIX".into(), prefix.clone());
     let config = Config::from_vars(&vars)?;
-    prepare_database(&config).await?;
     let app: Arc<App> = App::new(config);
     let cache = app.cache.backend_name();
     let router = gcbb::routes::router(
@@ -198,7 +312,7 @@ async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    let url = format!("http://{addr}/api/chat/{COMPANION_ID}");
+    let url = format!("http://{addr}/api/chat/{companion_id}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.streams + 16)
         .build()?;
@@ -284,6 +398,7 @@ async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
         }
     }
     server.abort();
+    let _ = app.cache.clear_pattern(&format!("{prefix}:*")).await;
 
     let model_first_byte = Summary::of(&mut model_samples);
     let signed_in_first_byte = Summary::of(&mut signed_samples);
@@ -301,5 +416,8 @@ async fn measure(args: &ChatArgs) -> anyhow::Result<ChatReport> {
         rss_open_kib: rss_open,
         rss_per_stream_kib: rss_open.saturating_sub(rss_before) as f64 / args.streams.max(1) as f64,
         cache,
+        companion_id: companion_id.to_owned(),
+        scratch_rows_removed: 0,
+        database_left_as_found: false,
     })
 }

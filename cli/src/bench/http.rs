@@ -23,12 +23,20 @@ pub struct HttpArgs {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
-    /// Duration of the run.
+    /// Duration of each run.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
     /// Extra request header, `Name: value` (repeatable).
     #[arg(long = "header")]
     pub headers: Vec<String>,
+    /// Also drive the same server's bench anchor (`gcbb dev --bench-anchor`: the same bytes
+    /// and headers through the same stack with no work), alternating with the URL, and state
+    /// the URL's throughput as a share of the anchor's: what this machine can do at all.
+    #[arg(long)]
+    pub anchor: bool,
+    /// Runs of each target (alternating when there are two); figures are the median run's.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,49 +50,197 @@ pub struct Report {
     pub non_2xx: usize,
     pub errors: usize,
     pub latency: Summary,
+    /// Bytes of the last response's body as sent (after any compression).
+    pub body_bytes: usize,
+    /// `Content-Encoding` of the last response (`identity` when none).
+    pub content_encoding: String,
+    /// Every run of this target, in order (`requests_per_second` of each).
+    pub runs: Vec<f64>,
+}
+
+/// Two targets measured in one session: the URL and the anchor.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnchoredReport {
+    pub target: Report,
+    pub anchor: Report,
+    /// The target's requests per second as a share of the anchor's (median runs).
+    pub share_of_anchor: f64,
+}
+
+/// One target: where to connect and what to send.
+struct Target {
+    url: String,
+    host: String,
+    port: u16,
+    request: Vec<u8>,
+}
+
+impl Target {
+    fn new(raw: &str, headers: &[String]) -> anyhow::Result<Target> {
+        let url = url::Url::parse(raw)?;
+        anyhow::ensure!(url.scheme() == "http", "only http:// URLs");
+        let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+        anyhow::ensure!(
+            matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1"),
+            "gcbb bench http only drives servers on this machine (loopback)"
+        );
+        let port = url.port().unwrap_or(80);
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n");
+        for h in headers {
+            request.push_str(h.trim());
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        Ok(Target {
+            url: raw.to_owned(),
+            host,
+            port,
+            request: request.into_bytes(),
+        })
+    }
+
+    /// The same server's bench anchor.
+    fn anchor(&self, headers: &[String]) -> anyhow::Result<Target> {
+        let mut url = url::Url::parse(&self.url)?;
+        url.set_path(crate::dev::BENCH_ANCHOR_PATH);
+        url.set_query(None);
+        Target::new(url.as_str(), headers)
+    }
 }
 
 pub async fn run(args: &HttpArgs, json: bool) -> anyhow::Result<()> {
-    let url = url::Url::parse(&args.url)?;
-    anyhow::ensure!(url.scheme() == "http", "only http:// URLs");
-    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
-    anyhow::ensure!(
-        matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1"),
-        "gcbb bench http only drives servers on this machine (loopback)"
-    );
-    let port = url.port().unwrap_or(80);
-    let path = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n");
-    for h in &args.headers {
-        request.push_str(h.trim());
-        request.push_str("\r\n");
+    let target = Target::new(&args.url, &args.headers)?;
+    let rounds = args.rounds.max(1);
+    if !args.anchor {
+        let mut runs = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            runs.push(drive_target(&target, args).await);
+        }
+        let report = median_run(runs);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_report(&report, args);
+        }
+        return Ok(());
     }
-    request.push_str("\r\n");
-    let request = request.into_bytes();
+    let anchor = target.anchor(&args.headers)?;
+    let (mut target_runs, mut anchor_runs) = (Vec::new(), Vec::new());
+    // Alternating, starting with the anchor and the target in turn, so neither always runs
+    // on a warmer (or busier) machine.
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            anchor_runs.push(drive_target(&anchor, args).await);
+            target_runs.push(drive_target(&target, args).await);
+        } else {
+            target_runs.push(drive_target(&target, args).await);
+            anchor_runs.push(drive_target(&anchor, args).await);
+        }
+    }
+    let report = AnchoredReport {
+        target: median_run(target_runs),
+        anchor: median_run(anchor_runs),
+        share_of_anchor: 0.0,
+    };
+    let report = AnchoredReport {
+        share_of_anchor: report.target.requests_per_second
+            / report.anchor.requests_per_second.max(f64::MIN_POSITIVE),
+        ..report
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report.anchor, args);
+        print_report(&report.target, args);
+        println!(
+            "  {} at {:.0} % of the anchor's throughput (median of {rounds} alternating run{} each)",
+            report.target.url,
+            report.share_of_anchor * 100.0,
+            if rounds == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
 
+fn print_report(report: &Report, args: &HttpArgs) {
+    println!(
+        "gcbb bench http — {} with {} connections for {:.1} s",
+        report.url, report.connections, report.seconds
+    );
+    println!(
+        "  {} requests, {:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms, non-2xx {}, errors {}",
+        report.requests,
+        report.requests_per_second,
+        report.latency.p50_ms,
+        report.latency.p99_ms,
+        report.non_2xx,
+        report.errors
+    );
+    println!(
+        "  body {} B as sent ({}){}",
+        report.body_bytes,
+        report.content_encoding,
+        if report.runs.len() > 1 {
+            format!(
+                "; runs: {} requests/s",
+                report
+                    .runs
+                    .iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = args;
+}
+
+/// The run with the median throughput, with every run's throughput listed.
+fn median_run(mut runs: Vec<Report>) -> Report {
+    let all: Vec<f64> = runs.iter().map(|r| r.requests_per_second).collect();
+    runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    let mut median = runs.swap_remove(runs.len() / 2);
+    median.runs = all;
+    median
+}
+
+async fn drive_target(target: &Target, args: &HttpArgs) -> Report {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.connections.max(1))
         .map(|_| {
-            let request = request.clone();
-            let host = host.clone();
+            let request = target.request.clone();
+            let host = target.host.clone();
+            let port = target.port;
             tokio::spawn(async move { drive(&host, port, &request, deadline).await })
         })
         .collect();
     let mut latencies = Vec::new();
     let (mut non_2xx, mut errors) = (0, 0);
+    let mut last = LastResponse::default();
     for t in tasks {
-        let r = t.await?;
-        latencies.extend(r.latencies);
-        non_2xx += r.non_2xx;
-        errors += r.errors;
+        match t.await {
+            Ok(r) => {
+                latencies.extend(r.latencies);
+                non_2xx += r.non_2xx;
+                errors += r.errors;
+                if r.last.body_bytes > 0 {
+                    last = r.last;
+                }
+            }
+            Err(_) => errors += 1,
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let report = Report {
-        url: args.url.clone(),
+    Report {
+        url: target.url.clone(),
         connections: args.connections,
         seconds,
         requests: latencies.len(),
@@ -92,25 +248,17 @@ pub async fn run(args: &HttpArgs, json: bool) -> anyhow::Result<()> {
         non_2xx,
         errors,
         latency: Summary::of(&mut latencies),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "gcbb bench http — {} with {} connections for {:.1} s",
-            report.url, report.connections, report.seconds
-        );
-        println!(
-            "  {} requests, {:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms, non-2xx {}, errors {}",
-            report.requests,
-            report.requests_per_second,
-            report.latency.p50_ms,
-            report.latency.p99_ms,
-            report.non_2xx,
-            report.errors
-        );
+        body_bytes: last.body_bytes,
+        content_encoding: last.content_encoding,
+        runs: Vec::new(),
     }
-    Ok(())
+}
+
+/// What the last response of a connection looked like.
+#[derive(Default)]
+struct LastResponse {
+    body_bytes: usize,
+    content_encoding: String,
 }
 
 #[derive(Default)]
@@ -118,6 +266,7 @@ struct ConnectionResult {
     latencies: Vec<Duration>,
     non_2xx: usize,
     errors: usize,
+    last: LastResponse,
 }
 
 async fn drive(host: &str, port: u16, request: &[u8], deadline: Instant) -> ConnectionResult {
@@ -137,11 +286,12 @@ async fn drive(host: &str, port: u16, request: &[u8], deadline: Instant) -> Conn
                 continue 'connections;
             }
             match read_response(&mut stream, &mut buf).await {
-                Some(status) => {
+                Some((status, last)) => {
                     result.latencies.push(t.elapsed());
                     if !(200..300).contains(&status) && status != 304 {
                         result.non_2xx += 1;
                     }
+                    result.last = last;
                 }
                 None => {
                     result.errors += 1;
@@ -154,8 +304,9 @@ async fn drive(host: &str, port: u16, request: &[u8], deadline: Instant) -> Conn
     result
 }
 
-/// Reads one response; returns its status, or `None` if the connection broke.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<u16> {
+/// Reads one response; returns its status and what it looked like, or `None` if the connection
+/// broke.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, LastResponse)> {
     buf.clear();
     let mut chunk = [0u8; 16 * 1024];
     let header_end = loop {
@@ -196,7 +347,18 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<u16>
         }
         None => {}
     }
-    Some(status)
+    let content_encoding = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-encoding:"))
+        .map_or("identity", str::trim)
+        .to_owned();
+    Some((
+        status,
+        LastResponse {
+            body_bytes: buf.len() - header_end,
+            content_encoding,
+        },
+    ))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

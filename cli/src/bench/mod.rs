@@ -1,6 +1,7 @@
 //! `gcbb bench`: a realistic data set, and the figures of the optimized paths against the
 //! seed's "before", measured in one run on the same data. Build with `--release` to measure.
 
+pub mod cached;
 pub mod chat;
 pub mod coldstart;
 pub mod dashboard;
@@ -32,6 +33,8 @@ pub enum BenchCommand {
     Http(http::HttpArgs),
     /// Chat: time to first byte added to the model's, and N concurrent streams held open.
     Chat(chat::ChatArgs),
+    /// The cached anonymous page through the whole router in this process (for profilers).
+    Cached(cached::CachedArgs),
     /// Each function binary started as Vercel starts it: start → first response, size, RSS.
     Coldstart(coldstart::ColdstartArgs),
 }
@@ -57,6 +60,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         BenchCommand::Dashboard(d) => dashboard::run(&d, args.json).await,
         BenchCommand::Http(h) => http::run(&h, args.json).await,
         BenchCommand::Chat(c) => chat::run(&c, args.json).await,
+        BenchCommand::Cached(c) => cached::run(&c, args.json).await,
         BenchCommand::Coldstart(c) => coldstart::run(&c, args.json).await,
     };
     match outcome {

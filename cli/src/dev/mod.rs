@@ -1,6 +1,7 @@
 //! `gcbb dev`: one local server for every route of `vercel.json` plus `public/`, on a database
 //! it creates, migrates and seeds with demo data when empty. Without a Clerk key it also signs
-//! in demo users itself (`session`), for the front end.
+//! in demo users itself (`session`), for the front end. Responses are compressed (gzip or
+//! brotli) when the client asks, as Vercel's edge does in front of the functions.
 
 pub mod session;
 
@@ -9,7 +10,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{header, Extensions, HeaderMap, StatusCode, Version};
 use axum::Router;
+use tower::ServiceExt;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::services::ServeDir;
 
 use gcbb::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL, DEFAULT_MIGRATIONS_DIR};
@@ -53,7 +57,18 @@ pub struct DevArgs {
     /// Longest pause between two pieces of a request body, in ms.
     #[arg(long, env = "DEV_BODY_READ_TIMEOUT_MS", default_value_t = DEFAULT_BODY_READ_TIMEOUT_MS)]
     pub body_read_timeout_ms: u64,
+    /// Also serve `/__bench/bare` (for `gcbb bench http --anchor`): the anonymous dashboard
+    /// page's bytes and headers, copied once at start, through the same router and layers but
+    /// with no work per request. Never part of a function.
+    #[arg(long)]
+    pub bench_anchor: bool,
 }
+
+/// The path of the bench anchor (`--bench-anchor`).
+pub const BENCH_ANCHOR_PATH: &str = "/__bench/bare";
+
+/// Responses smaller than this go uncompressed (tower-http's own default floor).
+pub const MIN_COMPRESSED_BYTES: u16 = 32;
 
 pub async fn run(args: DevArgs) -> ExitCode {
     match serve(args).await {
@@ -109,8 +124,11 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     if let Some(signer) = &signer {
         outside_api = outside_api.merge(session::router(app.clone(), signer.clone()));
     }
+    if args.bench_anchor {
+        outside_api = outside_api.merge(bench_anchor(&app).await?);
+    }
     let outside_api = outside_api.fallback_service(ServeDir::new(&args.public_dir));
-    let router = gcbb::routes::router(app.clone(), &vercel, outside_api);
+    let router = gcbb::routes::router(app.clone(), &vercel, outside_api).layer(compression());
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = listener.local_addr()?;
@@ -134,6 +152,71 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         eprintln!("background work still running after {drain_limit:?}; abandoned");
     }
     Ok(())
+}
+
+/// Compression as Vercel's edge applies it: gzip or brotli by the client's `Accept-Encoding`,
+/// for responses whose length is known. A streamed body (chat replies, SSE) has none and goes
+/// out as it comes: an encoder would hold its first bytes back.
+fn compression() -> tower_http::compression::CompressionLayer<impl Predicate> {
+    let known_length = |_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions| {
+        headers.contains_key(header::CONTENT_LENGTH)
+    };
+    tower_http::compression::CompressionLayer::new()
+        .gzip(true)
+        .br(true)
+        .compress_when(
+            SizeAbove::new(MIN_COMPRESSED_BYTES)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::SSE)
+                .and(KnownLength(known_length)),
+        )
+}
+
+/// A predicate over the response head only: tower-http's predicates see the body's size hint,
+/// which says "unknown" for a full body axum hasn't measured yet; the head says it for sure.
+#[derive(Clone)]
+struct KnownLength<F>(F);
+
+impl<F> Predicate for KnownLength<F>
+where
+    F: Fn(StatusCode, Version, &HeaderMap, &Extensions) -> bool + Clone,
+{
+    fn should_compress<B: http_body::Body>(&self, response: &http::Response<B>) -> bool {
+        response.body().size_hint().exact().is_some()
+            || (self.0)(
+                response.status(),
+                response.version(),
+                response.headers(),
+                response.extensions(),
+            )
+    }
+}
+
+/// `/__bench/bare`: what the anonymous dashboard page answers (asked twice in process, so its
+/// `X-Cache` is the warm one), served as it is on every request.
+async fn bench_anchor(app: &Arc<App>) -> anyhow::Result<Router> {
+    let page = || async {
+        let request =
+            http::Request::get("/api/dashboard/prefetch").body(axum::body::Body::empty())?;
+        let Ok(response) = gcbb::dashboard::router(app.clone()).oneshot(request).await;
+        anyhow::ensure!(
+            response.status() == StatusCode::OK,
+            "the dashboard answered {} for the bench anchor",
+            response.status()
+        );
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await?;
+        Ok::<_, anyhow::Error>((parts.headers, body))
+    };
+    page().await?;
+    let (headers, body) = page().await?;
+    Ok(Router::new().route(
+        BENCH_ANCHOR_PATH,
+        axum::routing::get(move || {
+            let (headers, body) = (headers.clone(), body.clone());
+            async move { (headers, body) }
+        }),
+    ))
 }
 
 /// Bounds on how slowly a client may send a request.

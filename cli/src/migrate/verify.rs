@@ -5,8 +5,10 @@
 //! scan, and forcing it (`enable_seqscan = off`) would hide real regressions. So the plan checks
 //! need data — production's, or a copy seeded with `gcbb bench seed --scale small` — and verify
 //! fails (naming the table) when a relation a hot query reads has fewer than
-//! [`MIN_ROWS_FOR_PLANS`] rows. The name search (`ILIKE`) is not a hot query here: its trigram
-//! index only beats the ordered index at volumes larger than a test can seed.
+//! [`MIN_ROWS_FOR_PLANS`] rows. The name search (`ILIKE`) is checked with a rare sample pattern,
+//! the case where a plan without the trigram index reads the whole read model; the count runs
+//! inside `gcbb_count_dashboard`, so verify also checks that the function still runs the
+//! statements it explains ([`gcbb::db::function_queries`]).
 //!
 //! Beyond the hot queries, every index a migration creates must exist (read from the migration
 //! files with Postgres's parser; a later `DROP INDEX` or rename is followed), so dropping any of
@@ -23,7 +25,7 @@ use tokio_postgres::Client;
 
 use super::error::MigrateError;
 use super::session::{self, describe_pg_error};
-use gcbb::db::hot::{HotParam, HotQuery};
+use gcbb::db::hot::{FunctionQueries, HotParam, HotQuery};
 use gcbb::db::DbConfig;
 
 /// Below this many rows in a relation a hot query reads, its plan says nothing.
@@ -77,6 +79,11 @@ pub enum Problem {
         /// Hot queries whose plan needs it.
         needed_by: Vec<String>,
     },
+    /// A function no longer runs a statement verify explains in its name.
+    FunctionChanged {
+        function: String,
+        missing_sql: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -128,6 +135,15 @@ impl fmt::Display for Problem {
                 } else {
                     plan_nodes.join("; ")
                 }
+            ),
+            Problem::FunctionChanged {
+                function,
+                missing_sql,
+            } => write!(
+                f,
+                "function `{function}` no longer runs `{missing_sql}`, whose plan verify checks: \
+                 it may have been replaced by a body that plans without its index; apply the \
+                 migrations (gcbb db deploy)"
             ),
         }
     }
@@ -272,6 +288,7 @@ pub async fn verify_with(
 ) -> Result<VerifyReport, MigrateError> {
     let mut report = VerifyReport::default();
     check_objects(client, queries, &mut report.problems).await?;
+    check_function_bodies(client, &gcbb::db::function_queries(), &mut report.problems).await?;
     let relations: BTreeSet<&str> = queries.iter().map(|q| q.on_relation).collect();
     let mut enough_data = true;
     for relation in relations {
@@ -403,6 +420,46 @@ pub fn acceptable_indexes(q: &HotQuery) -> impl Iterator<Item = &'static str> {
 fn has_alternative(q: &HotQuery, index: &str, existing: &BTreeSet<String>) -> bool {
     acceptable_indexes(q).any(|i| i == index)
         && acceptable_indexes(q).any(|i| i != index && existing.contains(i))
+}
+
+/// Each function of `functions` still runs the statements declared for it: its body (`prosrc`)
+/// holds each one as an `EXECUTE` string literal (quotes doubled). A missing function is
+/// reported by [`check_objects`].
+async fn check_function_bodies(
+    client: &Client,
+    functions: &[&FunctionQueries],
+    problems: &mut Vec<Problem>,
+) -> Result<(), MigrateError> {
+    for f in functions {
+        let bodies = client
+            .query(
+                "SELECT p.prosrc FROM pg_catalog.pg_proc p \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname = 'public' AND p.proname = $1",
+                &[&f.function],
+            )
+            .await
+            .map_err(db_err)?;
+        let Some(body) = bodies.first().map(|r| r.get::<_, String>(0)) else {
+            continue;
+        };
+        let body = squeeze_whitespace(&body);
+        for sql in f.runs {
+            let quoted = squeeze_whitespace(&format!("'{}'", sql.replace('\'', "''")));
+            if !body.contains(&quoted) {
+                problems.push(Problem::FunctionChanged {
+                    function: f.function.to_owned(),
+                    missing_sql: (*sql).to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs of whitespace as one space, so line breaks in a function's body don't matter.
+fn squeeze_whitespace(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Exact row count of `relation` (`None` when it does not exist: reported as missing elsewhere).
