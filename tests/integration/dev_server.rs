@@ -29,9 +29,7 @@ pub async fn start_dev(db: &TestDb, env: &[(&str, String)]) -> Server {
 /// prints the banner, and the output is read by another thread, so a test that is connected may
 /// still be ahead of the banner.
 async fn banner(server: &Server) -> String {
-    let printed = eventually(|| async { server.output().contains("listening on http://") }).await;
-    assert!(printed, "no banner: {}", server.output());
-    server.output()
+    server.output_once_printed("listening on http://").await
 }
 
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {

@@ -53,7 +53,7 @@ async fn dev_session(http: &reqwest::Client, server: &Server, body: Value) -> re
 async fn without_a_clerk_key_gcbb_dev_signs_in_the_demo_owners_and_the_functions_accept_them() {
     let db = fresh_db().await;
     let server = start_dev(&db, &[]).await;
-    let banner = server.output();
+    let banner = server.output_once_printed("listening on http://").await;
     assert!(banner.contains("dev sign-in"), "{banner}");
     assert!(banner.contains("/__dev/session"), "{banner}");
     let http = reqwest::Client::new();
@@ -136,7 +136,7 @@ async fn without_a_clerk_key_gcbb_dev_signs_in_the_demo_owners_and_the_functions
 async fn with_a_clerk_key_gcbb_dev_has_no_dev_sign_in() {
     let db = fresh_db().await;
     let server = start_dev(&db, &clerk_env()).await;
-    let banner = server.output();
+    let banner = server.output_once_printed("listening on http://").await;
     assert!(banner.contains("Clerk (CLERK_JWT_KEY)"), "{banner}");
     assert!(!banner.contains("/__dev/session"), "{banner}");
     let resp = reqwest::get(server.url("/__dev/session")).await.unwrap();

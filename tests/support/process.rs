@@ -101,6 +101,23 @@ impl Server {
         self.output.lock().unwrap().clone()
     }
 
+    /// Everything the process printed, once it has printed `text` (panics with the output if it
+    /// hasn't within 10 s). A server may listen before it prints its banner, and the output is
+    /// read by other threads, so a connected test can be ahead of it.
+    pub async fn output_once_printed(&self, text: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let output = self.output();
+            if output.contains(text) {
+                return output;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                panic!("{text:?} never printed:\n{output}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit; returns whether it did.
     pub async fn terminate(&mut self) -> bool {
         self.send_sigterm();
