@@ -58,6 +58,8 @@ pub const FUNCTIONS: &[Function] = &[
 pub struct VercelJson {
     #[serde(default)]
     pub rewrites: Vec<Rewrite>,
+    #[serde(default)]
+    pub crons: Vec<Cron>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,12 +68,70 @@ pub struct Rewrite {
     pub destination: String,
 }
 
+/// A scheduled call: Vercel Cron sends `GET path`; the Lambda adapter delivers an EventBridge
+/// schedule to the function this path reaches.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Cron {
+    pub path: String,
+    pub schedule: String,
+}
+
 /// `vercel.json` as built into this binary, so `gcbb dev` and the deployed routes can't drift.
 pub const VERCEL_JSON: &str = include_str!("../vercel.json");
 
 impl VercelJson {
     pub fn embedded() -> Self {
         serde_json::from_str(VERCEL_JSON).expect("vercel.json is valid JSON")
+    }
+}
+
+/// `vercel.json`'s rewrites, compiled: which function a path reaches, and the URI that function
+/// sees. Shared by the local server ([`router`]) and the Lambda adapter, so a path reaches the
+/// same function with the same parameters everywhere.
+#[derive(Debug, Clone)]
+pub struct Rewrites {
+    patterns: Vec<Pattern>,
+}
+
+impl Rewrites {
+    pub fn new(vercel: &VercelJson) -> Rewrites {
+        Rewrites {
+            patterns: vercel
+                .rewrites
+                .iter()
+                .filter_map(Pattern::compile)
+                .collect(),
+        }
+    }
+
+    /// The function `uri` reaches and the URI it sees: through a rewrite, with the source's
+    /// parameters appended to the query string and the original path kept (as Vercel delivers
+    /// it), or directly at `/api/<name>`, unchanged. Whether a function of that name exists is
+    /// the caller's to check: this names no function, so a binary that resolves paths links
+    /// no feature it doesn't serve.
+    pub fn resolve<'a>(&'a self, uri: &'a Uri) -> Option<(&'a str, Uri)> {
+        let path = uri.path();
+        for p in &self.patterns {
+            if let Some(params) = p.matches(path) {
+                if params.is_empty() {
+                    return Some((&p.function, uri.clone()));
+                }
+                let mut query = uri.query().unwrap_or_default().to_owned();
+                for (k, v) in params {
+                    let pair = url::form_urlencoded::Serializer::new(String::new())
+                        .append_pair(&k, &v)
+                        .finish();
+                    if !query.is_empty() {
+                        query.push('&');
+                    }
+                    query.push_str(&pair);
+                }
+                let rewritten = format!("{path}?{query}").parse().ok()?;
+                return Some((&p.function, rewritten));
+            }
+        }
+        let name = path.strip_prefix("/api/")?.trim_end_matches('/');
+        (!name.is_empty() && !name.contains('/')).then(|| (name, uri.clone()))
     }
 }
 
@@ -140,19 +200,13 @@ pub fn router(app: Arc<App>, vercel: &VercelJson, fallback: Router) -> Router {
             .map(|f| (f.name, (f.router)(app.clone())))
             .collect(),
     );
-    let patterns: Arc<Vec<Pattern>> = Arc::new(
-        vercel
-            .rewrites
-            .iter()
-            .filter_map(Pattern::compile)
-            .collect(),
-    );
+    let rewrites = Arc::new(Rewrites::new(vercel));
     let dispatch = move |req: Request| {
         let functions = functions.clone();
-        let patterns = patterns.clone();
+        let rewrites = rewrites.clone();
         let fallback = fallback.clone();
         async move {
-            match resolve(&patterns, req.uri()) {
+            match rewrites.resolve(req.uri()) {
                 Some((name, uri)) => match functions.get(name) {
                     Some(router) => {
                         let (mut parts, body) = req.into_parts();
@@ -179,51 +233,20 @@ pub fn router(app: Arc<App>, vercel: &VercelJson, fallback: Router) -> Router {
     function_layers(Router::new().fallback(dispatch), cors)
 }
 
-/// Which function serves `uri`, and the URI it sees (rewrite parameters appended).
-fn resolve<'a>(patterns: &'a [Pattern], uri: &Uri) -> Option<(&'a str, Uri)> {
-    let path = uri.path();
-    for p in patterns {
-        if let Some(params) = p.matches(path) {
-            if params.is_empty() {
-                return Some((&p.function, uri.clone()));
-            }
-            let mut query = uri.query().unwrap_or_default().to_owned();
-            for (k, v) in params {
-                let pair = url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair(&k, &v)
-                    .finish();
-                if !query.is_empty() {
-                    query.push('&');
-                }
-                query.push_str(&pair);
-            }
-            let rewritten = format!("{path}?{query}").parse().ok()?;
-            return Some((&p.function, rewritten));
-        }
-    }
-    let name = path.strip_prefix("/api/")?.trim_end_matches('/');
-    FUNCTIONS
-        .iter()
-        .find(|f| f.name == name)
-        .map(|f| (f.name, uri.clone()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn patterns() -> Vec<Pattern> {
-        VercelJson::embedded()
-            .rewrites
-            .iter()
-            .filter_map(Pattern::compile)
-            .collect()
+    fn resolve(uri: &str) -> Option<(String, Uri)> {
+        let uri = uri.parse().unwrap();
+        Rewrites::new(&VercelJson::embedded())
+            .resolve(&uri)
+            .map(|(f, uri)| (f.to_owned(), uri))
     }
 
     #[test]
     fn a_rewrite_appends_its_parameter_to_the_query() {
-        let patterns = patterns();
-        let (f, uri) = resolve(&patterns, &"/api/chat/abc%20d?x=1".parse().unwrap()).unwrap();
+        let (f, uri) = resolve("/api/chat/abc%20d?x=1").unwrap();
         assert_eq!(f, "chat");
         assert_eq!(uri.path(), "/api/chat/abc%20d");
         assert_eq!(uri.query(), Some("x=1&chatId=abc+d"));
@@ -231,24 +254,44 @@ mod tests {
 
     #[test]
     fn a_function_path_is_served_directly() {
-        let patterns = patterns();
-        let (f, _) = resolve(&patterns, &"/api/health".parse().unwrap()).unwrap();
+        let (f, _) = resolve("/api/health").unwrap();
         assert_eq!(f, "health");
-        assert!(resolve(&patterns, &"/api/nope".parse().unwrap()).is_none());
+        // A name is resolved whether or not a function has it; the caller answers 404.
+        let (f, _) = resolve("/api/nope").unwrap();
+        assert!(!FUNCTIONS.iter().any(|function| function.name == f));
+        assert!(resolve("/api/chat/a/b").is_none());
+        assert!(resolve("/api/").is_none());
         // An empty id reaches the function itself, which asks for the missing parameter.
-        let (f, uri) = resolve(&patterns, &"/api/chat/".parse().unwrap()).unwrap();
-        assert_eq!((f, uri.query()), ("chat", None));
+        let (f, uri) = resolve("/api/chat/").unwrap();
+        assert_eq!((f.as_str(), uri.query()), ("chat", None));
     }
 
     #[test]
     fn every_rewrite_destination_is_a_function() {
-        for p in patterns() {
+        let patterns: Vec<Pattern> = VercelJson::embedded()
+            .rewrites
+            .iter()
+            .filter_map(Pattern::compile)
+            .collect();
+        for p in &patterns {
             assert!(
                 FUNCTIONS.iter().any(|f| f.name == p.function),
                 "{} has no function",
                 p.function
             );
         }
-        assert_eq!(patterns().len(), VercelJson::embedded().rewrites.len());
+        assert_eq!(patterns.len(), VercelJson::embedded().rewrites.len());
+    }
+
+    #[test]
+    fn every_cron_path_reaches_a_function() {
+        let vercel = VercelJson::embedded();
+        assert!(!vercel.crons.is_empty());
+        let rewrites = Rewrites::new(&vercel);
+        for cron in &vercel.crons {
+            let uri = cron.path.parse().unwrap();
+            let (f, _) = rewrites.resolve(&uri).unwrap();
+            assert!(FUNCTIONS.iter().any(|function| function.name == f), "{f}");
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! Work that must finish after the response is sent (token accounting, cache writes), handed
 //! to the platform rather than to a bare `tokio::spawn`.
 //!
-//! On Vercel it extends the invocation through the runtime's `wait_until`; elsewhere (`gcbb
-//! dev`, in-process tests) a process-wide tracker lets shutdown drain it.
+//! On Vercel it extends the invocation through the runtime's `wait_until`. A runtime adapter
+//! that ends each invocation itself (AWS Lambda freezes the process once an invocation ends)
+//! gives the request a tracker of its own ([`InvocationTasks`]) and waits for it; elsewhere
+//! (`gcbb dev`, in-process tests) a process-wide tracker lets shutdown drain it.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,8 +18,14 @@ use vercel_runtime::AppState;
 #[derive(Clone)]
 pub enum Background {
     Vercel(AppState),
+    /// A tracker of ours: the invocation's ([`InvocationTasks`]) or the process's.
     Local(TaskTracker),
 }
+
+/// The background work of one invocation, put in the request's extensions by a runtime adapter
+/// that waits for it before the invocation ends (the Lambda adapter, `gcbb-lambda`).
+#[derive(Clone)]
+pub struct InvocationTasks(pub TaskTracker);
 
 impl Background {
     pub fn wait_until<F>(&self, future: F)
@@ -40,11 +48,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Background {
         if let Some(state) = parts.extensions.get::<AppState>() {
             return Ok(Background::Vercel(state.clone()));
         }
+        if let Some(tasks) = parts.extensions.get::<InvocationTasks>() {
+            return Ok(Background::Local(tasks.0.clone()));
+        }
         Ok(Background::Local(LOCAL_TASKS.clone()))
     }
 }
 
-/// Background work of requests that did not come through Vercel's runtime.
+/// Background work of requests that came through neither Vercel's runtime nor an adapter
+/// tracking its invocations.
 static LOCAL_TASKS: std::sync::LazyLock<TaskTracker> = std::sync::LazyLock::new(TaskTracker::new);
 
 /// Waits (at most `limit`) for the background work of local requests; `gcbb dev` calls this at

@@ -1,6 +1,6 @@
 //! The HTTP platform every feature stands on: the process's shared state, the Vercel runtime
-//! adapter and background work, routing helpers, CORS, the one error type, request parsing,
-//! auth, rate limiting and request telemetry. Nothing here knows a feature.
+//! adapter and background work, scheduled invocations, routing helpers, CORS, the one error
+//! type, request parsing, auth, rate limiting and request telemetry. Nothing here knows a feature.
 
 pub mod app;
 pub mod auth;
@@ -13,4 +13,5 @@ pub mod privacy;
 pub mod ratelimit;
 pub mod routing;
 pub mod runtime;
+pub mod schedule;
 pub mod telemetry;

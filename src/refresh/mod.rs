@@ -1,7 +1,8 @@
-//! `GET /api/cron/refresh`: Vercel Cron's job. Refreshes the read model, invalidates the
-//! dashboard, and rebuilds the anonymous static snapshots, reporting each step's outcome and
-//! duration. A failed step makes the answer 503 with `"status": "partial"` and the failed
-//! steps named, so Vercel's cron log shows the run as failed.
+//! `GET /api/cron/refresh`: Vercel Cron's job (on AWS Lambda, an EventBridge schedule's).
+//! Refreshes the read model, invalidates the dashboard, and rebuilds the anonymous static
+//! snapshots, reporting each step's outcome and duration. A failed step makes the answer 503
+//! with `"status": "partial"` and the failed steps named, so the cron's log shows the run as
+//! failed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -23,6 +24,7 @@ use crate::db::{categories, read_model, DbError};
 use crate::platform::app::App;
 use crate::platform::background::Background;
 use crate::platform::error::{ApiError, UNAVAILABLE_RETRY_AFTER_SECS};
+use crate::platform::schedule::ScheduledInvocation;
 
 /// How long a run holds the lock that keeps runs from overlapping; longer than a refresh takes,
 /// short enough that a crashed run doesn't block the next scheduled one.
@@ -82,12 +84,21 @@ impl Step {
     }
 }
 
-async fn refresh(State(app): State<Arc<App>>, bg: Background, headers: HeaderMap) -> Response {
-    if let Err(e) = authorize(
-        app.config.cron_secret.as_ref().map(Secret::expose),
-        &headers,
-    ) {
-        return e.into_response();
+async fn refresh(
+    State(app): State<Arc<App>>,
+    bg: Background,
+    scheduled: Option<Extension<ScheduledInvocation>>,
+    headers: HeaderMap,
+) -> Response {
+    // A schedule the platform delivered needs no secret: no client can make one (see
+    // `platform::schedule`); every HTTP call, the function URL's too, needs it.
+    if scheduled.is_none() {
+        if let Err(e) = authorize(
+            app.config.cron_secret.as_ref().map(Secret::expose),
+            &headers,
+        ) {
+            return e.into_response();
+        }
     }
     let started = Instant::now();
     let Some(lock) = app

@@ -1,0 +1,15 @@
+//! The Lambda functions under a real Lambda runtime emulator, `cargo lambda watch`: the same
+//! route checks as under `gcbb dev` (health, the dashboard's headers and 304, a streamed chat
+//! reply, a stored signed-in reply with its tokens, the cron with and without its secret, and
+//! an EventBridge schedule), and the adapter itself through a probe function (streaming,
+//! background work finished before the next invocation). Figures (cold start, first byte) are
+//! printed, never asserted.
+
+mod adapter;
+mod functions;
+mod harness;
+#[allow(dead_code)] // the signing key itself is the integration tests' business
+#[path = "../../../tests/integration/common/session.rs"]
+mod session;
+#[path = "../../../tests/support/process.rs"]
+mod support;
