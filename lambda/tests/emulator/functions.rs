@@ -162,7 +162,8 @@ async fn every_function_starts_under_the_emulator_and_answers_its_first_request(
         figures.push(format!("{name} {} ({status})", ms(cold_start)));
     }
     eprintln!(
-        "lambda cold start under the emulator (process start → first response, debug build): {}",
+        "lambda cold start under the emulator (process start → first response, {} build): {}",
+        build_profile(),
         figures.join(", ")
     );
 }
@@ -280,7 +281,8 @@ async fn a_streamed_chat_reply_arrives_in_pieces_as_under_gcbb_dev() {
     lambda_first.sort();
     dev_first.sort();
     eprintln!(
-        "first byte of a streamed chat reply (warm, anonymous, scripted model, median of {SAMPLES}, debug builds): Lambda under the emulator {}, gcbb dev {}",
+        "first byte of a streamed chat reply (warm, anonymous, scripted model, median of {SAMPLES}, {} builds): Lambda under the emulator {}, gcbb dev {}",
+        build_profile(),
         ms(lambda_first[SAMPLES / 2]),
         ms(dev_first[SAMPLES / 2])
     );
@@ -486,4 +488,13 @@ async fn public_companion(db: &Database) -> String {
         .await
         .expect("a public companion")
         .get(0)
+}
+
+/// Which build the printed figures are of: the functions are built with the tests' profile.
+fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
 }
