@@ -19,6 +19,38 @@ pub fn free_port() -> u16 {
         .expect("a free local port")
 }
 
+/// Collects `child`'s piped stdout and stderr, as they come, into one shared string (read by
+/// threads, so a chatty process never blocks on a full pipe).
+pub fn capture_output(child: &mut Child) -> Arc<Mutex<String>> {
+    let output = Arc::new(Mutex::new(String::new()));
+    let streams = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ];
+    for mut stream in streams.into_iter().flatten() {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                output
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    output
+}
+
 /// A server process listening on 127.0.0.1:`port`.
 pub struct Server {
     child: Option<Child>,
@@ -32,35 +64,7 @@ impl Server {
     pub async fn start(mut cmd: Command, port: u16) -> Server {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("server process starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    output
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let output = capture_output(&mut child);
         let started = Instant::now();
         loop {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))

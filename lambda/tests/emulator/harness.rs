@@ -9,14 +9,13 @@
 //! blocks on the build lock this very `cargo test` holds, and would compile the workspace
 //! again for the package alone; the binaries built for this run are what is under test.
 
-use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gcbb::db::DbConfig;
 
-use crate::support::{binary, free_port, Server};
+use crate::support::{binary, capture_output, free_port, Server};
 
 /// The server the tests use when `TEST_DATABASE_URL` is unset (as in `tests/integration`).
 const DEFAULT_TEST_DATABASE_URL: &str =
@@ -112,35 +111,7 @@ impl Function {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = cmd.spawn().expect("the function process starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    output
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let output = capture_output(&mut child);
         Function {
             child,
             output,
