@@ -404,6 +404,97 @@ async fn the_cron_refuses_a_call_without_its_secret_and_refreshes_with_it() {
     assert_eq!(report["status"], "refreshed", "{report}");
 }
 
+/// Hostile requests through a function URL get the answers `gcbb dev` gives, and a body shaped
+/// like an EventBridge schedule is only a body: the function URL's event is an HTTP request, so
+/// the cron still wants its secret.
+#[tokio::test]
+async fn hostile_requests_through_a_function_url_are_refused_as_under_gcbb_dev() {
+    let db = Database::with_demo_data().await;
+    let emulator = Emulator::start().await;
+    let room = [("RATE_LIMIT_ANON_REQUESTS", "100".to_owned())];
+    let dev = GcbbDev::start_with(&db, &room).await;
+    let chat = start_with(&emulator, &db, "chat", &room);
+    let refresh = start(&emulator, &db, "refresh");
+    let client = reqwest::Client::new();
+    let companion = public_companion(&db).await;
+    let messages_before = db.number("SELECT count(*) FROM \"Message\"").await;
+
+    let chat_path = format!("/api/chat/{companion}");
+    let oversized = format!("{{\"prompt\":\"{}\"}}", "a".repeat(2 * 1024 * 1024));
+    let cases: Vec<(&str, String, &str, String)> = vec![
+        (
+            "malformed JSON",
+            chat_path.clone(),
+            "application/json",
+            "{\"prompt\": ".into(),
+        ),
+        (
+            "wrong content type",
+            chat_path.clone(),
+            "text/csv",
+            "prompt,hi".into(),
+        ),
+        (
+            "oversized body",
+            chat_path.clone(),
+            "application/json",
+            oversized,
+        ),
+        (
+            "SQL-looking id",
+            "/api/chat/x'%3B%20DROP%20TABLE%20%22Message%22%3B--".into(),
+            "application/json",
+            json!({ "prompt": "hi" }).to_string(),
+        ),
+        (
+            "odd Unicode id",
+            "/api/chat/%E2%80%AEcmp%E2%80%8B%F0%9F%A6%80".into(),
+            "application/json",
+            json!({ "prompt": "hi" }).to_string(),
+        ),
+    ];
+    for (what, path, content_type, body) in cases {
+        let send = |url: String| {
+            client
+                .post(url)
+                .header("content-type", content_type)
+                .body(body.clone())
+                .send()
+        };
+        let lambda = send(emulator.url("gcbb-chat", &path)).await.unwrap();
+        let local = send(dev.url(&path)).await.unwrap();
+        let status = lambda.status().as_u16();
+        assert_eq!(status, local.status().as_u16(), "{what}: {}", chat.output());
+        assert!((400..500).contains(&status), "{what}: {status}");
+        let lambda_error: Value = lambda.json().await.unwrap();
+        let local_error: Value = local.json().await.unwrap();
+        assert_eq!(lambda_error["error"], local_error["error"], "{what}");
+        assert!(
+            lambda_error["error"]["message"].is_string(),
+            "{what}: {lambda_error}"
+        );
+    }
+    assert_eq!(
+        db.number("SELECT count(*) FROM \"Message\"").await,
+        messages_before,
+        "no hostile request stored anything"
+    );
+
+    let forged = json!({
+        "version": "0",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "detail": {}
+    });
+    let resp = client
+        .get(emulator.url("gcbb-refresh", "/api/cron/refresh"))
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "{}", refresh.output());
+}
+
 /// An EventBridge rule's "Scheduled Event", invoked as EventBridge invokes (the `Invoke` API,
 /// no HTTP request, no secret): the refresh runs; any other function fails the invocation.
 #[tokio::test]
