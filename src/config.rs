@@ -22,8 +22,13 @@ pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_millis(500);
 /// lets `wait_until` work run until the function's `maxDuration` (300 s for chat), and a
 /// minute covers the blips a failover or a restart causes.
 pub const DEFAULT_BACKGROUND_WRITE_BUDGET: Duration = Duration::from_secs(60);
-/// First segment of every cache key.
+/// First segment of every cache key; unless `CACHE_KEY_PREFIX` says otherwise, followed by a
+/// digest of the database's identity (`gcbb-1a2b3c4d`), so deployments on different databases
+/// (a preview on a Neon branch, production) never share entries through one Redis.
 pub const DEFAULT_CACHE_KEY_PREFIX: &str = "gcbb";
+/// How long cached pages are served under the last confirmed privacy epoch while the database
+/// can't be reached (`PRIVACY_OUTAGE_WINDOW_MS`; see `platform::privacy`).
+pub const DEFAULT_PRIVACY_OUTAGE_WINDOW: Duration = Duration::from_secs(120);
 /// Vercel's REST API, where CDN purges go.
 pub const DEFAULT_VERCEL_API_URL: &str = "https://api.vercel.com";
 /// Owner id of platform-made companions and demo group chats.
@@ -236,9 +241,11 @@ pub struct Config {
     /// `SHADOW_DATABASE_URL`: scratch database for drift checks.
     pub shadow_database: Option<DbConfig>,
     pub cache: CacheBackend,
-    /// First segment of every cache key (`CACHE_KEY_PREFIX`); deployments sharing one Redis,
-    /// and tests, use different ones.
+    /// First segment of every cache key: `CACHE_KEY_PREFIX`, else [`DEFAULT_CACHE_KEY_PREFIX`]
+    /// and a digest of the database's identity ([`default_cache_key_prefix`]).
     pub cache_key_prefix: String,
+    /// How long cached pages outlive a database outage (`PRIVACY_OUTAGE_WINDOW_MS`).
+    pub privacy_outage_window: Duration,
     pub cron_secret: Option<Secret>,
     pub clerk: ClerkConfig,
     pub system_user_id: String,
@@ -293,15 +300,18 @@ impl Config {
             Some(url) => Some(url),
             None => db_url("DIRECT_URL")?,
         };
+        let cache_key_prefix = env
+            .get("CACHE_KEY_PREFIX")
+            .unwrap_or_else(|| default_cache_key_prefix(&database));
         Ok(Config {
             db_connect_timeout: database.connect_timeout,
             database,
             direct_database,
             shadow_database: db_url("SHADOW_DATABASE_URL")?,
             cache: cache_backend(&env)?,
-            cache_key_prefix: env
-                .get("CACHE_KEY_PREFIX")
-                .unwrap_or_else(|| DEFAULT_CACHE_KEY_PREFIX.to_owned()),
+            cache_key_prefix,
+            privacy_outage_window: env
+                .millis("PRIVACY_OUTAGE_WINDOW_MS", DEFAULT_PRIVACY_OUTAGE_WINDOW)?,
             cron_secret: env.get("CRON_SECRET").map(Secret::new),
             clerk: clerk_config(&env)?,
             system_user_id: env
@@ -518,6 +528,13 @@ fn positive(name: &'static str, v: u64) -> Result<u64, ConfigError> {
 }
 
 /// A duration in ms that must be at least 1 (a zero deadline would fail every request).
+/// `gcbb-` and 32 bits of a SHA-256 of the database's identity (see `DbConfig::identity`).
+pub fn default_cache_key_prefix(database: &DbConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(database.identity().as_bytes());
+    format!("{DEFAULT_CACHE_KEY_PREFIX}-{}", hex::encode(&digest[..4]))
+}
+
 fn positive_millis(
     env: &Env<'_>,
     name: &'static str,

@@ -21,6 +21,7 @@ pub mod refresh;
 
 pub mod platform;
 
+pub mod breaker;
 pub mod cache;
 pub mod cdn;
 pub mod config;

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cache;
 pub mod demo;
 pub mod dev;
+pub mod fault_proxy;
 pub mod migrate;
 pub mod model_server;
 pub mod session_token;

@@ -229,6 +229,12 @@ impl Keyspace {
         concat(&[&self.prefix, SCHEMA_SEGMENT, "gen:", area.as_str()])
     }
 
+    /// The shared copy of the database's privacy epoch, with when it was confirmed:
+    /// `{prefix}:v{SCHEMA}:privacy:epoch` (see `platform::privacy`).
+    pub fn privacy_epoch(&self) -> String {
+        concat(&[&self.prefix, SCHEMA_SEGMENT, "privacy:epoch"])
+    }
+
     /// The rebuild lock of an entry.
     pub fn lock(&self, key: &Key) -> String {
         format!(

@@ -256,7 +256,7 @@ async fn find_public_companion(
 ) -> ApiResult<CompanionPrompt> {
     // Under the privacy epoch: a profile cached while the companion was public is never read
     // once it is hidden, whichever instance cached it and even if the cache was down meanwhile.
-    let epoch = app.privacy.current(&app.db).await?;
+    let epoch = app.privacy.current(app).await?;
     let key = keys::companion(id.as_str()).at_privacy_epoch(epoch);
     if let Some(raw) = app.cache.get(&key).await.value {
         if let Ok(c) = serde_json::from_slice::<CompanionPrompt>(&raw) {

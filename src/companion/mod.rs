@@ -2,11 +2,14 @@
 //! is invalidated so the next dashboard request shows the change.
 //!
 //! Making a companion private is a write that reaches every cache or is seen to fail: the
-//! database bumps its privacy epoch in the same transaction (a trigger), every cache key that
-//! could list the companion carries the epoch ([`crate::platform::privacy`]), and the PATCH
-//! answers only after every instance must have confirmed the new epoch. The CDN's copies are
-//! deleted by tag (after the response, retried). Other edits are best-effort: cached pages are
-//! invalidated, and where a cache is unreachable they expire on their own.
+//! database bumps its privacy epoch in the same transaction (a trigger, which also records the
+//! CDN purge it owes in the purge outbox), every cache key that could list the companion carries
+//! the epoch ([`crate::platform::privacy`]), the new epoch is shared through the cache at once,
+//! and the PATCH answers only after every instance that can reach the database must have
+//! confirmed it. The CDN's copies are deleted by draining the outbox after the response (and by
+//! the cron, should that fail). Other edits are best-effort: cached pages are invalidated, and
+//! where a cache is unreachable they expire on their own. Only what changed is invalidated and
+//! purged: an edit that changes nothing costs no purge.
 
 use std::sync::Arc;
 
@@ -20,13 +23,14 @@ use serde::Deserialize;
 use crate::cache::keys::{self, Area};
 use crate::cdn::{self, Purge};
 use crate::db::categories;
-use crate::db::companions::{self, CompanionChanges};
+use crate::db::companions::{self, CompanionChanges, CompanionEdit};
 use crate::platform::app::App;
 use crate::platform::auth::Viewer;
 use crate::platform::background::Background;
 use crate::platform::error::ApiError;
 use crate::platform::http::JsonBody;
 use crate::platform::input::{DisplayName, Id, Query};
+use crate::platform::outbox;
 use crate::platform::privacy::PRIVACY_PROPAGATION_WAIT;
 use crate::platform::ratelimit::{self, RouteLimit};
 
@@ -77,20 +81,21 @@ async fn update_companion(
             ));
         }
     }
-    let updated =
+    let edit =
         companions::update_owned_companion(&client, companion_id.as_str(), user_id, &changes)
             .await?
             .ok_or(ApiError::NotFound)?;
     drop(client);
-    let hidden = changes.private == Some(true);
-    invalidate_caches(&app, companion_id.as_str()).await;
-    purge_cdn_later(&app, &bg, companion_id.as_str(), &changes);
-    if hidden {
-        // Every process confirms the privacy epoch at most PRIVACY_EPOCH_MAX_AGE old before it
-        // serves a cached page; once this wait is over, all of them have seen this change.
+    if edit.changes_anything() {
+        invalidate_caches(&app, companion_id.as_str()).await;
+        purge_cdn_later(&app, &bg, &edit);
+    }
+    if edit.hides() {
+        // Every instance that reaches the database serves under an epoch confirmed at most
+        // EPOCH_CURRENT_FOR ago; once this wait is over, all of them have seen this change.
         tokio::time::sleep(PRIVACY_PROPAGATION_WAIT).await;
     }
-    Ok(ratelimit::apply(allowed, Json(updated).into_response()))
+    Ok(ratelimit::apply(allowed, Json(edit.after).into_response()))
 }
 
 /// Edits are limited per user.
@@ -161,9 +166,10 @@ fn validate(patch: CompanionPatch) -> Result<CompanionChanges, ApiError> {
 
 /// Drops the companion's cached profile and makes every dashboard page and cached reply stale.
 /// Best-effort: a cache failure is logged (by the cache) and not fatal. Privacy doesn't depend
-/// on it: pages cached before a companion was hidden are under an older epoch's keys.
+/// on it: pages cached before a companion was hidden are under an older epoch's keys (reading
+/// the epoch now also shares it with every instance).
 async fn invalidate_caches(app: &App, companion_id: &str) {
-    if let Ok(epoch) = app.privacy.read_now(&app.db).await {
+    if let Ok(epoch) = app.privacy.read_now(app).await {
         let profile = keys::companion(companion_id).at_privacy_epoch(epoch);
         let _ = app.cache.invalidate(&profile).await;
     }
@@ -171,29 +177,55 @@ async fn invalidate_caches(app: &App, companion_id: &str) {
     let _ = app.cache.bump_generation(Area::BotReply).await;
 }
 
-/// Tells Vercel's CDN, after the response (retried, logged, never failing the PATCH): a
-/// companion made private has every cached page listing it deleted; any other edit marks those
-/// pages stale, and the category it moved to and (once public again) the unfiltered pages too.
-fn purge_cdn_later(app: &App, bg: &Background, companion_id: &str, changes: &CompanionChanges) {
+/// Tells Vercel's CDN what changed on public pages, after the response (retried, logged, never
+/// failing the PATCH). A companion made private has its tag deleted by draining the purge
+/// outbox (its row was written with the change). Otherwise, for what public pages show:
+/// one made public marks every dashboard page stale; a public one renamed, re-pictured or moved
+/// marks the pages listing it stale (and the category it moved to). A private companion, or an
+/// edit of the instructions alone, is on no public page: nothing to purge.
+fn purge_cdn_later(app: &Arc<App>, bg: &Background, edit: &CompanionEdit) {
     if !app.cdn.is_enabled() {
         return;
     }
-    let mut tags = vec![cdn::companion_tag(companion_id)];
-    let purge = if changes.private == Some(true) {
-        Purge::Delete
-    } else {
-        if let Some(category) = &changes.category_id {
-            tags.push(cdn::category_tag(category));
-        }
-        if changes.private == Some(false) {
-            tags.push(cdn::DASHBOARD_TAG.to_owned());
-        }
-        Purge::Invalidate
-    };
+    if edit.hides() {
+        let app = Arc::clone(app);
+        bg.wait_until(async move {
+            outbox::log_outcome(outbox::drain(&app).await);
+        });
+        return;
+    }
+    let tags = stale_tags(edit);
+    if tags.is_empty() {
+        return;
+    }
     let cdn = app.cdn.clone();
     bg.wait_until(async move {
-        cdn.purge_with_retry(purge, tags).await;
+        cdn.purge_with_retry(Purge::Invalidate, tags).await;
     });
+}
+
+/// The tags of public pages an edit (one that doesn't hide the companion) makes stale.
+fn stale_tags(edit: &CompanionEdit) -> Vec<String> {
+    let (before, after) = (&edit.before, &edit.after);
+    if after.private {
+        return Vec::new();
+    }
+    let mut tags = Vec::new();
+    if before.private {
+        tags.push(cdn::DASHBOARD_TAG.to_owned());
+        tags.push(cdn::companion_tag(&after.id));
+        return tags;
+    }
+    if before.name != after.name
+        || before.src != after.src
+        || before.category_id != after.category_id
+    {
+        tags.push(cdn::companion_tag(&after.id));
+    }
+    if before.category_id != after.category_id {
+        tags.push(cdn::category_tag(&after.category_id));
+    }
+    tags
 }
 
 #[cfg(test)]

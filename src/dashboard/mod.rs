@@ -197,11 +197,11 @@ where
 
 /// The anonymous page: memory → Redis → static snapshot → read model.
 pub async fn anonymous_page(
-    app: &App,
+    app: &Arc<App>,
     params: &DashboardParams,
     timings: &Timings,
 ) -> Result<(Bytes, CacheStatus), ApiError> {
-    let epoch = app.privacy.current(&app.db).await?;
+    let epoch = app.privacy.current(app).await?;
     let key = keys::dashboard_page(
         &Audience::Anonymous,
         params.category_id.as_deref(),
@@ -243,12 +243,12 @@ pub async fn anonymous_page(
 }
 
 async fn viewer_page(
-    app: &App,
+    app: &Arc<App>,
     params: &DashboardParams,
     user_id: &str,
     timings: &Timings,
 ) -> Result<(Bytes, CacheStatus), ApiError> {
-    let epoch = app.privacy.current(&app.db).await?;
+    let epoch = app.privacy.current(app).await?;
     let key = keys::dashboard_page(
         &Audience::SignedIn {
             user_id: user_id.to_owned(),

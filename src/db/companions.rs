@@ -251,7 +251,8 @@ pub async fn count_public(
 /// (the page lists them fresh, private ones too), less those the read model counted as public
 /// at its last refresh (the page lists them among the viewer's own, not twice). Without the
 /// second term a companion made public since the refresh was listed but not counted, and one
-/// made private was counted twice.
+/// made private was counted twice. (The public count already leaves out companions hidden since
+/// the refresh, those of the purge outbox: the second term leaves them out too.)
 pub async fn count_own_adjustment(
     client: &impl Querier,
     filter: &PageFilter,
@@ -268,6 +269,8 @@ pub async fn count_own_adjustment(
              - (SELECT count(*) FROM \"Companion\" c \
                 JOIN \"CompanionDashboard\" d ON d.\"id\" = c.\"id\" \
                 WHERE c.\"userId\" = $1 \
+                  AND NOT (c.\"private\" AND c.\"id\" IN \
+                           (SELECT o.\"companionId\" FROM \"PrivacyPurgeOutbox\" o)) \
                   AND ($2::text IS NULL OR d.\"categoryId\" = $2) \
                   AND ($3::text IS NULL OR d.\"name\" ILIKE '%' || $3 || '%'))",
             &[
@@ -506,26 +509,57 @@ pub struct OwnedCompanion {
     pub updated_at: chrono::NaiveDateTime,
 }
 
-/// Applies `changes` to the companion if `owner_id` owns it; `None` when there is no such
+/// A companion before and after an edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompanionEdit {
+    pub before: OwnedCompanion,
+    pub after: OwnedCompanion,
+}
+
+impl CompanionEdit {
+    /// Whether any field the owner may edit has a new value.
+    pub fn changes_anything(&self) -> bool {
+        let (b, a) = (&self.before, &self.after);
+        (&b.name, &b.src, &b.instructions, &b.category_id, b.private)
+            != (&a.name, &a.src, &a.instructions, &a.category_id, a.private)
+    }
+
+    /// Whether the edit made a public companion private.
+    pub fn hides(&self) -> bool {
+        !self.before.private && self.after.private
+    }
+}
+
+/// Applies `changes` to the companion if `owner_id` owns it, and returns it as it was and as it
+/// is (so the caller invalidates and purges only what changed); `None` when there is no such
 /// companion of that owner (the caller can't tell which, on purpose).
 pub async fn update_owned_companion(
     client: &impl Querier,
     companion_id: &str,
     owner_id: &str,
     changes: &CompanionChanges,
-) -> Result<Option<OwnedCompanion>, DbError> {
+) -> Result<Option<CompanionEdit>, DbError> {
     let rows = client
         .query_typed(
-            "UPDATE \"Companion\" SET \
-                 \"name\" = COALESCE($3, \"name\"), \
-                 \"src\" = COALESCE($4, \"src\"), \
-                 \"instructions\" = COALESCE($5, \"instructions\"), \
-                 \"categoryId\" = COALESCE($6, \"categoryId\"), \
-                 \"private\" = COALESCE($7, \"private\"), \
-                 \"updatedAt\" = (now() AT TIME ZONE 'UTC') \
-             WHERE \"id\" = $1 AND \"userId\" = $2 \
-             RETURNING \"id\", \"name\", \"src\", \"instructions\", \"categoryId\", \"private\", \
-                       \"updatedAt\"",
+            r#"WITH before AS (
+                   SELECT "id", "name", "src", "instructions", "categoryId", "private", "updatedAt"
+                   FROM "Companion"
+                   WHERE "id" = $1 AND "userId" = $2
+                   FOR UPDATE
+               )
+               UPDATE "Companion" c SET
+                   "name" = COALESCE($3, c."name"),
+                   "src" = COALESCE($4, c."src"),
+                   "instructions" = COALESCE($5, c."instructions"),
+                   "categoryId" = COALESCE($6, c."categoryId"),
+                   "private" = COALESCE($7, c."private"),
+                   "updatedAt" = (now() AT TIME ZONE 'UTC')
+               FROM before b
+               WHERE c."id" = b."id"
+               RETURNING c."id", c."name", c."src", c."instructions", c."categoryId", c."private",
+                         c."updatedAt",
+                         b."name", b."src", b."instructions", b."categoryId", b."private",
+                         b."updatedAt""#,
             &[
                 (&companion_id, Type::TEXT),
                 (&owner_id, Type::TEXT),
@@ -537,14 +571,20 @@ pub async fn update_owned_companion(
             ],
         )
         .await?;
-    Ok(rows.first().map(|r| OwnedCompanion {
-        id: r.get(0),
-        name: r.get(1),
-        src: r.get(2),
-        instructions: r.get(3),
-        category_id: r.get(4),
-        private: r.get(5),
-        updated_at: r.get(6),
+    Ok(rows.first().map(|r| {
+        let owned = |from: usize| OwnedCompanion {
+            id: r.get(0),
+            name: r.get(from),
+            src: r.get(from + 1),
+            instructions: r.get(from + 2),
+            category_id: r.get(from + 3),
+            private: r.get(from + 4),
+            updated_at: r.get(from + 5),
+        };
+        CompanionEdit {
+            after: owned(1),
+            before: owned(7),
+        }
     }))
 }
 

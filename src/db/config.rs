@@ -319,6 +319,21 @@ impl DbConfig {
             .is_some_and(|label| label.ends_with("-pooler"))
     }
 
+    /// Which database this is, as a stable string (`host:port/dbname`, the Neon pooler's
+    /// `-pooler` left out, so its pooled and direct URLs name the same database): what cache
+    /// keys are scoped by, so deployments on different databases sharing one Redis never read
+    /// each other's entries. Each Neon branch has endpoints of its own, hence hosts of its own.
+    pub fn identity(&self) -> String {
+        let host = self.host.to_ascii_lowercase();
+        let host = match host.split_once('.') {
+            Some((first, rest)) if first.ends_with("-pooler") => {
+                format!("{}.{rest}", first.trim_end_matches("-pooler"))
+            }
+            _ => host,
+        };
+        format!("{host}:{}/{}", self.port, self.dbname)
+    }
+
     /// `host:port/dbname` without credentials, for logs and messages.
     pub fn redacted(&self) -> String {
         if self.host.contains(':') {
@@ -390,6 +405,25 @@ fn decode(raw: &str, what: &str) -> Result<String, DbUrlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_neon_branch_pooled_and_direct_have_one_identity_and_branches_differ() {
+        let pooled =
+            DbConfig::parse("postgres://u:p@ep-cool-1-pooler.eu-central-1.aws.neon.tech/neondb")
+                .unwrap();
+        let direct =
+            DbConfig::parse("postgres://u:p@EP-COOL-1.eu-central-1.aws.neon.tech/neondb").unwrap();
+        let branch =
+            DbConfig::parse("postgres://u:p@ep-other-2-pooler.eu-central-1.aws.neon.tech/neondb")
+                .unwrap();
+        assert_eq!(pooled.identity(), direct.identity());
+        assert_eq!(
+            pooled.identity(),
+            "ep-cool-1.eu-central-1.aws.neon.tech:5432/neondb"
+        );
+        assert_ne!(pooled.identity(), branch.identity());
+        assert_ne!(pooled.identity(), pooled.with_dbname("other").identity());
+    }
 
     const NEON: &str = "postgresql://alex:AbC123dEf@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/dbname?sslmode=require&channel_binding=require";
 

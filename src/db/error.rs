@@ -15,6 +15,9 @@ pub enum DbError {
     Timeout,
     #[error("no database connection available")]
     PoolExhausted,
+    /// Not tried: the database's circuit breaker is open after repeated failures.
+    #[error("database skipped: its circuit is open after repeated failures")]
+    CircuitOpen,
     /// The server can't be reached, went away, or is shutting down.
     #[error("database unavailable: {0}")]
     Unavailable(String),

@@ -1,6 +1,9 @@
 //! Opening connections (timeout, one retry, error classification) and the small lazily-built
 //! pool each process keeps, with the request path's deadlines (waiting, connecting, each
-//! statement, which is cancelled on the server when it overruns).
+//! statement, which is cancelled on the server when it overruns) and its circuit breaker
+//! (after a few connections that failed or statements past their deadline, requests get
+//! `CircuitOpen` at once instead of each waiting out the deadline; one background probe at a
+//! time closes it).
 //!
 //! The pool is `deadpool`'s managed pool with a manager of our own rather than
 //! `deadpool-postgres`: that crate opens connections from a `tokio_postgres::Config`, and ours
@@ -13,6 +16,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
@@ -20,6 +24,7 @@ use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{tls, DbConfig, DbError};
+use crate::breaker::{Admission, Breaker, BreakerStatus};
 
 /// How long `Pool::get` waits for a connection another request holds before giving up.
 pub const DEFAULT_POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,13 +39,30 @@ pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECT_ATTEMPTS: u32 = 2;
 /// Pause before the retry; a suspended Neon compute takes a few hundred milliseconds to wake.
 pub const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Connections that failed, or statements past their deadline, in a row that open the
+/// database's circuit breaker.
+pub const DB_BREAKER_FAILURES: u32 = 3;
+/// How long requests skip the database the first time the breaker opens; a failed probe
+/// doubles it, up to [`DB_BREAKER_MAX_OPEN`].
+pub const DB_BREAKER_MIN_OPEN: Duration = Duration::from_secs(1);
+pub const DB_BREAKER_MAX_OPEN: Duration = Duration::from_secs(10);
 
 /// Opens one connection (see [`super::connect`]).
 pub(crate) async fn connect(cfg: &DbConfig) -> Result<Client, DbError> {
+    connect_noting(cfg, None).await
+}
+
+/// Opens one connection, noting a failed first attempt on `breaker` (the database is in doubt
+/// from then on, before the retry has decided).
+async fn connect_noting(cfg: &DbConfig, breaker: Option<&Breaker>) -> Result<Client, DbError> {
     let tls = tls::make_connector(cfg)?;
     let pg = cfg.to_pg_config();
-    let client = retry_once(cfg, CONNECT_RETRY_PAUSE, || {
-        connect_once(cfg, &pg, tls.as_ref())
+    let client = retry_once(cfg, CONNECT_RETRY_PAUSE, || async {
+        let attempt = connect_once(cfg, &pg, tls.as_ref()).await;
+        if let (Err(_), Some(breaker)) = (&attempt, breaker) {
+            breaker.note_trouble();
+        }
+        attempt
     })
     .await?;
     tracing::debug!(target_db = %cfg.redacted(), sslmode = %cfg.sslmode, "postgres connected");
@@ -231,6 +253,7 @@ pub(crate) fn error_chain(e: &(dyn StdError + 'static)) -> String {
 /// Opens and recycles the pool's connections.
 struct Manager {
     cfg: DbConfig,
+    breaker: Arc<Breaker>,
 }
 
 impl deadpool::managed::Manager for Manager {
@@ -238,7 +261,7 @@ impl deadpool::managed::Manager for Manager {
     type Error = DbError;
 
     async fn create(&self) -> Result<Client, DbError> {
-        connect(&self.cfg).await
+        connect_noting(&self.cfg, Some(&self.breaker)).await
     }
 
     async fn recycle(
@@ -277,9 +300,29 @@ pub(crate) struct Deadline {
     tls: Option<MakeRustlsConnect>,
     /// Bound on the cancel request: it crosses the same network that just failed us.
     cancel_limit: Duration,
+    /// The pool's circuit breaker, told how each statement went.
+    pub(crate) breaker: Arc<Breaker>,
 }
 
 impl Deadline {
+    /// Tells the breaker how a statement that finished (within its deadline) went: an answer
+    /// from the server, errors included, shows it is up; a connection that broke does not.
+    pub(crate) fn observe<T>(&self, outcome: &Result<T, tokio_postgres::Error>) {
+        match outcome {
+            Err(e)
+                if e.as_db_error().is_none() && (e.is_closed() || find_io_error(e).is_some()) =>
+            {
+                self.breaker.record_failure("unreachable")
+            }
+            _ => self.breaker.record_success(),
+        }
+    }
+
+    /// Tells the breaker a statement overran its deadline.
+    pub(crate) fn overran(&self) {
+        self.breaker.record_failure("timeout");
+    }
+
     /// Asks the server, on a connection of its own and in the background, to cancel what
     /// `client` is running. Works through PgBouncer, which forwards cancel requests.
     pub(crate) fn cancel(&self, token: tokio_postgres::CancelToken) {
@@ -345,8 +388,12 @@ impl PooledClient {
             ));
         }
         match tokio::time::timeout(self.deadline.limit, statement).await {
-            Ok(result) => result.map_err(DbError::from),
+            Ok(result) => {
+                self.deadline.observe(&result);
+                result.map_err(DbError::from)
+            }
             Err(_elapsed) => {
+                self.deadline.overran();
                 self.abandon();
                 tracing::warn!(
                     limit_ms = self.deadline.limit.as_millis() as u64,
@@ -378,8 +425,12 @@ impl PooledClient {
             .expect("a PooledClient holds its connection until dropped");
         let token = object.cancel_token();
         let tx = match tokio::time::timeout(deadline.limit, object.transaction()).await {
-            Ok(tx) => tx?,
+            Ok(tx) => {
+                deadline.observe(&tx);
+                tx?
+            }
             Err(_) => {
+                deadline.overran();
                 abandoned.store(true, Ordering::Release);
                 deadline.cancel(token);
                 return Err(DbError::Timeout);
@@ -419,7 +470,17 @@ impl Pool {
     }
 
     fn build(cfg: DbConfig, size: usize, acquire_timeout: Duration, query: Duration) -> Self {
-        let inner = deadpool::managed::Pool::builder(Manager { cfg: cfg.clone() })
+        let breaker = Arc::new(Breaker::new(
+            "postgres",
+            DB_BREAKER_FAILURES,
+            DB_BREAKER_MIN_OPEN,
+            DB_BREAKER_MAX_OPEN,
+        ));
+        let manager = Manager {
+            cfg: cfg.clone(),
+            breaker: Arc::clone(&breaker),
+        };
+        let inner = deadpool::managed::Pool::builder(manager)
             .max_size(size)
             .wait_timeout(Some(acquire_timeout))
             // Opening a connection (both attempts) is bounded like a statement: a black-holed
@@ -435,6 +496,7 @@ impl Pool {
             limit: query,
             tls,
             cancel_limit: cfg.connect_timeout.min(CANCEL_TIMEOUT),
+            breaker,
         };
         Pool {
             inner,
@@ -494,10 +556,72 @@ impl Pool {
         self.inner.status().available
     }
 
+    /// The circuit breaker's state, for health.
+    pub fn breaker_status(&self) -> BreakerStatus {
+        self.deadline.breaker.status()
+    }
+
+    /// Whether anything went wrong with the database since it last answered (a failed
+    /// connection attempt, a statement past its deadline, the breaker open).
+    pub fn is_troubled(&self) -> bool {
+        self.deadline.breaker.is_troubled()
+    }
+
     /// A connection for this request: an idle open one, else a new one. Waits at most the
     /// acquire timeout while all `size` connections are in use (`PoolExhausted`), and at most
-    /// the query deadline for a new connection to open (`Timeout`).
+    /// the query deadline for a new connection to open (`Timeout`). While the breaker is open,
+    /// `CircuitOpen` at once (starting the background probe when one is due).
     pub async fn get(&self) -> Result<PooledClient, DbError> {
+        match self.deadline.breaker.admit() {
+            Admission::Go => {}
+            Admission::Skip => return Err(DbError::CircuitOpen),
+            Admission::Probe => {
+                self.spawn_probe();
+                return Err(DbError::CircuitOpen);
+            }
+        }
+        let checked_out = self.checkout().await;
+        if let Err(DbError::Timeout | DbError::Unavailable(_)) = &checked_out {
+            self.deadline.breaker.record_failure(match checked_out {
+                Err(DbError::Timeout) => "timeout",
+                _ => "unreachable",
+            });
+        }
+        checked_out
+    }
+
+    /// One probe of a database the breaker skips: a connection and `SELECT 1`, under the
+    /// deadline, in the background; its outcome closes the breaker or keeps it open longer.
+    fn spawn_probe(&self) {
+        let pool = self.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.deadline.breaker.probed(Ok(()));
+            return;
+        };
+        runtime.spawn(async move {
+            let outcome = async {
+                let client = pool.checkout().await?;
+                let limit = client.deadline.limit;
+                match tokio::time::timeout(limit, client.raw().simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(DbError::from(e)),
+                    Err(_) => {
+                        client.abandon();
+                        Err(DbError::Timeout)
+                    }
+                }
+            }
+            .await;
+            match outcome {
+                Ok(()) | Err(DbError::Query(_)) => pool.deadline.breaker.probed(Ok(())),
+                Err(DbError::Timeout) => pool.deadline.breaker.probed(Err("timeout")),
+                Err(_) => pool.deadline.breaker.probed(Err("unreachable")),
+            }
+        });
+    }
+
+    /// A connection from the pool, past the breaker.
+    async fn checkout(&self) -> Result<PooledClient, DbError> {
         use deadpool::managed::{PoolError, TimeoutType};
         // Boxed: deadpool's checkout future is about 17 KB, and every handler future that awaits
         // a connection would otherwise carry it inline (enough to overflow a worker's stack in

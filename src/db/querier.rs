@@ -76,8 +76,12 @@ impl<'a> Transaction<'a> {
         statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, DbError> {
         match tokio::time::timeout(self.deadline.limit, statement).await {
-            Ok(result) => result.map_err(DbError::from),
+            Ok(result) => {
+                self.deadline.observe(&result);
+                result.map_err(DbError::from)
+            }
             Err(_elapsed) => {
+                self.deadline.overran();
                 if !self.abandoned.swap(true, Ordering::AcqRel) {
                     self.deadline.cancel(self.token.clone());
                 }
@@ -97,11 +101,16 @@ impl<'a> Transaction<'a> {
 
     pub async fn commit(self) -> Result<(), DbError> {
         let limit = self.deadline.limit;
+        let deadline = self.deadline.clone();
         match tokio::time::timeout(limit, self.tx.commit()).await {
-            Ok(result) => result.map_err(DbError::from),
+            Ok(result) => {
+                deadline.observe(&result);
+                result.map_err(DbError::from)
+            }
             Err(_elapsed) => {
+                deadline.overran();
                 if !self.abandoned.swap(true, Ordering::AcqRel) {
-                    self.deadline.cancel(self.token.clone());
+                    deadline.cancel(self.token.clone());
                 }
                 Err(DbError::Timeout)
             }

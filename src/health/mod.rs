@@ -2,7 +2,8 @@
 //!
 //! `degraded` (200) when the database is up but the cache is not, with the reason (a cache
 //! whose circuit breaker is open is not pinged: health reports the breaker, as requests see
-//! it); `unavailable` (503, with `Retry-After`) when the database is down.
+//! it); `unavailable` (503, with `Retry-After`) when the database is down, or skipped by its
+//! own circuit breaker (reported the same way, with the reason).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::cache::breaker::BreakerStatus;
 use crate::db::DbError;
 use crate::platform::app::App;
 use crate::platform::error::UNAVAILABLE_RETRY_AFTER_SECS;
@@ -81,6 +81,11 @@ async fn check_database(app: &App) -> Check {
     let outcome = tokio::time::timeout(DB_CHECK_TIMEOUT, crate::db::health::ping(&app.db)).await;
     let (error, reason) = match outcome {
         Ok(Ok(())) => (None, None),
+        // Skipped at once, as requests are; when a probe is due the ping started it.
+        Ok(Err(DbError::CircuitOpen)) => (
+            Some("circuit_open"),
+            Some(app.db.breaker_status().describe()),
+        ),
         Ok(Err(DbError::Timeout)) | Err(_) => (
             Some("timeout"),
             Some("the database did not answer within its deadline".to_owned()),
@@ -106,7 +111,7 @@ async fn check_cache(app: &App) -> Check {
             // Skipped at once; when a probe is due this starts it, so health alone (no other
             // traffic) still sees the store come back.
             let _ = app.cache.ping().await;
-            (Some("circuit_open"), Some(describe_open_breaker(&b)))
+            (Some("circuit_open"), Some(b.describe()))
         }
         None => match app.cache.ping().await {
             Ok(_) => (None, None),
@@ -126,16 +131,6 @@ async fn check_cache(app: &App) -> Check {
         error,
         reason,
     }
-}
-
-fn describe_open_breaker(b: &BreakerStatus) -> String {
-    format!(
-        "skipped after {} failures in a row (last: {}), for {:.1} s so far; next probe in {:.1} s",
-        b.failures,
-        b.last_error.unwrap_or("unknown"),
-        b.open_for.unwrap_or_default().as_secs_f64(),
-        b.next_probe_in.unwrap_or_default().as_secs_f64(),
-    )
 }
 
 fn millis(d: Duration) -> f64 {

@@ -23,7 +23,7 @@ pub struct App {
     pub llm: Llm,
     /// Rate limits (sliding window on the cache, per-process fallback).
     pub ratelimiter: RateLimiter,
-    /// This process's confirmed view of the database's privacy epoch.
+    /// This process's knowledge of the database's privacy epoch, refreshed in the background.
     pub privacy: PrivacyEpochs,
     /// Vercel's CDN purges (off without `VERCEL_TOKEN`).
     pub cdn: Cdn,
@@ -58,6 +58,7 @@ impl App {
         if !cdn.is_enabled() {
             tracing::info!("CDN purging off: VERCEL_TOKEN is unset");
         }
+        let privacy = PrivacyEpochs::new(config.privacy_outage_window);
         Arc::new(App {
             config,
             db,
@@ -66,7 +67,7 @@ impl App {
             http,
             llm,
             ratelimiter: RateLimiter::new(),
-            privacy: PrivacyEpochs::new(),
+            privacy,
             cdn,
         })
     }

@@ -184,9 +184,10 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::NotFound => ApiError::NotFound,
-            DbError::Timeout | DbError::Unavailable(_) | DbError::PoolExhausted => {
-                ApiError::Unavailable("database")
-            }
+            DbError::Timeout
+            | DbError::Unavailable(_)
+            | DbError::PoolExhausted
+            | DbError::CircuitOpen => ApiError::Unavailable("database"),
             other => ApiError::Internal(anyhow::Error::new(other)),
         }
     }
@@ -298,6 +299,7 @@ mod tests {
     fn database_timeouts_are_503_and_missing_rows_404() {
         assert_eq!(ApiError::from(DbError::Timeout).status(), 503);
         assert_eq!(ApiError::from(DbError::PoolExhausted).status(), 503);
+        assert_eq!(ApiError::from(DbError::CircuitOpen).status(), 503);
         assert_eq!(ApiError::from(DbError::NotFound).status(), 404);
     }
 }

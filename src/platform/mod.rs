@@ -1,6 +1,7 @@
 //! The HTTP platform every feature stands on: the process's shared state, the Vercel runtime
 //! adapter and background work, scheduled invocations, routing helpers, CORS, the one error
-//! type, request parsing, auth, rate limiting and request telemetry. Nothing here knows a feature.
+//! type, request parsing, auth, rate limiting, request telemetry, and what guards privacy across
+//! instances (the epoch, the purge outbox). Nothing here knows a feature.
 
 pub mod app;
 pub mod auth;
@@ -9,6 +10,7 @@ pub mod cors;
 pub mod error;
 pub mod http;
 pub mod input;
+pub mod outbox;
 pub mod privacy;
 pub mod ratelimit;
 pub mod routing;

@@ -1,6 +1,7 @@
 //! `GET /api/cron/refresh`: Vercel Cron's job (on AWS Lambda, an EventBridge schedule's).
-//! Refreshes the read model, invalidates the dashboard, and rebuilds the anonymous static
-//! snapshots, reporting each step's outcome and duration. A failed step makes the answer 503
+//! Refreshes the read model, invalidates the dashboard, rebuilds the anonymous static
+//! snapshots, and drains the purge outbox (the CDN purges owed for companions hidden by any
+//! writer), reporting each step's outcome and duration. A failed step makes the answer 503
 //! with `"status": "partial"` and the failed steps named, so the cron's log shows the run as
 //! failed.
 
@@ -20,10 +21,11 @@ use crate::cache::keys::{self, Area};
 use crate::cdn::{self, Purge};
 use crate::config::Secret;
 use crate::dashboard::{self, DashboardParams};
-use crate::db::{categories, read_model, DbError};
+use crate::db::{categories, privacy, read_model, DbError};
 use crate::platform::app::App;
 use crate::platform::background::Background;
 use crate::platform::error::{ApiError, UNAVAILABLE_RETRY_AFTER_SECS};
+use crate::platform::outbox;
 use crate::platform::schedule::ScheduledInvocation;
 
 /// How long a run holds the lock that keeps runs from overlapping; longer than a refresh takes,
@@ -180,6 +182,23 @@ async fn run_steps(app: &Arc<App>, bg: &Background) -> Vec<Step> {
     let rebuilt = rebuild_snapshots(app).await;
     steps.push(Step::new("rebuildSnapshots", t, rebuilt));
 
+    // Purges owed for companions hidden since (by any writer), whatever failed before; then the
+    // rows the refreshed read model no longer needs.
+    let t = Instant::now();
+    let drained = async {
+        let purged = outbox::drain(app).await.map_err(|e| match e {
+            outbox::DrainError::Db(e) => describe_db_error(e),
+            other => other.to_string(),
+        })?;
+        let client = app.db.get().await.map_err(describe_db_error)?;
+        privacy::prune_purged(&client)
+            .await
+            .map_err(describe_db_error)?;
+        Ok::<_, String>(Some(purged))
+    }
+    .await;
+    steps.push(Step::new("drainPurgeOutbox", t, drained));
+
     // The CDN's copies of every page are marked stale (served while they revalidate), so the
     // refreshed order and counts reach visitors without waiting out s-maxage. Retried after
     // the response if Vercel's API fails.
@@ -198,11 +217,7 @@ async fn run_steps(app: &Arc<App>, bg: &Background) -> Vec<Step> {
 async fn rebuild_snapshots(app: &Arc<App>) -> Result<Option<usize>, String> {
     // Read now, not the process's recent view: snapshots are served by every instance, and one
     // written under an epoch older than the database's would never be read anyway.
-    let epoch = app
-        .privacy
-        .read_now(&app.db)
-        .await
-        .map_err(describe_db_error)?;
+    let epoch = app.privacy.read_now(app).await.map_err(describe_db_error)?;
     let categories = async {
         let client = app.db.get().await?;
         categories::list_categories(&client).await
@@ -249,6 +264,9 @@ fn describe_db_error(e: DbError) -> String {
         DbError::Timeout => "database: timed out".to_owned(),
         DbError::PoolExhausted => "database: no connection available".to_owned(),
         DbError::Unavailable(_) => "database: unavailable".to_owned(),
+        DbError::CircuitOpen => {
+            "database: skipped (circuit open after repeated failures)".to_owned()
+        }
         other => {
             tracing::error!(error = %other, "cron refresh: database error");
             "database: error (logged)".to_owned()

@@ -12,6 +12,7 @@ mod dashboard;
 mod db;
 mod dev_server;
 mod drift;
+mod fast_path;
 mod front_end;
 mod group_chat;
 mod input;

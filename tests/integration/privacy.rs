@@ -346,24 +346,26 @@ async fn two_gcbb_dev_processes_with_memory_caches_never_serve_a_companion_made_
 
 /// One call Vercel's API received.
 #[derive(Debug, Clone)]
-struct PurgeCall {
-    path: String,
-    project: Option<String>,
-    team: Option<String>,
-    authorization: Option<String>,
-    tags: Vec<String>,
+pub(crate) struct PurgeCall {
+    pub(crate) path: String,
+    pub(crate) project: Option<String>,
+    pub(crate) team: Option<String>,
+    pub(crate) authorization: Option<String>,
+    pub(crate) tags: Vec<String>,
 }
 
 /// A local stand-in for Vercel's REST API that records the purges it gets, and fails the
 /// first `fail_first` of them with a 500.
 #[derive(Clone, Default)]
-struct VercelApi {
+pub(crate) struct VercelApi {
     calls: Arc<Mutex<Vec<PurgeCall>>>,
     fail_first: Arc<Mutex<usize>>,
 }
 
 impl VercelApi {
-    async fn start(fail_first: usize) -> (VercelApi, String, tokio::task::JoinHandle<()>) {
+    pub(crate) async fn start(
+        fail_first: usize,
+    ) -> (VercelApi, String, tokio::task::JoinHandle<()>) {
         let api = VercelApi {
             fail_first: Arc::new(Mutex::new(fail_first)),
             ..VercelApi::default()
@@ -379,7 +381,12 @@ impl VercelApi {
         (api, url, task)
     }
 
-    fn calls(&self) -> Vec<PurgeCall> {
+    /// Fails the next `n` purges (0: answers every one again).
+    pub(crate) fn fail_next(&self, n: usize) {
+        *self.fail_first.lock().unwrap() = n;
+    }
+
+    pub(crate) fn calls(&self) -> Vec<PurgeCall> {
         self.calls.lock().unwrap().clone()
     }
 }
@@ -416,7 +423,7 @@ async fn record_purge(
     StatusCode::OK
 }
 
-async fn app_with_vercel(api_url: &str) -> TestApp {
+pub(crate) async fn app_with_vercel(api_url: &str) -> TestApp {
     TestApp::builder()
         .demo_data()
         .env("VERCEL_TOKEN", "vercel-token-for-tests")

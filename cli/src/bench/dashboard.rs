@@ -278,7 +278,7 @@ async fn measure_searches(app: Arc<App>, samples: usize) -> anyhow::Result<(Row,
     let mut body = Bytes::new();
     for _ in 0..samples.max(1) {
         for (i, (q, category, _)) in SEARCHES.iter().enumerate() {
-            let epoch = app.privacy.current(&app.db).await?;
+            let epoch = app.privacy.current(&app).await?;
             let key = keys::dashboard_page(
                 &Audience::Anonymous,
                 *category,

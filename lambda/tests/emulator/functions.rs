@@ -533,7 +533,12 @@ async fn an_eventbridge_schedule_runs_the_refresh_without_the_secret() {
         .collect();
     assert_eq!(
         steps,
-        ["refreshReadModel", "bumpGeneration", "rebuildSnapshots"]
+        [
+            "refreshReadModel",
+            "bumpGeneration",
+            "rebuildSnapshots",
+            "drainPurgeOutbox"
+        ]
     );
     eprintln!(
         "scheduled refresh under the emulator: {}",

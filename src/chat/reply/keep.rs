@@ -214,7 +214,10 @@ pub async fn account_tokens(
 /// Whether a failed write may work when tried again.
 pub fn is_transient(e: &DbError) -> bool {
     match e {
-        DbError::Timeout | DbError::PoolExhausted | DbError::Unavailable(_) => true,
+        DbError::Timeout
+        | DbError::PoolExhausted
+        | DbError::Unavailable(_)
+        | DbError::CircuitOpen => true,
         // Class 40: serialization failure, deadlock.
         other => other.sqlstate().is_some_and(|s| s.code().starts_with("40")),
     }

@@ -162,6 +162,9 @@ impl TestAppBuilder {
         };
         vars.extend(self.env);
         let (app, router) = build_app(&vars);
+        // The prefix the app really uses: unsetting CACHE_KEY_PREFIX gives it the default one,
+        // scoped to its database.
+        let prefix = app.config.cache_key_prefix.clone();
         TestApp {
             app,
             router,
@@ -292,6 +295,40 @@ impl TestApp {
             pg: self.db.client().await,
             prefix: self.prefix.clone(),
             vars: self.vars.clone(),
+            model: self.model.clone(),
+            proxy: None,
+            redis_url: self.redis_url.clone(),
+            owns_prefix: false,
+        }
+    }
+
+    /// Another instance of the same deployment that reaches the database through a proxy on
+    /// 127.0.0.1:`port` (a [`super::fault::TcpProxy`] the test breaks for this instance only).
+    pub async fn another_instance_via(&self, port: u16) -> TestApp {
+        let mut url = url::Url::parse(&self.db.url).expect("the test database URL");
+        url.set_host(Some("127.0.0.1")).expect("a host");
+        url.set_port(Some(port)).expect("a port");
+        self.another_instance_with(&[("DATABASE_URL", url.as_str())])
+            .await
+    }
+
+    /// Another instance on the same database and key prefix, with some settings of its own (a
+    /// memory cache, another database URL); an empty value unsets one.
+    pub async fn another_instance_with(&self, overrides: &[(&str, &str)]) -> TestApp {
+        let mut vars = self.vars.clone();
+        // The same deployment: the same keys, whichever URL reaches the database.
+        vars.insert("CACHE_KEY_PREFIX".into(), self.prefix.clone());
+        for (name, value) in overrides {
+            vars.insert((*name).to_owned(), (*value).to_owned());
+        }
+        let (app, router) = build_app(&vars);
+        TestApp {
+            app,
+            router,
+            db: self.db.clone(),
+            pg: self.db.client().await,
+            prefix: self.prefix.clone(),
+            vars,
             model: self.model.clone(),
             proxy: None,
             redis_url: self.redis_url.clone(),
