@@ -43,11 +43,14 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> ExitCode {
     gcbb::platform::telemetry::init();
-    match cli.command {
+    let code = match cli.command {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Db(args) => crate::migrate::cli::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::UpstashProxy(args) => crate::upstash_proxy::run(args).await,
         Command::Cache(args) => crate::cache::run(args).await,
-    }
+    };
+    // Log lines are written by a thread of their own: none may be lost at exit.
+    gcbb::platform::telemetry::flush();
+    code
 }

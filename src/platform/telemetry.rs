@@ -29,8 +29,22 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Default filter when `RUST_LOG` is unset: our own crates at info, libraries at warn.
 pub const DEFAULT_LOG_FILTER: &str = "warn,gcbb=info,gcbb_cli=info";
 
+/// Log lines the writer thread may hold before a request thread waits for it (never drops).
+pub const LOG_QUEUE_LINES: usize = 16_384;
+/// The writer thread's buffer: it writes when the buffer fills or the queue is empty.
+pub const LOG_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Keeps the writer thread's guard; dropping it ([`flush`]) writes out what is queued.
+static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
 /// Installs the global subscriber once; later calls are no-ops (tests call it freely).
 ///
+/// Lines are formatted on the request's thread and written to stderr by a thread of their own
+/// (`tracing_appender`'s non-blocking writer over a buffer), so a request never waits for a
+/// write syscall: that writer takes every line queued, writes them in one go, and flushes as
+/// soon as the queue is empty, so a line is out microseconds after its response head, before
+/// a platform can freeze the instance. The queue is not lossy: when it is full, requests wait.
 /// Colour codes only when stderr is a terminal, so logs captured to a file stay plain text.
 pub fn init() {
     let filter = std::env::var("RUST_LOG")
@@ -39,14 +53,33 @@ pub fn init() {
         .unwrap_or_else(|| {
             Targets::from_str(DEFAULT_LOG_FILTER).expect("the default filter parses")
         });
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("gcbb-log")
+        .finish(std::io::BufWriter::with_capacity(
+            LOG_BUFFER_BYTES,
+            std::io::stderr(),
+        ));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer)
+        .with_ansi(ansi)
         .event_format(Line);
-    let _ = tracing_subscriber::registry()
+    if tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
-        .try_init();
+        .try_init()
+        .is_ok()
+    {
+        *LOG_GUARD.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+    }
+}
+
+/// Writes out every queued log line and stops the writer thread (at exit: `gcbb dev` on
+/// Ctrl-C). Lines logged afterwards are dropped.
+pub fn flush() {
+    drop(LOG_GUARD.lock().unwrap_or_else(|p| p.into_inner()).take());
 }
 
 /// One log line, laid out as `tracing_subscriber`'s full format without targets

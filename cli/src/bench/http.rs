@@ -29,9 +29,10 @@ pub struct HttpArgs {
     /// Extra request header, `Name: value` (repeatable).
     #[arg(long = "header")]
     pub headers: Vec<String>,
-    /// Also drive the same server's bench anchor (`gcbb dev --bench-anchor`: the same bytes
-    /// and headers through the same stack with no work), alternating with the URL, and state
-    /// the URL's throughput as a share of the anchor's: what this machine can do at all.
+    /// Also drive a minimal server answering the URL's bytes and headers (`gcbb bench anchor`,
+    /// started here as a process of its own: plain axum, no layers, no log line), alternating
+    /// with the URL, and state the URL's throughput as a share of the anchor's: what the whole
+    /// serving stack costs against what this machine can do at all.
     #[arg(long)]
     pub anchor: bool,
     /// Runs of each target (alternating when there are two); figures are the median run's.
@@ -103,13 +104,45 @@ impl Target {
             request: request.into_bytes(),
         })
     }
+}
 
-    /// The same server's bench anchor.
-    fn anchor(&self, headers: &[String]) -> anyhow::Result<Target> {
-        let mut url = url::Url::parse(&self.url)?;
-        url.set_path(crate::dev::BENCH_ANCHOR_PATH);
-        url.set_query(None);
-        Target::new(url.as_str(), headers)
+/// The anchor's process, stopped when dropped.
+struct AnchorProcess(std::process::Child);
+
+impl AnchorProcess {
+    /// `gcbb bench anchor` serving a copy of `url`, once it listens.
+    async fn start(url: &str) -> anyhow::Result<(AnchorProcess, u16)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "bench",
+                "anchor",
+                "--copy-from",
+                url,
+                "--port",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        let process = AnchorProcess(child);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "the bench anchor did not listen on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok((process, port))
+    }
+}
+
+impl Drop for AnchorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -129,7 +162,9 @@ pub async fn run(args: &HttpArgs, json: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let anchor = target.anchor(&args.headers)?;
+    let (_process, port) = AnchorProcess::start(&args.url).await?;
+    let mut anchor = Target::new(&format!("http://127.0.0.1:{port}/"), &args.headers)?;
+    anchor.url = format!("anchor (a copy of {})", args.url);
     let (mut target_runs, mut anchor_runs) = (Vec::new(), Vec::new());
     // Alternating, starting with the anchor and the target in turn, so neither always runs
     // on a warmer (or busier) machine.

@@ -1,6 +1,7 @@
 //! `gcbb bench`: a realistic data set, and the figures of the optimized paths against the
 //! seed's "before", measured in one run on the same data. Build with `--release` to measure.
 
+pub mod anchor;
 pub mod cached;
 pub mod chat;
 pub mod coldstart;
@@ -31,6 +32,8 @@ pub enum BenchCommand {
     Dashboard(dashboard::DashboardArgs),
     /// Drive a running server with N keep-alive connections for T seconds.
     Http(http::HttpArgs),
+    /// The minimal server `bench http --anchor` compares with: a page's bytes, served as is.
+    Anchor(anchor::AnchorArgs),
     /// Chat: time to first byte added to the model's, and N concurrent streams held open.
     Chat(chat::ChatArgs),
     /// The cached anonymous page through the whole router in this process (for profilers).
@@ -59,6 +62,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         BenchCommand::Seed(seed_args) => run_seed(seed_args, args.json).await,
         BenchCommand::Dashboard(d) => dashboard::run(&d, args.json).await,
         BenchCommand::Http(h) => http::run(&h, args.json).await,
+        BenchCommand::Anchor(a) => anchor::run(&a).await,
         BenchCommand::Chat(c) => chat::run(&c, args.json).await,
         BenchCommand::Cached(c) => cached::run(&c, args.json).await,
         BenchCommand::Coldstart(c) => coldstart::run(&c, args.json).await,

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use axum::http::{header, Extensions, HeaderMap, StatusCode, Version};
 use axum::Router;
-use tower::ServiceExt;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::services::ServeDir;
 
@@ -57,15 +56,7 @@ pub struct DevArgs {
     /// Longest pause between two pieces of a request body, in ms.
     #[arg(long, env = "DEV_BODY_READ_TIMEOUT_MS", default_value_t = DEFAULT_BODY_READ_TIMEOUT_MS)]
     pub body_read_timeout_ms: u64,
-    /// Also serve `/__bench/bare` (for `gcbb bench http --anchor`): the anonymous dashboard
-    /// page's bytes and headers, copied once at start, through the same router and layers but
-    /// with no work per request. Never part of a function.
-    #[arg(long)]
-    pub bench_anchor: bool,
 }
-
-/// The path of the bench anchor (`--bench-anchor`).
-pub const BENCH_ANCHOR_PATH: &str = "/__bench/bare";
 
 /// Responses smaller than this go uncompressed (tower-http's own default floor).
 pub const MIN_COMPRESSED_BYTES: u16 = 32;
@@ -123,9 +114,6 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let mut outside_api = Router::new();
     if let Some(signer) = &signer {
         outside_api = outside_api.merge(session::router(app.clone(), signer.clone()));
-    }
-    if args.bench_anchor {
-        outside_api = outside_api.merge(bench_anchor(&app).await?);
     }
     let outside_api = outside_api.fallback_service(ServeDir::new(&args.public_dir));
     let router = gcbb::routes::router(app.clone(), &vercel, outside_api).layer(compression());
@@ -190,33 +178,6 @@ where
                 response.extensions(),
             )
     }
-}
-
-/// `/__bench/bare`: what the anonymous dashboard page answers (asked twice in process, so its
-/// `X-Cache` is the warm one), served as it is on every request.
-async fn bench_anchor(app: &Arc<App>) -> anyhow::Result<Router> {
-    let page = || async {
-        let request =
-            http::Request::get("/api/dashboard/prefetch").body(axum::body::Body::empty())?;
-        let Ok(response) = gcbb::dashboard::router(app.clone()).oneshot(request).await;
-        anyhow::ensure!(
-            response.status() == StatusCode::OK,
-            "the dashboard answered {} for the bench anchor",
-            response.status()
-        );
-        let (parts, body) = response.into_parts();
-        let body = axum::body::to_bytes(body, usize::MAX).await?;
-        Ok::<_, anyhow::Error>((parts.headers, body))
-    };
-    page().await?;
-    let (headers, body) = page().await?;
-    Ok(Router::new().route(
-        BENCH_ANCHOR_PATH,
-        axum::routing::get(move || {
-            let (headers, body) = (headers.clone(), body.clone());
-            async move { (headers, body) }
-        }),
-    ))
 }
 
 /// Bounds on how slowly a client may send a request.
@@ -359,6 +320,10 @@ fn print_banner(
         if seeded { "inserted" } else { "unchanged" }
     );
     println!("  cache       {}", c.cache.name());
+    println!(
+        "  cache keys  {}:… (CACHE_KEY_PREFIX, else scoped to the database)",
+        c.cache_key_prefix
+    );
     println!(
         "  cdn purge   {}",
         match &c.cdn {
