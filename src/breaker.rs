@@ -71,6 +71,8 @@ pub struct Breaker {
     threshold: u32,
     min_open: Duration,
     max_open: Duration,
+    /// Wakes calls waiting on the dependency when the breaker opens ([`Breaker::opened`]).
+    opened: tokio::sync::Notify,
 }
 
 impl Breaker {
@@ -89,7 +91,14 @@ impl Breaker {
             threshold: threshold.max(1),
             min_open,
             max_open: max_open.max(min_open),
+            opened: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Resolves when the breaker next opens: a call still waiting on the dependency then (for a
+    /// connection, say) can give up at once, as the calls after it will.
+    pub async fn opened(&self) {
+        self.opened.notified().await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -168,6 +177,7 @@ impl Breaker {
                 skip_ms = s.interval.as_millis() as u64,
                 "circuit open: skipping the dependency"
             );
+            self.opened.notify_waiters();
         }
     }
 

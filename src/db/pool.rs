@@ -580,12 +580,22 @@ impl Pool {
                 return Err(DbError::CircuitOpen);
             }
         }
-        let checked_out = self.checkout().await;
-        if let Err(DbError::Timeout | DbError::Unavailable(_)) = &checked_out {
-            self.deadline.breaker.record_failure(match checked_out {
-                Err(DbError::Timeout) => "timeout",
-                _ => "unreachable",
-            });
+        // A request still waiting for a connection when the breaker opens (others found the
+        // database unreachable meanwhile) gives up with them instead of waiting out its own
+        // deadline.
+        let checked_out = tokio::select! {
+            checked_out = self.checkout() => checked_out,
+            () = self.deadline.breaker.opened() => return Err(DbError::CircuitOpen),
+        };
+        match &checked_out {
+            Err(DbError::Timeout) => self.deadline.breaker.record_failure("timeout"),
+            Err(DbError::Unavailable(_)) => self.deadline.breaker.record_failure("unreachable"),
+            // Waiting out the acquire timeout is contention while the database answers, and
+            // one more sign of an outage once it has stopped answering.
+            Err(DbError::PoolExhausted) if self.deadline.breaker.is_troubled() => {
+                self.deadline.breaker.record_failure("pool_exhausted")
+            }
+            _ => {}
         }
         checked_out
     }
