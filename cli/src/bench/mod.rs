@@ -6,6 +6,7 @@ pub mod cached;
 pub mod chat;
 pub mod coldstart;
 pub mod dashboard;
+pub mod faults;
 pub mod http;
 pub mod seed;
 pub mod stats;
@@ -36,6 +37,9 @@ pub enum BenchCommand {
     Anchor(anchor::AnchorArgs),
     /// Chat: time to first byte added to the model's, and N concurrent streams held open.
     Chat(chat::ChatArgs),
+    /// The fast path under real Postgres faults: cached page latencies, transactions per
+    /// request, the breaker, a plain-SQL hide leaving every cache layer.
+    Faults(faults::FaultsArgs),
     /// The cached anonymous page through the whole router in this process (for profilers).
     Cached(cached::CachedArgs),
     /// Each function binary started as Vercel starts it: start → first response, size, RSS.
@@ -65,6 +69,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         BenchCommand::Anchor(a) => anchor::run(&a).await,
         BenchCommand::Chat(c) => chat::run(&c, args.json).await,
         BenchCommand::Cached(c) => cached::run(&c, args.json).await,
+        BenchCommand::Faults(f) => faults::run(&f, args.json).await,
         BenchCommand::Coldstart(c) => coldstart::run(&c, args.json).await,
     };
     match outcome {
@@ -78,11 +83,15 @@ pub async fn run(args: BenchArgs) -> ExitCode {
 
 /// The database benchmarks use: the direct URL when given, else `DATABASE_URL`, else the dev one.
 pub fn bench_database() -> anyhow::Result<DbConfig> {
-    let raw = ["DATABASE_URL_UNPOOLED", "DIRECT_URL", "DATABASE_URL"]
+    Ok(DbConfig::parse(&bench_database_url())?)
+}
+
+/// [`bench_database`]'s URL, as given.
+pub fn bench_database_url() -> String {
+    ["DATABASE_URL_UNPOOLED", "DIRECT_URL", "DATABASE_URL"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| DEFAULT_DEV_DATABASE_URL.to_owned());
-    Ok(DbConfig::parse(&raw)?)
+        .unwrap_or_else(|| DEFAULT_DEV_DATABASE_URL.to_owned())
 }
 
 async fn run_seed(args: SeedArgs, json: bool) -> anyhow::Result<()> {
