@@ -43,6 +43,14 @@ pub enum CacheCommand {
 
 pub async fn run(args: CacheArgs) -> ExitCode {
     let mut vars: HashMap<String, String> = std::env::vars().collect();
+    let set = |name: &str| vars.get(name).is_some_and(|v| !v.trim().is_empty());
+    if !set("DATABASE_URL") && !set("CACHE_KEY_PREFIX") {
+        eprintln!(
+            "gcbb cache: the deployment's keys start with a prefix scoped to its database: set \
+             DATABASE_URL as the deployment has it (or CACHE_KEY_PREFIX when it sets one)"
+        );
+        return ExitCode::from(2);
+    }
     vars.entry("DATABASE_URL".to_owned())
         .or_insert_with(|| UNUSED_DATABASE_URL.to_owned());
     let config = match Config::from_vars(&vars) {

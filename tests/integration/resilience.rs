@@ -535,6 +535,60 @@ async fn cache_clear_refuses_a_pattern_outside_the_key_prefix_and_deletes_only_i
 }
 
 #[tokio::test]
+async fn cache_clear_without_a_prefix_of_its_own_works_in_the_deployments_database_scoped_key_space(
+) {
+    let clear = |database_url: Option<&str>, pattern: &str| {
+        let mut cmd = gcbb();
+        cmd.env("REDIS_URL", crate::common::app::REDIS_URL)
+            .env_remove("CACHE_KEY_PREFIX")
+            .env_remove("UPSTASH_REDIS_REST_URL")
+            .env_remove("KV_REST_API_URL")
+            .env_remove("DATABASE_URL");
+        if let Some(url) = database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        cmd.args(["cache", "clear", pattern])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run gcbb cache clear")
+    };
+    // Without the deployment's database it can't know the prefix: refused, saying why.
+    let out = clear(None, "gcbb:*");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DATABASE_URL") && err.contains("CACHE_KEY_PREFIX"),
+        "{err}"
+    );
+
+    // With it, the key space is the deployment's own (the pooled URL names the same one).
+    let branch = unique("ep-branch");
+    let url = format!("postgres://u@{branch}-pooler.eu-central-1.aws.neon.tech/neondb");
+    let prefix = gcbb::config::default_cache_key_prefix(&DbConfig::parse(&url).unwrap());
+    let mut conn = redis_conn().await;
+    let ours = format!("{prefix}:v1:dashboard:x");
+    let _: () = redis::cmd("SET")
+        .arg(&ours)
+        .arg("1")
+        .arg("EX")
+        .arg(120)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let out = clear(Some(&url), "gcbb:*");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the unscoped prefix is not the deployment's"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&prefix));
+    let direct = format!("postgres://u@{branch}.eu-central-1.aws.neon.tech/neondb");
+    let out = clear(Some(&direct), &format!("{prefix}:*"));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!exists(&mut conn, &ours).await);
+}
+
+#[tokio::test]
 async fn cache_clear_of_more_than_a_few_thousand_keys_needs_yes_without_a_terminal() {
     let mut conn = redis_conn().await;
     let prefix = unique("gcbbbulk");
