@@ -243,6 +243,52 @@ mod tests {
         }
     }
 
+    fn owned(private: bool, name: &str, category: &str) -> companions::OwnedCompanion {
+        companions::OwnedCompanion {
+            id: "c1".into(),
+            name: name.into(),
+            src: "https://img.example/a.png".into(),
+            instructions: "Be kind.".into(),
+            category_id: category.into(),
+            private,
+            updated_at: chrono::NaiveDateTime::default(),
+        }
+    }
+
+    fn edit(
+        before: companions::OwnedCompanion,
+        after: companions::OwnedCompanion,
+    ) -> CompanionEdit {
+        CompanionEdit { before, after }
+    }
+
+    #[test]
+    fn only_what_public_pages_show_and_changed_is_marked_stale() {
+        let same = edit(owned(false, "Ada", "cat_1"), owned(false, "Ada", "cat_1"));
+        assert!(!same.changes_anything());
+        assert!(stale_tags(&same).is_empty());
+        let renamed = edit(owned(false, "Ada", "cat_1"), owned(false, "Eve", "cat_1"));
+        assert_eq!(stale_tags(&renamed), ["companion:c1"]);
+        let moved = edit(owned(false, "Ada", "cat_1"), owned(false, "Ada", "cat_2"));
+        assert_eq!(
+            stale_tags(&moved),
+            ["companion:c1", "dashboard:category:cat_2"]
+        );
+        let published = edit(owned(true, "Ada", "cat_1"), owned(false, "Ada", "cat_1"));
+        assert_eq!(stale_tags(&published), ["dashboard", "companion:c1"]);
+        let private_edit = edit(owned(true, "Ada", "cat_1"), owned(true, "Eve", "cat_2"));
+        assert!(private_edit.changes_anything());
+        assert!(stale_tags(&private_edit).is_empty());
+        let hidden = edit(owned(false, "Ada", "cat_1"), owned(true, "Ada", "cat_1"));
+        assert!(hidden.hides());
+        assert!(!renamed.hides());
+        let mut instructions = owned(false, "Ada", "cat_1");
+        instructions.instructions = "Be brief.".into();
+        let instructions = edit(owned(false, "Ada", "cat_1"), instructions);
+        assert!(instructions.changes_anything());
+        assert!(stale_tags(&instructions).is_empty());
+    }
+
     #[test]
     fn valid_changes_are_trimmed_and_kept() {
         let c = patch(r#"{"name":"  Ada  ","private":true}"#).unwrap();
