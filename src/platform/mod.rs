@@ -10,6 +10,7 @@ pub mod cors;
 pub mod error;
 pub mod http;
 pub mod input;
+pub mod log_format;
 pub mod outbox;
 pub mod privacy;
 pub mod ratelimit;

@@ -12,7 +12,7 @@
 
 use std::io::IsTerminal;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
@@ -20,11 +20,10 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::platform::log_format::{LogFormat, LogLayer};
 
 /// Default filter when `RUST_LOG` is unset: our own crates at info, libraries at warn.
 pub const DEFAULT_LOG_FILTER: &str = "warn,gcbb=info,gcbb_cli=info";
@@ -54,6 +53,11 @@ pub fn init() {
             Targets::from_str(DEFAULT_LOG_FILTER).expect("the default filter parses")
         });
     let ansi = std::io::stderr().is_terminal();
+    let format =
+        LogFormat::parse(std::env::var("LOG_FORMAT").ok().as_deref()).unwrap_or_else(|| {
+            eprintln!("LOG_FORMAT must be text or json; logging as text");
+            LogFormat::Text
+        });
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(LOG_QUEUE_LINES)
@@ -62,13 +66,9 @@ pub fn init() {
             LOG_BUFFER_BYTES,
             std::io::stderr(),
         ));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .event_format(Line);
     if tracing_subscriber::registry()
         .with(filter)
-        .with(fmt)
+        .with(LogLayer::new(writer, format, ansi))
         .try_init()
         .is_ok()
     {
@@ -80,101 +80,6 @@ pub fn init() {
 /// Ctrl-C). Lines logged afterwards are dropped.
 pub fn flush() {
     drop(LOG_GUARD.lock().unwrap_or_else(|p| p.into_inner()).take());
-}
-
-/// One log line, laid out as `tracing_subscriber`'s full format without targets
-/// (`2026-11-29T00:07:28.123456Z  INFO request{method=GET request_id=…}: request status=200 …`),
-/// written with less machinery: every request logs one, on every function. The fields are
-/// written by the subscriber's own field formatter (which escapes control characters); the
-/// level is coloured only when the output is a terminal.
-struct Line;
-
-impl<S, N> FormatEvent<S, N> for Line
-where
-    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        write_timestamp(&mut writer)?;
-        let level = *event.metadata().level();
-        let name = match level {
-            tracing::Level::ERROR => "ERROR",
-            tracing::Level::WARN => " WARN",
-            tracing::Level::INFO => " INFO",
-            tracing::Level::DEBUG => "DEBUG",
-            tracing::Level::TRACE => "TRACE",
-        };
-        if writer.has_ansi_escapes() {
-            let colour = match level {
-                tracing::Level::ERROR => "31",
-                tracing::Level::WARN => "33",
-                tracing::Level::INFO => "32",
-                tracing::Level::DEBUG => "34",
-                tracing::Level::TRACE => "35",
-            };
-            write!(writer, " \x1b[{colour}m{name}\x1b[0m ")?;
-        } else {
-            writer.write_char(' ')?;
-            writer.write_str(name)?;
-            writer.write_char(' ')?;
-        }
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                writer.write_str(span.name())?;
-                let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>() {
-                    if !fields.is_empty() {
-                        writer.write_char('{')?;
-                        writer.write_str(fields)?;
-                        writer.write_char('}')?;
-                    }
-                }
-                writer.write_char(':')?;
-            }
-            writer.write_char(' ')?;
-        }
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writer.write_char('\n')
-    }
-}
-
-/// `2026-11-29T00:07:28.123456Z`, UTC; the part up to the second is formatted once per second
-/// per thread.
-fn write_timestamp(writer: &mut Writer<'_>) -> std::fmt::Result {
-    use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
-    thread_local! {
-        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    SECOND.with_borrow_mut(|(second, text)| {
-        if *second != now.as_secs() {
-            *second = now.as_secs();
-            *text =
-                chrono::DateTime::<chrono::Utc>::from(UNIX_EPOCH + Duration::from_secs(*second))
-                    .format("%Y-%m-%dT%H:%M:%S")
-                    .to_string();
-        }
-        writer.write_str(text)
-    })?;
-    write!(writer, ".{:06}Z", now.subsec_micros())
-}
-
-/// A duration in milliseconds with three decimals, for log fields (integer arithmetic only).
-struct Millis(Duration);
-
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let micros = self.0.as_micros();
-        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
-    }
 }
 
 /// The header Vercel puts on every request it forwards (region and id); used as the request id
@@ -264,8 +169,9 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         let status = response.status().as_u16();
-        let duration_ms = Millis(started.elapsed());
-        span.in_scope(|| tracing::info!(status, %duration_ms, route, cache, "request"));
+        // Milliseconds to the microsecond, a number in either layout.
+        let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
+        tracing::info!(parent: &span, status, duration_ms, route, cache, "request");
         response
     };
     response
@@ -277,15 +183,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn milliseconds_are_written_with_three_decimals() {
-        assert_eq!(
-            Millis(Duration::from_micros(1_234_567)).to_string(),
-            "1234.567"
-        );
-        assert_eq!(Millis(Duration::from_nanos(999)).to_string(), "0.000");
-    }
 
     #[test]
     fn a_local_request_id_is_the_process_tag_and_a_counter() {
