@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use gcbb::config::{
-    ConfigError, Env, DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRIES,
+    ConfigError, Env, DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRY_BUDGET,
     DEFAULT_MIGRATE_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_DIR,
 };
 use gcbb::db::DbConfig;
@@ -28,9 +28,31 @@ impl MigrateSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let vars = std::env::vars().collect();
         let env = Env(&vars);
+        // A count of retries became a time budget: a value set for the old meaning must not be
+        // silently ignored.
+        if env.get("MIGRATE_LOCK_RETRIES").is_some() {
+            return Err(ConfigError::Invalid {
+                name: "MIGRATE_LOCK_RETRIES",
+                reason: "no longer read: a file that hits lock_timeout is retried for \
+                         MIGRATE_LOCK_RETRY_BUDGET_MS (default 120000); unset it"
+                    .to_owned(),
+            });
+        }
+        let lock_timeout = env.millis("MIGRATE_LOCK_TIMEOUT_MS", DEFAULT_MIGRATE_LOCK_TIMEOUT)?;
+        if lock_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "MIGRATE_LOCK_TIMEOUT_MS",
+                reason: "0 turns lock_timeout off: a deploy waiting for its lock would stall \
+                         every query on the table for as long as it waits"
+                    .to_owned(),
+            });
+        }
         Ok(MigrateSettings {
-            lock_timeout: env.millis("MIGRATE_LOCK_TIMEOUT_MS", DEFAULT_MIGRATE_LOCK_TIMEOUT)?,
-            lock_retries: env.parse("MIGRATE_LOCK_RETRIES", DEFAULT_MIGRATE_LOCK_RETRIES)?,
+            lock_timeout,
+            lock_retry_budget: env.millis(
+                "MIGRATE_LOCK_RETRY_BUDGET_MS",
+                DEFAULT_MIGRATE_LOCK_RETRY_BUDGET,
+            )?,
             advisory_lock_timeout: env.millis(
                 "MIGRATE_ADVISORY_LOCK_TIMEOUT_MS",
                 DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT,
@@ -543,6 +565,9 @@ fn run_lint(files: Vec<PathBuf>, rules: bool, dir: &Path) -> ExitCode {
 }
 
 fn print_deploy_outcome(outcome: &DeployOutcome, dir_display: &str) {
+    for wait in &outcome.lock_waits {
+        print_err(&format!("warning: {wait}\n"));
+    }
     for name in &outcome.modified {
         print_err(&status::modified_warning(name));
     }

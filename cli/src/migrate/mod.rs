@@ -35,7 +35,7 @@ pub mod verify;
 
 use std::path::Path;
 
-pub use apply::{resolve_applied, resolve_rolled_back, DeployOutcome};
+pub use apply::{resolve_applied, resolve_rolled_back, DeployOutcome, LockWait};
 pub use error::MigrateError;
 pub use gcbb::db::DbConfig;
 pub use lint_gate::lint_pending;
