@@ -506,6 +506,37 @@ pub struct OwnedCompanion {
     pub updated_at: chrono::NaiveDateTime,
 }
 
+const UPDATE_OWNED_SQL: &str = "UPDATE \"Companion\" SET \
+         \"name\" = COALESCE($3, \"name\"), \
+         \"src\" = COALESCE($4, \"src\"), \
+         \"instructions\" = COALESCE($5, \"instructions\"), \
+         \"categoryId\" = COALESCE($6, \"categoryId\"), \
+         \"private\" = COALESCE($7, \"private\"), \
+         \"updatedAt\" = (now() AT TIME ZONE 'UTC') \
+     WHERE \"id\" = $1 AND \"userId\" = $2 \
+     RETURNING \"id\", \"name\", \"src\", \"instructions\", \"categoryId\", \"private\", \
+               \"updatedAt\"";
+
+/// A companion's edit as its owner's PATCH sends it (see [`super::hot::HotWrite`]): on another
+/// companion than token accounting's sample, so the two writers never wait for each other's row.
+pub const HOT_WRITES: &[super::hot::HotWrite] = {
+    use super::hot::{HotParam, HotWrite};
+    &[HotWrite {
+        name: "companions.update_owned",
+        sql: UPDATE_OWNED_SQL,
+        params: &[
+            HotParam::Text(Some("cmp_000041")),
+            HotParam::Text(Some("user_00007")),
+            HotParam::Text(Some("Renamed")),
+            HotParam::Text(None),
+            HotParam::Text(None),
+            HotParam::Text(None),
+            HotParam::Bool(None),
+        ],
+        table: "Companion",
+    }]
+};
+
 /// Applies `changes` to the companion if `owner_id` owns it; `None` when there is no such
 /// companion of that owner (the caller can't tell which, on purpose).
 pub async fn update_owned_companion(
@@ -516,16 +547,7 @@ pub async fn update_owned_companion(
 ) -> Result<Option<OwnedCompanion>, DbError> {
     let rows = client
         .query_typed(
-            "UPDATE \"Companion\" SET \
-                 \"name\" = COALESCE($3, \"name\"), \
-                 \"src\" = COALESCE($4, \"src\"), \
-                 \"instructions\" = COALESCE($5, \"instructions\"), \
-                 \"categoryId\" = COALESCE($6, \"categoryId\"), \
-                 \"private\" = COALESCE($7, \"private\"), \
-                 \"updatedAt\" = (now() AT TIME ZONE 'UTC') \
-             WHERE \"id\" = $1 AND \"userId\" = $2 \
-             RETURNING \"id\", \"name\", \"src\", \"instructions\", \"categoryId\", \"private\", \
-                       \"updatedAt\"",
+            UPDATE_OWNED_SQL,
             &[
                 (&companion_id, Type::TEXT),
                 (&owner_id, Type::TEXT),

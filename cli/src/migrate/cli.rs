@@ -15,7 +15,7 @@ use gcbb::config::{
 use gcbb::db::DbConfig;
 
 use super::lint_gate::{lint_pending, refuse_lint_errors};
-use super::rehearse::{self, Budget, CopyMethod, RehearseOptions, Source};
+use super::rehearse::{self, Budget, CopyMethod, RehearseOptions, Source, SpeedBudget};
 use super::session::connect;
 use super::settings::{DATABASE_URL_VARS, SHADOW_DATABASE_URL_VAR};
 use super::{
@@ -211,16 +211,42 @@ pub struct RehearseArgs {
     /// Keep the scratch copy afterwards (its name is printed).
     #[arg(long)]
     pub keep: bool,
+    /// Longest a query of the workload (production's hot reads and writes, run beside the
+    /// migrations) may wait [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub max_blocked_ms: Option<u64>,
     /// Longest ACCESS EXCLUSIVE lock allowed on a table of --min-table-size or more [default: 300].
     #[arg(long, value_name = "MS")]
     pub max_lock_ms: Option<u64>,
     /// Longest write-blocking lock (SHARE, SHARE ROW EXCLUSIVE, EXCLUSIVE) allowed on such a
-    /// table [default: not judged].
+    /// table [default: 1000].
     #[arg(long, value_name = "MS")]
     pub max_write_lock_ms: Option<u64>,
     /// Tables smaller than this on the database are not judged (512kB, 1MB, 2GB) [default: 1MB].
     #[arg(long, value_name = "SIZE", value_parser = rehearse::parse_size)]
     pub min_table_size: Option<i64>,
+    /// A hot query slower after the migrations than this many times its time before, and by
+    /// --min-slowdown-ms, fails [default: 2].
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub max_slowdown: Option<f64>,
+    /// ... and by at least this many milliseconds [default: 5].
+    #[arg(long, value_name = "MS")]
+    pub min_slowdown_ms: Option<f64>,
+    /// Reader sessions of the workload [default: 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub readers: Option<u16>,
+    /// Run the migrations without the workload beside them (nothing is judged on waits).
+    #[arg(long, conflicts_with_all = ["readers", "max_blocked_ms"])]
+    pub no_workload: bool,
+}
+
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        _ => Err(format!(
+            "`{raw}` is not a ratio of 1 or more (examples: 2, 1.5)"
+        )),
+    }
 }
 
 impl RehearseArgs {
@@ -234,6 +260,11 @@ impl RehearseArgs {
             && self.max_lock_ms.is_none()
             && self.max_write_lock_ms.is_none()
             && self.min_table_size.is_none()
+            && self.max_blocked_ms.is_none()
+            && self.max_slowdown.is_none()
+            && self.min_slowdown_ms.is_none()
+            && self.readers.is_none()
+            && !self.no_workload
     }
 
     /// The library's options; `SHADOW_DATABASE_URL`, when set, is the drift step's fallback.
@@ -257,10 +288,21 @@ impl RehearseArgs {
             schema_only: self.schema_only,
             keep: self.keep,
             budget: Budget {
+                max_blocked_ms: self.max_blocked_ms.unwrap_or(defaults.max_blocked_ms),
                 max_lock_ms: self.max_lock_ms.unwrap_or(defaults.max_lock_ms),
-                max_write_lock_ms: self.max_write_lock_ms,
+                max_write_lock_ms: self.max_write_lock_ms.unwrap_or(defaults.max_write_lock_ms),
                 min_table_bytes: self.min_table_size.unwrap_or(defaults.min_table_bytes),
+                speed: SpeedBudget {
+                    max_slowdown: self.max_slowdown.unwrap_or(defaults.speed.max_slowdown),
+                    min_slowdown_ms: self
+                        .min_slowdown_ms
+                        .unwrap_or(defaults.speed.min_slowdown_ms),
+                },
             },
+            workload: !self.no_workload,
+            readers: self
+                .readers
+                .map_or(rehearse::workload::DEFAULT_READERS, usize::from),
             scratch_server: self
                 .scratch_server
                 .as_deref()
