@@ -19,8 +19,8 @@ use super::rehearse::{self, Budget, CopyMethod, RehearseOptions, Source, SpeedBu
 use super::session::connect;
 use super::settings::{DATABASE_URL_VARS, SHADOW_DATABASE_URL_VAR};
 use super::{
-    backup, deploy_with, drift, files, lint, reset, resolve_applied, resolve_rolled_back, status,
-    verify, DeployOutcome, MigrateError, MigrateSettings,
+    backup, deploy_with, drift, files, lint, reset, resolve_applied, resolve_rolled_back, revert,
+    status, verify, DeployOutcome, MigrateError, MigrateSettings,
 };
 
 // Reading the environment is the command line's business; the library takes settings as values.
@@ -159,6 +159,22 @@ pub enum DbCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a new migration that reverts an applied one, computed on SHADOW_DATABASE_URL (the
+    /// history up to it against the history before it), linted, and checked on the shadow. A
+    /// statement that destroys data written since needs `--allow RULE=REASON`; nothing is written
+    /// without it.
+    Revert {
+        /// The applied migration to revert (its directory's name).
+        migration: String,
+        /// Why a statement breaking RULE is acceptable (written above it as `-- gcbb:allow RULE
+        /// REASON`); once per rule.
+        #[arg(long = "allow", value_name = "RULE=REASON", value_parser = revert::parse_allow)]
+        allows: Vec<(String, String)>,
+        /// Accept a shadow whose name lacks `shadow` or that holds a migration history (it is
+        /// emptied). Never accepts the database itself.
+        #[arg(long)]
+        force: bool,
     },
     /// `pg_dump -Fc` of the database.
     Backup {
@@ -541,6 +557,41 @@ async fn run_command(
             } else {
                 ExitCode::FAILURE
             })
+        }
+        DbCommand::Revert {
+            migration,
+            allows,
+            force,
+        } => {
+            let db = migration_database()?;
+            let shadow = shadow_from_env()?;
+            let options = revert::RevertOptions { allows, force };
+            let computed =
+                revert::revert(&db, &shadow, dir, &migration, &options, Utc::now()).await?;
+            print_out(&format!(
+                "Computed on the shadow database {}: the history up to {migration}, turned back into \
+                 the history before it, then checked there on top of the whole history.\n\nThe revert:\n",
+                shadow.redacted()
+            ));
+            for statement in &computed.statements {
+                print_out(&format!("  {statement}\n"));
+            }
+            for w in &computed.warnings {
+                print_err(&format!("{w}\n"));
+            }
+            for note in &computed.notes {
+                print_err(&format!("note: {note}\n"));
+            }
+            let written = revert::write(dir, &computed)?;
+            print_out("\n");
+            for path in &written {
+                print_out(&format!("Wrote {}\n", path.display()));
+            }
+            print_out(
+                "\nReview them, then deploy them like any migration (gcbb db deploy --rehearse to see what \
+                 they cost first).\n",
+            );
+            Ok(ExitCode::SUCCESS)
         }
         DbCommand::Backup { out } => {
             let db = migration_database()?;

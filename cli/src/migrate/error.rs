@@ -103,6 +103,8 @@ pub enum MigrateError {
     RehearseRefused(String),
     #[error("rehearsal failed: {0}")]
     Rehearse(String),
+    #[error("refusing to revert: {0}")]
+    RevertRefused(String),
 }
 
 impl MigrateError {

@@ -26,6 +26,7 @@ pub mod introspect;
 pub mod lint;
 mod lint_gate;
 pub mod rehearse;
+pub mod revert;
 pub mod session;
 pub mod settings;
 pub mod shadow;
