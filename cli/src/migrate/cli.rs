@@ -15,6 +15,7 @@ use gcbb::config::{
 use gcbb::db::DbConfig;
 
 use super::lint_gate::{lint_pending, refuse_lint_errors};
+use super::neon::{self, NeonClient, NeonConfig};
 use super::rehearse::{self, Budget, CopyMethod, RehearseOptions, Source, SpeedBudget};
 use super::session::connect;
 use super::settings::{DATABASE_URL_VARS, SHADOW_DATABASE_URL_VAR};
@@ -212,6 +213,14 @@ pub struct RehearseArgs {
     /// left in place, holding the migrations. Refused when it is the database itself.
     #[arg(long, value_name = "URL", conflicts_with_all = ["schema_only", "scratch_server", "copy", "keep"])]
     pub into: Option<String>,
+    /// Make a Neon branch of the database through Neon's API (NEON_API_KEY, NEON_PROJECT_ID;
+    /// NEON_API_URL), rehearse in it, and delete it, also when the rehearsal fails or is
+    /// interrupted.
+    #[arg(long, conflicts_with_all = ["into", "from_backup", "schema_only", "scratch_server", "copy", "keep"])]
+    pub neon_branch: bool,
+    /// The branch id to branch from [default: the project's default branch].
+    #[arg(long, value_name = "BRANCH_ID", requires = "neon_branch")]
+    pub neon_parent: Option<String>,
     /// How to copy the database: auto (a template copy when it is local and idle, else
     /// pg_dump | pg_restore), template or dump.
     #[arg(long, value_enum)]
@@ -269,6 +278,8 @@ impl RehearseArgs {
     fn is_empty(&self) -> bool {
         self.from_backup.is_none()
             && self.into.is_none()
+            && !self.neon_branch
+            && self.neon_parent.is_none()
             && self.copy.is_none()
             && !self.schema_only
             && self.scratch_server.is_none()
@@ -329,6 +340,67 @@ impl RehearseArgs {
     }
 }
 
+impl RehearseArgs {
+    /// Neon's API settings from the environment, for `--neon-branch`.
+    fn neon(&self) -> Result<NeonConfig, MigrateError> {
+        let vars = std::env::vars().collect();
+        let env = Env(&vars);
+        let required = |name: &'static str| {
+            env.get(name)
+                .ok_or(MigrateError::Config(ConfigError::Missing { name }))
+        };
+        Ok(NeonConfig {
+            api_key: required("NEON_API_KEY")?,
+            project_id: required("NEON_PROJECT_ID")?,
+            api_url: env
+                .get("NEON_API_URL")
+                .unwrap_or_else(|| neon::DEFAULT_API_URL.to_owned()),
+            timeout: env.millis("NEON_API_TIMEOUT_MS", neon::DEFAULT_API_TIMEOUT)?,
+            ready_timeout: env
+                .millis("NEON_BRANCH_READY_TIMEOUT_MS", neon::DEFAULT_READY_TIMEOUT)?,
+            parent: self.neon_parent.clone(),
+        })
+    }
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM (a CI job cancelled).
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The rehearsal the options ask for: in a Neon branch made for it, or on a copy.
+async fn run_rehearsal(
+    db: &DbConfig,
+    dir: &Path,
+    settings: &MigrateSettings,
+    args: &RehearseArgs,
+) -> Result<rehearse::RehearsalReport, MigrateError> {
+    let options = args.options()?;
+    if !args.neon_branch {
+        return rehearse::rehearse(db, dir, settings, &options).await;
+    }
+    let client = NeonClient::new(args.neon()?)?;
+    rehearse::rehearse_in_neon_branch(db, dir, settings, &options, &client, interrupted()).await
+}
+
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct ResolveArgs {
@@ -348,7 +420,11 @@ pub async fn run(args: DbArgs) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             print_error(&e);
-            ExitCode::FAILURE
+            match e {
+                // As a shell reports a process ended by SIGINT.
+                MigrateError::Interrupted(_) => ExitCode::from(130),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -442,7 +518,7 @@ async fn run_command(
             refuse_lint_errors(&findings)?;
             if rehearse {
                 print_out("\n");
-                let report = rehearse::rehearse(&db, dir, &settings, &rehearsal.options()?).await?;
+                let report = run_rehearsal(&db, dir, &settings, &rehearsal).await?;
                 print_out(&rehearse::render_text(&report));
                 if !report.passed() {
                     print_err(&format!(
@@ -516,7 +592,7 @@ async fn run_command(
         DbCommand::Rehearse { rehearsal, json } => {
             let settings = MigrateSettings::from_env()?;
             let db = migration_database()?;
-            let report = rehearse::rehearse(&db, dir, &settings, &rehearsal.options()?).await?;
+            let report = run_rehearsal(&db, dir, &settings, &rehearsal).await?;
             if json {
                 print_out(&format!(
                     "{}\n",

@@ -105,6 +105,10 @@ pub enum MigrateError {
     Rehearse(String),
     #[error("refusing to revert: {0}")]
     RevertRefused(String),
+    #[error("Neon API: {0}")]
+    Neon(String),
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl MigrateError {

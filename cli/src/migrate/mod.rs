@@ -25,6 +25,7 @@ pub mod history;
 pub mod introspect;
 pub mod lint;
 mod lint_gate;
+pub mod neon;
 pub mod rehearse;
 pub mod revert;
 pub mod session;

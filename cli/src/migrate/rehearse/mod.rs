@@ -41,6 +41,7 @@ use super::error::MigrateError;
 use super::files::{self, LocalMigration};
 use super::history::{self, MigrationRow};
 use super::lint_gate::{blocking_findings, lint_context, lint_migrations};
+use super::neon::{self, NeonClient};
 use super::settings::MigrateSettings;
 use super::statements::{self, Plan};
 use super::verify::{self, Problem, VerifyReport};
@@ -102,6 +103,17 @@ pub struct CopyReport {
     pub kept: bool,
     /// Given with `--into` rather than made.
     pub given: bool,
+    /// The Neon branch made for the rehearsal (`--neon-branch`).
+    pub neon_branch: Option<NeonBranchReport>,
+}
+
+/// A Neon branch a rehearsal made through Neon's API.
+#[derive(Debug, Clone, Serialize)]
+pub struct NeonBranchReport {
+    pub id: String,
+    pub name: String,
+    /// Deleted afterwards (false only when the delete call failed: the report says so).
+    pub deleted: bool,
 }
 
 /// Drift between the copy and the migrations directory, after the run.
@@ -338,6 +350,7 @@ pub async fn rehearse(
         seconds: copy.seconds,
         kept: options.keep || !copy.is_owned(),
         given: !copy.is_owned(),
+        neon_branch: None,
     });
 
     let outcome = rehearse_on(&copy, dir, &local, &facts, settings, options, &mut report).await;
@@ -382,6 +395,123 @@ pub async fn rehearse(
         },
         &options.budget,
     );
+    Ok(report)
+}
+
+/// Rehearses in a Neon branch of the target made for it through Neon's API (the copy a Neon
+/// production has, copy-on-write, in seconds), then deletes the branch: when the rehearsal passes,
+/// fails or errs, and when `interrupt` completes first (Ctrl-C). With nothing pending no branch is
+/// made. `options.source` is not read.
+pub async fn rehearse_in_neon_branch(
+    target: &DbConfig,
+    dir: &Path,
+    settings: &MigrateSettings,
+    options: &RehearseOptions,
+    neon: &NeonClient,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<RehearsalReport, MigrateError> {
+    tokio::pin!(interrupt);
+    let local = files::load_migrations(dir)?;
+    {
+        let probe = format!(
+            "gcbb db rehearse {}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let client = connect_read_only(target, &probe).await?;
+        let facts = read_target(&client).await?;
+        let pending = pending_of(&local, &facts.rows);
+        refuse_as_deploy(&facts.rows, &pending)?;
+        if pending.is_empty() {
+            return Ok(RehearsalReport::new(target, local.len(), options));
+        }
+    }
+    let name = neon::branch_name(target);
+    let made: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
+    let started = std::time::Instant::now();
+    let created = {
+        let recorder = made.clone();
+        let create = neon.create_branch(&name, target, move |id| {
+            *recorder.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_owned());
+        });
+        tokio::select! {
+            created = create => created?,
+            () = &mut interrupt => {
+                let id = made.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let cleaned = match id {
+                    Some(id) => neon.delete_branch(&id).await.map(|()| format!("the branch {id} was deleted")),
+                    None => neon.delete_named(&name).await.map(|found| match found {
+                        Some(id) => format!("the branch {id} was deleted"),
+                        None => "no branch was made yet".to_owned(),
+                    }),
+                };
+                return Err(MigrateError::Interrupted(match cleaned {
+                    Ok(what) => format!("while the Neon branch {name} was being made; {what}"),
+                    Err(e) => format!("while the Neon branch {name} was being made; {e}"),
+                }));
+            }
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let into = RehearseOptions {
+        source: Source::Into(created.db.clone()),
+        ..options.clone()
+    };
+    let outcome = tokio::select! {
+        r = rehearse(target, dir, settings, &into) => Some(r),
+        () = &mut interrupt => None,
+    };
+    let deleted = neon.delete_branch(&created.id).await;
+    let mut report = match (outcome, deleted) {
+        (None, Ok(())) => {
+            return Err(MigrateError::Interrupted(format!(
+                "the rehearsal in the Neon branch {} ({}) was stopped; the branch was deleted",
+                created.name, created.id
+            )))
+        }
+        (None, Err(e)) => {
+            return Err(MigrateError::Interrupted(format!(
+                "the rehearsal in the Neon branch {} ({}) was stopped; {e}",
+                created.name, created.id
+            )))
+        }
+        (Some(Err(e)), Ok(())) => {
+            return Err(MigrateError::Rehearse(format!(
+                "{e}\n(in the Neon branch {} ({}), which was deleted)",
+                created.name, created.id
+            )))
+        }
+        (Some(Err(e)), Err(d)) => {
+            return Err(MigrateError::Rehearse(format!(
+                "{e}\n(in the Neon branch {} ({}); {d})",
+                created.name, created.id
+            )))
+        }
+        (Some(Ok(report)), deleted) => {
+            let mut report = report;
+            if let Err(d) = &deleted {
+                report.notes.push(d.to_string());
+            }
+            if let Some(copy) = report.copy.as_mut() {
+                copy.neon_branch = Some(NeonBranchReport {
+                    id: created.id.clone(),
+                    name: created.name.clone(),
+                    deleted: deleted.is_ok(),
+                });
+            }
+            report
+        }
+    };
+    if let Some(copy) = report.copy.as_mut() {
+        copy.made_by = format!(
+            "Neon branch {} ({}) of project {}, made through the Neon API",
+            created.name,
+            created.id,
+            neon.project_id()
+        );
+        copy.seconds = seconds;
+        copy.given = false;
+        copy.kept = !copy.neon_branch.as_ref().is_some_and(|b| b.deleted);
+    }
     Ok(report)
 }
 

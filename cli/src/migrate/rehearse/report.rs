@@ -149,7 +149,21 @@ pub fn render_text(report: &RehearsalReport) -> String {
     render_verdict(&mut out, report);
     if let Some(copy) = &report.copy {
         out.push('\n');
-        if copy.given {
+        if let Some(branch) = &copy.neon_branch {
+            if branch.deleted {
+                let _ = writeln!(
+                    out,
+                    "The Neon branch {} ({}) was deleted.",
+                    branch.name, branch.id
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "The Neon branch {} ({}) could NOT be deleted: delete it by hand (neonctl branches delete {}).",
+                    branch.name, branch.id, branch.id
+                );
+            }
+        } else if copy.given {
             let _ = writeln!(
                 out,
                 "The copy {} was given with --into and now holds the migrations: delete it (a Neon branch: \
@@ -622,6 +636,7 @@ mod tests {
     fn timing(ms: f64, plan: &str) -> super::super::speed::Timing {
         super::super::speed::Timing {
             median_ms: ms,
+            min_ms: ms,
             runs: 7,
             plan: vec![plan.to_owned()],
             indexed: Vec::new(),
@@ -684,6 +699,7 @@ mod tests {
                 seconds: 3.9,
                 kept: false,
                 given: false,
+                neon_branch: None,
             }),
             verdict: judge(
                 &Findings {

@@ -595,6 +595,7 @@ mod tests {
         use super::super::speed::Timing;
         let timing = |ms: f64, plan: &str| Timing {
             median_ms: ms,
+            min_ms: ms,
             runs: 7,
             plan: vec![plan.to_owned()],
             indexed: Vec::new(),
