@@ -223,7 +223,7 @@ fn render_workload_errors(out: &mut String, w: &WorkloadReport) {
                 format!("while {} ran", e.first_seen)
             },
             if e.before_migrations {
-                " (it fails on the copy without the migrations: its sample rows are not in this data)"
+                " (it failed before any migration ran: the copy's schema or data, not these migrations, made it fail)"
             } else {
                 ""
             }
@@ -278,11 +278,29 @@ fn render_speed(out: &mut String, rows: &[SpeedRow]) {
         let _ = writeln!(out, "{}", line.trim_end());
         if let (Ok(b), Ok(a)) = (&q.before, &q.after) {
             if b.plan != a.plan {
-                let _ = writeln!(out, "      before: {}", b.plan.join("; "));
-                let _ = writeln!(out, "      after:  {}", a.plan.join("; "));
+                // Only the scans that changed: the others read the same relation the same way.
+                let (gone, new) = changed_nodes(&b.plan, &a.plan);
+                let _ = writeln!(out, "      before: {}", gone.join("; "));
+                let _ = writeln!(out, "      after:  {}", new.join("; "));
             }
         }
     }
+}
+
+/// The scan nodes of `before` that `after` lacks, and those of `after` that `before` lacks, each
+/// counted as often as it occurs.
+fn changed_nodes(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut rest: Vec<&String> = after.iter().collect();
+    let mut gone = Vec::new();
+    for node in before {
+        match rest.iter().position(|n| *n == node) {
+            Some(at) => {
+                rest.remove(at);
+            }
+            None => gone.push(node.clone()),
+        }
+    }
+    (gone, rest.into_iter().cloned().collect())
 }
 
 fn render_migration(out: &mut String, run: &MigrationRun, with_waits: bool) {
