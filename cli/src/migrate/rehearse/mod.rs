@@ -565,6 +565,7 @@ async fn rehearse_on(
                 Some(speed::measure_all(&client).await?),
             )
         };
+        let watcher = session::connect(&copy.db).await?;
         let load = if options.workload {
             let load = workload::start(&copy.db, options.readers).await?;
             tokio::time::sleep(workload::WARM_UP).await;
@@ -572,7 +573,6 @@ async fn rehearse_on(
         } else {
             None
         };
-        let watcher = session::connect(&copy.db).await?;
         let ran = measure::run_pending(
             measure::RunContext {
                 client: &client,

@@ -149,14 +149,25 @@ pub async fn start(copy: &DbConfig, readers: usize) -> Result<Workload, MigrateE
         if jobs.is_empty() {
             continue;
         }
-        let client = session::connect(&cfg).await?;
-        let pid: i32 = client
-            .query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .map_err(|e| MigrateError::Database(describe_pg_error(&e)))?
-            .get(0);
-        let stop = stop.clone();
-        sessions.push((pid, tokio::spawn(run_loop(client, jobs, stop))));
+        let opened = async {
+            let client = session::connect(&cfg).await?;
+            let pid: i32 = client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map_err(|e| MigrateError::Database(describe_pg_error(&e)))?
+                .get(0);
+            Ok::<_, MigrateError>((client, pid))
+        }
+        .await;
+        let (client, pid) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // The sessions already looping stop with it.
+                stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        sessions.push((pid, tokio::spawn(run_loop(client, jobs, stop.clone()))));
     }
     Ok(Workload {
         stop,
