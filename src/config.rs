@@ -39,10 +39,12 @@ pub const DEFAULT_DEV_PORT: u16 = 3000;
 pub const DEFAULT_DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/gcbb_dev";
 /// Migration history folder, relative to the project root.
 pub const DEFAULT_MIGRATIONS_DIR: &str = "migrations";
-/// `lock_timeout` set by `gcbb db deploy` for each migration statement.
-pub const DEFAULT_MIGRATE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often `gcbb db deploy` retries a migration that hit `lock_timeout`.
-pub const DEFAULT_MIGRATE_LOCK_RETRIES: u32 = 3;
+/// `lock_timeout` set by `gcbb db deploy` for each migration statement: while a statement waits
+/// for its lock, every query on the table queues behind it, so the wait must stay short.
+pub const DEFAULT_MIGRATE_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `gcbb db deploy` keeps retrying (with jittered pauses) a migration that hit
+/// `lock_timeout`, from its first attempt, before it gives up.
+pub const DEFAULT_MIGRATE_LOCK_RETRY_BUDGET: Duration = Duration::from_secs(120);
 /// How long `gcbb db` waits for Prisma's advisory lock before giving up.
 pub const DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clock skew allowed on `exp`, `nbf` and `iat` of session tokens.

@@ -57,3 +57,20 @@ pub const HOT_QUERIES: &[super::hot::HotQuery] = {
         on_relation: "UserBurnedTokens",
     }]
 };
+
+/// Token accounting's hot write (see [`super::hot::HotWrite`]): the same upsert, run by `gcbb db
+/// rehearse` beside the migrations.
+pub const HOT_WRITES: &[super::hot::HotWrite] = {
+    use super::hot::{HotParam, HotWrite};
+    &[HotWrite {
+        name: "tokens.add_tokens_burned",
+        sql: ADD_TOKENS_SQL,
+        params: &[
+            HotParam::Text(Some("cmp_000042")),
+            HotParam::Text(Some("user_00007")),
+            HotParam::Int4(120),
+            HotParam::Text(Some("hot-query-sample")),
+        ],
+        table: "UserBurnedTokens",
+    }]
+};

@@ -530,6 +530,47 @@ impl CompanionEdit {
     }
 }
 
+/// The edit of [`update_owned_companion`]: the row locked and read as it was, then updated,
+/// both returned.
+const UPDATE_OWNED_SQL: &str = r#"WITH before AS (
+        SELECT "id", "name", "src", "instructions", "categoryId", "private", "updatedAt"
+        FROM "Companion"
+        WHERE "id" = $1 AND "userId" = $2
+        FOR UPDATE
+    )
+    UPDATE "Companion" c SET
+        "name" = COALESCE($3, c."name"),
+        "src" = COALESCE($4, c."src"),
+        "instructions" = COALESCE($5, c."instructions"),
+        "categoryId" = COALESCE($6, c."categoryId"),
+        "private" = COALESCE($7, c."private"),
+        "updatedAt" = (now() AT TIME ZONE 'UTC')
+    FROM before b
+    WHERE c."id" = b."id"
+    RETURNING c."id", c."name", c."src", c."instructions", c."categoryId", c."private",
+              c."updatedAt",
+              b."name", b."src", b."instructions", b."categoryId", b."private", b."updatedAt""#;
+
+/// A companion's edit as its owner's PATCH sends it (see [`super::hot::HotWrite`]): on another
+/// companion than token accounting's sample, so the two writers never wait for each other's row.
+pub const HOT_WRITES: &[super::hot::HotWrite] = {
+    use super::hot::{HotParam, HotWrite};
+    &[HotWrite {
+        name: "companions.update_owned",
+        sql: UPDATE_OWNED_SQL,
+        params: &[
+            HotParam::Text(Some("cmp_000041")),
+            HotParam::Text(Some("user_00007")),
+            HotParam::Text(Some("Renamed")),
+            HotParam::Text(None),
+            HotParam::Text(None),
+            HotParam::Text(None),
+            HotParam::Bool(None),
+        ],
+        table: "Companion",
+    }]
+};
+
 /// Applies `changes` to the companion if `owner_id` owns it, and returns it as it was and as it
 /// is (so the caller invalidates and purges only what changed); `None` when there is no such
 /// companion of that owner (the caller can't tell which, on purpose).
@@ -541,25 +582,7 @@ pub async fn update_owned_companion(
 ) -> Result<Option<CompanionEdit>, DbError> {
     let rows = client
         .query_typed(
-            r#"WITH before AS (
-                   SELECT "id", "name", "src", "instructions", "categoryId", "private", "updatedAt"
-                   FROM "Companion"
-                   WHERE "id" = $1 AND "userId" = $2
-                   FOR UPDATE
-               )
-               UPDATE "Companion" c SET
-                   "name" = COALESCE($3, c."name"),
-                   "src" = COALESCE($4, c."src"),
-                   "instructions" = COALESCE($5, c."instructions"),
-                   "categoryId" = COALESCE($6, c."categoryId"),
-                   "private" = COALESCE($7, c."private"),
-                   "updatedAt" = (now() AT TIME ZONE 'UTC')
-               FROM before b
-               WHERE c."id" = b."id"
-               RETURNING c."id", c."name", c."src", c."instructions", c."categoryId", c."private",
-                         c."updatedAt",
-                         b."name", b."src", b."instructions", b."categoryId", b."private",
-                         b."updatedAt""#,
+            UPDATE_OWNED_SQL,
             &[
                 (&companion_id, Type::TEXT),
                 (&owner_id, Type::TEXT),

@@ -53,6 +53,14 @@ fn stored(r: &Row) -> StoredMessage {
     }
 }
 
+const INSERT_SQL: &str =
+    "INSERT INTO \"Message\" (\"id\", \"role\", \"content\", \"createdAt\", \"updatedAt\", \
+                              \"companionId\", \"userId\") \
+     SELECT $1, $2::text::\"Role\", $3, t.ts, t.ts, $4, $5 \
+     FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC', \
+                           $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
+     RETURNING \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\"";
+
 /// Stores a message; when `after` is given it is stamped at least 1 ms later (a reply never
 /// sorts before its prompt).
 pub async fn insert_message(
@@ -66,12 +74,7 @@ pub async fn insert_message(
     let id = uuid::Uuid::new_v4().to_string();
     let rows = client
         .query_typed(
-            "INSERT INTO \"Message\" (\"id\", \"role\", \"content\", \"createdAt\", \"updatedAt\", \
-                                      \"companionId\", \"userId\") \
-             SELECT $1, $2::text::\"Role\", $3, t.ts, t.ts, $4, $5 \
-             FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC', \
-                                   $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
-             RETURNING \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\"",
+            INSERT_SQL,
             &[
                 (&id, Type::TEXT),
                 (&role.as_str(), Type::TEXT),
@@ -137,6 +140,24 @@ pub async fn list_messages_page(
     };
     fetch_page(client, &keyset, before, limit, stored).await
 }
+
+/// The conversation's hot write (see [`super::hot::HotWrite`]): a chat message stored.
+pub const HOT_WRITES: &[super::hot::HotWrite] = {
+    use super::hot::{HotParam, HotWrite};
+    &[HotWrite {
+        name: "messages.insert",
+        sql: INSERT_SQL,
+        params: &[
+            HotParam::Text(Some("hot-write-sample")),
+            HotParam::Text(Some("user")),
+            HotParam::Text(Some("hello")),
+            HotParam::Text(Some("cmp_000042")),
+            HotParam::Text(Some("user_00007")),
+            HotParam::Text(None),
+        ],
+        table: "Message",
+    }]
+};
 
 /// The conversation's hot queries (see [`super::hot`]), and the dashboard's per-companion
 /// message counts (a viewer's own companions the read model doesn't hold yet are counted on

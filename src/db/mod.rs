@@ -47,6 +47,16 @@ pub fn hot_queries() -> Vec<&'static hot::HotQuery> {
         .collect()
 }
 
+/// A representative write per hot table (see [`hot::HotWrite`]): a chat message stored, a
+/// companion edited, tokens accounted.
+pub fn hot_writes() -> Vec<&'static hot::HotWrite> {
+    messages::HOT_WRITES
+        .iter()
+        .chain(companions::HOT_WRITES)
+        .chain(burned_tokens::HOT_WRITES)
+        .collect()
+}
+
 /// The database functions that run hot queries of their own (see [`hot::FunctionQueries`]).
 pub fn function_queries() -> Vec<&'static hot::FunctionQueries> {
     vec![&companions::COUNT_FUNCTION]

@@ -1,5 +1,5 @@
 //! `gcbb db drift` against the real Postgres: every kind of hand-made difference prints Prisma's
-//! line; production's drift (indexes built by hand before a migration recorded them) prints the
+//! line (and functions and triggers, which Prisma does not see, lines of the same shape); production's drift (indexes built by hand before a migration recorded them) prints the
 //! lines Prisma printed for it, and writing the migration and resolving it closes the drift; the
 //! shadow safety rules hold; and `deploy`/`lint` refuse destructive files.
 
@@ -614,4 +614,21 @@ fn migration_count() -> i64 {
         .filter_map(Result::ok)
         .filter(|e| e.path().join("migration.sql").is_file())
         .count() as i64
+}
+
+#[tokio::test]
+async fn a_function_replaced_or_a_trigger_dropped_by_hand_is_drift() {
+    let out = drift_after(
+        "CREATE OR REPLACE FUNCTION gcbb_system_user_id() RETURNS text LANGUAGE sql STABLE AS $$ SELECT 'root' $$;\n\
+         DROP TRIGGER \"Companion_deleted_bumps_privacy_epoch\" ON \"Companion\";\n\
+         CREATE FUNCTION gcbb_hand_made(x int) RETURNS int LANGUAGE sql AS $$ SELECT x $$;",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "\n[*] Changed the `Companion` table\n  [-] Removed trigger `Companion_deleted_bumps_privacy_epoch`\n\
+         \n[+] Added functions\n  - gcbb_hand_made(x integer)\n\
+         \n[*] Changed the `gcbb_system_user_id()` function\n  [*] Redefined the function\n\n"
+    );
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
 use crate::common::{self, empty_db, fresh_db, gcbb, unique, TestDb};
 
@@ -672,34 +673,216 @@ async fn an_invalid_index_left_by_a_concurrent_build_fails_with_how_to_fix_it() 
     assert!(!r.finished && r.logs.unwrap_or_default().contains("Category_name_key"));
 }
 
-#[tokio::test]
-async fn a_migration_blocked_by_a_lock_gives_up_after_lock_timeout_and_retries() {
-    let db = fresh_db().await;
+/// Readers of `"Companion"` in a loop on sessions of their own, each query timed, until `stop`:
+/// what the application's traffic feels while a deploy queues for its lock.
+fn spawn_readers(
+    db: &TestDb,
+    readers: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(Duration, usize)>> {
+    (0..readers)
+        .map(|_| {
+            let config = db.config.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let client = gcbb::db::connect(&config).await.expect("reader connects");
+                let (mut longest, mut queries) = (Duration::ZERO, 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = std::time::Instant::now();
+                    client
+                        .query_one("SELECT count(*) FROM \"Companion\"", &[])
+                        .await
+                        .expect("a reader's query");
+                    longest = longest.max(started.elapsed());
+                    queries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (longest, queries)
+            })
+        })
+        .collect()
+}
+
+/// Holds an ACCESS SHARE lock on `"Companion"` in an open transaction, as a long report or a
+/// forgotten `psql` session would.
+async fn hold_companion(db: &TestDb) -> tokio_postgres::Client {
     let blocker = db.client().await;
     blocker
-        .batch_execute("BEGIN; LOCK TABLE \"Companion\" IN ACCESS SHARE MODE")
+        .batch_execute("BEGIN; SELECT count(*) FROM \"Companion\"")
         .await
         .expect("hold a lock");
-    let name = "29990101000000_add_column";
-    let dir = TempMigrations::with(&[(
-        name,
-        "ALTER TABLE \"Companion\" ADD COLUMN \"extra\" INTEGER;\n",
-    )]);
-    let out = db_cmd(&db, &dir.path, &["deploy"])
-        .env("MIGRATE_LOCK_TIMEOUT_MS", "100")
-        .env("MIGRATE_LOCK_RETRIES", "1")
-        .output()
-        .expect("run");
-    let (_, stderr) = text(&out);
-    assert_eq!(code(&out), 1);
-    assert!(stderr.contains("Database error code: 55P03"), "{stderr}");
+    blocker
+}
+
+const ADD_EXTRA: (&str, &str) = (
+    "29990101000000_add_column",
+    "CREATE TABLE \"Extra\" (\"id\" INTEGER);\n\
+     ALTER TABLE \"Companion\" ADD COLUMN \"extra\" INTEGER;\n",
+);
+
+#[tokio::test]
+async fn a_deploy_behind_a_long_transaction_never_stalls_readers_much_longer_than_lock_timeout_and_completes_after_it(
+) {
+    let db = fresh_db().await;
+    let blocker = hold_companion(&db).await;
+    let dir = TempMigrations::with(&[ADD_EXTRA]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers = spawn_readers(&db, 3, stop.clone());
+    // The default settings: no MIGRATE_* variable is set.
+    let deploy = db_cmd(&db, &dir.path, &["deploy"]);
+    let deploy = tokio::task::spawn_blocking(move || {
+        let mut deploy = deploy;
+        deploy.output().expect("run gcbb db deploy")
+    });
+    // The blocker's transaction outlives several lock_timeouts, then ends.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    blocker
+        .batch_execute("COMMIT")
+        .await
+        .expect("end the blocker");
+    let out = deploy.await.expect("the deploy ran");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut longest = Duration::ZERO;
+    let mut queries = 0;
+    for r in readers {
+        let (l, q) = r.await.expect("a reader");
+        longest = longest.max(l);
+        queries += q;
+    }
+    eprintln!(
+        "longest reader wait behind the deploy: {} ms ({queries} queries; lock_timeout {} ms)",
+        longest.as_millis(),
+        gcbb::config::DEFAULT_MIGRATE_LOCK_TIMEOUT.as_millis()
+    );
+
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("  └─ {}/\n", ADD_EXTRA.0)),
+        "{stdout}"
+    );
+    let reported = stderr
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "warning: {} hit lock_timeout (1000 ms) ",
+                ADD_EXTRA.0
+            ))
+        })
+        .unwrap_or_else(|| panic!("the retries are reported: {stderr}"));
+    assert!(
+        reported.contains("applied after retrying for "),
+        "{reported}"
+    );
+    // The readers really queued behind the deploy's lock request, and never for much longer
+    // than one lock_timeout (the old default, 5 s, stalled them for 5 s at each attempt).
+    assert!(
+        longest > Duration::from_millis(300),
+        "the readers were never blocked: {longest:?}"
+    );
+    assert!(
+        longest < gcbb::config::DEFAULT_MIGRATE_LOCK_TIMEOUT * 2,
+        "a reader waited {longest:?}"
+    );
+    assert!(table_exists(&db, "Extra").await);
     let r = rows(&db)
         .await
         .into_iter()
-        .find(|r| r.name == name)
+        .find(|r| r.name == ADD_EXTRA.0)
         .expect("row");
-    assert!(!r.finished && r.logs.unwrap_or_default().contains("55P03"));
+    assert!(r.finished && r.logs.is_none() && r.steps == 1, "{r:?}");
+}
+
+#[tokio::test]
+async fn when_the_retry_budget_runs_out_the_deploy_fails_cleanly_and_the_history_says_what_prisma_would(
+) {
+    let db = fresh_db().await;
+    let blocker = hold_companion(&db).await;
+    let dir = TempMigrations::with(&[ADD_EXTRA]);
+    let started = std::time::Instant::now();
+    let out = db_cmd(&db, &dir.path, &["deploy"])
+        .env("MIGRATE_LOCK_TIMEOUT_MS", "300")
+        .env("MIGRATE_LOCK_RETRY_BUDGET_MS", "2500")
+        .output()
+        .expect("run");
+    let took = started.elapsed();
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 1, "{stderr}");
+    for line in [
+        "Error: P3018",
+        &format!("Migration name: {}", ADD_EXTRA.0),
+        "Database error code: 55P03",
+        "ERROR: canceling statement due to lock timeout",
+        "lock_timeout (300 ms) fired on each of ",
+        "the retry budget (MIGRATE_LOCK_RETRY_BUDGET_MS=2500)",
+        "nothing of this file was applied",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in {stderr}");
+    }
+    assert!(
+        took >= Duration::from_millis(2000),
+        "the budget was spent: {took:?}"
+    );
+    // Nothing half-applied: the table the file creates first was rolled back with the rest.
+    assert!(!table_exists(&db, "Extra").await);
+    let columns: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'Companion' AND column_name = 'extra'",
+            &[],
+        )
+        .await
+        .expect("columns")
+        .get(0);
+    assert_eq!(columns, 0);
+    // The row Prisma leaves for a failed migration: started, not finished, no steps, the error
+    // in its logs; status then says so in Prisma's words.
+    let r = rows(&db)
+        .await
+        .into_iter()
+        .find(|r| r.name == ADD_EXTRA.0)
+        .expect("row");
+    assert!(!r.finished && !r.rolled_back && r.steps == 0, "{r:?}");
+    let logs = r.logs.unwrap_or_default();
+    assert!(
+        logs.contains("55P03") && logs.contains("nothing of this file was applied"),
+        "{logs}"
+    );
+    let out = run(&db, &dir.path, &["status"]);
+    assert_eq!(code(&out), 1);
+    assert!(text(&out).1.contains(&format!(
+        "Following migration have failed:\n{}\n",
+        ADD_EXTRA.0
+    )));
+
+    // Once the blocker is gone: rolled back, deployed again.
     blocker.batch_execute("ROLLBACK").await.expect("release");
+    let out = run(&db, &dir.path, &["resolve", "--rolled-back", ADD_EXTRA.0]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let out = run(&db, &dir.path, &["deploy"]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert!(table_exists(&db, "Extra").await);
+}
+
+#[tokio::test]
+async fn an_obsolete_retry_count_or_a_zero_lock_timeout_is_refused_by_name() {
+    let db = fresh_db().await;
+    let dir = TempMigrations::with(&[ADD_EXTRA]);
+    for (var, value) in [
+        ("MIGRATE_LOCK_RETRIES", "3"),
+        ("MIGRATE_LOCK_TIMEOUT_MS", "0"),
+        ("MIGRATE_LOCK_RETRY_BUDGET_MS", "two minutes"),
+    ] {
+        let out = db_cmd(&db, &dir.path, &["deploy"])
+            .env(var, value)
+            .output()
+            .expect("run");
+        let (_, stderr) = text(&out);
+        assert_eq!(code(&out), 1, "{var}: {stderr}");
+        assert!(stderr.contains(&format!("{var} is invalid: ")), "{stderr}");
+    }
+    assert!(!table_exists(&db, "Extra").await, "nothing was applied");
 }
 
 #[tokio::test]

@@ -2,8 +2,14 @@
 //! --scale small` (2 000 companions, 50 000 messages): a harmless migration passes; a type change
 //! that rewrites "Message" is caught with its lock time; a `SET NOT NULL` on a column with nulls
 //! fails in the copy while the target stays as it was; an index built without `CONCURRENTLY` is
-//! shown holding its lock; the copy is gone afterwards. Every test checks the output and the
-//! databases: the target's columns, data files and history, and which copies still exist.
+//! shown holding its lock; the copy is gone afterwards. Beside every run a workload of the hot
+//! queries and writes runs on the copy: a write blocked for over a second fails the verdict, naming
+//! the statement and its `CONCURRENTLY` rewrite, and the same index built concurrently blocks no
+//! one; a query the migrations break is reported, not a crash; a hot query that loses its index is
+//! caught by the before/after timing. `--neon-branch` makes its copy through a local stand-in of
+//! Neon's API, and the branch is deleted however the rehearsal ends: passed, failed, the API
+//! erring or too slow, or interrupted by Ctrl-C. Every test checks the output and the databases:
+//! the target's columns, data files and history, and which copies still exist.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -13,6 +19,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
+use crate::common::neon::{Mode, NeonStandIn};
 use crate::common::{self, empty_db, fresh_db, gcbb, quote_ident, unique, url_for, TestDb};
 
 /// Advisory lock key (on the `postgres` database) serialising builds of the seeded template.
@@ -183,6 +190,24 @@ const INDEX_CONCURRENTLY: (&str, &str) = (
     "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"Message_userId_createdAt_idx\" \
      ON \"Message\"(\"userId\", \"createdAt\");\n",
 );
+
+/// An index build whose transaction then holds its SHARE lock on "Message" for 1.5 s more, as a
+/// file of several builds on a big table does (the project's own `add_performance_indexes` held
+/// it 16.5 s on the bench data).
+const INDEX_HELD: (&str, &str) = (
+    "20990101000000_message_user_index_held",
+    "-- gcbb:allow create-index-not-concurrently reviewed: we thought it would be quick\n\
+     CREATE INDEX IF NOT EXISTS \"Message_userId_idx\" ON \"Message\"(\"userId\");\n\
+     SELECT pg_sleep(1.5);\n",
+);
+
+const INDEX_CONCURRENTLY_THEN_WAIT: [(&str, &str); 2] = [
+    (
+        "20990101000000_message_user_index_concurrently",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"Message_userId_idx\" ON \"Message\"(\"userId\");\n",
+    ),
+    ("20990101000001_then_wait", "SELECT pg_sleep(1.5);\n"),
+];
 
 fn run(target: &TestDb, dir: &Path, args: &[&str]) -> Output {
     gcbb()
@@ -728,4 +753,527 @@ async fn a_backup_archive_and_a_schema_only_copy_are_rehearsed_too() {
     );
     assert_eq!(history(&target).await, project_history());
     let _ = std::fs::remove_file(&archive);
+}
+
+/// The longest wait of `role` (`reader_wait`/`writer_wait`) of a statement in a JSON report.
+fn waited(statement: &Value, role: &str) -> f64 {
+    statement[role]["ms"].as_f64().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_write_blocked_over_a_second_fails_by_default_naming_the_statement_and_its_concurrently_rewrite(
+) {
+    let target = seeded_db().await;
+    let dir = Migrations::with(&[INDEX_HELD]);
+    let out = run(&target, &dir.0, &["rehearse", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report["workload"]["readers"], 2);
+    assert_eq!(
+        report["workload"]["writes"],
+        serde_json::json!([
+            "messages.insert",
+            "companions.update_owned",
+            "tokens.add_tokens_burned"
+        ])
+    );
+    assert!(report["workload"]["queries_during"].as_u64() > Some(20));
+    let index = &report["migrations"][0]["statements"][0];
+    assert_eq!(index["locks"][0]["mode"], "SHARE");
+    // Writers of "Message" waited for the whole transaction; readers were not blocked.
+    assert!(waited(index, "writer_wait") > 1000.0, "{index}");
+    assert!(waited(index, "reader_wait") < 1000.0, "{index}");
+    let rewrite = "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"Message_userId_idx\" ON \"Message\" USING btree (\"userId\")";
+    assert_eq!(index["concurrently"], rewrite);
+    let breaches = report["verdict"]["breaches"].as_array().expect("breaches");
+    let lock = breaches
+        .iter()
+        .find(|b| b["kind"] == "lock_over_budget")
+        .unwrap_or_else(|| panic!("the SHARE lock over 1 s fails by default: {breaches:?}"));
+    assert_eq!(lock["mode"], "SHARE");
+    assert_eq!(lock["budget_ms"], 1000);
+    assert_eq!(lock["line"], 2);
+    assert_eq!(lock["rewrite"], rewrite);
+    let blocked = breaches
+        .iter()
+        .find(|b| b["kind"] == "query_blocked")
+        .unwrap_or_else(|| panic!("the blocked writer fails too: {breaches:?}"));
+    assert_eq!(blocked["role"], "writer");
+    assert_eq!(blocked["budget_ms"], 1000);
+    assert_eq!(blocked["lock"], "SHARE on \"Message\"");
+    assert_eq!(blocked["lock_line"], 2);
+    assert_eq!(blocked["rewrite"], rewrite);
+    assert!(!breaches
+        .iter()
+        .any(|b| b["kind"] == "query_blocked" && b["role"] == "reader"));
+
+    let out = run(&target, &dir.0, &["rehearse"]);
+    let printed = stdout(&out);
+    assert!(
+        printed.contains(&format!("{}, line 2: SHARE on \"Message\"", INDEX_HELD.0))
+            && printed.contains("over the budget of 1000 ms (it blocks writes)"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("a writer of the workload waited ")
+            && printed.contains(&format!(
+                "    rewrite (alone in a migration file of its own): {rewrite}"
+            )),
+        "{printed}"
+    );
+    // The target has nothing of it, and no copy is left.
+    assert_eq!(history(&target).await, project_history());
+    assert!(scratch_databases_of(&target).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_same_index_built_concurrently_blocks_no_reader_nor_writer() {
+    let target = seeded_db().await;
+    let dir = Migrations::with(&INDEX_CONCURRENTLY_THEN_WAIT);
+    let out = run(&target, &dir.0, &["rehearse", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = json(&out);
+    for run in report["migrations"].as_array().expect("runs") {
+        for statement in run["statements"].as_array().expect("statements") {
+            for role in ["reader_wait", "writer_wait"] {
+                assert!(waited(statement, role) < 1000.0, "{statement}");
+            }
+        }
+    }
+    // The workload ran the whole time: during the wait file too, unblocked.
+    let wait_file = &report["migrations"][1]["statements"][0];
+    assert!(
+        wait_file["writer_wait"]["ms"].as_f64().is_some(),
+        "{wait_file}"
+    );
+    assert_eq!(report["verdict"]["passed"], true);
+}
+
+#[tokio::test]
+async fn a_hot_query_the_migrations_break_is_reported_by_the_workload_not_a_crash() {
+    let target = seeded_db().await;
+    let rename = (
+        "20990101000000_message_body",
+        "-- gcbb:allow rename-column reviewed: the code reads \"body\" from this release\n\
+         ALTER TABLE \"Message\" RENAME COLUMN \"content\" TO \"body\";\n",
+    );
+    // Time for every query of the workload to run against the renamed column.
+    let wait = ("20990101000001_then_wait", "SELECT pg_sleep(1);\n");
+    let dir = Migrations::with(&[rename, wait]);
+    let out = run(&target, &dir.0, &["rehearse", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    let errors = report["workload"]["errors"].as_array().expect("errors");
+    let recent = errors
+        .iter()
+        .find(|e| e["query"] == "messages.recent")
+        .unwrap_or_else(|| panic!("the broken read is reported: {errors:?}"));
+    assert_eq!(recent["role"], "reader");
+    assert_eq!(recent["before_migrations"], false);
+    assert!(recent["failures"].as_u64() >= Some(1));
+    // Sent while the rename's transaction held its lock, or after: never before the migrations.
+    let first_seen = recent["first_seen"].as_str().unwrap_or_default();
+    assert!(
+        first_seen == format!("{}, line 2", rename.0)
+            || first_seen == format!("{}, line 1", wait.0),
+        "{first_seen}"
+    );
+    assert!(recent["first_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("column \"content\" does not exist")));
+    let insert = errors
+        .iter()
+        .find(|e| e["query"] == "messages.insert")
+        .unwrap_or_else(|| panic!("the broken write is reported: {errors:?}"));
+    assert_eq!(insert["role"], "writer");
+    // After the run the same queries fail in the before/after timing and in verify, which fail
+    // the verdict.
+    let speed = report["speed"].as_array().expect("speed");
+    let timed = speed
+        .iter()
+        .find(|q| q["query"] == "messages.recent")
+        .expect("timed");
+    assert!(timed["after"]["Err"].as_str().is_some(), "{timed}");
+    assert!(report["verdict"]["breaches"]
+        .as_array()
+        .expect("breaches")
+        .iter()
+        .any(|b| b["kind"] == "verify_regressed"));
+    let printed = stdout(&run(&target, &dir.0, &["rehearse"]));
+    assert!(
+        printed.contains("Queries of the workload that failed on the copy:")
+            && printed.contains("messages.recent (reader) failed ")
+            && printed.contains(" ran: ERROR: column \"content\" does not exist"),
+        "{printed}"
+    );
+    assert_eq!(history(&target).await, project_history());
+}
+
+#[tokio::test]
+async fn a_hot_query_that_loses_its_index_fails_with_both_timings_and_plans() {
+    let target = seeded_db().await;
+    let drop = (
+        "20990101000000_drop_message_companion_indexes",
+        "-- gcbb:allow drop-index-not-concurrently testing what the timing catches\n\
+         DROP INDEX \"Message_companionId_userId_createdAt_idx\";\n\
+         -- gcbb:allow drop-index-not-concurrently testing what the timing catches\n\
+         DROP INDEX \"Message_companionId_userId_idx\";\n\
+         -- gcbb:allow drop-index-not-concurrently testing what the timing catches\n\
+         DROP INDEX \"Message_companionId_createdAt_idx\";\n\
+         -- gcbb:allow drop-index-not-concurrently testing what the timing catches\n\
+         DROP INDEX \"Message_companionId_idx\";\n",
+    );
+    let dir = Migrations::with(&[drop]);
+    let out = run(&target, &dir.0, &["rehearse", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    let recent = report["speed"]
+        .as_array()
+        .expect("speed")
+        .iter()
+        .find(|q| q["query"] == "messages.recent")
+        .expect("messages.recent timed")
+        .clone();
+    let before = &recent["before"]["Ok"];
+    let after = &recent["after"]["Ok"];
+    assert!(before["runs"].as_u64() >= Some(3), "{recent}");
+    assert!(
+        before["plan"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("Message_companionId_userId")),
+        "{recent}"
+    );
+    assert!(
+        after["plan"].as_array().expect("plan").iter().any(|p| p
+            .as_str()
+            .is_some_and(|p| p.contains("Seq Scan on \"Message\""))),
+        "{recent}"
+    );
+    let breach = report["verdict"]["breaches"]
+        .as_array()
+        .expect("breaches")
+        .iter()
+        .find(|b| b["kind"] == "query_regressed" && b["query"] == "messages.recent")
+        .unwrap_or_else(|| panic!("{}", text(&out)))
+        .clone();
+    assert_eq!(breach["before_ms"], before["median_ms"]);
+    assert_eq!(breach["after_ms"], after["median_ms"]);
+    assert_eq!(breach["before_plan"], before["plan"]);
+    assert_eq!(breach["after_plan"], after["plan"]);
+    assert!(breach["regressions"]
+        .as_array()
+        .expect("regressions")
+        .iter()
+        .any(|r| r["kind"] == "index_scan_turned_sequential" && r["relation"] == "Message"));
+    let printed = stdout(&run(&target, &dir.0, &["rehearse"]));
+    assert!(
+        printed.contains("  hot query messages.recent: ")
+            && printed.contains("\"Message\" was read through an index before and is read by a sequential scan after")
+            && printed.contains("    plan before: ")
+            && printed.contains("    plan after:  "),
+        "{printed}"
+    );
+}
+
+/// `gcbb db …` against the stand-in, off the test's runtime, which keeps closing the test's own
+/// sessions meanwhile (a session left open on the target would stop the stand-in's copy of it).
+async fn run_neon(
+    target: &TestDb,
+    dir: &Path,
+    neon: &NeonStandIn,
+    extra_env: &[(&str, &str)],
+    args: &[&str],
+) -> Output {
+    let mut cmd = gcbb();
+    cmd.env("DATABASE_URL", &target.url)
+        .arg("db")
+        .arg("--migrations-dir")
+        .arg(dir)
+        .args(args);
+    for (k, v) in neon.env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().expect("run gcbb"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test]
+async fn neon_branch_is_made_through_the_api_rehearsed_in_and_deleted_whether_the_rehearsal_passes_or_fails(
+) {
+    let target = seeded_db().await;
+    let neon = NeonStandIn::start(&target).await;
+    let dir = Migrations::with(&[ADD_EDITED_AT]);
+    let out = run_neon(&target, &dir.0, &neon, &[], &["rehearse", "--neon-branch"]).await;
+    let printed = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (id, name) = {
+        let created = neon
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "POST")
+            .expect("a branch was created");
+        assert_eq!(created.path, format!("/projects/{}/branches", neon.project));
+        assert_eq!(created.authorization, Some(format!("Bearer {}", neon.key)));
+        assert_eq!(
+            created.body["endpoints"],
+            serde_json::json!([{ "type": "read_write" }])
+        );
+        let name = created.body["branch"]["name"]
+            .as_str()
+            .expect("a name")
+            .to_owned();
+        assert!(
+            name.starts_with(&format!("gcbb-rehearse-{}-", target.name.replace('_', "-"))),
+            "{name}"
+        );
+        assert!(
+            created.body["branch"].get("parent_id").is_none(),
+            "the default branch is the parent"
+        );
+        let delete = neon
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "DELETE")
+            .expect("the branch was deleted");
+        let id = delete.path.rsplit('/').next().expect("an id").to_owned();
+        (id, name)
+    };
+    let calls: Vec<String> = neon
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path.replace(&id, "{branch}")))
+        .collect();
+    let project = format!("/projects/{}", neon.project);
+    assert_eq!(
+        calls.first().map(String::as_str),
+        Some(format!("POST {project}/branches").as_str())
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with(&format!("GET {project}/operations/op-"))),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some(format!("DELETE {project}/branches/{{branch}}").as_str())
+    );
+    let uri = neon
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/connection_uri"))
+        .expect("the URI was read");
+    assert_eq!(
+        uri.query,
+        format!(
+            "branch_id={id}&database_name={}&pooled=false&role_name=postgres",
+            target.name
+        )
+    );
+    assert!(
+        printed.contains(&format!(
+            "— Neon branch {name} ({id}) of project {}, made through the Neon API",
+            neon.project
+        )) && printed.contains(&format!("The Neon branch {name} ({id}) was deleted.")),
+        "{printed}"
+    );
+    assert!(printed.contains("Verdict: PASS"), "{printed}");
+    assert!(neon.branches().is_empty());
+    assert!(neon.branch_databases().await.is_empty());
+    assert_eq!(column_type(&target, "Message", "editedAt").await, None);
+    assert_eq!(history(&target).await, project_history());
+
+    // A rehearsal that fails on the branch: the branch goes all the same.
+    let failing = Migrations::with(&[TAGLINE]);
+    let out = run_neon(
+        &target,
+        &failing.0,
+        &neon,
+        &[],
+        &["rehearse", "--neon-branch", "--json"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report["copy"]["neon_branch"]["deleted"], true);
+    assert_eq!(report["copy"]["kept"], false);
+    assert!(neon.branches().is_empty());
+    assert!(neon.branch_databases().await.is_empty());
+    assert_eq!(column_type(&target, "Companion", "tagline").await, None);
+
+    // Nothing pending: no branch is made at all.
+    let before = neon.requests().len();
+    let out = run_neon(
+        &target,
+        &common::migrations_dir(),
+        &neon,
+        &[],
+        &["rehearse", "--neon-branch"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stdout(&out).starts_with("Nothing to rehearse"));
+    assert_eq!(neon.requests().len(), before);
+}
+
+#[tokio::test]
+async fn a_neon_api_error_or_timeout_gives_a_clear_message_and_leaves_no_branch() {
+    let target = seeded_db().await;
+    let neon = NeonStandIn::start(&target).await;
+    let dir = Migrations::with(&[ADD_EDITED_AT]);
+    // How the API misbehaves, the environment of the run, what the error must say.
+    type Case = (Mode, Vec<(&'static str, &'static str)>, Vec<String>);
+    let cases: Vec<Case> = vec![
+        (
+            Mode::Normal,
+            vec![("NEON_API_KEY", "napi_wrong")],
+            vec![format!(
+                "Error: Neon API: creating the branch: POST {}/projects/{}/branches answered 401 Unauthorized: authentication required",
+                neon.url, neon.project
+            )],
+        ),
+        (
+            Mode::CreateFails(500),
+            vec![],
+            vec!["answered 500 Internal Server Error: branch creation failed".to_owned()],
+        ),
+        (
+            Mode::CreateAnswersLate(Duration::from_secs(3)),
+            vec![("NEON_API_TIMEOUT_MS", "800")],
+            vec![
+                "did not answer within 800 ms (NEON_API_TIMEOUT_MS)".to_owned(),
+                "; the branch br-".to_owned(),
+                " it made was found and deleted".to_owned(),
+            ],
+        ),
+        (
+            Mode::NeverReady,
+            vec![("NEON_BRANCH_READY_TIMEOUT_MS", "1500")],
+            vec![
+                "the branch was not ready after 1 s".to_owned(),
+                " was deleted".to_owned(),
+            ],
+        ),
+        (
+            Mode::UriFails,
+            vec![],
+            vec![
+                "reading the branch's URL: GET ".to_owned(),
+                "answered 500 Internal Server Error: internal error".to_owned(),
+                " was deleted".to_owned(),
+            ],
+        ),
+    ];
+    for (mode, env, expected) in cases {
+        neon.set_mode(mode);
+        let out = run_neon(&target, &dir.0, &neon, &env, &["rehearse", "--neon-branch"]).await;
+        assert_eq!(out.status.code(), Some(1), "{mode:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        for part in &expected {
+            assert!(
+                err.contains(part.as_str()),
+                "{mode:?}: missing {part:?} in {err}"
+            );
+        }
+        assert!(!err.contains(&neon.key), "the key is never shown: {err}");
+        assert!(
+            neon.branches().is_empty(),
+            "{mode:?}: {:?}",
+            neon.branches()
+        );
+        let left = neon.branch_databases().await;
+        assert!(
+            left.is_empty(),
+            "{mode:?}: {left:?} {:?} {err}",
+            neon.requests()
+                .iter()
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect::<Vec<_>>()
+        );
+    }
+    // Without the API key: the variable is named, nothing is called.
+    let before = neon.requests().len();
+    let out = gcbb()
+        .env("DATABASE_URL", &target.url)
+        .env("NEON_PROJECT_ID", &neon.project)
+        .env("NEON_API_URL", &neon.url)
+        .args(["db", "--migrations-dir"])
+        .arg(&dir.0)
+        .args(["rehearse", "--neon-branch"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NEON_API_KEY is required but not set"));
+    assert_eq!(neon.requests().len(), before);
+    assert_eq!(history(&target).await, project_history());
+}
+
+#[tokio::test]
+async fn an_interrupted_rehearsal_in_a_neon_branch_deletes_the_branch() {
+    let target = seeded_db().await;
+    let neon = NeonStandIn::start(&target).await;
+    let slow = ("20990101000000_slow", "SELECT pg_sleep(60);\n");
+    let dir = Migrations::with(&[slow]);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gcbb"));
+    cmd.current_dir(common::project_root())
+        .env_remove("DIRECT_URL")
+        .env_remove("DATABASE_URL_UNPOOLED")
+        .env_remove("SHADOW_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .env("DATABASE_URL", &target.url)
+        .arg("db")
+        .arg("--migrations-dir")
+        .arg(&dir.0)
+        .args(["rehearse", "--neon-branch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in neon.env() {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("start gcbb");
+    // Wait until the migration runs in the branch.
+    let prefix = neon.prefix.clone();
+    let admin = gcbb::db::connect(&common::server().with_dbname("postgres"))
+        .await
+        .expect("admin");
+    let running = common::eventually(|| async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE starts_with(datname, $1) AND query LIKE 'SELECT pg_sleep(60)%'",
+                &[&prefix],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0) > 0)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(
+        running,
+        "the rehearsal never reached its migration: {:?}",
+        neon.requests()
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Error: interrupted: the rehearsal in the Neon branch gcbb-rehearse-")
+            && err.contains("was stopped; the branch was deleted"),
+        "{err}"
+    );
+    assert!(neon.requests().iter().any(|r| r.method == "DELETE"));
+    assert!(neon.branches().is_empty());
+    assert!(neon.branch_databases().await.is_empty());
+    assert_eq!(history(&target).await, project_history());
 }

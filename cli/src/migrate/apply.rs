@@ -7,7 +7,9 @@
 //!
 //! A file runs in one transaction, retried whole when it hits `lock_timeout` (55P03), so a deploy
 //! never waits long behind a long transaction while every query queues behind its own lock
-//! request. A file holding a statement that cannot run in a transaction (`CREATE INDEX
+//! request: each attempt stalls the table's traffic for at most `lock_timeout` (1 s by default),
+//! and the attempts are spread over a budget (2 minutes) with jittered pauses in between, during
+//! which the queue drains. What the retries cost is reported ([`LockWait`]). A file holding a statement that cannot run in a transaction (`CREATE INDEX
 //! CONCURRENTLY`…) must be that statement alone (Prisma sends a file as one batch, which
 //! Postgres runs as one implicit transaction), and runs in autocommit. Concurrent builds run with
 //! `lock_timeout` off: they take no lock that blocks reads or writes, but they do wait for older
@@ -39,6 +41,36 @@ pub struct DeployOutcome {
     pub modified: Vec<String>,
     /// Rows of the database without a local directory (Prisma applies anyway; we warn).
     pub missing_locally: Vec<String>,
+    /// The migrations that hit `lock_timeout` before they got through, and what it cost.
+    pub lock_waits: Vec<LockWait>,
+}
+
+/// What `lock_timeout` cost one migration that got through in the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockWait {
+    pub migration: String,
+    /// Attempts that hit `lock_timeout` (each stalled the table's queue for at most that long).
+    pub timeouts: u32,
+    /// The `lock_timeout` of each attempt.
+    pub lock_timeout: Duration,
+    /// From the first attempt until the one that got through started.
+    pub waited: Duration,
+}
+
+impl std::fmt::Display for LockWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} hit lock_timeout ({} ms) {} time{}: another session held a conflicting lock; \
+             applied after retrying for {:.1} s (no query waited behind it longer than {} ms)",
+            self.migration,
+            self.lock_timeout.as_millis(),
+            self.timeouts,
+            if self.timeouts == 1 { "" } else { "s" },
+            self.waited.as_secs_f64(),
+            self.lock_timeout.as_millis()
+        )
+    }
 }
 
 /// Applies every pending migration of `dir` to `db` with the default settings. Prints nothing.
@@ -116,8 +148,9 @@ pub(crate) async fn deploy_locked(
     }
 
     let mut applied = Vec::new();
+    let mut lock_waits = Vec::new();
     for (m, plan) in pending.into_iter().zip(plans) {
-        apply_one(client, m, &plan, settings).await?;
+        lock_waits.extend(apply_one(client, m, &plan, settings).await?);
         applied.push(m.name.clone());
     }
     Ok(DeployOutcome {
@@ -125,6 +158,7 @@ pub(crate) async fn deploy_locked(
         applied,
         modified: diagnosis.modified,
         missing_locally,
+        lock_waits,
     })
 }
 
@@ -146,30 +180,99 @@ impl ScriptFailure {
             message: describe_pg_error(e),
         }
     }
+
+    /// The last `lock_timeout` error, and what the retries before it tried.
+    fn budget_spent(e: &tokio_postgres::Error, retry: &LockRetry, transaction: bool) -> Self {
+        let mut failure = ScriptFailure::from_pg(e);
+        failure.message.push_str(&format!(
+            "\n\nlock_timeout ({} ms) fired on each of {} attempt{} over {:.1} s, the retry budget \
+             (MIGRATE_LOCK_RETRY_BUDGET_MS={}): another session held a conflicting lock on the table \
+             all along (a long transaction: see pg_stat_activity). {} After it ends, mark this \
+             migration rolled back (gcbb db resolve --rolled-back <name>) and deploy again.",
+            retry.lock_timeout.as_millis(),
+            retry.timeouts,
+            if retry.timeouts == 1 { "" } else { "s" },
+            retry.started.elapsed().as_secs_f64(),
+            retry.budget.as_millis(),
+            if transaction {
+                "Each attempt's transaction was rolled back: nothing of this file was applied."
+            } else {
+                "The statement never got its lock: it changed nothing."
+            }
+        ));
+        failure
+    }
+}
+
+/// Retries of a file (or a lone statement) that hit `lock_timeout`: pauses growing from 200 ms
+/// to 5 s, each drawn at random between half and all of that (two deploys, or a deploy and a
+/// periodic job, then don't keep colliding in step), until the budget is spent. Between two
+/// attempts the migration holds no lock request, so the table's queue drains.
+struct LockRetry {
+    started: Instant,
+    budget: Duration,
+    lock_timeout: Duration,
+    timeouts: u32,
+}
+
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(200);
+const LONGEST_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
+impl LockRetry {
+    fn new(settings: &MigrateSettings) -> Self {
+        LockRetry {
+            started: Instant::now(),
+            budget: settings.lock_retry_budget,
+            lock_timeout: settings.lock_timeout,
+            timeouts: 0,
+        }
+    }
+
+    /// Counts a timeout; the pause before the next attempt, or `None` when the budget is spent.
+    fn after_timeout(&mut self) -> Option<Duration> {
+        use rand::Rng;
+        self.timeouts += 1;
+        let growth = 1u32 << (self.timeouts - 1).min(5);
+        let ceiling = (FIRST_RETRY_PAUSE * growth).min(LONGEST_RETRY_PAUSE);
+        let pause = rand::rng().random_range(ceiling / 2..=ceiling);
+        (self.started.elapsed() + pause < self.budget).then_some(pause)
+    }
+
+    /// What the retries cost, for the migration that got through (none when it never waited).
+    fn report(&self, migration: &str) -> Option<LockWait> {
+        (self.timeouts > 0).then(|| LockWait {
+            migration: migration.to_owned(),
+            timeouts: self.timeouts,
+            lock_timeout: self.lock_timeout,
+            waited: self.started.elapsed(),
+        })
+    }
 }
 
 /// Runs one migration as `plan` says (one transaction, or statement by statement in autocommit),
 /// recording it in `_prisma_migrations` as started, then finished or failed. The caller holds the
-/// advisory lock on `client` and has refused a [`Plan::Mixed`] file already.
+/// advisory lock on `client` and has refused a [`Plan::Mixed`] file already. Returns what
+/// `lock_timeout` cost it, when it was hit.
 pub(crate) async fn apply_one(
     client: &Client,
     m: &LocalMigration,
     plan: &Plan,
     settings: &MigrateSettings,
-) -> Result<(), MigrateError> {
+) -> Result<Option<LockWait>, MigrateError> {
     let started = Instant::now();
     let id = history::record_started(client, &m.name, &m.checksum).await?;
+    let mut retry = LockRetry::new(settings);
     let result = match plan {
-        Plan::Autocommit(stmts) => run_autocommit(client, stmts, settings).await,
+        Plan::Autocommit(stmts) => run_autocommit(client, stmts, settings, &mut retry).await,
         Plan::Transaction | Plan::Mixed { .. } => {
-            run_transaction(client, &m.script, settings).await
+            run_transaction(client, &m.script, &mut retry).await
         }
     };
     match result {
         Ok(()) => {
             history::record_finished(client, &id).await?;
-            tracing::info!(migration = %m.name, elapsed_ms = started.elapsed().as_millis() as u64, "migration applied");
-            Ok(())
+            tracing::info!(migration = %m.name, elapsed_ms = started.elapsed().as_millis() as u64, lock_timeouts = retry.timeouts, "migration applied");
+            Ok(retry.report(&m.name))
         }
         Err(f) => {
             let err = MigrateError::ApplyFailed {
@@ -184,16 +287,11 @@ pub(crate) async fn apply_one(
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6)))
-}
-
 async fn run_transaction(
     client: &Client,
     script: &str,
-    settings: &MigrateSettings,
+    retry: &mut LockRetry,
 ) -> Result<(), ScriptFailure> {
-    let mut attempt = 0;
     loop {
         let result = async {
             client.batch_execute("BEGIN").await?;
@@ -206,13 +304,18 @@ async fn run_transaction(
             Err(e) => {
                 // Nothing to roll back when the failure was the COMMIT itself; harmless then.
                 let _ = client.batch_execute("ROLLBACK").await;
-                if is_lock_timeout(&e) && attempt < settings.lock_retries {
-                    tracing::warn!(attempt, "lock_timeout hit, retrying the migration");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                    continue;
+                if !is_lock_timeout(&e) {
+                    return Err(ScriptFailure::from_pg(&e));
                 }
-                return Err(ScriptFailure::from_pg(&e));
+                let Some(pause) = retry.after_timeout() else {
+                    return Err(ScriptFailure::budget_spent(&e, retry, true));
+                };
+                tracing::warn!(
+                    timeouts = retry.timeouts,
+                    pause_ms = pause.as_millis() as u64,
+                    "lock_timeout hit, retrying the migration"
+                );
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -222,6 +325,7 @@ async fn run_autocommit(
     client: &Client,
     stmts: &[Statement],
     settings: &MigrateSettings,
+    retry: &mut LockRetry,
 ) -> Result<(), ScriptFailure> {
     let db_failure = |e: MigrateError| ScriptFailure {
         code: None,
@@ -237,13 +341,16 @@ async fn run_autocommit(
                 .await
                 .map_err(db_failure)?;
         }
-        let mut attempt = 0;
+        let mut spent = None;
         let result = loop {
             match client.batch_execute(&stmt.sql).await {
-                Err(e) if is_lock_timeout(&e) && attempt < settings.lock_retries => {
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
+                Err(e) if is_lock_timeout(&e) => match retry.after_timeout() {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => {
+                        spent = Some(ScriptFailure::budget_spent(&e, retry, false));
+                        break Err(e);
+                    }
+                },
                 other => break other,
             }
         };
@@ -252,7 +359,7 @@ async fn run_autocommit(
                 .await
                 .map_err(db_failure)?;
         }
-        let mut failure = result.err().map(|e| ScriptFailure::from_pg(&e));
+        let mut failure = spent.or_else(|| result.err().map(|e| ScriptFailure::from_pg(&e)));
         if let Some(target) = builds_index {
             let invalid = history::invalid_indexes(
                 client,

@@ -9,18 +9,19 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use gcbb::config::{
-    ConfigError, Env, DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRIES,
+    ConfigError, Env, DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRY_BUDGET,
     DEFAULT_MIGRATE_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_DIR,
 };
 use gcbb::db::DbConfig;
 
 use super::lint_gate::{lint_pending, refuse_lint_errors};
-use super::rehearse::{self, Budget, CopyMethod, RehearseOptions, Source};
+use super::neon::{self, NeonClient, NeonConfig};
+use super::rehearse::{self, Budget, CopyMethod, RehearseOptions, Source, SpeedBudget};
 use super::session::connect;
 use super::settings::{DATABASE_URL_VARS, SHADOW_DATABASE_URL_VAR};
 use super::{
-    backup, deploy_with, drift, files, lint, reset, resolve_applied, resolve_rolled_back, status,
-    verify, DeployOutcome, MigrateError, MigrateSettings,
+    backup, deploy_with, drift, files, lint, reset, resolve_applied, resolve_rolled_back, revert,
+    status, verify, DeployOutcome, MigrateError, MigrateSettings,
 };
 
 // Reading the environment is the command line's business; the library takes settings as values.
@@ -28,9 +29,31 @@ impl MigrateSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let vars = std::env::vars().collect();
         let env = Env(&vars);
+        // A count of retries became a time budget: a value set for the old meaning must not be
+        // silently ignored.
+        if env.get("MIGRATE_LOCK_RETRIES").is_some() {
+            return Err(ConfigError::Invalid {
+                name: "MIGRATE_LOCK_RETRIES",
+                reason: "no longer read: a file that hits lock_timeout is retried for \
+                         MIGRATE_LOCK_RETRY_BUDGET_MS (default 120000); unset it"
+                    .to_owned(),
+            });
+        }
+        let lock_timeout = env.millis("MIGRATE_LOCK_TIMEOUT_MS", DEFAULT_MIGRATE_LOCK_TIMEOUT)?;
+        if lock_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "MIGRATE_LOCK_TIMEOUT_MS",
+                reason: "0 turns lock_timeout off: a deploy waiting for its lock would stall \
+                         every query on the table for as long as it waits"
+                    .to_owned(),
+            });
+        }
         Ok(MigrateSettings {
-            lock_timeout: env.millis("MIGRATE_LOCK_TIMEOUT_MS", DEFAULT_MIGRATE_LOCK_TIMEOUT)?,
-            lock_retries: env.parse("MIGRATE_LOCK_RETRIES", DEFAULT_MIGRATE_LOCK_RETRIES)?,
+            lock_timeout,
+            lock_retry_budget: env.millis(
+                "MIGRATE_LOCK_RETRY_BUDGET_MS",
+                DEFAULT_MIGRATE_LOCK_RETRY_BUDGET,
+            )?,
             advisory_lock_timeout: env.millis(
                 "MIGRATE_ADVISORY_LOCK_TIMEOUT_MS",
                 DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT,
@@ -138,6 +161,22 @@ pub enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a new migration that reverts an applied one, computed on SHADOW_DATABASE_URL (the
+    /// history up to it against the history before it), linted, and checked on the shadow. A
+    /// statement that destroys data written since needs `--allow RULE=REASON`; nothing is written
+    /// without it.
+    Revert {
+        /// The applied migration to revert (its directory's name).
+        migration: String,
+        /// Why a statement breaking RULE is acceptable (written above it as `-- gcbb:allow RULE
+        /// REASON`); once per rule.
+        #[arg(long = "allow", value_name = "RULE=REASON", value_parser = revert::parse_allow)]
+        allows: Vec<(String, String)>,
+        /// Accept a shadow whose name lacks `shadow` or that holds a migration history (it is
+        /// emptied). Never accepts the database itself.
+        #[arg(long)]
+        force: bool,
+    },
     /// `pg_dump -Fc` of the database.
     Backup {
         /// Archive to write (default `backups/<db>-<UTC time>.dump`).
@@ -174,6 +213,14 @@ pub struct RehearseArgs {
     /// left in place, holding the migrations. Refused when it is the database itself.
     #[arg(long, value_name = "URL", conflicts_with_all = ["schema_only", "scratch_server", "copy", "keep"])]
     pub into: Option<String>,
+    /// Make a Neon branch of the database through Neon's API (NEON_API_KEY, NEON_PROJECT_ID;
+    /// NEON_API_URL), rehearse in it, and delete it, also when the rehearsal fails or is
+    /// interrupted.
+    #[arg(long, conflicts_with_all = ["into", "from_backup", "schema_only", "scratch_server", "copy", "keep"])]
+    pub neon_branch: bool,
+    /// The branch id to branch from [default: the project's default branch].
+    #[arg(long, value_name = "BRANCH_ID", requires = "neon_branch")]
+    pub neon_parent: Option<String>,
     /// How to copy the database: auto (a template copy when it is local and idle, else
     /// pg_dump | pg_restore), template or dump.
     #[arg(long, value_enum)]
@@ -189,22 +236,50 @@ pub struct RehearseArgs {
     /// Keep the scratch copy afterwards (its name is printed).
     #[arg(long)]
     pub keep: bool,
+    /// Longest a query of the workload (production's hot reads and writes, run beside the
+    /// migrations) may wait [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub max_blocked_ms: Option<u64>,
     /// Longest ACCESS EXCLUSIVE lock allowed on a table of --min-table-size or more [default: 300].
     #[arg(long, value_name = "MS")]
     pub max_lock_ms: Option<u64>,
     /// Longest write-blocking lock (SHARE, SHARE ROW EXCLUSIVE, EXCLUSIVE) allowed on such a
-    /// table [default: not judged].
+    /// table [default: 1000].
     #[arg(long, value_name = "MS")]
     pub max_write_lock_ms: Option<u64>,
     /// Tables smaller than this on the database are not judged (512kB, 1MB, 2GB) [default: 1MB].
     #[arg(long, value_name = "SIZE", value_parser = rehearse::parse_size)]
     pub min_table_size: Option<i64>,
+    /// A hot query slower after the migrations than this many times its time before, and by
+    /// --min-slowdown-ms, fails [default: 2].
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub max_slowdown: Option<f64>,
+    /// ... and by at least this many milliseconds [default: 5].
+    #[arg(long, value_name = "MS")]
+    pub min_slowdown_ms: Option<f64>,
+    /// Reader sessions of the workload [default: 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub readers: Option<u16>,
+    /// Run the migrations without the workload beside them (nothing is judged on waits).
+    #[arg(long, conflicts_with_all = ["readers", "max_blocked_ms"])]
+    pub no_workload: bool,
+}
+
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        _ => Err(format!(
+            "`{raw}` is not a ratio of 1 or more (examples: 2, 1.5)"
+        )),
+    }
 }
 
 impl RehearseArgs {
     fn is_empty(&self) -> bool {
         self.from_backup.is_none()
             && self.into.is_none()
+            && !self.neon_branch
+            && self.neon_parent.is_none()
             && self.copy.is_none()
             && !self.schema_only
             && self.scratch_server.is_none()
@@ -212,6 +287,11 @@ impl RehearseArgs {
             && self.max_lock_ms.is_none()
             && self.max_write_lock_ms.is_none()
             && self.min_table_size.is_none()
+            && self.max_blocked_ms.is_none()
+            && self.max_slowdown.is_none()
+            && self.min_slowdown_ms.is_none()
+            && self.readers.is_none()
+            && !self.no_workload
     }
 
     /// The library's options; `SHADOW_DATABASE_URL`, when set, is the drift step's fallback.
@@ -235,10 +315,21 @@ impl RehearseArgs {
             schema_only: self.schema_only,
             keep: self.keep,
             budget: Budget {
+                max_blocked_ms: self.max_blocked_ms.unwrap_or(defaults.max_blocked_ms),
                 max_lock_ms: self.max_lock_ms.unwrap_or(defaults.max_lock_ms),
-                max_write_lock_ms: self.max_write_lock_ms,
+                max_write_lock_ms: self.max_write_lock_ms.unwrap_or(defaults.max_write_lock_ms),
                 min_table_bytes: self.min_table_size.unwrap_or(defaults.min_table_bytes),
+                speed: SpeedBudget {
+                    max_slowdown: self.max_slowdown.unwrap_or(defaults.speed.max_slowdown),
+                    min_slowdown_ms: self
+                        .min_slowdown_ms
+                        .unwrap_or(defaults.speed.min_slowdown_ms),
+                },
             },
+            workload: !self.no_workload,
+            readers: self
+                .readers
+                .map_or(rehearse::workload::DEFAULT_READERS, usize::from),
             scratch_server: self
                 .scratch_server
                 .as_deref()
@@ -247,6 +338,67 @@ impl RehearseArgs {
             shadow: shadow_from_env().ok(),
         })
     }
+}
+
+impl RehearseArgs {
+    /// Neon's API settings from the environment, for `--neon-branch`.
+    fn neon(&self) -> Result<NeonConfig, MigrateError> {
+        let vars = std::env::vars().collect();
+        let env = Env(&vars);
+        let required = |name: &'static str| {
+            env.get(name)
+                .ok_or(MigrateError::Config(ConfigError::Missing { name }))
+        };
+        Ok(NeonConfig {
+            api_key: required("NEON_API_KEY")?,
+            project_id: required("NEON_PROJECT_ID")?,
+            api_url: env
+                .get("NEON_API_URL")
+                .unwrap_or_else(|| neon::DEFAULT_API_URL.to_owned()),
+            timeout: env.millis("NEON_API_TIMEOUT_MS", neon::DEFAULT_API_TIMEOUT)?,
+            ready_timeout: env
+                .millis("NEON_BRANCH_READY_TIMEOUT_MS", neon::DEFAULT_READY_TIMEOUT)?,
+            parent: self.neon_parent.clone(),
+        })
+    }
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM (a CI job cancelled).
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The rehearsal the options ask for: in a Neon branch made for it, or on a copy.
+async fn run_rehearsal(
+    db: &DbConfig,
+    dir: &Path,
+    settings: &MigrateSettings,
+    args: &RehearseArgs,
+) -> Result<rehearse::RehearsalReport, MigrateError> {
+    let options = args.options()?;
+    if !args.neon_branch {
+        return rehearse::rehearse(db, dir, settings, &options).await;
+    }
+    let client = NeonClient::new(args.neon()?)?;
+    rehearse::rehearse_in_neon_branch(db, dir, settings, &options, &client, interrupted()).await
 }
 
 #[derive(Debug, clap::Args)]
@@ -268,7 +420,11 @@ pub async fn run(args: DbArgs) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             print_error(&e);
-            ExitCode::FAILURE
+            match e {
+                // As a shell reports a process ended by SIGINT.
+                MigrateError::Interrupted(_) => ExitCode::from(130),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -362,7 +518,7 @@ async fn run_command(
             refuse_lint_errors(&findings)?;
             if rehearse {
                 print_out("\n");
-                let report = rehearse::rehearse(&db, dir, &settings, &rehearsal.options()?).await?;
+                let report = run_rehearsal(&db, dir, &settings, &rehearsal).await?;
                 print_out(&rehearse::render_text(&report));
                 if !report.passed() {
                     print_err(&format!(
@@ -436,7 +592,7 @@ async fn run_command(
         DbCommand::Rehearse { rehearsal, json } => {
             let settings = MigrateSettings::from_env()?;
             let db = migration_database()?;
-            let report = rehearse::rehearse(&db, dir, &settings, &rehearsal.options()?).await?;
+            let report = run_rehearsal(&db, dir, &settings, &rehearsal).await?;
             if json {
                 print_out(&format!(
                     "{}\n",
@@ -477,6 +633,41 @@ async fn run_command(
             } else {
                 ExitCode::FAILURE
             })
+        }
+        DbCommand::Revert {
+            migration,
+            allows,
+            force,
+        } => {
+            let db = migration_database()?;
+            let shadow = shadow_from_env()?;
+            let options = revert::RevertOptions { allows, force };
+            let computed =
+                revert::revert(&db, &shadow, dir, &migration, &options, Utc::now()).await?;
+            print_out(&format!(
+                "Computed on the shadow database {}: the history up to {migration}, turned back into \
+                 the history before it, then checked there on top of the whole history.\n\nThe revert:\n",
+                shadow.redacted()
+            ));
+            for statement in &computed.statements {
+                print_out(&format!("  {statement}\n"));
+            }
+            for w in &computed.warnings {
+                print_err(&format!("{w}\n"));
+            }
+            for note in &computed.notes {
+                print_err(&format!("note: {note}\n"));
+            }
+            let written = revert::write(dir, &computed)?;
+            print_out("\n");
+            for path in &written {
+                print_out(&format!("Wrote {}\n", path.display()));
+            }
+            print_out(
+                "\nReview them, then deploy them like any migration (gcbb db deploy --rehearse to see what \
+                 they cost first).\n",
+            );
+            Ok(ExitCode::SUCCESS)
         }
         DbCommand::Backup { out } => {
             let db = migration_database()?;
@@ -543,6 +734,9 @@ fn run_lint(files: Vec<PathBuf>, rules: bool, dir: &Path) -> ExitCode {
 }
 
 fn print_deploy_outcome(outcome: &DeployOutcome, dir_display: &str) {
+    for wait in &outcome.lock_waits {
+        print_err(&format!("warning: {wait}\n"));
+    }
     for name in &outcome.modified {
         print_err(&status::modified_warning(name));
     }

@@ -103,6 +103,12 @@ pub enum MigrateError {
     RehearseRefused(String),
     #[error("rehearsal failed: {0}")]
     Rehearse(String),
+    #[error("refusing to revert: {0}")]
+    RevertRefused(String),
+    #[error("Neon API: {0}")]
+    Neon(String),
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl MigrateError {

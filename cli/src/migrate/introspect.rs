@@ -1,6 +1,7 @@
 //! What a database holds, read from `pg_catalog` (not `information_schema`, which hides index
 //! methods, predicates, expression keys and materialized views): tables, columns, primary keys,
-//! indexes, foreign keys, enums, views, materialized views and extensions of every user schema.
+//! indexes, foreign keys, triggers, enums, views, materialized views, functions and extensions of
+//! every user schema.
 //!
 //! Objects that belong to an extension (`pg_depend.deptype = 'e'`) are left out: they come with
 //! the extension, which is compared by name and version. `_prisma_migrations` is left out too: it
@@ -27,6 +28,23 @@ pub struct Schema {
     /// Views and materialized views.
     pub views: BTreeMap<String, View>,
     pub extensions: BTreeMap<String, Extension>,
+    /// Functions and procedures, by `name(identity arguments)`.
+    pub functions: BTreeMap<String, Function>,
+}
+
+/// A function or procedure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Function {
+    /// `pg_get_functiondef()`: the whole `CREATE OR REPLACE FUNCTION` statement.
+    pub definition: String,
+}
+
+/// A trigger of a table (not one Postgres makes for a foreign key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Trigger {
+    pub name: String,
+    /// `pg_get_triggerdef()`: the whole `CREATE TRIGGER` statement.
+    pub definition: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -37,6 +55,7 @@ pub struct Table {
     /// Every index but the primary key's, by name.
     pub indexes: Vec<Index>,
     pub foreign_keys: Vec<ForeignKey>,
+    pub triggers: Vec<Trigger>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -148,9 +167,55 @@ pub async fn introspect(client: &Client) -> Result<Schema, MigrateError> {
     read_primary_keys(client, &mut schema).await?;
     read_indexes(client, &mut schema).await?;
     read_foreign_keys(client, &mut schema).await?;
+    read_triggers(client, &mut schema).await?;
     read_enums(client, &mut schema).await?;
     read_extensions(client, &mut schema).await?;
+    read_functions(client, &mut schema).await?;
     Ok(schema)
+}
+
+async fn read_triggers(client: &Client, schema: &mut Schema) -> Result<(), MigrateError> {
+    let sql = format!(
+        "SELECT {QUALIFIED}, t.tgname::text, pg_catalog.pg_get_triggerdef(t.oid, true) \
+         FROM pg_catalog.pg_trigger t \
+         JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT t.tgisinternal AND c.relkind IN ('r', 'p') \
+           AND {USER_SCHEMA} AND {NOT_EXTENSION_MEMBER} \
+         ORDER BY 1, 2"
+    );
+    for row in client.query(&sql, &[]).await.map_err(db_err)? {
+        if let Some(table) = schema.tables.get_mut(&row.get::<_, String>(0)) {
+            table.triggers.push(Trigger {
+                name: row.get(1),
+                definition: row.get(2),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Functions and procedures (not aggregates, whose definition `pg_get_functiondef` cannot print),
+/// leaving out those of extensions.
+async fn read_functions(client: &Client, schema: &mut Schema) -> Result<(), MigrateError> {
+    let sql = format!(
+        "SELECT CASE WHEN n.nspname = 'public' THEN p.proname::text ELSE n.nspname || '.' || p.proname END \
+                || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')', \
+                pg_catalog.pg_get_functiondef(p.oid) \
+         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         WHERE p.prokind IN ('f', 'p') AND {USER_SCHEMA} \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep \
+                           WHERE dep.classid = 'pg_catalog.pg_proc'::regclass AND dep.objid = p.oid AND dep.deptype = 'e')"
+    );
+    for row in client.query(&sql, &[]).await.map_err(db_err)? {
+        schema.functions.insert(
+            row.get(0),
+            Function {
+                definition: row.get::<_, String>(1).trim().to_owned(),
+            },
+        );
+    }
+    Ok(())
 }
 
 async fn read_tables(client: &Client, schema: &mut Schema) -> Result<(), MigrateError> {

@@ -25,7 +25,9 @@ pub mod history;
 pub mod introspect;
 pub mod lint;
 mod lint_gate;
+pub mod neon;
 pub mod rehearse;
+pub mod revert;
 pub mod session;
 pub mod settings;
 pub mod shadow;
@@ -35,7 +37,7 @@ pub mod verify;
 
 use std::path::Path;
 
-pub use apply::{resolve_applied, resolve_rolled_back, DeployOutcome};
+pub use apply::{resolve_applied, resolve_rolled_back, DeployOutcome, LockWait};
 pub use error::MigrateError;
 pub use gcbb::db::DbConfig;
 pub use lint_gate::lint_pending;

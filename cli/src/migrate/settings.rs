@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use gcbb::config::{
-    DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRIES,
+    DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRY_BUDGET,
     DEFAULT_MIGRATE_LOCK_TIMEOUT,
 };
 
@@ -19,10 +19,12 @@ pub const SHADOW_DATABASE_URL_VAR: &str = "SHADOW_DATABASE_URL";
 /// Timeouts of a migration session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrateSettings {
-    /// `lock_timeout` while migrating (`MIGRATE_LOCK_TIMEOUT_MS`).
+    /// `lock_timeout` while migrating (`MIGRATE_LOCK_TIMEOUT_MS`): the longest any query waits
+    /// behind a statement that is itself waiting for its lock.
     pub lock_timeout: Duration,
-    /// Retries of a file that hit `lock_timeout` (`MIGRATE_LOCK_RETRIES`).
-    pub lock_retries: u32,
+    /// How long a file that hit `lock_timeout` keeps being retried, from its first attempt
+    /// (`MIGRATE_LOCK_RETRY_BUDGET_MS`).
+    pub lock_retry_budget: Duration,
     /// How long to wait for Prisma's advisory lock (`MIGRATE_ADVISORY_LOCK_TIMEOUT_MS`).
     pub advisory_lock_timeout: Duration,
 }
@@ -31,7 +33,7 @@ impl Default for MigrateSettings {
     fn default() -> Self {
         MigrateSettings {
             lock_timeout: DEFAULT_MIGRATE_LOCK_TIMEOUT,
-            lock_retries: DEFAULT_MIGRATE_LOCK_RETRIES,
+            lock_retry_budget: DEFAULT_MIGRATE_LOCK_RETRY_BUDGET,
             advisory_lock_timeout: DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT,
         }
     }

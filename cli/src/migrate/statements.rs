@@ -186,6 +186,38 @@ pub fn classify(sql: &str) -> Option<NonTransactional> {
     }
 }
 
+/// The same index statement built or dropped without blocking writes: `CREATE INDEX CONCURRENTLY
+/// IF NOT EXISTS …` for a `CREATE INDEX`, `DROP INDEX CONCURRENTLY IF EXISTS …` for a `DROP INDEX`
+/// of one index without `CASCADE`; `None` for anything else (or when already concurrent). Built
+/// from Postgres's parse tree and printed back by its deparser, so the rewrite is the statement
+/// itself, names and expressions as written. It cannot run in a transaction: it goes alone in a
+/// migration file.
+pub fn concurrently_rewrite(sql: &str) -> Option<String> {
+    let mut parsed = pg_query::parse(sql).ok()?.protobuf;
+    if parsed.stmts.len() != 1 {
+        return None;
+    }
+    let node = parsed.stmts[0].stmt.as_mut()?.node.as_mut()?;
+    match node {
+        NodeEnum::IndexStmt(s) if !s.concurrent => {
+            s.concurrent = true;
+            // IF NOT EXISTS needs a name; an unnamed index gets a new one on every run anyway.
+            s.if_not_exists = !s.idxname.is_empty();
+        }
+        NodeEnum::DropStmt(s)
+            if !s.concurrent
+                && s.remove_type == pg_query::protobuf::ObjectType::ObjectIndex as i32
+                && s.objects.len() == 1
+                && s.behavior != pg_query::protobuf::DropBehavior::DropCascade as i32 =>
+        {
+            s.concurrent = true;
+            s.missing_ok = true;
+        }
+        _ => return None,
+    }
+    pg_query::deparse(&parsed).ok()
+}
+
 fn has_option(params: &[pg_query::Node], name: &str) -> bool {
     params
         .iter()
@@ -300,6 +332,38 @@ mod tests {
             located[1].sql
         );
         assert_eq!(split_located("CREATE TABLEE oops;"), None);
+    }
+
+    #[test]
+    fn index_statements_are_rewritten_to_run_concurrently() {
+        assert_eq!(
+            concurrently_rewrite(
+                "-- why\nCREATE INDEX IF NOT EXISTS \"Message_companionId_createdAt_idx\" ON \"Message\"(\"companionId\", \"createdAt\")"
+            )
+            .as_deref(),
+            Some("CREATE INDEX CONCURRENTLY IF NOT EXISTS \"Message_companionId_createdAt_idx\" ON \"Message\" USING btree (\"companionId\", \"createdAt\")")
+        );
+        assert_eq!(
+            concurrently_rewrite(
+                "CREATE UNIQUE INDEX ON t USING gin (lower(name)) WHERE NOT private"
+            )
+            .as_deref(),
+            Some("CREATE UNIQUE INDEX CONCURRENTLY ON t USING gin (lower(name)) WHERE NOT private")
+        );
+        assert_eq!(
+            concurrently_rewrite("DROP INDEX \"Message_x_idx\"").as_deref(),
+            Some("DROP INDEX CONCURRENTLY IF EXISTS \"Message_x_idx\"")
+        );
+        for sql in [
+            "CREATE INDEX CONCURRENTLY x ON t(y)",
+            "DROP INDEX a, b",
+            "DROP INDEX a CASCADE",
+            "DROP TABLE t",
+            "ALTER TABLE t ADD COLUMN c int",
+            "CREATE INDEX x ON t(y); CREATE INDEX z ON t(w)",
+        ] {
+            assert_eq!(concurrently_rewrite(sql), None, "{sql}");
+        }
     }
 
     #[test]

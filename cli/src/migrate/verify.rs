@@ -483,61 +483,71 @@ async fn count_rows(client: &Client, relation: &str) -> Result<Option<i64>, Migr
     Ok(Some(row.get(0)))
 }
 
-async fn explain(client: &Client, q: &HotQuery) -> Result<Value, tokio_postgres::Error> {
-    let texts: Vec<Option<&str>> = q
-        .params
-        .iter()
-        .map(|p| match p {
-            HotParam::Text(t) => *t,
-            _ => None,
-        })
-        .collect();
-    let ints: Vec<i64> = q
-        .params
-        .iter()
-        .map(|p| match p {
-            HotParam::Int8(i) => *i,
-            _ => 0,
-        })
-        .collect();
-    let int4s: Vec<i32> = q
-        .params
-        .iter()
-        .map(|p| match p {
-            HotParam::Int4(i) => *i,
-            _ => 0,
-        })
-        .collect();
-    let params: Vec<(&(dyn ToSql + Sync), Type)> = q
-        .params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| match p {
-            HotParam::Text(_) => (&texts[i] as &(dyn ToSql + Sync), Type::TEXT),
-            HotParam::Int8(_) => (&ints[i] as &(dyn ToSql + Sync), Type::INT8),
-            HotParam::Int4(_) => (&int4s[i] as &(dyn ToSql + Sync), Type::INT4),
-        })
-        .collect();
-    let sql = format!("EXPLAIN (FORMAT JSON) {}", q.sql);
-    let rows = client.query_typed(&sql, &params).await?;
+/// A hot query's (or hot write's) sample parameters as owned values, bound with their types.
+pub(crate) struct SampleParams {
+    values: Vec<Box<dyn ToSql + Sync + Send>>,
+    types: Vec<Type>,
+}
+
+impl SampleParams {
+    pub(crate) fn of(params: &[HotParam]) -> Self {
+        let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::with_capacity(params.len());
+        let mut types = Vec::with_capacity(params.len());
+        for p in params {
+            let (value, ty): (Box<dyn ToSql + Sync + Send>, Type) = match *p {
+                HotParam::Text(t) => (Box::new(t.map(str::to_owned)), Type::TEXT),
+                HotParam::Int8(i) => (Box::new(i), Type::INT8),
+                HotParam::Int4(i) => (Box::new(i), Type::INT4),
+                HotParam::Bool(b) => (Box::new(b), Type::BOOL),
+            };
+            values.push(value);
+            types.push(ty);
+        }
+        SampleParams { values, types }
+    }
+
+    /// What `query_typed` takes.
+    pub(crate) fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        self.values
+            .iter()
+            .zip(&self.types)
+            .map(|(v, t)| (v.as_ref() as &(dyn ToSql + Sync), t.clone()))
+            .collect()
+    }
+}
+
+/// `EXPLAIN (FORMAT JSON)` of `sql` with the sample parameters.
+pub(crate) async fn explain_sql(
+    client: &Client,
+    sql: &str,
+    params: &[HotParam],
+) -> Result<Value, tokio_postgres::Error> {
+    let bound = SampleParams::of(params);
+    let sql = format!("EXPLAIN (FORMAT JSON) {sql}");
+    let rows = client.query_typed(&sql, &bound.typed()).await?;
     Ok(rows
         .first()
         .map(|r| r.get::<_, Value>(0))
         .unwrap_or(Value::Null))
 }
 
-fn walk<'a>(node: &'a Value, visit: &mut dyn FnMut(&'a Value)) {
+async fn explain(client: &Client, q: &HotQuery) -> Result<Value, tokio_postgres::Error> {
+    explain_sql(client, q.sql, q.params).await
+}
+
+/// Visits every plan node of an `EXPLAIN (FORMAT JSON)` result, at every depth.
+pub(crate) fn walk_plan<'a>(node: &'a Value, visit: &mut dyn FnMut(&'a Value)) {
     match node {
-        Value::Array(items) => items.iter().for_each(|n| walk(n, visit)),
+        Value::Array(items) => items.iter().for_each(|n| walk_plan(n, visit)),
         Value::Object(map) => {
             if map.contains_key("Node Type") {
                 visit(node);
             }
             if let Some(plan) = map.get("Plan") {
-                walk(plan, visit);
+                walk_plan(plan, visit);
             }
             if let Some(plans) = map.get("Plans") {
-                walk(plans, visit);
+                walk_plan(plans, visit);
             }
         }
         _ => {}
@@ -549,7 +559,7 @@ fn walk<'a>(node: &'a Value, visit: &mut dyn FnMut(&'a Value)) {
 /// Arbiter`): an upsert finds its row through it.
 pub fn index_scans(plan: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    walk(plan, &mut |node| {
+    walk_plan(plan, &mut |node| {
         let kind = node["Node Type"].as_str().unwrap_or_default();
         if matches!(kind, "Index Scan" | "Index Only Scan" | "Bitmap Index Scan") {
             if let Some(index) = node["Index Name"].as_str() {
@@ -568,10 +578,42 @@ pub fn index_scans(plan: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// How every relation is read in the plan, in plan order: `Seq Scan on "X"`, `Index Scan using
+/// i on "X"`, `Bitmap Heap Scan on "X" (Bitmap Index Scan using i)`…
+pub fn nodes_on_every_relation(plan: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_plan(plan, &mut |node| {
+        let Some(relation) = node["Relation Name"].as_str() else {
+            return;
+        };
+        let kind = node["Node Type"].as_str().unwrap_or_default();
+        let mut line = match node["Index Name"].as_str() {
+            Some(index) => format!("{kind} using {index} on \"{relation}\""),
+            None => format!("{kind} on \"{relation}\""),
+        };
+        if kind == "Bitmap Heap Scan" {
+            let mut indexes = Vec::new();
+            walk_plan(&node["Plans"], &mut |child| {
+                if let Some(i) = child["Index Name"].as_str() {
+                    indexes.push(i.to_owned());
+                }
+            });
+            if !indexes.is_empty() {
+                line.push_str(&format!(
+                    " (Bitmap Index Scan using {})",
+                    indexes.join(", ")
+                ));
+            }
+        }
+        out.push(line);
+    });
+    out
+}
+
 /// How `relation` is read in the plan: `Seq Scan on "X"`, `Index Scan using i on "X"`…
 pub fn nodes_on(plan: &Value, relation: &str) -> Vec<String> {
     let mut out = Vec::new();
-    walk(plan, &mut |node| {
+    walk_plan(plan, &mut |node| {
         if node["Relation Name"].as_str() == Some(relation) {
             let kind = node["Node Type"].as_str().unwrap_or_default();
             out.push(match node["Index Name"].as_str() {

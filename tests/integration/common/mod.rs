@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod fault;
+pub mod neon;
 pub mod request;
 pub mod session;
 

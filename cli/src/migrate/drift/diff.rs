@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use crate::migrate::introspect::{Column, ForeignKey, Index, Schema, Table};
+use crate::migrate::introspect::{Column, ForeignKey, Index, Schema, Table, Trigger};
 
 /// One difference between history and target, in Prisma's step vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,6 +98,30 @@ pub enum Step {
         from: String,
         to: String,
     },
+    /// gcbb only: a function of the target that the history lacks, by `name(arguments)`.
+    CreateFunction {
+        name: String,
+    },
+    DropFunction {
+        name: String,
+    },
+    /// gcbb only: same name and arguments, another definition.
+    RedefineFunction {
+        name: String,
+    },
+    /// gcbb only: a trigger of a table.
+    CreateTrigger {
+        table: String,
+        trigger: Trigger,
+    },
+    DropTrigger {
+        table: String,
+        trigger: Trigger,
+    },
+    RedefineTrigger {
+        table: String,
+        trigger: Trigger,
+    },
 }
 
 /// A change inside `AlterTable`, in Prisma's `TableChange` order.
@@ -163,6 +187,12 @@ impl Step {
             Step::DropViewIndex { .. } => 32,
             Step::CreateViewIndex { .. } => 33,
             Step::RenameViewIndex { .. } => 34,
+            Step::DropFunction { .. } => 40,
+            Step::CreateFunction { .. } => 41,
+            Step::RedefineFunction { .. } => 42,
+            Step::DropTrigger { .. } => 43,
+            Step::CreateTrigger { .. } => 44,
+            Step::RedefineTrigger { .. } => 45,
         }
     }
 
@@ -179,7 +209,13 @@ impl Step {
             | Step::DropEnum { name }
             | Step::CreateTable { name }
             | Step::CreateView { name, .. }
-            | Step::RedefineView { name } => (name.clone(), String::new()),
+            | Step::RedefineView { name }
+            | Step::CreateFunction { name }
+            | Step::DropFunction { name }
+            | Step::RedefineFunction { name } => (name.clone(), String::new()),
+            Step::CreateTrigger { table, trigger }
+            | Step::DropTrigger { table, trigger }
+            | Step::RedefineTrigger { table, trigger } => (table.clone(), trigger.name.clone()),
             Step::DropForeignKey { table, foreign_key }
             | Step::AddForeignKey { table, foreign_key } => {
                 (table.clone(), foreign_key.name.clone())
@@ -208,8 +244,50 @@ pub fn diff(history: &Schema, target: &Schema) -> Vec<Step> {
     diff_enums(history, target, &mut steps);
     diff_tables(history, target, &mut steps);
     diff_views(history, target, &mut steps);
+    diff_functions(history, target, &mut steps);
     steps.sort_by_key(Step::sort_key);
     steps
+}
+
+fn diff_functions(history: &Schema, target: &Schema, steps: &mut Vec<Step>) {
+    for (name, before) in &history.functions {
+        match target.functions.get(name) {
+            None => steps.push(Step::DropFunction { name: name.clone() }),
+            Some(after) if after != before => {
+                steps.push(Step::RedefineFunction { name: name.clone() })
+            }
+            Some(_) => {}
+        }
+    }
+    for name in target.functions.keys() {
+        if !history.functions.contains_key(name) {
+            steps.push(Step::CreateFunction { name: name.clone() });
+        }
+    }
+}
+
+fn diff_triggers(table: &str, before: &[Trigger], after: &[Trigger], steps: &mut Vec<Step>) {
+    for b in before {
+        match after.iter().find(|a| a.name == b.name) {
+            None => steps.push(Step::DropTrigger {
+                table: table.to_owned(),
+                trigger: b.clone(),
+            }),
+            Some(a) if a.definition != b.definition => steps.push(Step::RedefineTrigger {
+                table: table.to_owned(),
+                trigger: a.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for a in after {
+        if !before.iter().any(|b| b.name == a.name) {
+            steps.push(Step::CreateTrigger {
+                table: table.to_owned(),
+                trigger: a.clone(),
+            });
+        }
+    }
 }
 
 fn diff_extensions(history: &Schema, target: &Schema, steps: &mut Vec<Step>) {
@@ -283,6 +361,7 @@ fn diff_tables(history: &Schema, target: &Schema, steps: &mut Vec<Step>) {
                     foreign_key: fk.clone(),
                 });
             }
+            diff_triggers(name, &[], &after.triggers, steps);
             continue;
         };
         let changes = table_changes(before, after);
@@ -310,6 +389,7 @@ fn diff_tables(history: &Schema, target: &Schema, steps: &mut Vec<Step>) {
             });
         }
         diff_foreign_keys(name, &before.foreign_keys, &after.foreign_keys, steps);
+        diff_triggers(name, &before.triggers, &after.triggers, steps);
     }
 }
 

@@ -17,7 +17,9 @@
 //! Beyond Prisma (which does not see them): materialized views, views added to the target and view
 //! definitions that changed get sections of the same shape, after Prisma's:
 //! ``[+] Added views`` / ``[*] Changed the `V` view`` (with `[*] Redefined the view` and the index
-//! lines of a materialized view).
+//! lines of a materialized view); so do functions (``[+] Added functions``, ``[-] Removed
+//! functions``, ``[*] Changed the `f(text)` function``), and triggers are lines of their table's
+//! section (`[+] Added trigger `t``).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -40,6 +42,9 @@ pub(super) enum Section {
     ChangedTable,
     AddedView,
     ChangedView,
+    AddedFunction,
+    RemovedFunction,
+    ChangedFunction,
 }
 
 pub(super) fn section_of(step: &Step) -> (Section, &str) {
@@ -59,7 +64,13 @@ pub(super) fn section_of(step: &Step) -> (Section, &str) {
         | Step::CreateIndex { table, .. }
         | Step::RenameForeignKey { table, .. }
         | Step::AddForeignKey { table, .. }
-        | Step::RenameIndex { table, .. } => (Section::ChangedTable, table),
+        | Step::RenameIndex { table, .. }
+        | Step::CreateTrigger { table, .. }
+        | Step::DropTrigger { table, .. }
+        | Step::RedefineTrigger { table, .. } => (Section::ChangedTable, table),
+        Step::CreateFunction { .. } => (Section::AddedFunction, ""),
+        Step::DropFunction { .. } => (Section::RemovedFunction, ""),
+        Step::RedefineFunction { name } => (Section::ChangedFunction, name),
         Step::CreateView { .. } => (Section::AddedView, ""),
         Step::RedefineView { name }
         | Step::CreateViewIndex { view: name, .. }
@@ -83,6 +94,9 @@ pub(super) fn header(section: Section, name: &str) -> String {
         Section::DroppedExtension => "\n[-] Removed extensions\n".to_owned(),
         Section::AddedView => "\n[+] Added views\n".to_owned(),
         Section::ChangedView => format!("\n[*] Changed the `{name}` view\n"),
+        Section::AddedFunction => "\n[+] Added functions\n".to_owned(),
+        Section::RemovedFunction => "\n[-] Removed functions\n".to_owned(),
+        Section::ChangedFunction => format!("\n[*] Changed the `{name}` function\n"),
     }
 }
 
@@ -155,6 +169,19 @@ pub(super) fn item_lines(step: &Step, out: &mut String) {
             let _ = writeln!(out, "  [*] Renamed index `{from}` to `{to}`");
         }
         Step::RedefineView { .. } => out.push_str("  [*] Redefined the view\n"),
+        Step::CreateFunction { name } | Step::DropFunction { name } => {
+            let _ = writeln!(out, "  - {name}");
+        }
+        Step::RedefineFunction { .. } => out.push_str("  [*] Redefined the function\n"),
+        Step::CreateTrigger { trigger, .. } => {
+            let _ = writeln!(out, "  [+] Added trigger `{}`", trigger.name);
+        }
+        Step::DropTrigger { trigger, .. } => {
+            let _ = writeln!(out, "  [-] Removed trigger `{}`", trigger.name);
+        }
+        Step::RedefineTrigger { trigger, .. } => {
+            let _ = writeln!(out, "  [*] Redefined trigger `{}`", trigger.name);
+        }
         Step::AlterTable { changes, .. } => {
             for change in changes {
                 match change {

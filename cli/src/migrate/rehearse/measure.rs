@@ -36,6 +36,8 @@ use crate::migrate::session::describe_pg_error;
 use crate::migrate::settings::MigrateSettings;
 use crate::migrate::statements::{self, Located, Plan};
 
+use super::workload::Waited;
+
 /// Pause between two samples of `pg_locks` while a statement runs.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(2);
 
@@ -175,6 +177,16 @@ pub struct StatementRun {
     /// Rules of `gcbb db lint --rules` it breaks, allowed or not.
     pub lint_rules: Vec<&'static str>,
     pub error: Option<Failure>,
+    /// When it was sent (the workload's queries are attributed by it).
+    #[serde(skip)]
+    pub started: Option<Instant>,
+    /// The longest a reader of the workload waited while this statement ran.
+    pub reader_wait: Option<Waited>,
+    /// The longest a writer of the workload waited while this statement ran.
+    pub writer_wait: Option<Waited>,
+    /// The same statement written not to block writes, for an index built or dropped without
+    /// `CONCURRENTLY`.
+    pub concurrently: Option<String>,
 }
 
 impl StatementRun {
@@ -565,7 +577,7 @@ impl Runner<'_> {
         Ok(run)
     }
 
-    fn statement_run(stmt: &Located, took: Duration) -> StatementRun {
+    fn statement_run(stmt: &Located, started: Instant, took: Duration) -> StatementRun {
         StatementRun {
             line: stmt.line,
             statement: lint::excerpt(&stmt.body),
@@ -576,6 +588,10 @@ impl Runner<'_> {
             indexes_built: Vec::new(),
             lint_rules: Vec::new(),
             error: None,
+            started: Some(started),
+            reader_wait: None,
+            writer_wait: None,
+            concurrently: statements::concurrently_rewrite(&stmt.body),
         }
     }
 
@@ -603,7 +619,7 @@ impl Runner<'_> {
             let result = self.client.simple_query(&stmt.sql).await;
             let t1 = Instant::now();
             let mut seen = self.seen_since(t0);
-            let mut run = Self::statement_run(stmt, t1 - t0);
+            let mut run = Self::statement_run(stmt, t0, t1 - t0);
             match result {
                 Ok(messages) => {
                     // Still held until COMMIT: this sample sees every lock the statement took.
@@ -685,7 +701,7 @@ impl Runner<'_> {
         if builds_index.is_some() {
             history::set_lock_timeout(self.client, self.settings.lock_timeout).await?;
         }
-        let mut run = Self::statement_run(&located, t1 - t0);
+        let mut run = Self::statement_run(&located, t0, t1 - t0);
         // Released when the statement ended: only the sampler saw them.
         let seen = self.seen_since(t0);
         for mut lock in self.new_locks(&mut HashMap::new(), seen) {

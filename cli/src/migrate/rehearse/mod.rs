@@ -6,15 +6,19 @@
 //! fails on rows nobody knew about. So a rehearsal copies the target ([`copy`]), applies the
 //! pending migrations to the copy exactly as `deploy` would, under the same advisory lock and
 //! `lock_timeout`, recording each statement's time, locks, rewrites, rows and index builds
-//! ([`measure`]), then runs `verify` and `drift` on the copy, and judges the figures against a
-//! lock budget ([`verdict`]); [`report`] words it. The target is only read: every session this
+//! ([`measure`]) while a workload of production's hot queries runs beside them and records how
+//! long each query waited ([`workload`]), times the hot queries before and after ([`speed`]),
+//! then runs `verify` and `drift` on the copy, and judges the figures against a budget
+//! ([`verdict`]); [`report`] words it. The target is only read: every session this
 //! module opens to it is read-only (`default_transaction_read_only`), and `--into` a database
 //! that is the target is refused, by URL and by sight of the session itself.
 
 pub mod copy;
 pub mod measure;
 pub mod report;
+pub mod speed;
 pub mod verdict;
+pub mod workload;
 
 use std::path::Path;
 
@@ -28,13 +32,16 @@ pub use measure::{
     Failure, IndexBuilt, LockHeld, LockMode, MigrationRun, Rewrite, Sizes, StatementRun,
 };
 pub use report::render_text;
+pub use speed::{QuerySpeed, Regression, SpeedBudget, Timing};
 pub use verdict::{parse_size, Breach, Budget, Safer, Verdict};
+pub use workload::{Role, Waited, WorkloadReport};
 
 use super::apply::{is_recorded, with_lock};
 use super::error::MigrateError;
 use super::files::{self, LocalMigration};
 use super::history::{self, MigrationRow};
 use super::lint_gate::{blocking_findings, lint_context, lint_migrations};
+use super::neon::{self, NeonClient};
 use super::settings::MigrateSettings;
 use super::statements::{self, Plan};
 use super::verify::{self, Problem, VerifyReport};
@@ -55,6 +62,11 @@ pub struct RehearseOptions {
     pub scratch_server: Option<DbConfig>,
     /// A shadow database for the drift step, used when a temporary one cannot be created.
     pub shadow: Option<DbConfig>,
+    /// Run production's queries beside the migrations (readers and writers) and judge how long
+    /// they waited; `false` with `--no-workload`.
+    pub workload: bool,
+    /// Reader sessions of the workload.
+    pub readers: usize,
 }
 
 impl Default for RehearseOptions {
@@ -66,8 +78,18 @@ impl Default for RehearseOptions {
             budget: Budget::default(),
             scratch_server: None,
             shadow: None,
+            workload: true,
+            readers: workload::DEFAULT_READERS,
         }
     }
+}
+
+/// A hot query before and after the migrations, and what the verdict holds against it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeedRow {
+    #[serde(flatten)]
+    pub speed: QuerySpeed,
+    pub regressions: Vec<Regression>,
 }
 
 /// The copy a rehearsal ran on.
@@ -81,6 +103,17 @@ pub struct CopyReport {
     pub kept: bool,
     /// Given with `--into` rather than made.
     pub given: bool,
+    /// The Neon branch made for the rehearsal (`--neon-branch`).
+    pub neon_branch: Option<NeonBranchReport>,
+}
+
+/// A Neon branch a rehearsal made through Neon's API.
+#[derive(Debug, Clone, Serialize)]
+pub struct NeonBranchReport {
+    pub id: String,
+    pub name: String,
+    /// Deleted afterwards (false only when the delete call failed: the report says so).
+    pub deleted: bool,
 }
 
 /// Drift between the copy and the migrations directory, after the run.
@@ -104,6 +137,10 @@ pub struct RehearsalReport {
     pub pending: Vec<String>,
     pub copy: Option<CopyReport>,
     pub migrations: Vec<MigrationRun>,
+    /// What the workload's queries saw while the migrations ran (`None`: no workload).
+    pub workload: Option<WorkloadReport>,
+    /// Hot queries timed before and after the migrations (empty: not measured, see `notes`).
+    pub speed: Vec<SpeedRow>,
     /// Lint errors for which `deploy` would refuse the pending files.
     pub lint_refusals: Vec<String>,
     /// `verify` on the copy after the run (`None`: not run; see `notes`).
@@ -126,6 +163,8 @@ impl RehearsalReport {
             pending: Vec::new(),
             copy: None,
             migrations: Vec::new(),
+            workload: None,
+            speed: Vec::new(),
             lint_refusals: Vec::new(),
             verify: None,
             verify_regressions: Vec::new(),
@@ -311,6 +350,7 @@ pub async fn rehearse(
         seconds: copy.seconds,
         kept: options.keep || !copy.is_owned(),
         given: !copy.is_owned(),
+        neon_branch: None,
     });
 
     let outcome = rehearse_on(&copy, dir, &local, &facts, settings, options, &mut report).await;
@@ -340,13 +380,138 @@ pub async fn rehearse(
             list_or_none(&target_names)
         ));
     }
+    let speed: Vec<(QuerySpeed, Vec<Regression>)> = report
+        .speed
+        .iter()
+        .map(|r| (r.speed.clone(), r.regressions.clone()))
+        .collect();
     report.verdict = verdict::judge(
-        &report.migrations,
+        &verdict::Findings {
+            runs: &report.migrations,
+            schema_only: options.schema_only,
+            lint_refusals: &report.lint_refusals,
+            verify_regressions: &report.verify_regressions,
+            speed: &speed,
+        },
         &options.budget,
-        options.schema_only,
-        &report.lint_refusals,
-        &report.verify_regressions,
     );
+    Ok(report)
+}
+
+/// Rehearses in a Neon branch of the target made for it through Neon's API (the copy a Neon
+/// production has, copy-on-write, in seconds), then deletes the branch: when the rehearsal passes,
+/// fails or errs, and when `interrupt` completes first (Ctrl-C). With nothing pending no branch is
+/// made. `options.source` is not read.
+pub async fn rehearse_in_neon_branch(
+    target: &DbConfig,
+    dir: &Path,
+    settings: &MigrateSettings,
+    options: &RehearseOptions,
+    neon: &NeonClient,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<RehearsalReport, MigrateError> {
+    tokio::pin!(interrupt);
+    let local = files::load_migrations(dir)?;
+    {
+        let probe = format!(
+            "gcbb db rehearse {}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let client = connect_read_only(target, &probe).await?;
+        let facts = read_target(&client).await?;
+        let pending = pending_of(&local, &facts.rows);
+        refuse_as_deploy(&facts.rows, &pending)?;
+        if pending.is_empty() {
+            return Ok(RehearsalReport::new(target, local.len(), options));
+        }
+    }
+    let name = neon::branch_name(target);
+    let made: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
+    let started = std::time::Instant::now();
+    let created = {
+        let recorder = made.clone();
+        let create = neon.create_branch(&name, target, move |id| {
+            *recorder.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_owned());
+        });
+        tokio::select! {
+            created = create => created?,
+            () = &mut interrupt => {
+                let id = made.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let cleaned = match id {
+                    Some(id) => neon.delete_branch(&id).await.map(|()| format!("the branch {id} was deleted")),
+                    None => neon.delete_named(&name).await.map(|found| match found {
+                        Some(id) => format!("the branch {id} was deleted"),
+                        None => "no branch was made yet".to_owned(),
+                    }),
+                };
+                return Err(MigrateError::Interrupted(match cleaned {
+                    Ok(what) => format!("while the Neon branch {name} was being made; {what}"),
+                    Err(e) => format!("while the Neon branch {name} was being made; {e}"),
+                }));
+            }
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let into = RehearseOptions {
+        source: Source::Into(created.db.clone()),
+        ..options.clone()
+    };
+    let outcome = tokio::select! {
+        r = rehearse(target, dir, settings, &into) => Some(r),
+        () = &mut interrupt => None,
+    };
+    let deleted = neon.delete_branch(&created.id).await;
+    let mut report = match (outcome, deleted) {
+        (None, Ok(())) => {
+            return Err(MigrateError::Interrupted(format!(
+                "the rehearsal in the Neon branch {} ({}) was stopped; the branch was deleted",
+                created.name, created.id
+            )))
+        }
+        (None, Err(e)) => {
+            return Err(MigrateError::Interrupted(format!(
+                "the rehearsal in the Neon branch {} ({}) was stopped; {e}",
+                created.name, created.id
+            )))
+        }
+        (Some(Err(e)), Ok(())) => {
+            return Err(MigrateError::Rehearse(format!(
+                "{e}\n(in the Neon branch {} ({}), which was deleted)",
+                created.name, created.id
+            )))
+        }
+        (Some(Err(e)), Err(d)) => {
+            return Err(MigrateError::Rehearse(format!(
+                "{e}\n(in the Neon branch {} ({}); {d})",
+                created.name, created.id
+            )))
+        }
+        (Some(Ok(report)), deleted) => {
+            let mut report = report;
+            if let Err(d) = &deleted {
+                report.notes.push(d.to_string());
+            }
+            if let Some(copy) = report.copy.as_mut() {
+                copy.neon_branch = Some(NeonBranchReport {
+                    id: created.id.clone(),
+                    name: created.name.clone(),
+                    deleted: deleted.is_ok(),
+                });
+            }
+            report
+        }
+    };
+    if let Some(copy) = report.copy.as_mut() {
+        copy.made_by = format!(
+            "Neon branch {} ({}) of project {}, made through the Neon API",
+            created.name,
+            created.id,
+            neon.project_id()
+        );
+        copy.seconds = seconds;
+        copy.given = false;
+        copy.kept = !copy.neon_branch.as_ref().is_some_and(|b| b.deleted);
+    }
     Ok(report)
 }
 
@@ -372,7 +537,7 @@ async fn rehearse_on(
     report: &mut RehearsalReport,
 ) -> Result<(), MigrateError> {
     let client = session::connect(&copy.db).await?;
-    let verify_before = with_lock(&client, settings, async {
+    let (verify_before, speed_before) = with_lock(&client, settings, async {
         // `deploy_locked`'s checks, on the copy's own history.
         if !history::migrations_table_exists(&client).await? {
             if !history::schema_is_empty(&client).await? {
@@ -385,20 +550,30 @@ async fn rehearse_on(
         refuse_as_deploy(&rows, &pending)?;
         report.pending = pending.iter().map(|m| m.name.clone()).collect();
         if pending.is_empty() {
-            return Ok(None);
+            return Ok((None, None));
         }
         let findings = lint_migrations(&pending, &facts.lint)?;
         report.lint_refusals = blocking_findings(&findings)
             .into_iter()
             .map(ToString::to_string)
             .collect();
-        let verify_before = if options.schema_only {
-            None
+        let (verify_before, speed_before) = if options.schema_only {
+            (None, None)
         } else {
-            Some(verify::verify_with(&client, &gcbb::db::hot_queries()).await?)
+            (
+                Some(verify::verify_with(&client, &gcbb::db::hot_queries()).await?),
+                Some(speed::measure_all(&client).await?),
+            )
         };
         let watcher = session::connect(&copy.db).await?;
-        report.migrations = measure::run_pending(
+        let load = if options.workload {
+            let load = workload::start(&copy.db, options.readers).await?;
+            tokio::time::sleep(workload::WARM_UP).await;
+            Some(load)
+        } else {
+            None
+        };
+        let ran = measure::run_pending(
             measure::RunContext {
                 client: &client,
                 watcher,
@@ -408,8 +583,24 @@ async fn rehearse_on(
             },
             &pending,
         )
-        .await?;
-        Ok(verify_before)
+        .await;
+        let ended = std::time::Instant::now();
+        // Stopped whatever happened, so no session outlives the run.
+        let samples = match load {
+            Some(load) => Some((load.readers, load.writes.clone(), load.stop().await)),
+            None => None,
+        };
+        report.migrations = ran?;
+        if let Some((readers, writes, samples)) = samples {
+            report.workload = Some(workload::attribute(
+                &mut report.migrations,
+                &samples,
+                ended,
+                readers,
+                writes,
+            ));
+        }
+        Ok((verify_before, speed_before))
     })
     .await?;
     if report.pending.is_empty() {
@@ -418,7 +609,7 @@ async fn rehearse_on(
     if report.migrations.iter().any(|m| !m.applied) {
         report
             .notes
-            .push("verify and drift were skipped: a migration failed on the copy".to_owned());
+            .push("verify, drift and the hot queries' times after were skipped: a migration failed on the copy".to_owned());
         return Ok(());
     }
     match verify_before {
@@ -431,6 +622,18 @@ async fn rehearse_on(
              empty tables (locks and rewrites are real)"
                 .to_owned(),
         ),
+    }
+    if let Some(before) = speed_before {
+        let after = speed::measure_all(&client).await?;
+        let rows = speed::row_estimates(&client).await?;
+        let rows_of = |rel: &str| rows.iter().find(|(r, _)| r == rel).map(|(_, n)| *n);
+        report.speed = speed::pair(before, after)
+            .into_iter()
+            .map(|q| SpeedRow {
+                regressions: speed::regressions(&q, &options.budget.speed, rows_of),
+                speed: q,
+            })
+            .collect();
     }
     drop(client);
     run_drift(copy, dir, options, report).await;

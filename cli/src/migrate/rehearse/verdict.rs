@@ -1,43 +1,59 @@
 //! The verdict of a rehearsal: which of its figures stop a deploy, and what to write instead.
 //!
-//! A deploy is stopped by what would hurt production when it runs there: an ACCESS EXCLUSIVE lock
-//! (no reads, no writes) held longer than the budget on a table big enough to matter; optionally
-//! a write-blocking lock held too long; a statement that failed on the copy's data; a lint error
-//! (`deploy` would refuse the file anyway); and a hot query the migrations left without its index.
+//! A deploy is stopped by what would hurt production when it runs there: a query of the workload
+//! (a reader or a writer of production's hot queries) that waited longer than `max_blocked_ms`
+//! while a migration ran; an ACCESS EXCLUSIVE lock (no reads, no writes) held longer than
+//! `max_lock_ms`, or a lock that blocks writes held longer than `max_write_lock_ms`, on a table big
+//! enough to matter; a statement that failed on the copy's data; a lint error (`deploy` would
+//! refuse the file anyway); a hot query the migrations left without its index; and a hot query
+//! slower after the migrations than before, beyond the speed budget.
 //! Small tables are not judged: their locks are short whatever the statement, and a new table has
 //! no traffic to block. The safer rewrite comes from the lint rules the statement breaks, allowed
 //! or not: an allow records a reviewer's judgement, and the rehearsal is what checks it.
 
 use serde::Serialize;
 
-use super::measure::{LockMode, MigrationRun, StatementRun};
+use super::measure::{LockHeld, LockMode, MigrationRun, StatementRun};
+use super::speed::{QuerySpeed, Regression, SpeedBudget};
+use super::workload::{Role, Waited};
 use crate::migrate::lint;
 
 /// Default of `--max-lock-ms`: a few hundred milliseconds is what a request queued behind the
 /// lock can absorb without timing out.
 pub const DEFAULT_MAX_LOCK_MS: u64 = 300;
 
+/// Default of `--max-write-lock-ms`: a chat reply's insert that waits a second is already felt.
+pub const DEFAULT_MAX_WRITE_LOCK_MS: u64 = 1000;
+
+/// Default of `--max-blocked-ms`: the longest a query of the workload may wait.
+pub const DEFAULT_MAX_BLOCKED_MS: u64 = 1000;
+
 /// Default of `--min-table-size`: 1 MiB.
 pub const DEFAULT_MIN_TABLE_BYTES: i64 = 1 << 20;
 
 /// What a rehearsal allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Budget {
+    /// Longest a query of the workload may wait while a migration runs.
+    pub max_blocked_ms: u64,
     /// Longest ACCESS EXCLUSIVE lock on a judged table.
     pub max_lock_ms: u64,
-    /// Longest SHARE, SHARE ROW EXCLUSIVE or EXCLUSIVE lock (they stop writes) on a judged
-    /// table; `None`: not judged.
-    pub max_write_lock_ms: Option<u64>,
+    /// Longest SHARE, SHARE ROW EXCLUSIVE or EXCLUSIVE lock (they stop writes) on a judged table.
+    pub max_write_lock_ms: u64,
     /// Tables smaller than this on the target are not judged.
     pub min_table_bytes: i64,
+    /// How much slower a hot query may get.
+    pub speed: SpeedBudget,
 }
 
 impl Default for Budget {
     fn default() -> Self {
         Budget {
+            max_blocked_ms: DEFAULT_MAX_BLOCKED_MS,
             max_lock_ms: DEFAULT_MAX_LOCK_MS,
-            max_write_lock_ms: None,
+            max_write_lock_ms: DEFAULT_MAX_WRITE_LOCK_MS,
             min_table_bytes: DEFAULT_MIN_TABLE_BYTES,
+            speed: SpeedBudget::default(),
         }
     }
 }
@@ -78,6 +94,34 @@ pub enum Breach {
         /// The statement rewrote this table.
         rewrote: bool,
         safer: Vec<Safer>,
+        /// The statement written with `CONCURRENTLY`, when that is the fix.
+        rewrite: Option<String>,
+    },
+    /// A query of the workload waited longer than `max_blocked_ms` while a migration ran.
+    QueryBlocked {
+        migration: String,
+        /// The statement running when the query was sent.
+        line: usize,
+        statement: String,
+        role: Role,
+        query: String,
+        waited_ms: f64,
+        budget_ms: u64,
+        /// The lock of the file's transaction that blocks this role, when the sampler saw one:
+        /// `SHARE on "Message"`, and the line of the statement that took it.
+        lock: Option<String>,
+        lock_line: Option<usize>,
+        safer: Vec<Safer>,
+        rewrite: Option<String>,
+    },
+    /// A hot query slower after the migrations than before, beyond the speed budget.
+    QueryRegressed {
+        query: String,
+        before_ms: f64,
+        after_ms: f64,
+        before_plan: Vec<String>,
+        after_plan: Vec<String>,
+        regressions: Vec<Regression>,
     },
     /// A schema-only rehearsal saw a judged table rewritten: the copy is empty, so the time
     /// says nothing, but on the target the rewrite reads and writes every byte of the table.
@@ -111,23 +155,27 @@ pub struct Verdict {
     pub breaches: Vec<Breach>,
 }
 
-/// Judges the runs of a rehearsal against `budget`.
-pub fn judge(
-    runs: &[MigrationRun],
-    budget: &Budget,
-    schema_only: bool,
-    lint_refusals: &[String],
-    verify_regressions: &[String],
-) -> Verdict {
+/// What a rehearsal found, to be judged.
+pub struct Findings<'a> {
+    pub runs: &'a [MigrationRun],
+    pub schema_only: bool,
+    pub lint_refusals: &'a [String],
+    pub verify_regressions: &'a [String],
+    /// Hot queries before and after, with their regressions against the budget.
+    pub speed: &'a [(QuerySpeed, Vec<Regression>)],
+}
+
+/// Judges the findings of a rehearsal against `budget`.
+pub fn judge(findings: &Findings<'_>, budget: &Budget) -> Verdict {
     let mut breaches = Vec::new();
-    if !lint_refusals.is_empty() {
+    if !findings.lint_refusals.is_empty() {
         breaches.push(Breach::LintRefused {
-            findings: lint_refusals.to_vec(),
+            findings: findings.lint_refusals.to_vec(),
         });
     }
-    for run in runs {
+    for run in findings.runs {
         for s in &run.statements {
-            judge_statement(&run.name, s, budget, schema_only, &mut breaches);
+            judge_statement(&run.name, s, budget, findings.schema_only, &mut breaches);
         }
         if let Some(e) = &run.error {
             breaches.push(Breach::Failed {
@@ -138,15 +186,101 @@ pub fn judge(
                 message: e.message.clone(),
             });
         }
+        for role in [Role::Reader, Role::Writer] {
+            judge_waits(run, role, budget, &mut breaches);
+        }
     }
-    if !verify_regressions.is_empty() {
+    if !findings.verify_regressions.is_empty() {
         breaches.push(Breach::VerifyRegressed {
-            problems: verify_regressions.to_vec(),
+            problems: findings.verify_regressions.to_vec(),
+        });
+    }
+    for (q, regressions) in findings.speed {
+        if regressions.is_empty() {
+            continue;
+        }
+        let (Ok(before), Ok(after)) = (&q.before, &q.after) else {
+            continue;
+        };
+        breaches.push(Breach::QueryRegressed {
+            query: q.query.to_owned(),
+            before_ms: before.median_ms,
+            after_ms: after.median_ms,
+            before_plan: before.plan.clone(),
+            after_plan: after.plan.clone(),
+            regressions: regressions.clone(),
         });
     }
     Verdict {
         passed: breaches.is_empty(),
         breaches,
+    }
+}
+
+/// The longest wait of `role` in one migration, over the budget: one breach, naming the statement
+/// that was running when that query was sent and the lock that held it (taken by that statement
+/// or, in a transaction, by an earlier one: locks are held until `COMMIT`).
+fn judge_waits(run: &MigrationRun, role: Role, budget: &Budget, out: &mut Vec<Breach>) {
+    let wait_of = |s: &StatementRun| -> Option<Waited> {
+        match role {
+            Role::Reader => s.reader_wait.clone(),
+            Role::Writer => s.writer_wait.clone(),
+        }
+    };
+    let Some((at, waited)) = run
+        .statements
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| wait_of(s).map(|w| (i, w)))
+        .max_by(|a, b| a.1.ms.total_cmp(&b.1.ms))
+    else {
+        return;
+    };
+    if waited.ms <= budget.max_blocked_ms as f64 {
+        return;
+    }
+    let blocks = |lock: &LockHeld| match role {
+        Role::Reader => lock.mode == LockMode::AccessExclusive,
+        Role::Writer => lock.mode.blocks_writes(),
+    };
+    // In autocommit a statement's locks end with it: only its own count.
+    let earliest = if run.transaction { 0 } else { at };
+    let culprit = run.statements[earliest..=at]
+        .iter()
+        .rev()
+        .flat_map(|s| s.locks.iter().filter(|l| blocks(l)).map(move |l| (s, l)))
+        .max_by_key(|(_, l)| l.mode);
+    let statement = &run.statements[at];
+    let (fix_from, lock) = match culprit {
+        Some((s, l)) => (
+            s,
+            Some((
+                format!("{} on {}", l.mode.name(), quoted(&l.schema, &l.table)),
+                s.line,
+            )),
+        ),
+        None => (statement, None),
+    };
+    out.push(Breach::QueryBlocked {
+        migration: run.name.clone(),
+        line: statement.line,
+        statement: statement.statement.clone(),
+        role,
+        query: waited.query.to_owned(),
+        waited_ms: waited.ms,
+        budget_ms: budget.max_blocked_ms,
+        lock_line: lock.as_ref().map(|l| l.1),
+        lock: lock.map(|l| l.0),
+        safer: safer(fix_from, false),
+        rewrite: fix_from.concurrently.clone(),
+    });
+}
+
+fn quoted(schema: &str, table: &str) -> String {
+    if schema == "public" {
+        format!("\"{table}\"")
+    } else {
+        format!("\"{schema}\".\"{table}\"")
     }
 }
 
@@ -173,7 +307,7 @@ fn judge_statement(
     for lock in &s.locks {
         let limit = match lock.mode {
             LockMode::AccessExclusive => Some(budget.max_lock_ms),
-            mode if mode.blocks_writes() => budget.max_write_lock_ms,
+            mode if mode.blocks_writes() => Some(budget.max_write_lock_ms),
             _ => None,
         };
         let Some(limit) = limit else { continue };
@@ -196,6 +330,7 @@ fn judge_statement(
             table_bytes: lock.table_bytes,
             rewrote,
             safer: safer(s, rewrote),
+            rewrite: s.concurrently.clone(),
         });
     }
     if schema_only {
@@ -305,7 +440,24 @@ mod tests {
             indexes_built: Vec::new(),
             lint_rules: rules,
             error: None,
+            started: None,
+            reader_wait: None,
+            writer_wait: None,
+            concurrently: None,
         }
+    }
+
+    fn judge_runs(runs: &[MigrationRun], budget: &Budget, schema_only: bool) -> Verdict {
+        judge(
+            &Findings {
+                runs,
+                schema_only,
+                lint_refusals: &[],
+                verify_regressions: &[],
+                speed: &[],
+            },
+            budget,
+        )
     }
 
     fn run(statements: Vec<StatementRun>) -> Vec<MigrationRun> {
@@ -327,7 +479,7 @@ mod tests {
             24 << 20,
             vec!["alter-column-type"],
         )]);
-        let verdict = judge(&runs, &Budget::default(), false, &[], &[]);
+        let verdict = judge_runs(&runs, &Budget::default(), false);
         assert!(!verdict.passed);
         let Breach::LockOverBudget { rewrote, safer, .. } = &verdict.breaches[0] else {
             panic!("{:?}", verdict.breaches)
@@ -343,22 +495,146 @@ mod tests {
         for s in [
             statement(LockMode::AccessExclusive, 299.0, 24 << 20, vec![]),
             statement(LockMode::AccessExclusive, 5000.0, 8192, vec![]),
-            statement(LockMode::Share, 5000.0, 24 << 20, vec![]),
+            statement(LockMode::Share, 999.0, 24 << 20, vec![]),
+            statement(LockMode::ShareUpdateExclusive, 60_000.0, 24 << 20, vec![]),
         ] {
-            assert!(judge(&run(vec![s]), &budget, false, &[], &[]).passed);
+            assert!(judge_runs(&run(vec![s]), &budget, false).passed);
         }
-        let strict = Budget {
-            max_write_lock_ms: Some(1000),
-            ..budget
-        };
-        let verdict = judge(
-            &run(vec![statement(LockMode::Share, 5000.0, 24 << 20, vec![])]),
-            &strict,
-            false,
-            &[],
-            &[],
+    }
+
+    #[test]
+    fn a_write_blocking_lock_over_a_second_fails_by_default_with_the_concurrently_rewrite() {
+        let mut s = statement(
+            LockMode::Share,
+            16_500.0,
+            600 << 20,
+            vec!["create-index-not-concurrently"],
         );
-        assert!(!verdict.passed);
+        s.rewrites.clear();
+        s.concurrently = Some("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c)".to_owned());
+        let verdict = judge_runs(&run(vec![s]), &Budget::default(), false);
+        let [Breach::LockOverBudget {
+            budget_ms,
+            rewrite,
+            safer,
+            ..
+        }] = &verdict.breaches[..]
+        else {
+            panic!("{:?}", verdict.breaches)
+        };
+        assert_eq!(*budget_ms, DEFAULT_MAX_WRITE_LOCK_MS);
+        assert_eq!(
+            rewrite.as_deref(),
+            Some("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c)")
+        );
+        assert_eq!(safer[0].rule, Some("create-index-not-concurrently"));
+    }
+
+    #[test]
+    fn a_writer_blocked_behind_an_earlier_statements_lock_names_that_statement_and_its_lock() {
+        let mut index = statement(
+            LockMode::Share,
+            900.0,
+            64 << 10,
+            vec!["create-index-not-concurrently"],
+        );
+        index.line = 9;
+        index.rewrites.clear();
+        index.concurrently = Some("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (c)".to_owned());
+        index.writer_wait = Some(Waited {
+            query: "messages.insert",
+            ms: 800.0,
+        });
+        let mut later = statement(LockMode::Share, 0.0, 0, vec![]);
+        later.line = 13;
+        later.locks.clear();
+        later.rewrites.clear();
+        later.writer_wait = Some(Waited {
+            query: "messages.insert",
+            ms: 1500.0,
+        });
+        later.reader_wait = Some(Waited {
+            query: "messages.recent",
+            ms: 2.0,
+        });
+        let runs = run(vec![index, later]);
+        let verdict = judge_runs(&runs, &Budget::default(), false);
+        let [Breach::QueryBlocked {
+            line,
+            role,
+            query,
+            waited_ms,
+            lock,
+            lock_line,
+            rewrite,
+            ..
+        }] = &verdict.breaches[..]
+        else {
+            panic!("{:?}", verdict.breaches)
+        };
+        assert_eq!(
+            (*line, *role, query.as_str()),
+            (13, Role::Writer, "messages.insert")
+        );
+        assert_eq!(*waited_ms, 1500.0);
+        assert_eq!(lock.as_deref(), Some("SHARE on \"Message\""));
+        assert_eq!(*lock_line, Some(9));
+        assert!(rewrite
+            .as_deref()
+            .is_some_and(|r| r.contains("CONCURRENTLY")));
+        // Within the budget: nothing.
+        let relaxed = Budget {
+            max_blocked_ms: 2000,
+            ..Budget::default()
+        };
+        assert!(judge_runs(&runs, &relaxed, false).passed);
+    }
+
+    #[test]
+    fn a_hot_query_slower_after_the_migrations_fails_with_both_timings_and_plans() {
+        use super::super::speed::Timing;
+        let timing = |ms: f64, plan: &str| Timing {
+            median_ms: ms,
+            min_ms: ms,
+            runs: 7,
+            plan: vec![plan.to_owned()],
+            indexed: Vec::new(),
+            sequential: Vec::new(),
+        };
+        let q = QuerySpeed {
+            query: "messages.recent",
+            before: Ok(timing(0.4, "Index Scan using i on \"Message\"")),
+            after: Ok(timing(120.0, "Seq Scan on \"Message\"")),
+        };
+        let speed = vec![(
+            q,
+            vec![Regression::IndexScanTurnedSequential {
+                relation: "Message".to_owned(),
+            }],
+        )];
+        let verdict = judge(
+            &Findings {
+                runs: &[],
+                schema_only: false,
+                lint_refusals: &[],
+                verify_regressions: &[],
+                speed: &speed,
+            },
+            &Budget::default(),
+        );
+        let [Breach::QueryRegressed {
+            before_ms,
+            after_ms,
+            before_plan,
+            after_plan,
+            ..
+        }] = &verdict.breaches[..]
+        else {
+            panic!("{:?}", verdict.breaches)
+        };
+        assert_eq!((*before_ms, *after_ms), (0.4, 120.0));
+        assert_eq!(before_plan[0], "Index Scan using i on \"Message\"");
+        assert_eq!(after_plan[0], "Seq Scan on \"Message\"");
     }
 
     #[test]
@@ -369,7 +645,7 @@ mod tests {
             24 << 20,
             vec![],
         )]);
-        let verdict = judge(&runs, &Budget::default(), true, &[], &[]);
+        let verdict = judge_runs(&runs, &Budget::default(), true);
         assert!(matches!(
             &verdict.breaches[..],
             [Breach::RewriteOfLargeTable { safer, .. }] if safer[0].fix == REWRITE_ADVICE
@@ -378,11 +654,21 @@ mod tests {
 
     #[test]
     fn lint_refusals_and_verify_regressions_fail_the_verdict() {
-        let verdict = judge(&[], &Budget::default(), false, &["x".to_owned()], &[]);
-        assert!(!verdict.passed);
-        let verdict = judge(&[], &Budget::default(), false, &[], &["y".to_owned()]);
-        assert!(!verdict.passed);
-        assert!(judge(&[], &Budget::default(), false, &[], &[]).passed);
+        let with = |lint: &[String], verify: &[String]| {
+            judge(
+                &Findings {
+                    runs: &[],
+                    schema_only: false,
+                    lint_refusals: lint,
+                    verify_regressions: verify,
+                    speed: &[],
+                },
+                &Budget::default(),
+            )
+        };
+        assert!(!with(&["x".to_owned()], &[]).passed);
+        assert!(!with(&[], &["y".to_owned()]).passed);
+        assert!(with(&[], &[]).passed);
     }
 
     #[test]
