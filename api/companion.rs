@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), vercel_runtime::Error> {
-    gcbb::platform::runtime::serve(gcbb::companion::router).await
+    gcbb::platform::runtime::serve(&gcbb::routes::COMPANION).await
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), vercel_runtime::Error> {
-    gcbb::platform::runtime::serve(gcbb::dashboard::router).await
+    gcbb::platform::runtime::serve(&gcbb::routes::DASHBOARD).await
 }

@@ -7,51 +7,57 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::extract::Request;
 use axum::http::Uri;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
+use axum::routing::MethodRouter;
 use axum::Router;
+use futures_util::future::Either;
 use serde::Deserialize;
-use tower::ServiceExt;
+use tower::Service;
 
 use crate::platform::app::App;
 use crate::platform::cors::Cors;
 use crate::platform::error::ApiError;
-use crate::platform::routing::function_layers;
+use crate::platform::routing::FunctionService;
+use crate::platform::telemetry::RouteName;
 
-/// One Vercel function: `api/<name>.rs`, served at `/api/<name>`, and its feature's router.
-pub struct Function {
-    pub name: &'static str,
-    pub router: fn(Arc<App>) -> Router,
-}
+/// Each shim in `api/` (and in `lambda/functions/`) serves one of these functions.
+pub use crate::platform::routing::Function;
 
-/// All functions, in the order `gcbb dev` prints them. Each shim in `api/` names the same router.
-pub const FUNCTIONS: &[Function] = &[
-    Function {
-        name: "health",
-        router: crate::health::router,
-    },
-    Function {
-        name: "dashboard",
-        router: crate::dashboard::router,
-    },
-    Function {
-        name: "chat",
-        router: crate::chat::router,
-    },
-    Function {
-        name: "group-chat",
-        router: crate::chat::group::router,
-    },
-    Function {
-        name: "companion",
-        router: crate::companion::router,
-    },
-    Function {
-        name: "refresh",
-        router: crate::refresh::router,
-    },
-];
+pub const HEALTH: Function = Function {
+    name: "health",
+    router: crate::health::router,
+};
+pub const DASHBOARD: Function = Function {
+    name: "dashboard",
+    router: crate::dashboard::router,
+};
+pub const CHAT: Function = Function {
+    name: "chat",
+    router: crate::chat::router,
+};
+pub const GROUP_CHAT: Function = Function {
+    name: "group-chat",
+    router: crate::chat::group::router,
+};
+pub const COMPANION: Function = Function {
+    name: "companion",
+    router: crate::companion::router,
+};
+pub const REFRESH: Function = Function {
+    name: "refresh",
+    router: crate::refresh::router,
+};
+
+/// All functions, in the order `gcbb dev` prints them.
+pub const FUNCTIONS: &[Function] = &[HEALTH, DASHBOARD, CHAT, GROUP_CHAT, COMPANION, REFRESH];
 
 /// The parts of `vercel.json` that routing needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -104,17 +110,18 @@ impl Rewrites {
         }
     }
 
-    /// The function `uri` reaches and the URI it sees: through a rewrite, with the source's
-    /// parameters appended to the query string and the original path kept (as Vercel delivers
-    /// it), or directly at `/api/<name>`, unchanged. Whether a function of that name exists is
+    /// The function `uri` reaches and the URI it sees when that is another: through a rewrite,
+    /// with the source's parameters appended to the query string and the original path kept (as
+    /// Vercel delivers it); `None` when it sees `uri` as it is (directly at `/api/<name>`, or a
+    /// rewrite without parameters). Whether a function of that name exists is
     /// the caller's to check: this names no function, so a binary that resolves paths links
     /// no feature it doesn't serve.
-    pub fn resolve<'a>(&'a self, uri: &'a Uri) -> Option<(&'a str, Uri)> {
+    pub fn resolve<'a>(&'a self, uri: &'a Uri) -> Option<(&'a str, Option<Uri>)> {
         let path = uri.path();
         for p in &self.patterns {
             if let Some(params) = p.matches(path) {
                 if params.is_empty() {
-                    return Some((&p.function, uri.clone()));
+                    return Some((&p.function, None));
                 }
                 let mut query = uri.query().unwrap_or_default().to_owned();
                 for (k, v) in params {
@@ -127,11 +134,29 @@ impl Rewrites {
                     query.push_str(&pair);
                 }
                 let rewritten = format!("{path}?{query}").parse().ok()?;
-                return Some((&p.function, rewritten));
+                return Some((&p.function, Some(rewritten)));
             }
         }
         let name = path.strip_prefix("/api/")?.trim_end_matches('/');
-        (!name.is_empty() && !name.contains('/')).then(|| (name, uri.clone()))
+        (!name.is_empty() && !name.contains('/')).then_some((name, None))
+    }
+}
+
+/// A function's answer, marked with the function's name for the request's log line.
+pub struct Named<F> {
+    route: Option<&'static str>,
+    inner: F,
+}
+
+impl<F: Future<Output = Result<Response, Infallible>> + Unpin> Future for Named<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Ok(mut response) = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
+        if let Some(route) = self.route {
+            response.extensions_mut().insert(RouteName(route));
+        }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -194,43 +219,71 @@ impl Pattern {
 /// Every function behind `vercel.json`'s rewrites, plus `fallback` (static files) for paths
 /// outside `/api/`.
 pub fn router(app: Arc<App>, vercel: &VercelJson, fallback: Router) -> Router {
-    let functions: Arc<HashMap<&'static str, Router>> = Arc::new(
-        FUNCTIONS
-            .iter()
-            .map(|f| (f.name, (f.router)(app.clone())))
-            .collect(),
-    );
-    let rewrites = Arc::new(Rewrites::new(vercel));
-    let dispatch = move |req: Request| {
-        let functions = functions.clone();
-        let rewrites = rewrites.clone();
-        let fallback = fallback.clone();
-        async move {
-            match rewrites.resolve(req.uri()) {
-                Some((name, uri)) => match functions.get(name) {
-                    Some(router) => {
-                        let (mut parts, body) = req.into_parts();
-                        parts.uri = uri;
-                        let Ok(resp) = router
-                            .clone()
-                            .oneshot(Request::from_parts(parts, body))
-                            .await;
-                        resp
-                    }
-                    None => ApiError::RouteNotFound.into_response(),
-                },
-                None if req.uri().path().starts_with("/api/") || req.uri().path() == "/api" => {
-                    ApiError::RouteNotFound.into_response()
-                }
-                None => {
-                    let Ok(resp) = fallback.oneshot(req).await;
-                    resp
-                }
-            }
-        }
+    Router::new().fallback_service(service(app, vercel, fallback))
+}
+
+/// [`router`] as the service inside it, for a server that needs no router of its own.
+pub fn service(app: Arc<App>, vercel: &VercelJson, fallback: Router) -> FunctionService<Dispatch> {
+    let dispatch = Dispatch {
+        functions: Arc::new(
+            FUNCTIONS
+                .iter()
+                .map(|f| (f.name, (f.router)(app.clone())))
+                .collect(),
+        ),
+        rewrites: Arc::new(Rewrites::new(vercel)),
+        fallback,
     };
-    let cors = Cors::new(&app.config.cors);
-    function_layers(Router::new().fallback(dispatch), cors)
+    FunctionService::new(None, dispatch, Cors::new(&app.config.cors))
+}
+
+/// Which function a request reaches, as Vercel routes it: a service of its own rather than a
+/// router of closures (each router level on the request path clones and boxes per request).
+#[derive(Clone)]
+pub struct Dispatch {
+    functions: Arc<HashMap<&'static str, MethodRouter>>,
+    rewrites: Arc<Rewrites>,
+    fallback: Router,
+}
+
+impl Service<Request> for Dispatch {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Named<RouteFuture<Infallible>>, Ready<Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let not_found = || Either::Right(ready(Ok(ApiError::RouteNotFound.into_response())));
+        let routed = self.rewrites.resolve(req.uri()).map(|(name, rewritten)| {
+            let function = self.functions.get_key_value(name);
+            (
+                function.map(|(name, router)| (*name, router.clone())),
+                rewritten,
+            )
+        });
+        match routed {
+            Some((Some((name, mut router)), rewritten)) => {
+                if let Some(uri) = rewritten {
+                    *req.uri_mut() = uri;
+                }
+                Either::Left(Named {
+                    route: Some(name),
+                    inner: router.call(req),
+                })
+            }
+            Some((None, _)) => not_found(),
+            None if req.uri().path().starts_with("/api/") || req.uri().path() == "/api" => {
+                not_found()
+            }
+            None => Either::Left(Named {
+                route: None,
+                inner: self.fallback.clone().call(req),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -238,10 +291,10 @@ mod tests {
     use super::*;
 
     fn resolve(uri: &str) -> Option<(String, Uri)> {
-        let uri = uri.parse().unwrap();
+        let uri: Uri = uri.parse().unwrap();
         Rewrites::new(&VercelJson::embedded())
             .resolve(&uri)
-            .map(|(f, uri)| (f.to_owned(), uri))
+            .map(|(f, rewritten)| (f.to_owned(), rewritten.unwrap_or_else(|| uri.clone())))
     }
 
     #[test]

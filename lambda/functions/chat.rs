@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), gcbb_lambda::Error> {
-    gcbb_lambda::serve_streaming("chat", gcbb::chat::router).await
+    gcbb_lambda::serve_streaming(&gcbb::routes::CHAT).await
 }

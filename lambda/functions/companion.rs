@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), gcbb_lambda::Error> {
-    gcbb_lambda::serve_buffered("companion", gcbb::companion::router).await
+    gcbb_lambda::serve_buffered(&gcbb::routes::COMPANION).await
 }

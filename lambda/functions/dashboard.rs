@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), gcbb_lambda::Error> {
-    gcbb_lambda::serve_buffered("dashboard", gcbb::dashboard::router).await
+    gcbb_lambda::serve_buffered(&gcbb::routes::DASHBOARD).await
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), gcbb_lambda::Error> {
-    gcbb_lambda::serve_streaming("group-chat", gcbb::chat::group::router).await
+    gcbb_lambda::serve_streaming(&gcbb::routes::GROUP_CHAT).await
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), gcbb_lambda::Error> {
-    gcbb_lambda::serve_buffered("health", gcbb::health::router).await
+    gcbb_lambda::serve_buffered(&gcbb::routes::HEALTH).await
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), gcbb_lambda::Error> {
-    gcbb_lambda::serve_buffered("refresh", gcbb::refresh::router).await
+    gcbb_lambda::serve_buffered(&gcbb::routes::REFRESH).await
 }

@@ -10,12 +10,13 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::http::Response;
 use axum::response::IntoResponse;
+use axum::routing::MethodRouter;
 use axum::Router;
 use bytes::Bytes;
 use gcbb::platform::app::App;
 use gcbb::platform::cors::Cors;
 use gcbb::platform::error::ApiError;
-use gcbb::platform::routing::function_layers;
+use gcbb::platform::routing::layered;
 use gcbb::routes::{Rewrites, VercelJson};
 use http_body::Frame;
 use lambda_http::RequestExt;
@@ -27,13 +28,10 @@ use crate::invocation::{FinishLayer, Invocations, TrackedBody};
 use crate::request::{classify, route, Event};
 use crate::schedule::{build_cron_request, find_cron_path, parse_schedule};
 
-/// Serves `router` as the Lambda function `function` (its name in `vercel.json`), each response
-/// buffered: function URLs in `BUFFERED` mode, API Gateway, and EventBridge schedules.
-pub async fn serve_buffered(
-    function: &'static str,
-    router: fn(Arc<App>) -> Router,
-) -> Result<(), lambda_http::Error> {
-    let function = Function::from_env(function, router);
+/// Serves `function` (its router, as its name in `vercel.json`), each response buffered:
+/// function URLs in `BUFFERED` mode, API Gateway, and EventBridge schedules.
+pub async fn serve_buffered(function: &gcbb::routes::Function) -> Result<(), lambda_http::Error> {
+    let function = Function::from_env(function.name, function.router);
     let invocations = function.invocations.clone();
     let service = tower::service_fn(move |req: lambda_http::Request| {
         let function = function.clone();
@@ -50,11 +48,8 @@ pub async fn serve_buffered(
 
 /// Serves `router` as the Lambda function `function`, each response streamed as its body is
 /// produced (function URLs in `RESPONSE_STREAM` mode): chat and group chat.
-pub async fn serve_streaming(
-    function: &'static str,
-    router: fn(Arc<App>) -> Router,
-) -> Result<(), lambda_http::Error> {
-    let function = Function::from_env(function, router);
+pub async fn serve_streaming(function: &gcbb::routes::Function) -> Result<(), lambda_http::Error> {
+    let function = Function::from_env(function.name, function.router);
     let invocations = function.invocations.clone();
     let service = tower::service_fn(move |req: lambda_http::Request| {
         let function = function.clone();
@@ -79,7 +74,7 @@ pub struct Function {
 impl Function {
     /// Builds the process-wide state from the environment as the Vercel functions do, exiting
     /// with the variable's name on a configuration error.
-    fn from_env(name: &'static str, router: fn(Arc<App>) -> Router) -> Function {
+    fn from_env(name: &'static str, router: fn(Arc<App>) -> MethodRouter) -> Function {
         gcbb::platform::telemetry::init();
         if let Err(e) = check_deployed_model(|name| std::env::var(name).ok()) {
             eprintln!("configuration error: {e}");
@@ -97,28 +92,27 @@ impl Function {
     }
 
     /// `name`'s function around an already-built feature router, answering CORS as `cors` says.
-    pub fn new(name: &'static str, feature: Router, cors: Cors) -> Function {
+    pub fn new(name: &'static str, feature: MethodRouter, cors: Cors) -> Function {
         let vercel = VercelJson::embedded();
         let rewrites = Arc::new(Rewrites::new(&vercel));
         let cron_path = find_cron_path(&vercel, &rewrites, name);
         // Inside `function_layers`, as on Vercel: a path this function doesn't serve is our JSON
         // 404 with a request span and `x-request-id`, like any other answer.
-        let dispatch = move |req: Request| {
+        let dispatch = tower::service_fn(move |req: Request| {
             let feature = feature.clone();
             let rewrites = rewrites.clone();
             async move {
                 let Some(uri) = route(&rewrites, name, req.uri()) else {
-                    return ApiError::RouteNotFound.into_response();
+                    return Ok(ApiError::RouteNotFound.into_response());
                 };
                 let (mut parts, body) = req.into_parts();
                 parts.uri = uri;
-                let Ok(response) = feature.oneshot(Request::from_parts(parts, body)).await;
-                response
+                feature.oneshot(Request::from_parts(parts, body)).await
             }
-        };
+        });
         Function {
             name,
-            service: function_layers(Router::new().fallback(dispatch), cors),
+            service: layered(Some(name), dispatch, cors),
             cron_path,
             invocations: Invocations::default(),
         }
@@ -253,7 +247,7 @@ mod tests {
 
     /// A function of the real feature router over an app whose database refuses connections:
     /// what these tests check is answered before the database is needed, or is its absence.
-    fn function(name: &'static str, router: fn(Arc<App>) -> Router) -> Function {
+    fn function(name: &'static str, router: fn(Arc<App>) -> MethodRouter) -> Function {
         let vars: HashMap<String, String> = [
             (
                 "DATABASE_URL",

@@ -10,8 +10,8 @@
 //! | [`invocation`] | background work (`wait_until`) tracked per invocation and awaited after the response, before the runtime asks for the next event |
 //! | [`schedule`] | EventBridge schedules, delivered to the function `vercel.json`'s cron reaches |
 //!
-//! A shim is one line: `gcbb_lambda::serve_streaming("chat", gcbb::chat::router)`, naming the
-//! function as `vercel.json` does and the router its `api/*.rs` names.
+//! A shim is one line: `gcbb_lambda::serve_streaming(&gcbb::routes::CHAT)`, naming the same
+//! function (its name in `vercel.json`, its router) as its `api/*.rs` does.
 
 pub mod function;
 pub mod invocation;

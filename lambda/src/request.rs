@@ -62,7 +62,7 @@ pub fn route(rewrites: &Rewrites, function: &str, uri: &Uri) -> Option<Uri> {
     rewrites
         .resolve(uri)
         .filter(|(name, _)| *name == function)
-        .map(|(_, uri)| uri)
+        .map(|(_, rewritten)| rewritten.unwrap_or_else(|| uri.clone()))
 }
 
 #[cfg(test)]

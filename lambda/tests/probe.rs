@@ -13,8 +13,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Query;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, MethodRouter};
 use gcbb::platform::app::App;
 use gcbb::platform::background::Background;
 use serde::Deserialize;
@@ -35,15 +34,19 @@ struct Params {
 
 #[tokio::main]
 async fn main() -> Result<(), gcbb_lambda::Error> {
+    static PROBE: gcbb::routes::Function = gcbb::routes::Function {
+        name: "probe",
+        router,
+    };
     if std::env::var("PROBE_MODE").as_deref() == Ok("streaming") {
-        gcbb_lambda::serve_streaming("probe", router).await
+        gcbb_lambda::serve_streaming(&PROBE).await
     } else {
-        gcbb_lambda::serve_buffered("probe", router).await
+        gcbb_lambda::serve_buffered(&PROBE).await
     }
 }
 
-fn router(_app: Arc<App>) -> Router {
-    gcbb::platform::routing::any_path("probe", get(probe))
+fn router(_app: Arc<App>) -> MethodRouter {
+    get(probe)
 }
 
 async fn probe(bg: Background, Query(p): Query<Params>) -> Response {

@@ -190,13 +190,13 @@ pub fn rate_limit(scope: &str, subject: &str) -> Key {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keyspace {
     prefix: String,
+    /// The generation counters' keys, by [`Area`] (in the order of [`Area::ALL`]).
+    generations: Vec<String>,
 }
 
 impl Default for Keyspace {
     fn default() -> Self {
-        Keyspace {
-            prefix: DEFAULT_PREFIX.to_owned(),
-        }
+        Keyspace::with_prefix(DEFAULT_PREFIX)
     }
 }
 
@@ -204,8 +204,14 @@ impl Keyspace {
     /// A key space under another first segment (tests use a random one); the prefix itself
     /// goes through [`part`].
     pub fn with_prefix(prefix: &str) -> Self {
+        let prefix = part(prefix);
+        let generations = Area::ALL
+            .iter()
+            .map(|area| concat(&[&prefix, SCHEMA_SEGMENT, "gen:", area.as_str()]))
+            .collect();
         Keyspace {
-            prefix: part(prefix),
+            prefix,
+            generations,
         }
     }
 
@@ -224,9 +230,10 @@ impl Keyspace {
         ])
     }
 
-    /// The generation counter of an area: `{prefix}:v{SCHEMA}:gen:{area}`.
-    pub fn generation(&self, area: Area) -> String {
-        concat(&[&self.prefix, SCHEMA_SEGMENT, "gen:", area.as_str()])
+    /// The generation counter of an area: `{prefix}:v{SCHEMA}:gen:{area}` (made once: every
+    /// cached request reads one).
+    pub fn generation(&self, area: Area) -> &str {
+        &self.generations[area as usize]
     }
 
     /// The shared copy of the database's privacy epoch, with when it was confirmed:

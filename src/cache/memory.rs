@@ -134,11 +134,14 @@ impl MemoryStore {
         Some(map.slots[i].value.clone())
     }
 
-    pub fn mget(&self, keys: &[String]) -> Vec<Option<Bytes>> {
+    pub fn mget<K: AsRef<str>>(&self, keys: &[K]) -> Vec<Option<Bytes>> {
         let mut map = self.lock();
         let now = Instant::now();
         keys.iter()
-            .map(|k| map.live(k, now).map(|i| map.slots[i].value.clone()))
+            .map(|k| {
+                map.live(k.as_ref(), now)
+                    .map(|i| map.slots[i].value.clone())
+            })
             .collect()
     }
 

@@ -414,7 +414,7 @@ impl Cache {
             l1.remove_prefix(self.keyspace.area_pattern(area).trim_end_matches('*'));
         }
         let generation_key = self.keyspace.generation(area);
-        self.store.incr(&generation_key).await.inspect_err(|e| {
+        self.store.incr(generation_key).await.inspect_err(|e| {
             self.report("bump", e);
         })
     }
@@ -533,17 +533,26 @@ impl Cache {
     }
 
     async fn generation(&self, area: Area) -> Result<i64, CacheError> {
-        let got = self.store.mget(&[self.keyspace.generation(area)]).await?;
+        let got = self
+            .store
+            .mget(&[self.keyspace.generation(area).to_owned()])
+            .await?;
         Ok(parse_generation(got.into_iter().next().flatten()))
     }
 
     /// One `MGET` of the area's generation and the entry (plus one `MGET` of the chunks when
     /// the entry is chunked). `Ok((generation, None))` for a missing or unreadable entry.
     async fn lookup(&self, key: &Key, entry_key: &str) -> Result<(i64, Option<Found>), CacheError> {
-        let mut got = self
-            .store
-            .mget(&[self.keyspace.generation(key.area), entry_key.to_owned()])
-            .await?;
+        let generation_key = self.keyspace.generation(key.area);
+        let mut got = match &self.store {
+            // In process, nothing to send: no owned copies of the keys.
+            Store::Memory(m) => m.mget(&[generation_key, entry_key]),
+            _ => {
+                self.store
+                    .mget(&[generation_key.to_owned(), entry_key.to_owned()])
+                    .await?
+            }
+        };
         let raw = got.pop().flatten();
         let generation = parse_generation(got.pop().flatten());
         let Some(head) = raw.as_ref().and_then(chunk::decode_head) else {

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::routing::{get, MethodRouter};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -37,17 +37,17 @@ use crate::platform::error::{ApiError, ApiResult};
 use crate::platform::http::{BodyLimit, JsonBody};
 use crate::platform::input::{HistoryPage, Id, Prompt, Query};
 use crate::platform::ratelimit::{self, RouteLimit};
-use crate::platform::routing::any_path;
 use input::{ChatBody, ChatRequest};
 use reply::cached::{anonymous_conversation_key, cached_reply, replay_pieces};
 use reply::{generate, Keep};
 use stream::{reply_response, ReplyPart, StreamFormat};
 
 /// The router of `api/chat`.
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<App>) -> MethodRouter {
     // Its own limit: `useChat` sends the whole conversation with every message.
     let limit = BodyLimit(app.config.chat.body_limit);
-    any_path("chat", get(history).post(chat))
+    get(history)
+        .post(chat)
         .layer(Extension(limit))
         .with_state(app)
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::patch;
-use axum::{Json, Router};
+use axum::routing::{patch, MethodRouter};
+use axum::Json;
 use serde::Deserialize;
 
 use crate::cache::keys::{self, Area};
@@ -41,8 +41,8 @@ pub const MAX_SRC_CHARS: usize = 2_048;
 /// Longest instructions, in characters (the body limit bounds the bytes anyway).
 pub const MAX_INSTRUCTIONS_CHARS: usize = 20_000;
 
-pub fn router(app: Arc<App>) -> Router {
-    crate::platform::routing::any_path("companion", patch(update_companion)).with_state(app)
+pub fn router(app: Arc<App>) -> MethodRouter {
+    patch(update_companion).with_state(app)
 }
 
 /// The body: every field optional, unknown fields refused (so a typo isn't silently ignored).

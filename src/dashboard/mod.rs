@@ -15,8 +15,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, MethodRouter};
 use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -48,8 +47,8 @@ pub const CDN_CACHE_CONTROL: &str = "public, s-maxage=600, stale-while-revalidat
 pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=0, must-revalidate";
 pub const PRIVATE_CACHE_CONTROL: &str = "private, no-store";
 
-pub fn router(app: Arc<App>) -> Router {
-    crate::platform::routing::any_path("dashboard", get(prefetch)).with_state(app)
+pub fn router(app: Arc<App>) -> MethodRouter {
+    get(prefetch).with_state(app)
 }
 
 #[derive(Serialize)]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, MethodRouter};
+use axum::Json;
 use serde::Serialize;
 
 use crate::db::DbError;
@@ -22,8 +22,8 @@ use crate::platform::error::UNAVAILABLE_RETRY_AFTER_SECS;
 /// How long the database check may take before the function reports it unreachable.
 pub const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn router(app: Arc<App>) -> Router {
-    crate::platform::routing::any_path("health", get(health)).with_state(app)
+pub fn router(app: Arc<App>) -> MethodRouter {
+    get(health).with_state(app)
 }
 
 #[derive(Serialize)]

@@ -63,6 +63,11 @@ impl LogLayer {
 /// A span's fields, rendered once when it opens: `a=1 b="x"` (text) or `"a":1,"b":"x"` (JSON).
 struct SpanFields(String);
 
+/// Bytes reserved for a span's rendered fields.
+const SPAN_FIELDS_CAPACITY: usize = 64;
+/// Spans a text line shows, nearest first (ours nest two deep at most).
+const MAX_SPANS_SHOWN: usize = 8;
+
 thread_local! {
     /// The line being written, and the event's fields other than its message.
     static LINE: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
@@ -77,6 +82,8 @@ where
             return;
         };
         let mut fields = Fields::new(self.format);
+        // Room for a request's method and id, so rendering them allocates once.
+        fields.rest.reserve(SPAN_FIELDS_CAPACITY);
         attrs.record(&mut fields);
         span.extensions_mut().insert(SpanFields(fields.rest));
     }
@@ -151,7 +158,13 @@ impl LogLayer {
             line.push(' ');
         }
         if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
+            // Root first: the scope goes leaf to root, so it is collected (on the stack, no
+            // allocation; the nearest MAX_SPANS_SHOWN spans) and written backwards.
+            let mut spans: [Option<_>; MAX_SPANS_SHOWN] = Default::default();
+            for (slot, span) in spans.iter_mut().zip(scope) {
+                *slot = Some(span);
+            }
+            for span in spans.iter().rev().flatten() {
                 line.push_str(span.name());
                 if let Some(SpanFields(rendered)) = span.extensions().get::<SpanFields>() {
                     if !rendered.is_empty() {
@@ -277,11 +290,27 @@ impl Visit for Fields {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if value.is_finite() || self.format == LogFormat::Text {
-            self.name(field);
-            let _ = write!(self.rest, "{value}");
+        if !value.is_finite() && self.format == LogFormat::Json {
+            return self.number(field, "null");
+        }
+        self.name(field);
+        // Milliseconds (`…_ms`) to the microsecond, always three decimals: the same width in
+        // every line, written with integer arithmetic.
+        if field.name().ends_with("_ms") && value.is_finite() && value.abs() < 1e12 {
+            let micros = (value * 1000.0).round() as i64;
+            if micros < 0 {
+                self.rest.push('-');
+            }
+            let micros = micros.unsigned_abs();
+            self.rest
+                .push_str(itoa::Buffer::new().format(micros / 1000));
+            self.rest.push('.');
+            let fraction = micros % 1000;
+            for digit in [fraction / 100, fraction / 10 % 10, fraction % 10] {
+                self.rest.push(char::from(b'0' + digit as u8));
+            }
         } else {
-            self.number(field, "null");
+            let _ = write!(self.rest, "{value}");
         }
     }
 
@@ -305,15 +334,15 @@ impl Visit for Fields {
     }
 }
 
-/// A string field in text: quoted, with `Debug`'s escapes only when it needs any.
+/// A string field in text, as logfmt writes one: bare when it is a plain token (`GET`,
+/// `dashboard`, an id), else quoted with `Debug`'s escapes.
 fn push_text_str(out: &mut String, value: &str) {
-    let plain = value
-        .bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f);
-    if plain {
-        out.push('"');
+    let token = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/'));
+    if token {
         out.push_str(value);
-        out.push('"');
     } else {
         let _ = write!(out, "{value:?}");
     }
@@ -380,10 +409,16 @@ mod tests {
         assert_eq!(out, r#""a\"b\\c\nd\u0001""#);
         let mut out = String::new();
         push_text_str(&mut out, "dashboard");
-        assert_eq!(out, "\"dashboard\"");
+        assert_eq!(out, "dashboard");
         let mut out = String::new();
         push_text_str(&mut out, "a\"b\n");
         assert_eq!(out, "\"a\\\"b\\n\"");
+        let mut out = String::new();
+        push_text_str(&mut out, "two words");
+        assert_eq!(out, "\"two words\"");
+        let mut out = String::new();
+        push_text_str(&mut out, "");
+        assert_eq!(out, "\"\"");
     }
 
     #[test]

@@ -9,7 +9,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -22,12 +21,12 @@ use vercel_runtime::{AppState, ResponseBody};
 
 use crate::platform::app::App;
 use crate::platform::cors::Cors;
-use crate::platform::routing::function_layers;
+use crate::platform::routing::{function_layers, Function};
 
-/// Entry point of every `api/*.rs` shim, given its feature's router: builds the process-wide
-/// [`App`] from the environment (exiting with the variable's name on a configuration error) and
-/// serves the router through Vercel's runtime.
-pub async fn serve(router: fn(Arc<App>) -> Router) -> Result<(), vercel_runtime::Error> {
+/// Entry point of every `api/*.rs` shim, given its function: builds the process-wide [`App`]
+/// from the environment (exiting with the variable's name on a configuration error) and serves
+/// the function's router through Vercel's runtime.
+pub async fn serve(function: &Function) -> Result<(), vercel_runtime::Error> {
     crate::platform::telemetry::init();
     let app = match App::from_env() {
         Ok(app) => app,
@@ -37,7 +36,7 @@ pub async fn serve(router: fn(Arc<App>) -> Router) -> Result<(), vercel_runtime:
         }
     };
     let cors = Cors::new(&app.config.cors);
-    serve_router(function_layers(router(app), cors)).await
+    serve_router(function_layers(function.name, (function.router)(app), cors)).await
 }
 
 /// Serves an already-built router through Vercel's runtime (`VERCEL_DEV_PORT` picks the port).

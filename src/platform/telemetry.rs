@@ -131,7 +131,7 @@ fn request_id(request: &Request) -> HeaderValue {
 }
 
 /// The name of the feature that answered, set by its router on the response
-/// ([`crate::platform::routing::any_path`]) for the request's log line.
+/// (`platform::routing`'s layers, or the local server's dispatch) for the request's log line.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteName(pub &'static str);
 
@@ -151,8 +151,8 @@ where
     let request_id = request_id(&request);
     let span = tracing::info_span!(
         "request",
-        method = %request.method(),
-        request_id = %request_id.to_str().unwrap_or_default(),
+        method = request.method().as_str(),
+        request_id = request_id.to_str().unwrap_or_default(),
     );
     let mut response = if span.is_disabled() {
         next(request).await

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::routing::{get, MethodRouter};
+use axum::{Extension, Json};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -35,8 +35,8 @@ pub const REFRESH_LOCK_TTL: Duration = Duration::from_secs(120);
 /// seconds, more than a page query may; within the function's `maxDuration` (60 s).
 pub const REFRESH_QUERY_TIMEOUT: Duration = Duration::from_secs(45);
 
-pub fn router(app: Arc<App>) -> Router {
-    crate::platform::routing::any_path("refresh", get(refresh)).with_state(app)
+pub fn router(app: Arc<App>) -> MethodRouter {
+    get(refresh).with_state(app)
 }
 
 #[derive(Serialize)]

@@ -307,7 +307,7 @@ async fn a_generation_bump_invalidates_the_area(kind: Kind) {
     let stored = h
         .cache
         .store()
-        .mget(&[h.cache.keyspace().generation(Area::Dashboard)])
+        .mget(&[h.cache.keyspace().generation(Area::Dashboard).to_owned()])
         .await
         .unwrap();
     assert_eq!(stored, vec![Some(Bytes::from_static(b"1"))]);

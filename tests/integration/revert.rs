@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::common::{self, empty_db_named, fresh_db, gcbb, unique, TestDb};
+use crate::common::{self, empty_db, empty_db_named, fresh_db, gcbb, unique, TestDb};
 
 /// The project's migrations (up to `until`, included, when given) plus extra files, in a
 /// directory of the test's own.
@@ -273,10 +273,13 @@ async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_c
 
 #[tokio::test]
 async fn the_revert_of_a_migration_that_replaced_functions_brings_their_old_bodies_back() {
-    let target = fresh_db().await;
-    let shadow = empty_db_named("gcbb_shadow").await;
-    let dir = Dir::with(None, &[]);
+    // The history up to the migration, so no later one has replaced the functions again.
     let plans = "20261201000000_dashboard_search_plans";
+    let target = empty_db().await;
+    let shadow = empty_db_named("gcbb_shadow").await;
+    let dir = Dir::with(Some(plans), &[]);
+    let out = db(&target, None, &dir.0, &["deploy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = db(&target, Some(&shadow), &dir.0, &["revert", plans]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let name = dir

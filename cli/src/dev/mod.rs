@@ -5,13 +5,17 @@
 
 pub mod session;
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::Request;
 use axum::http::{header, Extensions, HeaderMap, StatusCode, Version};
+use axum::response::Response;
 use axum::Router;
+use tower::Layer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::services::ServeDir;
 
@@ -116,7 +120,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         outside_api = outside_api.merge(session::router(app.clone(), signer.clone()));
     }
     let outside_api = outside_api.fallback_service(ServeDir::new(&args.public_dir));
-    let router = gcbb::routes::router(app.clone(), &vercel, outside_api).layer(compression());
+    let service = gcbb::routes::service(app.clone(), &vercel, outside_api);
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = listener.local_addr()?;
@@ -134,7 +138,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         headers: Duration::from_millis(args.header_read_timeout_ms.max(1)),
         body: Duration::from_millis(args.body_read_timeout_ms.max(1)),
     };
-    serve_connections(listener, router, timeouts, shutdown_signal()).await;
+    serve_connections(listener, service, timeouts, shutdown_signal()).await;
     let drain_limit = app.config.background_write_budget + SHUTDOWN_DRAIN_MARGIN;
     if !gcbb::platform::background::drain_local(drain_limit).await {
         eprintln!("background work still running after {drain_limit:?}; abandoned");
@@ -144,7 +148,8 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
 
 /// Compression as Vercel's edge applies it: gzip or brotli by the client's `Accept-Encoding`,
 /// for responses whose length is known. A streamed body (chat replies, SSE) has none and goes
-/// out as it comes: an encoder would hold its first bytes back.
+/// out as it comes: an encoder would hold its first bytes back. A request that asks for no
+/// encoding skips the compression layer altogether.
 fn compression() -> tower_http::compression::CompressionLayer<impl Predicate> {
     let known_length = |_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions| {
         headers.contains_key(header::CONTENT_LENGTH)
@@ -158,6 +163,51 @@ fn compression() -> tower_http::compression::CompressionLayer<impl Predicate> {
                 .and(NotForContentType::SSE)
                 .and(KnownLength(known_length)),
         )
+}
+
+/// `inner` as it is for requests without `Accept-Encoding`, through [`compression`] otherwise:
+/// the compression layer costs every request it sees, and most clients of a local server (and
+/// every function behind Vercel's edge) ask for nothing.
+#[derive(Clone)]
+struct CompressWhenAsked<S, C> {
+    plain: S,
+    compressed: C,
+}
+
+impl<S, C, B> tower::Service<Request> for CompressWhenAsked<S, C>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+    C: tower::Service<Request, Response = http::Response<B>, Error = Infallible>,
+    C::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<
+        S::Future,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Infallible>> + Send>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.headers().contains_key(header::ACCEPT_ENCODING) {
+            let compressed = self.compressed.call(request);
+            futures_util::future::Either::Right(Box::pin(async move {
+                let Ok(response) = compressed.await;
+                Ok(response.map(axum::body::Body::new))
+            }))
+        } else {
+            futures_util::future::Either::Left(self.plain.call(request))
+        }
+    }
 }
 
 /// A predicate over the response head only: tower-http's predicates see the body's size hint,
@@ -187,23 +237,37 @@ pub struct ReadTimeouts {
     pub body: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets open connections finish
-/// (at most [`SHUTDOWN_CONNECTIONS_LIMIT`]). Unlike `axum::serve`, a connection that sends its
-/// headers or its body too slowly is closed (hyper's header read timeout, and a body timeout
-/// between frames), so half-sent requests can't pile up.
-pub async fn serve_connections(
+/// Serves `service` (compressed when the client asks) on `listener` until `shutdown`
+/// resolves, then lets open connections finish (at most [`SHUTDOWN_CONNECTIONS_LIMIT`]).
+/// Unlike `axum::serve`, a connection that sends its headers or its body too slowly is closed
+/// (hyper's header read timeout, and a body timeout between frames), so half-sent requests
+/// can't pile up.
+pub async fn serve_connections<S>(
     listener: tokio::net::TcpListener,
-    router: Router,
+    service: S,
     timeouts: ReadTimeouts,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) where
+    S: tower::Service<Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
-    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-        timeouts.body,
-    ));
+    let service = tower::ServiceBuilder::new()
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            timeouts.body,
+        ))
+        .map_request(|request: http::Request<_>| request.map(axum::body::Body::new))
+        .service(CompressWhenAsked {
+            compressed: compression().layer(service.clone()),
+            plain: service,
+        });
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -226,7 +290,7 @@ pub async fn serve_connections(
         };
         // Without TCP_NODELAY a streamed reply's first chunk waits behind Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(service.clone());
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), service)
             .into_owned();

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Extension, Router};
+use axum::routing::{get, MethodRouter};
+use axum::Extension;
 use serde::Serialize;
 
 use crate::chat::input::PromptBody;
@@ -35,20 +35,18 @@ use crate::platform::error::{ApiError, ApiResult};
 use crate::platform::http::{BodyLimit, JsonBody};
 use crate::platform::input::{HistoryPage, Id, Prompt, Query};
 use crate::platform::ratelimit;
-use crate::platform::routing::any_path;
 use events::{done, send, sse_response, GroupEvent};
 use responders::{context_for, demo_context_for, pick_demo_responder, pick_responders};
 
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<App>) -> MethodRouter {
     let limit = BodyLimit(app.config.body_limit);
     // Any other method is answered by the route the path names, so each route's `Allow` (and
     // with it a CORS preflight's answer) lists its own methods, not the function's.
-    any_path(
-        "group-chat",
-        get(messages).post(chat).fallback(wrong_method),
-    )
-    .layer(Extension(limit))
-    .with_state(app)
+    get(messages)
+        .post(chat)
+        .fallback(wrong_method)
+        .layer(Extension(limit))
+        .with_state(app)
 }
 
 /// Which of the two routes a path is (the original path arrives on Vercel).
