@@ -20,6 +20,7 @@ mod model_server;
 mod privacy;
 mod rehearse;
 mod resilience;
+mod resume;
 #[path = "../support/process.rs"]
 mod support;
 mod tokens;

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use gcbb::chat::reply::keep::account_tokens;
+use gcbb::chat::reply::keep::{account_tokens, RowSpec, RowTarget, WriteOutcome};
 use gcbb::db::{DbConfig, Pool};
 use serde_json::Value;
 
@@ -160,12 +160,20 @@ async fn accounting_through_an_outage(
     let proxy = TcpProxy::to_postgres().await;
     let cfg = DbConfig::parse(&proxy.url_through(&db.url)).expect("the proxied URL");
     let pool = Pool::new(cfg, 4).with_query_timeout(DEADLINE);
+    let row = |user: &str| RowSpec {
+        target: RowTarget::Chat {
+            companion_id: "cmp_demo_02".into(),
+            user_id: user.into(),
+        },
+        after_ms: 0,
+        context_tokens: 0,
+    };
     // A connection in the pool before the outage, as on a warm instance.
     account_tokens(
         &pool,
         Duration::from_secs(5),
-        "cmp_demo_02",
-        "user_demo_2",
+        &row("user_demo_2"),
+        &unique("warm"),
         1,
     )
     .await;
@@ -175,9 +183,9 @@ async fn accounting_through_an_outage(
     let writes: Vec<_> = (0..tasks)
         .map(|i| {
             let pool = pool.clone();
-            let user = format!("user_demo_{}", 1 + i % 3);
+            let row = row(&format!("user_demo_{}", 1 + i % 3));
             tokio::spawn(
-                async move { account_tokens(&pool, budget, "cmp_demo_02", &user, 7).await },
+                async move { account_tokens(&pool, budget, &row, &unique("reply"), 7).await },
             )
         })
         .collect();
@@ -191,7 +199,7 @@ async fn accounting_through_an_outage(
     proxy.forward().await;
     let mut lost = 0;
     for w in writes {
-        if !w.await.unwrap() {
+        if w.await.unwrap() != WriteOutcome::Written {
             lost += 1;
         }
     }
