@@ -15,7 +15,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::chat::reply::journal::{self, now_ms, Record, DRAIN_GRACE, READ_POLL_INTERVAL};
+use crate::chat::reply::journal::{self, drain_grace, now_ms, Record, READ_POLL_INTERVAL};
 use crate::chat::reply::live;
 use crate::chat::reply::producer::StreamTarget;
 use crate::db::messages::ReplyStatus;
@@ -112,7 +112,8 @@ fn follow(
                 }
                 Ok(_) => {
                     st.failures = 0;
-                    if now_ms() > st.deadline + DRAIN_GRACE.as_millis() as i64 {
+                    let grace = drain_grace(st.app.config.chat.max_duration);
+                    if now_ms() > st.deadline.saturating_add(grace.as_millis() as i64) {
                         return None;
                     }
                     if st.lease_checked.elapsed() >= LEASE_CHECK_INTERVAL {

@@ -14,11 +14,15 @@ use axum::http::Method;
 use gcbb_cli::model_server::Script;
 use serde_json::{json, Value};
 
+use gcbb_cli::model_server::LocalModelServer;
+
 use crate::chat::{chat_app, messages, tokens, ALICE, BOB, PRIVATE, PUBLIC};
 use crate::common::app::{CacheKind, TestApp};
-use crate::common::eventually;
 use crate::common::request::{StreamingResponse, TestRequest};
+use crate::common::session::{clerk_env, token_for};
+use crate::common::{eventually, fresh_db, project_root, unique};
 use crate::group_chat::{groups, GROUP};
+use crate::support::{binary, free_port, Server};
 
 /// What the feature promises for a stop: the model sees its connection closed within this.
 const STOP_BOUND: Duration = Duration::from_secs(1);
@@ -771,4 +775,260 @@ async fn a_group_stream_resumes_and_a_stop_keeps_the_speaker_and_skips_the_rest(
             .status,
         204
     );
+}
+
+// ---- real processes -------------------------------------------------------------------------
+
+/// `gcbb dev` on `db` (seeding the demo data into it if empty), answering with `model`, its
+/// cache the local Redis under `prefix`, accepting the test's session tokens.
+async fn dev_with(
+    db: &crate::common::TestDb,
+    model: &LocalModelServer,
+    prefix: &str,
+    extra: &[(&str, &str)],
+) -> Server {
+    let port = free_port();
+    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
+    cmd.current_dir(project_root())
+        .args(["dev", "--port", &port.to_string()])
+        .env("DATABASE_URL", &db.url)
+        .env("REDIS_URL", crate::common::app::REDIS_URL)
+        .env("CACHE_KEY_PREFIX", prefix)
+        .env("OPENAI_BASE_URL", model.base_url())
+        .env("OPENAI_API_KEY", "sk-local")
+        .env("LLM_PROVIDER", "openai")
+        .env("CRON_SECRET", crate::common::app::CRON_SECRET);
+    for (k, v) in clerk_env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Server::start(cmd, port).await
+}
+
+/// Deletes every key under `prefix` from the local Redis.
+async fn clear_prefix(prefix: &str) {
+    let client = redis::Client::open(crate::common::app::REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// A signed-in chat on a real server: the response, once its first words arrived, and them.
+async fn open_chat(server: &Server, user: &str, prompt: &str) -> (reqwest::Response, Vec<u8>) {
+    let mut resp = reqwest::Client::new()
+        .post(server.url("/api/chat/cmp_demo_01"))
+        .bearer_auth(token_for(user))
+        .json(&chat_request(prompt))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut read = Vec::new();
+    while text_of(&events(&read)).len() < 30 {
+        read.extend_from_slice(&resp.chunk().await.unwrap().expect("more body"));
+    }
+    (resp, read)
+}
+
+/// The producer runs in one `gcbb dev` process; the resume GET and the stop go to a second one
+/// sharing Redis.
+#[tokio::test]
+async fn a_reply_produced_by_one_gcbb_dev_resumes_and_stops_on_a_second_one_sharing_redis() {
+    let db = fresh_db().await;
+    let model = LocalModelServer::start(slow(400, 20)).await.unwrap();
+    let full = model.script().text();
+    let prefix = unique("gcbbresume");
+    let producer = dev_with(&db, &model, &prefix, &[]).await;
+    let other = dev_with(&db, &model, &prefix, &[]).await;
+    let http = reqwest::Client::new();
+
+    let (first, read) = open_chat(&producer, "user_demo_1", "across processes").await;
+    let id = events(&read)[0]["messageId"].as_str().unwrap().to_owned();
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let mut resumed = http
+        .get(other.url("/api/chat/cmp_demo_01/stream"))
+        .bearer_auth(token_for("user_demo_1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let head = resumed.chunk().await.unwrap().unwrap();
+    let to_first_byte = started.elapsed();
+    let mut seen = head.to_vec();
+    while text_of(&events(&seen)).len() < 60 {
+        seen.extend_from_slice(&resumed.chunk().await.unwrap().unwrap());
+    }
+    assert_eq!(events(&seen)[0], json!({"type": "start", "messageId": id}));
+    assert!(full.starts_with(&text_of(&events(&seen))));
+    // Another user asking the second process has nothing in flight.
+    let resp = http
+        .get(other.url("/api/chat/cmp_demo_01/stream"))
+        .bearer_auth(token_for("user_demo_2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+
+    let started = Instant::now();
+    let resp = http
+        .post(other.url("/api/chat/cmp_demo_01/stop"))
+        .bearer_auth(token_for("user_demo_1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let stopped: Value = resp.json().await.unwrap();
+    assert_eq!(stopped["status"], "stopped");
+    assert!(eventually(|| async { model.cancelled() == 1 }).await);
+    let to_close = model.cancelled_at()[0].duration_since(started);
+    println!(
+        "figure: two gcbb dev processes sharing Redis: resume GET → first replayed byte {} ms; \
+         stop POST → the model server sees the producer's connection closed {} ms",
+        ms(to_first_byte),
+        ms(to_close)
+    );
+    assert!(to_close < STOP_BOUND + MARGIN, "{to_close:?}");
+    while let Ok(Some(chunk)) = resumed.chunk().await {
+        seen.extend_from_slice(&chunk);
+    }
+    let ev = events(&seen);
+    assert_eq!(
+        ev[ev.len() - 2]["messageMetadata"],
+        json!({"status": "stopped", "stored": true})
+    );
+    let pg = db.client().await;
+    let row = pg
+        .query_one(
+            "SELECT \"content\", \"status\" FROM \"Message\" WHERE \"id\" = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), text_of(&ev));
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("stopped"));
+    clear_prefix(&prefix).await;
+}
+
+/// `kill -9` of the process producing a reply: the journal in Redis keeps what it said; a
+/// resume on another process replays it and ends (the producer's lease lapsed) instead of
+/// hanging; once the reply's time is up (`CHAT_MAX_DURATION_MS`, short here), the cron of the
+/// other process stores it, marked interrupted, with its tokens.
+#[tokio::test]
+async fn a_kill_9_mid_reply_leaves_the_partial_reply_stored_as_interrupted_once_the_journal_is_drained(
+) {
+    let db = fresh_db().await;
+    let model = LocalModelServer::start(slow(400, 20)).await.unwrap();
+    let full = model.script().text();
+    let prefix = unique("gcbbkill");
+    let short = [("CHAT_MAX_DURATION_MS", "5000")];
+    let mut victim = dev_with(&db, &model, &prefix, &short).await;
+    let survivor = dev_with(&db, &model, &prefix, &short).await;
+    let http = reqwest::Client::new();
+    let pg = db.client().await;
+    let tokens = "SELECT \"tokensBurned\"::bigint FROM \"Companion\" WHERE id = 'cmp_demo_01'";
+    let tokens_before: i64 = pg.query_one(tokens, &[]).await.unwrap().get(0);
+
+    let (resp, read) = open_chat(&victim, "user_demo_1", "until I die").await;
+    let id = events(&read)[0]["messageId"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    victim.kill_9().await;
+    drop(resp);
+    assert!(eventually(|| async { model.cancelled() == 1 }).await);
+    let stored = "SELECT count(*) FROM \"Message\" WHERE \"role\" = 'assistant' AND \"userId\" = 'user_demo_1' \
+                  AND \"createdAt\" > now() - interval '1 hour'";
+    let count = |sql: &'static str| {
+        let pg = &pg;
+        async move { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count(stored).await,
+        0,
+        "nothing was stored by the dead process"
+    );
+
+    // A resume on the survivor replays what the journal holds, then ends: its producer is gone.
+    let resp = http
+        .get(survivor.url("/api/chat/cmp_demo_01/stream"))
+        .bearer_auth(token_for("user_demo_1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let ev = events(&resp.bytes().await.unwrap());
+    assert_eq!(ev[0]["messageId"], id.as_str());
+    let said = text_of(&ev);
+    assert!(!said.is_empty() && full.starts_with(&said), "{said}");
+    assert_eq!(
+        &ev[ev.len() - 2..],
+        [
+            json!({"type": "error", "errorText": "the reply was interrupted"}),
+            json!("[DONE]")
+        ]
+    );
+
+    let cron = || async {
+        let resp = http
+            .get(survivor.url("/api/cron/refresh"))
+            .bearer_auth(crate::common::app::CRON_SECRET)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        body["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "drainReplyJournal")
+            .cloned()
+            .unwrap()
+    };
+    // While the reply's time is not up, its producer might still be alive: nothing is taken.
+    assert_eq!(cron().await["count"], 0);
+    assert_eq!(count(stored).await, 0);
+    // Past it (5 s, less the store margin, plus the grace), the journal is drained.
+    let due = Duration::from_millis(5000 + 1000 + 500);
+    tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+    let step = cron().await;
+    assert_eq!(step["ok"], true, "{step}");
+    assert_eq!(step["count"], 1, "{step}");
+    let row = pg
+        .query_one(
+            "SELECT \"content\", \"status\" FROM \"Message\" WHERE \"id\" = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let stored_text: String = row.get(0);
+    assert_eq!(
+        stored_text, said,
+        "what the journal held is what was stored"
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("interrupted")
+    );
+    let tokens_after: i64 = pg.query_one(tokens, &[]).await.unwrap().get(0);
+    assert!(
+        tokens_after > tokens_before,
+        "its tokens (estimated) are accounted"
+    );
+    assert_eq!(cron().await["count"], 0, "drained once");
+    assert_eq!(count(stored).await, 1);
+    clear_prefix(&prefix).await;
 }

@@ -47,8 +47,18 @@ pub const MAX_TEXT_BYTES: usize = 2 * 1024 * 1024;
 pub const TTL_MARGIN: Duration = Duration::from_secs(60);
 /// A journal whose replies are not all in the database is kept this long: a week of outage.
 pub const PENDING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// After a stream's deadline, this long before a drain takes an unfinished journal as dead.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// The time a producer keeps free before the function's `maxDuration` to store what it has:
+/// its deadline is `maxDuration` less this.
+pub fn store_margin(max_duration: Duration) -> Duration {
+    (super::keep::REPLY_STORE_BUDGET * 2).min(max_duration / 10)
+}
+
+/// How long after its stream's deadline a journal without an end may still be written to by
+/// its producer (storing what it has): past it, the producer is gone (on Vercel and Lambda the
+/// function's `maxDuration` is over) and a drain takes the journal as interrupted.
+pub fn drain_grace(max_duration: Duration) -> Duration {
+    store_margin(max_duration) + Duration::from_secs(1)
+}
 /// The journal of a stream that ended with everything stored is kept this briefly (a resume
 /// that read the pointer just before it was cleared still replays it).
 pub const DONE_TTL: Duration = Duration::from_secs(60);
@@ -261,7 +271,7 @@ impl JournalWriter {
             self.ttl,
         )];
         let pointer = store.set_many(&pointer_item);
-        let due = deadline_ms + DRAIN_GRACE.as_millis() as i64;
+        let due = deadline_ms + drain_grace(self.app.config.chat.max_duration).as_millis() as i64;
         let pending_set = pending_key(&self.app);
         let pending = async {
             if self.rows {
@@ -425,13 +435,19 @@ impl Outstanding {
         self.journal.mark_pending().await;
     }
 
-    /// One share done; the last marks the journal.
+    /// One share done; the last marks the journal. When a write failed, it first tries once
+    /// more from the journal (the database may be back by now, and a drain may have written it
+    /// already: both writes are idempotent), and leaves it pending only if that fails too.
     pub async fn done(&self, had_rows: bool) {
         if self.left.fetch_sub(1, Ordering::SeqCst) != 1 {
             return;
         }
         if self.failed.load(Ordering::SeqCst) {
-            self.journal.mark_pending().await;
+            let app = &self.journal.app;
+            match drain_one(app, &self.journal.stream_id).await {
+                DrainOne::Written => self.journal.mark_written().await,
+                _ => self.journal.mark_pending().await,
+            }
         } else if had_rows {
             self.journal.mark_written().await;
         }
@@ -645,7 +661,7 @@ async fn drain_one(app: &Arc<App>, stream_id: &str) -> DrainOne {
         }
     }
     messages.extend(current);
-    let due = deadline.unwrap_or(0) + DRAIN_GRACE.as_millis() as i64;
+    let due = deadline.unwrap_or(0) + drain_grace(app.config.chat.max_duration).as_millis() as i64;
     if messages.iter().any(|m| m.end.is_none()) && now_ms() < due {
         return DrainOne::Waiting(due);
     }

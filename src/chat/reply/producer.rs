@@ -13,13 +13,13 @@
 //! background task of their own; what failed left in the journal, pending, for a drain.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{NaiveDateTime, Utc};
 use futures_util::Stream;
 
-use super::journal::{self, now_ms, JournalWriter, Outstanding, Record};
+use super::journal::{self, now_ms, store_margin, JournalWriter, Outstanding, Record};
 use super::keep::{self, Keep, WriteOutcome, REPLY_STORE_BUDGET};
 use super::live::{self, LiveStream};
 use super::{tokens_of, Reply};
@@ -89,11 +89,6 @@ impl MessageEnded {
     pub fn finished(&self) -> bool {
         self.status == ReplyStatus::Finished
     }
-}
-
-/// The time storing needs at the end, kept free before the function's `maxDuration`.
-pub fn store_margin(max_duration: Duration) -> Duration {
-    (REPLY_STORE_BUDGET * 2).min(max_duration / 10)
 }
 
 /// The message being produced.
