@@ -516,7 +516,12 @@ async fn the_cron_route_refuses_without_the_secret_and_reports_each_step_with_it
         .collect();
     assert_eq!(
         steps,
-        ["refreshReadModel", "bumpGeneration", "rebuildSnapshots"]
+        [
+            "refreshReadModel",
+            "bumpGeneration",
+            "rebuildSnapshots",
+            "drainReplyJournal"
+        ]
     );
     // "all" plus each of the 8 demo categories.
     assert_eq!(report["steps"][2]["count"], 9);

@@ -154,6 +154,7 @@ impl Fingerprint {
                 "UserBurnedTokens rows",
                 "SELECT count(*) FROM \"UserBurnedTokens\"",
             ),
+            ("ReplyTokens rows", "SELECT count(*) FROM \"ReplyTokens\""),
             (
                 "Companion tokens",
                 "SELECT COALESCE(sum(\"tokensBurned\"), 0)::bigint FROM \"Companion\"",
@@ -216,13 +217,19 @@ async fn remove_scratch(
             &[&BENCH_USER],
         )
         .await?;
+    let ledger = client
+        .execute(
+            "DELETE FROM \"ReplyTokens\" WHERE \"userId\" = $1",
+            &[&BENCH_USER],
+        )
+        .await?;
     client
         .execute(
             "UPDATE \"Companion\" SET \"tokensBurned\" = $2 WHERE \"id\" = $1",
             &[&companion_id, &tokens_before],
         )
         .await?;
-    Ok(messages + tokens)
+    Ok(messages + tokens + ledger)
 }
 
 /// Time from sending the request to the first byte of the body, and whether it ended well.
