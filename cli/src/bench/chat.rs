@@ -9,7 +9,10 @@
 //!   (rate-limit check, auth, companion lookup, the prompt's insert and the context query
 //!   included);
 //! - N concurrent streams held open with no error, and RSS growth per open stream (this
-//!   process: router, client and model server together, so an upper bound for the router).
+//!   process: router, client and model server together, so an upper bound for the router);
+//!   run with the reply journal off and on (`CHAT_RESUME_STREAMS`, `--resume`), each with a
+//!   fresh router: the streams' first bytes, the time until all ended, this process's CPU time,
+//!   and, when the cache is Redis, the commands it served and its memory while they were open.
 //!
 //! Signed-in requests need session tokens: the bench signs them with a throwaway key pair that
 //! exists only for this purpose, and configures the router with its public half.
@@ -48,6 +51,37 @@ pub struct ChatArgs {
     /// The local model's time to first token, in ms.
     #[arg(long, default_value_t = 50)]
     pub ttft_ms: u64,
+    /// The held streams with the reply journal off, on, or both (off first).
+    #[arg(long, value_enum, default_value_t = Resume::Both)]
+    pub resume: Resume,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Resume {
+    Off,
+    On,
+    Both,
+}
+
+/// What N streams held open at once cost, with the reply journal on or off.
+#[derive(Debug, Serialize)]
+pub struct HeldStreams {
+    pub resume: bool,
+    pub streams: usize,
+    pub ok: usize,
+    pub errors: usize,
+    pub first_byte: Summary,
+    /// From the first request to the last stream's end.
+    pub all_ended_ms: f64,
+    /// This process's user + system CPU time over the run.
+    pub cpu_ms: f64,
+    pub rss_before_kib: u64,
+    pub rss_open_kib: u64,
+    pub rss_per_stream_kib: f64,
+    /// Commands Redis served during the run (the whole server's: others' traffic included).
+    pub redis_commands: Option<u64>,
+    /// Redis's `used_memory` with the streams open, less before them.
+    pub redis_memory_open_kib: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,12 +92,7 @@ pub struct ChatReport {
     pub signed_in_first_byte: Summary,
     pub signed_in_added_p50_ms: f64,
     pub signed_in_added_p95_ms: f64,
-    pub streams: usize,
-    pub streams_ok: usize,
-    pub stream_errors: usize,
-    pub rss_before_kib: u64,
-    pub rss_open_kib: u64,
-    pub rss_per_stream_kib: f64,
+    pub held: Vec<HeldStreams>,
     pub cache: &'static str,
     /// The seeded companion the bench chatted with.
     pub companion_id: String,
@@ -104,10 +133,29 @@ fn print_report(r: &ChatReport) {
         "  {:<34} p50 {:>8.2} ms  p95 {:>8.2} ms",
         "signed-in: added to the model", r.signed_in_added_p50_ms, r.signed_in_added_p95_ms
     );
-    println!(
-        "  concurrent streams: {} open, {} ok, {} errors; RSS {} KiB → {} KiB, {:.1} KiB per stream",
-        r.streams, r.streams_ok, r.stream_errors, r.rss_before_kib, r.rss_open_kib, r.rss_per_stream_kib
-    );
+    for h in &r.held {
+        println!(
+            "  {} concurrent streams, resume {}: {} ok, {} errors; first byte p50 {:.2} ms p95 {:.2} ms; all ended in {:.0} ms; CPU {:.0} ms; RSS {} KiB → {} KiB, {:.1} KiB per stream",
+            h.streams,
+            if h.resume { "on " } else { "off" },
+            h.ok,
+            h.errors,
+            h.first_byte.p50_ms,
+            h.first_byte.p95_ms,
+            h.all_ended_ms,
+            h.cpu_ms,
+            h.rss_before_kib,
+            h.rss_open_kib,
+            h.rss_per_stream_kib
+        );
+        if let (Some(commands), Some(memory)) = (h.redis_commands, h.redis_memory_open_kib) {
+            println!(
+                "    Redis: {commands} commands ({:.1} per stream), used_memory {memory:+} KiB with the streams open ({:.2} KiB per stream)",
+                commands as f64 / h.streams.max(1) as f64,
+                memory as f64 / h.streams.max(1) as f64
+            );
+        }
+    }
     println!(
         "  chatted with {} as {BENCH_USER}; {} scratch rows removed; database left as found: {}",
         r.companion_id,
@@ -123,6 +171,31 @@ fn print_report(r: &ChatReport) {
 /// A session token for the bench user, signed with this run's key.
 fn session_token(key: &SigningKey) -> anyhow::Result<String> {
     Ok(key.sign(None, &session_token::clerk_claims(BENCH_USER, None, 3600)))
+}
+
+/// This process's user + system CPU time, from /proc/self/stat (clock ticks of 1/100 s).
+fn cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) * 10.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// A Redis server's counter or gauge from `INFO` (`total_commands_processed`, `used_memory`).
+async fn redis_info(url: &str, field: &str) -> Option<i64> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO").query_async(&mut conn).await.ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Our resident set size, from /proc/self/status.
@@ -357,52 +430,44 @@ async fn measure_on(args: &ChatArgs, companion_id: &str) -> anyhow::Result<ChatR
         signed_samples.push(first_byte(req).await?);
     }
 
-    // N streams held open: a long, slow reply; count each once its first byte arrived.
+    // N streams held open: a long, slow reply; count each once its first byte arrived. With
+    // the journal off, then on, each on a router of its own.
     model.set_script(Script {
         time_to_first_token: Duration::ZERO,
         chunks: vec!["tick ".into(); 40],
         chunk_gap: Duration::from_millis(250),
         ..Script::default()
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_before = rss_kib();
-    let opened = Arc::new(tokio::sync::Barrier::new(args.streams + 1));
-    let mut tasks = Vec::with_capacity(args.streams);
-    for i in 0..args.streams {
-        let req = http
-            .post(&url)
-            .json(&serde_json::json!({"prompt": format!("stream {i}")}));
-        let opened = opened.clone();
-        tasks.push(tokio::spawn(async move {
-            let outcome = async {
-                let resp = req.send().await?;
-                anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
-                let mut body = resp.bytes_stream();
-                body.next().await.context("empty body")??;
-                Ok(body)
-            }
-            .await;
-            opened.wait().await;
-            let mut body = outcome?;
-            while let Some(chunk) = body.next().await {
-                chunk?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    opened.wait().await;
-    let rss_open = rss_kib();
-    let mut ok = 0;
-    let mut errors = 0;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => ok += 1,
-            Ok(Err(e)) => {
-                errors += 1;
-                tracing::warn!(error = %e, "bench stream failed");
-            }
-            Err(_) => errors += 1,
-        }
+    let redis_url = match &app.config.cache {
+        gcbb::config::CacheBackend::Redis { url } => Some(url.clone()),
+        _ => None,
+    };
+    let modes: &[bool] = match args.resume {
+        Resume::Off => &[false],
+        Resume::On => &[true],
+        Resume::Both => &[false, true],
+    };
+    let mut held = Vec::new();
+    for &resume in modes {
+        let mut vars = vars.clone();
+        vars.insert("CHAT_RESUME_STREAMS".into(), resume.to_string());
+        let app: Arc<App> = App::new(Config::from_vars(&vars)?);
+        let router = gcbb::routes::router(
+            app.clone(),
+            &gcbb::routes::VercelJson::embedded(),
+            axum::Router::new(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let url = format!("http://{addr}/api/chat/{companion_id}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        held.push(hold_streams(args.streams, &http, &url, resume, redis_url.as_deref()).await);
+        // The replies' writes (the journal's last records, the cached replies) finish first.
+        gcbb::platform::background::drain_local(Duration::from_secs(30)).await;
+        server.abort();
     }
     server.abort();
     let _ = app.cache.clear_pattern(&format!("{prefix}:*")).await;
@@ -416,15 +481,96 @@ async fn measure_on(args: &ChatArgs, companion_id: &str) -> anyhow::Result<ChatR
         signed_in_added_p50_ms: signed_in_first_byte.p50_ms - model_first_byte.p50_ms,
         signed_in_added_p95_ms: signed_in_first_byte.p95_ms - model_first_byte.p95_ms,
         signed_in_first_byte,
-        streams: args.streams,
-        streams_ok: ok,
-        stream_errors: errors,
-        rss_before_kib: rss_before,
-        rss_open_kib: rss_open,
-        rss_per_stream_kib: rss_open.saturating_sub(rss_before) as f64 / args.streams.max(1) as f64,
+        held,
         cache,
         companion_id: companion_id.to_owned(),
         scratch_rows_removed: 0,
         database_left_as_found: false,
     })
+}
+
+/// Opens `n` streams at once and reads them to their end; what that cost.
+async fn hold_streams(
+    n: usize,
+    http: &reqwest::Client,
+    url: &str,
+    resume: bool,
+    redis_url: Option<&str>,
+) -> HeldStreams {
+    let commands_before = match redis_url {
+        Some(u) => redis_info(u, "total_commands_processed").await,
+        None => None,
+    };
+    let memory_before = match redis_url {
+        Some(u) => redis_info(u, "used_memory").await,
+        None => None,
+    };
+    let rss_before = rss_kib();
+    let cpu_before = cpu_ms();
+    let started = Instant::now();
+    let opened = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let req = http
+            .post(url)
+            .json(&serde_json::json!({"prompt": format!("stream {i} {}", rand::random::<u32>())}));
+        let opened = opened.clone();
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let outcome = async {
+                let resp = req.send().await?;
+                anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+                let mut body = resp.bytes_stream();
+                body.next().await.context("empty body")??;
+                Ok((sent.elapsed(), body))
+            }
+            .await;
+            opened.wait().await;
+            let (first, mut body) = outcome?;
+            while let Some(chunk) = body.next().await {
+                chunk?;
+            }
+            anyhow::Ok(first)
+        }));
+    }
+    opened.wait().await;
+    let rss_open = rss_kib();
+    let memory_open = match redis_url {
+        Some(u) => redis_info(u, "used_memory").await,
+        None => None,
+    };
+    let mut first_bytes = Vec::with_capacity(n);
+    let mut errors = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(first)) => first_bytes.push(first),
+            Ok(Err(e)) => {
+                errors += 1;
+                tracing::warn!(error = %e, "bench stream failed");
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let all_ended = started.elapsed();
+    let cpu = cpu_ms() - cpu_before;
+    let commands_after = match redis_url {
+        Some(u) => redis_info(u, "total_commands_processed").await,
+        None => None,
+    };
+    HeldStreams {
+        resume,
+        streams: n,
+        ok: first_bytes.len(),
+        errors,
+        first_byte: Summary::of(&mut first_bytes),
+        all_ended_ms: all_ended.as_secs_f64() * 1000.0,
+        cpu_ms: cpu,
+        rss_before_kib: rss_before,
+        rss_open_kib: rss_open,
+        rss_per_stream_kib: rss_open.saturating_sub(rss_before) as f64 / n.max(1) as f64,
+        redis_commands: commands_before
+            .zip(commands_after)
+            .map(|(b, a)| (a - b).max(0) as u64),
+        redis_memory_open_kib: memory_before.zip(memory_open).map(|(b, o)| (o - b) / 1024),
+    }
 }
