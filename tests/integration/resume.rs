@@ -1032,3 +1032,45 @@ async fn a_kill_9_mid_reply_leaves_the_partial_reply_stored_as_interrupted_once_
     assert_eq!(count(stored).await, 1);
     clear_prefix(&prefix).await;
 }
+
+/// `CHAT_RESUME_STREAMS=false`: nothing of a reply reaches the cache; a resume or a stop works on
+/// the instance producing it, and another instance has nothing in flight.
+#[tokio::test]
+async fn with_resume_streams_off_nothing_reaches_the_cache_and_only_the_producer_resumes_or_stops()
+{
+    let app = chat_app(slow(200, 20))
+        .cache(CacheKind::Redis)
+        .env("CHAT_RESUME_STREAMS", "false")
+        .start()
+        .await;
+    let other = app.another_instance().await;
+    let mut first = post_chat(&app, PUBLIC, "off the record")
+        .signed_in(ALICE)
+        .send_streaming()
+        .await;
+    until_text(&mut first).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        resume(&other, PUBLIC).signed_in(ALICE).send().await.status,
+        204
+    );
+    assert_eq!(
+        stop(&other, PUBLIC).signed_in(ALICE).send().await.status,
+        204
+    );
+    assert!(app.redis_keys("v1:reply:*").await.is_empty());
+    let mut resumed = resume(&app, PUBLIC).signed_in(ALICE).send_streaming().await;
+    assert_eq!(resumed.status, 200);
+    until_text(&mut resumed).await;
+    let resp = stop(&app, PUBLIC).signed_in(ALICE).send().await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["status"], "stopped");
+    let ev = events(&rest(resumed).await);
+    assert_eq!(ev[ev.len() - 2]["messageMetadata"]["status"], "stopped");
+    assert_eq!(
+        replies(&app, PUBLIC, ALICE).await[0].2.as_deref(),
+        Some("stopped")
+    );
+    app.finish_background().await;
+    assert!(app.redis_keys("v1:reply:*").await.is_empty());
+}
