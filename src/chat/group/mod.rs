@@ -264,15 +264,17 @@ async fn chat_creator(
                 Some(r) => r,
                 None => {
                     let context = context_for(member, &group, &members, &transcript);
-                    match reply::start(&app.llm, context).await {
-                        Ok(mut r) => {
+                    match producer.ask(&app.llm, context).await {
+                        // Stopped while the model was thinking: nothing of this one was said.
+                        None => break,
+                        Some(Ok(mut r)) => {
                             producer.begin(
                                 creator_message(member, &group, &user_id, after, &r),
                                 &mut r,
                             );
                             r
                         }
-                        Err(e) => {
+                        Some(Err(e)) => {
                             tracing::warn!(error = %e, "group reply failed to start");
                             producer.fail(e.to_string());
                             break;

@@ -200,6 +200,37 @@ impl Producer {
         self.current = Some(current);
     }
 
+    /// Asks the model for the next message of the stream (a group's next responder), keeping the
+    /// journal's lease and stop flag going while the model thinks; `None` when the stream was
+    /// stopped meanwhile.
+    pub async fn ask(
+        &mut self,
+        llm: &crate::llm::Llm,
+        context: Vec<crate::llm::ChatMessage>,
+    ) -> Option<Result<Reply, crate::platform::error::ApiError>> {
+        let live = self.live.clone();
+        let asking = super::start(llm, context);
+        tokio::pin!(asking);
+        loop {
+            let next_write = self.journal.next_write();
+            let journaled = self.journal.is_enabled();
+            tokio::select! {
+                biased;
+                _ = live.stopping() => {
+                    self.stopped = true;
+                    return None;
+                }
+                _ = tokio::time::sleep_until(next_write), if journaled => {
+                    if self.journal.flush(self.deadline_ms).await.stop_requested {
+                        self.stopped = true;
+                        return None;
+                    }
+                }
+                reply = &mut asking => return Some(reply),
+            }
+        }
+    }
+
     /// Runs the message [`Producer::begin`] started to its end and keeps it.
     pub async fn run(&mut self, mut reply: Reply) -> MessageEnded {
         let live = self.live.clone();
