@@ -327,14 +327,16 @@ impl MemoryStore {
         self.collections.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `RPUSH key items…` then `PEXPIRE key ttl`: the list's new length.
-    pub fn append_list(&self, key: &str, items: &[Bytes], ttl: Duration) -> u64 {
+    /// `RPUSH key items…` then, with a `ttl`, `PEXPIRE key ttl`: the list's new length.
+    pub fn append_list(&self, key: &str, items: &[Bytes], ttl: Option<Duration>) -> u64 {
         let now = Instant::now();
         let mut c = self.collections();
         let len = match c.list(key, now) {
             Some(list) => {
                 list.value.extend_from_slice(items);
-                list.expires = Some(now + ttl);
+                if let Some(ttl) = ttl {
+                    list.expires = Some(now + ttl);
+                }
                 list.value.len()
             }
             None if items.is_empty() => 0,
@@ -343,7 +345,7 @@ impl MemoryStore {
                     key.to_owned(),
                     Collection {
                         value: items.to_vec(),
-                        expires: Some(now + ttl),
+                        expires: ttl.map(|t| now + t),
                     },
                 );
                 items.len()
@@ -668,7 +670,7 @@ mod tests {
     #[test]
     fn lists_append_range_and_expire() {
         let s = MemoryStore::new(10, 1 << 20);
-        let ttl = Duration::from_secs(5);
+        let ttl = Some(Duration::from_secs(5));
         assert_eq!(s.append_list("l", &[], ttl), 0);
         assert!(s.list_range("l", 0).is_empty());
         let a = Bytes::from_static(b"a");
@@ -682,8 +684,8 @@ mod tests {
         assert!(s.expire("l", Duration::from_millis(1)));
         std::thread::sleep(Duration::from_millis(5));
         assert!(s.list_range("l", 0).is_empty());
-        assert!(!s.expire("l", ttl));
-        assert_eq!(s.append_list("m", &[a], ttl), 1);
+        assert!(!s.expire("l", Duration::from_secs(5)));
+        assert_eq!(s.append_list("m", &[a], None), 1);
         assert_eq!(s.del(&["m".to_owned()]), 1);
         assert!(s.list_range("m", 0).is_empty());
     }

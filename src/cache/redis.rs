@@ -124,8 +124,8 @@ impl RedisStore {
         .await
     }
 
-    /// One round trip: `RPUSH` + `PEXPIRE` (when there are items, else `LLEN`), the lease's
-    /// `SET … PX`, the watched key's `GET`.
+    /// One round trip: `RPUSH` (+ `PEXPIRE` with a time to live) when there are items, else
+    /// `LLEN`; the lease's `SET … PX`; the watched key's `GET`.
     pub async fn append_list(
         &self,
         append: &super::store::ListAppend<'_>,
@@ -138,10 +138,12 @@ impl RedisStore {
             for item in append.items {
                 pipe.arg(item.as_ref());
             }
-            pipe.cmd("PEXPIRE")
-                .arg(append.key)
-                .arg(append.ttl.as_millis().max(1) as u64)
-                .ignore();
+            if let Some(ttl) = append.ttl {
+                pipe.cmd("PEXPIRE")
+                    .arg(append.key)
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .ignore();
+            }
         }
         if let Some((lease, ttl)) = append.lease {
             pipe.cmd("SET")

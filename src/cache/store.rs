@@ -19,7 +19,9 @@ use super::CacheError;
 pub struct ListAppend<'a> {
     pub key: &'a str,
     pub items: &'a [Bytes],
-    pub ttl: Duration,
+    /// Set with the items (`PEXPIRE`); none keeps the list's time to live (a list is created
+    /// with none: give one with its first items).
+    pub ttl: Option<Duration>,
     /// Set to `"1"` for the given time (a mark that the writer is alive).
     pub lease: Option<(&'a str, Duration)>,
     /// Read after the append (a flag another instance may have set).
@@ -173,8 +175,9 @@ impl Store {
         }
     }
 
-    /// `RPUSH` the items and `PEXPIRE` the list, set the lease, read the watched key: one round
-    /// trip on every backend (a pipeline: the commands run in order, not as a transaction).
+    /// `RPUSH` the items and `PEXPIRE` the list (when a time to live is given), set the lease,
+    /// read the watched key: one round trip on every backend (a pipeline: the commands run in
+    /// order, not as a transaction).
     pub async fn append_list(&self, append: &ListAppend<'_>) -> Result<Appended, CacheError> {
         match self {
             Store::Memory(m) => {

@@ -207,8 +207,8 @@ impl UpstashStore {
         Ok((next, keys))
     }
 
-    /// One `/pipeline` request: `RPUSH` + `PEXPIRE` (when there are items, else `LLEN`), the
-    /// lease's `SET … PX`, the watched key's `GET`. Items that are text go as text (the
+    /// One `/pipeline` request: `RPUSH` (+ `PEXPIRE` with a time to live) when there are items,
+    /// else `LLEN`; the lease's `SET … PX`; the watched key's `GET`. Items that are text go as text (the
     /// journal's JSON records stay readable, and a third smaller than base64).
     pub async fn append_list(
         &self,
@@ -221,11 +221,13 @@ impl UpstashStore {
             let mut rpush = vec![json!("RPUSH"), json!(append.key)];
             rpush.extend(append.items.iter().map(|v| json!(encode_list_value(v))));
             commands.push(rpush);
-            commands.push(vec![
-                json!("PEXPIRE"),
-                json!(append.key),
-                json!(append.ttl.as_millis().max(1) as u64),
-            ]);
+            if let Some(ttl) = append.ttl {
+                commands.push(vec![
+                    json!("PEXPIRE"),
+                    json!(append.key),
+                    json!(ttl.as_millis().max(1) as u64),
+                ]);
+            }
         }
         if let Some((lease, ttl)) = append.lease {
             commands.push(vec![

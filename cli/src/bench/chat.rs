@@ -63,6 +63,14 @@ pub enum Resume {
     Both,
 }
 
+/// Resume and stop, timed: a resume GET to its first replayed byte, and a stop POST to the
+/// moment the model server sees the producer's connection closed.
+#[derive(Debug, Serialize)]
+pub struct ResumeFigures {
+    pub resume_first_byte: Summary,
+    pub stop_to_model_closed: Summary,
+}
+
 /// What N streams held open at once cost, with the reply journal on or off.
 #[derive(Debug, Serialize)]
 pub struct HeldStreams {
@@ -92,6 +100,11 @@ pub struct ChatReport {
     pub signed_in_first_byte: Summary,
     pub signed_in_added_p50_ms: f64,
     pub signed_in_added_p95_ms: f64,
+    /// A reply in flight resumed, then stopped, on the instance producing it.
+    pub resume_here: ResumeFigures,
+    /// The same from a second instance sharing the cache (none with the memory cache, whose
+    /// journal no other instance sees).
+    pub resume_elsewhere: Option<ResumeFigures>,
     pub held: Vec<HeldStreams>,
     pub cache: &'static str,
     /// The seeded companion the bench chatted with.
@@ -133,6 +146,21 @@ fn print_report(r: &ChatReport) {
         "  {:<34} p50 {:>8.2} ms  p95 {:>8.2} ms",
         "signed-in: added to the model", r.signed_in_added_p50_ms, r.signed_in_added_p95_ms
     );
+    let resumed = |label: &str, f: &ResumeFigures| {
+        println!(
+            "  {label:<34} resume → first replayed byte p50 {:>6.2} ms p95 {:>6.2} ms; stop → model connection closed p50 {:>6.2} ms p95 {:>6.2} ms (n={})",
+            f.resume_first_byte.p50_ms,
+            f.resume_first_byte.p95_ms,
+            f.stop_to_model_closed.p50_ms,
+            f.stop_to_model_closed.p95_ms,
+            f.resume_first_byte.n
+        )
+    };
+    resumed("resume and stop, same instance:", &r.resume_here);
+    match &r.resume_elsewhere {
+        Some(f) => resumed("resume and stop, another instance:", f),
+        None => println!("  resume and stop, another instance: not measured (the memory cache is this process's)"),
+    }
     for h in &r.held {
         println!(
             "  {} concurrent streams, resume {}: {} ok, {} errors; first byte p50 {:.2} ms p95 {:.2} ms; all ended in {:.0} ms; CPU {:.0} ms; RSS {} KiB → {} KiB, {:.1} KiB per stream",
@@ -430,6 +458,35 @@ async fn measure_on(args: &ChatArgs, companion_id: &str) -> anyhow::Result<ChatR
         signed_samples.push(first_byte(req).await?);
     }
 
+    // Resume and stop, signed-in, on this instance, then (with a shared cache) on a second one.
+    let samples = args.requests.min(RESUME_SAMPLES);
+    model.set_script(Script {
+        time_to_first_token: Duration::ZERO,
+        chunks: vec!["tick ".into(); 400],
+        chunk_gap: Duration::from_millis(10),
+        ..Script::default()
+    });
+    let resume_here = resume_and_stop(&http, &url, &url, &token, &model, samples).await?;
+    let resume_elsewhere = if cache == "memory" {
+        None
+    } else {
+        let other_app: Arc<App> = App::new(Config::from_vars(&vars)?);
+        let router = gcbb::routes::router(
+            other_app,
+            &gcbb::routes::VercelJson::embedded(),
+            axum::Router::new(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let other = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let other_url = format!("http://{addr}/api/chat/{companion_id}");
+        let figures = resume_and_stop(&http, &url, &other_url, &token, &model, samples).await;
+        other.abort();
+        Some(figures?)
+    };
+
     // N streams held open: a long, slow reply; count each once its first byte arrived. With
     // the journal off, then on, each on a router of its own.
     model.set_script(Script {
@@ -481,6 +538,8 @@ async fn measure_on(args: &ChatArgs, companion_id: &str) -> anyhow::Result<ChatR
         signed_in_added_p50_ms: signed_in_first_byte.p50_ms - model_first_byte.p50_ms,
         signed_in_added_p95_ms: signed_in_first_byte.p95_ms - model_first_byte.p95_ms,
         signed_in_first_byte,
+        resume_here,
+        resume_elsewhere,
         held,
         cache,
         companion_id: companion_id.to_owned(),
@@ -573,4 +632,80 @@ async fn hold_streams(
             .map(|(b, a)| (a - b).max(0) as u64),
         redis_memory_open_kib: memory_before.zip(memory_open).map(|(b, o)| (o - b) / 1024),
     }
+}
+
+/// Resume and stop samples of each kind (fewer when `--requests` is smaller).
+const RESUME_SAMPLES: usize = 20;
+
+/// `samples` times: a signed-in reply started at `producer`, read to its first byte; a resume
+/// GET at `reader`, timed to its first byte; a stop POST at `reader`, timed to the model server
+/// seeing its connection closed.
+async fn resume_and_stop(
+    http: &reqwest::Client,
+    producer: &str,
+    reader: &str,
+    token: &str,
+    model: &LocalModelServer,
+    samples: usize,
+) -> anyhow::Result<ResumeFigures> {
+    let mut resumes = Vec::with_capacity(samples);
+    let mut stops = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let resp = http
+            .post(producer)
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .json(&serde_json::json!({"prompt": format!("resume me {i}")}))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+        let mut body = resp.bytes_stream();
+        body.next().await.context("empty body")??;
+        // The journal is written every 100 ms: let a write reach a shared cache.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let resumed = http
+            .get(format!("{reader}/stream"))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resumed.status().as_u16() == 200,
+            "resume: HTTP {}",
+            resumed.status()
+        );
+        let mut replay = resumed.bytes_stream();
+        replay.next().await.context("empty replay")??;
+        resumes.push(started.elapsed());
+        drop(replay);
+        drop(body);
+        let closed_before = model.cancelled_at().len();
+        let started = Instant::now();
+        let stopped = http
+            .post(format!("{reader}/stop"))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            stopped.status().as_u16() == 200,
+            "stop: HTTP {}",
+            stopped.status()
+        );
+        let waited = Instant::now();
+        let closed = loop {
+            if let Some(at) = model.cancelled_at().get(closed_before) {
+                break *at;
+            }
+            anyhow::ensure!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the model never saw the stop"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        stops.push(closed.saturating_duration_since(started));
+    }
+    Ok(ResumeFigures {
+        resume_first_byte: Summary::of(&mut resumes),
+        stop_to_model_closed: Summary::of(&mut stops),
+    })
 }

@@ -35,6 +35,8 @@ pub const FLUSH_BYTES: usize = 4 * 1024;
 pub const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// The producer's lease: a reader that finds it gone (and no end) stops following.
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
+/// How often the lease is renewed (with the write that falls due).
+pub const LEASE_RENEWAL: Duration = Duration::from_secs(1);
 /// How often a reader following the journal of another instance reads it again.
 pub const READ_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Most records one journal holds; a stream past it is cut (at 10 a second this is longer than
@@ -182,7 +184,11 @@ pub struct JournalWriter {
     /// replayed whole or drained from.
     broken: bool,
     last_write: tokio::time::Instant,
-    /// The producer's rows: whether any write failed (then the journal stays pending).
+    /// When the lease was last renewed.
+    leased: Option<tokio::time::Instant>,
+    /// The list's time to live was set (with its first items).
+    expiring: bool,
+    /// The stream has rows to store (it is in the pending set until they are).
     rows: bool,
 }
 
@@ -204,6 +210,8 @@ impl JournalWriter {
             text_bytes: 0,
             broken: false,
             last_write: tokio::time::Instant::now(),
+            leased: None,
+            expiring: false,
             rows: false,
         }
     }
@@ -303,16 +311,25 @@ impl JournalWriter {
         if self.broken {
             return Flushed::default();
         }
+        // Each write costs a command or two (the stop flag is read every time); the list's time
+        // to live is set once, the lease renewed every second.
+        let now = tokio::time::Instant::now();
+        let renew = self.leased.is_none_or(|at| now >= at + LEASE_RENEWAL);
+        let expire = !self.expiring && !self.batch.is_empty();
         let append = ListAppend {
             key: &self.keys.journal,
             items: &self.batch,
-            ttl: self.ttl,
-            lease: Some((&self.keys.lease, LEASE_TTL)),
+            ttl: expire.then_some(self.ttl),
+            lease: renew.then_some((self.keys.lease.as_str(), LEASE_TTL)),
             watch: Some(&self.keys.stop),
         };
         match self.app.cache.store().append_list(&append).await {
             Ok(done) => {
                 self.batch.clear();
+                self.expiring |= expire;
+                if renew {
+                    self.leased = Some(now);
+                }
                 Flushed {
                     stop_requested: done.watched.is_some(),
                 }
@@ -378,7 +395,7 @@ impl JournalHandle {
         if !self.enabled {
             return;
         }
-        note_pending_here();
+        note_pending_here(&self.app);
         let store = self.app.cache.store();
         let pending_set = pending_key(&self.app);
         let due = store.zadd(&pending_set, now_ms(), &self.stream_id);
@@ -524,40 +541,54 @@ pub struct Drained {
     pub failed: usize,
 }
 
-/// Whether this process left a journal pending since its last drain.
-static PENDING_HERE: AtomicBool = AtomicBool::new(false);
-/// When this process last started a "next request" drain (ms since the epoch).
-static LAST_DRAIN: AtomicU64 = AtomicU64::new(0);
-
-fn note_pending_here() {
-    PENDING_HERE.store(true, Ordering::SeqCst);
+/// Per instance of the app (tests run several in one process): whether it left a journal
+/// pending since its last drain, and when it last started a "next request" drain (ms).
+#[derive(Default, Clone, Copy)]
+struct DrainState {
+    pending: bool,
+    last: i64,
 }
 
-/// The "next request" drain: when this process left a reply pending, the next chat request it
+static DRAIN_STATES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<usize, DrainState>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn with_drain_state<T>(app: &App, f: impl FnOnce(&mut DrainState) -> T) -> T {
+    let mut states = DRAIN_STATES.lock().unwrap_or_else(|p| p.into_inner());
+    f(states.entry(app as *const App as usize).or_default())
+}
+
+fn note_pending_here(app: &App) {
+    with_drain_state(app, |s| s.pending = true);
+}
+
+/// The "next request" drain: when this instance left a reply pending, the next chat request it
 /// serves writes it (in the background, at most every [`DRAIN_SOON_INTERVAL`]).
 pub fn drain_soon(app: &Arc<App>, bg: &Background) {
-    if !PENDING_HERE.load(Ordering::SeqCst) {
+    let now = now_ms();
+    let due = with_drain_state(app, |s| {
+        let due = s.pending && now - s.last >= DRAIN_SOON_INTERVAL.as_millis() as i64;
+        if due {
+            s.pending = false;
+            s.last = now;
+        }
+        due
+    });
+    if !due {
         return;
     }
-    let now = now_ms() as u64;
-    let last = LAST_DRAIN.load(Ordering::SeqCst);
-    if now.saturating_sub(last) < DRAIN_SOON_INTERVAL.as_millis() as u64
-        || LAST_DRAIN
-            .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-    {
-        return;
-    }
-    PENDING_HERE.store(false, Ordering::SeqCst);
     let app = app.clone();
     bg.wait_until(async move {
         match drain_due(&app, DRAIN_BATCH).await {
-            Ok(d) if d.failed > 0 || d.waiting > 0 => note_pending_here(),
+            Ok(d) if d.failed > 0 || d.waiting > 0 => note_pending_here(&app),
             Ok(_) => {}
-            Err(_) => note_pending_here(),
+            Err(_) => note_pending_here(&app),
         }
     });
 }
+
+/// How long a drain retries one write (a connection the outage left broken fails once).
+pub const DRAIN_WRITE_BUDGET: Duration = Duration::from_secs(2);
 
 /// Journals one drain takes at most.
 pub const DRAIN_BATCH: usize = 200;
@@ -591,7 +622,11 @@ pub async fn drain_due(app: &Arc<App>, limit: usize) -> Result<Drained, String> 
                 drained.waiting += 1;
                 let _ = app.cache.store().zadd(&pending, due, &stream_id).await;
             }
-            DrainOne::Failed => drained.failed += 1,
+            DrainOne::Failed => {
+                // The database is likely still away: the rest wait for the next drain.
+                drained.failed += 1;
+                break;
+            }
         }
     }
     if drained.written + drained.failed > 0 {
@@ -681,7 +716,7 @@ async fn drain_one(app: &Arc<App>, stream_id: &str) -> DrainOne {
                 )
             }
         };
-        let budget = Duration::ZERO;
+        let budget = DRAIN_WRITE_BUDGET;
         if !m.text.is_empty() {
             let stored = m
                 .row
