@@ -582,7 +582,12 @@ async fn an_eventbridge_schedule_runs_the_refresh_without_the_secret() {
         .collect();
     assert_eq!(
         steps,
-        ["refreshReadModel", "bumpGeneration", "rebuildSnapshots"]
+        [
+            "refreshReadModel",
+            "bumpGeneration",
+            "rebuildSnapshots",
+            "drainReplyJournal"
+        ]
     );
     eprintln!(
         "scheduled refresh under the emulator: {}",
