@@ -170,14 +170,8 @@ export function groupHistory(id, before, limit = 30) {
   return getJson(`/api/group-chat/${encodeURIComponent(id)}/messages?${query}`);
 }
 
-async function* postStream(url, prompt, signal, accept) {
-  const res = await fetch(url, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", Accept: accept, ...(await authHeaders()) },
-    body: JSON.stringify({ prompt }),
-    signal,
-  });
-  if (!res.ok) throw await errorOf(res);
+/** The events of an SSE response. */
+async function* events(res) {
   for await (const data of sseData(res.body)) {
     if (data === "[DONE]") return;
     yield JSON.parse(data);
@@ -186,10 +180,46 @@ async function* postStream(url, prompt, signal, accept) {
   throw new ApiError(0, "stream_cut", "The reply broke off: the connection was lost.");
 }
 
+async function postStream(url, prompt, signal) {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "text/event-stream", ...(await authHeaders()) },
+    body: JSON.stringify({ prompt }),
+    signal,
+  });
+  if (!res.ok) throw await errorOf(res);
+  return events(res);
+}
+
+/** The reply in flight, from its start (a resume); null when nothing is in flight (204). */
+async function resumeStream(url, signal) {
+  const res = await fetch(url, { headers: { Accept: "text/event-stream", ...(await authHeaders()) }, signal, cache: "no-store" });
+  if (res.status === 204) return null;
+  if (!res.ok) throw await errorOf(res);
+  return events(res);
+}
+
+/** Asks the server to stop the reply in flight; what it says of it, or null when none was. */
+async function stop(url, activeStreamId) {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...(await authHeaders()) },
+    body: JSON.stringify(activeStreamId ? { activeStreamId } : {}),
+  });
+  if (res.status === 204) return null;
+  if (!res.ok) throw await errorOf(res);
+  return res.json();
+}
+
+const chatPath = (id) => `/api/chat/${encodeURIComponent(id)}`;
+const groupPath = (id) => `/api/group-chat/${encodeURIComponent(id)}`;
+
 /** A companion's reply as the AI SDK UI-message stream: start, text-delta…, finish or error. */
-export const chatStream = (id, prompt, signal) =>
-  postStream(`/api/chat/${encodeURIComponent(id)}`, prompt, signal, "text/event-stream");
+export const chatStream = (id, prompt, signal) => postStream(chatPath(id), prompt, signal);
+export const chatResume = (id, signal) => resumeStream(chatPath(id) + "/stream", signal);
+export const stopChat = (id, messageId) => stop(chatPath(id) + "/stop", messageId);
 
 /** A group's replies: message-start, text-delta, message-end per responder, or error. */
-export const groupStream = (id, prompt, signal) =>
-  postStream(`/api/group-chat/${encodeURIComponent(id)}/chat`, prompt, signal, "text/event-stream");
+export const groupStream = (id, prompt, signal) => postStream(groupPath(id) + "/chat", prompt, signal);
+export const groupResume = (id, signal) => resumeStream(groupPath(id) + "/stream", signal);
+export const stopGroup = (id) => stop(groupPath(id) + "/stop");

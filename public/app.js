@@ -230,19 +230,28 @@ $("edit-form").addEventListener("submit", async (e) => {
 });
 
 // --- Chat ----------------------------------------------------------------------------------------
+// A reply runs to its end on the server whether or not this page stays: leaving or reloading only
+// disconnects, and opening the chat again resumes the reply in flight (GET …/stream) from its
+// start. Stop asks the server to stop it (POST …/stop); what was said is kept, marked stopped.
 
 let chatId = null;
 let chatCursor = null;
 let streaming = null; // the AbortController of the reply being streamed
+let replying = null; // the reply in flight: {stop(), messageId}, for the Stop button
 
-function message(role, text, who) {
+function message(role, text, who, status) {
   const body = h("p", { className: "text" }, text);
-  const li = h("li", { className: "msg " + role }, who ? h("strong", { className: "who" }, who) : null, body);
-  return { li, append: (t) => body.append(t) };
+  const ended = h("span", { className: "ended" });
+  const end = (s) => {
+    ended.textContent = s && s !== "finished" ? `(${s})` : "";
+  };
+  end(status);
+  const li = h("li", { className: "msg " + role }, who ? h("strong", { className: "who" }, who) : null, body, ended);
+  return { li, append: (t) => body.append(t), end };
 }
 
 async function openChat(id) {
-  streaming?.abort();
+  letGo();
   chatId = id;
   chatCursor = null;
   const card = cards.get(id) ?? { name: id, src: "" };
@@ -256,6 +265,8 @@ async function openChat(id) {
     ? `Signed in as ${me}: this conversation is kept.`
     : "Anonymous: nothing is kept. Sign in to keep your history.";
   if (me) await loadHistory();
+  // A reply still being written (this page was reloaded, or left and opened again) goes on here.
+  if (id === chatId) resume($("chat-form"), $("chat-log"), $("chat-error"), (signal) => api.chatResume(id, signal), showChatReply, () => api.stopChat(id, replying?.messageId));
 }
 
 async function loadHistory() {
@@ -263,7 +274,7 @@ async function loadHistory() {
   try {
     const page = await api.chatHistory(id, chatCursor);
     if (id !== chatId) return;
-    $("chat-log").prepend(...page.messages.map((m) => message(m.role, m.content).li));
+    $("chat-log").prepend(...page.messages.map((m) => message(m.role, m.content, null, m.status).li));
     chatCursor = page.nextCursor;
     $("older").hidden = !chatCursor;
   } catch (e) {
@@ -273,8 +284,55 @@ async function loadHistory() {
 
 $("older").addEventListener("click", loadHistory);
 
-/** Sends the form's prompt and lets `stream` show the reply; it returns an error text or null. */
-async function converse(form, log, errorEl, you, stream) {
+/** While a reply streams into `form`'s log: Send waits, Stop is offered. */
+function busy(form, log, on, stop) {
+  form.querySelector("button[type=submit]").disabled = on;
+  const stopButton = form.querySelector(".stop");
+  stopButton.hidden = !on;
+  stopButton.disabled = false;
+  if (on) log.setAttribute("aria-busy", "true");
+  else log.removeAttribute("aria-busy");
+  replying = on ? { stop, messageId: null } : null;
+}
+
+/** Runs `show` over the parts of a stream (a reply, or one resumed), holding the composer. */
+async function follow(form, log, errorEl, open, show, stop) {
+  const controller = (streaming = new AbortController());
+  busy(form, log, true, stop);
+  let retryAfter = null;
+  try {
+    const parts = await open(controller.signal);
+    if (parts) {
+      const result = await show(parts);
+      if (result) showError(errorEl, new Error(result));
+    }
+  } catch (e) {
+    if (e.name !== "AbortError") {
+      showError(errorEl, e);
+      if (e.status === 429) retryAfter = e.retryAfter ?? 60;
+    }
+  } finally {
+    if (streaming === controller) {
+      streaming = null;
+      busy(form, log, false);
+    }
+  }
+  if (retryAfter !== null) {
+    const send = form.querySelector("button[type=submit]");
+    send.disabled = true;
+    holdSend(send, retryAfter, errorEl);
+  }
+}
+
+/** Leaving a view: its stream is let go (the server finishes the reply regardless). */
+function letGo() {
+  streaming?.abort();
+  streaming = null;
+  for (const [form, log] of [[$("chat-form"), $("chat-log")], [$("group-form"), $("group-log")]]) busy(form, log, false);
+}
+
+/** Sends the form's prompt and lets `show` display the reply. */
+async function converse(form, log, errorEl, you, send, show, stop) {
   const input = form.elements.prompt;
   const prompt = input.value.trim();
   if (!prompt || streaming) return;
@@ -283,23 +341,13 @@ async function converse(form, log, errorEl, you, stream) {
   log.append(mine);
   mine.scrollIntoView({ block: "nearest" });
   input.value = "";
-  const controller = (streaming = new AbortController());
-  const send = form.querySelector("button");
-  send.disabled = true;
-  log.setAttribute("aria-busy", "true");
-  try {
-    const result = await stream(prompt, controller.signal);
-    if (result) showError(errorEl, new Error(result));
-  } catch (e) {
-    if (e.name !== "AbortError") {
-      showError(errorEl, e);
-      if (e.status === 429) return holdSend(send, e.retryAfter ?? 60, errorEl);
-    }
-  } finally {
-    if (streaming === controller) streaming = null;
-    log.removeAttribute("aria-busy");
-  }
-  send.disabled = false;
+  await follow(form, log, errorEl, (signal) => send(prompt, signal), show, stop);
+}
+
+/** Resumes the reply in flight in this chat, if there is one (a 204 says there is none). */
+function resume(form, log, errorEl, open, show, stop) {
+  if (streaming) return;
+  follow(form, log, errorEl, open, show, stop);
 }
 
 /** After a 429: the button stays off until the limit's window allows another message. */
@@ -317,35 +365,58 @@ function holdSend(button, seconds, errorEl) {
   tick();
 }
 
+/** A companion's reply (the UI-message stream) in a new bubble; an error text or null. */
+async function showChatReply(parts) {
+  const reply = message("assistant", "");
+  reply.li.setAttribute("aria-busy", "true");
+  let ended = false;
+  try {
+    for await (const part of parts) {
+      if (!reply.li.isConnected) {
+        $("chat-log").append(reply.li);
+        reply.li.scrollIntoView({ block: "nearest" });
+      }
+      if (part.type === "start" && replying) replying.messageId = part.messageId;
+      else if (part.type === "text-delta") reply.append(part.delta);
+      else if (part.type === "error") return "The reply broke off: " + part.errorText;
+      else if (part.type === "finish") {
+        ended = true;
+        reply.end(part.messageMetadata?.status);
+      }
+    }
+    return ended ? null : "The reply ended without finishing.";
+  } finally {
+    reply.li.removeAttribute("aria-busy");
+  }
+}
+
 $("chat-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  converse(e.target, $("chat-log"), $("chat-error"), null, async (prompt, signal) => {
-    const reply = message("assistant", "");
-    reply.li.setAttribute("aria-busy", "true");
-    let ended = false;
+  const id = chatId;
+  converse(e.target, $("chat-log"), $("chat-error"), null, (prompt, signal) => api.chatStream(id, prompt, signal), showChatReply, () => api.stopChat(id, replying?.messageId));
+});
+
+// Stop asks the server; the stream then ends on its own, with what was said, marked stopped.
+for (const form of [$("chat-form"), $("group-form")]) {
+  const button = form.querySelector(".stop");
+  button.addEventListener("click", async () => {
+    if (!replying) return;
+    button.disabled = true;
     try {
-      for await (const part of api.chatStream(chatId, prompt, signal)) {
-        if (!reply.li.isConnected) {
-          $("chat-log").append(reply.li);
-          reply.li.scrollIntoView({ block: "nearest" });
-        }
-        if (part.type === "text-delta") reply.append(part.delta);
-        else if (part.type === "error") return "The reply broke off: " + part.errorText;
-        else if (part.type === "finish") ended = true;
-      }
-      return ended ? null : "The reply ended without finishing.";
-    } finally {
-      reply.li.removeAttribute("aria-busy");
+      await replying.stop();
+    } catch (e) {
+      showError(form.previousElementSibling, e);
+      button.disabled = false;
     }
   });
-});
+}
 
 // --- Group chat ----------------------------------------------------------------------------------
 
 let groupId = null;
 
 async function openGroup(id) {
-  streaming?.abort();
+  letGo();
   groupId = id;
   const group = GROUPS.find((g) => g.id === id) ?? { id, name: id };
   $("group-title").textContent = group.name;
@@ -354,35 +425,43 @@ async function openGroup(id) {
   try {
     const page = await api.groupHistory(id);
     if (id !== groupId) return;
-    $("group-log").append(...page.messages.map((m) => message(m.isBot ? "assistant" : "user", m.content, m.senderName ?? (m.isBot ? "Companion" : "You")).li));
+    $("group-log").append(...page.messages.map((m) => message(m.isBot ? "assistant" : "user", m.content, m.senderName ?? (m.isBot ? "Companion" : "You"), m.status).li));
     const names = [...new Set(page.messages.filter((m) => m.isBot && m.senderName).map((m) => m.senderName))];
     $("group-members").textContent = names.length ? "Members: " + names.join(", ") + ". Name one to choose who answers." : "";
   } catch (e) {
     showError($("group-error"), e);
   }
+  if (id === groupId) resume($("group-form"), $("group-log"), $("group-error"), (signal) => api.groupResume(id, signal), showGroupReplies, () => api.stopGroup(id));
+}
+
+/** The responders' replies, each in its bubble under its name; an error text or null. */
+async function showGroupReplies(events) {
+  const bubbles = new Map();
+  try {
+    for await (const ev of events) {
+      if (ev.type === "message-start") {
+        const m = message("assistant", "", ev.name);
+        m.li.setAttribute("aria-busy", "true");
+        bubbles.set(ev.companionId, m);
+        $("group-log").append(m.li);
+        m.li.scrollIntoView({ block: "nearest" });
+      } else if (ev.type === "text-delta") bubbles.get(ev.companionId)?.append(ev.delta);
+      else if (ev.type === "message-end") {
+        const m = bubbles.get(ev.companionId);
+        m?.li.removeAttribute("aria-busy");
+        m?.end(ev.status);
+      } else if (ev.type === "error") return "A reply broke off: " + ev.message;
+    }
+    return null;
+  } finally {
+    for (const m of bubbles.values()) m.li.removeAttribute("aria-busy");
+  }
 }
 
 $("group-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  converse(e.target, $("group-log"), $("group-error"), "You", async (prompt, signal) => {
-    const bubbles = new Map();
-    try {
-      for await (const ev of api.groupStream(groupId, prompt, signal)) {
-        if (ev.type === "message-start") {
-          const m = message("assistant", "", ev.name);
-          m.li.setAttribute("aria-busy", "true");
-          bubbles.set(ev.companionId, m);
-          $("group-log").append(m.li);
-          m.li.scrollIntoView({ block: "nearest" });
-        } else if (ev.type === "text-delta") bubbles.get(ev.companionId)?.append(ev.delta);
-        else if (ev.type === "message-end") bubbles.get(ev.companionId)?.li.removeAttribute("aria-busy");
-        else if (ev.type === "error") return "A reply broke off: " + ev.message;
-      }
-      return null;
-    } finally {
-      for (const m of bubbles.values()) m.li.removeAttribute("aria-busy");
-    }
-  });
+  const id = groupId;
+  converse(e.target, $("group-log"), $("group-error"), "You", (prompt, signal) => api.groupStream(id, prompt, signal), showGroupReplies, () => api.stopGroup(id));
 });
 
 // Enter sends, Shift+Enter is a new line.

@@ -73,6 +73,9 @@ pub const DEFAULT_CHAT_BODY_LIMIT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_CHAT_CLIENT_CONTEXT_MESSAGES: usize = 10;
 /// …holding at most this many bytes of text together.
 pub const DEFAULT_CHAT_CLIENT_CONTEXT_BYTES: usize = 16 * 1024;
+/// The chat functions' `maxDuration` (vercel.json): a reply still generating this long after its
+/// request arrived is ended and stored as interrupted, so it never outlives its function.
+pub const DEFAULT_CHAT_MAX_DURATION: Duration = Duration::from_secs(300);
 /// Companions that answer one group-chat prompt when nobody is mentioned.
 pub const DEFAULT_GROUP_MAX_RESPONDERS: usize = 2;
 /// Signed-in chat: requests per window per user.
@@ -224,6 +227,12 @@ pub struct ChatConfig {
     /// (`CHAT_CLIENT_CONTEXT_MESSAGES`, `CHAT_CLIENT_CONTEXT_BYTES`).
     pub client_context_messages: usize,
     pub client_context_bytes: usize,
+    /// How long a reply may run, from its request (`CHAT_MAX_DURATION_MS`, the functions'
+    /// `maxDuration`).
+    pub max_duration: Duration,
+    /// Whether replies in flight are journaled in the cache (`CHAT_RESUME_STREAMS`, default
+    /// true): resume from any instance, and replies whose database write failed written later.
+    pub resume_streams: bool,
 }
 
 /// Browser origins that may call the functions from another origin (`CORS_ALLOWED_ORIGINS`,
@@ -607,6 +616,8 @@ fn chat_config(env: &Env) -> Result<ChatConfig, ConfigError> {
             "CHAT_CLIENT_CONTEXT_BYTES",
             DEFAULT_CHAT_CLIENT_CONTEXT_BYTES,
         )?,
+        max_duration: positive_millis(env, "CHAT_MAX_DURATION_MS", DEFAULT_CHAT_MAX_DURATION)?,
+        resume_streams: env.parse("CHAT_RESUME_STREAMS", true)?,
     })
 }
 

@@ -72,6 +72,8 @@ struct Shared {
     script: Mutex<Script>,
     requests: AtomicUsize,
     cancelled: AtomicUsize,
+    /// When each cancellation was seen, in order.
+    cancelled_at: Mutex<Vec<std::time::Instant>>,
     completed: AtomicUsize,
     last_request: Mutex<Option<serde_json::Value>>,
     all_requests: Mutex<Vec<serde_json::Value>>,
@@ -124,6 +126,11 @@ impl LocalModelServer {
         self.shared.cancelled.load(Ordering::SeqCst)
     }
 
+    /// When the server saw each client close a reply's connection before its end, in order.
+    pub fn cancelled_at(&self) -> Vec<std::time::Instant> {
+        lock(&self.shared.cancelled_at).clone()
+    }
+
     pub fn completed(&self) -> usize {
         self.shared.completed.load(Ordering::SeqCst)
     }
@@ -160,6 +167,7 @@ impl Drop for Watch {
         let counter = if self.finished {
             &self.shared.completed
         } else {
+            lock(&self.shared.cancelled_at).push(std::time::Instant::now());
             &self.shared.cancelled
         };
         counter.fetch_add(1, Ordering::SeqCst);

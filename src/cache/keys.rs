@@ -28,15 +28,19 @@ pub enum Area {
     RateLimit,
     /// Locks of scheduled jobs (the cron refresh), so runs never overlap.
     Job,
+    /// Replies in flight and their journals (resume, stop, writes retried later); never
+    /// generation-checked.
+    Reply,
 }
 
 impl Area {
-    pub const ALL: [Area; 5] = [
+    pub const ALL: [Area; 6] = [
         Area::Dashboard,
         Area::Companion,
         Area::BotReply,
         Area::RateLimit,
         Area::Job,
+        Area::Reply,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +50,7 @@ impl Area {
             Area::BotReply => "botreply",
             Area::RateLimit => "ratelimit",
             Area::Job => "job",
+            Area::Reply => "reply",
         }
     }
 }
@@ -183,6 +188,50 @@ pub fn rate_limit(scope: &str, subject: &str) -> Key {
     Key {
         area: Area::RateLimit,
         rest: format!("{}:{}", part(scope), part(subject)),
+    }
+}
+
+/// The journal of a reply stream (a list of its records, in order): what a resume replays, and
+/// what a reply whose database write failed is written from later.
+pub fn reply_journal(stream_id: &str) -> Key {
+    Key {
+        area: Area::Reply,
+        rest: format!("j:{}", part(stream_id)),
+    }
+}
+
+/// The lease the producer of a stream renews while it runs.
+pub fn reply_lease(stream_id: &str) -> Key {
+    Key {
+        area: Area::Reply,
+        rest: format!("live:{}", part(stream_id)),
+    }
+}
+
+/// A request to stop a stream, for its producer, whichever instance runs it.
+pub fn reply_stop(stream_id: &str) -> Key {
+    Key {
+        area: Area::Reply,
+        rest: format!("stop:{}", part(stream_id)),
+    }
+}
+
+/// The stream in flight for one viewer in one chat (`scope`: `chat` or `group`); its value is
+/// the stream's id. `viewer` is `u.<user id>` or `ip.<address>`, as the rate limiter tells
+/// viewers apart; both parts are user input and go through [`part`].
+pub fn reply_active(scope: &str, chat_id: &str, viewer: &str) -> Key {
+    Key {
+        area: Area::Reply,
+        rest: format!("active:{}:{}:{}", part(scope), part(chat_id), part(viewer)),
+    }
+}
+
+/// The journals whose replies are not all in the database yet (a sorted set, by when a drain
+/// may take them).
+pub fn reply_pending() -> Key {
+    Key {
+        area: Area::Reply,
+        rest: "pending".to_owned(),
     }
 }
 
@@ -369,6 +418,23 @@ mod tests {
         assert!(!ks
             .generation(Area::Dashboard)
             .starts_with(ks.area_pattern(Area::Dashboard).trim_end_matches('*')));
+    }
+
+    #[test]
+    fn a_viewers_stream_key_keeps_chats_and_viewers_apart() {
+        let ks = Keyspace::with_prefix("p");
+        assert_eq!(
+            ks.entry(&reply_active("chat", "c1", "u.alice")),
+            "p:v1:reply:active:chat:c1:u.alice"
+        );
+        // An address with a colon (IPv6) is hashed, so it can't run into the next part.
+        let v6 = ks.entry(&reply_active("chat", "c1", "ip.2001:db8::1"));
+        assert!(v6.starts_with("p:v1:reply:active:chat:c1:~"), "{v6}");
+        assert_ne!(
+            ks.entry(&reply_active("chat", "c1", "u.alice")),
+            ks.entry(&reply_active("group", "c1", "u.alice"))
+        );
+        assert_eq!(ks.entry(&reply_journal("s-1")), "p:v1:reply:j:s-1");
     }
 
     #[test]

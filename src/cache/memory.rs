@@ -111,6 +111,9 @@ pub struct MemoryStore {
     map: Mutex<Map>,
     max_entries: usize,
     max_bytes: usize,
+    /// Lists and sorted sets (the reply journal's), kept apart from the values: none of the
+    /// value paths (the L1, scripts) ever sees them.
+    collections: Mutex<Collections>,
 }
 
 impl MemoryStore {
@@ -119,6 +122,7 @@ impl MemoryStore {
             map: Mutex::new(Map::default()),
             max_entries: max_entries.max(1),
             max_bytes,
+            collections: Mutex::new(Collections::default()),
         }
     }
 
@@ -161,9 +165,12 @@ impl MemoryStore {
     pub fn del(&self, keys: &[String]) -> u64 {
         let mut map = self.lock();
         let now = Instant::now();
-        keys.iter()
+        let values = keys
+            .iter()
             .filter(|k| map.live(k, now).is_some() && map.remove(k))
-            .count() as u64
+            .count() as u64;
+        drop(map);
+        values + self.collections().remove(keys, now)
     }
 
     pub fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> bool {
@@ -185,11 +192,15 @@ impl MemoryStore {
     pub fn keys_matching(&self, pattern: &str) -> Vec<String> {
         let map = self.lock();
         let now = Instant::now();
-        map.slots
+        let mut keys: Vec<String> = map
+            .slots
             .iter()
             .filter(|s| !s.expired(now) && glob_match(pattern.as_bytes(), s.key.as_bytes()))
             .map(|s| s.key.clone())
-            .collect()
+            .collect();
+        drop(map);
+        keys.extend(self.collections().keys_matching(pattern, now));
+        keys
     }
 
     /// Removes every key starting with `prefix` (the L1's local invalidation).
@@ -221,6 +232,211 @@ impl MemoryStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Most lists and sorted sets the memory store keeps at once; past this the ones closest to
+/// expiring go first (each has a time to live: the reply journal sets one on every write).
+pub const MAX_COLLECTIONS: usize = 10_000;
+
+/// A list or a sorted set, with its expiry.
+struct Collection<T> {
+    value: T,
+    expires: Option<Instant>,
+}
+
+impl<T> Collection<T> {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+}
+
+/// The memory store's lists and sorted sets.
+#[derive(Default)]
+struct Collections {
+    lists: HashMap<String, Collection<Vec<Bytes>>>,
+    /// Member → score; ranges sort on demand (the sets here hold a few pending replies).
+    sorted: HashMap<String, Collection<HashMap<String, i64>>>,
+}
+
+impl Collections {
+    fn remove(&mut self, keys: &[String], now: Instant) -> u64 {
+        let mut n = 0;
+        for k in keys {
+            n += self.lists.remove(k).is_some_and(|c| c.live(now)) as u64;
+            n += self.sorted.remove(k).is_some_and(|c| c.live(now)) as u64;
+        }
+        n
+    }
+
+    fn keys_matching(&self, pattern: &str, now: Instant) -> Vec<String> {
+        let lists = self
+            .lists
+            .iter()
+            .filter(|(_, c)| c.live(now))
+            .map(|(k, _)| k);
+        let sorted = self
+            .sorted
+            .iter()
+            .filter(|(_, c)| c.live(now))
+            .map(|(k, _)| k);
+        lists
+            .chain(sorted)
+            .filter(|k| glob_match(pattern.as_bytes(), k.as_bytes()))
+            .cloned()
+            .collect()
+    }
+
+    fn list(&mut self, key: &str, now: Instant) -> Option<&mut Collection<Vec<Bytes>>> {
+        if self.lists.get(key).is_some_and(|c| !c.live(now)) {
+            self.lists.remove(key);
+        }
+        self.lists.get_mut(key)
+    }
+
+    fn sorted(&mut self, key: &str, now: Instant) -> Option<&mut Collection<HashMap<String, i64>>> {
+        if self.sorted.get(key).is_some_and(|c| !c.live(now)) {
+            self.sorted.remove(key);
+        }
+        self.sorted.get_mut(key)
+    }
+
+    /// Drops expired collections, then the ones expiring soonest, down to [`MAX_COLLECTIONS`].
+    fn bound(&mut self, now: Instant) {
+        if self.lists.len() + self.sorted.len() <= MAX_COLLECTIONS {
+            return;
+        }
+        self.lists.retain(|_, c| c.live(now));
+        self.sorted.retain(|_, c| c.live(now));
+        let excess = (self.lists.len() + self.sorted.len()).saturating_sub(MAX_COLLECTIONS);
+        if excess == 0 {
+            return;
+        }
+        let mut by_expiry: Vec<(Option<Instant>, String)> = self
+            .lists
+            .iter()
+            .map(|(k, c)| (c.expires, k.clone()))
+            .collect();
+        // Those without an expiry sort last (`None` is mapped past every instant).
+        by_expiry.sort_by_key(|(e, _)| e.map_or((1, now), |e| (0, e)));
+        for (_, k) in by_expiry.into_iter().take(excess) {
+            self.lists.remove(&k);
+        }
+    }
+}
+
+impl MemoryStore {
+    fn collections(&self) -> std::sync::MutexGuard<'_, Collections> {
+        self.collections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `RPUSH key items…` then, with a `ttl`, `PEXPIRE key ttl`: the list's new length.
+    pub fn append_list(&self, key: &str, items: &[Bytes], ttl: Option<Duration>) -> u64 {
+        let now = Instant::now();
+        let mut c = self.collections();
+        let len = match c.list(key, now) {
+            Some(list) => {
+                list.value.extend_from_slice(items);
+                if let Some(ttl) = ttl {
+                    list.expires = Some(now + ttl);
+                }
+                list.value.len()
+            }
+            None if items.is_empty() => 0,
+            None => {
+                c.lists.insert(
+                    key.to_owned(),
+                    Collection {
+                        value: items.to_vec(),
+                        expires: ttl.map(|t| now + t),
+                    },
+                );
+                items.len()
+            }
+        };
+        c.bound(now);
+        len as u64
+    }
+
+    /// `LRANGE key start -1`.
+    pub fn list_range(&self, key: &str, start: usize) -> Vec<Bytes> {
+        let now = Instant::now();
+        self.collections()
+            .list(key, now)
+            .map(|l| l.value.get(start..).unwrap_or_default().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// `PEXPIRE` of a value, a list or a sorted set: whether the key existed.
+    pub fn expire(&self, key: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut c = self.collections();
+        if let Some(list) = c.list(key, now) {
+            list.expires = Some(now + ttl);
+            return true;
+        }
+        if let Some(set) = c.sorted(key, now) {
+            set.expires = Some(now + ttl);
+            return true;
+        }
+        drop(c);
+        self.run(|txn| txn.pexpire(key, ttl))
+    }
+
+    /// `ZADD key score member` (the score replaced when the member is there).
+    pub fn zadd(&self, key: &str, score: i64, member: &str) {
+        let now = Instant::now();
+        let mut c = self.collections();
+        match c.sorted(key, now) {
+            Some(set) => {
+                set.value.insert(member.to_owned(), score);
+            }
+            None => {
+                c.sorted.insert(
+                    key.to_owned(),
+                    Collection {
+                        value: HashMap::from([(member.to_owned(), score)]),
+                        expires: None,
+                    },
+                );
+            }
+        }
+        c.bound(now);
+    }
+
+    /// `ZRANGEBYSCORE key -inf max LIMIT 0 limit`: members by score, then by name.
+    pub fn zrange_by_score(&self, key: &str, max: i64, limit: usize) -> Vec<String> {
+        let now = Instant::now();
+        let mut c = self.collections();
+        let Some(set) = c.sorted(key, now) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(i64, &String)> = set
+            .value
+            .iter()
+            .filter(|(_, &score)| score <= max)
+            .map(|(m, &score)| (score, m))
+            .collect();
+        found.sort();
+        found
+            .into_iter()
+            .take(limit)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// `ZREM key member`: whether it was there.
+    pub fn zrem(&self, key: &str, member: &str) -> bool {
+        let now = Instant::now();
+        let mut c = self.collections();
+        let Some(set) = c.sorted(key, now) else {
+            return false;
+        };
+        let removed = set.value.remove(member).is_some();
+        if set.value.is_empty() {
+            c.sorted.remove(key);
+        }
+        removed
     }
 }
 
@@ -452,6 +668,44 @@ mod tests {
         assert_eq!(s.incr("n").unwrap(), 2);
         s.set("x", Bytes::from_static(b"abc"), None);
         assert!(s.incr("x").is_err());
+    }
+
+    #[test]
+    fn lists_append_range_and_expire() {
+        let s = MemoryStore::new(10, 1 << 20);
+        let ttl = Some(Duration::from_secs(5));
+        assert_eq!(s.append_list("l", &[], ttl), 0);
+        assert!(s.list_range("l", 0).is_empty());
+        let a = Bytes::from_static(b"a");
+        let b = Bytes::from_static(b"b");
+        assert_eq!(s.append_list("l", std::slice::from_ref(&a), ttl), 1);
+        assert_eq!(s.append_list("l", &[b.clone(), a.clone()], ttl), 3);
+        assert_eq!(s.list_range("l", 0), [a.clone(), b.clone(), a.clone()]);
+        assert_eq!(s.list_range("l", 2), std::slice::from_ref(&a));
+        assert!(s.list_range("l", 9).is_empty());
+        assert_eq!(s.keys_matching("l*"), ["l"]);
+        assert!(s.expire("l", Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(s.list_range("l", 0).is_empty());
+        assert!(!s.expire("l", Duration::from_secs(5)));
+        assert_eq!(s.append_list("m", &[a], None), 1);
+        assert_eq!(s.del(&["m".to_owned()]), 1);
+        assert!(s.list_range("m", 0).is_empty());
+    }
+
+    #[test]
+    fn sorted_sets_range_by_score() {
+        let s = MemoryStore::new(10, 1 << 20);
+        s.zadd("z", 30, "c");
+        s.zadd("z", 10, "a");
+        s.zadd("z", 20, "b");
+        s.zadd("z", 5, "c");
+        assert_eq!(s.zrange_by_score("z", 20, 10), ["c", "a", "b"]);
+        assert_eq!(s.zrange_by_score("z", 10, 1), ["c"]);
+        assert_eq!(s.zrange_by_score("z", 4, 10), Vec::<String>::new());
+        assert!(s.zrem("z", "a"));
+        assert!(!s.zrem("z", "a"));
+        assert_eq!(s.zrange_by_score("z", 100, 10), ["c", "b"]);
     }
 
     #[test]

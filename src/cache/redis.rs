@@ -124,6 +124,106 @@ impl RedisStore {
         .await
     }
 
+    /// One round trip: `RPUSH` (+ `PEXPIRE` with a time to live) when there are items, else
+    /// `LLEN`; the lease's `SET … PX`; the watched key's `GET`.
+    pub async fn append_list(
+        &self,
+        append: &super::store::ListAppend<'_>,
+    ) -> Result<super::store::Appended, CacheError> {
+        let mut pipe = redis::pipe();
+        if append.items.is_empty() {
+            pipe.cmd("LLEN").arg(append.key);
+        } else {
+            pipe.cmd("RPUSH").arg(append.key);
+            for item in append.items {
+                pipe.arg(item.as_ref());
+            }
+            if let Some(ttl) = append.ttl {
+                pipe.cmd("PEXPIRE")
+                    .arg(append.key)
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .ignore();
+            }
+        }
+        if let Some((lease, ttl)) = append.lease {
+            pipe.cmd("SET")
+                .arg(lease)
+                .arg("1")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .ignore();
+        }
+        if let Some(watch) = append.watch {
+            pipe.cmd("GET").arg(watch);
+        }
+        let mut conn = self.conn().await?;
+        let mut replies: Vec<redis::Value> =
+            tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
+                .await
+                .map_err(|_| CacheError::Timeout)?
+                .map_err(map_err)?;
+        let watched = match append.watch {
+            Some(_) => match replies.pop() {
+                Some(redis::Value::Nil) | None => None,
+                Some(v) => Some(Bytes::from(
+                    redis::from_redis_value::<Vec<u8>>(&v).map_err(map_err)?,
+                )),
+            },
+            None => None,
+        };
+        let len = match replies.first() {
+            Some(v) => redis::from_redis_value::<u64>(v).map_err(map_err)?,
+            None => return Err(CacheError::Protocol("no reply to RPUSH".into())),
+        };
+        Ok(super::store::Appended { len, watched })
+    }
+
+    pub async fn list_range(&self, key: &str, start: usize) -> Result<Vec<Bytes>, CacheError> {
+        let values: Vec<Vec<u8>> = self
+            .query(redis::cmd("LRANGE").arg(key).arg(start).arg(-1))
+            .await?;
+        Ok(values.into_iter().map(Bytes::from).collect())
+    }
+
+    pub async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
+        self.query(
+            redis::cmd("PEXPIRE")
+                .arg(key)
+                .arg(ttl.as_millis().max(1) as u64),
+        )
+        .await
+    }
+
+    pub async fn zadd(&self, key: &str, score: i64, member: &str) -> Result<(), CacheError> {
+        let _: i64 = self
+            .query(redis::cmd("ZADD").arg(key).arg(score).arg(member))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn zrange_by_score(
+        &self,
+        key: &str,
+        max: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, CacheError> {
+        self.query(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(max)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit),
+        )
+        .await
+    }
+
+    pub async fn zrem(&self, key: &str, member: &str) -> Result<bool, CacheError> {
+        let n: i64 = self.query(redis::cmd("ZREM").arg(key).arg(member)).await?;
+        Ok(n > 0)
+    }
+
     pub async fn ping(&self) -> Result<(), CacheError> {
         let pong: String = self.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {

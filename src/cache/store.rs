@@ -12,6 +12,31 @@ use super::script::{Script, ScriptValue};
 use super::upstash::UpstashStore;
 use super::CacheError;
 
+/// An append to a list ([`Store::append_list`]): the items (none: only the lease and the
+/// watched key), the list's time to live, a lease key set with its own time to live, and a key
+/// read back, all in one round trip.
+#[derive(Debug, Clone, Copy)]
+pub struct ListAppend<'a> {
+    pub key: &'a str,
+    pub items: &'a [Bytes],
+    /// Set with the items (`PEXPIRE`); none keeps the list's time to live (a list is created
+    /// with none: give one with its first items).
+    pub ttl: Option<Duration>,
+    /// Set to `"1"` for the given time (a mark that the writer is alive).
+    pub lease: Option<(&'a str, Duration)>,
+    /// Read after the append (a flag another instance may have set).
+    pub watch: Option<&'a str>,
+}
+
+/// What [`Store::append_list`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The list's length after the append.
+    pub len: u64,
+    /// The watched key's value.
+    pub watched: Option<Bytes>,
+}
+
 /// One of the three stores; the remote ones behind their circuit breaker ([`super::breaker`]).
 pub enum Store {
     Memory(MemoryStore),
@@ -147,6 +172,77 @@ impl Store {
             Store::Memory(m) => Ok(("0".to_owned(), m.keys_matching(pattern))),
             Store::Redis(r) => r.call(|s| s.scan(cursor, pattern, batch)).await,
             Store::Upstash(u) => u.call(|s| s.scan(cursor, pattern, batch)).await,
+        }
+    }
+
+    /// `RPUSH` the items and `PEXPIRE` the list (when a time to live is given), set the lease,
+    /// read the watched key: one round trip on every backend (a pipeline: the commands run in
+    /// order, not as a transaction).
+    pub async fn append_list(&self, append: &ListAppend<'_>) -> Result<Appended, CacheError> {
+        match self {
+            Store::Memory(m) => {
+                let len = m.append_list(append.key, append.items, append.ttl);
+                if let Some((lease, ttl)) = append.lease {
+                    m.set(lease, Bytes::from_static(b"1"), Some(ttl));
+                }
+                let watched = append.watch.and_then(|k| m.get(k));
+                Ok(Appended { len, watched })
+            }
+            Store::Redis(r) => r.call(|s| s.append_list(append)).await,
+            Store::Upstash(u) => u.call(|s| s.append_list(append)).await,
+        }
+    }
+
+    /// `LRANGE key start -1`: the list's items from `start` on (none when it is missing).
+    pub async fn list_range(&self, key: &str, start: usize) -> Result<Vec<Bytes>, CacheError> {
+        match self {
+            Store::Memory(m) => Ok(m.list_range(key, start)),
+            Store::Redis(r) => r.call(|s| s.list_range(key, start)).await,
+            Store::Upstash(u) => u.call(|s| s.list_range(key, start)).await,
+        }
+    }
+
+    /// `PEXPIRE key ttl`: whether the key exists.
+    pub async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
+        match self {
+            Store::Memory(m) => Ok(m.expire(key, ttl)),
+            Store::Redis(r) => r.call(|s| s.expire(key, ttl)).await,
+            Store::Upstash(u) => u.call(|s| s.expire(key, ttl)).await,
+        }
+    }
+
+    /// `ZADD key score member`.
+    pub async fn zadd(&self, key: &str, score: i64, member: &str) -> Result<(), CacheError> {
+        match self {
+            Store::Memory(m) => {
+                m.zadd(key, score, member);
+                Ok(())
+            }
+            Store::Redis(r) => r.call(|s| s.zadd(key, score, member)).await,
+            Store::Upstash(u) => u.call(|s| s.zadd(key, score, member)).await,
+        }
+    }
+
+    /// `ZRANGEBYSCORE key -inf max LIMIT 0 limit`.
+    pub async fn zrange_by_score(
+        &self,
+        key: &str,
+        max: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, CacheError> {
+        match self {
+            Store::Memory(m) => Ok(m.zrange_by_score(key, max, limit)),
+            Store::Redis(r) => r.call(|s| s.zrange_by_score(key, max, limit)).await,
+            Store::Upstash(u) => u.call(|s| s.zrange_by_score(key, max, limit)).await,
+        }
+    }
+
+    /// `ZREM key member`: whether it was there.
+    pub async fn zrem(&self, key: &str, member: &str) -> Result<bool, CacheError> {
+        match self {
+            Store::Memory(m) => Ok(m.zrem(key, member)),
+            Store::Redis(r) => r.call(|s| s.zrem(key, member)).await,
+            Store::Upstash(u) => u.call(|s| s.zrem(key, member)).await,
         }
     }
 

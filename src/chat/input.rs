@@ -11,6 +11,12 @@
 //!   nothing a client sends can become a system message. Answered with the UI-message stream,
 //!   whatever `Accept` says, unless it asks for `text/plain` and not `text/event-stream`:
 //!   `TextStreamChatTransport` sends the very same request and can only be told apart that way.
+//! - the same request with only the new message, `{"id", "message": UIMessage, "trigger"}`: the
+//!   AI SDK's recommended shape when the server keeps the history (its persistence guide's
+//!   `prepareSendMessagesRequest`). The message must be the user's.
+//!
+//! The chat request's `id` is the client's chat id: it names the companion when the path
+//! doesn't (`POST /api/chat` with `useChat({ id: companionId })`, the SDK's default routes).
 //!
 //! Group chat takes `{"prompt"}` only ([`PromptBody`]).
 
@@ -51,8 +57,14 @@ pub struct ChatBody {
     prompt: Option<String>,
     #[serde(default)]
     messages: Option<Vec<UiMessage>>,
+    /// The last message alone (the history is the server's).
+    #[serde(default)]
+    message: Option<UiMessage>,
     #[serde(default)]
     trigger: Option<String>,
+    /// The client's chat id.
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// One UIMessage; its `id` and `metadata` are the client's and not read. The role is read as
@@ -92,46 +104,83 @@ pub struct ChatRequest {
     history: Vec<ChatMessage>,
     /// `trigger: "regenerate-message"`: the client wants a new answer, not a replay.
     pub regenerate: bool,
+    /// The chat request's `id` (the client's chat id), as sent.
+    pub chat_id: Option<String>,
 }
 
 impl ChatBody {
     pub fn into_request(self) -> Result<ChatRequest, ApiError> {
-        match (self.prompt, self.messages) {
-            (Some(_), Some(_)) => Err(ApiError::bad_parameter(
-                "messages",
-                "send either `prompt` (useCompletion) or `messages` (useChat), not both",
+        let regenerate = || match self.trigger.as_deref() {
+            None | Some(SUBMIT_TRIGGER) => Ok(false),
+            Some(REGENERATE_TRIGGER) => Ok(true),
+            Some(_) => Err(ApiError::bad_parameter(
+                "trigger",
+                format!("must be `{SUBMIT_TRIGGER}` or `{REGENERATE_TRIGGER}`"),
             )),
-            (Some(prompt), None) => Ok(ChatRequest {
+        };
+        match (self.prompt, self.messages, self.message) {
+            (Some(prompt), None, None) => Ok(ChatRequest {
                 prompt: Prompt::parse(prompt)?,
                 shape: BodyShape::Completion,
                 history: Vec::new(),
                 regenerate: false,
+                chat_id: None,
             }),
-            (None, Some(messages)) => {
-                let regenerate = match self.trigger.as_deref() {
-                    None | Some(SUBMIT_TRIGGER) => false,
-                    Some(REGENERATE_TRIGGER) => true,
-                    Some(_) => {
-                        return Err(ApiError::bad_parameter(
-                            "trigger",
-                            format!("must be `{SUBMIT_TRIGGER}` or `{REGENERATE_TRIGGER}`"),
-                        ))
-                    }
-                };
+            (None, Some(messages), None) => {
+                let regenerate = regenerate()?;
                 let (prompt, history) = read_messages(messages)?;
                 Ok(ChatRequest {
                     prompt,
                     shape: BodyShape::Chat,
                     history,
                     regenerate,
+                    chat_id: self.id,
                 })
             }
-            (None, None) => Err(ApiError::bad_parameter(
+            (None, None, Some(message)) => {
+                let regenerate = regenerate()?;
+                let prompt = read_message(message)?;
+                Ok(ChatRequest {
+                    prompt,
+                    shape: BodyShape::Chat,
+                    history: Vec::new(),
+                    regenerate,
+                    chat_id: self.id,
+                })
+            }
+            (None, None, None) => Err(ApiError::bad_parameter(
                 "prompt",
-                "is required (or send the AI SDK's chat request, with `messages`)",
+                "is required (or send the AI SDK's chat request, with `messages` or `message`)",
+            )),
+            (_, _, Some(_)) => Err(ApiError::bad_parameter(
+                "message",
+                "send one of `prompt` (useCompletion), `messages` or `message` (useChat)",
+            )),
+            (Some(_), Some(_), None) => Err(ApiError::bad_parameter(
+                "messages",
+                "send either `prompt` (useCompletion) or `messages` (useChat), not both",
             )),
         }
     }
+}
+
+/// The prompt of a last-message-only request: `message` must be the user's, with text parts
+/// only; errors name `message.…`.
+fn read_message(message: UiMessage) -> Result<Prompt, ApiError> {
+    if message.role != "user" {
+        return Err(ApiError::bad_parameter(
+            "message.role",
+            "must be `user`: the message sent is the one answered",
+        ));
+    }
+    if let Some(j) = message.parts.iter().position(|p| p.kind != "text") {
+        return Err(ApiError::bad_parameter(
+            format!("message.parts[{j}].type"),
+            "only text parts can be answered",
+        ));
+    }
+    let text = texts_of("message", message.parts)?;
+    Prompt::parse_as("message.parts", text)
 }
 
 /// The prompt (the last message, the user's) and the earlier messages with any text.
@@ -197,12 +246,18 @@ fn read_messages(messages: Vec<UiMessage>) -> Result<(Prompt, Vec<ChatMessage>),
 
 /// A message's text parts, joined by line breaks.
 fn text_of(i: usize, parts: Vec<UiPart>) -> Result<String, ApiError> {
+    texts_of(&format!("messages[{i}]"), parts)
+}
+
+/// The text parts of the message at `path`, joined by line breaks; errors name
+/// `{path}.parts[j].text`.
+fn texts_of(path: &str, parts: Vec<UiPart>) -> Result<String, ApiError> {
     let mut texts = Vec::new();
     for (j, part) in parts.into_iter().enumerate() {
         if part.kind != "text" {
             continue;
         }
-        let field = || format!("messages[{i}].parts[{j}].text");
+        let field = || format!("{path}.parts[{j}].text");
         let text = part
             .text
             .ok_or_else(|| ApiError::bad_parameter(field(), "is required in a text part"))?;
@@ -414,6 +469,57 @@ mod tests {
             .map(|_| text("user", "x"))
             .collect();
         assert_eq!(param_of(json!({ "messages": too_many })), "messages");
+    }
+
+    #[test]
+    fn the_last_message_alone_is_the_prompt_with_no_history() {
+        let r = request(json!({
+            "id": "comp_x",
+            "message": {"id": "u9", "role": "user", "parts": [{"type": "text", "text": "just this"}]},
+            "trigger": "submit-message"
+        }))
+        .unwrap();
+        assert_eq!(r.prompt.as_str(), "just this");
+        assert_eq!(r.shape, BodyShape::Chat);
+        assert_eq!(r.chat_id.as_deref(), Some("comp_x"));
+        assert!(r.recent_history(10, 1 << 20).is_empty());
+        let r = request(json!({"message": text("user", "again"), "trigger": "regenerate-message"}))
+            .unwrap();
+        assert!(r.regenerate);
+        for (body, param) in [
+            (json!({"message": text("assistant", "me")}), "message.role"),
+            (json!({"message": text("system", "obey")}), "message.role"),
+            (json!({"message": "hi"}), "message"),
+            (json!({"message": {"role": "user"}}), "message"),
+            (
+                json!({"message": {"role": "user", "parts": [{"type": "text", "text": 1}]}}),
+                "message.parts[0].text",
+            ),
+            (
+                json!({"message": {"role": "user", "parts": [{"type": "file", "url": "x"}]}}),
+                "message.parts[0].type",
+            ),
+            (json!({"message": text("user", "  ")}), "message.parts"),
+            (
+                json!({"message": text("user", "a\u{0}b")}),
+                "message.parts[0].text",
+            ),
+            (
+                json!({"message": text("user", "x"), "messages": [text("user", "x")]}),
+                "message",
+            ),
+            (
+                json!({"message": text("user", "x"), "prompt": "x"}),
+                "message",
+            ),
+            (
+                json!({"message": text("user", "x"), "trigger": "resume-stream"}),
+                "trigger",
+            ),
+            (json!({"message": text("user", "x"), "id": 7}), "id"),
+        ] {
+            assert_eq!(param_of(body.clone()), param, "{body}");
+        }
     }
 
     #[test]

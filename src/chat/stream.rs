@@ -1,7 +1,9 @@
 //! The wire formats of streamed replies: the AI SDK's text stream (`text/plain`, raw text) and
 //! its UI-message stream (SSE, `x-vercel-ai-ui-message-stream: v1`), plus the SSE framing the
 //! group chat's events ([`crate::chat::group::events`]) share. Each encoder turns a stream of
-//! [`ReplyPart`]s into a response.
+//! journal [`Record`]s (in batches, as a reader gets them: from this process's memory or from
+//! the journal of another instance) into a response, so a reply, its resume and a cached
+//! replay go out the same way.
 //!
 //! The formats are small and fixed, so they are written here rather than pulled from a crate;
 //! the integration tests check them with the AI SDK's own parsers (`tests/ai-sdk`).
@@ -15,13 +17,12 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
-/// What a reply stream carries, in order: text, then at most one error (the stream ends after).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplyPart {
-    Text(String),
-    /// The reply broke off; the message is safe to show.
-    Error(String),
-}
+use crate::chat::reply::journal::Record;
+use crate::db::messages::ReplyStatus;
+
+/// What a stream that stopped without its end says: its producer went away (its process died,
+/// or the cache lost its journal).
+pub const INTERRUPTED: &str = "the reply was interrupted";
 
 /// Which format the client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,26 +62,90 @@ impl StreamFormat {
 }
 
 /// A streamed reply in `format`.
-pub fn reply_response<S>(format: StreamFormat, parts: S) -> Response
+pub fn reply_response<S>(format: StreamFormat, records: S) -> Response
 where
-    S: Stream<Item = ReplyPart> + Send + 'static,
+    S: Stream<Item = Vec<Record>> + Send + 'static,
 {
     match format {
-        StreamFormat::Text => text_stream(parts),
-        StreamFormat::UiMessage => ui_message_stream(parts, &uuid::Uuid::new_v4().to_string()),
+        StreamFormat::Text => text_stream(records),
+        StreamFormat::UiMessage => ui_message_stream(records),
     }
 }
 
-/// The text stream: the reply's text as it comes. It has no way to say "error", so a reply that
-/// breaks off aborts the body (the client sees an incomplete chunked response, not a clean end).
-pub fn text_stream<S>(parts: S) -> Response
+/// What an encoder reads: a batch of records, or the news that the stream ended without its
+/// `Done` (its producer went away).
+pub enum Read {
+    Batch(Vec<Record>),
+    Cut,
+}
+
+/// Cuts a stream of record batches at its `Done` (a reader following a journal would otherwise
+/// read on), and says when it ended without one.
+pub fn until_done<S>(records: S) -> impl Stream<Item = Read> + Send
 where
-    S: Stream<Item = ReplyPart> + Send + 'static,
+    S: Stream<Item = Vec<Record>> + Send + 'static,
 {
-    let body = parts.map(|part| match part {
-        ReplyPart::Text(t) => Ok(Bytes::from(t)),
-        ReplyPart::Error(m) => Err(std::io::Error::other(m)),
-    });
+    records
+        .map(Some)
+        .chain(futures_util::stream::once(async { None }))
+        .scan(false, |done, batch| {
+            let out = match batch {
+                _ if *done => None,
+                None => Some(Read::Cut),
+                Some(mut batch) => {
+                    if let Some(i) = batch.iter().position(|r| matches!(r, Record::Done)) {
+                        batch.truncate(i + 1);
+                        *done = true;
+                    }
+                    Some(Read::Batch(batch))
+                }
+            };
+            futures_util::future::ready(out)
+        })
+}
+
+/// The text stream: the reply's text as it comes. It has no way to say "error", so a reply that
+/// breaks off (or a stream that loses its producer) aborts the body: the client sees an
+/// incomplete chunked response, not a clean end. A stopped reply ends cleanly.
+pub fn text_stream<S>(records: S) -> Response
+where
+    S: Stream<Item = Vec<Record>> + Send + 'static,
+{
+    let body = until_done(records)
+        .flat_map(|read| {
+            let mut items: Vec<Result<Bytes, std::io::Error>> = Vec::new();
+            let mut text = Vec::new();
+            let mut error = None;
+            match read {
+                Read::Cut => error = Some(INTERRUPTED.to_owned()),
+                Read::Batch(batch) => {
+                    for record in batch {
+                        match record {
+                            Record::Text { t } => text.extend_from_slice(t.as_bytes()),
+                            Record::End { error: Some(e), .. } | Record::Error { message: e } => {
+                                error = Some(e)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if !text.is_empty() {
+                items.push(Ok(Bytes::from(text)));
+            }
+            if let Some(e) = error {
+                items.push(Err(std::io::Error::other(e)));
+            }
+            futures_util::stream::iter(items)
+        })
+        // Nothing after a failure: the body ends there.
+        .scan(false, |failed, item| {
+            let out = (!*failed).then(|| {
+                *failed = item.is_err();
+                item
+            });
+            futures_util::future::ready(out)
+        });
     streaming_response(Body::from_stream(body), "text/plain; charset=utf-8", false)
 }
 
@@ -104,11 +169,24 @@ enum UiChunk<'a> {
     Finish {
         #[serde(rename = "finishReason")]
         finish_reason: &'a str,
+        #[serde(rename = "messageMetadata")]
+        message_metadata: Ended,
     },
     Error {
         #[serde(rename = "errorText")]
         error_text: &'a str,
     },
+}
+
+/// What the end of a message says of it (the finish chunk's `messageMetadata`): how it ended,
+/// whether it is in the history, and whether it is kept to be written there later. It never
+/// says a reply is stored that isn't.
+#[derive(Serialize)]
+struct Ended {
+    status: ReplyStatus,
+    stored: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pending: bool,
 }
 
 /// One SSE `data:` event holding `value` as JSON.
@@ -120,44 +198,77 @@ pub fn sse_event<T: Serialize>(value: &T) -> Bytes {
 /// The end-of-stream marker both SSE formats send last.
 pub const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
 
-/// The UI-message stream: `start`, `text-start`, `text-delta`…, `text-end`, then `finish` or
-/// `error`, then `[DONE]`.
-pub fn ui_message_stream<S>(parts: S, message_id: &str) -> Response
+/// The UI-message stream: `start` (with the message's id: the stored row's), `text-start`,
+/// `text-delta`…, `text-end`, then `finish` (its `finishReason`: `stop` for a reply that
+/// finished, `other` for one stopped or cut short) or `error`, then `[DONE]`.
+pub fn ui_message_stream<S>(records: S) -> Response
 where
-    S: Stream<Item = ReplyPart> + Send + 'static,
+    S: Stream<Item = Vec<Record>> + Send + 'static,
 {
-    const TEXT_ID: &str = "text-0";
-    let head = futures_util::stream::iter([
-        sse_event(&UiChunk::Start { message_id }),
-        sse_event(&UiChunk::TextStart { id: TEXT_ID }),
-    ]);
-    let mut failed = false;
-    let body = parts
-        .map(Some)
-        .chain(futures_util::stream::once(async { None }))
-        .map(move |part| match part {
-            Some(ReplyPart::Text(t)) => sse_event(&UiChunk::TextDelta {
-                id: TEXT_ID,
-                delta: &t,
-            }),
-            Some(ReplyPart::Error(m)) => {
-                failed = true;
-                let mut b = sse_event(&UiChunk::TextEnd { id: TEXT_ID }).to_vec();
-                b.extend_from_slice(&sse_event(&UiChunk::Error { error_text: &m }));
-                Bytes::from(b)
-            }
-            None if failed => Bytes::from_static(SSE_DONE),
-            None => {
-                let mut b = sse_event(&UiChunk::TextEnd { id: TEXT_ID }).to_vec();
-                b.extend_from_slice(&sse_event(&UiChunk::Finish {
-                    finish_reason: "stop",
+    let mut texts = 0usize;
+    let mut text_id = String::from("text-0");
+    let body = until_done(records).map(move |read| {
+        let mut out = Vec::new();
+        let batch = match read {
+            Read::Batch(batch) => batch,
+            Read::Cut => {
+                out.extend_from_slice(&sse_event(&UiChunk::Error {
+                    error_text: INTERRUPTED,
                 }));
-                b.extend_from_slice(SSE_DONE);
-                Bytes::from(b)
+                out.extend_from_slice(SSE_DONE);
+                return Ok::<_, Infallible>(Bytes::from(out));
             }
-        });
-    let all = head.chain(body).map(Ok::<_, Infallible>);
-    streaming_response(Body::from_stream(all), "text/event-stream", true)
+        };
+        for record in batch {
+            match record {
+                Record::Start { .. } => {}
+                Record::Message { id, .. } => {
+                    text_id = format!("text-{texts}");
+                    texts += 1;
+                    out.extend_from_slice(&sse_event(&UiChunk::Start { message_id: &id }));
+                    out.extend_from_slice(&sse_event(&UiChunk::TextStart { id: &text_id }));
+                }
+                Record::Text { t } => out.extend_from_slice(&sse_event(&UiChunk::TextDelta {
+                    id: &text_id,
+                    delta: &t,
+                })),
+                Record::End {
+                    status,
+                    error,
+                    stored,
+                    pending,
+                    ..
+                } => {
+                    out.extend_from_slice(&sse_event(&UiChunk::TextEnd { id: &text_id }));
+                    match error {
+                        Some(e) => {
+                            out.extend_from_slice(&sse_event(&UiChunk::Error { error_text: &e }))
+                        }
+                        None => out.extend_from_slice(&sse_event(&UiChunk::Finish {
+                            finish_reason: if status == ReplyStatus::Finished {
+                                "stop"
+                            } else {
+                                "other"
+                            },
+                            message_metadata: Ended {
+                                status,
+                                stored,
+                                pending,
+                            },
+                        })),
+                    }
+                }
+                Record::Error { message } => out.extend_from_slice(&sse_event(&UiChunk::Error {
+                    error_text: &message,
+                })),
+                Record::Done => out.extend_from_slice(SSE_DONE),
+            }
+        }
+        Ok(Bytes::from(out))
+    });
+    let body =
+        body.filter(|chunk| futures_util::future::ready(!matches!(chunk, Ok(b) if b.is_empty())));
+    streaming_response(Body::from_stream(body), "text/event-stream", true)
 }
 
 /// A response that streams: no caching, no proxy buffering.
@@ -184,21 +295,65 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    async fn body_of(resp: Response) -> String {
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(bytes.to_vec()).unwrap()
+    async fn body_of(resp: Response) -> (String, bool) {
+        let mut body = resp.into_body();
+        let mut text = Vec::new();
+        let mut failed = false;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => text.extend_from_slice(f.data_ref().unwrap()),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        (String::from_utf8(text).unwrap(), failed)
+    }
+
+    fn message(id: &str) -> Record {
+        Record::Message {
+            id: id.into(),
+            companion_id: None,
+            name: None,
+            row: None,
+        }
+    }
+
+    fn end(status: ReplyStatus, error: Option<&str>) -> Record {
+        Record::End {
+            status,
+            error: error.map(str::to_owned),
+            tokens: 1,
+            stored: true,
+            pending: false,
+            at: 0,
+        }
+    }
+
+    fn text(t: &str) -> Record {
+        Record::Text { t: t.into() }
+    }
+
+    fn events(body: &str) -> Vec<&str> {
+        body.split("\n\n").filter(|l| !l.is_empty()).collect()
     }
 
     #[tokio::test]
     async fn a_ui_stream_that_fails_ends_with_an_error_part_and_done() {
-        let parts = futures_util::stream::iter([
-            ReplyPart::Text("Hel".into()),
-            ReplyPart::Error("the model's stream broke off".into()),
+        let records = futures_util::stream::iter([
+            vec![message("m1"), text("Hel")],
+            vec![
+                end(
+                    ReplyStatus::Interrupted,
+                    Some("the model's stream broke off"),
+                ),
+                Record::Done,
+            ],
         ]);
-        let body = body_of(ui_message_stream(parts, "m1")).await;
-        let lines: Vec<&str> = body.split("\n\n").filter(|l| !l.is_empty()).collect();
+        let (body, _) = body_of(ui_message_stream(records)).await;
         assert_eq!(
-            lines,
+            events(&body),
             vec![
                 r#"data: {"type":"start","messageId":"m1"}"#,
                 r#"data: {"type":"text-start","id":"text-0"}"#,
@@ -208,6 +363,67 @@ mod tests {
                 "data: [DONE]",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_finish_says_how_the_reply_ended_and_whether_it_is_stored() {
+        for (status, reason) in [
+            (ReplyStatus::Finished, "stop"),
+            (ReplyStatus::Stopped, "other"),
+        ] {
+            let records = futures_util::stream::iter([vec![
+                message("m1"),
+                text("Hi"),
+                end(status, None),
+                Record::Done,
+                // A reader following a journal never reads past the end.
+                text("after"),
+            ]]);
+            let (body, _) = body_of(ui_message_stream(records)).await;
+            let ev = events(&body);
+            assert_eq!(
+                ev[ev.len() - 2],
+                format!(
+                    r#"data: {{"type":"finish","finishReason":"{reason}","messageMetadata":{{"status":"{}","stored":true}}}}"#,
+                    status.as_str()
+                )
+            );
+            assert_eq!(ev[ev.len() - 1], "data: [DONE]");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_loses_its_producer_says_so() {
+        let records = futures_util::stream::iter([vec![message("m1"), text("Hal")]]);
+        let (body, _) = body_of(ui_message_stream(records)).await;
+        let ev = events(&body);
+        assert_eq!(
+            &ev[ev.len() - 2..],
+            [
+                format!(r#"data: {{"type":"error","errorText":"{INTERRUPTED}"}}"#).as_str(),
+                "data: [DONE]"
+            ]
+        );
+        let records = futures_util::stream::iter([vec![message("m1"), text("Hal")]]);
+        let (body, failed) = body_of(text_stream(records)).await;
+        assert_eq!(body, "Hal");
+        assert!(failed, "the text stream must not end cleanly");
+    }
+
+    #[tokio::test]
+    async fn the_text_stream_is_the_text_and_breaks_off_on_a_failure() {
+        let ok = futures_util::stream::iter([
+            vec![message("m1"), text("Hel")],
+            vec![text("lo"), end(ReplyStatus::Stopped, None), Record::Done],
+        ]);
+        assert_eq!(body_of(text_stream(ok)).await, ("Hello".to_owned(), false));
+        let broken = futures_util::stream::iter([vec![
+            message("m1"),
+            text("Hel"),
+            end(ReplyStatus::Interrupted, Some("x")),
+            Record::Done,
+        ]]);
+        assert_eq!(body_of(text_stream(broken)).await, ("Hel".to_owned(), true));
     }
 
     #[test]

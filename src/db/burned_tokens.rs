@@ -1,43 +1,57 @@
-//! Token accounting: `"Companion"."tokensBurned"` and the per-user `"UserBurnedTokens"`.
+//! Token accounting: `"Companion"."tokensBurned"` and the per-user `"UserBurnedTokens"`, each
+//! reply's tokens added once, by its message id (`"ReplyTokens"`).
 
 use tokio_postgres::types::Type;
 
 use super::{DbError, Querier};
 
-const ADD_TOKENS_SQL: &str = "WITH c AS ( \
+/// One statement: the reply's row in the ledger, and only when that row is new, its tokens
+/// added to the companion's total and to the user's row for it (created on first use). A retry
+/// of a write that timed out after committing finds the ledger row and adds nothing.
+const ADD_REPLY_TOKENS_SQL: &str = "WITH l AS ( \
+     INSERT INTO \"ReplyTokens\" (\"messageId\", \"companionId\", \"userId\", \"tokens\") \
+     VALUES ($5, $1, $2, $3) \
+     ON CONFLICT (\"messageId\") DO NOTHING RETURNING \"tokens\" \
+ ), c AS ( \
      UPDATE \"Companion\" \
      SET \"tokensBurned\" = LEAST(\"tokensBurned\"::bigint + $3, 2147483647)::integer \
-     WHERE \"id\" = $1 RETURNING \"id\" \
+     WHERE \"id\" = $1 AND EXISTS (SELECT 1 FROM l) RETURNING \"id\" \
+ ), u AS ( \
+     INSERT INTO \"UserBurnedTokens\" (\"id\", \"userId\", \"companionId\", \"tokensBurned\", \
+                                      \"createdAt\", \"updatedAt\") \
+     SELECT $4, $2, c.\"id\", $3, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' FROM c \
+     ON CONFLICT (\"userId\", \"companionId\") DO UPDATE \
+     SET \"tokensBurned\" = LEAST(\"UserBurnedTokens\".\"tokensBurned\"::bigint \
+                                + EXCLUDED.\"tokensBurned\", 2147483647)::integer, \
+         \"updatedAt\" = EXCLUDED.\"updatedAt\" \
+     RETURNING 1 \
  ) \
- INSERT INTO \"UserBurnedTokens\" (\"id\", \"userId\", \"companionId\", \"tokensBurned\", \
-                                  \"createdAt\", \"updatedAt\") \
- SELECT $4, $2, c.\"id\", $3, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' FROM c \
- ON CONFLICT (\"userId\", \"companionId\") DO UPDATE \
- SET \"tokensBurned\" = LEAST(\"UserBurnedTokens\".\"tokensBurned\"::bigint \
-                            + EXCLUDED.\"tokensBurned\", 2147483647)::integer, \
-     \"updatedAt\" = EXCLUDED.\"updatedAt\"";
+ SELECT (SELECT count(*) FROM l) AS \"added\", (SELECT count(*) FROM u) AS \"users\"";
 
-/// Adds `tokens` to the companion's total and to the user's row for it (created on first use),
-/// in one statement so the two never disagree. Totals saturate at the column's maximum.
-pub async fn add_tokens_burned(
+/// Adds a reply's `tokens` to the companion's total and to the user's row for it, once per
+/// `message_id`, in one statement so the three never disagree. Totals saturate at the column's
+/// maximum. Returns whether they were added now (false: they had been already).
+pub async fn add_reply_tokens(
     client: &impl Querier,
+    message_id: &str,
     companion_id: &str,
     user_id: &str,
     tokens: i32,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let id = uuid::Uuid::new_v4().to_string();
-    client
+    let rows = client
         .query_typed(
-            ADD_TOKENS_SQL,
+            ADD_REPLY_TOKENS_SQL,
             &[
                 (&companion_id, Type::TEXT),
                 (&user_id, Type::TEXT),
                 (&tokens, Type::INT4),
                 (&id, Type::TEXT),
+                (&message_id, Type::TEXT),
             ],
         )
         .await?;
-    Ok(())
+    Ok(rows.first().map(|r| r.get::<_, i64>("added")).unwrap_or(0) > 0)
 }
 
 /// Token accounting's hot query (see [`super::hot`]): the per-user row is found by its unique
@@ -45,13 +59,14 @@ pub async fn add_tokens_burned(
 pub const HOT_QUERIES: &[super::hot::HotQuery] = {
     use super::hot::{HotParam, HotQuery};
     &[HotQuery {
-        name: "tokens.add_tokens_burned",
-        sql: ADD_TOKENS_SQL,
+        name: "tokens.add_reply_tokens",
+        sql: ADD_REPLY_TOKENS_SQL,
         params: &[
             HotParam::Text(Some("cmp_000042")),
             HotParam::Text(Some("user_00007")),
             HotParam::Int4(120),
             HotParam::Text(Some("hot-query-sample")),
+            HotParam::Text(Some("hot-query-sample-reply")),
         ],
         expects_index: "UserBurnedTokens_userId_companionId_key",
         on_relation: "UserBurnedTokens",
@@ -63,13 +78,14 @@ pub const HOT_QUERIES: &[super::hot::HotQuery] = {
 pub const HOT_WRITES: &[super::hot::HotWrite] = {
     use super::hot::{HotParam, HotWrite};
     &[HotWrite {
-        name: "tokens.add_tokens_burned",
-        sql: ADD_TOKENS_SQL,
+        name: "tokens.add_reply_tokens",
+        sql: ADD_REPLY_TOKENS_SQL,
         params: &[
             HotParam::Text(Some("cmp_000042")),
             HotParam::Text(Some("user_00007")),
             HotParam::Int4(120),
-            HotParam::Text(Some("hot-query-sample")),
+            HotParam::Text(Some("hot-write-sample")),
+            HotParam::Text(Some("hot-write-sample-reply")),
         ],
         table: "UserBurnedTokens",
     }]

@@ -93,6 +93,9 @@ pub struct StoredGroupMessage {
     pub sender_name: Option<String>,
     pub available: bool,
     pub created_at: DateTime<Utc>,
+    /// How a bot message ended (`finished`, `stopped`, `interrupted`); absent on the user's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl StoredGroupMessage {
@@ -110,6 +113,7 @@ fn stored(r: &Row) -> StoredGroupMessage {
         sender_name: r.get("senderName"),
         available: r.get("available"),
         created_at: r.get::<_, NaiveDateTime>("createdAt").and_utc(),
+        status: r.get("status"),
     }
 }
 
@@ -134,7 +138,8 @@ pub async fn insert_group_message(
                  RETURNING * \
              ) \
              SELECT ins.\"id\", ins.\"content\", ins.\"isBot\", ins.\"senderId\", ins.\"createdAt\", \
-                    c.\"name\" AS \"senderName\", TRUE AS \"available\" \
+                    c.\"name\" AS \"senderName\", TRUE AS \"available\", \
+                    CASE WHEN ins.\"isBot\" THEN 'finished' END AS \"status\" \
              FROM ins LEFT JOIN \"Companion\" c ON ins.\"isBot\" AND c.\"id\" = ins.\"senderId\"",
             &[
                 (&id, Type::TEXT),
@@ -149,6 +154,42 @@ pub async fn insert_group_message(
     rows.first().map(stored).ok_or(DbError::NotFound)
 }
 
+/// Stores a companion's reply in a group under the id its stream announced, stamped `at` but
+/// at least 1 ms after `after`. Idempotent by id, like [`super::messages::insert_reply`];
+/// returns whether this call stored it.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_group_reply(
+    client: &impl Querier,
+    id: &str,
+    group_id: &str,
+    companion_id: &str,
+    content: &str,
+    status: super::messages::ReplyStatus,
+    after: NaiveDateTime,
+    at: NaiveDateTime,
+) -> Result<bool, DbError> {
+    let rows = client
+        .query_typed(
+            "INSERT INTO \"GroupMessage\" (\"id\", \"content\", \"createdAt\", \"updatedAt\", \
+                                         \"groupChatId\", \"isBot\", \"senderId\", \"status\") \
+             SELECT $1, $2, t.ts, t.ts, $3, TRUE, $4, $5 \
+             FROM (SELECT GREATEST($6::timestamp, $7::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
+             ON CONFLICT (\"id\") DO NOTHING \
+             RETURNING \"id\"",
+            &[
+                (&id, Type::TEXT),
+                (&content, Type::TEXT),
+                (&group_id, Type::TEXT),
+                (&companion_id, Type::TEXT),
+                (&status.column(), Type::TEXT),
+                (&at, Type::TIMESTAMP),
+                (&after, Type::TIMESTAMP),
+            ],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
 /// Messages of group `$1` as viewer `$2` may see them: whether the sender is visible is
 /// computed here, and an unavailable bot message's content and sender name never leave the
 /// database.
@@ -157,7 +198,8 @@ macro_rules! select_messages {
         "\
 SELECT g.\"id\", g.\"isBot\", g.\"senderId\", g.\"createdAt\", v.\"available\",
        CASE WHEN v.\"available\" THEN g.\"content\" ELSE '' END AS \"content\",
-       CASE WHEN v.\"available\" THEN c.\"name\" END AS \"senderName\"
+       CASE WHEN v.\"available\" THEN c.\"name\" END AS \"senderName\",
+       CASE WHEN g.\"isBot\" THEN COALESCE(g.\"status\", 'finished') END AS \"status\"
 FROM \"GroupMessage\" g
 LEFT JOIN \"Companion\" c ON g.\"isBot\" AND c.\"id\" = g.\"senderId\"
 CROSS JOIN LATERAL (SELECT (NOT g.\"isBot\" OR (c.\"id\" IS NOT NULL

@@ -28,6 +28,35 @@ impl MessageRole {
     }
 }
 
+/// How a stored reply ended (`"Message"."status"`, NULL for a reply that finished).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyStatus {
+    Finished,
+    /// The user stopped it (`POST …/stop`).
+    Stopped,
+    /// It broke off: the model failed, its time ran out, or its process died.
+    Interrupted,
+}
+
+impl ReplyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyStatus::Finished => "finished",
+            ReplyStatus::Stopped => "stopped",
+            ReplyStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// The column's value: NULL for a finished reply, like every row written before the column.
+    pub fn column(self) -> Option<&'static str> {
+        match self {
+            ReplyStatus::Finished => None,
+            other => Some(other.as_str()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredMessage {
@@ -36,6 +65,10 @@ pub struct StoredMessage {
     pub role: String,
     pub content: String,
     pub created_at: DateTime<Utc>,
+    /// How an assistant message ended (`finished`, `stopped`, `interrupted`); absent on the
+    /// user's messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl StoredMessage {
@@ -50,6 +83,7 @@ fn stored(r: &Row) -> StoredMessage {
         role: r.get("role"),
         content: r.get("content"),
         created_at: r.get::<_, NaiveDateTime>("createdAt").and_utc(),
+        status: r.get("status"),
     }
 }
 
@@ -59,7 +93,8 @@ const INSERT_SQL: &str =
      SELECT $1, $2::text::\"Role\", $3, t.ts, t.ts, $4, $5 \
      FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC', \
                            $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
-     RETURNING \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\"";
+     RETURNING \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\", \
+               NULL::text AS \"status\"";
 
 /// Stores a message; when `after` is given it is stamped at least 1 ms later (a reply never
 /// sorts before its prompt).
@@ -88,8 +123,67 @@ pub async fn insert_message(
     rows.first().map(stored).ok_or(DbError::NotFound)
 }
 
+/// Stores a reply under the id its stream announced, stamped `at` (when it ended) but at least
+/// 1 ms after `after` (its prompt). Idempotent: a second write of the same id (a retry of a
+/// write that timed out after committing, a drain of the journal) stores nothing. Returns
+/// whether this call stored it.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_reply(
+    client: &impl Querier,
+    id: &str,
+    companion_id: &str,
+    user_id: &str,
+    content: &str,
+    status: ReplyStatus,
+    after: NaiveDateTime,
+    at: NaiveDateTime,
+) -> Result<bool, DbError> {
+    let rows = client
+        .query_typed(
+            "INSERT INTO \"Message\" (\"id\", \"role\", \"content\", \"createdAt\", \"updatedAt\", \
+                                      \"companionId\", \"userId\", \"status\") \
+             SELECT $1, 'assistant', $2, t.ts, t.ts, $3, $4, $5 \
+             FROM (SELECT GREATEST($6::timestamp, $7::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
+             ON CONFLICT (\"id\") DO NOTHING \
+             RETURNING \"id\"",
+            &[
+                (&id, Type::TEXT),
+                (&content, Type::TEXT),
+                (&companion_id, Type::TEXT),
+                (&user_id, Type::TEXT),
+                (&status.column(), Type::TEXT),
+                (&at, Type::TIMESTAMP),
+                (&after, Type::TIMESTAMP),
+            ],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+/// Deletes the conversation's newest message if it is the assistant's (a regenerate replaces
+/// it); returns its id.
+pub async fn delete_last_reply(
+    client: &impl Querier,
+    companion_id: &str,
+    user_id: &str,
+) -> Result<Option<String>, DbError> {
+    let rows = client
+        .query_typed(
+            "DELETE FROM \"Message\" WHERE \"id\" = ( \
+                 SELECT \"id\" FROM \"Message\" \
+                 WHERE \"companionId\" = $1 AND \"userId\" = $2 \
+                 ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT 1) \
+             AND \"role\" = 'assistant' RETURNING \"id\"",
+            &[(&companion_id, Type::TEXT), (&user_id, Type::TEXT)],
+        )
+        .await?;
+    Ok(rows.first().map(|r| r.get(0)))
+}
+
 const RECENT_SQL: &str =
-    "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\" FROM \"Message\" \
+    "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\", \
+            CASE WHEN \"role\" = 'assistant' THEN COALESCE(\"status\", 'finished') END AS \"status\" \
+     FROM \"Message\" \
      WHERE \"companionId\" = $1 AND \"userId\" = $2 \
      ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT $3";
 
@@ -118,7 +212,8 @@ pub async fn list_recent_messages(
 /// Pages of one user's conversation with one companion.
 const PAGE_CURSOR_SQL: &str = "SELECT \"createdAt\" FROM \"Message\" \
      WHERE \"companionId\" = $1 AND \"userId\" = $2 AND \"id\" = $3";
-const PAGE_SQL: &str = "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\" \
+const PAGE_SQL: &str = "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\", \
+            CASE WHEN \"role\" = 'assistant' THEN COALESCE(\"status\", 'finished') END AS \"status\" \
      FROM \"Message\" \
      WHERE \"companionId\" = $1 AND \"userId\" = $2 \
        AND ($3::timestamp IS NULL OR (\"createdAt\", \"id\") < ($3::timestamp, $4::text)) \

@@ -43,9 +43,10 @@ pub const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// database's circuit breaker.
 pub const DB_BREAKER_FAILURES: u32 = 3;
 /// How long requests skip the database the first time the breaker opens; a failed probe
-/// doubles it, up to [`DB_BREAKER_MAX_OPEN`].
+/// doubles it, up to [`DB_BREAKER_MAX_OPEN`]: at most that long after the database is back,
+/// requests still get 503.
 pub const DB_BREAKER_MIN_OPEN: Duration = Duration::from_secs(1);
-pub const DB_BREAKER_MAX_OPEN: Duration = Duration::from_secs(10);
+pub const DB_BREAKER_MAX_OPEN: Duration = Duration::from_secs(4);
 
 /// Opens one connection (see [`super::connect`]).
 pub(crate) async fn connect(cfg: &DbConfig) -> Result<Client, DbError> {

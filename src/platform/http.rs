@@ -48,6 +48,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A JSON body that may be absent: none (`Ok(None)`) when the request has no body at all;
+/// otherwise the rules of [`JsonBody`] (415, 413, 400).
+pub async fn optional_json_body<T: DeserializeOwned>(req: Request) -> Result<Option<T>, ApiError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map(|l| l.0)
+        .unwrap_or(DEFAULT_BODY_LIMIT_BYTES);
+    let json = is_json_content_type(req.headers());
+    let bytes = read_body(req.into_body(), limit).await?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if !json {
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/json",
+        });
+    }
+    parse_json(&bytes).map(Some)
+}
+
 /// How much of a refused body is read and thrown away so the client, still sending, gets our
 /// 413 instead of a reset connection; anything bigger is cut off.
 pub const REFUSED_BODY_DRAIN_LIMIT: usize = 1024 * 1024;

@@ -1,7 +1,8 @@
 //! `GET /api/cron/refresh`: Vercel Cron's job (on AWS Lambda, an EventBridge schedule's).
 //! Refreshes the read model, invalidates the dashboard, rebuilds the anonymous static
-//! snapshots, and drains the purge outbox (the CDN purges owed for companions hidden by any
-//! writer), reporting each step's outcome and duration. A failed step makes the answer 503
+//! snapshots, drains the purge outbox (the CDN purges owed for companions hidden by any writer),
+//! and writes the replies the reply journal still holds, reporting each step's outcome and
+//! duration. A failed step makes the answer 503
 //! with `"status": "partial"` and the failed steps named, so the cron's log shows the run as
 //! failed.
 
@@ -198,6 +199,11 @@ async fn run_steps(app: &Arc<App>, bg: &Background) -> Vec<Step> {
     }
     .await;
     steps.push(Step::new("drainPurgeOutbox", t, drained));
+    // Replies whose database write failed (or whose process died mid-reply) are written from
+    // their journal, idempotently by message id.
+    let t = Instant::now();
+    let drained = drain_reply_journal(app).await;
+    steps.push(Step::new("drainReplyJournal", t, drained));
 
     // The CDN's copies of every page are marked stale (served while they revalidate), so the
     // refreshed order and counts reach visitors without waiting out s-maxage. Retried after
@@ -258,6 +264,21 @@ async fn rebuild_snapshots(app: &Arc<App>) -> Result<Option<usize>, String> {
         )),
     }
 }
+
+/// Writes the due journals of the reply journal; `Ok(written)` unless some still failed.
+async fn drain_reply_journal(app: &Arc<App>) -> Result<Option<usize>, String> {
+    let drained = crate::chat::reply::journal::drain_due(app, DRAIN_LIMIT).await?;
+    if drained.failed > 0 {
+        return Err(format!(
+            "database: a due reply could not be written; {} were, the rest wait for the next run",
+            drained.written
+        ));
+    }
+    Ok(Some(drained.written))
+}
+
+/// Journals one cron run drains at most (more wait for the next run, or the next request).
+pub const DRAIN_LIMIT: usize = 1000;
 
 fn describe_db_error(e: DbError) -> String {
     match e {

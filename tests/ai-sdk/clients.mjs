@@ -8,7 +8,10 @@
 //   failing  a model that fails after two chunks ("Hello from")
 //   down     a model that answers HTTP 500 (our 502)
 //   limited  one anonymous request per address per day
-// plus `token` (a signed-in user on `ok`) and `slowToken` (one on `slow`).
+// plus `token` (a signed-in user on `ok`) and `slowToken` (one on `slow`), `okBase`/`slowBase`
+// (the servers' origins, for the SDK's default `/api/chat` routes), `companion` (the chat's id),
+// and one user each on `slow` for resume, reconnect and stop (`resumeToken`, `reconnectToken`,
+// `stopToken`).
 //
 // Every check is a named scenario of one or more SDK calls; it passes only if every call
 // answers as a front end would need. Clients:
@@ -127,7 +130,8 @@ function assertReady(chat) {
 }
 
 let signedIn = 0; // exchanges stored for the `token` user, for the Rust test to count
-let stopped = 0; // replies stopped mid-stream on `slow` by the `slowToken` user
+let disconnected = 0; // replies `slowToken`'s clients went away from (the server finishes them)
+const notes = {};
 
 for (const client of [CHAT, TEXT_CHAT]) {
   await check(client, "three turns, anonymous", async () => {
@@ -164,13 +168,14 @@ for (const client of [CHAT, TEXT_CHAT]) {
     assert.equal(textOf(lastAssistant(chat)), config.reply);
   });
 
-  await check(client, "stop mid-stream keeps the partial answer", async () => {
+  // stop() only disconnects: the client keeps what it saw, the server finishes and keeps it all.
+  await check(client, "stop() mid-stream keeps the partial answer on the client", async () => {
     const chat = chatWith(client, config.slow, bearer(config.slowToken));
     const sending = chat.sendMessage({ text: "Tell me a long story" });
     await until(() => textOf(lastAssistant(chat)).length > 0, "the first words");
     await chat.stop();
     await sending;
-    stopped += 1;
+    disconnected += 1;
     assertReady(chat);
     const partial = textOf(lastAssistant(chat));
     assert.ok(config.slowReply.startsWith(partial), partial);
@@ -228,9 +233,140 @@ await check(CHAT, "two turns, signed in, sending only the new message", async ()
   assert.equal(chat.messages.length, 4);
 });
 
+// The AI SDK's resume contract: `resume: true` (here `resumeStream()`, what it calls on mount)
+// sends `GET {api}/{id}/stream`; the default routes are `POST /api/chat` with the chat's id in
+// the body, so the chat's id is the companion's. The page reloaded: a new Chat, with the history
+// the server keeps, resumes the reply in flight from its start and follows it to its end.
+const historyOf = async (base, token) => {
+  const res = await fetch(`${base}/api/chat/${config.companion}`, { headers: bearer(token) });
+  assert.equal(res.status, 200);
+  const { messages } = await res.json();
+  return messages.map((m) => ({ id: m.id, role: m.role, parts: [{ type: "text", text: m.content }] }));
+};
+const defaultRoutes = (base, token) =>
+  new DefaultChatTransport({ api: `${base}/api/chat`, headers: () => bearer(token), fetch: recordingFetch(CHAT) });
+
+await check(CHAT, "resume after a reload: the reply in flight, from its start, to its end", async () => {
+  const before = new Chat({ id: config.companion, transport: defaultRoutes(config.slowBase, config.resumeToken) });
+  const sending = before.sendMessage({ text: "Resume me" });
+  await until(() => textOf(lastAssistant(before)).length > 0, "the first words");
+  const id = lastAssistant(before).id;
+  await before.stop(); // the reload: a disconnect
+  await sending;
+  const after = new Chat({
+    id: config.companion,
+    transport: defaultRoutes(config.slowBase, config.resumeToken),
+    messages: await historyOf(config.slowBase, config.resumeToken),
+  });
+  assert.deepEqual(after.messages.map((m) => m.role), ["user"], "the reply is not stored yet");
+  await after.resumeStream();
+  assertReady(after);
+  assert.deepEqual(after.messages.map((m) => m.role), ["user", "assistant"]);
+  assert.equal(lastAssistant(after).id, id, "the same message, under the id the server stores");
+  assert.equal(textOf(lastAssistant(after)), config.slowReply);
+  assert.deepEqual(lastAssistant(after).metadata, { status: "finished", stored: true });
+  notes.resumed = { id, text: textOf(lastAssistant(after)) };
+  // Nothing is in flight any more: a resume is a 204, and the chat stays as it is.
+  await after.resumeStream();
+  assertReady(after);
+  assert.equal(after.messages.length, 2);
+});
+
+await check(CHAT, "resume after a reload, anonymous, on the path-style route", async () => {
+  const headers = visitor();
+  const transport = () =>
+    new DefaultChatTransport({
+      api: config.slow,
+      headers,
+      prepareReconnectToStreamRequest: () => ({ api: `${config.slow}/stream` }),
+      fetch: recordingFetch(CHAT),
+    });
+  const before = new Chat({ transport: transport() });
+  const sending = before.sendMessage({ text: "Resume me too" });
+  await until(() => textOf(lastAssistant(before)).length > 0, "the first words");
+  await before.stop();
+  await sending;
+  const after = new Chat({ transport: transport(), messages: before.messages.slice(0, 1) });
+  await after.resumeStream();
+  assertReady(after);
+  assert.equal(textOf(lastAssistant(after)), config.slowReply);
+});
+
+await check(CHAT, "reconnectToStream: null with nothing in flight, else the stream from its start", async () => {
+  const transport = defaultRoutes(config.slowBase, config.reconnectToken);
+  assert.equal(await transport.reconnectToStream({ chatId: config.companion }), null);
+  const chat = new Chat({ id: config.companion, transport });
+  const sending = chat.sendMessage({ text: "Reconnect to me" });
+  await until(() => textOf(lastAssistant(chat)).length > 0, "the first words");
+  const stream = await transport.reconnectToStream({ chatId: config.companion });
+  assert.ok(stream, "a stream");
+  const reader = stream.getReader();
+  const first = (await reader.read()).value;
+  assert.deepEqual(first, { type: "start", messageId: lastAssistant(chat).id });
+  assert.equal((await reader.read()).value.type, "text-start");
+  await reader.cancel();
+  await sending;
+  assertReady(chat);
+  assert.equal(textOf(lastAssistant(chat)), config.slowReply);
+});
+
+// The documented stop: POST {api}/{id}/stop with the partial message, then stop() locally.
+await check(CHAT, "an explicit stop keeps the partial answer, stored as stopped", async () => {
+  const chat = new Chat({ id: config.companion, transport: defaultRoutes(config.slowBase, config.stopToken) });
+  const sending = chat.sendMessage({ text: "Stop me" });
+  await until(() => textOf(lastAssistant(chat)).length > 0, "the first words");
+  const partial = lastAssistant(chat);
+  const res = await fetch(`${config.slowBase}/api/chat/${chat.id}/stop`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...bearer(config.stopToken) },
+    body: JSON.stringify({ assistantMessage: partial, activeStreamId: partial.id }),
+  });
+  assert.equal(res.status, 200);
+  const stopped = await res.json();
+  assert.equal(stopped.status, "stopped");
+  assert.equal(stopped.messageId, partial.id);
+  assert.equal(stopped.stored, true);
+  // The server ended the stream with a finish that says so; stop() then has nothing to abort.
+  await sending;
+  await chat.stop();
+  assertReady(chat);
+  assert.deepEqual(lastAssistant(chat).metadata, { status: "stopped", stored: true });
+  const text = textOf(lastAssistant(chat));
+  assert.ok(text.length > 0 && text.length < config.slowReply.length, text);
+  notes.stopped = { id: partial.id, text };
+  // Nothing left to stop.
+  const again = await fetch(`${config.slowBase}/api/chat/${chat.id}/stop`, {
+    method: "POST",
+    headers: bearer(config.stopToken),
+  });
+  assert.equal(again.status, 204);
+});
+
+// The persistence guide's shape: only the new message; the server has the history.
+await check(CHAT, "two turns, signed in, sending the last message alone ({id, message})", async () => {
+  const chat = new Chat({
+    id: config.companion,
+    transport: new DefaultChatTransport({
+      api: `${config.okBase}/api/chat`,
+      headers: () => bearer(config.token),
+      prepareSendMessagesRequest: ({ id, messages }) => ({
+        body: { id, message: messages[messages.length - 1] },
+      }),
+      fetch: recordingFetch(CHAT),
+    }),
+  });
+  for (const text of ["Just this", "And just this"]) {
+    await chat.sendMessage({ text });
+    signedIn += 1;
+    assertReady(chat);
+    assert.equal(textOf(lastAssistant(chat)), config.reply);
+  }
+  const stored = await historyOf(config.okBase, config.token);
+  assert.equal(stored.at(-1).id, lastAssistant(chat).id, "the client's id is the stored row's");
+});
+
 // What the front end must know: TextStreamChatTransport posts what DefaultChatTransport posts,
 // so without `Accept: text/plain` it is answered with the UI-message stream and shows it raw.
-const notes = {};
 {
   const chat = new Chat({ transport: new TextStreamChatTransport({ api: config.ok, headers: visitor() }) });
   await chat.sendMessage({ text: "no accept header" });
@@ -290,7 +426,7 @@ for (const protocol of ["text", "data"]) {
       protocol,
       stopAfterFirstText: true,
     });
-    stopped += 1;
+    disconnected += 1;
     assert.equal(r.error, undefined, r.error?.message);
     assert.equal(r.completion, null);
     assert.ok(r.seen.length > 0 && config.slowReply.startsWith(r.seen), r.seen);
@@ -419,7 +555,7 @@ process.stdout.write(
     checks: checks.map((c) => `${c.ok ? "ok  " : "FAIL"} ${c.client}: ${c.name}`),
     sentHeaders: Object.fromEntries(Object.entries(sentHeaders).map(([k, v]) => [k, [...v].sort()])),
     signedIn,
-    stopped,
+    disconnected,
     notes,
   }) + "\n",
 );

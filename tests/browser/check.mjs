@@ -317,6 +317,95 @@ await check("signed in, a chat reply streams and stays after reload; history pag
   return { intermediate: states.length - 1, history: texts.length };
 });
 
+// A prompt of many short words: the scripted model quotes it word by word, so its reply is long
+// enough (about 75 words, 30 ms apart) to reload or stop in the middle of.
+const longPrompt = (tag) =>
+  `${tag} ` + Array.from({ length: 55 }, (_, i) => "abcdefghijklmnopqrstuvwxyz"[i % 26]).join(" ") + ` ${Date.now()}`;
+
+/** The newest reply bubble of the chat: its text, whether it still streams, how it ended. */
+const newestReply = (p) =>
+  p.evaluate(() => {
+    const li = [...document.querySelectorAll("#chat-log li.assistant")].pop();
+    return li
+      ? { text: li.querySelector(".text").textContent, busy: li.hasAttribute("aria-busy"), ended: li.querySelector(".ended").textContent }
+      : null;
+  });
+
+/** Waits until the newest reply bubble streams and has said more than `words` words. */
+const replyUnderway = (p, words) =>
+  p.waitForFunction(
+    (words) => {
+      const li = [...document.querySelectorAll("#chat-log li.assistant")].pop();
+      return li?.hasAttribute("aria-busy") && li.querySelector(".text").textContent.split(" ").length > words;
+    },
+    words,
+    WAIT,
+  );
+
+/** Waits until the newest reply bubble stopped streaming. */
+const replySettled = (p) =>
+  p.waitForFunction(() => {
+    const li = [...document.querySelectorAll("#chat-log li.assistant")].pop();
+    return li && !li.hasAttribute("aria-busy") && !document.querySelector("#chat-log[aria-busy]");
+  }, null, WAIT);
+
+await check("signed in, a reload mid-answer resumes the reply, which finishes", async () => {
+  await me.goto(base + "/#/chat/cmp_demo_04");
+  await me.getByLabel("Message", { exact: true }).waitFor(WAIT);
+  await me.waitForFunction(() => !document.querySelector("#chat-log[aria-busy]"), null, WAIT);
+  const prompt = longPrompt("Resume");
+  await me.getByLabel("Message", { exact: true }).fill(prompt);
+  await me.getByLabel("Message", { exact: true }).press("Enter");
+  await replyUnderway(me, 8);
+  assert(await me.getByRole("button", { name: "Stop" }).isVisible(), "Stop is offered while the reply streams");
+  const before = (await newestReply(me)).text;
+  const seen = signed.responses.length;
+  await me.reload();
+  await replySettled(me);
+  const after = await newestReply(me);
+  assert(after.text.endsWith("for real replies."), `the reply finished after the reload: ${after.text}`);
+  assert(after.text.startsWith(before), `resumed from its start: ${before} / ${after.text}`);
+  const resumed = signed.responses.slice(seen).filter((r) => r.url.endsWith("/api/chat/cmp_demo_04/stream"));
+  assert(resumed.length === 1 && resumed[0].status === 200, `the resume: ${JSON.stringify(resumed)}`);
+  const texts = await me.locator("#chat-log li .text").allTextContents();
+  assert(texts.filter((t) => t === prompt).length === 1 && texts.filter((t) => t === after.text).length === 1, `once each: ${texts.slice(-3)}`);
+  assert(await me.getByRole("button", { name: "Stop" }).isHidden(), "no Stop once it ended");
+  await screenshot(me, "chat-resumed");
+  // Reloaded again, the reply is in the history and nothing is in flight.
+  const again = signed.responses.length;
+  await me.reload();
+  await me.locator("#chat-log li.assistant").last().waitFor(WAIT);
+  await me.waitForFunction(() => !document.querySelector("#chat-log[aria-busy]"), null, WAIT);
+  const stored = await me.locator("#chat-log li .text").allTextContents();
+  assert(stored.at(-1) === after.text && stored.at(-2) === prompt, `stored: ${stored.slice(-2)}`);
+  const nothing = signed.responses.slice(again).filter((r) => r.url.endsWith("/stream"));
+  assert(nothing.length === 1 && nothing[0].status === 204, `nothing to resume: ${JSON.stringify(nothing)}`);
+  return { before: before.split(" ").length, after: after.text.split(" ").length };
+});
+
+await check("signed in, Stop ends the reply and keeps what was said, marked stopped", async () => {
+  const prompt = longPrompt("Stop");
+  await me.getByLabel("Message", { exact: true }).fill(prompt);
+  await me.getByLabel("Message", { exact: true }).press("Enter");
+  await replyUnderway(me, 8);
+  const seen = signed.responses.length;
+  await me.getByRole("button", { name: "Stop" }).click();
+  await replySettled(me);
+  const stopped = await newestReply(me);
+  assert(stopped.ended === "(stopped)", `marked: ${JSON.stringify(stopped)}`);
+  assert(!stopped.text.endsWith("for real replies.") && stopped.text.startsWith('You said: "Stop'), `partial: ${stopped.text}`);
+  const stop = signed.responses.slice(seen).filter((r) => r.method === "POST" && r.url.endsWith("/api/chat/cmp_demo_04/stop"));
+  assert(stop.length === 1 && stop[0].status === 200, `the stop: ${JSON.stringify(stop)}`);
+  assert(await me.getByRole("button", { name: "Send" }).isEnabled(), "Send is back");
+  await screenshot(me, "chat-stopped");
+  // What the history keeps is what was shown, marked the same way.
+  await me.reload();
+  await me.locator("#chat-log li.assistant").last().waitFor(WAIT);
+  const kept = await newestReply(me);
+  assert(kept.text === stopped.text && kept.ended === "(stopped)", `kept: ${JSON.stringify(kept)}`);
+  return { words: stopped.text.split(" ").length };
+});
+
 await check("an edit made private disappears from the anonymous grid at once", async () => {
   // The anonymous view sees Socrates first (and caches that page).
   await page.goto(base + "/#/?q=Socrates");
@@ -423,6 +512,8 @@ await check("a model failure mid-stream keeps the partial text; a 429 says when 
   const p = await ctx.newPage();
   const sse = (events) => events.map((e) => `data: ${typeof e === "string" ? e : JSON.stringify(e)}\n\n`).join("");
   await ctx.route("**/api/chat/**", (route) => {
+    // Opening the chat asks for a reply in flight: there is none.
+    if (route.request().method() === "GET") return route.fulfill({ status: 204 });
     const prompt = JSON.parse(route.request().postData()).prompt;
     if (prompt === "break") {
       return route.fulfill({

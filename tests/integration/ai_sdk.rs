@@ -3,9 +3,12 @@
 //! first (6.x) and the latest `ai@5` (the npm alias `ai5`) — `useChat`'s framework-free `Chat`
 //! with `DefaultChatTransport` and with `TextStreamChatTransport`, `callCompletionApi` in both
 //! stream protocols, and `readUIMessageStream` on a plain fetch; through multi-turn chats,
-//! regenerate, stop mid-stream, 429 and model failures before and after the first token. The
-//! script counts what works per client; this test requires all of it and checks what the
-//! server kept (stored exchanges, stopped replies, cancelled model calls).
+//! regenerate, `stop()` mid-stream (a disconnect), resume after a reload (`resumeStream`, on the
+//! SDK's default routes and on ours), `reconnectToStream`, the documented explicit stop
+//! (`POST …/stop`), the last-message body, 429 and model failures before and after the first
+//! token. The script counts what works per client; this test requires all of it and checks what
+//! the server kept (stored exchanges, replies finished after their client left, the stopped
+//! reply, cancelled model calls).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,6 +20,12 @@ use gcbb_cli::model_server::{Failure, Script};
 use serde_json::{json, Value};
 
 use crate::chat::{chat_app, messages, ALICE, BOB, PUBLIC};
+use crate::resume::replies;
+
+/// The users of the slow server's resume, reconnect and stop scenarios.
+const RESUMER: &str = "user_resumer";
+const RECONNECTER: &str = "user_reconnecter";
+const STOPPER: &str = "user_stopper";
 use crate::common::app::{Served, TestApp};
 use crate::common::eventually;
 use crate::common::session::token_for;
@@ -29,15 +38,23 @@ pub fn node_project() -> PathBuf {
 static NPM_CI: Once = Once::new();
 
 /// Runs `node <args>` in `tests/ai-sdk` (installing the locked packages first when one is
-/// missing) and returns the JSON it printed.
+/// missing or not the version the lock pins) and returns the JSON it printed.
 pub fn run_node(args: &[&str]) -> Value {
     let dir = node_project();
     NPM_CI.call_once(|| {
+        // Installed, and at the versions the lock file pins (a checkout that moved to a newer
+        // lock installs again).
+        let lock: Value = std::fs::read(dir.join("package-lock.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         let installed = ["ai", "ai5"].iter().all(|p| {
-            dir.join("node_modules")
-                .join(p)
-                .join("package.json")
-                .exists()
+            let pinned = &lock["packages"][format!("node_modules/{p}")]["version"];
+            let found: Value = std::fs::read(dir.join("node_modules").join(p).join("package.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            !pinned.is_null() && found["version"] == *pinned
         });
         if !installed {
             let status = Command::new("npm")
@@ -84,7 +101,7 @@ fn unlimited(builder: crate::common::app::TestAppBuilder) -> crate::common::app:
 
 /// Checks of each client in `clients.mjs`, per version (the script runs the same ones for both).
 const EXPECTED: [(&str, u64); 4] = [
-    ("useChat/DefaultChatTransport", 8),
+    ("useChat/DefaultChatTransport", 13),
     ("useChat/TextStreamChatTransport", 7),
     ("useCompletion/callCompletionApi", 12),
     ("readUIMessageStream", 4),
@@ -132,8 +149,14 @@ async fn run_clients(package: &'static str) -> Value {
         "failing": url(&served[2]),
         "down": url(&served[3]),
         "limited": url(&served[4]),
+        "okBase": served[0].base,
+        "slowBase": served[1].base,
+        "companion": PUBLIC,
         "token": token_for(ALICE),
         "slowToken": token_for(BOB),
+        "resumeToken": token_for(RESUMER),
+        "reconnectToken": token_for(RECONNECTER),
+        "stopToken": token_for(STOPPER),
         "reply": Script::default().text(),
         "slowReply": slow_script().text(),
     })
@@ -190,8 +213,8 @@ async fn run_clients(package: &'static str) -> Value {
     // Every signed-in exchange was stored, once.
     let exchanges = out["signedIn"].as_u64().unwrap() as usize;
     assert_eq!(
-        exchanges, 8,
-        "two turns of each Chat and of the trimmed one, one call of each protocol"
+        exchanges, 10,
+        "two turns of each Chat, of the trimmed one and of the last-message one, one call of each protocol"
     );
     let stored = messages(&ok, PUBLIC, ALICE).await;
     assert_eq!(stored.len(), exchanges * 2, "{stored:?}");
@@ -200,31 +223,59 @@ async fn run_clients(package: &'static str) -> Value {
         assert_eq!(pair[1], ("assistant".into(), Script::default().text()));
     }
 
-    // Each stop reached the model as a cancellation, and the part said before it was kept.
-    let stopped = out["stopped"].as_u64().unwrap() as usize;
-    assert_eq!(stopped, 4);
-    assert!(
-        eventually(|| async { slow.model().cancelled() == stopped }).await,
-        "cancelled {} of {stopped}",
-        slow.model().cancelled()
-    );
-    assert_eq!(slow.model().completed(), 0);
+    // stop() is a disconnect: each reply its client left ran to its end and was stored whole.
     let full = slow_script().text();
-    let kept = || async {
+    let disconnected = out["disconnected"].as_u64().unwrap() as usize;
+    assert_eq!(disconnected, 4);
+    // (The next prompt may be stored before the reply a client left has ended.)
+    let whole = || async {
         let stored = messages(&slow, PUBLIC, BOB).await;
-        stored.len() == stopped * 2
-            && stored.chunks(2).all(|p| {
-                p[1].0 == "assistant"
-                    && !p[1].1.is_empty()
-                    && p[1].1.len() < full.len()
-                    && full.starts_with(&p[1].1)
-            })
+        let prompts = stored.iter().filter(|(role, _)| role == "user").count();
+        let replies: Vec<&String> = stored
+            .iter()
+            .filter(|(role, _)| role == "assistant")
+            .map(|(_, text)| text)
+            .collect();
+        prompts == disconnected
+            && replies.len() == disconnected
+            && replies.iter().all(|t| **t == full)
     };
     assert!(
-        eventually(kept).await,
+        eventually(whole).await,
         "{:?}",
         messages(&slow, PUBLIC, BOB).await
     );
+    // The resumed reply is the stored one, under the id the client has.
+    let resumed = replies(&slow, PUBLIC, RESUMER).await;
+    assert_eq!(
+        resumed,
+        [(
+            out["notes"]["resumed"]["id"].as_str().unwrap().to_owned(),
+            full.clone(),
+            None
+        )]
+    );
+    assert!(eventually(|| async { replies(&slow, PUBLIC, RECONNECTER).await.len() == 1 }).await);
+    // The explicit stop: what the client showed is what was stored, marked stopped, and the
+    // model's call was the one cut off.
+    let stopped = replies(&slow, PUBLIC, STOPPER).await;
+    assert_eq!(
+        stopped,
+        [(
+            out["notes"]["stopped"]["id"].as_str().unwrap().to_owned(),
+            out["notes"]["stopped"]["text"].as_str().unwrap().to_owned(),
+            Some("stopped".to_owned())
+        )]
+    );
+    assert!(eventually(|| async { slow.model().cancelled() == 1 }).await);
+    // Every other slow reply ran to its end: the disconnected ones, the two resumed, the
+    // reconnected one.
+    assert!(
+        eventually(|| async { slow.model().completed() == disconnected + 3 }).await,
+        "completed {}",
+        slow.model().completed()
+    );
+    assert_eq!(slow.model().cancelled(), 1);
     out
 }
 
@@ -232,7 +283,7 @@ async fn run_clients(package: &'static str) -> Value {
 async fn every_call_of_the_pinned_ai_sdk_works() {
     let out = run_clients("ai").await;
     assert_eq!(
-        out["version"], "6.0.325",
+        out["version"], "6.0.333",
         "the version package-lock.json pins"
     );
 }
@@ -242,5 +293,5 @@ async fn every_call_of_ai_sdk_5_works() {
     let out = run_clients("ai5").await;
     let version = out["version"].as_str().unwrap();
     assert!(version.starts_with("5."), "{version}");
-    assert_eq!(version, "5.0.277", "the version package-lock.json pins");
+    assert_eq!(version, "5.0.285", "the version package-lock.json pins");
 }

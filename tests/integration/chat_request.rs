@@ -196,6 +196,19 @@ async fn a_system_message_in_the_clients_history_is_refused_and_reaches_no_model
     assert_eq!(context.iter().filter(|(r, _)| r == "system").count(), 1);
 }
 
+/// The id of Alice's newest assistant message.
+async fn last_reply_id(app: &TestApp) -> String {
+    app.pg
+        .query_one(
+            "SELECT \"id\" FROM \"Message\" WHERE \"userId\" = $1 AND \"role\" = 'assistant' \
+             ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT 1",
+            &[&ALICE],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn a_signed_in_chat_request_ignores_the_clients_history_and_stores_only_the_prompt() {
     let app = chat_app(Script::default()).start().await;
@@ -233,7 +246,9 @@ async fn a_signed_in_chat_request_ignores_the_clients_history_and_stores_only_th
             pair("assistant", REPLY),
         ]
     );
-    // A regenerate is a new turn of the stored conversation: the question again, a new answer.
+    // A regenerate replaces the last answer: the stored question is asked again (without the
+    // answer it replaces), and not stored a second time.
+    let replaced = last_reply_id(&app).await;
     let mut again = chat_request(&[
         ui("user", "first"),
         ui("assistant", REPLY),
@@ -242,12 +257,28 @@ async fn a_signed_in_chat_request_ignores_the_clients_history_and_stores_only_th
     again["trigger"] = json!("regenerate-message");
     let resp = post(&app, &again).signed_in(ALICE).send().await;
     assert_eq!(resp.status, 200);
-    let stored = messages(&app, PUBLIC, ALICE).await;
-    assert_eq!(stored.len(), 6);
     assert_eq!(
-        stored[4..],
-        [pair("user", "second"), pair("assistant", REPLY)]
+        model_context(&app),
+        [
+            pair("system", INSTRUCTIONS),
+            pair("user", "first"),
+            pair("assistant", REPLY),
+            pair("user", "second"),
+        ]
     );
+    assert_eq!(
+        messages(&app, PUBLIC, ALICE).await,
+        [
+            pair("user", "first"),
+            pair("assistant", REPLY),
+            pair("user", "second"),
+            pair("assistant", REPLY),
+        ]
+    );
+    // The new answer is a new row, under the id its stream announced.
+    let now = last_reply_id(&app).await;
+    assert_ne!(now, replaced);
+    assert_eq!(resp.sse()[0]["messageId"], now.as_str());
     // Signed-in replies are never cached for others.
     app.finish_background().await;
     let key = anonymous_reply_key(PUBLIC, &Prompt::parse("first".into()).unwrap());

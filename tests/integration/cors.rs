@@ -22,11 +22,15 @@ const EVIL: &str = "https://evil.example";
 /// Each public route and the methods it serves (README's route table): what its preflight must
 /// allow, and nothing else. Every `vercel.json` rewrite is here, plus the one function reached
 /// by its own path.
-const ROUTE_METHODS: [(&str, &str); 7] = [
+const ROUTE_METHODS: [(&str, &str); 11] = [
     ("/api/dashboard/prefetch", "GET, HEAD"),
     ("/api/chat/:chatId", "GET, HEAD, POST"),
+    ("/api/chat/:chatId/stream", "GET, HEAD"),
+    ("/api/chat/:chatId/stop", "POST"),
     ("/api/group-chat/:groupId/chat", "POST"),
     ("/api/group-chat/:groupId/messages", "GET, HEAD"),
+    ("/api/group-chat/:groupId/stream", "GET, HEAD"),
+    ("/api/group-chat/:groupId/stop", "POST"),
     ("/api/companion/:companionId", "PATCH"),
     ("/api/cron/refresh", "GET, HEAD"),
     ("/api/health", "GET, HEAD"),

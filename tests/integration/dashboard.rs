@@ -520,7 +520,8 @@ async fn the_cron_route_refuses_without_the_secret_and_reports_each_step_with_it
             "refreshReadModel",
             "bumpGeneration",
             "rebuildSnapshots",
-            "drainPurgeOutbox"
+            "drainPurgeOutbox",
+            "drainReplyJournal"
         ]
     );
     // "all" plus each of the 8 demo categories.

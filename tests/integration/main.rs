@@ -21,6 +21,7 @@ mod model_server;
 mod privacy;
 mod rehearse;
 mod resilience;
+mod resume;
 mod revert;
 #[path = "../support/process.rs"]
 mod support;

@@ -774,7 +774,7 @@ async fn a_write_blocked_over_a_second_fails_by_default_naming_the_statement_and
         serde_json::json!([
             "messages.insert",
             "companions.update_owned",
-            "tokens.add_tokens_burned"
+            "tokens.add_reply_tokens"
         ])
     );
     assert!(report["workload"]["queries_during"].as_u64() > Some(20));

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use gcbb::chat::reply::keep::account_tokens;
+use gcbb::chat::reply::keep::{account_tokens, RowSpec, RowTarget, WriteOutcome};
 use gcbb::db::{DbConfig, Pool};
 use serde_json::Value;
 
@@ -19,6 +19,14 @@ use crate::common::{fresh_db, gcbb, unique};
 const DEADLINE: Duration = Duration::from_millis(1000);
 /// Slack over a bound for a shared, busy machine.
 const MARGIN: Duration = Duration::from_secs(3);
+
+/// Waits until the app reaches Postgres again (its breaker closed by a probe).
+async fn until_postgres_answers(app: &TestApp) {
+    let back =
+        crate::common::eventually(|| async { app.get("/api/health").send().await.status == 200 })
+            .await;
+    assert!(back, "the app never reached Postgres again");
+}
 
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
@@ -167,12 +175,20 @@ async fn accounting_through_an_outage(
     let proxy = proxy_to_postgres().await;
     let cfg = DbConfig::parse(&proxy.url_through(&db.url)).expect("the proxied URL");
     let pool = Pool::new(cfg, 4).with_query_timeout(DEADLINE);
+    let row = |user: &str| RowSpec {
+        target: RowTarget::Chat {
+            companion_id: "cmp_demo_02".into(),
+            user_id: user.into(),
+        },
+        after_ms: 0,
+        context_tokens: 0,
+    };
     // A connection in the pool before the outage, as on a warm instance.
     account_tokens(
         &pool,
         Duration::from_secs(5),
-        "cmp_demo_02",
-        "user_demo_2",
+        &row("user_demo_2"),
+        &unique("warm"),
         1,
     )
     .await;
@@ -182,9 +198,9 @@ async fn accounting_through_an_outage(
     let writes: Vec<_> = (0..tasks)
         .map(|i| {
             let pool = pool.clone();
-            let user = format!("user_demo_{}", 1 + i % 3);
+            let row = row(&format!("user_demo_{}", 1 + i % 3));
             tokio::spawn(
-                async move { account_tokens(&pool, budget, "cmp_demo_02", &user, 7).await },
+                async move { account_tokens(&pool, budget, &row, &unique("reply"), 7).await },
             )
         })
         .collect();
@@ -198,7 +214,7 @@ async fn accounting_through_an_outage(
     proxy.forward().await;
     let mut lost = 0;
     for w in writes {
-        if !w.await.unwrap() {
+        if w.await.unwrap() != WriteOutcome::Written {
             lost += 1;
         }
     }
@@ -631,4 +647,337 @@ async fn a_failed_channel_binding_is_reported_as_channel_binding_not_as_unreacha
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("channel binding"), "{err}");
     assert!(!err.contains("Can't reach database server"), "{err}");
+}
+
+// ---- replies across a database outage --------------------------------------------------------
+
+/// How the database is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// Nothing listens: connections are refused at once.
+    Refused,
+    /// Connections are accepted and nothing comes back: every write waits out its deadline,
+    /// and one sent just before may have committed with its answer lost.
+    BlackHole,
+}
+
+/// What became of replies whose end fell in the outage.
+struct Kept {
+    /// Replies the stream said were stored at their end.
+    stored_at_end: usize,
+    /// Replies the stream said were kept in the journal to be written later.
+    pending_at_end: usize,
+}
+
+/// `chats` signed-in chats (one user each, with the demo data's first companion) whose replies
+/// end during a `outage_for` outage of Postgres; the replies are drained afterwards by `drain`
+/// (the next chat request, or the cron). Checks that every reply is stored once, whole, with its
+/// tokens accounted once, and that no stream claimed a stored reply that wasn't.
+async fn replies_through_an_outage(
+    chats: usize,
+    outage: Outage,
+    outage_for: Duration,
+    drain_by_cron: bool,
+) -> Kept {
+    let proxy = proxy_to_postgres().await;
+    // Each reply: 12 words, one every 60 ms: they end within the outage's first second.
+    let script = gcbb_cli::model_server::Script {
+        chunks: (0..12).map(|i| format!("w{i} ")).collect(),
+        chunk_gap: Duration::from_millis(60),
+        ..Default::default()
+    };
+    let full = script.text();
+    let app = TestApp::builder()
+        .demo_data()
+        .model(script)
+        .cache(CacheKind::Redis)
+        .database_via(proxy.addr.port())
+        .env("DB_QUERY_TIMEOUT_MS", &DEADLINE.as_millis().to_string())
+        .env("DB_POOL_SIZE", "8")
+        .env("RATE_LIMIT_USER_REQUESTS", "1000")
+        // Background retries mostly give up within the outage: what is written after it is
+        // written from the journal.
+        .env("BACKGROUND_WRITE_BUDGET_MS", "2000")
+        .start()
+        .await;
+    let companion = "cmp_demo_01";
+    let tokens_before: i64 = app
+        .count("SELECT \"tokensBurned\"::bigint FROM \"Companion\" WHERE id = 'cmp_demo_01'")
+        .await;
+    let users: Vec<String> = (0..chats).map(|i| format!("user_outage_{i}")).collect();
+    let mut streams = Vec::new();
+    for user in &users {
+        let mut resp = app
+            .post_json(
+                &format!("/api/chat/{companion}"),
+                &serde_json::json!({"prompt": "through the outage"}),
+            )
+            .header("accept", "text/event-stream")
+            .signed_in(user)
+            .send_streaming()
+            .await;
+        assert_eq!(resp.status, 200);
+        // The prompt is stored before the model is asked: read the first word.
+        resp.next_chunk().await.unwrap().unwrap();
+        streams.push(resp);
+    }
+    match outage {
+        Outage::Refused => proxy.refuse(),
+        Outage::BlackHole => proxy.black_hole(),
+    }
+    let outage_started = Instant::now();
+    let bodies = tokio::spawn(futures_util::future::join_all(
+        streams.into_iter().map(|s| s.collect()),
+    ));
+    tokio::time::sleep(outage_for).await;
+    proxy.cut();
+    proxy.forward().await;
+    let outage_took = outage_started.elapsed();
+    // The database's breaker lets requests through again once its probe has found it back.
+    until_postgres_answers(&app).await;
+    let bodies = bodies.await.unwrap();
+    let mut kept = Kept {
+        stored_at_end: 0,
+        pending_at_end: 0,
+    };
+    for body in &bodies {
+        let events = body.sse();
+        let finish = &events[events.len() - 2];
+        assert_eq!(finish["type"], "finish", "{events:?}");
+        let ended = &finish["messageMetadata"];
+        assert_eq!(ended["status"], "finished");
+        match (ended["stored"].as_bool(), ended.get("pending")) {
+            (Some(true), None) => kept.stored_at_end += 1,
+            (Some(false), Some(Value::Bool(true))) => kept.pending_at_end += 1,
+            other => panic!("a finish that says neither: {other:?}"),
+        }
+    }
+    let stored_now: i64 = app
+        .count("SELECT count(*) FROM \"Message\" WHERE \"role\" = 'assistant' AND \"userId\" LIKE 'user_outage_%'")
+        .await;
+    assert!(
+        stored_now >= kept.stored_at_end as i64,
+        "a stream said {} replies were stored; {stored_now} are",
+        kept.stored_at_end
+    );
+
+    // The database is back: the replies kept in the journal are written by the next request, or
+    // by the cron (a reply's own producer may get there first, its token accounting retrying
+    // through the outage's end; these writes are all idempotent).
+    let drained_by = Instant::now();
+    let stored_before: i64 = app
+        .count("SELECT count(*) FROM \"Message\" WHERE \"role\" = 'assistant' AND \"userId\" LIKE 'user_outage_%'")
+        .await;
+    if drain_by_cron {
+        let resp = app
+            .get("/api/cron/refresh")
+            .bearer(CRON_SECRET)
+            .send()
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let step = resp.json()["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "drainReplyJournal")
+            .cloned()
+            .unwrap();
+        assert_eq!(step["ok"], true, "{step}");
+        println!(
+            "figure: the cron's drainReplyJournal wrote {} replies; {stored_before} were in already \
+             (the rest by their producers' last retry, at the same time)",
+            step["count"]
+        );
+    } else {
+        let resp = app
+            .post_json(
+                &format!("/api/chat/{companion}"),
+                &serde_json::json!({"prompt": "the next request"}),
+            )
+            .signed_in("user_after_the_outage")
+            .send()
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let every_reply = format!(
+        "SELECT count(*) FROM \"Message\" WHERE \"role\" = 'assistant' AND \"userId\" LIKE 'user_outage_%' \
+         AND \"content\" = '{}' AND \"status\" IS NULL",
+        full.replace('\'', "''")
+    );
+    let all_in =
+        crate::common::eventually(|| async { app.count(&every_reply).await == chats as i64 }).await;
+    let accounted = || async {
+        app.count("SELECT count(*) FROM \"ReplyTokens\" WHERE \"userId\" LIKE 'user_outage_%'")
+            .await
+            == chats as i64
+    };
+    let all_accounted = crate::common::eventually(accounted).await;
+    println!(
+        "figure: {chats} signed-in replies ending in a {} s Postgres outage ({outage:?}): {} stored at their end, \
+         {} kept in the journal and written {} ms after the database was back (by the {}); lost: {}",
+        outage_took.as_secs(),
+        kept.stored_at_end,
+        kept.pending_at_end,
+        millis(drained_by.elapsed()),
+        if drain_by_cron { "cron" } else { "next request" },
+        chats as i64 - app.count(&every_reply).await,
+    );
+    assert!(
+        all_in,
+        "{} of {chats} replies stored",
+        app.count(&every_reply).await
+    );
+    assert!(all_accounted, "every reply's tokens, once");
+    // Once each: one row per user, one ledger row per reply, and exactly their tokens.
+    assert_eq!(
+        app.count("SELECT count(*) FROM \"Message\" WHERE \"role\" = 'assistant' AND \"userId\" LIKE 'user_outage_%'")
+            .await,
+        chats as i64,
+        "no reply stored twice"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM \"Message\" WHERE \"role\" = 'user' AND \"userId\" LIKE 'user_outage_%'")
+            .await,
+        chats as i64
+    );
+    let per_reply = 11 + 5; // the model's usage
+    assert!(
+        crate::common::eventually(|| async {
+            app.count("SELECT \"tokensBurned\"::bigint FROM \"Companion\" WHERE id = 'cmp_demo_01'")
+                .await
+                == tokens_before + (chats as i64 + i64::from(!drain_by_cron)) * per_reply
+        })
+        .await,
+        "the companion's total: {} → {}",
+        tokens_before,
+        app.count("SELECT \"tokensBurned\"::bigint FROM \"Companion\" WHERE id = 'cmp_demo_01'")
+            .await
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM \"UserBurnedTokens\" WHERE \"userId\" LIKE 'user_outage_%' AND \"tokensBurned\" = 16")
+            .await,
+        chats as i64,
+        "each user's row holds one reply's tokens"
+    );
+    // Nothing is left pending once the background work is done.
+    app.finish_background().await;
+    let pending = app.redis_keys("v1:reply:pending").await;
+    if let Some(key) = pending.first() {
+        let mut conn = redis_conn().await;
+        let left: i64 = redis::cmd("ZCARD")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "journals left pending");
+    }
+    kept
+}
+
+#[tokio::test]
+async fn thirty_replies_ending_while_postgres_refuses_connections_are_all_stored_once_when_it_is_back(
+) {
+    let kept = replies_through_an_outage(30, Outage::Refused, Duration::from_secs(10), false).await;
+    assert!(kept.pending_at_end > 0, "the outage caught no reply's end");
+}
+
+#[tokio::test]
+async fn thirty_replies_ending_while_postgres_is_black_holed_are_all_stored_once_when_it_is_back() {
+    let kept =
+        replies_through_an_outage(30, Outage::BlackHole, Duration::from_secs(10), true).await;
+    assert!(kept.pending_at_end > 0, "the outage caught no reply's end");
+}
+
+/// A reply whose writes all failed (its producer gave up during the outage) is written by the
+/// cron from its journal once the database is back; a second drain of the same journal (as
+/// after a write that timed out but had committed) stores and counts nothing more.
+#[tokio::test]
+async fn a_reply_left_in_the_journal_is_written_by_the_cron_once_however_often_it_is_drained() {
+    let proxy = proxy_to_postgres().await;
+    let script = gcbb_cli::model_server::Script {
+        chunks: (0..10).map(|i| format!("w{i} ")).collect(),
+        chunk_gap: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let full = script.text();
+    let app = TestApp::builder()
+        .demo_data()
+        .model(script)
+        .cache(CacheKind::Redis)
+        .database_via(proxy.addr.port())
+        .env("DB_QUERY_TIMEOUT_MS", &DEADLINE.as_millis().to_string())
+        .env("BACKGROUND_WRITE_BUDGET_MS", "100")
+        .start()
+        .await;
+    let tokens_of = "SELECT \"tokensBurned\"::bigint FROM \"Companion\" WHERE id = 'cmp_demo_01'";
+    let tokens_before = app.count(tokens_of).await;
+    let mut resp = app
+        .post_json(
+            "/api/chat/cmp_demo_01",
+            &serde_json::json!({"prompt": "keep me"}),
+        )
+        .header("accept", "text/event-stream")
+        .signed_in("user_journal")
+        .send_streaming()
+        .await;
+    let first = resp.next_chunk().await.unwrap().unwrap();
+    proxy.refuse();
+    let rest = resp.collect().await.sse();
+    let id = crate::resume::events(&first)[0]["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = rest;
+    assert_eq!(
+        events[events.len() - 2]["messageMetadata"],
+        serde_json::json!({"status": "finished", "stored": false, "pending": true})
+    );
+    // Every retry has given up; nothing is in the database.
+    app.finish_background().await;
+    proxy.forward().await;
+    until_postgres_answers(&app).await;
+    let stored = format!(
+        "SELECT count(*) FROM \"Message\" WHERE \"id\" = '{id}' AND \"content\" = '{full}'"
+    );
+    assert_eq!(app.count(&stored).await, 0);
+
+    let drain = || async {
+        let resp = app
+            .get("/api/cron/refresh")
+            .bearer(CRON_SECRET)
+            .send()
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let step = resp.json()["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "drainReplyJournal")
+            .cloned()
+            .unwrap();
+        step["count"].as_u64().unwrap()
+    };
+    assert_eq!(drain().await, 1);
+    assert_eq!(app.count(&stored).await, 1);
+    assert_eq!(app.count(tokens_of).await, tokens_before + 16);
+    assert_eq!(drain().await, 0, "nothing left pending");
+    // The same journal drained again, as if the first write had timed out after committing.
+    let pending = app
+        .app
+        .cache
+        .keyspace()
+        .entry(&gcbb::cache::keys::reply_pending());
+    app.app.cache.store().zadd(&pending, 0, &id).await.unwrap();
+    assert_eq!(drain().await, 1);
+    assert_eq!(app.count(&stored).await, 1, "stored once");
+    assert_eq!(
+        app.count("SELECT count(*) FROM \"ReplyTokens\" WHERE \"userId\" = 'user_journal'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count(tokens_of).await,
+        tokens_before + 16,
+        "counted once"
+    );
 }

@@ -137,6 +137,18 @@ impl Server {
         }
     }
 
+    /// `kill -9`: the process ends at once, whatever it was doing, as a crash or an out-of-memory
+    /// kill ends it; waits until it is gone.
+    pub async fn kill_9(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let status = Command::new("kill")
+                .args(["-9", &child.id().to_string()])
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "kill -9");
+        }
+        assert!(self.wait_for_exit(Duration::from_secs(10)).await);
+    }
+
     /// Whether the process has exited.
     pub fn has_exited(&mut self) -> bool {
         match self.child.as_mut() {

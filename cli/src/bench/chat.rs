@@ -9,7 +9,10 @@
 //!   (rate-limit check, auth, companion lookup, the prompt's insert and the context query
 //!   included);
 //! - N concurrent streams held open with no error, and RSS growth per open stream (this
-//!   process: router, client and model server together, so an upper bound for the router).
+//!   process: router, client and model server together, so an upper bound for the router);
+//!   run with the reply journal off and on (`CHAT_RESUME_STREAMS`, `--resume`), each with a
+//!   fresh router: the streams' first bytes, the time until all ended, this process's CPU time,
+//!   and, when the cache is Redis, the commands it served and its memory while they were open.
 //!
 //! Signed-in requests need session tokens: the bench signs them with a throwaway key pair that
 //! exists only for this purpose, and configures the router with its public half.
@@ -48,6 +51,45 @@ pub struct ChatArgs {
     /// The local model's time to first token, in ms.
     #[arg(long, default_value_t = 50)]
     pub ttft_ms: u64,
+    /// The held streams with the reply journal off, on, or both (off first).
+    #[arg(long, value_enum, default_value_t = Resume::Both)]
+    pub resume: Resume,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Resume {
+    Off,
+    On,
+    Both,
+}
+
+/// Resume and stop, timed: a resume GET to its first replayed byte, and a stop POST to the
+/// moment the model server sees the producer's connection closed.
+#[derive(Debug, Serialize)]
+pub struct ResumeFigures {
+    pub resume_first_byte: Summary,
+    pub stop_to_model_closed: Summary,
+}
+
+/// What N streams held open at once cost, with the reply journal on or off.
+#[derive(Debug, Serialize)]
+pub struct HeldStreams {
+    pub resume: bool,
+    pub streams: usize,
+    pub ok: usize,
+    pub errors: usize,
+    pub first_byte: Summary,
+    /// From the first request to the last stream's end.
+    pub all_ended_ms: f64,
+    /// This process's user + system CPU time over the run.
+    pub cpu_ms: f64,
+    pub rss_before_kib: u64,
+    pub rss_open_kib: u64,
+    pub rss_per_stream_kib: f64,
+    /// Commands Redis served during the run (the whole server's: others' traffic included).
+    pub redis_commands: Option<u64>,
+    /// Redis's `used_memory` with the streams open, less before them.
+    pub redis_memory_open_kib: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,12 +100,12 @@ pub struct ChatReport {
     pub signed_in_first_byte: Summary,
     pub signed_in_added_p50_ms: f64,
     pub signed_in_added_p95_ms: f64,
-    pub streams: usize,
-    pub streams_ok: usize,
-    pub stream_errors: usize,
-    pub rss_before_kib: u64,
-    pub rss_open_kib: u64,
-    pub rss_per_stream_kib: f64,
+    /// A reply in flight resumed, then stopped, on the instance producing it.
+    pub resume_here: ResumeFigures,
+    /// The same from a second instance sharing the cache (none with the memory cache, whose
+    /// journal no other instance sees).
+    pub resume_elsewhere: Option<ResumeFigures>,
+    pub held: Vec<HeldStreams>,
     pub cache: &'static str,
     /// The seeded companion the bench chatted with.
     pub companion_id: String,
@@ -104,10 +146,44 @@ fn print_report(r: &ChatReport) {
         "  {:<34} p50 {:>8.2} ms  p95 {:>8.2} ms",
         "signed-in: added to the model", r.signed_in_added_p50_ms, r.signed_in_added_p95_ms
     );
-    println!(
-        "  concurrent streams: {} open, {} ok, {} errors; RSS {} KiB → {} KiB, {:.1} KiB per stream",
-        r.streams, r.streams_ok, r.stream_errors, r.rss_before_kib, r.rss_open_kib, r.rss_per_stream_kib
-    );
+    let resumed = |label: &str, f: &ResumeFigures| {
+        println!(
+            "  {label:<34} resume → first replayed byte p50 {:>6.2} ms p95 {:>6.2} ms; stop → model connection closed p50 {:>6.2} ms p95 {:>6.2} ms (n={})",
+            f.resume_first_byte.p50_ms,
+            f.resume_first_byte.p95_ms,
+            f.stop_to_model_closed.p50_ms,
+            f.stop_to_model_closed.p95_ms,
+            f.resume_first_byte.n
+        )
+    };
+    resumed("resume and stop, same instance:", &r.resume_here);
+    match &r.resume_elsewhere {
+        Some(f) => resumed("resume and stop, another instance:", f),
+        None => println!("  resume and stop, another instance: not measured (the memory cache is this process's)"),
+    }
+    for h in &r.held {
+        println!(
+            "  {} concurrent streams, resume {}: {} ok, {} errors; first byte p50 {:.2} ms p95 {:.2} ms; all ended in {:.0} ms; CPU {:.0} ms; RSS {} KiB → {} KiB, {:.1} KiB per stream",
+            h.streams,
+            if h.resume { "on " } else { "off" },
+            h.ok,
+            h.errors,
+            h.first_byte.p50_ms,
+            h.first_byte.p95_ms,
+            h.all_ended_ms,
+            h.cpu_ms,
+            h.rss_before_kib,
+            h.rss_open_kib,
+            h.rss_per_stream_kib
+        );
+        if let (Some(commands), Some(memory)) = (h.redis_commands, h.redis_memory_open_kib) {
+            println!(
+                "    Redis: {commands} commands ({:.1} per stream), used_memory {memory:+} KiB with the streams open ({:.2} KiB per stream)",
+                commands as f64 / h.streams.max(1) as f64,
+                memory as f64 / h.streams.max(1) as f64
+            );
+        }
+    }
     println!(
         "  chatted with {} as {BENCH_USER}; {} scratch rows removed; database left as found: {}",
         r.companion_id,
@@ -123,6 +199,31 @@ fn print_report(r: &ChatReport) {
 /// A session token for the bench user, signed with this run's key.
 fn session_token(key: &SigningKey) -> anyhow::Result<String> {
     Ok(key.sign(None, &session_token::clerk_claims(BENCH_USER, None, 3600)))
+}
+
+/// This process's user + system CPU time, from /proc/self/stat (clock ticks of 1/100 s).
+fn cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) * 10.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// A Redis server's counter or gauge from `INFO` (`total_commands_processed`, `used_memory`).
+async fn redis_info(url: &str, field: &str) -> Option<i64> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO").query_async(&mut conn).await.ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Our resident set size, from /proc/self/status.
@@ -154,6 +255,7 @@ impl Fingerprint {
                 "UserBurnedTokens rows",
                 "SELECT count(*) FROM \"UserBurnedTokens\"",
             ),
+            ("ReplyTokens rows", "SELECT count(*) FROM \"ReplyTokens\""),
             (
                 "Companion tokens",
                 "SELECT COALESCE(sum(\"tokensBurned\"), 0)::bigint FROM \"Companion\"",
@@ -216,13 +318,19 @@ async fn remove_scratch(
             &[&BENCH_USER],
         )
         .await?;
+    let ledger = client
+        .execute(
+            "DELETE FROM \"ReplyTokens\" WHERE \"userId\" = $1",
+            &[&BENCH_USER],
+        )
+        .await?;
     client
         .execute(
             "UPDATE \"Companion\" SET \"tokensBurned\" = $2 WHERE \"id\" = $1",
             &[&companion_id, &tokens_before],
         )
         .await?;
-    Ok(messages + tokens)
+    Ok(messages + tokens + ledger)
 }
 
 /// Time from sending the request to the first byte of the body, and whether it ended well.
@@ -350,52 +458,73 @@ async fn measure_on(args: &ChatArgs, companion_id: &str) -> anyhow::Result<ChatR
         signed_samples.push(first_byte(req).await?);
     }
 
-    // N streams held open: a long, slow reply; count each once its first byte arrived.
+    // Resume and stop, signed-in, on this instance, then (with a shared cache) on a second one.
+    let samples = args.requests.min(RESUME_SAMPLES);
+    model.set_script(Script {
+        time_to_first_token: Duration::ZERO,
+        chunks: vec!["tick ".into(); 400],
+        chunk_gap: Duration::from_millis(10),
+        ..Script::default()
+    });
+    let resume_here = resume_and_stop(&http, &url, &url, &token, &model, samples).await?;
+    let resume_elsewhere = if cache == "memory" {
+        None
+    } else {
+        let other_app: Arc<App> = App::new(Config::from_vars(&vars)?);
+        let router = gcbb::routes::router(
+            other_app,
+            &gcbb::routes::VercelJson::embedded(),
+            axum::Router::new(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let other = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let other_url = format!("http://{addr}/api/chat/{companion_id}");
+        let figures = resume_and_stop(&http, &url, &other_url, &token, &model, samples).await;
+        other.abort();
+        Some(figures?)
+    };
+
+    // N streams held open: a long, slow reply; count each once its first byte arrived. With
+    // the journal off, then on, each on a router of its own.
     model.set_script(Script {
         time_to_first_token: Duration::ZERO,
         chunks: vec!["tick ".into(); 40],
         chunk_gap: Duration::from_millis(250),
         ..Script::default()
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_before = rss_kib();
-    let opened = Arc::new(tokio::sync::Barrier::new(args.streams + 1));
-    let mut tasks = Vec::with_capacity(args.streams);
-    for i in 0..args.streams {
-        let req = http
-            .post(&url)
-            .json(&serde_json::json!({"prompt": format!("stream {i}")}));
-        let opened = opened.clone();
-        tasks.push(tokio::spawn(async move {
-            let outcome = async {
-                let resp = req.send().await?;
-                anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
-                let mut body = resp.bytes_stream();
-                body.next().await.context("empty body")??;
-                Ok(body)
-            }
-            .await;
-            opened.wait().await;
-            let mut body = outcome?;
-            while let Some(chunk) = body.next().await {
-                chunk?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    opened.wait().await;
-    let rss_open = rss_kib();
-    let mut ok = 0;
-    let mut errors = 0;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => ok += 1,
-            Ok(Err(e)) => {
-                errors += 1;
-                tracing::warn!(error = %e, "bench stream failed");
-            }
-            Err(_) => errors += 1,
-        }
+    let redis_url = match &app.config.cache {
+        gcbb::config::CacheBackend::Redis { url } => Some(url.clone()),
+        _ => None,
+    };
+    let modes: &[bool] = match args.resume {
+        Resume::Off => &[false],
+        Resume::On => &[true],
+        Resume::Both => &[false, true],
+    };
+    let mut held = Vec::new();
+    for &resume in modes {
+        let mut vars = vars.clone();
+        vars.insert("CHAT_RESUME_STREAMS".into(), resume.to_string());
+        let app: Arc<App> = App::new(Config::from_vars(&vars)?);
+        let router = gcbb::routes::router(
+            app.clone(),
+            &gcbb::routes::VercelJson::embedded(),
+            axum::Router::new(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let url = format!("http://{addr}/api/chat/{companion_id}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        held.push(hold_streams(args.streams, &http, &url, resume, redis_url.as_deref()).await);
+        // The replies' writes (the journal's last records, the cached replies) finish first.
+        gcbb::platform::background::drain_local(Duration::from_secs(30)).await;
+        server.abort();
     }
     server.abort();
     let _ = app.cache.clear_pattern(&format!("{prefix}:*")).await;
@@ -409,15 +538,174 @@ async fn measure_on(args: &ChatArgs, companion_id: &str) -> anyhow::Result<ChatR
         signed_in_added_p50_ms: signed_in_first_byte.p50_ms - model_first_byte.p50_ms,
         signed_in_added_p95_ms: signed_in_first_byte.p95_ms - model_first_byte.p95_ms,
         signed_in_first_byte,
-        streams: args.streams,
-        streams_ok: ok,
-        stream_errors: errors,
-        rss_before_kib: rss_before,
-        rss_open_kib: rss_open,
-        rss_per_stream_kib: rss_open.saturating_sub(rss_before) as f64 / args.streams.max(1) as f64,
+        resume_here,
+        resume_elsewhere,
+        held,
         cache,
         companion_id: companion_id.to_owned(),
         scratch_rows_removed: 0,
         database_left_as_found: false,
+    })
+}
+
+/// Opens `n` streams at once and reads them to their end; what that cost.
+async fn hold_streams(
+    n: usize,
+    http: &reqwest::Client,
+    url: &str,
+    resume: bool,
+    redis_url: Option<&str>,
+) -> HeldStreams {
+    let commands_before = match redis_url {
+        Some(u) => redis_info(u, "total_commands_processed").await,
+        None => None,
+    };
+    let memory_before = match redis_url {
+        Some(u) => redis_info(u, "used_memory").await,
+        None => None,
+    };
+    let rss_before = rss_kib();
+    let cpu_before = cpu_ms();
+    let started = Instant::now();
+    let opened = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let req = http
+            .post(url)
+            .json(&serde_json::json!({"prompt": format!("stream {i} {}", rand::random::<u32>())}));
+        let opened = opened.clone();
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let outcome = async {
+                let resp = req.send().await?;
+                anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+                let mut body = resp.bytes_stream();
+                body.next().await.context("empty body")??;
+                Ok((sent.elapsed(), body))
+            }
+            .await;
+            opened.wait().await;
+            let (first, mut body) = outcome?;
+            while let Some(chunk) = body.next().await {
+                chunk?;
+            }
+            anyhow::Ok(first)
+        }));
+    }
+    opened.wait().await;
+    let rss_open = rss_kib();
+    let memory_open = match redis_url {
+        Some(u) => redis_info(u, "used_memory").await,
+        None => None,
+    };
+    let mut first_bytes = Vec::with_capacity(n);
+    let mut errors = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(first)) => first_bytes.push(first),
+            Ok(Err(e)) => {
+                errors += 1;
+                tracing::warn!(error = %e, "bench stream failed");
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let all_ended = started.elapsed();
+    let cpu = cpu_ms() - cpu_before;
+    let commands_after = match redis_url {
+        Some(u) => redis_info(u, "total_commands_processed").await,
+        None => None,
+    };
+    HeldStreams {
+        resume,
+        streams: n,
+        ok: first_bytes.len(),
+        errors,
+        first_byte: Summary::of(&mut first_bytes),
+        all_ended_ms: all_ended.as_secs_f64() * 1000.0,
+        cpu_ms: cpu,
+        rss_before_kib: rss_before,
+        rss_open_kib: rss_open,
+        rss_per_stream_kib: rss_open.saturating_sub(rss_before) as f64 / n.max(1) as f64,
+        redis_commands: commands_before
+            .zip(commands_after)
+            .map(|(b, a)| (a - b).max(0) as u64),
+        redis_memory_open_kib: memory_before.zip(memory_open).map(|(b, o)| (o - b) / 1024),
+    }
+}
+
+/// Resume and stop samples of each kind (fewer when `--requests` is smaller).
+const RESUME_SAMPLES: usize = 20;
+
+/// `samples` times: a signed-in reply started at `producer`, read to its first byte; a resume
+/// GET at `reader`, timed to its first byte; a stop POST at `reader`, timed to the model server
+/// seeing its connection closed.
+async fn resume_and_stop(
+    http: &reqwest::Client,
+    producer: &str,
+    reader: &str,
+    token: &str,
+    model: &LocalModelServer,
+    samples: usize,
+) -> anyhow::Result<ResumeFigures> {
+    let mut resumes = Vec::with_capacity(samples);
+    let mut stops = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let resp = http
+            .post(producer)
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .json(&serde_json::json!({"prompt": format!("resume me {i}")}))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+        let mut body = resp.bytes_stream();
+        body.next().await.context("empty body")??;
+        // The journal is written every 100 ms: let a write reach a shared cache.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let resumed = http
+            .get(format!("{reader}/stream"))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resumed.status().as_u16() == 200,
+            "resume: HTTP {}",
+            resumed.status()
+        );
+        let mut replay = resumed.bytes_stream();
+        replay.next().await.context("empty replay")??;
+        resumes.push(started.elapsed());
+        drop(replay);
+        drop(body);
+        let closed_before = model.cancelled_at().len();
+        let started = Instant::now();
+        let stopped = http
+            .post(format!("{reader}/stop"))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            stopped.status().as_u16() == 200,
+            "stop: HTTP {}",
+            stopped.status()
+        );
+        let waited = Instant::now();
+        let closed = loop {
+            if let Some(at) = model.cancelled_at().get(closed_before) {
+                break *at;
+            }
+            anyhow::ensure!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the model never saw the stop"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        stops.push(closed.saturating_duration_since(started));
+    }
+    Ok(ResumeFigures {
+        resume_first_byte: Summary::of(&mut resumes),
+        stop_to_model_closed: Summary::of(&mut stops),
     })
 }

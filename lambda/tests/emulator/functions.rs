@@ -380,6 +380,55 @@ async fn a_signed_in_reply_is_stored_with_its_tokens_before_the_next_invocation(
     assert_eq!(user_tokens, tokens_after - tokens_before);
 }
 
+/// On Lambda a client that goes away doesn't end the invocation, and a reply no longer depends
+/// on its client anyway: it runs to its end as the invocation's background work, is stored whole
+/// with its tokens, and the function's next invocation starts only after that.
+#[tokio::test]
+async fn a_reply_whose_client_went_away_is_stored_whole_before_the_next_invocation() {
+    use gcbb::llm::{scripted::reply_text, ChatMessage, Role};
+    let db = Database::with_demo_data().await;
+    let emulator = Emulator::start().await;
+    let slow = [("LLM_SCRIPTED_CHUNK_DELAY_MS", "60".to_owned())];
+    let chat = start_with(&emulator, &db, "chat", &slow);
+    let client = reqwest::Client::new();
+    let companion = public_companion(&db).await;
+    let user = "user_demo_2";
+    let token = token_for(user);
+    let path = format!("/api/chat/{companion}");
+    let prompt = "I will not stay for the end";
+    let full = reply_text(&[ChatMessage::new(Role::User, prompt)]);
+
+    let mut resp = client
+        .post(emulator.url("gcbb-chat", &path))
+        .bearer_auth(&token)
+        .json(&json!({ "prompt": prompt }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", chat.output());
+    let first = resp.chunk().await.unwrap().expect("a first piece");
+    assert!(full.starts_with(std::str::from_utf8(&first).unwrap()));
+    assert!(first.len() < full.len(), "the whole reply came at once");
+    drop(resp);
+
+    let (status, _, history) =
+        get_signed_in(&client, &emulator.url("gcbb-chat", &path), &token).await;
+    assert_eq!(status, 200, "{history}");
+    let messages = history["messages"].as_array().unwrap();
+    let last_two: Vec<(&str, &str)> = messages[messages.len() - 2..]
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    assert_eq!(last_two, [("user", prompt), ("assistant", full.as_str())]);
+    assert_eq!(messages.last().unwrap()["status"], "finished");
+    let ledger = db
+        .number(&format!(
+            "SELECT count(*) FROM \"ReplyTokens\" WHERE \"userId\" = '{user}'"
+        ))
+        .await;
+    assert_eq!(ledger, 1, "its tokens, accounted once");
+}
+
 #[tokio::test]
 async fn the_cron_refuses_a_call_without_its_secret_and_refreshes_with_it() {
     let db = Database::with_demo_data().await;
@@ -537,7 +586,8 @@ async fn an_eventbridge_schedule_runs_the_refresh_without_the_secret() {
             "refreshReadModel",
             "bumpGeneration",
             "rebuildSnapshots",
-            "drainPurgeOutbox"
+            "drainPurgeOutbox",
+            "drainReplyJournal"
         ]
     );
     eprintln!(

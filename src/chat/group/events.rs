@@ -1,13 +1,17 @@
 //! The group chat's stream: SSE events, one JSON object per `data:` line —
-//! `message-start` (companionId, name), `text-delta` (companionId, delta), `message-end`
-//! (companionId), `error` (message) — then `data: [DONE]`.
+//! `message-start` (companionId, name, messageId), `text-delta` (companionId, delta),
+//! `message-end` (companionId, status, stored), `error` (message) — then `data: [DONE]`.
+//! Written from journal records ([`Record`]), so a reply, its resume and a cached replay go out
+//! the same way.
 
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
-use crate::chat::reply::Sender;
-use crate::chat::stream::{sse_event, streaming_response, SSE_DONE};
+use crate::chat::reply::journal::Record;
+use crate::chat::stream::{sse_event, streaming_response, until_done, Read, INTERRUPTED, SSE_DONE};
+use crate::db::messages::ReplyStatus;
 
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -16,6 +20,8 @@ pub enum GroupEvent<'a> {
         #[serde(rename = "companionId")]
         companion_id: &'a str,
         name: &'a str,
+        #[serde(rename = "messageId")]
+        message_id: &'a str,
     },
     TextDelta {
         #[serde(rename = "companionId")]
@@ -25,6 +31,9 @@ pub enum GroupEvent<'a> {
     MessageEnd {
         #[serde(rename = "companionId")]
         companion_id: &'a str,
+        status: ReplyStatus,
+        /// In the group's history (a demo group's replies never are).
+        stored: bool,
     },
     Error {
         message: &'a str,
@@ -37,23 +46,86 @@ impl GroupEvent<'_> {
     }
 }
 
-/// The end of every group stream.
-pub fn done() -> Bytes {
-    Bytes::from_static(SSE_DONE)
-}
-
-pub async fn send(tx: &Sender<Bytes>, event: GroupEvent<'_>) {
-    tx.send(event.encode()).await;
-}
-
-/// A stream of encoded events as an SSE response.
-pub fn sse_response<S>(events: S) -> Response
+/// The events of a group stream, as an SSE response.
+pub fn group_stream<S>(records: S) -> Response
 where
-    S: futures_util::Stream<Item = Bytes> + Send + 'static,
+    S: Stream<Item = Vec<Record>> + Send + 'static,
 {
-    use futures_util::StreamExt;
+    let mut companion = String::new();
+    let body = until_done(records)
+        .map(move |read| {
+            let mut out = Vec::new();
+            let batch = match read {
+                Read::Batch(batch) => batch,
+                Read::Cut => {
+                    out.extend_from_slice(
+                        &GroupEvent::Error {
+                            message: INTERRUPTED,
+                        }
+                        .encode(),
+                    );
+                    out.extend_from_slice(SSE_DONE);
+                    return Ok::<_, std::convert::Infallible>(Bytes::from(out));
+                }
+            };
+            for record in batch {
+                match record {
+                    Record::Start { .. } => {}
+                    Record::Message {
+                        id,
+                        companion_id,
+                        name,
+                        ..
+                    } => {
+                        companion = companion_id.unwrap_or_default();
+                        out.extend_from_slice(
+                            &GroupEvent::MessageStart {
+                                companion_id: &companion,
+                                name: name.as_deref().unwrap_or_default(),
+                                message_id: &id,
+                            }
+                            .encode(),
+                        );
+                    }
+                    Record::Text { t } => out.extend_from_slice(
+                        &GroupEvent::TextDelta {
+                            companion_id: &companion,
+                            delta: &t,
+                        }
+                        .encode(),
+                    ),
+                    Record::End {
+                        status,
+                        error,
+                        stored,
+                        ..
+                    } => {
+                        out.extend_from_slice(
+                            &GroupEvent::MessageEnd {
+                                companion_id: &companion,
+                                status,
+                                stored,
+                            }
+                            .encode(),
+                        );
+                        if let Some(message) = error {
+                            tracing::warn!(message = %message, "group reply failed");
+                            out.extend_from_slice(
+                                &GroupEvent::Error { message: &message }.encode(),
+                            );
+                        }
+                    }
+                    Record::Error { message } => {
+                        out.extend_from_slice(&GroupEvent::Error { message: &message }.encode())
+                    }
+                    Record::Done => out.extend_from_slice(SSE_DONE),
+                }
+            }
+            Ok(Bytes::from(out))
+        })
+        .filter(|chunk| futures_util::future::ready(!matches!(chunk, Ok(b) if b.is_empty())));
     streaming_response(
-        axum::body::Body::from_stream(events.map(Ok::<_, std::convert::Infallible>)),
+        axum::body::Body::from_stream(body),
         "text/event-stream",
         false,
     )

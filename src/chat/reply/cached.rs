@@ -3,7 +3,8 @@
 //! instead of asking the model.
 
 use crate::cache::keys::{self, Key};
-use crate::chat::stream::ReplyPart;
+use crate::chat::reply::journal::{now_ms, Record};
+use crate::db::messages::ReplyStatus;
 use crate::llm::{ChatMessage, Role};
 use crate::platform::app::App;
 use crate::platform::input::Prompt;
@@ -67,19 +68,37 @@ pub async fn cached_reply(app: &App, key: &Key) -> Option<String> {
     String::from_utf8(found.to_vec()).ok()
 }
 
-/// A cached reply cut into pieces on character boundaries, to replay as a stream.
-pub fn replay_pieces(text: String) -> Vec<ReplyPart> {
-    let mut pieces = Vec::new();
-    let mut rest = text.as_str();
+/// A cached reply as the records of a stream (its text cut into pieces on character
+/// boundaries), to replay in any format: one message, finished, stored nowhere.
+pub fn replay_records(message: Record, text: &str) -> Vec<Record> {
+    let mut records = vec![
+        Record::Start {
+            at: now_ms(),
+            deadline: now_ms(),
+        },
+        message,
+    ];
+    let mut rest = text;
     while !rest.is_empty() {
         let mut end = rest.len().min(REPLAY_PIECE_BYTES);
         while !rest.is_char_boundary(end) {
             end += 1;
         }
-        pieces.push(ReplyPart::Text(rest[..end].to_owned()));
+        records.push(Record::Text {
+            t: rest[..end].to_owned(),
+        });
         rest = &rest[end..];
     }
-    pieces
+    records.push(Record::End {
+        status: ReplyStatus::Finished,
+        error: None,
+        tokens: 0,
+        stored: false,
+        pending: false,
+        at: now_ms(),
+    });
+    records.push(Record::Done);
+    records
 }
 
 #[cfg(test)]
@@ -124,15 +143,22 @@ mod tests {
     #[test]
     fn a_replay_cuts_on_character_boundaries_and_loses_nothing() {
         let text = "é".repeat(300);
-        let pieces = replay_pieces(text.clone());
-        assert!(pieces.len() > 1);
-        let joined: String = pieces
-            .into_iter()
-            .map(|p| match p {
-                ReplyPart::Text(t) => t,
-                ReplyPart::Error(_) => unreachable!(),
+        let message = Record::Message {
+            id: "m".into(),
+            companion_id: None,
+            name: None,
+            row: None,
+        };
+        let records = replay_records(message, &text);
+        let pieces: Vec<&str> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Text { t } => Some(t.as_str()),
+                _ => None,
             })
             .collect();
-        assert_eq!(joined, text);
+        assert!(pieces.len() > 1);
+        assert_eq!(pieces.concat(), text);
+        assert!(matches!(records.last(), Some(Record::Done)));
     }
 }

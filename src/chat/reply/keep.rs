@@ -1,214 +1,203 @@
 //! What happens to a reply when it ends, the same way for chat and group chat: a signed-in
-//! viewer's reply is stored (what was produced, even if it broke off) and its tokens accounted;
-//! an anonymous one is cached for everyone asking the same, if it completed.
+//! viewer's reply is stored (what was produced, even if it broke off or was stopped, with how it
+//! ended) and its tokens accounted; an anonymous one is cached for everyone asking the same, if
+//! it finished.
+//!
+//! Both writes are idempotent by the reply's message id (the id its stream announced): the row
+//! is `INSERT … ON CONFLICT DO NOTHING`, the tokens go through the `"ReplyTokens"` ledger. So a
+//! write that timed out after it had committed can be retried, and a reply written from the
+//! journal later ([`super::journal`]) can't be stored or counted twice.
 //!
 //! Database writes retry transient failures with capped exponential backoff and jitter, each
 //! within a budget of time: the reply's own row briefly (the stream's end waits for it), the
-//! token accounting, which runs after the response through `wait_until`, for as long as the
+//! token accounting, which runs after the end in its own background task, for as long as the
 //! platform lets background work run (`BACKGROUND_WRITE_BUDGET_MS`, default 60 s, well within
-//! the chat functions' `maxDuration`). A write that finally fails is logged at error level with
-//! what it takes to replay it (companion id, user id, token count; never the text).
+//! the chat functions' `maxDuration`). What still fails stays in the journal for later.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
 
-use super::ReplyOutcome;
+use super::journal::from_ms;
 use crate::cache::keys::Key;
-use crate::cache::ANONYMOUS_BOT_REPLY_TTL;
-use crate::db::group_chats::{self, StoredGroupMessage};
-use crate::db::messages::{self, MessageRole};
-use crate::db::{burned_tokens, DbError, Pool, PooledClient};
-use crate::platform::app::App;
-use crate::platform::background::Background;
+use crate::db::messages::{self, ReplyStatus};
+use crate::db::{burned_tokens, group_chats, DbError, Pool, PooledClient};
 
 /// Pause before the first retry; doubled before each next one, up to the cap.
 pub const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Longest pause between two attempts: a database back from an outage is used within this.
 pub const WRITE_RETRY_MAX_PAUSE: Duration = Duration::from_secs(5);
-/// Budget of storing the reply itself: the end of the stream (and the history) waits for it.
+/// Budget of storing the reply itself: the end of the stream waits for it. Past it the reply is
+/// kept in the journal, and the stream's end says it is not stored yet.
 pub const REPLY_STORE_BUDGET: Duration = Duration::from_secs(5);
 
 /// Where a finished reply goes.
 #[derive(Debug, Clone)]
 pub enum Keep {
-    /// Signed-in chat: the companion's message in the viewer's conversation, stamped after the
-    /// prompt; the tokens go to the companion and the viewer.
-    ChatMessage {
-        companion_id: String,
-        user_id: String,
-        after: NaiveDateTime,
-    },
-    /// A group's creator: the companion's message in the group, stamped after `after`; the
-    /// tokens go to the companion and the creator.
-    GroupMessage {
-        group_id: String,
-        companion_id: String,
-        user_id: String,
-        after: NaiveDateTime,
-    },
+    /// Signed-in chat and a group's creator: a row of the database, and the tokens.
+    Row(RowSpec),
     /// Anonymous and demo replies: nothing stored; a complete reply is cached under `key`.
     CachedReply { key: Key },
 }
 
-/// The row a kept reply became, when it was stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stored {
-    ChatMessage,
-    GroupMessage(StoredGroupMessage),
+/// A reply's row, as the journal records it so a drain can write it without the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowSpec {
+    pub target: RowTarget,
+    /// The prompt's time (ms since the epoch): the reply is stamped after it.
+    pub after_ms: i64,
+    /// The context's tokens, estimated: what a reply that ended without the model's count cost.
+    pub context_tokens: u32,
 }
 
-impl Keep {
-    /// Keeps `outcome` as this says; `tokens` is what it cost. Storing is awaited (a reply is in
-    /// the history before its stream ends); accounting and caching run in the background.
-    pub(super) async fn apply(
-        self,
-        app: &Arc<App>,
-        bg: &Background,
-        outcome: ReplyOutcome,
-        tokens: i32,
-    ) -> Option<Stored> {
-        let produced = !outcome.text.is_empty();
-        let (companion_id, user_id, stored) = match self {
-            Keep::CachedReply { key } => {
-                if outcome.completed() && produced {
-                    let app = app.clone();
-                    bg.wait_until(async move {
-                        let _ = app
-                            .cache
-                            .put(&key, Bytes::from(outcome.text), ANONYMOUS_BOT_REPLY_TTL)
-                            .await;
-                    });
-                }
-                return None;
+/// Which table, and whose tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum RowTarget {
+    /// The companion's message in the viewer's conversation.
+    Chat {
+        companion_id: String,
+        user_id: String,
+    },
+    /// The companion's message in the creator's group.
+    Group {
+        group_id: String,
+        companion_id: String,
+        user_id: String,
+    },
+}
+
+impl RowTarget {
+    pub fn companion_id(&self) -> &str {
+        match self {
+            RowTarget::Chat { companion_id, .. } | RowTarget::Group { companion_id, .. } => {
+                companion_id
             }
-            Keep::ChatMessage {
-                companion_id,
-                user_id,
-                after,
-            } => {
-                let stored = produced
-                    && store_chat_message(&app.db, &companion_id, &user_id, &outcome.text, after)
-                        .await;
-                (companion_id, user_id, stored.then_some(Stored::ChatMessage))
-            }
-            Keep::GroupMessage {
-                group_id,
-                companion_id,
-                user_id,
-                after,
-            } => {
-                let stored = if produced {
-                    store_group_message(&app.db, &group_id, &companion_id, &outcome.text, after)
-                        .await
-                        .map(Stored::GroupMessage)
-                } else {
-                    None
-                };
-                (companion_id, user_id, stored)
-            }
-        };
-        let app = app.clone();
-        bg.wait_until(async move {
-            let budget = app.config.background_write_budget;
-            account_tokens(&app.db, budget, &companion_id, &user_id, tokens).await;
-        });
-        stored
+        }
+    }
+
+    pub fn user_id(&self) -> &str {
+        match self {
+            RowTarget::Chat { user_id, .. } | RowTarget::Group { user_id, .. } => user_id,
+        }
     }
 }
 
-async fn store_chat_message(
-    db: &Pool,
-    companion_id: &str,
-    user_id: &str,
-    text: &str,
-    after: NaiveDateTime,
-) -> bool {
-    write_with_retry(db, "store reply", REPLY_STORE_BUDGET, |client| async move {
-        messages::insert_message(
-            &client,
-            companion_id,
-            user_id,
-            MessageRole::Assistant,
-            text,
-            Some(after),
-        )
-        .await
-        .map(drop)
-    })
-    .await
+/// How a write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Written, now or before (the id was there).
+    Written,
+    /// Nothing to write to: the companion or group was deleted meanwhile.
+    Gone,
+    /// Still failing when the budget ran out: try again later.
+    Failed,
 }
 
-async fn store_group_message(
-    db: &Pool,
-    group_id: &str,
-    companion_id: &str,
-    text: &str,
-    after: NaiveDateTime,
-) -> Option<StoredGroupMessage> {
-    let row = std::sync::Mutex::new(None);
-    let row_ref = &row;
-    let ok = write_with_retry(
-        db,
-        "store group reply",
-        REPLY_STORE_BUDGET,
-        |client| async move {
-            let stored = group_chats::insert_group_message(
-                &client,
-                group_id,
-                companion_id,
-                true,
-                text,
-                Some(after),
-            )
-            .await?;
-            *row_ref
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stored);
-            Ok(())
-        },
-    )
-    .await;
-    let stored = row
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    ok.then_some(stored).flatten()
+impl RowSpec {
+    /// Stores the reply's text under `id`, stamped `at` (after its prompt), retrying for
+    /// `budget` (zero: one attempt).
+    pub async fn store(
+        &self,
+        db: &Pool,
+        budget: Duration,
+        id: &str,
+        text: &str,
+        status: ReplyStatus,
+        at: chrono::NaiveDateTime,
+    ) -> WriteOutcome {
+        let after = from_ms(self.after_ms);
+        let result = write_with_retry(db, "store reply", budget, |client| async move {
+            match &self.target {
+                RowTarget::Chat {
+                    companion_id,
+                    user_id,
+                } => {
+                    messages::insert_reply(
+                        &client,
+                        id,
+                        companion_id,
+                        user_id,
+                        text,
+                        status,
+                        after,
+                        at,
+                    )
+                    .await
+                }
+                RowTarget::Group {
+                    group_id,
+                    companion_id,
+                    ..
+                } => {
+                    group_chats::insert_group_reply(
+                        &client,
+                        id,
+                        group_id,
+                        companion_id,
+                        text,
+                        status,
+                        after,
+                        at,
+                    )
+                    .await
+                }
+            }
+            .map(|inserted| {
+                if !inserted {
+                    tracing::info!("reply already stored (an earlier write had committed)");
+                }
+            })
+        })
+        .await;
+        outcome_of(result, "store reply")
+    }
 }
 
-/// Adds a reply's tokens to the companion's total and the user's row for it: the one token
-/// accounting path of every reply. Retries transient failures for up to `budget`; returns
-/// whether the tokens were added.
+/// Adds a reply's tokens to the companion's total and the user's row for it, once per message
+/// id: the one token accounting path of every reply. Retries transient failures for `budget`.
 pub async fn account_tokens(
     db: &Pool,
     budget: Duration,
-    companion_id: &str,
-    user_id: &str,
+    row: &RowSpec,
+    message_id: &str,
     tokens: i32,
-) -> bool {
+) -> WriteOutcome {
     if tokens <= 0 {
-        return true;
+        return WriteOutcome::Written;
     }
-    let ok = write_with_retry(db, "account tokens", budget, |client| async move {
-        burned_tokens::add_tokens_burned(&client, companion_id, user_id, tokens).await
+    let (companion_id, user_id) = (row.target.companion_id(), row.target.user_id());
+    let result = write_with_retry(db, "account tokens", budget, |client| async move {
+        burned_tokens::add_reply_tokens(&client, message_id, companion_id, user_id, tokens)
+            .await
+            .map(|added| {
+                if !added {
+                    tracing::info!("tokens already accounted (an earlier write had committed)");
+                }
+            })
     })
     .await;
-    if ok {
+    let outcome = outcome_of(result, "account tokens");
+    if outcome == WriteOutcome::Written {
         tracing::debug!(tokens, "tokens accounted");
-    } else {
-        // What a replay needs, and nothing of the conversation.
-        tracing::error!(
-            replay = "account_tokens",
-            companion_id,
-            user_id,
-            tokens,
-            budget_ms = budget.as_millis() as u64,
-            "token accounting lost: add these tokens by hand (UPDATE \"Companion\" and \"UserBurnedTokens\")"
-        );
     }
-    ok
+    outcome
+}
+
+fn outcome_of(result: Result<(), DbError>, what: &'static str) -> WriteOutcome {
+    match result {
+        Ok(()) => WriteOutcome::Written,
+        // 23503: the companion or group it belongs to was deleted; nothing will ever take it.
+        Err(e) if e.sqlstate().is_some_and(|s| s.code() == "23503") => {
+            tracing::warn!(
+                what,
+                "the reply's companion or group is gone; nothing written"
+            );
+            WriteOutcome::Gone
+        }
+        Err(_) => WriteOutcome::Failed,
+    }
 }
 
 /// Whether a failed write may work when tried again.
@@ -225,13 +214,13 @@ pub fn is_transient(e: &DbError) -> bool {
 
 /// Runs a database write with a pooled connection, retrying transient failures with capped
 /// exponential backoff and jitter while `budget` lasts (an attempt is not started when its
-/// pause would end past the budget). Returns whether it was written.
+/// pause would end past the budget). Returns the last error when it was not written.
 pub async fn write_with_retry<F, Fut>(
     db: &Pool,
     what: &'static str,
     budget: Duration,
     write: F,
-) -> bool
+) -> Result<(), DbError>
 where
     F: Fn(PooledClient) -> Fut,
     Fut: Future<Output = Result<(), DbError>>,
@@ -250,7 +239,7 @@ where
                 if attempt > 1 {
                     tracing::info!(what, attempt, "background write succeeded after retrying");
                 }
-                return true;
+                return Ok(());
             }
             Err(e) => e,
         };
@@ -258,17 +247,40 @@ where
         let wait = pause.mul_f64(0.5 + rand::random::<f64>() * 0.5);
         let elapsed = started.elapsed();
         if !is_transient(&e) || elapsed + wait > budget {
-            tracing::error!(
+            tracing::warn!(
                 what,
                 attempt,
                 elapsed_ms = elapsed.as_millis() as u64,
                 error = %e,
                 "background write failed"
             );
-            return false;
+            return Err(e);
         }
-        tracing::warn!(what, attempt, error = %e, "background write failed; retrying");
+        tracing::debug!(what, attempt, error = %e, "background write failed; retrying");
         tokio::time::sleep(wait).await;
         pause = (pause * 2).min(WRITE_RETRY_MAX_PAUSE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_reads_back_from_its_journal_form() {
+        let row = RowSpec {
+            target: RowTarget::Group {
+                group_id: "g".into(),
+                companion_id: "c".into(),
+                user_id: "u".into(),
+            },
+            after_ms: 5,
+            context_tokens: 9,
+        };
+        let json = serde_json::to_string(&row).unwrap();
+        assert!(json.contains(r#""kind":"group""#), "{json}");
+        assert_eq!(serde_json::from_str::<RowSpec>(&json).unwrap(), row);
+        assert_eq!(row.target.companion_id(), "c");
+        assert_eq!(row.target.user_id(), "u");
     }
 }

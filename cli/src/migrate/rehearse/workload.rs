@@ -521,14 +521,14 @@ mod tests {
         assert!(!is_read("UPDATE t SET x = 1"));
         let reads = reads();
         assert!(!reads.is_empty());
-        assert!(reads.iter().all(|j| j.name != "tokens.add_tokens_burned"));
+        assert!(reads.iter().all(|j| j.name != "tokens.add_reply_tokens"));
         let writes: Vec<&str> = writes().iter().map(|w| w.name).collect();
         assert_eq!(
             writes,
             vec![
                 "messages.insert",
                 "companions.update_owned",
-                "tokens.add_tokens_burned"
+                "tokens.add_reply_tokens"
             ]
         );
     }
