@@ -85,6 +85,10 @@ pub const DEFAULT_RATE_LIMIT_DASHBOARD_WINDOW: Duration = Duration::from_secs(10
 /// Companion edits (PATCH): requests per window per user.
 pub const DEFAULT_RATE_LIMIT_COMPANION_EDIT_REQUESTS: u32 = 20;
 pub const DEFAULT_RATE_LIMIT_COMPANION_EDIT_WINDOW: Duration = Duration::from_secs(60);
+/// Anonymous dashboard searches (`q`) that reach the function: requests per window per client
+/// bucket (an IPv4 address, an IPv6 /64). A search box sends one per pause in typing.
+pub const DEFAULT_RATE_LIMIT_SEARCH_REQUESTS: u32 = 30;
+pub const DEFAULT_RATE_LIMIT_SEARCH_WINDOW: Duration = Duration::from_secs(10);
 
 /// A secret from the environment (`CRON_SECRET`, `OPENAI_API_KEY`, an Upstash token). `Debug`
 /// prints nothing of it, so a `Config` can be logged whole; the value is read with
@@ -232,6 +236,60 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
 }
 
+/// Whose forwarding headers are believed (`TRUSTED_PROXY`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TrustedProxy {
+    /// No header: the peer's address.
+    #[default]
+    None,
+    /// Vercel's edge: `x-vercel-forwarded-for`, then `x-forwarded-for`.
+    Vercel,
+    /// CloudFront: `CloudFront-Viewer-Address`, else the peer's address.
+    CloudFront,
+    /// `X-Forwarded-For` from peers in these ranges.
+    Addresses(Vec<crate::ip::IpRange>),
+}
+
+impl TrustedProxy {
+    /// `none`, `vercel`, `cloudfront`, or a comma-separated list of IPs and CIDR ranges.
+    pub fn parse(raw: &str) -> Result<TrustedProxy, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => Ok(TrustedProxy::None),
+            "vercel" => Ok(TrustedProxy::Vercel),
+            "cloudfront" => Ok(TrustedProxy::CloudFront),
+            _ => {
+                let ranges = raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(crate::ip::IpRange::parse)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        format!("{e}; expected none, vercel, cloudfront or a list of IPs/CIDRs")
+                    })?;
+                Ok(TrustedProxy::Addresses(ranges))
+            }
+        }
+    }
+
+    /// How the client's address is found, for banners and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            TrustedProxy::None => "the connection's peer (forwarding headers ignored)".into(),
+            TrustedProxy::Vercel => "Vercel's x-vercel-forwarded-for / x-forwarded-for".into(),
+            TrustedProxy::CloudFront => "CloudFront-Viewer-Address, else the peer".into(),
+            TrustedProxy::Addresses(ranges) => format!(
+                "X-Forwarded-For from {}, else the peer",
+                ranges
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `DATABASE_URL`: the request path's database (on Neon, the pooled URL).
@@ -271,6 +329,11 @@ pub struct Config {
     pub dashboard_rate_limit: RateLimit,
     pub companion_edit_rate_limit: RateLimit,
     pub cors: CorsConfig,
+    /// Whose forwarding headers name the client (`TRUSTED_PROXY`; Vercel's on Vercel, none
+    /// elsewhere): see `platform::client`.
+    pub trusted_proxy: TrustedProxy,
+    /// Per-client limit of anonymous dashboard searches (`RATE_LIMIT_SEARCH_*`).
+    pub anonymous_search_rate_limit: RateLimit,
 }
 
 impl Config {
@@ -352,6 +415,14 @@ impl Config {
                 DEFAULT_RATE_LIMIT_COMPANION_EDIT_WINDOW,
             )?,
             cors: cors_config(&env)?,
+            trusted_proxy: trusted_proxy(&env)?,
+            anonymous_search_rate_limit: rate_limit(
+                &env,
+                "RATE_LIMIT_SEARCH_REQUESTS",
+                "RATE_LIMIT_SEARCH_WINDOW_MS",
+                DEFAULT_RATE_LIMIT_SEARCH_REQUESTS,
+                DEFAULT_RATE_LIMIT_SEARCH_WINDOW,
+            )?,
         })
     }
 
@@ -651,6 +722,21 @@ fn cors_config(env: &Env) -> Result<CorsConfig, ConfigError> {
         }
     }
     Ok(CorsConfig { allowed_origins })
+}
+
+/// `TRUSTED_PROXY`: `vercel`, `cloudfront`, `none`, or IPs/CIDRs whose `X-Forwarded-For` is
+/// believed. Unset: Vercel's headers on Vercel (`VERCEL` or `VERCEL_ENV` set), none elsewhere.
+fn trusted_proxy(env: &Env) -> Result<TrustedProxy, ConfigError> {
+    match env.get("TRUSTED_PROXY") {
+        Some(raw) => TrustedProxy::parse(&raw).map_err(|reason| ConfigError::Invalid {
+            name: "TRUSTED_PROXY",
+            reason,
+        }),
+        None if env.get("VERCEL").is_some() || env.get("VERCEL_ENV").is_some() => {
+            Ok(TrustedProxy::Vercel)
+        }
+        None => Ok(TrustedProxy::None),
+    }
 }
 
 fn clerk_config(env: &Env) -> Result<ClerkConfig, ConfigError> {

@@ -36,7 +36,7 @@ use crate::platform::background::Background;
 use crate::platform::error::{ApiError, ApiResult};
 use crate::platform::http::{BodyLimit, JsonBody};
 use crate::platform::input::{HistoryPage, Id, Prompt, Query};
-use crate::platform::ratelimit::{self, RouteLimit};
+use crate::platform::ratelimit::{self, Client, RouteLimit};
 use crate::platform::routing::any_path;
 use input::{ChatBody, ChatRequest};
 use reply::cached::{anonymous_conversation_key, cached_reply, replay_pieces};
@@ -68,12 +68,13 @@ async fn chat(
     bg: Background,
     uri: Uri,
     headers: HeaderMap,
+    client: Client,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> ApiResult<Response> {
     let chat_id = Query::of(&uri).id("chatId")?;
     let request = body.into_request()?;
     let format = request.stream_format(&headers);
-    let allowed = ratelimit::check(&app, chat_limit(&app), &viewer, &headers).await?;
+    let allowed = ratelimit::check(&app, chat_limit(&app), &viewer, &client).await?;
     let response = match viewer {
         Viewer::User { user_id } => {
             chat_signed_in(app, bg, chat_id, user_id, request.prompt, format).await?

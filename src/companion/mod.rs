@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::patch;
 use axum::{Json, Router};
@@ -32,7 +32,7 @@ use crate::platform::http::JsonBody;
 use crate::platform::input::{DisplayName, Id, Query};
 use crate::platform::outbox;
 use crate::platform::privacy::PRIVACY_PROPAGATION_WAIT;
-use crate::platform::ratelimit::{self, RouteLimit};
+use crate::platform::ratelimit::{self, Client, RouteLimit};
 
 /// Longest companion name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -61,7 +61,7 @@ async fn update_companion(
     viewer: Viewer,
     bg: Background,
     uri: Uri,
-    headers: HeaderMap,
+    client: Client,
     JsonBody(patch): JsonBody<CompanionPatch>,
 ) -> Result<Response, ApiError> {
     let Viewer::User { user_id } = &viewer else {
@@ -71,7 +71,7 @@ async fn update_companion(
     };
     let companion_id = Query::of(&uri).id("companionId")?;
     let changes = validate(patch)?;
-    let allowed = ratelimit::check(&app, edit_limit(&app), &viewer, &headers).await?;
+    let allowed = ratelimit::check(&app, edit_limit(&app), &viewer, &client).await?;
     let client = app.db.get().await?;
     if let Some(category_id) = &changes.category_id {
         if !categories::category_exists(&client, category_id).await? {

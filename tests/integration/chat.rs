@@ -813,7 +813,8 @@ async fn with_redis_down_a_per_process_limiter_takes_over_and_says_so() {
     let mut headers = HeaderMap::new();
     headers.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
     let limit = gcbb::chat::chat_limit(&app.app);
-    match gcbb::platform::ratelimit::check(&app.app, limit, &Viewer::Anonymous, &headers).await {
+    let client = gcbb::platform::ratelimit::Client::of(&app.app, &headers, &Default::default());
+    match gcbb::platform::ratelimit::check(&app.app, limit, &Viewer::Anonymous, &client).await {
         Err(ApiError::TooManyRequests(decision)) => {
             assert!(decision.local, "{decision:?}");
             assert_eq!(decision.remaining, 0);

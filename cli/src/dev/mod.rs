@@ -56,6 +56,15 @@ pub struct DevArgs {
     /// Longest pause between two pieces of a request body, in ms.
     #[arg(long, env = "DEV_BODY_READ_TIMEOUT_MS", default_value_t = DEFAULT_BODY_READ_TIMEOUT_MS)]
     pub body_read_timeout_ms: u64,
+    /// A proxy in front of gcbb dev (an IP or a CIDR range; repeat or separate with commas)
+    /// whose `X-Forwarded-For` names the client for rate limits. Without one, every forwarding
+    /// header is ignored and the client is the connection's peer (whatever `TRUSTED_PROXY` says).
+    #[arg(
+        long = "trusted-proxy",
+        env = "DEV_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Responses smaller than this go uncompressed (tower-http's own default floor).
@@ -73,6 +82,28 @@ pub async fn run(args: DevArgs) -> ExitCode {
 
 async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let mut vars = dev_vars();
+    // gcbb dev trusts no proxy unless told on its own command line: a TRUSTED_PROXY meant for a
+    // deployment (vercel) would let any local client name itself.
+    let trusted: Vec<&str> = args
+        .trusted_proxies
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if trusted
+        .iter()
+        .any(|p| p.parse::<std::net::IpAddr>().is_err() && !p.contains('/'))
+    {
+        anyhow::bail!("--trusted-proxy takes IP addresses or CIDR ranges, not {trusted:?}");
+    }
+    vars.insert(
+        "TRUSTED_PROXY".into(),
+        if trusted.is_empty() {
+            "none".into()
+        } else {
+            trusted.join(",")
+        },
+    );
     let config = Config::from_vars(&vars)?;
     // With no Clerk key, gcbb dev signs tokens itself. The key is generated while the database
     // is prepared: RSA generation takes a noticeable moment.
@@ -212,9 +243,9 @@ pub async fn serve_connections(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -226,7 +257,9 @@ pub async fn serve_connections(
         };
         // Without TCP_NODELAY a streamed reply's first chunk waits behind Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // The peer's address, for rate limits (`PeerAddr`: whose X-Forwarded-For counts).
+        let peer = axum::Extension(gcbb::platform::client::PeerAddr(peer.ip()));
+        let service = TowerToHyperService::new(tower::Layer::layer(&peer, router.clone()));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), service)
             .into_owned();
@@ -332,6 +365,7 @@ fn print_banner(
         }
     );
     println!("  auth        {auth}");
+    println!("  client      {}", c.trusted_proxy.describe());
     println!(
         "  cron        {}",
         if c.cron_secret.is_some() {

@@ -16,7 +16,7 @@ pub mod responders;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
+use axum::http::Uri;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -34,7 +34,7 @@ use crate::platform::background::Background;
 use crate::platform::error::{ApiError, ApiResult};
 use crate::platform::http::{BodyLimit, JsonBody};
 use crate::platform::input::{HistoryPage, Id, Prompt, Query};
-use crate::platform::ratelimit;
+use crate::platform::ratelimit::{self, Client};
 use crate::platform::routing::any_path;
 use events::{done, send, sse_response, GroupEvent};
 use responders::{context_for, demo_context_for, pick_demo_responder, pick_responders};
@@ -107,7 +107,7 @@ async fn chat(
     viewer: Viewer,
     bg: Background,
     uri: Uri,
-    headers: HeaderMap,
+    client: Client,
     body: Result<JsonBody<PromptBody>, ApiError>,
 ) -> ApiResult<Response> {
     if route_of(&uri) != Some(Route::Chat) {
@@ -116,7 +116,7 @@ async fn chat(
     let group_id = Query::of(&uri).id("groupId")?;
     let JsonBody(body) = body?;
     let prompt = body.into_prompt()?;
-    let allowed = ratelimit::check(&app, chat_limit(&app), &viewer, &headers).await?;
+    let allowed = ratelimit::check(&app, chat_limit(&app), &viewer, &client).await?;
     let db = app.db.get().await?;
     let group = find_group(&db, &group_id).await?;
     let response = match access(&group, &viewer, &app.config.system_user_id)? {
