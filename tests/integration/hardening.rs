@@ -4,8 +4,13 @@
 //! key rotated mid-session, CORS patterns for preview deployments. Each test prints the attack's
 //! count, for the record.
 
+use std::time::Duration;
+
 use axum::http::{header, StatusCode};
-use serde_json::json;
+use gcbb_cli::session_token::SigningKey;
+use serde_json::{json, Value};
+
+use crate::common::session::ISSUER;
 
 use crate::common::app::TestApp;
 use crate::common::{fresh_db, project_root};
@@ -188,4 +193,181 @@ async fn anonymous_searches_are_limited_per_client_and_the_limit_never_travels_w
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("x-ratelimit-limit"), "60");
+}
+
+// ---- signing-key rotation ---------------------------------------------------------------------
+
+/// A JWKS endpoint on a real socket whose key set the test swaps, counting fetches.
+struct JwksEndpoint {
+    url: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+}
+
+impl JwksEndpoint {
+    async fn start(keys: &[(&SigningKey, &str)]) -> JwksEndpoint {
+        use std::sync::atomic::Ordering;
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let body = std::sync::Arc::new(std::sync::Mutex::new(key_set(keys)));
+        let (h, b) = (hits.clone(), body.clone());
+        let router = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let (h, b) = (h.clone(), b.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let doc = b.lock().unwrap().clone();
+                    axum::Json(doc)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        JwksEndpoint {
+            url: format!("http://{addr}/.well-known/jwks.json"),
+            hits,
+            keys: body,
+        }
+    }
+
+    fn serve(&self, keys: &[(&SigningKey, &str)]) {
+        *self.keys.lock().unwrap() = key_set(keys);
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn key_set(keys: &[(&SigningKey, &str)]) -> Value {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(k, kid)| json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": k.n, "e": k.e}))
+        .collect();
+    json!({ "keys": keys })
+}
+
+fn session_token(key: &SigningKey, kid: &str, user: &str) -> String {
+    key.sign(
+        Some(kid),
+        &gcbb_cli::session_token::clerk_claims(user, Some(ISSUER), 120),
+    )
+}
+
+/// What the signed-in users of the session saw.
+#[derive(Default)]
+struct SessionLog {
+    /// Valid tokens refused with 401, by the key that signed them.
+    refused_old: usize,
+    refused_new: usize,
+    answered: usize,
+    other: Vec<u16>,
+    slowest_new: Duration,
+}
+
+#[tokio::test]
+async fn a_key_rotation_mid_session_signs_nobody_out() {
+    let key_b = SigningKey::generate().unwrap();
+    let key_a = crate::common::session::signing_key();
+    let jwks = JwksEndpoint::start(&[(key_a, "ins_a")]).await;
+    let app = TestApp::builder()
+        .env("CLERK_JWT_KEY", "")
+        .env("CLERK_JWKS_URL", &jwks.url)
+        .env("RATE_LIMIT_DASHBOARD_REQUESTS", "100000")
+        .start()
+        .await;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(SessionLog::default()));
+    // Which key the users' tokens are signed with now: Clerk issues new-key tokens as soon as
+    // the new key is published.
+    let new_key = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = std::time::Instant::now();
+    let session = Duration::from_secs(8);
+
+    let users = (0..20).map(|u| {
+        let (app, log, new_key, key_b) = (&app, log.clone(), new_key.clone(), &key_b);
+        async move {
+            let user = format!("user_rot_{u}");
+            let (old_token, new_token) = (
+                session_token(key_a, "ins_a", &user),
+                session_token(key_b, "ins_b", &user),
+            );
+            while started.elapsed() < session {
+                let new = new_key.load(std::sync::atomic::Ordering::SeqCst);
+                let token = if new { &new_token } else { &old_token };
+                let t = std::time::Instant::now();
+                let r = app
+                    .get("/api/dashboard/prefetch?pageSize=1")
+                    .bearer(token)
+                    .send()
+                    .await;
+                let mut log = log.lock().unwrap();
+                match r.status.as_u16() {
+                    200 => log.answered += 1,
+                    401 if new => log.refused_new += 1,
+                    401 => log.refused_old += 1,
+                    other => log.other.push(other),
+                }
+                if new {
+                    log.slowest_new = log.slowest_new.max(t.elapsed());
+                }
+                drop(log);
+                tokio::time::sleep(Duration::from_millis(50 + u * 7)).await;
+            }
+        }
+    });
+    // Meanwhile tokens with made-up kids keep the refetch interval busy, the worst case for a
+    // rotation: every new-key token arrives right after some other fetch.
+    let attacker = async {
+        let made_up: Vec<String> = (0..10)
+            .map(|i| session_token(key_a, &format!("made_up_{i}"), "user_attacker"))
+            .collect();
+        let mut i = 0;
+        while started.elapsed() < session {
+            let token = &made_up[i % made_up.len()];
+            let r = app
+                .get("/api/dashboard/prefetch")
+                .bearer(token)
+                .send()
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        i
+    };
+    let rotation = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Clerk publishes the new key beside the old, then signs with it.
+        jwks.serve(&[(key_a, "ins_a"), (&key_b, "ins_b")]);
+        new_key.store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Later the old key is retired.
+        jwks.serve(&[(&key_b, "ins_b")]);
+    };
+    let (_, made_up, _) = tokio::join!(futures_util::future::join_all(users), attacker, rotation);
+    let log = log.lock().unwrap();
+    println!(
+        "figure: key rotation mid-session, 20 users, {} requests answered; valid new-key tokens refused 401: {}; slowest new-key request {} ms; {} made-up kids; JWKS fetched {} times in {:.1} s",
+        log.answered,
+        log.refused_new,
+        log.slowest_new.as_millis(),
+        made_up,
+        jwks.hits(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(log.refused_new, 0, "a valid new-key token was answered 401");
+    assert_eq!(log.refused_old, 0, "a valid old-key token was answered 401");
+    assert!(log.other.is_empty(), "{:?}", log.other);
+    assert!(log.answered > 200, "{}", log.answered);
+    // At most one fetch per interval, however many made-up kids came.
+    let allowed = 2
+        + (started.elapsed().as_secs_f64()
+            / gcbb::platform::auth::JWKS_MIN_REFETCH_INTERVAL.as_secs_f64())
+        .ceil() as usize;
+    assert!(
+        jwks.hits() <= allowed,
+        "{} fetches, at most {allowed}",
+        jwks.hits()
+    );
 }
