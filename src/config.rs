@@ -229,11 +229,166 @@ pub struct ChatConfig {
 }
 
 /// Browser origins that may call the functions from another origin (`CORS_ALLOWED_ORIGINS`,
-/// comma-separated, each `scheme://host[:port]`); empty: same-origin only.
+/// comma-separated, each `scheme://host[:port]`, or a pattern with one `*` in its first DNS
+/// label: `https://*.example.com`, `https://gcbb-*-acme.vercel.app`); empty: same-origin only.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CorsConfig {
     /// Serialized as browsers send `Origin`: lower-case, no default port, no trailing slash.
     pub allowed_origins: Vec<String>,
+    /// The entries with a `*`.
+    pub allowed_patterns: Vec<OriginPattern>,
+}
+
+/// Suffixes under which anyone can get a name (hosting platforms): a bare `*` label over one
+/// of them would allow every other customer's sites, so such a pattern must fix part of the
+/// label (`https://gcbb-*.vercel.app`).
+pub const SHARED_HOSTING_SUFFIXES: &[&str] = &[
+    "vercel.app",
+    "now.sh",
+    "netlify.app",
+    "pages.dev",
+    "workers.dev",
+    "github.io",
+    "herokuapp.com",
+    "onrender.com",
+    "fly.dev",
+    "web.app",
+    "firebaseapp.com",
+    "amplifyapp.com",
+    "cloudfront.net",
+    "azurewebsites.net",
+    "appspot.com",
+];
+
+/// An origin pattern: `scheme://<prefix>*<suffix>.<domain>[:port]`, where `*` stands for what
+/// is left of exactly one DNS label (one or more letters, digits or `-`; never a dot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPattern {
+    scheme: String,
+    prefix: String,
+    suffix: String,
+    /// The labels after the first, lower-case, without a leading dot.
+    domain: String,
+    port: Option<u16>,
+}
+
+impl OriginPattern {
+    /// Parses `entry` (which holds a `*`); the error says what is wrong with it.
+    pub fn parse(entry: &str) -> Result<OriginPattern, String> {
+        let lower = entry.trim().trim_end_matches('/').to_ascii_lowercase();
+        let (scheme, rest) = lower
+            .split_once("://")
+            .ok_or("must start with https:// or http://")?;
+        if !matches!(scheme, "http" | "https") {
+            return Err("must start with https:// or http://".into());
+        }
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err("must be an origin pattern only (scheme://host[:port]), without a path or credentials".into());
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                Some(
+                    port.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or("has a port that is not a number from 1 to 65535")?,
+                ),
+            ),
+            None => (rest, None),
+        };
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let port = port.filter(|p| *p != default_port);
+        let (first, domain) = host
+            .split_once('.')
+            .ok_or("needs a domain after its first label (https://*.example.com)")?;
+        if first.matches('*').count() != 1 || domain.contains('*') {
+            return Err("may hold one `*`, in its first DNS label only".into());
+        }
+        let (prefix, suffix) = first.split_once('*').unwrap_or_default();
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 {
+            return Err(
+                "must name a domain of at least two labels after the `*` (https://*.example.com, not https://*.com)".into(),
+            );
+        }
+        if !labels.iter().all(|l| is_dns_label(l))
+            || !(prefix.is_empty() || is_label_part(prefix))
+            || !(suffix.is_empty() || is_label_part(suffix))
+        {
+            return Err("holds characters no DNS name has (letters, digits, `-` and dots only; IDNs as punycode)".into());
+        }
+        if prefix.is_empty() && suffix.is_empty() && SHARED_HOSTING_SUFFIXES.contains(&domain) {
+            return Err(format!(
+                "would allow every site anyone hosts on {domain}: fix part of the label (https://<project>-*.{domain})"
+            ));
+        }
+        Ok(OriginPattern {
+            scheme: scheme.to_owned(),
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+            domain: domain.to_owned(),
+            port,
+        })
+    }
+
+    /// Whether a browser's `Origin` (already serialized: lower-case, no default port) matches.
+    pub fn matches(&self, origin: &str) -> bool {
+        let Some(rest) = origin
+            .strip_prefix(self.scheme.as_str())
+            .and_then(|r| r.strip_prefix("://"))
+        else {
+            return false;
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => match port.parse::<u16>() {
+                Ok(p) => (host, Some(p)),
+                Err(_) => return false,
+            },
+            None => (rest, None),
+        };
+        if port != self.port {
+            return false;
+        }
+        let Some(label) = host
+            .strip_suffix(self.domain.as_str())
+            .and_then(|h| h.strip_suffix('.'))
+        else {
+            return false;
+        };
+        label.len() > self.prefix.len() + self.suffix.len()
+            && is_dns_label(label)
+            && label.starts_with(self.prefix.as_str())
+            && label.ends_with(self.suffix.as_str())
+    }
+}
+
+impl std::fmt::Display for OriginPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}://{}*{}.{}",
+            self.scheme, self.prefix, self.suffix, self.domain
+        )?;
+        match self.port {
+            Some(p) => write!(f, ":{p}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One DNS label as browsers serialize hosts: 1–63 lower-case letters, digits or `-`, not
+/// starting or ending with `-`.
+fn is_dns_label(label: &str) -> bool {
+    is_label_part(label) && !label.starts_with('-') && !label.ends_with('-')
+}
+
+fn is_label_part(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 63
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Whose forwarding headers are believed (`TRUSTED_PROXY`).
@@ -688,9 +843,17 @@ fn cors_config(env: &Env) -> Result<CorsConfig, ConfigError> {
         reason: format!("`{entry}` {why}"),
     };
     let mut allowed_origins: Vec<String> = Vec::new();
+    let mut allowed_patterns: Vec<OriginPattern> = Vec::new();
     for entry in env.get(NAME).unwrap_or_default().split(',') {
         let entry = entry.trim();
         if entry.is_empty() {
+            continue;
+        }
+        if entry.contains('*') && entry != "*" {
+            let pattern = OriginPattern::parse(entry).map_err(|why| invalid(entry, &why))?;
+            if !allowed_patterns.contains(&pattern) {
+                allowed_patterns.push(pattern);
+            }
             continue;
         }
         // `*` would hand every site the signed-in answers too; `null` is what sandboxed
@@ -721,7 +884,10 @@ fn cors_config(env: &Env) -> Result<CorsConfig, ConfigError> {
             allowed_origins.push(serialized);
         }
     }
-    Ok(CorsConfig { allowed_origins })
+    Ok(CorsConfig {
+        allowed_origins,
+        allowed_patterns,
+    })
 }
 
 /// `TRUSTED_PROXY`: `vercel`, `cloudfront`, `none`, or IPs/CIDRs whose `X-Forwarded-For` is
@@ -982,6 +1148,92 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_cors_pattern_matches_exactly_one_dns_label() {
+        let c = Config::from_vars(&vars(&[
+            DB,
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://*.Example.com/, https://gcbb-*-acme.vercel.app, http://*.local.test:5173",
+            ),
+        ]))
+        .unwrap();
+        assert!(c.cors.allowed_origins.is_empty());
+        let allowed = |origin: &str| c.cors.allowed_patterns.iter().any(|p| p.matches(origin));
+        for ok in [
+            "https://a.example.com",
+            "https://app-2.example.com",
+            "https://gcbb-8f3k2j1qx-acme.vercel.app",
+            "https://gcbb-git-feature-x-acme.vercel.app",
+            "http://dev.local.test:5173",
+        ] {
+            assert!(allowed(ok), "{ok}");
+        }
+        for no in [
+            "https://example.com",
+            "https://.example.com",
+            "https://a.b.example.com",
+            "https://a.example.com.evil.com",
+            "https://aexample.com",
+            "https://a.example.com:8443",
+            "http://a.example.com",
+            "https://-a.example.com",
+            "https://gcbb--acme.vercel.app",
+            "https://gcbb-x-acme.vercel.app.evil.com",
+            "https://other-8f3k2j1qx-acme.vercel.app",
+            "https://gcbb-8f3k2j1qx-evil.vercel.app",
+            "https://evil.vercel.app",
+            "http://dev.local.test",
+            "null",
+            "",
+        ] {
+            assert!(!allowed(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_cors_pattern_stops_start_up_naming_the_variable() {
+        for bad in [
+            "https://*",
+            "https://*.com",
+            "https://**.example.com",
+            "https://*.*.example.com",
+            "https://a.*.example.com",
+            "https://*.example.com/path",
+            "https://user@*.example.com",
+            "ftp://*.example.com",
+            "*.example.com",
+            "https://*.exa_mple.com",
+            "https://*.bücher.example",
+            "https://*.example.com:99999",
+            "https://*.vercel.app",
+            "https://*.github.io",
+        ] {
+            let err = Config::from_vars(&vars(&[DB, ("CORS_ALLOWED_ORIGINS", bad)])).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("CORS_ALLOWED_ORIGINS is invalid"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_proxy_defaults_to_vercel_on_vercel_and_none_elsewhere() {
+        let c = Config::from_vars(&vars(&[DB])).unwrap();
+        assert_eq!(c.trusted_proxy, TrustedProxy::None);
+        let c =
+            Config::from_vars(&vars(&[DB, ("VERCEL", "1"), ("LLM_PROVIDER", "openai")])).unwrap();
+        assert_eq!(c.trusted_proxy, TrustedProxy::Vercel);
+        let c = Config::from_vars(&vars(&[DB, ("TRUSTED_PROXY", "cloudfront")])).unwrap();
+        assert_eq!(c.trusted_proxy, TrustedProxy::CloudFront);
+        let err = Config::from_vars(&vars(&[DB, ("TRUSTED_PROXY", "cloudflare")])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("TRUSTED_PROXY is invalid"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -371,3 +371,109 @@ async fn a_key_rotation_mid_session_signs_nobody_out() {
         jwks.hits()
     );
 }
+
+// ---- CORS patterns ------------------------------------------------------------------------------
+
+/// The preview deployments of project `gcbb` in team `acme`, as Vercel names them.
+const PREVIEW_PATTERN: &str = "https://gcbb-*-acme.vercel.app";
+
+#[tokio::test]
+async fn preview_deployments_match_a_pattern_of_one_label_and_look_alikes_do_not() {
+    let app = TestApp::builder()
+        .demo_data()
+        .env(
+            "CORS_ALLOWED_ORIGINS",
+            &format!("https://app.gcbb.test, {PREVIEW_PATTERN}"),
+        )
+        .start()
+        .await;
+    let token = crate::common::session::token_for("user_demo_1");
+    let ask = |origin: &str| {
+        app.get(&format!("/api/chat/{DEMO_PUBLIC}"))
+            .header("origin", origin)
+            .bearer(&token)
+            .send()
+    };
+    let preflight = |origin: &str| {
+        app.request(
+            axum::http::Method::OPTIONS,
+            &format!("/api/chat/{DEMO_PUBLIC}"),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+    };
+    let mut allowed = 0;
+    for origin in [
+        "https://gcbb-8f3k2j1qx-acme.vercel.app",
+        "https://gcbb-git-main-acme.vercel.app",
+        "https://app.gcbb.test",
+    ] {
+        let r = preflight(origin).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{origin}");
+        assert_eq!(r.header("access-control-allow-origin"), origin);
+        assert!(r.header("access-control-allow-methods").contains("POST"));
+        let r = ask(origin).await;
+        assert_eq!(r.status, StatusCode::OK, "{origin}");
+        assert_eq!(r.header("access-control-allow-origin"), origin);
+        assert_eq!(r.header("vary"), "Origin");
+        allowed += 1;
+    }
+    let mut refused = 0;
+    for origin in [
+        "https://gcbb-8f3k2j1qx-acme.vercel.app.evil.com",
+        "https://evil-8f3k2j1qx-acme.vercel.app",
+        "https://gcbb-8f3k2j1qx-evil.vercel.app",
+        "https://gcbb-8f3k2j1qx-acme.vercel.app:8443",
+        "http://gcbb-8f3k2j1qx-acme.vercel.app",
+        "https://x.gcbb-8f3k2j1qx-acme.vercel.app",
+        "https://vercel.app",
+        "https://gcbb--acme.vercel.app",
+        "null",
+    ] {
+        let r = preflight(origin).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{origin}");
+        assert!(
+            r.headers.get("access-control-allow-origin").is_none(),
+            "{origin}"
+        );
+        let r = ask(origin).await;
+        assert!(
+            r.headers.get("access-control-allow-origin").is_none(),
+            "{origin}"
+        );
+        refused += 1;
+    }
+    println!("figure: CORS pattern {PREVIEW_PATTERN}: {allowed} preview-style origins allowed, {refused} look-alikes refused");
+}
+
+#[tokio::test]
+async fn a_malformed_cors_pattern_stops_gcbb_dev_naming_the_variable() {
+    let db = crate::common::absent_db();
+    for bad in [
+        "https://*.vercel.app",
+        "https://*.com",
+        "https://a.*.example.com",
+        "https://**.x.com",
+    ] {
+        let out = crate::common::gcbb()
+            .args(["dev", "--port", &free_port().to_string()])
+            .env("DATABASE_URL", &db.url)
+            .env("LLM_PROVIDER", "scripted")
+            .env("CORS_ALLOWED_ORIGINS", bad)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert!(
+            stderr.contains("CORS_ALLOWED_ORIGINS is invalid"),
+            "{bad}: {stderr}"
+        );
+        assert!(stderr.contains(bad), "{bad}: {stderr}");
+    }
+}
