@@ -477,3 +477,208 @@ async fn a_malformed_cors_pattern_stops_gcbb_dev_naming_the_variable() {
         assert!(stderr.contains(bad), "{bad}: {stderr}");
     }
 }
+
+// ---- avatar URLs --------------------------------------------------------------------------------
+
+/// A public companion of user_demo_1 (Pixel Knight).
+const OWN_PUBLIC: &str = "cmp_demo_06";
+
+/// `src` values a companion owner could aim at every viewer's browser.
+fn hostile_avatars(port: u16) -> Vec<String> {
+    vec![
+        format!("http://127.0.0.1:{port}/track-http.png"),
+        format!("http://localhost:{port}/track-localhost.png"),
+        format!("https://127.0.0.1:{port}/track-https.png"),
+        "https://tracker.io/pixel.gif?viewer=1".into(),
+        "https://img.clerk.com.evil.io/a.png".into(),
+        "https://img.clerk.com@evil.io/a.png".into(),
+        "https://10.0.0.1/internal.png".into(),
+        "https://169.254.169.254/latest/meta-data/".into(),
+        "http://img.clerk.com/plain-http.png".into(),
+        "//evil.io/protocol-relative.png".into(),
+        "javascript:alert(1)".into(),
+        "data:image/svg+xml,<svg onload=alert(1)>".into(),
+        "\"><img src=x onerror=alert(1)>".into(),
+    ]
+}
+
+#[tokio::test]
+async fn a_patch_stores_only_https_avatars_on_an_allowed_host_and_stores_them_normalized() {
+    let app = TestApp::builder().demo_data().start().await;
+    let stored = || async {
+        app.db
+            .client()
+            .await
+            .query_one(
+                "SELECT src FROM \"Companion\" WHERE id = $1",
+                &[&OWN_PUBLIC],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    let before = stored().await;
+    let hostile = hostile_avatars(9);
+    let sent = hostile.iter().map(|src| {
+        app.patch_json(
+            &format!("/api/companion/{OWN_PUBLIC}"),
+            &json!({ "src": src }),
+        )
+        .signed_in("user_demo_1")
+        .send()
+    });
+    let mut accepted = 0;
+    for (src, r) in hostile
+        .iter()
+        .zip(futures_util::future::join_all(sent).await)
+    {
+        if r.status == StatusCode::OK {
+            accepted += 1;
+            continue;
+        }
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{src}");
+        assert_eq!(r.json()["error"]["param"], "src", "{src}");
+        assert!(
+            r.text().contains("img.clerk.com"),
+            "the message names the allowed hosts"
+        );
+    }
+    println!(
+        "figure: hostile avatar URLs accepted by PATCH: {accepted} of {}",
+        hostile.len()
+    );
+    assert_eq!(accepted, 0);
+    assert_eq!(stored().await, before, "nothing was stored");
+
+    let r = app
+        .patch_json(
+            &format!("/api/companion/{OWN_PUBLIC}"),
+            &json!({ "src": " https://IMG.Clerk.com/u/a b\"<x>.png?width=80 " }),
+        )
+        .signed_in("user_demo_1")
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let normalized = "https://img.clerk.com/u/a%20b%22%3Cx%3E.png?width=80";
+    assert_eq!(r.json()["src"], normalized);
+    assert_eq!(stored().await, normalized);
+}
+
+/// Counts the requests a loopback port receives: where a hostile avatar would send viewers.
+async fn hit_counter() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    let router = axum::Router::new().fallback(move || {
+        h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { ([(header::CONTENT_TYPE, "image/png")], Vec::<u8>::new()) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (port, hits)
+}
+
+/// Stores `srcs` as companions named "Avatar probe N" (public, platform-owned), as another
+/// writer would, then refreshes the read model so the dashboard lists them.
+async fn insert_avatar_probes(db: &tokio_postgres::Client, srcs: &[String]) {
+    for (i, src) in srcs.iter().enumerate() {
+        db.execute(
+            "INSERT INTO \"Companion\" (\"id\", \"userId\", \"userName\", \"src\", \"name\", \
+             \"instructions\", \"private\", \"updatedAt\", \"categoryId\") \
+             SELECT $1, 'system', 'GCBB', $2, $3, 'probe', false, now(), min(\"id\") FROM \"Category\"",
+            &[&format!("cmp_probe_{i:02}"), src, &format!("Avatar probe {i:02}")],
+        )
+        .await
+        .unwrap();
+    }
+    db.execute("SELECT gcbb_refresh_dashboard('system')", &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn in_chromium_no_avatar_is_fetched_from_a_host_off_the_allowlist() {
+    let (port, hits) = hit_counter().await;
+    let (server, db) = start_dev(&[], &[]).await;
+    // The grid shows 12 cards: eleven hostile ones (all but the metadata address and the data:
+    // URL, which the first ones stand for) and the control.
+    let mut srcs: Vec<String> = hostile_avatars(port)
+        .into_iter()
+        .filter(|s| !s.contains("169.254") && !s.starts_with("data:"))
+        .collect();
+    // The control: an allowed avatar, which the browser does fetch (the recorder answers it).
+    srcs.push("https://img.clerk.com/avatar-ok.png".into());
+    insert_avatar_probes(&db.client().await, &srcs).await;
+
+    let dir = project_root().join("tests/browser");
+    if !dir.join("node_modules/playwright-core").exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm runs");
+        assert!(status.success(), "npm ci failed in tests/browser");
+    }
+    let base = server.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .current_dir(&dir)
+            .args(["avatars.mjs", &base, "avatar probe"])
+            .env("CHROMIUM", "/usr/bin/chromium")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let fetched: Vec<&str> = report["fetched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    let disallowed: Vec<&&str> = fetched
+        .iter()
+        .filter(|u| !u.starts_with("https://img.clerk.com/"))
+        .collect();
+    let loopback = hits.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "figure: avatar fetches in Chromium for {} hostile stored URLs: {} off the allowlist, {} to a loopback port ({} more refused by the CSP before the network); the allowed control fetched {} time(s); {} placeholders of {} cards",
+        srcs.len() - 1,
+        disallowed.len(),
+        loopback,
+        report["attempted"].as_array().unwrap().len() - fetched.len(),
+        fetched.len() - disallowed.len(),
+        report["placeholders"],
+        report["cards"]
+    );
+    assert_eq!(report["cards"], srcs.len(), "{report}");
+    assert!(disallowed.is_empty(), "fetched: {disallowed:?}");
+    assert_eq!(loopback, 0, "a loopback port was hit");
+    assert!(
+        fetched.contains(&"https://img.clerk.com/avatar-ok.png"),
+        "the recorder saw no fetch at all, so it proves nothing: {report}"
+    );
+    assert_eq!(report["placeholders"], srcs.len() - 1, "{report}");
+    assert_eq!(report["problems"], json!([]), "{report}");
+    let csp = report["headers"]["content-security-policy"]
+        .as_str()
+        .unwrap();
+    assert!(
+        csp.contains("img-src 'self' data: https://img.clerk.com "),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(report["headers"]["x-content-type-options"], "nosniff");
+    assert_eq!(
+        report["notFound"],
+        json!({"shown": true, "dashboardHidden": true})
+    );
+}

@@ -146,7 +146,20 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     if let Some(signer) = &signer {
         outside_api = outside_api.merge(session::router(app.clone(), signer.clone()));
     }
-    let outside_api = outside_api.fallback_service(ServeDir::new(&args.public_dir));
+    let static_headers = Arc::new(static_header_values(&app.config.avatar_hosts, &vercel));
+    let outside_api = outside_api
+        .fallback_service(ServeDir::new(&args.public_dir))
+        .layer(axum::middleware::map_response(
+            move |mut response: axum::response::Response| {
+                let static_headers = static_headers.clone();
+                async move {
+                    for (name, value) in static_headers.iter() {
+                        response.headers_mut().insert(name.clone(), value.clone());
+                    }
+                    response
+                }
+            },
+        ));
     let router = gcbb::routes::router(app.clone(), &vercel, outside_api).layer(compression());
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
@@ -171,6 +184,33 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         eprintln!("background work still running after {drain_limit:?}; abandoned");
     }
     Ok(())
+}
+
+/// The headers of `public/` (a CSP limiting images to `AVATAR_HOSTS`, `nosniff`, no framing),
+/// set on everything served outside `/api/`. `vercel.json` carries the same for Vercel, built
+/// from the default hosts: a deployment that changes `AVATAR_HOSTS` changes it there too, and
+/// gcbb dev says so when they differ.
+fn static_header_values(
+    hosts: &gcbb::config::AvatarHosts,
+    vercel: &VercelJson,
+) -> Vec<(header::HeaderName, header::HeaderValue)> {
+    let csp = gcbb::platform::http::content_security_policy(hosts);
+    if vercel.header_value("content-security-policy").as_deref() != Some(csp.as_str()) {
+        eprintln!(
+            "note: vercel.json's Content-Security-Policy is not the one AVATAR_HOSTS makes \
+             ({}): on Vercel, avatars on the other hosts would not show",
+            hosts.describe()
+        );
+    }
+    gcbb::platform::http::static_file_headers(hosts)
+        .into_iter()
+        .filter_map(|(name, value)| {
+            Some((
+                header::HeaderName::from_static(name),
+                header::HeaderValue::from_str(&value).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Compression as Vercel's edge applies it: gzip or brotli by the client's `Accept-Encoding`,
