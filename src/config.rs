@@ -132,7 +132,13 @@ pub struct CdnConfig {
     pub project: String,
     pub team: Option<String>,
     pub api_url: String,
+    /// Purges asked for within this window go out as one request per kind
+    /// (`CDN_PURGE_COALESCE_MS`), so a burst of edits spends one call of the API quota.
+    pub coalesce_window: Duration,
 }
+
+/// How long this process gathers purges into one request (see [`CdnConfig::coalesce_window`]).
+pub const DEFAULT_CDN_PURGE_COALESCE_WINDOW: Duration = Duration::from_millis(1000);
 
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -848,6 +854,7 @@ fn cdn_config(env: &Env) -> Result<Option<CdnConfig>, ConfigError> {
         project,
         team: env.get("VERCEL_TEAM_ID"),
         api_url,
+        coalesce_window: env.millis("CDN_PURGE_COALESCE_MS", DEFAULT_CDN_PURGE_COALESCE_WINDOW)?,
     }))
 }
 

@@ -215,7 +215,7 @@ fn purge_cdn_later(app: &Arc<App>, bg: &Background, edit: &CompanionEdit) {
     }
     let cdn = app.cdn.clone();
     bg.wait_until(async move {
-        cdn.purge_with_retry(Purge::Invalidate, tags).await;
+        cdn.purge_coalesced(Purge::Invalidate, tags).await;
     });
 }
 

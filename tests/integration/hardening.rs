@@ -682,3 +682,113 @@ async fn in_chromium_no_avatar_is_fetched_from_a_host_off_the_allowlist() {
         json!({"shown": true, "dashboardHidden": true})
     );
 }
+
+// ---- CDN purges -----------------------------------------------------------------------------------
+
+/// The public companions of the demo users: (id, owner).
+async fn public_owned(app: &TestApp) -> Vec<(String, String)> {
+    app.db
+        .client()
+        .await
+        .query(
+            "SELECT id, \"userId\" FROM \"Companion\" WHERE NOT private AND \"userId\" <> 'system' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_burst_of_edits_spends_one_purge_request_and_no_ops_spend_none() {
+    let (api, url, _server) = crate::privacy::VercelApi::start(0).await;
+    let app = crate::privacy::app_with_vercel(&url).await;
+    let owned = public_owned(&app).await;
+    assert!(owned.len() >= 15, "{owned:?}");
+
+    // No-op edits (public made public), repeated: nothing to purge.
+    let noops = owned.iter().cycle().take(20).map(|(id, owner)| {
+        app.patch_json(
+            &format!("/api/companion/{id}"),
+            &json!({ "private": false }),
+        )
+        .signed_in(owner)
+        .send()
+    });
+    for r in futures_util::future::join_all(noops).await {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    app.finish_background().await;
+    let noop_calls = api.calls().len();
+
+    // Every public companion of the demo users renamed at once: real edits.
+    let renames = owned.iter().map(|(id, owner)| {
+        app.patch_json(
+            &format!("/api/companion/{id}"),
+            &json!({ "name": format!("Renamed {id}") }),
+        )
+        .signed_in(owner)
+        .send()
+    });
+    for r in futures_util::future::join_all(renames).await {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    app.finish_background().await;
+    let calls = api.calls();
+    let mut tags: Vec<String> = calls.iter().flat_map(|c| c.tags.clone()).collect();
+    tags.sort();
+    let mut expected: Vec<String> = owned
+        .iter()
+        .map(|(id, _)| format!("companion:{id}"))
+        .collect();
+    expected.sort();
+    println!(
+        "figure: 20 no-op PATCHes: {noop_calls} purge requests; {} renames at once: {} purge request(s) carrying {} tags",
+        owned.len(),
+        calls.len(),
+        tags.len()
+    );
+    assert_eq!(noop_calls, 0);
+    assert_eq!(tags, expected, "every renamed companion's tag, once");
+    assert!(calls.iter().all(|c| c.path == "invalidate-by-tags"));
+    assert!(calls.len() <= 2, "{} requests for one burst", calls.len());
+}
+
+#[tokio::test]
+async fn a_burst_of_hides_is_purged_in_one_request_and_still_every_tag() {
+    let (api, url, _server) = crate::privacy::VercelApi::start(0).await;
+    let app = crate::privacy::app_with_vercel(&url).await;
+    let owned = public_owned(&app).await;
+    let hides = owned.iter().map(|(id, owner)| {
+        app.patch_json(&format!("/api/companion/{id}"), &json!({ "private": true }))
+            .signed_in(owner)
+            .send()
+    });
+    for r in futures_util::future::join_all(hides).await {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    app.finish_background().await;
+    let calls = api.calls();
+    let mut tags: Vec<String> = calls.iter().flat_map(|c| c.tags.clone()).collect();
+    tags.sort();
+    let mut expected: Vec<String> = owned
+        .iter()
+        .map(|(id, _)| format!("companion:{id}"))
+        .collect();
+    expected.sort();
+    println!(
+        "figure: {} companions hidden at once: {} delete request(s)",
+        owned.len(),
+        calls.len()
+    );
+    assert_eq!(tags, expected);
+    assert!(calls.iter().all(|c| c.path == "dangerously-delete-by-tags"));
+    assert!(calls.len() <= 3, "{} requests", calls.len());
+    assert_eq!(
+        app.count("SELECT count(*) FROM \"PrivacyPurgeOutbox\" WHERE \"purgedAt\" IS NULL")
+            .await,
+        0
+    );
+}
