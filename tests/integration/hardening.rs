@@ -792,3 +792,96 @@ async fn a_burst_of_hides_is_purged_in_one_request_and_still_every_tag() {
         0
     );
 }
+
+// ---- short searches -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_one_or_two_letter_search_lists_the_names_starting_with_it_for_everyone() {
+    let app = TestApp::builder().demo_data().start().await;
+    let db = app.db.client().await;
+    let names = |sql: String| {
+        let db = &db;
+        async move {
+            let mut v: Vec<String> = db
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    for q in ["m", "Ma", "c", "CO", "é", "zz"] {
+        let lower = q.to_lowercase();
+        let n = lower.chars().count();
+        let expected = names(format!(
+            "SELECT name FROM \"Companion\" WHERE NOT private AND lower(left(name, {n})) = '{lower}'"
+        ))
+        .await;
+        let body = app
+            .get(&format!(
+                "/api/dashboard/prefetch?q={}&pageSize=50",
+                urlencode(q)
+            ))
+            .send()
+            .await
+            .json();
+        let mut listed: Vec<String> = body["companions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, expected, "q={q}");
+        assert_eq!(body["total"], expected.len(), "q={q}: {body}");
+        // Signed in: the same rule, the viewer's own private companions too.
+        let own = names(format!(
+            "SELECT name FROM \"Companion\" WHERE (NOT private OR \"userId\" = 'user_demo_1') \
+             AND lower(left(name, {n})) = '{lower}'"
+        ))
+        .await;
+        let body = app
+            .get(&format!(
+                "/api/dashboard/prefetch?q={}&pageSize=50",
+                urlencode(q)
+            ))
+            .signed_in("user_demo_1")
+            .send()
+            .await
+            .json();
+        let mut listed: Vec<String> = body["companions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, own, "signed in, q={q}");
+        assert_eq!(body["total"], own.len(), "signed in, q={q}: {body}");
+    }
+    // Three letters and more: names containing them, anywhere.
+    let expected =
+        names("SELECT name FROM \"Companion\" WHERE NOT private AND name ILIKE '%ast%'".into())
+            .await;
+    let body = app
+        .get("/api/dashboard/prefetch?q=ast&pageSize=50")
+        .send()
+        .await
+        .json();
+    let mut listed: Vec<String> = body["companions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, expected);
+    assert!(listed.iter().any(|n| n.ends_with(" Master")), "{listed:?}");
+}
+
+fn urlencode(q: &str) -> String {
+    url::form_urlencoded::byte_serialize(q.as_bytes()).collect()
+}

@@ -97,7 +97,11 @@ pub const SEARCHES: &[(&str, Option<&str>, &str)] = &[
     ("nightingale", Some("cat_11"), "title, in a category"),
     ("zzzz", None, "nothing matches"),
     ("zzzz", Some("cat_05"), "nothing matches, in a category"),
-    ("le", None, "two letters: no trigram to search by"),
+    (
+        "le",
+        None,
+        "two letters: names starting with them (prefix index)",
+    ),
 ];
 
 pub async fn run(args: &DashboardArgs, json: bool) -> anyhow::Result<()> {
