@@ -301,17 +301,18 @@ async fn a_key_rotation_mid_session_signs_nobody_out() {
                     .bearer(token)
                     .send()
                     .await;
-                let mut log = log.lock().unwrap();
-                match r.status.as_u16() {
-                    200 => log.answered += 1,
-                    401 if new => log.refused_new += 1,
-                    401 => log.refused_old += 1,
-                    other => log.other.push(other),
+                {
+                    let mut log = log.lock().unwrap();
+                    match r.status.as_u16() {
+                        200 => log.answered += 1,
+                        401 if new => log.refused_new += 1,
+                        401 => log.refused_old += 1,
+                        other => log.other.push(other),
+                    }
+                    if new {
+                        log.slowest_new = log.slowest_new.max(t.elapsed());
+                    }
                 }
-                if new {
-                    log.slowest_new = log.slowest_new.max(t.elapsed());
-                }
-                drop(log);
                 tokio::time::sleep(Duration::from_millis(50 + u * 7)).await;
             }
         }
