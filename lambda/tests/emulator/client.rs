@@ -8,6 +8,9 @@ use crate::harness::{Database, Emulator};
 
 /// A search limit small enough to reach in a few requests.
 const LIMIT: usize = 3;
+/// A day-long window, so a burst never straddles a window boundary (where the sliding window
+/// counts the previous window's requests rounded down).
+const WINDOW: (&str, &str) = ("RATE_LIMIT_SEARCH_WINDOW_MS", "86400000");
 
 /// Sends `requests` anonymous searches at once with `viewer` (if any) as CloudFront's header;
 /// returns how many were let through (200) and how many refused (429), panicking on anything
@@ -49,6 +52,7 @@ async fn behind_cloudfront_each_viewer_is_its_own_bucket_and_an_ipv6_one_is_its_
     let emulator = Emulator::start().await;
     let limit = [
         ("RATE_LIMIT_SEARCH_REQUESTS", LIMIT.to_string()),
+        (WINDOW.0, WINDOW.1.to_owned()),
         ("TRUSTED_PROXY", "cloudfront".to_owned()),
     ];
     let function = start_with(&emulator, &db, "dashboard", &limit);
@@ -82,7 +86,10 @@ async fn behind_cloudfront_each_viewer_is_its_own_bucket_and_an_ipv6_one_is_its_
 async fn without_trusted_proxy_the_address_aws_saw_counts_and_no_header_does() {
     let db = Database::with_demo_data().await;
     let emulator = Emulator::start().await;
-    let limit = [("RATE_LIMIT_SEARCH_REQUESTS", LIMIT.to_string())];
+    let limit = [
+        ("RATE_LIMIT_SEARCH_REQUESTS", LIMIT.to_string()),
+        (WINDOW.0, WINDOW.1.to_owned()),
+    ];
     let function = start_with(&emulator, &db, "dashboard", &limit);
     let url = emulator.url("gcbb-dashboard", "/api/dashboard/prefetch");
     // Every request claims another viewer and another forwarded address; AWS saw one address.
