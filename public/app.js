@@ -34,19 +34,33 @@ function placeholder(name) {
   return h("span", { className: "avatar ph", style: `--hue:${hue}`, "aria-hidden": "true" }, initials);
 }
 
-/** The image, or generated initials when it fails. Decorative: the name is always beside it. */
-function avatar(card) {
-  const ph = placeholder(card.name);
-  if (!card.src) return ph;
+/**
+ * Whether a stored avatar URL keeps the server's rule: an absolute https: URL on a named host,
+ * no credentials, no port. Which hosts are allowed is the page's Content-Security-Policy's
+ * img-src (AVATAR_HOSTS): an image it refuses is never fetched, and shows as initials.
+ */
+function allowedAvatar(src) {
   let url;
   try {
-    url = new URL(card.src, location.href);
+    url = new URL(src);
   } catch {
-    return ph;
+    return null;
   }
-  // RFC 2606's .invalid never resolves (the demo data uses it): don't even ask.
-  if (!/^https?:$/.test(url.protocol) || url.hostname.endsWith(".invalid")) return ph;
-  const img = h("img", { className: "avatar", src: url.href, alt: "", loading: "lazy", width: 56, height: 56 });
+  const host = url.hostname;
+  const ipLiteral = host.startsWith("[") || /^[\d.]+$/.test(host);
+  // Special-use names never resolve on the internet (the demo data's .invalid): don't even ask.
+  const specialUse = /\.(invalid|test|example|localhost|local)$/.test(host);
+  if (url.protocol !== "https:" || url.username || url.password || url.port || ipLiteral || specialUse || !host.includes(".")) return null;
+  return url;
+}
+
+/** The image, or generated initials when it breaks the rule or fails. Decorative: the name is always beside it. */
+function avatar(card) {
+  const ph = placeholder(card.name);
+  const url = card.src ? allowedAvatar(card.src) : null;
+  if (!url) return ph;
+  // No Referer: an image host learns nothing of which page or companion a viewer looked at.
+  const img = h("img", { className: "avatar", src: url.href, alt: "", loading: "lazy", width: 56, height: 56, referrerPolicy: "no-referrer" });
   img.addEventListener("error", () => img.replaceWith(ph), { once: true });
   return img;
 }
@@ -478,16 +492,29 @@ for (const form of [$("chat-form"), $("group-form")]) {
 
 let firstRoute = true;
 
+/** The id in a route, or null when it can't be one (malformed %-encoding, odd characters). */
+function routeId(raw) {
+  try {
+    const id = decodeURIComponent(raw);
+    return /^[A-Za-z0-9_-]{1,64}$/.test(id) ? id : null;
+  } catch {
+    return null;
+  }
+}
+
 function route() {
-  const [, view, id] = location.hash.match(/^#\/(chat|group)\/([^?]+)/) ?? [];
-  for (const v of ["dashboard", "chat", "group"]) $("view-" + v).hidden = v !== (view ?? "dashboard");
+  let [, view, raw] = location.hash.match(/^#\/(chat|group)\/([^?]*)/) ?? [];
+  const id = view ? routeId(raw) : null;
+  if (view && !id) view = "notfound";
+  for (const v of ["dashboard", "chat", "group", "notfound"]) $("view-" + v).hidden = v !== (view ?? "dashboard");
   for (const a of document.querySelectorAll("nav a")) {
     const current = a.getAttribute("href") === "#/" ? !view : location.hash.startsWith(a.getAttribute("href"));
     if (current) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  if (view === "chat") openChat(decodeURIComponent(id));
-  else if (view === "group") openGroup(decodeURIComponent(id));
+  if (view === "chat") openChat(id);
+  else if (view === "group") openGroup(id);
+  else if (view === "notfound") streaming?.abort();
   else {
     readDashboardHash();
     loadDashboard();

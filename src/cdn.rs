@@ -6,8 +6,15 @@
 //! `dangerously-delete-by-tags` deletes them (the next request waits for the origin: what a
 //! companion that became private needs, so no copy of a page listing it is served again).
 //!
+//! Purges are coalesced per process ([`Cdn::purge_coalesced`]): every purge asked for within
+//! `CDN_PURGE_COALESCE_MS` (1 s) of the first goes out in one request per kind, its tags merged,
+//! and each asker learns that request's outcome. The API's quota is what privacy purges depend
+//! on; a burst of edits, or of hides drained by several requests at once, spends one call.
+//!
 //! Written as a small client on the shared `reqwest` client: it is two POST requests.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -112,11 +119,89 @@ struct PurgeBody<'a> {
 pub struct Cdn {
     config: Option<CdnConfig>,
     http: reqwest::Client,
+    /// The batch of each kind still gathering tags ([`Purge::Invalidate`], [`Purge::Delete`]).
+    gathering: Arc<Mutex<[Option<Gathering>; 2]>>,
+}
+
+/// A batch gathering tags until its window closes; its request's outcome is sent to everyone
+/// who added to it.
+struct Gathering {
+    tags: BTreeSet<String>,
+    outcome: tokio::sync::watch::Receiver<Option<bool>>,
+}
+
+impl Purge {
+    fn slot(self) -> usize {
+        match self {
+            Purge::Invalidate => 0,
+            Purge::Delete => 1,
+        }
+    }
 }
 
 impl Cdn {
     pub fn new(config: Option<CdnConfig>, http: reqwest::Client) -> Self {
-        Cdn { config, http }
+        Cdn {
+            config,
+            http,
+            gathering: Arc::new(Mutex::new([None, None])),
+        }
+    }
+
+    /// Purges `tags` together with every other purge of the same kind asked for in this
+    /// process within the coalescing window; returns whether the request that carried them went
+    /// through (after its retries). The request is sent by a task of its own, so an asker that
+    /// gives up cancels nothing for the others.
+    pub async fn purge_coalesced(&self, purge: Purge, tags: Vec<String>) -> bool {
+        let Some(config) = &self.config else {
+            return true;
+        };
+        if tags.is_empty() {
+            return true;
+        }
+        let window = config.coalesce_window;
+        let mut outcome = {
+            let mut gathering = self
+                .gathering
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &mut gathering[purge.slot()] {
+                Some(batch) => {
+                    batch.tags.extend(tags);
+                    batch.outcome.clone()
+                }
+                slot @ None => {
+                    let (sender, outcome) = tokio::sync::watch::channel(None);
+                    *slot = Some(Gathering {
+                        tags: tags.into_iter().collect(),
+                        outcome: outcome.clone(),
+                    });
+                    let cdn = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(window).await;
+                        let batch = cdn
+                            .gathering
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)[purge.slot()]
+                        .take();
+                        let tags: Vec<String> = batch
+                            .map(|b| b.tags.into_iter().collect())
+                            .unwrap_or_default();
+                        let ok = cdn.purge_with_retry(purge, tags).await;
+                        let _ = sender.send(Some(ok));
+                    });
+                    outcome
+                }
+            }
+        };
+        loop {
+            if let Some(ok) = *outcome.borrow_and_update() {
+                return ok;
+            }
+            if outcome.changed().await.is_err() {
+                return false;
+            }
+        }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -215,5 +300,6 @@ mod tests {
         let cdn = Cdn::new(None, reqwest::Client::new());
         assert!(!cdn.is_enabled());
         assert!(cdn.purge_with_retry(Purge::Delete, vec!["x".into()]).await);
+        assert!(cdn.purge_coalesced(Purge::Delete, vec!["x".into()]).await);
     }
 }

@@ -90,6 +90,10 @@ pub const DEFAULT_RATE_LIMIT_DASHBOARD_WINDOW: Duration = Duration::from_secs(10
 /// Companion edits (PATCH): requests per window per user.
 pub const DEFAULT_RATE_LIMIT_COMPANION_EDIT_REQUESTS: u32 = 20;
 pub const DEFAULT_RATE_LIMIT_COMPANION_EDIT_WINDOW: Duration = Duration::from_secs(60);
+/// Anonymous dashboard searches (`q`) that reach the function: requests per window per client
+/// bucket (an IPv4 address, an IPv6 /64). A search box sends one per pause in typing.
+pub const DEFAULT_RATE_LIMIT_SEARCH_REQUESTS: u32 = 30;
+pub const DEFAULT_RATE_LIMIT_SEARCH_WINDOW: Duration = Duration::from_secs(10);
 
 /// A secret from the environment (`CRON_SECRET`, `OPENAI_API_KEY`, an Upstash token). `Debug`
 /// prints nothing of it, so a `Config` can be logged whole; the value is read with
@@ -133,7 +137,13 @@ pub struct CdnConfig {
     pub project: String,
     pub team: Option<String>,
     pub api_url: String,
+    /// Purges asked for within this window go out as one request per kind
+    /// (`CDN_PURGE_COALESCE_MS`), so a burst of edits spends one call of the API quota.
+    pub coalesce_window: Duration,
 }
+
+/// How long this process gathers purges into one request (see [`CdnConfig::coalesce_window`]).
+pub const DEFAULT_CDN_PURGE_COALESCE_WINDOW: Duration = Duration::from_millis(1000);
 
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -236,11 +246,320 @@ pub struct ChatConfig {
 }
 
 /// Browser origins that may call the functions from another origin (`CORS_ALLOWED_ORIGINS`,
-/// comma-separated, each `scheme://host[:port]`); empty: same-origin only.
+/// comma-separated, each `scheme://host[:port]`, or a pattern with one `*` in its first DNS
+/// label: `https://*.example.com`, `https://gcbb-*-acme.vercel.app`); empty: same-origin only.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CorsConfig {
     /// Serialized as browsers send `Origin`: lower-case, no default port, no trailing slash.
     pub allowed_origins: Vec<String>,
+    /// The entries with a `*`.
+    pub allowed_patterns: Vec<OriginPattern>,
+}
+
+/// Image hosts companion avatars may be on (`AVATAR_HOSTS` unset): Clerk's image CDN (and its
+/// older name), where Clerk serves the images uploaded through it, and Cloudinary's delivery
+/// host, where the GCBB app's image upload puts companion pictures.
+pub const DEFAULT_AVATAR_HOSTS: &str = "img.clerk.com,images.clerk.dev,res.cloudinary.com";
+
+/// Where avatars may be fetched from (`AVATAR_HOSTS`): `https:` only, a host exactly as listed
+/// (no sub-domains), optionally under a path (`res.cloudinary.com/my-cloud/`: only that
+/// account's images). Every viewer's browser fetches an avatar, so anything else would let an
+/// owner track viewers or aim their browsers at internal addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvatarHosts(Vec<AvatarHost>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AvatarHost {
+    host: String,
+    /// `/` or a prefix ending in `/`.
+    path: String,
+}
+
+impl AvatarHosts {
+    /// A comma-separated list of `host[/path/]` (an `https://` in front is allowed).
+    pub fn parse(raw: &str) -> Result<AvatarHosts, String> {
+        let mut hosts = Vec::new();
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let with_scheme = if entry.contains("://") {
+                entry.to_owned()
+            } else {
+                format!("https://{entry}")
+            };
+            let url = url::Url::parse(&with_scheme).map_err(|e| format!("`{entry}`: {e}"))?;
+            let host = match url.host() {
+                Some(url::Host::Domain(d)) if d.contains('.') => d.to_owned(),
+                _ => return Err(format!("`{entry}` must be a domain name (no IP address)")),
+            };
+            if url.scheme() != "https"
+                || url.port().is_some()
+                || !url.username().is_empty()
+                || url.password().is_some()
+                || url.query().is_some()
+                || url.fragment().is_some()
+            {
+                return Err(format!(
+                    "`{entry}` must be a host, optionally with a path (https only, no port)"
+                ));
+            }
+            let mut path = url.path().to_owned();
+            if !path.ends_with('/') {
+                path.push('/');
+            }
+            hosts.push(AvatarHost { host, path });
+        }
+        if hosts.is_empty() {
+            return Err("lists no host".into());
+        }
+        Ok(AvatarHosts(hosts))
+    }
+
+    /// Whether an avatar at `url` may be stored and shown.
+    pub fn allows(&self, url: &url::Url) -> bool {
+        url.scheme() == "https"
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.port().is_none()
+            && matches!(url.host(), Some(url::Host::Domain(_)))
+            && self.0.iter().any(|h| {
+                url.host_str() == Some(h.host.as_str()) && url.path().starts_with(h.path.as_str())
+            })
+    }
+
+    /// The Content-Security-Policy sources of these hosts (`https://img.clerk.com`,
+    /// `https://res.cloudinary.com/my-cloud/`).
+    pub fn csp_sources(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|h| match h.path.as_str() {
+                "/" => format!("https://{}", h.host),
+                path => format!("https://{}{path}", h.host),
+            })
+            .collect()
+    }
+
+    /// The entries, for messages: `img.clerk.com, res.cloudinary.com/my-cloud/`.
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|h| match h.path.as_str() {
+                "/" => h.host.clone(),
+                path => format!("{}{path}", h.host),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Default for AvatarHosts {
+    fn default() -> Self {
+        AvatarHosts::parse(DEFAULT_AVATAR_HOSTS).expect("the default avatar hosts parse")
+    }
+}
+
+/// Suffixes under which anyone can get a name (hosting platforms): a bare `*` label over one
+/// of them would allow every other customer's sites, so such a pattern must fix part of the
+/// label (`https://gcbb-*.vercel.app`).
+pub const SHARED_HOSTING_SUFFIXES: &[&str] = &[
+    "vercel.app",
+    "now.sh",
+    "netlify.app",
+    "pages.dev",
+    "workers.dev",
+    "github.io",
+    "herokuapp.com",
+    "onrender.com",
+    "fly.dev",
+    "web.app",
+    "firebaseapp.com",
+    "amplifyapp.com",
+    "cloudfront.net",
+    "azurewebsites.net",
+    "appspot.com",
+];
+
+/// An origin pattern: `scheme://<prefix>*<suffix>.<domain>[:port]`, where `*` stands for what
+/// is left of exactly one DNS label (one or more letters, digits or `-`; never a dot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPattern {
+    scheme: String,
+    prefix: String,
+    suffix: String,
+    /// The labels after the first, lower-case, without a leading dot.
+    domain: String,
+    port: Option<u16>,
+}
+
+impl OriginPattern {
+    /// Parses `entry` (which holds a `*`); the error says what is wrong with it.
+    pub fn parse(entry: &str) -> Result<OriginPattern, String> {
+        let lower = entry.trim().trim_end_matches('/').to_ascii_lowercase();
+        let (scheme, rest) = lower
+            .split_once("://")
+            .ok_or("must start with https:// or http://")?;
+        if !matches!(scheme, "http" | "https") {
+            return Err("must start with https:// or http://".into());
+        }
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err("must be an origin pattern only (scheme://host[:port]), without a path or credentials".into());
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                Some(
+                    port.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or("has a port that is not a number from 1 to 65535")?,
+                ),
+            ),
+            None => (rest, None),
+        };
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let port = port.filter(|p| *p != default_port);
+        let (first, domain) = host
+            .split_once('.')
+            .ok_or("needs a domain after its first label (https://*.example.com)")?;
+        if first.matches('*').count() != 1 || domain.contains('*') {
+            return Err("may hold one `*`, in its first DNS label only".into());
+        }
+        let (prefix, suffix) = first.split_once('*').unwrap_or_default();
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 {
+            return Err(
+                "must name a domain of at least two labels after the `*` (https://*.example.com, not https://*.com)".into(),
+            );
+        }
+        if !labels.iter().all(|l| is_dns_label(l))
+            || !(prefix.is_empty() || is_label_part(prefix))
+            || !(suffix.is_empty() || is_label_part(suffix))
+        {
+            return Err("holds characters no DNS name has (letters, digits, `-` and dots only; IDNs as punycode)".into());
+        }
+        if prefix.is_empty() && suffix.is_empty() && SHARED_HOSTING_SUFFIXES.contains(&domain) {
+            return Err(format!(
+                "would allow every site anyone hosts on {domain}: fix part of the label (https://<project>-*.{domain})"
+            ));
+        }
+        Ok(OriginPattern {
+            scheme: scheme.to_owned(),
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+            domain: domain.to_owned(),
+            port,
+        })
+    }
+
+    /// Whether a browser's `Origin` (already serialized: lower-case, no default port) matches.
+    pub fn matches(&self, origin: &str) -> bool {
+        let Some(rest) = origin
+            .strip_prefix(self.scheme.as_str())
+            .and_then(|r| r.strip_prefix("://"))
+        else {
+            return false;
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => match port.parse::<u16>() {
+                Ok(p) => (host, Some(p)),
+                Err(_) => return false,
+            },
+            None => (rest, None),
+        };
+        if port != self.port {
+            return false;
+        }
+        let Some(label) = host
+            .strip_suffix(self.domain.as_str())
+            .and_then(|h| h.strip_suffix('.'))
+        else {
+            return false;
+        };
+        label.len() > self.prefix.len() + self.suffix.len()
+            && is_dns_label(label)
+            && label.starts_with(self.prefix.as_str())
+            && label.ends_with(self.suffix.as_str())
+    }
+}
+
+impl std::fmt::Display for OriginPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}://{}*{}.{}",
+            self.scheme, self.prefix, self.suffix, self.domain
+        )?;
+        match self.port {
+            Some(p) => write!(f, ":{p}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One DNS label as browsers serialize hosts: 1–63 lower-case letters, digits or `-`, not
+/// starting or ending with `-`.
+fn is_dns_label(label: &str) -> bool {
+    is_label_part(label) && !label.starts_with('-') && !label.ends_with('-')
+}
+
+fn is_label_part(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 63
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Whose forwarding headers are believed (`TRUSTED_PROXY`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TrustedProxy {
+    /// No header: the peer's address.
+    #[default]
+    None,
+    /// Vercel's edge: `x-vercel-forwarded-for`, then `x-forwarded-for`.
+    Vercel,
+    /// CloudFront: `CloudFront-Viewer-Address`, else the peer's address.
+    CloudFront,
+    /// `X-Forwarded-For` from peers in these ranges.
+    Addresses(Vec<crate::ip::IpRange>),
+}
+
+impl TrustedProxy {
+    /// `none`, `vercel`, `cloudfront`, or a comma-separated list of IPs and CIDR ranges.
+    pub fn parse(raw: &str) -> Result<TrustedProxy, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => Ok(TrustedProxy::None),
+            "vercel" => Ok(TrustedProxy::Vercel),
+            "cloudfront" => Ok(TrustedProxy::CloudFront),
+            _ => {
+                let ranges = raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(crate::ip::IpRange::parse)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        format!("{e}; expected none, vercel, cloudfront or a list of IPs/CIDRs")
+                    })?;
+                Ok(TrustedProxy::Addresses(ranges))
+            }
+        }
+    }
+
+    /// How the client's address is found, for banners and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            TrustedProxy::None => "the connection's peer (forwarding headers ignored)".into(),
+            TrustedProxy::Vercel => "Vercel's x-vercel-forwarded-for / x-forwarded-for".into(),
+            TrustedProxy::CloudFront => "CloudFront-Viewer-Address, else the peer".into(),
+            TrustedProxy::Addresses(ranges) => format!(
+                "X-Forwarded-For from {}, else the peer",
+                ranges
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +601,13 @@ pub struct Config {
     pub dashboard_rate_limit: RateLimit,
     pub companion_edit_rate_limit: RateLimit,
     pub cors: CorsConfig,
+    /// Whose forwarding headers name the client (`TRUSTED_PROXY`; Vercel's on Vercel, none
+    /// elsewhere): see `platform::client`.
+    pub trusted_proxy: TrustedProxy,
+    /// Per-client limit of anonymous dashboard searches (`RATE_LIMIT_SEARCH_*`).
+    pub anonymous_search_rate_limit: RateLimit,
+    /// Where companion avatars may be (`AVATAR_HOSTS`).
+    pub avatar_hosts: AvatarHosts,
 }
 
 impl Config {
@@ -363,6 +689,21 @@ impl Config {
                 DEFAULT_RATE_LIMIT_COMPANION_EDIT_WINDOW,
             )?,
             cors: cors_config(&env)?,
+            trusted_proxy: trusted_proxy(&env)?,
+            anonymous_search_rate_limit: rate_limit(
+                &env,
+                "RATE_LIMIT_SEARCH_REQUESTS",
+                "RATE_LIMIT_SEARCH_WINDOW_MS",
+                DEFAULT_RATE_LIMIT_SEARCH_REQUESTS,
+                DEFAULT_RATE_LIMIT_SEARCH_WINDOW,
+            )?,
+            avatar_hosts: match env.get("AVATAR_HOSTS") {
+                None => AvatarHosts::default(),
+                Some(raw) => AvatarHosts::parse(&raw).map_err(|reason| ConfigError::Invalid {
+                    name: "AVATAR_HOSTS",
+                    reason,
+                })?,
+            },
         })
     }
 
@@ -524,6 +865,7 @@ fn cdn_config(env: &Env) -> Result<Option<CdnConfig>, ConfigError> {
         project,
         team: env.get("VERCEL_TEAM_ID"),
         api_url,
+        coalesce_window: env.millis("CDN_PURGE_COALESCE_MS", DEFAULT_CDN_PURGE_COALESCE_WINDOW)?,
     }))
 }
 
@@ -630,9 +972,17 @@ fn cors_config(env: &Env) -> Result<CorsConfig, ConfigError> {
         reason: format!("`{entry}` {why}"),
     };
     let mut allowed_origins: Vec<String> = Vec::new();
+    let mut allowed_patterns: Vec<OriginPattern> = Vec::new();
     for entry in env.get(NAME).unwrap_or_default().split(',') {
         let entry = entry.trim();
         if entry.is_empty() {
+            continue;
+        }
+        if entry.contains('*') && entry != "*" {
+            let pattern = OriginPattern::parse(entry).map_err(|why| invalid(entry, &why))?;
+            if !allowed_patterns.contains(&pattern) {
+                allowed_patterns.push(pattern);
+            }
             continue;
         }
         // `*` would hand every site the signed-in answers too; `null` is what sandboxed
@@ -663,7 +1013,25 @@ fn cors_config(env: &Env) -> Result<CorsConfig, ConfigError> {
             allowed_origins.push(serialized);
         }
     }
-    Ok(CorsConfig { allowed_origins })
+    Ok(CorsConfig {
+        allowed_origins,
+        allowed_patterns,
+    })
+}
+
+/// `TRUSTED_PROXY`: `vercel`, `cloudfront`, `none`, or IPs/CIDRs whose `X-Forwarded-For` is
+/// believed. Unset: Vercel's headers on Vercel (`VERCEL` or `VERCEL_ENV` set), none elsewhere.
+fn trusted_proxy(env: &Env) -> Result<TrustedProxy, ConfigError> {
+    match env.get("TRUSTED_PROXY") {
+        Some(raw) => TrustedProxy::parse(&raw).map_err(|reason| ConfigError::Invalid {
+            name: "TRUSTED_PROXY",
+            reason,
+        }),
+        None if env.get("VERCEL").is_some() || env.get("VERCEL_ENV").is_some() => {
+            Ok(TrustedProxy::Vercel)
+        }
+        None => Ok(TrustedProxy::None),
+    }
 }
 
 fn clerk_config(env: &Env) -> Result<ClerkConfig, ConfigError> {
@@ -909,6 +1277,145 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_cors_pattern_matches_exactly_one_dns_label() {
+        let c = Config::from_vars(&vars(&[
+            DB,
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://*.Example.com/, https://gcbb-*-acme.vercel.app, http://*.local.test:5173",
+            ),
+        ]))
+        .unwrap();
+        assert!(c.cors.allowed_origins.is_empty());
+        let allowed = |origin: &str| c.cors.allowed_patterns.iter().any(|p| p.matches(origin));
+        for ok in [
+            "https://a.example.com",
+            "https://app-2.example.com",
+            "https://gcbb-8f3k2j1qx-acme.vercel.app",
+            "https://gcbb-git-feature-x-acme.vercel.app",
+            "http://dev.local.test:5173",
+        ] {
+            assert!(allowed(ok), "{ok}");
+        }
+        for no in [
+            "https://example.com",
+            "https://.example.com",
+            "https://a.b.example.com",
+            "https://a.example.com.evil.com",
+            "https://aexample.com",
+            "https://a.example.com:8443",
+            "http://a.example.com",
+            "https://-a.example.com",
+            "https://gcbb--acme.vercel.app",
+            "https://gcbb-x-acme.vercel.app.evil.com",
+            "https://other-8f3k2j1qx-acme.vercel.app",
+            "https://gcbb-8f3k2j1qx-evil.vercel.app",
+            "https://evil.vercel.app",
+            "http://dev.local.test",
+            "null",
+            "",
+        ] {
+            assert!(!allowed(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_cors_pattern_stops_start_up_naming_the_variable() {
+        for bad in [
+            "https://*",
+            "https://*.com",
+            "https://**.example.com",
+            "https://*.*.example.com",
+            "https://a.*.example.com",
+            "https://*.example.com/path",
+            "https://user@*.example.com",
+            "ftp://*.example.com",
+            "*.example.com",
+            "https://*.exa_mple.com",
+            "https://*.bücher.example",
+            "https://*.example.com:99999",
+            "https://*.vercel.app",
+            "https://*.github.io",
+        ] {
+            let err = Config::from_vars(&vars(&[DB, ("CORS_ALLOWED_ORIGINS", bad)])).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("CORS_ALLOWED_ORIGINS is invalid"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn avatar_hosts_allow_https_on_a_listed_host_and_path_only() {
+        let c = Config::from_vars(&vars(&[DB])).unwrap();
+        let ok = |u: &str| c.avatar_hosts.allows(&url::Url::parse(u).unwrap());
+        assert!(ok("https://img.clerk.com/eyJ0eXBlIjoicHJveHkifQ"));
+        assert!(ok("https://IMG.CLERK.COM/a.png?width=80"));
+        assert!(ok(
+            "https://res.cloudinary.com/demo/image/upload/v1/sample.jpg"
+        ));
+        for no in [
+            "http://img.clerk.com/a.png",
+            "https://img.clerk.com:8443/a.png",
+            "https://user@img.clerk.com/a.png",
+            "https://evil.img.clerk.com/a.png",
+            "https://img.clerk.com.evil.test/a.png",
+            "https://127.0.0.1/a.png",
+            "https://[::1]/a.png",
+            "https://avatars.example.invalid/ada.png",
+        ] {
+            assert!(!ok(no), "{no}");
+        }
+        let c = Config::from_vars(&vars(&[
+            DB,
+            (
+                "AVATAR_HOSTS",
+                "res.cloudinary.com/gcbb, https://cdn.gcbb.test",
+            ),
+        ]))
+        .unwrap();
+        let ok = |u: &str| c.avatar_hosts.allows(&url::Url::parse(u).unwrap());
+        assert!(ok("https://res.cloudinary.com/gcbb/image/upload/a.png"));
+        assert!(!ok("https://res.cloudinary.com/gcbbx/a.png"));
+        assert!(!ok("https://res.cloudinary.com/other/a.png"));
+        assert!(ok("https://cdn.gcbb.test/x.webp"));
+        assert_eq!(
+            c.avatar_hosts.csp_sources(),
+            ["https://res.cloudinary.com/gcbb/", "https://cdn.gcbb.test"]
+        );
+        for bad in [
+            "127.0.0.1",
+            "http://cdn.gcbb.test",
+            "cdn.gcbb.test:8443",
+            "localhost",
+            ",",
+        ] {
+            let err = Config::from_vars(&vars(&[DB, ("AVATAR_HOSTS", bad)])).unwrap_err();
+            assert!(
+                err.to_string().starts_with("AVATAR_HOSTS is invalid"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_proxy_defaults_to_vercel_on_vercel_and_none_elsewhere() {
+        let c = Config::from_vars(&vars(&[DB])).unwrap();
+        assert_eq!(c.trusted_proxy, TrustedProxy::None);
+        let c =
+            Config::from_vars(&vars(&[DB, ("VERCEL", "1"), ("LLM_PROVIDER", "openai")])).unwrap();
+        assert_eq!(c.trusted_proxy, TrustedProxy::Vercel);
+        let c = Config::from_vars(&vars(&[DB, ("TRUSTED_PROXY", "cloudfront")])).unwrap();
+        assert_eq!(c.trusted_proxy, TrustedProxy::CloudFront);
+        let err = Config::from_vars(&vars(&[DB, ("TRUSTED_PROXY", "cloudflare")])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("TRUSTED_PROXY is invalid"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -66,6 +66,22 @@ pub struct VercelJson {
     pub rewrites: Vec<Rewrite>,
     #[serde(default)]
     pub crons: Vec<Cron>,
+    /// Response headers by path (`public/`'s security headers).
+    #[serde(default)]
+    pub headers: Vec<HeaderRule>,
+}
+
+/// A `headers` entry: what Vercel adds to responses whose path matches `source`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeaderRule {
+    pub source: String,
+    pub headers: Vec<HeaderEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeaderEntry {
+    pub key: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +104,17 @@ pub const VERCEL_JSON: &str = include_str!("../vercel.json");
 impl VercelJson {
     pub fn embedded() -> Self {
         serde_json::from_str(VERCEL_JSON).expect("vercel.json is valid JSON")
+    }
+
+    /// The value of header `name` that a `headers` rule whose source is `/(.*)` (every path,
+    /// the one form of rule this project writes) gives every response.
+    pub fn header_value(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .filter(|rule| rule.source == "/(.*)")
+            .flat_map(|rule| &rule.headers)
+            .find(|h| h.key.eq_ignore_ascii_case(name))
+            .map(|h| h.value.clone())
     }
 }
 

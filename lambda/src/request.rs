@@ -9,6 +9,7 @@
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Uri};
+use gcbb::platform::client::PeerAddr;
 use gcbb::routes::Rewrites;
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
@@ -24,9 +25,11 @@ pub enum Event {
 
 /// The HTTP request an event stands for, or the raw event when it is none.
 ///
-/// The client's address comes from the event (`requestContext.http.sourceIp`, what AWS saw),
-/// replacing any `X-Forwarded-For` the client sent: anonymous rate limits key on it, and Vercel
-/// likewise overwrites the header with the address it saw.
+/// The address AWS saw (`requestContext.http.sourceIp`) becomes the request's
+/// [`PeerAddr`]: anonymous rate limits key on it unless `TRUSTED_PROXY=cloudfront` names
+/// CloudFront's `CloudFront-Viewer-Address` (behind CloudFront, `sourceIp` is the edge's own
+/// address). It also replaces any `X-Forwarded-For` the client sent, as Vercel's edge does, so
+/// no setting can make the client's own claim count.
 pub fn classify(req: lambda_http::Request) -> Event {
     let source_ip = match req.request_context_ref() {
         Some(RequestContext::PassThrough) => {
@@ -36,6 +39,10 @@ pub fn classify(req: lambda_http::Request) -> Event {
         _ => None,
     };
     let (mut parts, body) = req.into_parts();
+    if let Some(ip) = source_ip.as_deref().and_then(|ip| ip.parse().ok()) {
+        parts.extensions.insert(PeerAddr(ip));
+    }
+    parts.headers.remove("x-forwarded-for");
     if let Some(ip) = source_ip.and_then(|ip| HeaderValue::from_str(&ip).ok()) {
         parts.headers.insert("x-forwarded-for", ip);
     }
@@ -152,6 +159,10 @@ mod tests {
         ))));
         let forwarded: Vec<_> = req.headers().get_all("x-forwarded-for").iter().collect();
         assert_eq!(forwarded, ["203.0.113.9"]);
+        assert_eq!(
+            req.extensions().get::<PeerAddr>(),
+            Some(&PeerAddr("203.0.113.9".parse().unwrap()))
+        );
     }
 
     #[test]

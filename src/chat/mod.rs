@@ -45,7 +45,7 @@ use crate::platform::background::Background;
 use crate::platform::error::{ApiError, ApiResult};
 use crate::platform::http::{optional_json_body, BodyLimit, JsonBody};
 use crate::platform::input::{HistoryPage, Id, Query};
-use crate::platform::ratelimit::{self, RouteLimit};
+use crate::platform::ratelimit::{self, Client, RouteLimit};
 use input::{ChatBody, ChatRequest};
 use reply::cached::{anonymous_conversation_key, cached_reply, replay_records};
 use reply::journal::{self, to_ms, Record};
@@ -118,10 +118,11 @@ async fn read(
     bg: Background,
     uri: Uri,
     headers: HeaderMap,
+    client: Client,
 ) -> ApiResult<Response> {
     match route_of(&uri) {
         Route::Chat => history(app, viewer, uri).await,
-        Route::Stream => resume_reply(app, viewer, bg, uri, headers).await,
+        Route::Stream => resume_reply(app, viewer, bg, uri, headers, client).await,
         Route::Stop => Err(wrong_route(Route::Stop)),
     }
 }
@@ -133,14 +134,15 @@ async fn write(
     bg: Background,
     uri: Uri,
     headers: HeaderMap,
+    client: Client,
     request: Request,
 ) -> ApiResult<Response> {
     match route_of(&uri) {
         Route::Chat => {
             let JsonBody(body) = JsonBody::<ChatBody>::from_request(request, &()).await?;
-            chat(app, viewer, bg, uri, headers, body).await
+            chat(app, viewer, bg, uri, headers, &client, body).await
         }
-        Route::Stop => stop_reply(app, viewer, bg, uri, headers, request).await,
+        Route::Stop => stop_reply(app, viewer, bg, uri, &client, request).await,
         Route::Stream => Err(wrong_route(Route::Stream)),
     }
 }
@@ -152,6 +154,7 @@ async fn chat(
     bg: Background,
     uri: Uri,
     headers: HeaderMap,
+    client: &Client,
     body: ChatBody,
 ) -> ApiResult<Response> {
     let received = Instant::now();
@@ -164,13 +167,9 @@ async fn chat(
         (None, None) => query.id("chatId")?,
     };
     let format = request.stream_format(&headers);
-    let allowed = ratelimit::check(&app, chat_limit(&app), &viewer, &headers).await?;
+    let allowed = ratelimit::check(&app, chat_limit(&app), &viewer, client).await?;
     journal::drain_soon(&app, &bg);
-    let target = StreamTarget {
-        scope: "chat",
-        chat_id: chat_id.as_str().to_owned(),
-        viewer: viewer_key(&viewer, &headers),
-    };
+    let target = chat_target(&chat_id, &viewer, client);
     let response = match viewer {
         Viewer::User { user_id } => {
             chat_signed_in(app, bg, received, target, user_id, request, format).await?
@@ -409,11 +408,11 @@ async fn check_access(
     Ok(())
 }
 
-fn chat_target(chat_id: &Id, viewer: &Viewer, headers: &HeaderMap) -> StreamTarget {
+fn chat_target(chat_id: &Id, viewer: &Viewer, client: &Client) -> StreamTarget {
     StreamTarget {
         scope: "chat",
         chat_id: chat_id.as_str().to_owned(),
-        viewer: viewer_key(viewer, headers),
+        viewer: viewer_key(viewer, client),
     }
 }
 
@@ -425,9 +424,10 @@ async fn resume_reply(
     bg: Background,
     uri: Uri,
     headers: HeaderMap,
+    client: Client,
 ) -> ApiResult<Response> {
     let chat_id = Query::of(&uri).id("chatId")?;
-    let target = chat_target(&chat_id, &viewer, &headers);
+    let target = chat_target(&chat_id, &viewer, &client);
     let (access, stream) = tokio::join!(
         check_access(&app, &bg, &viewer, &chat_id),
         find_stream(&app, &target)
@@ -452,7 +452,7 @@ async fn stop_reply(
     viewer: Viewer,
     bg: Background,
     uri: Uri,
-    headers: HeaderMap,
+    client: &Client,
     request: Request,
 ) -> ApiResult<Response> {
     let chat_id = Query::of(&uri).id("chatId")?;
@@ -464,7 +464,7 @@ async fn stop_reply(
         Err(e) => tracing::warn!(error = %e, "stop: access check failed; stopping anyway"),
         Ok(()) => {}
     }
-    let target = chat_target(&chat_id, &viewer, &headers);
+    let target = chat_target(&chat_id, &viewer, client);
     Ok(stopped_response(
         stop_stream(&app, &target, expected.as_ref()).await,
     ))

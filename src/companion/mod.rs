@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, MethodRouter};
 use axum::Json;
@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use crate::cache::keys::{self, Area};
 use crate::cdn::{self, Purge};
+use crate::config::AvatarHosts;
 use crate::db::categories;
 use crate::db::companions::{self, CompanionChanges, CompanionEdit};
 use crate::platform::app::App;
@@ -32,7 +33,7 @@ use crate::platform::http::JsonBody;
 use crate::platform::input::{DisplayName, Id, Query};
 use crate::platform::outbox;
 use crate::platform::privacy::PRIVACY_PROPAGATION_WAIT;
-use crate::platform::ratelimit::{self, RouteLimit};
+use crate::platform::ratelimit::{self, Client, RouteLimit};
 
 /// Longest companion name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -61,7 +62,7 @@ async fn update_companion(
     viewer: Viewer,
     bg: Background,
     uri: Uri,
-    headers: HeaderMap,
+    client: Client,
     JsonBody(patch): JsonBody<CompanionPatch>,
 ) -> Result<Response, ApiError> {
     let Viewer::User { user_id } = &viewer else {
@@ -70,8 +71,8 @@ async fn update_companion(
         ));
     };
     let companion_id = Query::of(&uri).id("companionId")?;
-    let changes = validate(patch)?;
-    let allowed = ratelimit::check(&app, edit_limit(&app), &viewer, &headers).await?;
+    let changes = validate(patch, &app.config.avatar_hosts)?;
+    let allowed = ratelimit::check(&app, edit_limit(&app), &viewer, &client).await?;
     let client = app.db.get().await?;
     if let Some(category_id) = &changes.category_id {
         if !categories::category_exists(&client, category_id).await? {
@@ -107,28 +108,17 @@ fn edit_limit(app: &App) -> RouteLimit {
     }
 }
 
-fn validate(patch: CompanionPatch) -> Result<CompanionChanges, ApiError> {
+fn validate(
+    patch: CompanionPatch,
+    avatar_hosts: &AvatarHosts,
+) -> Result<CompanionChanges, ApiError> {
     let name = patch
         .name
         .map(|n| DisplayName::parse("name", &n, MAX_NAME_CHARS).map(DisplayName::into_string))
         .transpose()?;
     let src = patch
         .src
-        .map(|s| {
-            let s = s.trim().to_owned();
-            let valid = s.len() <= MAX_SRC_CHARS
-                && url::Url::parse(&s).is_ok_and(|u| {
-                    matches!(u.scheme(), "https" | "http") && u.host_str().is_some()
-                });
-            if valid {
-                Ok(s)
-            } else {
-                Err(ApiError::bad_parameter(
-                    "src",
-                    "`src` must be an http(s) URL of at most 2048 characters",
-                ))
-            }
-        })
+        .map(|s| avatar_url(&s, avatar_hosts))
         .transpose()?;
     let instructions = patch
         .instructions
@@ -162,6 +152,31 @@ fn validate(patch: CompanionPatch) -> Result<CompanionChanges, ApiError> {
         ));
     }
     Ok(changes)
+}
+
+/// An avatar URL as stored: `https:` on an allowed image host ([`AvatarHosts`]), in the parsed
+/// URL's serialization (so what is stored is what the rule was checked on: `"`, `<`, `>` and
+/// spaces percent-encoded, the host lower-case), at most [`MAX_SRC_CHARS`].
+fn avatar_url(raw: &str, hosts: &AvatarHosts) -> Result<String, ApiError> {
+    let refused = || {
+        ApiError::bad_parameter(
+            "src",
+            format!(
+                "`src` must be an https URL on an allowed image host ({}), of at most \
+                 {MAX_SRC_CHARS} characters",
+                hosts.describe()
+            ),
+        )
+    };
+    let raw = raw.trim();
+    if raw.len() > MAX_SRC_CHARS {
+        return Err(refused());
+    }
+    let url = url::Url::parse(raw).map_err(|_| refused())?;
+    if !hosts.allows(&url) || url.as_str().len() > MAX_SRC_CHARS {
+        return Err(refused());
+    }
+    Ok(url.into())
 }
 
 /// Drops the companion's cached profile and makes every dashboard page and cached reply stale.
@@ -200,7 +215,7 @@ fn purge_cdn_later(app: &Arc<App>, bg: &Background, edit: &CompanionEdit) {
     }
     let cdn = app.cdn.clone();
     bg.wait_until(async move {
-        cdn.purge_with_retry(Purge::Invalidate, tags).await;
+        cdn.purge_coalesced(Purge::Invalidate, tags).await;
     });
 }
 
@@ -233,7 +248,7 @@ mod tests {
     use super::*;
 
     fn patch(json: &str) -> Result<CompanionChanges, ApiError> {
-        validate(serde_json::from_str(json).unwrap())
+        validate(serde_json::from_str(json).unwrap(), &AvatarHosts::default())
     }
 
     fn rejected(json: &str) -> String {
@@ -298,6 +313,15 @@ mod tests {
     }
 
     #[test]
+    fn an_allowed_avatar_is_stored_as_its_parsed_serialization() {
+        let c = patch(r#"{"src":"  https://IMG.clerk.com/a b\"<x>.png?w=1#f  "}"#).unwrap();
+        assert_eq!(
+            c.src.as_deref(),
+            Some("https://img.clerk.com/a%20b%22%3Cx%3E.png?w=1#f")
+        );
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         assert_eq!(rejected(r#"{"name":""}"#), "name");
         assert_eq!(
@@ -307,6 +331,20 @@ mod tests {
         assert_eq!(rejected(r#"{"name":"a\u0007b"}"#), "name");
         assert_eq!(rejected(r#"{"src":"javascript:alert(1)"}"#), "src");
         assert_eq!(rejected(r#"{"src":"not a url"}"#), "src");
+        for hostile in [
+            "http://img.clerk.com/a.png",
+            "https://127.0.0.1:9/track.png",
+            "https://169.254.169.254/latest/meta-data",
+            "https://localhost/a.png",
+            "https://tracker.example/pixel.gif",
+            "https://img.clerk.com.evil.test/a.png",
+            "https://img.clerk.com@evil.test/a.png",
+            "data:image/png;base64,AAAA",
+            "//img.clerk.com/a.png",
+        ] {
+            let body = serde_json::json!({ "src": hostile }).to_string();
+            assert_eq!(rejected(&body), "src", "{hostile}");
+        }
         assert_eq!(rejected(r#"{"instructions":"   "}"#), "instructions");
         assert_eq!(rejected(r#"{"categoryId":"x' OR 1=1 --"}"#), "categoryId");
         assert_eq!(rejected(r#"{}"#), "body");

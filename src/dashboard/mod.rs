@@ -140,9 +140,10 @@ async fn prefetch(
     // Anonymous visitors aren't limited here: no check to make, and no future to build for it.
     // (The larger futures below are boxed where they are rarely needed, so the handler's own
     // future stays small: every layer of the router moves it.)
-    let limit = dashboard_limit(&app);
+    let limit = dashboard_limit(&app, &params);
     let allowed = if limit.applies_to(&viewer) {
-        Box::pin(ratelimit::check(&app, limit, &viewer, headers)).await?
+        let client = ratelimit::Client::of(&app, headers, request.extensions());
+        Box::pin(ratelimit::check(&app, limit, &viewer, &client)).await?
     } else {
         None
     };
@@ -157,16 +158,23 @@ async fn prefetch(
     let public = matches!(viewer, Viewer::Anonymous) && !auth::has_credentials(headers);
     let page = ready_page(&raw)?;
     let response = respond(&page, status, public, headers, &timings, started);
+    // A public answer is shared by the CDN with everyone who asks the same URL: one client's
+    // remaining count must not travel with it (a 429 is `no-store` and keeps its headers).
+    let allowed = allowed.filter(|_| !public);
     Ok(ratelimit::apply(allowed, response))
 }
 
-/// Signed-in viewers are limited per user (each distinct page they ask for may be a build);
-/// anonymous ones aren't: the CDN answers most of them, and their pages are shared.
-fn dashboard_limit(app: &App) -> RouteLimit {
+/// Signed-in viewers are limited per user (each distinct page they ask for may be a build).
+/// Anonymous ones only when they search, per client bucket: the CDN answers most of them, the
+/// pages without a search are shared, and each search that reaches us is database work.
+fn dashboard_limit(app: &App, params: &DashboardParams) -> RouteLimit {
     RouteLimit {
         route: "dashboard",
         signed_in: app.config.dashboard_rate_limit,
-        anonymous: None,
+        anonymous: params
+            .q
+            .is_some()
+            .then_some(app.config.anonymous_search_rate_limit),
     }
 }
 

@@ -55,10 +55,50 @@ pub struct PageFilter {
     pub offset: i64,
 }
 
+/// Longest search that means "names starting with it" rather than "names containing it": a
+/// pattern this short has no trigram for the trigram index to search by, and a search box
+/// sends exactly these while the first letters are typed.
+pub const MAX_PREFIX_SEARCH_CHARS: usize = 2;
+
 impl PageFilter {
+    /// The "name contains" fragment of a search of three characters or more, escaped for
+    /// `ILIKE '%' || $n || '%'`.
     fn like_fragment(&self) -> Option<String> {
-        self.name_contains.as_deref().map(escape_like)
+        self.name_contains
+            .as_deref()
+            .filter(|q| !is_prefix_search(q))
+            .map(escape_like)
     }
+
+    /// A one- or two-character search (already lower-cased): names starting with it.
+    pub fn name_prefix(&self) -> Option<&str> {
+        self.name_contains
+            .as_deref()
+            .filter(|q| is_prefix_search(q))
+    }
+}
+
+fn is_prefix_search(q: &str) -> bool {
+    (1..=MAX_PREFIX_SEARCH_CHARS).contains(&q.chars().count())
+}
+
+/// `sql` with each "name contains `$param`" condition (`X."name" ILIKE '%' || $param || '%'`)
+/// turned into "name starts with `$param`", written as the prefix indexes of the read model
+/// are (`lower(left(X."name", n)) = $param`, `n` the prefix's length in characters).
+fn with_prefix_match(sql: &str, param: &str, n: usize) -> String {
+    let mut out = sql.to_owned();
+    for alias in ["c.", "d.", ""] {
+        out = out.replace(
+            &format!("{alias}\"name\" ILIKE '%' || {param} || '%'"),
+            &format!("lower(left({alias}\"name\", {n})) = {param}"),
+        );
+    }
+    out
+}
+
+/// [`with_prefix_match`] of `sql`, made once per process for each prefix length.
+fn prefix_variant(cell: &'static std::sync::LazyLock<[String; 2]>, prefix: &str) -> &'static str {
+    &cell[prefix.chars().count().clamp(1, 2) - 1]
 }
 
 /// A companion as an anonymous visitor sees it on the dashboard: nothing more.
@@ -114,11 +154,62 @@ WHERE NOT c.\"private\"
   AND ($2::text IS NULL OR c.\"name\" ILIKE '%' || $2 || '%')
 ORDER BY d.\"isSystem\" DESC, d.\"createdAt\" DESC, d.\"id\"";
 
+/// [`PUBLIC_PAGE_SQL`] for a short search (`$2`: the one or two lower-cased first characters):
+/// an index scan of `"CompanionDashboard_name_prefix<n>_idx"` in page order.
+macro_rules! public_page_prefix_sql {
+    ($n:literal) => {
+        concat!(
+            "\
+SELECT c.\"id\", c.\"name\", c.\"src\", c.\"userName\", c.\"categoryId\", c.\"isFree\", d.\"messageCount\"
+FROM (
+    SELECT \"id\", \"messageCount\", \"isSystem\", \"createdAt\"
+    FROM \"CompanionDashboard\"
+    WHERE ($1::text IS NULL OR \"categoryId\" = $1)
+      AND lower(left(\"name\", ",
+            $n,
+            ")) = $2
+    ORDER BY \"isSystem\" DESC, \"createdAt\" DESC, \"id\"
+    LIMIT $3 OFFSET $4
+) d
+JOIN \"Companion\" c ON c.\"id\" = d.\"id\"
+WHERE NOT c.\"private\"
+  AND ($1::text IS NULL OR c.\"categoryId\" = $1)
+  AND lower(left(c.\"name\", ",
+            $n,
+            ")) = $2
+ORDER BY d.\"isSystem\" DESC, d.\"createdAt\" DESC, d.\"id\""
+        )
+    };
+}
+
+/// The page of a one-character search.
+pub const PUBLIC_PAGE_PREFIX1_SQL: &str = public_page_prefix_sql!(1);
+/// The page of a two-character search.
+pub const PUBLIC_PAGE_PREFIX2_SQL: &str = public_page_prefix_sql!(2);
+
 /// One page of public companions, platform-owned first, newest first.
 pub async fn list_public_page(
     client: &impl Querier,
     filter: &PageFilter,
 ) -> Result<Vec<CompanionCard>, DbError> {
+    if let Some(prefix) = filter.name_prefix() {
+        let sql = match prefix.chars().count() {
+            1 => PUBLIC_PAGE_PREFIX1_SQL,
+            _ => PUBLIC_PAGE_PREFIX2_SQL,
+        };
+        let rows = client
+            .query_typed(
+                sql,
+                &[
+                    (&filter.category_id, Type::TEXT),
+                    (&prefix, Type::TEXT),
+                    (&filter.limit, Type::INT8),
+                    (&filter.offset, Type::INT8),
+                ],
+            )
+            .await?;
+        return Ok(rows.iter().map(card).collect());
+    }
     let like = filter.like_fragment();
     let rows = client
         .query_typed(
@@ -186,10 +277,16 @@ pub async fn list_viewer_page(
     viewer_id: &str,
     system_user_id: &str,
 ) -> Result<Vec<ViewerCompanionCard>, DbError> {
-    let like = filter.like_fragment();
+    static PREFIX: std::sync::LazyLock<[String; 2]> =
+        std::sync::LazyLock::new(|| [1, 2].map(|n| with_prefix_match(VIEWER_PAGE_SQL, "$2", n)));
+    let (sql, pattern) = match filter.name_prefix() {
+        Some(prefix) => (prefix_variant(&PREFIX, prefix), Some(prefix.to_owned())),
+        None => (VIEWER_PAGE_SQL, filter.like_fragment()),
+    };
+    let like = pattern;
     let rows = client
         .query_typed(
-            VIEWER_PAGE_SQL,
+            sql,
             &[
                 (&filter.category_id, Type::TEXT),
                 (&like, Type::TEXT),
@@ -225,12 +322,22 @@ pub async fn count_public(
         limit.as_millis().max(1)
     ))
     .await?;
-    let counted = tx
-        .query_typed(
-            "SELECT gcbb_count_dashboard($1, $2)",
-            &[(&filter.category_id, Type::TEXT), (&like, Type::TEXT)],
-        )
-        .await;
+    let counted = match filter.name_prefix() {
+        Some(prefix) => {
+            tx.query_typed(
+                "SELECT gcbb_count_dashboard_prefix($1, $2)",
+                &[(&filter.category_id, Type::TEXT), (&prefix, Type::TEXT)],
+            )
+            .await
+        }
+        None => {
+            tx.query_typed(
+                "SELECT gcbb_count_dashboard($1, $2)",
+                &[(&filter.category_id, Type::TEXT), (&like, Type::TEXT)],
+            )
+            .await
+        }
+    };
     match counted {
         Ok(rows) => {
             tx.commit().await?;
@@ -258,10 +365,27 @@ pub async fn count_own_adjustment(
     filter: &PageFilter,
     viewer_id: &str,
 ) -> Result<i64, DbError> {
-    let like = filter.like_fragment();
+    static PREFIX: std::sync::LazyLock<[String; 2]> =
+        std::sync::LazyLock::new(|| [1, 2].map(|n| with_prefix_match(OWN_ADJUSTMENT_SQL, "$3", n)));
+    let (sql, pattern) = match filter.name_prefix() {
+        Some(prefix) => (prefix_variant(&PREFIX, prefix), Some(prefix.to_owned())),
+        None => (OWN_ADJUSTMENT_SQL, filter.like_fragment()),
+    };
     let row = client
         .query_typed(
-            "SELECT \
+            sql,
+            &[
+                (&viewer_id, Type::TEXT),
+                (&filter.category_id, Type::TEXT),
+                (&pattern, Type::TEXT),
+            ],
+        )
+        .await?;
+    Ok(row.first().map(|r| r.get(0)).unwrap_or(0))
+}
+
+/// The SQL of [`count_own_adjustment`].
+const OWN_ADJUSTMENT_SQL: &str = "SELECT \
                (SELECT count(*) FROM \"Companion\" c \
                 WHERE c.\"userId\" = $1 \
                   AND ($2::text IS NULL OR c.\"categoryId\" = $2) \
@@ -272,16 +396,7 @@ pub async fn count_own_adjustment(
                   AND NOT (c.\"private\" AND c.\"id\" IN \
                            (SELECT o.\"companionId\" FROM \"PrivacyPurgeOutbox\" o)) \
                   AND ($2::text IS NULL OR d.\"categoryId\" = $2) \
-                  AND ($3::text IS NULL OR d.\"name\" ILIKE '%' || $3 || '%'))",
-            &[
-                (&viewer_id, Type::TEXT),
-                (&filter.category_id, Type::TEXT),
-                (&like, Type::TEXT),
-            ],
-        )
-        .await?;
-    Ok(row.first().map(|r| r.get(0)).unwrap_or(0))
-}
+                  AND ($3::text IS NULL OR d.\"name\" ILIKE '%' || $3 || '%'))";
 
 /// A cheap estimate of the public count: the category's count as of the last refresh. Only for
 /// pages without a search: with one, see [`estimate_public_search`].
@@ -304,6 +419,40 @@ pub async fn estimate_public_search(
     client: &impl Querier,
     filter: &PageFilter,
 ) -> Result<i64, DbError> {
+    if let Some(prefix) = filter.name_prefix() {
+        let one = prefix.chars().count() == 1;
+        let plan = match &filter.category_id {
+            None => {
+                let sql = if one {
+                    COUNT_PREFIX1_SQL
+                } else {
+                    COUNT_PREFIX2_SQL
+                };
+                client
+                    .query_typed(
+                        &format!("EXPLAIN (FORMAT JSON) {sql}"),
+                        &[(&prefix, Type::TEXT)],
+                    )
+                    .await?
+            }
+            Some(category) => {
+                let sql = if one {
+                    COUNT_PREFIX1_IN_CATEGORY_SQL
+                } else {
+                    COUNT_PREFIX2_IN_CATEGORY_SQL
+                };
+                client
+                    .query_typed(
+                        &format!("EXPLAIN (FORMAT JSON) {sql}"),
+                        &[(category, Type::TEXT), (&prefix, Type::TEXT)],
+                    )
+                    .await?
+            }
+        };
+        let plan: serde_json::Value = plan.first().map(|r| r.get(0)).unwrap_or_default();
+        let bound = estimate_public(client, filter).await?;
+        return Ok(rows_counted(&plan).min(bound));
+    }
     let Some(like) = filter.like_fragment() else {
         return estimate_public(client, filter).await;
     };
@@ -360,6 +509,30 @@ pub const COUNT_SEARCH_IN_CATEGORY_SQL: &str = "SELECT count(*) FROM \"Companion
 pub const COUNT_FUNCTION: super::hot::FunctionQueries = super::hot::FunctionQueries {
     function: "gcbb_count_dashboard",
     runs: &[COUNT_SEARCH_SQL, COUNT_SEARCH_IN_CATEGORY_SQL],
+};
+
+/// What `gcbb_count_dashboard_prefix` runs for a one-character search in every category
+/// (migration `20261207000000_dashboard_short_search_count`), an index-only scan of
+/// `"CompanionDashboard_name_prefix1_idx"`.
+pub const COUNT_PREFIX1_SQL: &str =
+    "SELECT count(*) FROM \"CompanionDashboard\" WHERE lower(left(\"name\", 1)) = $1";
+/// … a two-character one.
+pub const COUNT_PREFIX2_SQL: &str =
+    "SELECT count(*) FROM \"CompanionDashboard\" WHERE lower(left(\"name\", 2)) = $1";
+/// … a one-character one within a category.
+pub const COUNT_PREFIX1_IN_CATEGORY_SQL: &str = "SELECT count(*) FROM \"CompanionDashboard\" WHERE \"categoryId\" = $1 AND lower(left(\"name\", 1)) = $2";
+/// … a two-character one within a category.
+pub const COUNT_PREFIX2_IN_CATEGORY_SQL: &str = "SELECT count(*) FROM \"CompanionDashboard\" WHERE \"categoryId\" = $1 AND lower(left(\"name\", 2)) = $2";
+
+/// The function that counts a short search's total, and what it runs.
+pub const COUNT_PREFIX_FUNCTION: super::hot::FunctionQueries = super::hot::FunctionQueries {
+    function: "gcbb_count_dashboard_prefix",
+    runs: &[
+        COUNT_PREFIX1_SQL,
+        COUNT_PREFIX2_SQL,
+        COUNT_PREFIX1_IN_CATEGORY_SQL,
+        COUNT_PREFIX2_IN_CATEGORY_SQL,
+    ],
 };
 
 /// A search as the hot queries sample it: a realistic name fragment that few companions match,
@@ -433,6 +606,44 @@ pub const HOT_QUERIES: &[super::hot::HotQuery] = {
             on_relation: "CompanionDashboard",
         },
         HotQuery {
+            name: "dashboard.public_page_two_letters",
+            sql: PUBLIC_PAGE_PREFIX2_SQL,
+            params: &[
+                HotParam::Text(None),
+                HotParam::Text(Some("le")),
+                HotParam::Int8(10),
+                HotParam::Int8(0),
+            ],
+            expects_index: "CompanionDashboard_name_prefix2_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
+            name: "dashboard.public_page_one_letter",
+            sql: PUBLIC_PAGE_PREFIX1_SQL,
+            params: &[
+                HotParam::Text(None),
+                HotParam::Text(Some("l")),
+                HotParam::Int8(10),
+                HotParam::Int8(0),
+            ],
+            expects_index: "CompanionDashboard_name_prefix1_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
+            name: "dashboard.count_two_letters",
+            sql: COUNT_PREFIX2_SQL,
+            params: &[HotParam::Text(Some("le"))],
+            expects_index: "CompanionDashboard_name_prefix2_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
+            name: "dashboard.count_one_letter",
+            sql: COUNT_PREFIX1_SQL,
+            params: &[HotParam::Text(Some("l"))],
+            expects_index: "CompanionDashboard_name_prefix1_idx",
+            on_relation: "CompanionDashboard",
+        },
+        HotQuery {
             name: "dashboard.count_search",
             sql: COUNT_SEARCH_SQL,
             params: &[HotParam::Text(Some(SAMPLE_SEARCH))],
@@ -477,6 +688,30 @@ mod tests {
         }}]);
         assert_eq!(rows_counted(&plan), 637);
         assert_eq!(rows_counted(&serde_json::Value::Null), 0);
+    }
+
+    #[test]
+    fn a_short_search_is_a_prefix_match_on_the_index_expression() {
+        let filter = |q: &str| PageFilter {
+            category_id: None,
+            name_contains: Some(q.to_owned()),
+            limit: 10,
+            offset: 0,
+        };
+        assert_eq!(filter("le").name_prefix(), Some("le"));
+        assert_eq!(filter("é").name_prefix(), Some("é"));
+        assert_eq!(filter("le").like_fragment(), None);
+        assert_eq!(filter("leo").name_prefix(), None);
+        assert_eq!(filter("le%").like_fragment().as_deref(), Some("le\\%"));
+        let sql = with_prefix_match(VIEWER_PAGE_SQL, "$2", 2);
+        assert!(!sql.contains("ILIKE"), "{sql}");
+        assert_eq!(sql.matches("lower(left(c.\"name\", 2)) = $2").count(), 2);
+        assert_eq!(sql.matches("OR lower(left(\"name\", 2)) = $2)").count(), 1);
+        let own = with_prefix_match(OWN_ADJUSTMENT_SQL, "$3", 1);
+        assert!(!own.contains("ILIKE"), "{own}");
+        assert!(own.contains("lower(left(d.\"name\", 1)) = $3"));
+        assert!(PUBLIC_PAGE_PREFIX1_SQL.contains("lower(left(\"name\", 1)) = $2"));
+        assert!(PUBLIC_PAGE_PREFIX2_SQL.contains("lower(left(c.\"name\", 2)) = $2"));
     }
 
     #[test]

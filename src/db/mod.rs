@@ -59,5 +59,8 @@ pub fn hot_writes() -> Vec<&'static hot::HotWrite> {
 
 /// The database functions that run hot queries of their own (see [`hot::FunctionQueries`]).
 pub fn function_queries() -> Vec<&'static hot::FunctionQueries> {
-    vec![&companions::COUNT_FUNCTION]
+    vec![
+        &companions::COUNT_FUNCTION,
+        &companions::COUNT_PREFIX_FUNCTION,
+    ]
 }

@@ -27,7 +27,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
-use crate::config::CorsConfig;
+use crate::config::{CorsConfig, OriginPattern};
 use crate::platform::auth::has_credentials;
 use crate::platform::telemetry::RouteName;
 
@@ -47,18 +47,21 @@ pub const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(2 * 60 * 60);
 #[derive(Debug, Clone, Default)]
 pub struct Cors {
     allowed: Arc<[String]>,
+    /// `https://*.example.com`-style entries: `*` is the rest of exactly one DNS label.
+    patterns: Arc<[OriginPattern]>,
 }
 
 impl Cors {
     pub fn new(config: &CorsConfig) -> Cors {
         Cors {
             allowed: config.allowed_origins.clone().into(),
+            patterns: config.allowed_patterns.clone().into(),
         }
     }
 
     /// False when no origin is allowed (same-origin only): the layer then changes nothing.
     pub fn is_enabled(&self) -> bool {
-        !self.allowed.is_empty()
+        !self.allowed.is_empty() || !self.patterns.is_empty()
     }
 
     /// The request's `Origin` when it is one of the allowed ones. Browsers send an origin
@@ -69,10 +72,15 @@ impl Cors {
         if origins.next().is_some() {
             return None;
         }
-        self.allowed
+        let exact = self
+            .allowed
             .iter()
-            .any(|a| a.as_bytes() == origin.as_bytes())
-            .then(|| origin.clone())
+            .any(|a| a.as_bytes() == origin.as_bytes());
+        let matched = exact
+            || origin
+                .to_str()
+                .is_ok_and(|o| self.patterns.iter().any(|p| p.matches(o)));
+        matched.then(|| origin.clone())
     }
 }
 
@@ -225,6 +233,7 @@ mod tests {
     fn cors() -> Cors {
         Cors::new(&CorsConfig {
             allowed_origins: vec![APP.into(), "http://localhost:5173".into()],
+            ..CorsConfig::default()
         })
     }
 

@@ -302,3 +302,54 @@ mod tests {
         }
     }
 }
+
+/// The headers `public/` is served with, by `gcbb dev` and (from `vercel.json`'s `headers`) by
+/// Vercel: a Content-Security-Policy that lets the page load only its own scripts, styles and
+/// API, and images only from itself and the avatar hosts; no MIME sniffing; no framing.
+pub fn static_file_headers(
+    avatar_hosts: &crate::config::AvatarHosts,
+) -> [(&'static str, String); 3] {
+    [
+        (
+            "content-security-policy",
+            content_security_policy(avatar_hosts),
+        ),
+        ("x-content-type-options", "nosniff".to_owned()),
+        // Older browsers that don't know frame-ancestors.
+        ("x-frame-options", "DENY".to_owned()),
+    ]
+}
+
+/// The page's Content-Security-Policy, with `img-src` limited to `avatar_hosts`.
+pub fn content_security_policy(avatar_hosts: &crate::config::AvatarHosts) -> String {
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: {}; \
+         connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'",
+        avatar_hosts.csp_sources().join(" ")
+    )
+}
+
+#[cfg(test)]
+mod static_header_tests {
+    use super::*;
+    use crate::config::AvatarHosts;
+    use crate::routes::VercelJson;
+
+    #[test]
+    fn vercel_json_serves_public_with_the_headers_gcbb_dev_sends_for_the_default_hosts() {
+        let vercel = VercelJson::embedded();
+        for (name, value) in static_file_headers(&AvatarHosts::default()) {
+            assert_eq!(
+                vercel.header_value(name).as_deref(),
+                Some(value.as_str()),
+                "{name}"
+            );
+        }
+        let csp = content_security_policy(&AvatarHosts::default());
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert!(csp.contains(
+            "img-src 'self' data: https://img.clerk.com https://images.clerk.dev https://res.cloudinary.com;"
+        ));
+    }
+}

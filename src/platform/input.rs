@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use axum::http::{HeaderMap, Uri};
+use axum::http::Uri;
 
 use crate::platform::error::ApiError;
 
@@ -238,23 +238,6 @@ impl HistoryPage {
     }
 }
 
-/// The client's address as Vercel reports it (`x-forwarded-for`'s first entry, else
-/// `x-real-ip`); anonymous rate limits key on it.
-pub fn client_address(headers: &HeaderMap) -> String {
-    let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= 64)
-            .map(str::to_owned)
-    };
-    first("x-forwarded-for")
-        .or_else(|| first("x-real-ip"))
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,13 +373,5 @@ mod tests {
             param_of(HistoryPage::parse(&query(&[("before", "x;y")])).unwrap_err()),
             "before"
         );
-    }
-
-    #[test]
-    fn the_first_forwarded_address_is_the_client() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
-        assert_eq!(client_address(&h), "203.0.113.9");
-        assert_eq!(client_address(&HeaderMap::new()), "unknown");
     }
 }

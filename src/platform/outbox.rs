@@ -45,7 +45,9 @@ pub async fn drain(app: &App) -> Result<usize, DrainError> {
             .collect();
         tags.sort();
         tags.dedup();
-        if !app.cdn.purge_with_retry(Purge::Delete, tags).await {
+        // Coalesced with the other drains of this process: a burst of hides (each PATCH drains
+        // after its response) spends one request.
+        if !app.cdn.purge_coalesced(Purge::Delete, tags).await {
             // Dropping the transaction rolls the claim back: the rows stay pending.
             return Err(DrainError::Purge(claimed.len()));
         }

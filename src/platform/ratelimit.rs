@@ -1,17 +1,18 @@
 //! The rate-limit check routes make before doing work: signed-in viewers by user id, anonymous
-//! ones by client address, a sliding window on the shared cache (per-process when the cache is
+//! ones by client bucket ([`crate::platform::client`]: an IPv4 address, an IPv6 /64, found
+//! through the proxies `TRUSTED_PROXY` names), a sliding window on the shared cache (per-process when the cache is
 //! down). Over the limit is an [`ApiError::TooManyRequests`]; under it, the response carries
 //! `X-RateLimit-*` like the 429 does.
 
-use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::Response;
 
 use crate::cache::ratelimit::Decision;
 use crate::config::RateLimit;
 use crate::platform::app::App;
 use crate::platform::auth::Viewer;
+use crate::platform::client::{client_key, ClientKey};
 use crate::platform::error::{insert_ratelimit_headers, ApiError};
-use crate::platform::input::client_address;
 
 /// A route's limits: its name (keys are per route) and the window for each kind of viewer;
 /// `anonymous: None` leaves anonymous requests unlimited (the CDN fronts them).
@@ -49,17 +50,43 @@ pub fn apply(allowed: Option<Allowed>, response: Response) -> Response {
     }
 }
 
+/// The client's bucket, as an extractor: read from the request under the app's
+/// `TRUSTED_PROXY` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client(pub ClientKey);
+
+impl Client {
+    pub fn of(
+        app: &App,
+        headers: &axum::http::HeaderMap,
+        extensions: &axum::http::Extensions,
+    ) -> Client {
+        Client(client_key(&app.config.trusted_proxy, headers, extensions))
+    }
+}
+
+impl axum::extract::FromRequestParts<std::sync::Arc<App>> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &std::sync::Arc<App>,
+    ) -> Result<Client, Self::Rejection> {
+        Ok(Client::of(app, &parts.headers, &parts.extensions))
+    }
+}
+
 /// Checks the viewer's limit on `limit.route`: 429 (with `Retry-After` and `X-RateLimit-*`)
 /// when over it. `None` when the route doesn't limit this kind of viewer.
 pub async fn check(
     app: &App,
     limit: RouteLimit,
     viewer: &Viewer,
-    headers: &HeaderMap,
+    client: &Client,
 ) -> Result<Option<Allowed>, ApiError> {
     let (subject, window) = match (viewer, limit.anonymous) {
         (Viewer::User { user_id }, _) => (format!("user:{user_id}"), limit.signed_in),
-        (Viewer::Anonymous, Some(window)) => (format!("ip:{}", client_address(headers)), window),
+        (Viewer::Anonymous, Some(window)) => (format!("ip:{}", client.0), window),
         (Viewer::Anonymous, None) => return Ok(None),
     };
     let decision = app

@@ -505,18 +505,40 @@ async fn a_kid_still_unknown_after_refetch_is_401() {
 #[tokio::test]
 async fn made_up_kids_cannot_make_us_hammer_the_jwks_endpoint() {
     let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
-    let auth = server.auth(); // default minimum refetch interval
+    let auth = Arc::new(
+        server
+            .auth()
+            .with_jwks_min_refetch_interval(Duration::from_millis(800)),
+    );
     let good = sign(key_a(), Some("ins_a"), &clerk_claims());
     assert_eq!(auth.verify(&good).await.unwrap(), USER);
-    for i in 0..20 {
-        let token = sign(key_a(), Some(&format!("garbage_{i}")), &clerk_claims());
-        assert!(matches!(
-            auth.verify(&token).await,
-            Err(AuthError::UnknownKey)
-        ));
+    // Two waves of 20 made-up kids: each wave waits for the one refetch at the end of the
+    // interval, and is refused after it.
+    for wave in 0..2 {
+        let started = std::time::Instant::now();
+        let tokens = (0..20).map(|i| {
+            let token = sign(
+                key_a(),
+                Some(&format!("garbage_{wave}_{i}")),
+                &clerk_claims(),
+            );
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.verify(&token).await })
+        });
+        for outcome in futures_util::future::join_all(tokens).await {
+            assert!(matches!(outcome.unwrap(), Err(AuthError::UnknownKey)));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(server.hits(), 2 + wave, "one refetch per wave");
     }
-    assert_eq!(server.hits(), 1);
+    // A known key never waits for any of that.
+    let t = std::time::Instant::now();
     assert_eq!(auth.verify(&good).await.unwrap(), USER);
+    assert!(t.elapsed() < Duration::from_millis(200));
 }
 
 #[tokio::test]

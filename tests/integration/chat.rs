@@ -753,9 +753,9 @@ async fn the_anonymous_limit_holds_across_two_processes_sharing_redis() {
         .start()
         .await;
     let second = app.another_instance().await;
-    // A fresh documentation address per run.
+    // A fresh documentation /64 per run (a client's bucket is its /64).
     let client_ip = format!(
-        "2001:db8::{:x}, 10.0.0.1",
+        "2001:db8:{:x}::1, 10.0.0.1",
         uuid::Uuid::new_v4().as_u128() as u16
     );
     let mut statuses = Vec::new();
@@ -768,14 +768,16 @@ async fn the_anonymous_limit_holds_across_two_processes_sharing_redis() {
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
     // The count is in Redis, under the deployment's prefix.
+    // Counted in the client's bucket: its IPv6 /64.
     let first_address = client_ip.split(',').next().unwrap();
+    let bucket = gcbb::platform::client::ClientKey::of(first_address.parse().unwrap());
     let counter = app
         .app
         .cache
         .keyspace()
         .entry(&gcbb::cache::keys::rate_limit(
             "chat",
-            &format!("ip:{first_address}"),
+            &format!("ip:{bucket}"),
         ));
     let stored = app
         .redis_keys(&format!(
@@ -823,7 +825,8 @@ async fn with_redis_down_a_per_process_limiter_takes_over_and_says_so() {
     let mut headers = HeaderMap::new();
     headers.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
     let limit = gcbb::chat::chat_limit(&app.app);
-    match gcbb::platform::ratelimit::check(&app.app, limit, &Viewer::Anonymous, &headers).await {
+    let client = gcbb::platform::ratelimit::Client::of(&app.app, &headers, &Default::default());
+    match gcbb::platform::ratelimit::check(&app.app, limit, &Viewer::Anonymous, &client).await {
         Err(ApiError::TooManyRequests(decision)) => {
             assert!(decision.local, "{decision:?}");
             assert_eq!(decision.remaining, 0);

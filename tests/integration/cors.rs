@@ -43,6 +43,8 @@ async fn start_dev_with_cors(extra: &[(&str, String)]) -> (Server, crate::common
     let db = absent_db();
     let mut env: Vec<(&str, String)> = clerk_env().into_iter().collect();
     env.push(("CORS_ALLOWED_ORIGINS", format!("{APP}/, {LOCAL}")));
+    // The tests name their clients with X-Forwarded-For, as a proxy in front of gcbb dev would.
+    env.push(("DEV_TRUSTED_PROXIES", "127.0.0.1,::1".to_owned()));
     env.extend(extra.iter().cloned());
     let server = start_dev(&db, &env).await;
     (server, db)

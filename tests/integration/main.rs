@@ -15,6 +15,7 @@ mod drift;
 mod fast_path;
 mod front_end;
 mod group_chat;
+mod hardening;
 mod input;
 mod migrations;
 mod model_server;

@@ -692,6 +692,8 @@ async fn distinct_random_searches_deep_pages_and_made_up_categories_add_no_page_
     let app = TestApp::builder()
         .demo_data()
         .cache(CacheKind::Redis)
+        // 60 searches from one client: room for them under the anonymous search limit.
+        .env("RATE_LIMIT_SEARCH_REQUESTS", "1000")
         .start()
         .await;
     let shared = app.get("/api/dashboard/prefetch").send().await;

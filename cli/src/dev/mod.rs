@@ -60,6 +60,15 @@ pub struct DevArgs {
     /// Longest pause between two pieces of a request body, in ms.
     #[arg(long, env = "DEV_BODY_READ_TIMEOUT_MS", default_value_t = DEFAULT_BODY_READ_TIMEOUT_MS)]
     pub body_read_timeout_ms: u64,
+    /// A proxy in front of gcbb dev (an IP or a CIDR range; repeat or separate with commas)
+    /// whose `X-Forwarded-For` names the client for rate limits. Without one, every forwarding
+    /// header is ignored and the client is the connection's peer (whatever `TRUSTED_PROXY` says).
+    #[arg(
+        long = "trusted-proxy",
+        env = "DEV_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Responses smaller than this go uncompressed (tower-http's own default floor).
@@ -77,6 +86,28 @@ pub async fn run(args: DevArgs) -> ExitCode {
 
 async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let mut vars = dev_vars();
+    // gcbb dev trusts no proxy unless told on its own command line: a TRUSTED_PROXY meant for a
+    // deployment (vercel) would let any local client name itself.
+    let trusted: Vec<&str> = args
+        .trusted_proxies
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if trusted
+        .iter()
+        .any(|p| p.parse::<std::net::IpAddr>().is_err() && !p.contains('/'))
+    {
+        anyhow::bail!("--trusted-proxy takes IP addresses or CIDR ranges, not {trusted:?}");
+    }
+    vars.insert(
+        "TRUSTED_PROXY".into(),
+        if trusted.is_empty() {
+            "none".into()
+        } else {
+            trusted.join(",")
+        },
+    );
     let config = Config::from_vars(&vars)?;
     // With no Clerk key, gcbb dev signs tokens itself. The key is generated while the database
     // is prepared: RSA generation takes a noticeable moment.
@@ -119,7 +150,20 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     if let Some(signer) = &signer {
         outside_api = outside_api.merge(session::router(app.clone(), signer.clone()));
     }
-    let outside_api = outside_api.fallback_service(ServeDir::new(&args.public_dir));
+    let static_headers = Arc::new(static_header_values(&app.config.avatar_hosts, &vercel));
+    let outside_api = outside_api
+        .fallback_service(ServeDir::new(&args.public_dir))
+        .layer(axum::middleware::map_response(
+            move |mut response: axum::response::Response| {
+                let static_headers = static_headers.clone();
+                async move {
+                    for (name, value) in static_headers.iter() {
+                        response.headers_mut().insert(name.clone(), value.clone());
+                    }
+                    response
+                }
+            },
+        ));
     let service = gcbb::routes::service(app.clone(), &vercel, outside_api);
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
@@ -144,6 +188,33 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         eprintln!("background work still running after {drain_limit:?}; abandoned");
     }
     Ok(())
+}
+
+/// The headers of `public/` (a CSP limiting images to `AVATAR_HOSTS`, `nosniff`, no framing),
+/// set on everything served outside `/api/`. `vercel.json` carries the same for Vercel, built
+/// from the default hosts: a deployment that changes `AVATAR_HOSTS` changes it there too, and
+/// gcbb dev says so when they differ.
+fn static_header_values(
+    hosts: &gcbb::config::AvatarHosts,
+    vercel: &VercelJson,
+) -> Vec<(header::HeaderName, header::HeaderValue)> {
+    let csp = gcbb::platform::http::content_security_policy(hosts);
+    if vercel.header_value("content-security-policy").as_deref() != Some(csp.as_str()) {
+        eprintln!(
+            "note: vercel.json's Content-Security-Policy is not the one AVATAR_HOSTS makes \
+             ({}): on Vercel, avatars on the other hosts would not show",
+            hosts.describe()
+        );
+    }
+    gcbb::platform::http::static_file_headers(hosts)
+        .into_iter()
+        .filter_map(|(name, value)| {
+            Some((
+                header::HeaderName::from_static(name),
+                header::HeaderValue::from_str(&value).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Compression as Vercel's edge applies it: gzip or brotli by the client's `Accept-Encoding`,
@@ -276,9 +347,9 @@ pub async fn serve_connections<S>(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -290,7 +361,9 @@ pub async fn serve_connections<S>(
         };
         // Without TCP_NODELAY a streamed reply's first chunk waits behind Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(service.clone());
+        // The peer's address, for rate limits (`PeerAddr`: whose X-Forwarded-For counts).
+        let peer = axum::Extension(gcbb::platform::client::PeerAddr(peer.ip()));
+        let service = TowerToHyperService::new(tower::Layer::layer(&peer, service.clone()));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), service)
             .into_owned();
@@ -396,6 +469,7 @@ fn print_banner(
         }
     );
     println!("  auth        {auth}");
+    println!("  client      {}", c.trusted_proxy.describe());
     println!(
         "  cron        {}",
         if c.cron_secret.is_some() {

@@ -57,19 +57,32 @@ fn db_err(e: tokio_postgres::Error) -> MigrateError {
     MigrateError::Database(session::describe_pg_error(&e))
 }
 
-/// Waits at most `timeout` for Prisma's advisory lock. `lock_timeout` applies to advisory locks
-/// too, so the server does the waiting (no polling, and waiters queue fairly).
+/// How often a deploy waiting for Prisma's advisory lock asks for it again.
+pub const ADVISORY_LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// Waits at most `timeout` for Prisma's advisory lock, asking with `pg_try_advisory_lock` every
+/// [`ADVISORY_LOCK_POLL`] rather than waiting inside one `pg_advisory_lock` statement: a
+/// statement waiting holds a snapshot, and `CREATE INDEX CONCURRENTLY` in the deploy holding the
+/// lock waits for every older snapshot to end, so the two would wait for each other until one
+/// is killed as a deadlock. Between two tries this session holds nothing.
 pub async fn acquire_lock(client: &Client, timeout: Duration) -> Result<(), MigrateError> {
     set_lock_timeout(client, timeout).await?;
-    match client
-        .execute("SELECT pg_advisory_lock($1)", &[&ADVISORY_LOCK_KEY])
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if session::is_lock_timeout(&e) => Err(MigrateError::AdvisoryLockTimeout {
-            timeout_ms: timeout.as_millis(),
-        }),
-        Err(e) => Err(db_err(e)),
+    let started = std::time::Instant::now();
+    loop {
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&ADVISORY_LOCK_KEY])
+            .await
+            .map_err(db_err)?
+            .get(0);
+        if got {
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(MigrateError::AdvisoryLockTimeout {
+                timeout_ms: timeout.as_millis(),
+            });
+        }
+        tokio::time::sleep(ADVISORY_LOCK_POLL.min(timeout.saturating_sub(started.elapsed()))).await;
     }
 }
 

@@ -30,7 +30,7 @@ fn start(emulator: &Emulator, db: &Database, name: &str) -> Function {
 }
 
 /// Starts `gcbb-<name>` with variables over the common ones.
-fn start_with(
+pub(crate) fn start_with(
     emulator: &Emulator,
     db: &Database,
     name: &str,

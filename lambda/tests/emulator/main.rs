@@ -6,6 +6,7 @@
 //! printed, never asserted.
 
 mod adapter;
+mod client;
 mod functions;
 mod harness;
 #[allow(dead_code)] // the signing key itself is the integration tests' business

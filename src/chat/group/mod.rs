@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::Uri;
 use axum::response::Response;
 use axum::routing::{get, MethodRouter};
 use axum::Extension;
@@ -42,7 +42,7 @@ use crate::platform::background::Background;
 use crate::platform::error::{ApiError, ApiResult};
 use crate::platform::http::{optional_json_body, BodyLimit, JsonBody};
 use crate::platform::input::{HistoryPage, Id, Prompt, Query};
-use crate::platform::ratelimit;
+use crate::platform::ratelimit::{self, Client};
 use events::group_stream;
 use responders::{context_for, demo_context_for, pick_demo_responder, pick_responders};
 
@@ -118,11 +118,11 @@ async fn read(
     State(app): State<Arc<App>>,
     viewer: Viewer,
     uri: Uri,
-    headers: HeaderMap,
+    client: Client,
 ) -> ApiResult<Response> {
     match route_of(&uri) {
         Some(Route::Messages) => messages(app, viewer, uri).await,
-        Some(Route::Stream) => resume_replies(app, viewer, uri, headers).await,
+        Some(Route::Stream) => resume_replies(app, viewer, uri, client).await,
         _ => Err(wrong_route(&uri)),
     }
 }
@@ -133,12 +133,12 @@ async fn write(
     viewer: Viewer,
     bg: Background,
     uri: Uri,
-    headers: HeaderMap,
+    client: Client,
     request: Request,
 ) -> ApiResult<Response> {
     match route_of(&uri) {
-        Some(Route::Chat) => chat(app, viewer, bg, uri, headers, request).await,
-        Some(Route::Stop) => stop_replies(app, viewer, uri, headers, request).await,
+        Some(Route::Chat) => chat(app, viewer, bg, uri, &client, request).await,
+        Some(Route::Stop) => stop_replies(app, viewer, uri, &client, request).await,
         _ => Err(wrong_route(&uri)),
     }
 }
@@ -148,16 +148,16 @@ async fn chat(
     viewer: Viewer,
     bg: Background,
     uri: Uri,
-    headers: HeaderMap,
+    client: &Client,
     request: Request,
 ) -> ApiResult<Response> {
     let received = Instant::now();
     let group_id = Query::of(&uri).id("groupId")?;
     let JsonBody(body) = JsonBody::<PromptBody>::from_request(request, &()).await?;
     let prompt = body.into_prompt()?;
-    let allowed = ratelimit::check(&app, chat_limit(&app), &viewer, &headers).await?;
+    let allowed = ratelimit::check(&app, chat_limit(&app), &viewer, client).await?;
     journal::drain_soon(&app, &bg);
-    let target = group_target(&group_id, &viewer, &headers);
+    let target = group_target(&group_id, &viewer, client);
     let db = app.db.get().await?;
     let group = find_group(&db, &group_id).await?;
     let response = match access(&group, &viewer, &app.config.system_user_id)? {
@@ -178,11 +178,11 @@ async fn find_group(db: &PooledClient, id: &Id) -> ApiResult<GroupChat> {
         .ok_or(ApiError::NotFound)
 }
 
-fn group_target(group_id: &Id, viewer: &Viewer, headers: &HeaderMap) -> StreamTarget {
+fn group_target(group_id: &Id, viewer: &Viewer, client: &Client) -> StreamTarget {
     StreamTarget {
         scope: "group",
         chat_id: group_id.as_str().to_owned(),
-        viewer: viewer_key(viewer, headers),
+        viewer: viewer_key(viewer, client),
     }
 }
 
@@ -369,10 +369,10 @@ async fn resume_replies(
     app: Arc<App>,
     viewer: Viewer,
     uri: Uri,
-    headers: HeaderMap,
+    client: Client,
 ) -> ApiResult<Response> {
     let group_id = Query::of(&uri).id("groupId")?;
-    let target = group_target(&group_id, &viewer, &headers);
+    let target = group_target(&group_id, &viewer, &client);
     let (checked, stream) = tokio::join!(
         check_access(&app, &viewer, &group_id),
         find_stream(&app, &target)
@@ -390,7 +390,7 @@ async fn stop_replies(
     app: Arc<App>,
     viewer: Viewer,
     uri: Uri,
-    headers: HeaderMap,
+    client: &Client,
     request: Request,
 ) -> ApiResult<Response> {
     let group_id = Query::of(&uri).id("groupId")?;
@@ -401,7 +401,7 @@ async fn stop_replies(
         Err(e) => tracing::warn!(error = %e, "stop: access check failed; stopping anyway"),
         Ok(()) => {}
     }
-    let target = group_target(&group_id, &viewer, &headers);
+    let target = group_target(&group_id, &viewer, client);
     Ok(stopped_response(
         stop_stream(&app, &target, expected.as_ref()).await,
     ))

@@ -30,7 +30,7 @@ use crate::llm::{ModelEvent, Usage};
 use crate::platform::app::App;
 use crate::platform::auth::Viewer;
 use crate::platform::background::Background;
-use crate::platform::input::client_address;
+use crate::platform::ratelimit::Client;
 
 /// Whose stream, in which chat: the key of the viewer's pointer to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,10 +53,10 @@ impl StreamTarget {
 
 /// A viewer as streams tell them apart: a user by id, an anonymous viewer by address, the way
 /// the rate limiter does.
-pub fn viewer_key(viewer: &Viewer, headers: &axum::http::HeaderMap) -> String {
+pub fn viewer_key(viewer: &Viewer, client: &Client) -> String {
     match viewer {
         Viewer::User { user_id } => format!("u.{user_id}"),
-        Viewer::Anonymous => format!("ip.{}", client_address(headers)),
+        Viewer::Anonymous => format!("ip.{}", client.0),
     }
 }
 

@@ -6,10 +6,16 @@
 //!   at most the fetch's own timeout.
 //! - Known keys never wait: a request whose `kid` we hold is verified at once, even while a
 //!   refresh hangs.
-//! - Refetches are limited to one per `JWKS_MIN_REFETCH_INTERVAL` after a success, so tokens
-//!   with made-up `kid`s can't turn us into a load generator against Clerk; a failure is
-//!   remembered for `JWKS_RETRY_AFTER_FAILURE`, stamped when the fetch *ended*, so requests
-//!   arriving meanwhile answer 503 at once instead of each waiting for a fetch of its own.
+//! - Refetches are limited to one per `JWKS_MIN_REFETCH_INTERVAL` (a few seconds) after a
+//!   success, so tokens with made-up `kid`s can't turn us into a load generator against Clerk.
+//!   A token with an unknown `kid` that arrives sooner doesn't get a 401 for it: it waits for
+//!   the one refetch that starts when the interval is over (shared by every such request), then
+//!   verifies or fails. During a key rotation, the first tokens signed with the new key
+//!   arrive right after some other fetch as often as not; answering them 401 would sign their
+//!   users out.
+//! - A failure is remembered for `JWKS_RETRY_AFTER_FAILURE`, stamped when the fetch *ended*, so
+//!   requests arriving meanwhile answer 503 at once instead of each waiting for a fetch of its
+//!   own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,8 +28,9 @@ use serde::Deserialize;
 
 use super::AuthError;
 
-/// Shortest time between two fetches of the key set (after a successful fetch).
-pub const JWKS_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Shortest time between two fetches of the key set (after a successful fetch); an unknown
+/// `kid` arriving sooner waits for the fetch at the end of it.
+pub const JWKS_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(3);
 /// How long a failed fetch is remembered (requests meanwhile answer 503 without fetching):
 /// short, because until a fetch succeeds every signed-in request with an unknown key is 503.
 pub const JWKS_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
@@ -53,7 +60,8 @@ struct SharedKeys {
 
 #[derive(Default)]
 struct FetchState {
-    in_flight: Option<Flight>,
+    /// The fetch in flight (perhaps still waiting for its turn) and when it will have ended.
+    in_flight: Option<(Flight, Instant)>,
     /// When the last fetch ended, and whether it worked.
     last: Option<(Instant, bool)>,
 }
@@ -97,7 +105,7 @@ impl JwksKeys {
         if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
-        let flight = {
+        let (flight, done_by) = {
             let mut state = self.shared.fetch.lock().unwrap_or_else(|p| p.into_inner());
             // A fetch may have ended between the look-up above and taking the lock.
             if let Some(key) = self.cached(kid) {
@@ -106,21 +114,23 @@ impl JwksKeys {
             match &state.in_flight {
                 Some(flight) => flight.clone(),
                 None => {
+                    let mut delay = Duration::ZERO;
                     if let Some((ended, ok)) = state.last {
-                        let wait = if ok {
-                            self.min_refetch_interval
-                        } else {
-                            self.min_refetch_interval.min(JWKS_RETRY_AFTER_FAILURE)
-                        };
-                        if ended.elapsed() < wait {
-                            return Err(if ok {
-                                AuthError::UnknownKey
-                            } else {
-                                AuthError::KeysUnavailable
-                            });
+                        let since = ended.elapsed();
+                        if ok && since < self.min_refetch_interval {
+                            // Too soon to fetch again: this request waits for the fetch at
+                            // the end of the interval rather than hearing "unknown key".
+                            delay = self.min_refetch_interval - since;
+                        } else if !ok
+                            && since < self.min_refetch_interval.min(JWKS_RETRY_AFTER_FAILURE)
+                        {
+                            return Err(AuthError::KeysUnavailable);
                         }
                     }
-                    let flight = self.start_fetch();
+                    let flight = (
+                        self.start_fetch(delay),
+                        Instant::now() + delay + self.fetch_timeout,
+                    );
                     state.in_flight = Some(flight.clone());
                     flight
                 }
@@ -128,7 +138,8 @@ impl JwksKeys {
         };
         // The fetch is bounded by its own timeout; this bounds the wait even if the task were
         // never scheduled.
-        match tokio::time::timeout(self.fetch_timeout + Duration::from_millis(100), flight).await {
+        let deadline = tokio::time::Instant::from_std(done_by + Duration::from_millis(100));
+        match tokio::time::timeout_at(deadline, flight).await {
             Ok(Some(keys)) => keys.get(kid).cloned().ok_or(AuthError::UnknownKey),
             Ok(None) | Err(_) => Err(AuthError::KeysUnavailable),
         }
@@ -139,13 +150,17 @@ impl JwksKeys {
         keys.get(kid).cloned()
     }
 
-    /// Starts the one fetch on a task of its own, which records its outcome when it ends.
-    fn start_fetch(&self) -> Flight {
+    /// Starts the one fetch on a task of its own (after `delay`), which records its outcome
+    /// when it ends.
+    fn start_fetch(&self, delay: Duration) -> Flight {
         let http = self.http.clone();
         let url = self.url.clone();
         let timeout = self.fetch_timeout;
         let shared = Arc::clone(&self.shared);
         let task = tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let outcome = fetch_keys(&http, &url, timeout).await;
             let mut state = shared.fetch.lock().unwrap_or_else(|p| p.into_inner());
             state.in_flight = None;

@@ -131,6 +131,8 @@ impl TestAppBuilder {
             ("DATABASE_URL".into(), app_db_url),
             ("CACHE_KEY_PREFIX".into(), prefix.clone()),
             ("CRON_SECRET".into(), CRON_SECRET.into()),
+            // Requests sent in process stand for what Vercel forwards: its headers name the client.
+            ("TRUSTED_PROXY".into(), "vercel".into()),
         ]);
         vars.extend(clerk_env().map(|(k, v)| (k.to_owned(), v)));
         match &model {

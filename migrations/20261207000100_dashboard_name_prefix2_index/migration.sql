@@ -1,0 +1,5 @@
+-- Two-character searches: the read model by its lower-cased first two characters, in page
+-- order (see 20261207000000_dashboard_short_search_count). Built CONCURRENTLY, alone in its file.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS "CompanionDashboard_name_prefix2_idx"
+    ON "CompanionDashboard" (lower(left("name", 2)), "isSystem" DESC, "createdAt" DESC, "id")
+    INCLUDE ("categoryId", "name");
