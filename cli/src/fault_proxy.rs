@@ -1,7 +1,8 @@
 //! A TCP proxy that really breaks the network between a client and a server, for the
 //! resilience tests and the fault benchmarks: it forwards, black-holes (connections accepted,
 //! nothing forwarded either way), refuses (nothing listens on its port), cuts open connections,
-//! or makes each new connection wait before it reaches the server (a compute waking from zero).
+//! makes each new connection wait before it reaches the server (a compute waking from zero), or
+//! delays every answer (a slow database).
 //! Nothing in the code under test is told: it sees a network that really behaves so.
 
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub struct TcpProxy {
     mode: Arc<AtomicU8>,
     /// In `SLOW_CONNECT`, how long each new connection waits before it reaches upstream.
     connect_delay_ms: Arc<AtomicU64>,
+    /// Added to every answer from upstream (each round trip takes that much longer).
+    latency_ms: Arc<AtomicU64>,
     acceptor: Mutex<Option<JoinHandle<()>>>,
     pumps: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -36,6 +39,7 @@ impl TcpProxy {
             upstream,
             mode: Arc::new(AtomicU8::new(FORWARD)),
             connect_delay_ms: Arc::new(AtomicU64::new(0)),
+            latency_ms: Arc::new(AtomicU64::new(0)),
             acceptor: Mutex::new(None),
             pumps: Arc::new(Mutex::new(Vec::new())),
         };
@@ -47,11 +51,13 @@ impl TcpProxy {
         let listener = TcpListener::bind(self.addr).await.expect("bind the proxy");
         let (mode, upstream, pumps) = (self.mode.clone(), self.upstream, self.pumps.clone());
         let delay = self.connect_delay_ms.clone();
+        let latency = self.latency_ms.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let _ = client.set_nodelay(true);
                 let mode = mode.clone();
                 let delay = delay.clone();
+                let latency = latency.clone();
                 let pump = tokio::spawn(async move {
                     if mode.load(Ordering::SeqCst) == SLOW_CONNECT {
                         let ms = delay.load(Ordering::SeqCst);
@@ -63,7 +69,10 @@ impl TcpProxy {
                     let _ = server.set_nodelay(true);
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    tokio::join!(pump(cr, sw, mode.clone()), pump(sr, cw, mode));
+                    tokio::join!(
+                        pump(cr, sw, mode.clone(), None),
+                        pump(sr, cw, mode, Some(latency))
+                    );
                 });
                 pumps.lock().unwrap().push(pump);
             }
@@ -71,9 +80,17 @@ impl TcpProxy {
         *self.acceptor.lock().unwrap() = Some(task);
     }
 
-    /// Forwards everything again (listening again if it was refusing). Connections that lived
+    /// Every answer from upstream arrives `latency` late (a slow database or a long way to it):
+    /// new and open connections alike, until [`TcpProxy::forward`].
+    pub fn slow_link(&self, latency: std::time::Duration) {
+        self.latency_ms
+            .store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Forwards everything again (listening again if it was refusing), with no added latency. Connections that lived
     /// through a black hole lost what was sent meanwhile, as on a real network that dropped it.
     pub async fn forward(&self) {
+        self.latency_ms.store(0, Ordering::SeqCst);
         let was = self.mode.swap(FORWARD, Ordering::SeqCst);
         if was == REFUSE {
             self.listen().await;
@@ -138,6 +155,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mode: Arc<AtomicU8>,
+    latency_ms: Option<Arc<AtomicU64>>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -145,6 +163,11 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if let Some(ms) = latency_ms.as_ref().map(|l| l.load(Ordering::SeqCst)) {
+            if ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+        }
         // In a black hole what was read is dropped, never delivered.
         if mode.load(Ordering::SeqCst) != BLACK_HOLE && to.write_all(&buf[..n]).await.is_err() {
             return;
