@@ -9,7 +9,7 @@
 //! | platform | [`platform`] | the Vercel runtime adapter, background work, routing helpers, CORS, the one error type, request parsing, auth, telemetry, the process's shared state |
 //! | infrastructure | [`db`], [`cache`], [`cdn`], [`llm`], [`config`], [`ip`] | Postgres queries beside their SQL, the cache backends, CDN tags and purges, the model client, configuration from the environment, IP ranges |
 //!
-//! A shim in `api/` is one line: `gcbb::platform::runtime::serve(&gcbb::routes::CHAT)`.
+//! A shim in `api/` is one line: `gcbb::platform::runtime::serve(&gcbb::routes::CHAT_STREAM)`.
 
 pub mod routes;
 

@@ -35,12 +35,12 @@ pub const HEALTH: Function = Function {
     name: "health",
     router: crate::health::router,
 };
-pub const DASHBOARD: Function = Function {
-    name: "dashboard",
+pub const DASHBOARD_PREFETCH: Function = Function {
+    name: "dashboard-prefetch",
     router: crate::dashboard::router,
 };
-pub const CHAT: Function = Function {
-    name: "chat",
+pub const CHAT_STREAM: Function = Function {
+    name: "chat-stream",
     router: crate::chat::router,
 };
 pub const GROUP_CHAT: Function = Function {
@@ -51,13 +51,20 @@ pub const COMPANION: Function = Function {
     name: "companion",
     router: crate::companion::router,
 };
-pub const REFRESH: Function = Function {
-    name: "refresh",
+pub const CRON_REFRESH: Function = Function {
+    name: "cron-refresh",
     router: crate::refresh::router,
 };
 
 /// All functions, in the order `gcbb dev` prints them.
-pub const FUNCTIONS: &[Function] = &[HEALTH, DASHBOARD, CHAT, GROUP_CHAT, COMPANION, REFRESH];
+pub const FUNCTIONS: &[Function] = &[
+    HEALTH,
+    DASHBOARD_PREFETCH,
+    CHAT_STREAM,
+    GROUP_CHAT,
+    COMPANION,
+    CRON_REFRESH,
+];
 
 /// The parts of `vercel.json` that routing needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -327,7 +334,7 @@ mod tests {
     #[test]
     fn a_rewrite_appends_its_parameter_to_the_query() {
         let (f, uri) = resolve("/api/chat/abc%20d?x=1").unwrap();
-        assert_eq!(f, "chat");
+        assert_eq!(f, "chat-stream");
         assert_eq!(uri.path(), "/api/chat/abc%20d");
         assert_eq!(uri.query(), Some("x=1&chatId=abc+d"));
     }
@@ -343,7 +350,10 @@ mod tests {
         assert!(resolve("/api/").is_none());
         // An empty id reaches the function itself, which asks for the missing parameter.
         let (f, uri) = resolve("/api/chat/").unwrap();
-        assert_eq!((f.as_str(), uri.query()), ("chat", None));
+        assert_eq!((f.as_str(), uri.query()), ("chat-stream", None));
+        // The AI SDK's default route, the companion named in the body.
+        let (f, uri) = resolve("/api/chat").unwrap();
+        assert_eq!((f.as_str(), uri.query()), ("chat-stream", None));
     }
 
     #[test]

@@ -300,7 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_path_the_function_does_not_serve_is_our_json_404() {
-        let chat = function("chat", gcbb::chat::router);
+        let chat = function("chat-stream", gcbb::chat::router);
         let get = event(
             "GET",
             "/api/dashboard/prefetch",
@@ -317,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_chat_router_reads_its_id_from_the_real_path() {
-        let chat = function("chat", gcbb::chat::router);
+        let chat = function("chat-stream", gcbb::chat::router);
         let json = serde_json::json!({"content-type": "application/json"});
         // A bad id in the path is the same 400 naming `chatId` as on Vercel...
         let post = event(
@@ -340,7 +340,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_refresh_over_http_still_needs_its_secret() {
-        let refresh = function("refresh", gcbb::refresh::router);
+        let refresh = function("cron-refresh", gcbb::refresh::router);
         let get = event("GET", "/api/cron/refresh", "", serde_json::json!({}), None);
         let (status, _) = answer(&refresh, &get).await;
         assert_eq!(status, 401);
@@ -348,7 +348,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_schedule_runs_the_refresh_without_a_secret_and_fails_with_it() {
-        let refresh = function("refresh", gcbb::refresh::router);
+        let refresh = function("cron-refresh", gcbb::refresh::router);
         let schedule = r#"{"version":"0","id":"1","detail-type":"Scheduled Event","source":"aws.events","account":"1","time":"2026-11-28T23:00:00Z","region":"eu-west-1","resources":[],"detail":{}}"#;
         // Past the secret, to the database, which is down here: the invocation fails, so
         // EventBridge retries it.
@@ -358,7 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_function_no_cron_reaches_refuses_schedules_and_other_events() {
-        let chat = function("chat", gcbb::chat::router);
+        let chat = function("chat-stream", gcbb::chat::router);
         let schedule = r#"{"version":"0","id":"1","detail-type":"Scheduled Event","source":"aws.events","account":"1","time":"2026-11-28T23:00:00Z","region":"eu-west-1","resources":[],"detail":{}}"#;
         let err = chat.answer(lambda_request(schedule)).await.unwrap_err();
         assert!(err.to_string().contains("takes no schedules"), "{err}");

@@ -10,7 +10,7 @@
 //! | [`invocation`] | background work (`wait_until`) tracked per invocation and awaited after the response, before the runtime asks for the next event |
 //! | [`schedule`] | EventBridge schedules, delivered to the function `vercel.json`'s cron reaches |
 //!
-//! A shim is one line: `gcbb_lambda::serve_streaming(&gcbb::routes::CHAT)`, naming the same
+//! A shim is one line: `gcbb_lambda::serve_streaming(&gcbb::routes::CHAT_STREAM)`, naming the same
 //! function (its name in `vercel.json`, its router) as its `api/*.rs` does.
 
 pub mod function;

@@ -230,7 +230,7 @@ mod tests {
         let rewrites = rewrites();
         for path in ["/", "/api", "/api/nope", "/api/chat/a/b", "/index.html"] {
             assert!(
-                route(&rewrites, "chat", &path.parse().unwrap()).is_none(),
+                route(&rewrites, "chat-stream", &path.parse().unwrap()).is_none(),
                 "{path}"
             );
         }

@@ -74,7 +74,7 @@ mod tests {
         "account": "123456789012",
         "time": "2026-11-28T23:00:00Z",
         "region": "eu-west-1",
-        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/gcbb-refresh"],
+        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/gcbb-cron-refresh"],
         "detail": {}
     }"#;
 
@@ -83,7 +83,7 @@ mod tests {
         let schedule = parse_schedule(SCHEDULED_EVENT.as_bytes()).unwrap();
         assert_eq!(
             schedule.schedule.as_deref(),
-            Some("arn:aws:events:eu-west-1:123456789012:rule/gcbb-refresh")
+            Some("arn:aws:events:eu-west-1:123456789012:rule/gcbb-cron-refresh")
         );
         let other_event = SCHEDULED_EVENT.replace("Scheduled Event", "Object Created");
         assert!(parse_schedule(other_event.as_bytes()).is_none());
@@ -98,12 +98,12 @@ mod tests {
         let vercel = VercelJson::embedded();
         let rewrites = Rewrites::new(&vercel);
         assert_eq!(
-            find_cron_path(&vercel, &rewrites, "refresh").as_deref(),
+            find_cron_path(&vercel, &rewrites, "cron-refresh").as_deref(),
             Some("/api/cron/refresh")
         );
         for function in gcbb::routes::FUNCTIONS
             .iter()
-            .filter(|f| f.name != "refresh")
+            .filter(|f| f.name != "cron-refresh")
         {
             assert_eq!(find_cron_path(&vercel, &rewrites, function.name), None);
         }

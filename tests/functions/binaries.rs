@@ -28,7 +28,7 @@ async fn error_code(resp: reqwest::Response) -> (u16, String) {
 
 #[tokio::test]
 async fn the_dashboard_function_validates_its_parameters_on_the_public_path() {
-    let server = start(env!("CARGO_BIN_EXE_dashboard")).await;
+    let server = start(env!("CARGO_BIN_EXE_dashboard-prefetch")).await;
     let resp = reqwest::get(server.url("/api/dashboard/prefetch?pageSize=51"))
         .await
         .unwrap();
@@ -38,7 +38,7 @@ async fn the_dashboard_function_validates_its_parameters_on_the_public_path() {
 
 #[tokio::test]
 async fn the_chat_function_refuses_a_body_that_is_not_json() {
-    let server = start(env!("CARGO_BIN_EXE_chat")).await;
+    let server = start(env!("CARGO_BIN_EXE_chat-stream")).await;
     let resp = reqwest::Client::new()
         .post(server.url("/api/chat/some-companion?chatId=some-companion"))
         .header("content-type", "text/plain")
@@ -77,7 +77,7 @@ async fn the_companion_function_refuses_an_anonymous_edit() {
 
 #[tokio::test]
 async fn the_cron_function_refuses_every_call_without_its_secret() {
-    let server = start(env!("CARGO_BIN_EXE_refresh")).await;
+    let server = start(env!("CARGO_BIN_EXE_cron-refresh")).await;
     let resp = reqwest::get(server.url("/api/cron/refresh")).await.unwrap();
     let (status, _) = error_code(resp).await;
     assert_eq!(status, 401);

@@ -22,8 +22,9 @@ const EVIL: &str = "https://evil.example";
 /// Each public route and the methods it serves (README's route table): what its preflight must
 /// allow, and nothing else. Every `vercel.json` rewrite is here, plus the one function reached
 /// by its own path.
-const ROUTE_METHODS: [(&str, &str); 11] = [
+const ROUTE_METHODS: [(&str, &str); 12] = [
     ("/api/dashboard/prefetch", "GET, HEAD"),
+    ("/api/chat", "GET, HEAD, POST"),
     ("/api/chat/:chatId", "GET, HEAD, POST"),
     ("/api/chat/:chatId/stream", "GET, HEAD"),
     ("/api/chat/:chatId/stop", "POST"),

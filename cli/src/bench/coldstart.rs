@@ -43,12 +43,12 @@ const PROBES: &[Probe] = &[
         path: "/api/health",
     },
     Probe {
-        function: "dashboard",
+        function: "dashboard-prefetch",
         method: "GET",
         path: "/api/dashboard/prefetch",
     },
     Probe {
-        function: "chat",
+        function: "chat-stream",
         method: "GET",
         path: "/api/chat/c1?chatId=c1",
     },
@@ -63,7 +63,7 @@ const PROBES: &[Probe] = &[
         path: "/api/companion/c1?companionId=c1",
     },
     Probe {
-        function: "refresh",
+        function: "cron-refresh",
         method: "GET",
         path: "/api/cron/refresh",
     },

@@ -55,8 +55,8 @@ async fn behind_cloudfront_each_viewer_is_its_own_bucket_and_an_ipv6_one_is_its_
         (WINDOW.0, WINDOW.1.to_owned()),
         ("TRUSTED_PROXY", "cloudfront".to_owned()),
     ];
-    let function = start_with(&emulator, &db, "dashboard", &limit);
-    let url = emulator.url("gcbb-dashboard", "/api/dashboard/prefetch");
+    let function = start_with(&emulator, &db, "dashboard-prefetch", &limit);
+    let url = emulator.url("gcbb-dashboard-prefetch", "/api/dashboard/prefetch");
 
     // Two IPv4 viewers behind the same edge (same sourceIp): a bucket each.
     let a = vec![Some("203.0.113.10:40001"); 6];
@@ -90,8 +90,8 @@ async fn without_trusted_proxy_the_address_aws_saw_counts_and_no_header_does() {
         ("RATE_LIMIT_SEARCH_REQUESTS", LIMIT.to_string()),
         (WINDOW.0, WINDOW.1.to_owned()),
     ];
-    let function = start_with(&emulator, &db, "dashboard", &limit);
-    let url = emulator.url("gcbb-dashboard", "/api/dashboard/prefetch");
+    let function = start_with(&emulator, &db, "dashboard-prefetch", &limit);
+    let url = emulator.url("gcbb-dashboard-prefetch", "/api/dashboard/prefetch");
     // Every request claims another viewer and another forwarded address; AWS saw one address.
     let claims: Vec<String> = (0..8).map(|i| format!("192.0.2.{i}:1000")).collect();
     let viewers: Vec<Option<&str>> = claims.iter().map(|v| Some(v.as_str())).collect();

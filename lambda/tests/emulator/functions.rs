@@ -38,11 +38,11 @@ pub(crate) fn start_with(
 ) -> Function {
     let binary = match name {
         "health" => env!("CARGO_BIN_EXE_gcbb-health"),
-        "dashboard" => env!("CARGO_BIN_EXE_gcbb-dashboard"),
-        "chat" => env!("CARGO_BIN_EXE_gcbb-chat"),
+        "dashboard-prefetch" => env!("CARGO_BIN_EXE_gcbb-dashboard-prefetch"),
+        "chat-stream" => env!("CARGO_BIN_EXE_gcbb-chat-stream"),
         "group-chat" => env!("CARGO_BIN_EXE_gcbb-group-chat"),
         "companion" => env!("CARGO_BIN_EXE_gcbb-companion"),
-        "refresh" => env!("CARGO_BIN_EXE_gcbb-refresh"),
+        "cron-refresh" => env!("CARGO_BIN_EXE_gcbb-cron-refresh"),
         other => panic!("no function {other}"),
     };
     let mut env = environment(db);
@@ -127,15 +127,19 @@ async fn every_function_starts_under_the_emulator_and_answers_its_first_request(
     let client = reqwest::Client::new();
     let checks = [
         ("health", reqwest::Method::GET, "/api/health"),
-        ("dashboard", reqwest::Method::GET, "/api/dashboard/prefetch"),
-        ("chat", reqwest::Method::GET, "/api/chat/c1"),
+        (
+            "dashboard-prefetch",
+            reqwest::Method::GET,
+            "/api/dashboard/prefetch",
+        ),
+        ("chat-stream", reqwest::Method::GET, "/api/chat/c1"),
         (
             "group-chat",
             reqwest::Method::GET,
             "/api/group-chat/g1/messages",
         ),
         ("companion", reqwest::Method::PATCH, "/api/companion/c1"),
-        ("refresh", reqwest::Method::GET, "/api/cron/refresh"),
+        ("cron-refresh", reqwest::Method::GET, "/api/cron/refresh"),
     ];
     let mut figures = Vec::new();
     for (name, method, path) in checks {
@@ -193,9 +197,9 @@ async fn the_dashboard_answers_as_under_gcbb_dev_header_for_header_and_304s_its_
     let db = Database::with_demo_data().await;
     let emulator = Emulator::start().await;
     let dev = GcbbDev::start(&db).await;
-    let dashboard = start(&emulator, &db, "dashboard");
+    let dashboard = start(&emulator, &db, "dashboard-prefetch");
     let client = reqwest::Client::new();
-    let url = emulator.url("gcbb-dashboard", "/api/dashboard/prefetch");
+    let url = emulator.url("gcbb-dashboard-prefetch", "/api/dashboard/prefetch");
     let (status, headers, page) = get(&client, &url).await;
     assert_eq!(status, 200, "{page} {}", dashboard.output());
     let (_, dev_headers, dev_page) = get(&client, &dev.url("/api/dashboard/prefetch")).await;
@@ -248,20 +252,20 @@ async fn a_streamed_chat_reply_arrives_in_pieces_as_under_gcbb_dev() {
     // Every request comes from 127.0.0.1: room for the samples under the anonymous limit.
     let room = [("RATE_LIMIT_ANON_REQUESTS", "100".to_owned())];
     let dev = GcbbDev::start_with(&db, &room).await;
-    let chat = start_with(&emulator, &db, "chat", &room);
+    let chat = start_with(&emulator, &db, "chat-stream", &room);
     let client = reqwest::Client::new();
     let companion = public_companion(&db).await;
     let path = format!("/api/chat/{companion}");
     let ask = |url: String, prompt: &str| client.post(url).json(&json!({ "prompt": prompt }));
     // Warm both (the first request opens the database pool); every prompt differs, so no reply
     // is a replay of a cached one.
-    Streamed::read(ask(emulator.url("gcbb-chat", &path), "warm up")).await;
+    Streamed::read(ask(emulator.url("gcbb-chat-stream", &path), "warm up")).await;
     Streamed::read(ask(dev.url(&path), "warm up")).await;
 
     let (mut lambda_first, mut dev_first) = (Vec::new(), Vec::new());
     for i in 0..SAMPLES {
         let prompt = format!("hello there {i}");
-        let lambda = Streamed::read(ask(emulator.url("gcbb-chat", &path), &prompt)).await;
+        let lambda = Streamed::read(ask(emulator.url("gcbb-chat-stream", &path), &prompt)).await;
         assert_eq!(lambda.status, 200, "{}", chat.output());
         assert!(lambda.headers["content-type"]
             .to_str()
@@ -327,7 +331,7 @@ async fn group_chat_streams_its_events_through_a_function_url() {
 async fn a_signed_in_reply_is_stored_with_its_tokens_before_the_next_invocation() {
     let db = Database::with_demo_data().await;
     let emulator = Emulator::start().await;
-    let chat = start(&emulator, &db, "chat");
+    let chat = start(&emulator, &db, "chat-stream");
     let client = reqwest::Client::new();
     let companion = public_companion(&db).await;
     let user = "user_demo_1";
@@ -341,7 +345,7 @@ async fn a_signed_in_reply_is_stored_with_its_tokens_before_the_next_invocation(
 
     let reply = Streamed::read(
         client
-            .post(emulator.url("gcbb-chat", &path))
+            .post(emulator.url("gcbb-chat-stream", &path))
             .bearer_auth(&token)
             .json(&json!({ "prompt": "remember me" })),
     )
@@ -351,7 +355,7 @@ async fn a_signed_in_reply_is_stored_with_its_tokens_before_the_next_invocation(
     assert!(!text.is_empty());
 
     let (status, _, history) =
-        get_signed_in(&client, &emulator.url("gcbb-chat", &path), &token).await;
+        get_signed_in(&client, &emulator.url("gcbb-chat-stream", &path), &token).await;
     assert_eq!(status, 200, "{history}");
     let messages = history["messages"].as_array().unwrap();
     let last_two: Vec<(&str, &str)> = messages[messages.len() - 2..]
@@ -389,7 +393,7 @@ async fn a_reply_whose_client_went_away_is_stored_whole_before_the_next_invocati
     let db = Database::with_demo_data().await;
     let emulator = Emulator::start().await;
     let slow = [("LLM_SCRIPTED_CHUNK_DELAY_MS", "60".to_owned())];
-    let chat = start_with(&emulator, &db, "chat", &slow);
+    let chat = start_with(&emulator, &db, "chat-stream", &slow);
     let client = reqwest::Client::new();
     let companion = public_companion(&db).await;
     let user = "user_demo_2";
@@ -399,7 +403,7 @@ async fn a_reply_whose_client_went_away_is_stored_whole_before_the_next_invocati
     let full = reply_text(&[ChatMessage::new(Role::User, prompt)]);
 
     let mut resp = client
-        .post(emulator.url("gcbb-chat", &path))
+        .post(emulator.url("gcbb-chat-stream", &path))
         .bearer_auth(&token)
         .json(&json!({ "prompt": prompt }))
         .send()
@@ -412,7 +416,7 @@ async fn a_reply_whose_client_went_away_is_stored_whole_before_the_next_invocati
     drop(resp);
 
     let (status, _, history) =
-        get_signed_in(&client, &emulator.url("gcbb-chat", &path), &token).await;
+        get_signed_in(&client, &emulator.url("gcbb-chat-stream", &path), &token).await;
     assert_eq!(status, 200, "{history}");
     let messages = history["messages"].as_array().unwrap();
     let last_two: Vec<(&str, &str)> = messages[messages.len() - 2..]
@@ -434,9 +438,9 @@ async fn the_cron_refuses_a_call_without_its_secret_and_refreshes_with_it() {
     let db = Database::with_demo_data().await;
     let emulator = Emulator::start().await;
     let dev = GcbbDev::start(&db).await;
-    let refresh = start(&emulator, &db, "refresh");
+    let refresh = start(&emulator, &db, "cron-refresh");
     let client = reqwest::Client::new();
-    let url = emulator.url("gcbb-refresh", "/api/cron/refresh");
+    let url = emulator.url("gcbb-cron-refresh", "/api/cron/refresh");
     let (status, _, refused) = get(&client, &url).await;
     let (dev_status, _, dev_refused) = get(&client, &dev.url("/api/cron/refresh")).await;
     assert_eq!((status, &refused), (dev_status, &dev_refused));
@@ -462,8 +466,8 @@ async fn hostile_requests_through_a_function_url_are_refused_as_under_gcbb_dev()
     let emulator = Emulator::start().await;
     let room = [("RATE_LIMIT_ANON_REQUESTS", "100".to_owned())];
     let dev = GcbbDev::start_with(&db, &room).await;
-    let chat = start_with(&emulator, &db, "chat", &room);
-    let refresh = start(&emulator, &db, "refresh");
+    let chat = start_with(&emulator, &db, "chat-stream", &room);
+    let refresh = start(&emulator, &db, "cron-refresh");
     let client = reqwest::Client::new();
     let companion = public_companion(&db).await;
     let messages_before = db.number("SELECT count(*) FROM \"Message\"").await;
@@ -510,7 +514,7 @@ async fn hostile_requests_through_a_function_url_are_refused_as_under_gcbb_dev()
                 .body(body.clone())
                 .send()
         };
-        let lambda = send(emulator.url("gcbb-chat", &path)).await.unwrap();
+        let lambda = send(emulator.url("gcbb-chat-stream", &path)).await.unwrap();
         let local = send(dev.url(&path)).await.unwrap();
         let status = lambda.status().as_u16();
         assert_eq!(status, local.status().as_u16(), "{what}: {}", chat.output());
@@ -536,7 +540,7 @@ async fn hostile_requests_through_a_function_url_are_refused_as_under_gcbb_dev()
         "detail": {}
     });
     let resp = client
-        .get(emulator.url("gcbb-refresh", "/api/cron/refresh"))
+        .get(emulator.url("gcbb-cron-refresh", "/api/cron/refresh"))
         .json(&forged)
         .send()
         .await
@@ -550,7 +554,7 @@ async fn hostile_requests_through_a_function_url_are_refused_as_under_gcbb_dev()
 async fn an_eventbridge_schedule_runs_the_refresh_without_the_secret() {
     let db = Database::with_demo_data().await;
     let emulator = Emulator::start().await;
-    let refresh = start(&emulator, &db, "refresh");
+    let refresh = start(&emulator, &db, "cron-refresh");
     let health = start(&emulator, &db, "health");
     let client = reqwest::Client::new();
     let schedule = json!({
@@ -561,12 +565,12 @@ async fn an_eventbridge_schedule_runs_the_refresh_without_the_secret() {
         "account": "123456789012",
         "time": "2026-11-28T23:00:00Z",
         "region": "eu-west-1",
-        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/gcbb-refresh"],
+        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/gcbb-cron-refresh"],
         "detail": {}
     });
     let started = Instant::now();
     let resp = client
-        .post(emulator.invoke_url("gcbb-refresh"))
+        .post(emulator.invoke_url("gcbb-cron-refresh"))
         .json(&schedule)
         .send()
         .await

@@ -1,6 +1,0 @@
-//! Vercel function `api/chat`: a companion's streamed reply and the viewer's history with it (`gcbb::chat`).
-
-#[tokio::main]
-async fn main() -> Result<(), vercel_runtime::Error> {
-    gcbb::platform::runtime::serve(&gcbb::routes::CHAT).await
-}

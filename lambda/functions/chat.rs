@@ -1,6 +1,0 @@
-//! Lambda function `gcbb-chat` (response streaming): a companion's streamed reply and the viewer's history with it, the same router as `api/chat.rs` (`gcbb::chat`).
-
-#[tokio::main]
-async fn main() -> Result<(), gcbb_lambda::Error> {
-    gcbb_lambda::serve_streaming(&gcbb::routes::CHAT).await
-}
