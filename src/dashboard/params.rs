@@ -36,6 +36,16 @@ impl DashboardParams {
     }
 
     /// The default first page of a category (or of all): what the cron job snapshots.
+    pub fn first_page_of(category_id: Option<String>) -> Self {
+        DashboardParams {
+            category_id,
+            q: None,
+            page: 1,
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+
+    /// Whether this is a page the cron job snapshots ([`DashboardParams::first_page_of`]).
     pub fn is_snapshot_page(&self) -> bool {
         self.q.is_none() && self.page == 1 && self.page_size == DEFAULT_PAGE_SIZE
     }

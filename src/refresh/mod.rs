@@ -21,8 +21,8 @@ use subtle::ConstantTimeEq;
 use crate::cache::keys::{self, Area};
 use crate::cdn::{self, Purge};
 use crate::config::Secret;
-use crate::dashboard::{self, DashboardParams};
-use crate::db::{categories, privacy, read_model, DbError};
+use crate::dashboard;
+use crate::db::{privacy, read_model, DbError};
 use crate::platform::app::App;
 use crate::platform::background::Background;
 use crate::platform::error::{ApiError, UNAVAILABLE_RETRY_AFTER_SECS};
@@ -180,7 +180,13 @@ async fn run_steps(app: &Arc<App>, bg: &Background) -> Vec<Step> {
     steps.push(Step::new("bumpGeneration", t, bumped));
 
     let t = Instant::now();
-    let rebuilt = rebuild_snapshots(app).await;
+    let rebuilt = dashboard::snapshot::rebuild_all(app)
+        .await
+        .map(Some)
+        .map_err(|e| match e {
+            dashboard::snapshot::RebuildError::Db(e) => describe_db_error(e),
+            other => other.to_string(),
+        });
     steps.push(Step::new("rebuildSnapshots", t, rebuilt));
 
     // Purges owed for companions hidden since (by any writer), whatever failed before; then the
@@ -216,53 +222,6 @@ async fn run_steps(app: &Arc<App>, bg: &Background) -> Vec<Step> {
         });
     }
     steps
-}
-
-/// Writes the first page of "all" and of each category; `Ok(written)` only when every one
-/// reached the cache.
-async fn rebuild_snapshots(app: &Arc<App>) -> Result<Option<usize>, String> {
-    // Read now, not the process's recent view: snapshots are served by every instance, and one
-    // written under an epoch older than the database's would never be read anyway.
-    let epoch = app.privacy.read_now(app).await.map_err(describe_db_error)?;
-    let categories = async {
-        let client = app.db.get().await?;
-        categories::list_categories(&client).await
-    }
-    .await
-    .map_err(describe_db_error)?;
-    let mut written = 0;
-    let mut failed = 0;
-    let mut last_error = None;
-    for category_id in std::iter::once(None).chain(categories.into_iter().map(|c| Some(c.id))) {
-        let params = DashboardParams {
-            category_id: category_id.clone(),
-            q: None,
-            page: 1,
-            page_size: dashboard::params::DEFAULT_PAGE_SIZE,
-        };
-        let page = dashboard::build_anonymous_page(app, &params, &Default::default())
-            .await
-            .map_err(|e| format!("page build: {}", e.code()))?;
-        let key = keys::dashboard_snapshot(category_id.as_deref()).at_privacy_epoch(epoch);
-        match app
-            .cache
-            .put(&key, page.to_cached(), dashboard::SNAPSHOT_TTL)
-            .await
-        {
-            Ok(()) => written += 1,
-            Err(e) => {
-                failed += 1;
-                last_error = Some(e.kind());
-            }
-        }
-    }
-    match last_error {
-        None => Ok(Some(written)),
-        Some(kind) => Err(format!(
-            "cache: {kind}; {failed} of {} snapshots not written",
-            written + failed
-        )),
-    }
 }
 
 /// Writes the due journals of the reply journal; `Ok(written)` unless some still failed.
