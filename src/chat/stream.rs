@@ -191,8 +191,19 @@ struct Ended {
 
 /// One SSE `data:` event holding `value` as JSON.
 pub fn sse_event<T: Serialize>(value: &T) -> Bytes {
-    let json = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());
-    Bytes::from(format!("data: {json}\n\n"))
+    let mut out = Vec::new();
+    write_event(&mut out, value);
+    Bytes::from(out)
+}
+
+/// Appends one SSE `data:` event holding `value` as JSON to a batch being written: the one
+/// framing both streams (the UI-message stream and the group chat's) use.
+pub fn write_event<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    out.extend_from_slice(b"data: ");
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b"\n\n");
 }
 
 /// The end-of-stream marker both SSE formats send last.
@@ -212,9 +223,12 @@ where
         let batch = match read {
             Read::Batch(batch) => batch,
             Read::Cut => {
-                out.extend_from_slice(&sse_event(&UiChunk::Error {
-                    error_text: INTERRUPTED,
-                }));
+                write_event(
+                    &mut out,
+                    &UiChunk::Error {
+                        error_text: INTERRUPTED,
+                    },
+                );
                 out.extend_from_slice(SSE_DONE);
                 return Ok::<_, Infallible>(Bytes::from(out));
             }
@@ -225,13 +239,16 @@ where
                 Record::Message { id, .. } => {
                     text_id = format!("text-{texts}");
                     texts += 1;
-                    out.extend_from_slice(&sse_event(&UiChunk::Start { message_id: &id }));
-                    out.extend_from_slice(&sse_event(&UiChunk::TextStart { id: &text_id }));
+                    write_event(&mut out, &UiChunk::Start { message_id: &id });
+                    write_event(&mut out, &UiChunk::TextStart { id: &text_id });
                 }
-                Record::Text { t } => out.extend_from_slice(&sse_event(&UiChunk::TextDelta {
-                    id: &text_id,
-                    delta: &t,
-                })),
+                Record::Text { t } => write_event(
+                    &mut out,
+                    &UiChunk::TextDelta {
+                        id: &text_id,
+                        delta: &t,
+                    },
+                ),
                 Record::End {
                     status,
                     error,
@@ -239,28 +256,32 @@ where
                     pending,
                     ..
                 } => {
-                    out.extend_from_slice(&sse_event(&UiChunk::TextEnd { id: &text_id }));
+                    write_event(&mut out, &UiChunk::TextEnd { id: &text_id });
                     match error {
-                        Some(e) => {
-                            out.extend_from_slice(&sse_event(&UiChunk::Error { error_text: &e }))
-                        }
-                        None => out.extend_from_slice(&sse_event(&UiChunk::Finish {
-                            finish_reason: if status == ReplyStatus::Finished {
-                                "stop"
-                            } else {
-                                "other"
+                        Some(e) => write_event(&mut out, &UiChunk::Error { error_text: &e }),
+                        None => write_event(
+                            &mut out,
+                            &UiChunk::Finish {
+                                finish_reason: if status == ReplyStatus::Finished {
+                                    "stop"
+                                } else {
+                                    "other"
+                                },
+                                message_metadata: Ended {
+                                    status,
+                                    stored,
+                                    pending,
+                                },
                             },
-                            message_metadata: Ended {
-                                status,
-                                stored,
-                                pending,
-                            },
-                        })),
+                        ),
                     }
                 }
-                Record::Error { message } => out.extend_from_slice(&sse_event(&UiChunk::Error {
-                    error_text: &message,
-                })),
+                Record::Error { message } => write_event(
+                    &mut out,
+                    &UiChunk::Error {
+                        error_text: &message,
+                    },
+                ),
                 Record::Done => out.extend_from_slice(SSE_DONE),
             }
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Json;
@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::db::DbError;
 use crate::platform::app::App;
-use crate::platform::error::UNAVAILABLE_RETRY_AFTER_SECS;
+use crate::platform::error::report_unavailable;
 
 /// How long the database check may take before the function reports it unreachable.
 pub const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -51,10 +51,6 @@ struct Check {
 
 async fn health(State(app): State<Arc<App>>) -> Response {
     let (database, cache) = tokio::join!(check_database(&app), check_cache(&app));
-    let status = match (database.ok, cache.ok) {
-        (false, _) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::OK,
-    };
     let report = Report {
         status: match (database.ok, cache.ok) {
             (true, true) => "ok",
@@ -65,15 +61,10 @@ async fn health(State(app): State<Arc<App>>) -> Response {
         cache,
         version: env!("CARGO_PKG_VERSION"),
     };
-    let mut response =
-        (status, [(header::CACHE_CONTROL, "no-store")], Json(report)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
-        );
+    if !report.database.ok {
+        return report_unavailable(report);
     }
-    response
+    ([(header::CACHE_CONTROL, "no-store")], Json(report)).into_response()
 }
 
 async fn check_database(app: &App) -> Check {

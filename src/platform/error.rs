@@ -19,6 +19,20 @@ pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
 /// `Retry-After` of a 504 from the model: it was slow, not gone; give it a little longer.
 pub const MODEL_TIMEOUT_RETRY_AFTER_SECS: u64 = 5;
 
+/// A report whose verdict is "not working" (health, the cron run), as a 503 with `Retry-After`
+/// and `no-store`: the body says what failed, the status makes monitors and Vercel's cron log see
+/// it.
+pub fn report_unavailable(report: impl Serialize) -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(report)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+    );
+    response
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// A query parameter or body field is missing or out of range; `param` names it.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Extension, Json};
@@ -25,7 +25,7 @@ use crate::dashboard;
 use crate::db::{privacy, read_model, DbError};
 use crate::platform::app::App;
 use crate::platform::background::Background;
-use crate::platform::error::{ApiError, UNAVAILABLE_RETRY_AFTER_SECS};
+use crate::platform::error::{report_unavailable, ApiError};
 use crate::platform::outbox;
 use crate::platform::schedule::ScheduledInvocation;
 
@@ -144,12 +144,7 @@ async fn refresh(
         return Json(report).into_response();
     }
     // Non-2xx so Vercel's cron log shows the run as failed; the body says which step.
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(report)).into_response();
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
-    );
-    response
+    report_unavailable(report)
 }
 
 /// Every step, each run whatever the others did (a snapshot rebuild still helps when the

@@ -10,7 +10,9 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 
 use crate::chat::reply::journal::Record;
-use crate::chat::stream::{sse_event, streaming_response, until_done, Read, INTERRUPTED, SSE_DONE};
+use crate::chat::stream::{
+    sse_event, streaming_response, until_done, write_event, Read, INTERRUPTED, SSE_DONE,
+};
 use crate::db::messages::ReplyStatus;
 
 #[derive(Serialize)]
@@ -44,6 +46,11 @@ impl GroupEvent<'_> {
     pub fn encode(&self) -> Bytes {
         sse_event(self)
     }
+
+    /// Appends this event's SSE frame to a batch being written.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        write_event(out, self);
+    }
 }
 
 /// The events of a group stream, as an SSE response.
@@ -58,12 +65,10 @@ where
             let batch = match read {
                 Read::Batch(batch) => batch,
                 Read::Cut => {
-                    out.extend_from_slice(
-                        &GroupEvent::Error {
-                            message: INTERRUPTED,
-                        }
-                        .encode(),
-                    );
+                    GroupEvent::Error {
+                        message: INTERRUPTED,
+                    }
+                    .write_to(&mut out);
                     out.extend_from_slice(SSE_DONE);
                     return Ok::<_, std::convert::Infallible>(Bytes::from(out));
                 }
@@ -78,45 +83,37 @@ where
                         ..
                     } => {
                         companion = companion_id.unwrap_or_default();
-                        out.extend_from_slice(
-                            &GroupEvent::MessageStart {
-                                companion_id: &companion,
-                                name: name.as_deref().unwrap_or_default(),
-                                message_id: &id,
-                            }
-                            .encode(),
-                        );
-                    }
-                    Record::Text { t } => out.extend_from_slice(
-                        &GroupEvent::TextDelta {
+                        GroupEvent::MessageStart {
                             companion_id: &companion,
-                            delta: &t,
+                            name: name.as_deref().unwrap_or_default(),
+                            message_id: &id,
                         }
-                        .encode(),
-                    ),
+                        .write_to(&mut out);
+                    }
+                    Record::Text { t } => GroupEvent::TextDelta {
+                        companion_id: &companion,
+                        delta: &t,
+                    }
+                    .write_to(&mut out),
                     Record::End {
                         status,
                         error,
                         stored,
                         ..
                     } => {
-                        out.extend_from_slice(
-                            &GroupEvent::MessageEnd {
-                                companion_id: &companion,
-                                status,
-                                stored,
-                            }
-                            .encode(),
-                        );
+                        GroupEvent::MessageEnd {
+                            companion_id: &companion,
+                            status,
+                            stored,
+                        }
+                        .write_to(&mut out);
                         if let Some(message) = error {
                             tracing::warn!(message = %message, "group reply failed");
-                            out.extend_from_slice(
-                                &GroupEvent::Error { message: &message }.encode(),
-                            );
+                            GroupEvent::Error { message: &message }.write_to(&mut out);
                         }
                     }
                     Record::Error { message } => {
-                        out.extend_from_slice(&GroupEvent::Error { message: &message }.encode())
+                        GroupEvent::Error { message: &message }.write_to(&mut out)
                     }
                     Record::Done => out.extend_from_slice(SSE_DONE),
                 }
