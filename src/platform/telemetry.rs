@@ -25,7 +25,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::platform::log_format::{LogFormat, LogLayer};
 
-/// Default filter when `RUST_LOG` is unset: our own crates at info, libraries at warn.
+/// Default filter when `RUST_LOG` is unset or empty (`.env.example` ships it empty): our own
+/// crates at info, libraries at warn.
 pub const DEFAULT_LOG_FILTER: &str = "warn,gcbb=info,gcbb_cli=info";
 
 /// Log lines the writer thread may hold before a request thread waits for it (never drops).
@@ -48,6 +49,7 @@ static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::Worker
 pub fn init() {
     let filter = std::env::var("RUST_LOG")
         .ok()
+        .filter(|v| !v.trim().is_empty())
         .and_then(|v| Targets::from_str(&v).ok())
         .unwrap_or_else(|| {
             Targets::from_str(DEFAULT_LOG_FILTER).expect("the default filter parses")

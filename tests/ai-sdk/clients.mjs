@@ -212,7 +212,7 @@ for (const client of [CHAT, TEXT_CHAT]) {
   });
 }
 
-// README's advice for signed-in users: the server keeps the history, so send the new message only.
+// docs/api.md's advice for signed-in users: the server keeps the history, so send the new message only.
 await check(CHAT, "two turns, signed in, sending only the new message", async () => {
   const chat = new Chat({
     transport: new DefaultChatTransport({

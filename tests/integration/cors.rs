@@ -19,7 +19,7 @@ const APP: &str = "https://app.gcbb.test";
 const LOCAL: &str = "http://localhost:5173";
 const EVIL: &str = "https://evil.example";
 
-/// Each public route and the methods it serves (README's route table): what its preflight must
+/// Each public route and the methods it serves (docs/api.md's route table): what its preflight must
 /// allow, and nothing else. Every `vercel.json` rewrite is here, plus the one function reached
 /// by its own path.
 const ROUTE_METHODS: [(&str, &str); 12] = [
@@ -130,7 +130,7 @@ async fn every_vercel_json_route_answers_its_preflight_with_the_methods_it_serve
         .collect();
     assert_eq!(
         rewrites, listed,
-        "every vercel.json rewrite needs its methods in ROUTE_METHODS (and README's table)"
+        "every vercel.json rewrite needs its methods in ROUTE_METHODS (and docs/api.md's table)"
     );
 
     for (route, methods) in ROUTE_METHODS {

@@ -442,7 +442,7 @@ async fn two_stops_racing_the_natural_end_of_a_reply_leave_exactly_one_stored_re
 
 /// The producer on one instance, the resume and the stop on another sharing the cache: native
 /// Redis and Upstash (a real `gcbb upstash-proxy`). With the memory cache a second instance
-/// has nothing to replay (the README says so).
+/// has nothing to replay (docs/api.md says so).
 #[tokio::test]
 async fn a_reply_resumes_and_stops_on_another_instance_through_redis_and_upstash() {
     for kind in [CacheKind::Redis, CacheKind::Upstash] {
