@@ -38,6 +38,16 @@ pub const LOG_BUFFER_BYTES: usize = 64 * 1024;
 static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
     std::sync::Mutex::new(None);
 
+/// The filter `RUST_LOG` asks for; unset, empty or unparsable, [`DEFAULT_LOG_FILTER`].
+fn log_filter(rust_log: Option<&str>) -> Targets {
+    rust_log
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| Targets::from_str(v).ok())
+        .unwrap_or_else(|| {
+            Targets::from_str(DEFAULT_LOG_FILTER).expect("the default filter parses")
+        })
+}
+
 /// Installs the global subscriber once; later calls are no-ops (tests call it freely).
 ///
 /// Lines are formatted on the request's thread and written to stderr by a thread of their own
@@ -47,13 +57,7 @@ static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::Worker
 /// a platform can freeze the instance. The queue is not lossy: when it is full, requests wait.
 /// Colour codes only when stderr is a terminal, so logs captured to a file stay plain text.
 pub fn init() {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .and_then(|v| Targets::from_str(&v).ok())
-        .unwrap_or_else(|| {
-            Targets::from_str(DEFAULT_LOG_FILTER).expect("the default filter parses")
-        });
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let ansi = std::io::stderr().is_terminal();
     let format =
         LogFormat::parse(std::env::var("LOG_FORMAT").ok().as_deref()).unwrap_or_else(|| {
@@ -185,6 +189,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn an_empty_or_unset_rust_log_logs_our_crates_at_info() {
+        for value in [None, Some(""), Some("  "), Some("gcbb=nonsense=")] {
+            let filter = log_filter(value);
+            assert!(
+                filter.would_enable("gcbb::dashboard", &Level::INFO),
+                "{value:?}"
+            );
+            assert!(!filter.would_enable("hyper", &Level::INFO), "{value:?}");
+        }
+        assert!(!log_filter(Some("off")).would_enable("gcbb", &Level::ERROR));
+        assert!(log_filter(Some("warn,gcbb=debug")).would_enable("gcbb::chat", &Level::DEBUG));
+    }
 
     #[test]
     fn a_local_request_id_is_the_process_tag_and_a_counter() {
