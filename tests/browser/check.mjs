@@ -290,6 +290,11 @@ await check("the group chat streams two responders under their names", async () 
   await page.locator("#group-log li").first().waitFor(WAIT);
   const members = await page.textContent("#group-members");
   assert(/Sherlock/.test(members) && /Cleopatra/.test(members), members);
+  // The demo's greetings name people, never ids.
+  const greetings = await page.locator("#group-log li.assistant").evaluateAll((lis) =>
+    lis.map((li) => ({ who: li.querySelector(".who").textContent, text: li.querySelector(".text").textContent })),
+  );
+  assert(greetings.length >= 3 && greetings.every((g) => g.text.includes(g.who) && !/cmp_/.test(g.text)), JSON.stringify(greetings));
   const first = await streamReply(page, "Message to the group", "Sherlock, what do you deduce? " + Date.now(), "group-log");
   const second = await streamReply(page, "Message to the group", "Cleopatra, and you? " + Date.now(), "group-log");
   assert(first.length >= 2 && second.length >= 2, `streamed: ${first.length}, ${second.length}`);
