@@ -14,6 +14,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
 
+use crate::demo::CATEGORIES;
+
 /// Seed of the generator: the same flags always produce the same rows.
 pub const SEED: u64 = 0x6362_6262;
 /// Rows per COPY batch sent to the server.
@@ -59,21 +61,6 @@ impl Scale {
         }
     }
 }
-
-const CATEGORIES: &[&str] = &[
-    "Famous People",
-    "Movies & TV",
-    "Musicians",
-    "Games",
-    "Animals",
-    "Philosophy",
-    "Scientists",
-    "Fantasy",
-    "Anime",
-    "Helpers",
-    "History",
-    "Sports",
-];
 
 const WORDS: &[&str] = &[
     "the", "a", "friendly", "curious", "ancient", "bright", "story", "answer", "question", "world",
