@@ -19,10 +19,11 @@ use tower::Layer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::services::ServeDir;
 
-use gcbb::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL, DEFAULT_MIGRATIONS_DIR};
+use gcbb::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL};
 use gcbb::db::{self, DbConfig};
 use gcbb::platform::app::App;
 use gcbb::routes::{VercelJson, FUNCTIONS};
+use gcbb_migrate::config::{MigrateConfig, DEFAULT_MIGRATIONS_DIR};
 
 use session::{DevSigner, SESSION_PATH};
 
@@ -115,10 +116,11 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         let issuer = config.clerk.issuer.clone();
         tokio::task::spawn_blocking(move || DevSigner::generate(issuer))
     });
-    let target = config.migration_database().clone();
+    // The direct URL when one is given, as `gcbb db` would use.
+    let target = MigrateConfig::from_vars(&vars)?.database()?.db.clone();
 
     create_database_if_missing(&target).await?;
-    let applied = crate::migrate::deploy(&target, &args.migrations_dir).await?;
+    let applied = gcbb_migrate::deploy(&target, &args.migrations_dir).await?;
     let seeded = if args.no_seed {
         false
     } else {
@@ -173,6 +175,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         &vercel,
         &args,
         addr,
+        &target,
         applied.applied.len(),
         seeded,
         signer.as_deref(),
@@ -436,6 +439,7 @@ fn print_banner(
     vercel: &VercelJson,
     args: &DevArgs,
     addr: std::net::SocketAddr,
+    database: &DbConfig,
     applied: usize,
     seeded: bool,
     signer: Option<&DevSigner>,
@@ -450,7 +454,7 @@ fn print_banner(
         (None, None) => "none: every request is anonymous",
     };
     println!("gcbb dev");
-    println!("  database    {}", c.migration_database().redacted());
+    println!("  database    {}", database.redacted());
     println!("  migrations  {applied} applied now");
     println!(
         "  demo data   {}",
