@@ -175,9 +175,11 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         &vercel,
         &args,
         addr,
-        &target,
-        applied.applied.len(),
-        seeded,
+        &Prepared {
+            database: &target,
+            applied: applied.applied.len(),
+            seeded,
+        },
         signer.as_deref(),
     );
 
@@ -434,14 +436,21 @@ async fn create_database_if_missing(target: &DbConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What start-up did to the database, for the banner.
+struct Prepared<'a> {
+    /// The database migrated (the direct URL when one is given).
+    database: &'a DbConfig,
+    /// Migrations applied now.
+    applied: usize,
+    seeded: bool,
+}
+
 fn print_banner(
     app: &Arc<App>,
     vercel: &VercelJson,
     args: &DevArgs,
     addr: std::net::SocketAddr,
-    database: &DbConfig,
-    applied: usize,
-    seeded: bool,
+    prepared: &Prepared,
     signer: Option<&DevSigner>,
 ) {
     let c = &app.config;
@@ -454,11 +463,15 @@ fn print_banner(
         (None, None) => "none: every request is anonymous",
     };
     println!("gcbb dev");
-    println!("  database    {}", database.redacted());
-    println!("  migrations  {applied} applied now");
+    println!("  database    {}", prepared.database.redacted());
+    println!("  migrations  {} applied now", prepared.applied);
     println!(
         "  demo data   {}",
-        if seeded { "inserted" } else { "unchanged" }
+        if prepared.seeded {
+            "inserted"
+        } else {
+            "unchanged"
+        }
     );
     println!("  cache       {}", c.cache.name());
     println!(
