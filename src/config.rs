@@ -37,16 +37,6 @@ pub const DEFAULT_SYSTEM_USER_ID: &str = "system";
 pub const DEFAULT_DEV_PORT: u16 = 3000;
 /// Database `gcbb dev` creates and uses when `DATABASE_URL` is unset.
 pub const DEFAULT_DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/gcbb_dev";
-/// Migration history folder, relative to the project root.
-pub const DEFAULT_MIGRATIONS_DIR: &str = "migrations";
-/// `lock_timeout` set by `gcbb db deploy` for each migration statement: while a statement waits
-/// for its lock, every query on the table queues behind it, so the wait must stay short.
-pub const DEFAULT_MIGRATE_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long `gcbb db deploy` keeps retrying (with jittered pauses) a migration that hit
-/// `lock_timeout`, from its first attempt, before it gives up.
-pub const DEFAULT_MIGRATE_LOCK_RETRY_BUDGET: Duration = Duration::from_secs(120);
-/// How long `gcbb db` waits for Prisma's advisory lock before giving up.
-pub const DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clock skew allowed on `exp`, `nbf` and `iat` of session tokens.
 pub const DEFAULT_CLERK_LEEWAY: Duration = Duration::from_secs(5);
 /// Any OpenAI-compatible chat-completions server.
@@ -566,10 +556,6 @@ impl TrustedProxy {
 pub struct Config {
     /// `DATABASE_URL`: the request path's database (on Neon, the pooled URL).
     pub database: DbConfig,
-    /// `DATABASE_URL_UNPOOLED` or `DIRECT_URL`: direct connection for `gcbb db`.
-    pub direct_database: Option<DbConfig>,
-    /// `SHADOW_DATABASE_URL`: scratch database for drift checks.
-    pub shadow_database: Option<DbConfig>,
     pub cache: CacheBackend,
     /// First segment of every cache key: `CACHE_KEY_PREFIX`, else [`DEFAULT_CACHE_KEY_PREFIX`]
     /// and a digest of the database's identity ([`default_cache_key_prefix`]).
@@ -633,18 +619,12 @@ impl Config {
         let database = db_url("DATABASE_URL")?.ok_or(ConfigError::Missing {
             name: "DATABASE_URL",
         })?;
-        let direct_database = match db_url("DATABASE_URL_UNPOOLED")? {
-            Some(url) => Some(url),
-            None => db_url("DIRECT_URL")?,
-        };
         let cache_key_prefix = env
             .get("CACHE_KEY_PREFIX")
             .unwrap_or_else(|| default_cache_key_prefix(&database));
         Ok(Config {
             db_connect_timeout: database.connect_timeout,
             database,
-            direct_database,
-            shadow_database: db_url("SHADOW_DATABASE_URL")?,
             cache: cache_backend(&env)?,
             cache_key_prefix,
             privacy_outage_window: env
@@ -706,11 +686,6 @@ impl Config {
             },
         })
     }
-
-    /// The database `gcbb db` should use: the direct URL when given, else `DATABASE_URL`.
-    pub fn migration_database(&self) -> &DbConfig {
-        self.direct_database.as_ref().unwrap_or(&self.database)
-    }
 }
 
 /// Parsing helpers over a variable map; every error names its variable.
@@ -743,7 +718,8 @@ impl Env<'_> {
         Ok(Duration::from_millis(ms))
     }
 
-    fn db_url(&self, name: &'static str) -> Result<Option<DbConfig>, ConfigError> {
+    /// A Postgres URL (`postgres://…`), parsed; `None` when unset.
+    pub fn db_url(&self, name: &'static str) -> Result<Option<DbConfig>, ConfigError> {
         self.get(name)
             .map(|raw| {
                 DbConfig::parse(&raw).map_err(|e| ConfigError::Invalid {
@@ -1432,15 +1408,5 @@ mod tests {
         );
         let err = Config::from_vars(&vars(&[DB, ("CHAT_BODY_LIMIT_BYTES", "0")])).unwrap_err();
         assert!(err.to_string().starts_with("CHAT_BODY_LIMIT_BYTES"));
-    }
-
-    #[test]
-    fn the_direct_url_is_preferred_for_migrations() {
-        let c = Config::from_vars(&vars(&[
-            DB,
-            ("DIRECT_URL", "postgres://postgres@127.0.0.1:5432/direct"),
-        ]))
-        .unwrap();
-        assert_eq!(c.migration_database().dbname(), "direct");
     }
 }

@@ -1,13 +1,14 @@
-//! The `gcbb` tool: the local server, the migration tool (drift, lint, verify), benchmarks, the
-//! cache tools and the local stand-ins for Upstash and the model. None of it is linked into a
-//! function binary: this crate depends on the functions' library, never the other way round.
+//! The `gcbb` tool: the local server, the migration tool's command line (`gcbb db`, over the
+//! `gcbb-migrate` library), benchmarks, the cache tools and the local stand-ins for Upstash and
+//! the model. None of it is linked into a function binary: this crate depends on the functions'
+//! library, never the other way round.
 
 pub mod bench;
 pub mod cache;
+pub mod db;
 pub mod demo;
 pub mod dev;
 pub mod fault_proxy;
-pub mod migrate;
 pub mod model_server;
 pub mod session_token;
 pub mod upstash_proxy;
@@ -32,7 +33,7 @@ pub enum Command {
     /// Serve every route of vercel.json and public/ on http://localhost:3000.
     Dev(crate::dev::DevArgs),
     /// Migrations (Prisma-compatible): status, deploy, resolve, new, reset.
-    Db(crate::migrate::cli::DbArgs),
+    Db(crate::db::DbArgs),
     /// Benchmarks: seed a realistic data set, measure the hot paths.
     Bench(crate::bench::BenchArgs),
     /// Serve the Upstash REST protocol over a real Redis (local tests and benchmarks).
@@ -45,7 +46,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     gcbb::platform::telemetry::init();
     let code = match cli.command {
         Command::Dev(args) => crate::dev::run(args).await,
-        Command::Db(args) => crate::migrate::cli::run(args).await,
+        Command::Db(args) => crate::db::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::UpstashProxy(args) => crate::upstash_proxy::run(args).await,
         Command::Cache(args) => crate::cache::run(args).await,

@@ -136,7 +136,7 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
     // (per-day usage), which Prisma cannot name: "on some columns".
     let dir = TempDir::with_migrations(&[INIT]);
     let target = common::empty_db().await;
-    gcbb_cli::migrate::deploy(&target.config, &dir.0)
+    gcbb_migrate::deploy(&target.config, &dir.0)
         .await
         .expect("migrate the target with init only");
     target
@@ -200,12 +200,9 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
         sql.contains("date_trunc('day'::text, \"updatedAt\")"),
         "the exact definition is kept: {sql}"
     );
-    let findings = gcbb_cli::migrate::lint::lint_sql(
-        "written",
-        &sql,
-        &gcbb_cli::migrate::lint::LintContext::default(),
-    )
-    .expect("the written file parses");
+    let findings =
+        gcbb_migrate::lint::lint_sql("written", &sql, &gcbb_migrate::lint::LintContext::default())
+            .expect("the written file parses");
     assert!(
         findings.is_empty(),
         "the written file lints clean: {findings:?}"
@@ -453,7 +450,7 @@ async fn a_shadow_without_shadow_in_its_name_is_refused_without_force() {
 async fn a_shadow_holding_a_history_is_refused_unless_forced() {
     let target = fresh_db().await;
     let shadow = shadow_db().await;
-    gcbb_cli::migrate::deploy(
+    gcbb_migrate::deploy(
         &common::server().with_dbname(&shadow.name),
         &common::migrations_dir(),
     )
@@ -544,11 +541,11 @@ async fn deploy_refuses_a_destructive_file_without_an_allow_comment_and_runs_it_
     assert_eq!(recorded(&target, DESTRUCTIVE).await, 0);
 
     // The library deploy (used by `gcbb dev`) refuses too.
-    let refused = gcbb_cli::migrate::deploy(&target.config, &dir.0).await;
+    let refused = gcbb_migrate::deploy(&target.config, &dir.0).await;
     assert!(
         matches!(
             refused,
-            Err(gcbb_cli::migrate::MigrateError::Lint { count: 1, .. })
+            Err(gcbb_migrate::MigrateError::Lint { count: 1, .. })
         ),
         "{refused:?}"
     );
@@ -602,7 +599,7 @@ async fn lint_exits_1_on_errors_0_on_warnings_and_prints_the_catalog() {
 
     let out = db_cmd(&target, None, &dir.0, &["lint", "--rules"]);
     assert_eq!(out.status.code(), Some(0));
-    for rule in gcbb_cli::migrate::lint::RULES {
+    for rule in gcbb_migrate::lint::RULES {
         assert!(stdout(&out).contains(rule.id), "catalog lists {}", rule.id);
     }
 }

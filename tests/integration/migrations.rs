@@ -128,7 +128,7 @@ async fn table_exists(db: &TestDb, name: &str) -> bool {
 }
 
 fn sha256_file(path: &Path) -> String {
-    gcbb_cli::migrate::files::checksum(&std::fs::read(path).expect("read file"))
+    gcbb_migrate::files::checksum(&std::fs::read(path).expect("read file"))
 }
 
 #[tokio::test]
@@ -752,7 +752,7 @@ async fn a_deploy_behind_a_long_transaction_never_stalls_readers_much_longer_tha
     eprintln!(
         "longest reader wait behind the deploy: {} ms ({queries} queries; lock_timeout {} ms)",
         longest.as_millis(),
-        gcbb::config::DEFAULT_MIGRATE_LOCK_TIMEOUT.as_millis()
+        gcbb_migrate::config::DEFAULT_LOCK_TIMEOUT.as_millis()
     );
 
     let (stdout, stderr) = text(&out);
@@ -781,7 +781,7 @@ async fn a_deploy_behind_a_long_transaction_never_stalls_readers_much_longer_tha
         "the readers were never blocked: {longest:?}"
     );
     assert!(
-        longest < gcbb::config::DEFAULT_MIGRATE_LOCK_TIMEOUT * 2,
+        longest < gcbb_migrate::config::DEFAULT_LOCK_TIMEOUT * 2,
         "a reader waited {longest:?}"
     );
     assert!(table_exists(&db, "Extra").await);

@@ -101,7 +101,7 @@ async fn dropping_any_index_of_the_seed_fails_verify_naming_the_index_and_its_qu
     let db = seeded_db().await;
     let client = db.client().await;
     let seed = crate::common::migrations_dir().join("20250311000000_add_performance_indexes");
-    let declared = gcbb_cli::migrate::verify::declared_indexes(&crate::common::migrations_dir())
+    let declared = gcbb_migrate::verify::declared_indexes(&crate::common::migrations_dir())
         .expect("read the migrations");
     let seed_indexes: Vec<_> = declared
         .iter()

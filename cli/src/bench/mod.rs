@@ -108,9 +108,9 @@ async fn run_seed(args: SeedArgs, json: bool) -> anyhow::Result<()> {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| gcbb::config::DEFAULT_SYSTEM_USER_ID.to_owned());
-    crate::migrate::deploy(
+    gcbb_migrate::deploy(
         &db,
-        std::path::Path::new(gcbb::config::DEFAULT_MIGRATIONS_DIR),
+        std::path::Path::new(gcbb_migrate::config::DEFAULT_MIGRATIONS_DIR),
     )
     .await?;
     let mut client = gcbb::db::connect(&db).await?;

@@ -19,10 +19,11 @@ use tower::Layer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::services::ServeDir;
 
-use gcbb::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL, DEFAULT_MIGRATIONS_DIR};
+use gcbb::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL};
 use gcbb::db::{self, DbConfig};
 use gcbb::platform::app::App;
 use gcbb::routes::{VercelJson, FUNCTIONS};
+use gcbb_migrate::config::{MigrateConfig, DEFAULT_MIGRATIONS_DIR};
 
 use session::{DevSigner, SESSION_PATH};
 
@@ -115,10 +116,11 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         let issuer = config.clerk.issuer.clone();
         tokio::task::spawn_blocking(move || DevSigner::generate(issuer))
     });
-    let target = config.migration_database().clone();
+    // The direct URL when one is given, as `gcbb db` would use.
+    let target = MigrateConfig::from_vars(&vars)?.database()?.db.clone();
 
     create_database_if_missing(&target).await?;
-    let applied = crate::migrate::deploy(&target, &args.migrations_dir).await?;
+    let applied = gcbb_migrate::deploy(&target, &args.migrations_dir).await?;
     let seeded = if args.no_seed {
         false
     } else {
@@ -173,8 +175,11 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         &vercel,
         &args,
         addr,
-        applied.applied.len(),
-        seeded,
+        &Prepared {
+            database: &target,
+            applied: applied.applied.len(),
+            seeded,
+        },
         signer.as_deref(),
     );
 
@@ -431,13 +436,21 @@ async fn create_database_if_missing(target: &DbConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What start-up did to the database, for the banner.
+struct Prepared<'a> {
+    /// The database migrated (the direct URL when one is given).
+    database: &'a DbConfig,
+    /// Migrations applied now.
+    applied: usize,
+    seeded: bool,
+}
+
 fn print_banner(
     app: &Arc<App>,
     vercel: &VercelJson,
     args: &DevArgs,
     addr: std::net::SocketAddr,
-    applied: usize,
-    seeded: bool,
+    prepared: &Prepared,
     signer: Option<&DevSigner>,
 ) {
     let c = &app.config;
@@ -450,11 +463,15 @@ fn print_banner(
         (None, None) => "none: every request is anonymous",
     };
     println!("gcbb dev");
-    println!("  database    {}", c.migration_database().redacted());
-    println!("  migrations  {applied} applied now");
+    println!("  database    {}", prepared.database.redacted());
+    println!("  migrations  {} applied now", prepared.applied);
     println!(
         "  demo data   {}",
-        if seeded { "inserted" } else { "unchanged" }
+        if prepared.seeded {
+            "inserted"
+        } else {
+            "unchanged"
+        }
     );
     println!("  cache       {}", c.cache.name());
     println!(

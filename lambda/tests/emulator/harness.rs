@@ -155,7 +155,7 @@ impl Database {
             .await
             .expect("create the test database");
         let config = admin.with_dbname(&name);
-        gcbb_cli::migrate::deploy(&config, &project_root().join("migrations"))
+        gcbb_migrate::deploy(&config, &project_root().join("migrations"))
             .await
             .expect("migrate the test database");
         let client = gcbb::db::connect(&config).await.expect("connect");

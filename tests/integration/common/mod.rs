@@ -276,7 +276,7 @@ async fn build_template() -> String {
             .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&building)))
             .await
             .expect("create the template");
-        gcbb_cli::migrate::deploy(&server().with_dbname(&building), &dir)
+        gcbb_migrate::deploy(&server().with_dbname(&building), &dir)
             .await
             .expect("migrate the template database");
         rename_when_idle(&admin, &building, &name).await;

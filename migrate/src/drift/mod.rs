@@ -24,6 +24,7 @@ pub use diff::{default_kind, diff, Step, TableChange};
 pub use render::render_summary;
 pub use write::{if_not_exists, migration_sql, write_migration};
 
+use super::config::MigrateSettings;
 use super::error::MigrateError;
 use super::introspect::{self, Schema};
 use super::{apply, files, shadow};
@@ -50,7 +51,7 @@ pub async fn drift(
     let (target_client, shadow_client) = shadow::open(target, shadow, force).await?;
     shadow::empty_database(&shadow_client).await?;
     // History is replayed as it is: linting old files belongs to `deploy`, not to a comparison.
-    let replayed = apply::deploy(shadow, dir).await;
+    let replayed = apply::apply_pending(shadow, dir, &MigrateSettings::default()).await;
     let result = match replayed {
         Ok(_) => {
             let before = introspect::introspect(&shadow_client).await;

@@ -25,9 +25,9 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::measure::MigrationRun;
-use crate::migrate::error::MigrateError;
-use crate::migrate::session::{self, describe_pg_error};
-use crate::migrate::verify::SampleParams;
+use crate::error::MigrateError;
+use crate::session::{self, describe_pg_error};
+use crate::verify::SampleParams;
 
 /// Reader sessions by default.
 pub const DEFAULT_READERS: usize = 2;

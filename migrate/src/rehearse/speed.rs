@@ -17,9 +17,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use crate::migrate::error::MigrateError;
-use crate::migrate::session::describe_pg_error;
-use crate::migrate::verify::{self, SampleParams, MIN_ROWS_FOR_PLANS};
+use crate::error::MigrateError;
+use crate::session::describe_pg_error;
+use crate::verify::{self, SampleParams, MIN_ROWS_FOR_PLANS};
 
 use super::workload::is_read;
 

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::diff::{Step, TableChange};
-use crate::migrate::introspect::Index;
+use crate::introspect::Index;
 
 /// Prisma's `DriftType`, in its order, then gcbb's view sections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

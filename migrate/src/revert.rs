@@ -31,6 +31,7 @@ use serde::Serialize;
 use gcbb::db::DbConfig;
 
 use super::apply::{deploy_locked, with_lock};
+use super::config::MigrateSettings;
 use super::drift::{diff, render_summary, Step, TableChange};
 use super::error::MigrateError;
 use super::files::{self, LocalMigration};
@@ -38,7 +39,6 @@ use super::history::{self, quote_ident};
 use super::introspect::{self, Column, Index, Schema};
 use super::lint::{self, Finding, LintContext};
 use super::lint_gate::lint_context;
-use super::settings::MigrateSettings;
 use super::{shadow, statements};
 
 /// Lint rules whose statements destroy data written since the migration ran.

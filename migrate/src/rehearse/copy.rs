@@ -20,11 +20,11 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::migrate::backup::{self, PG_DUMP};
-use crate::migrate::error::MigrateError;
-use crate::migrate::history::{self, MigrationRow};
-use crate::migrate::session::{self, describe_pg_error};
-use crate::migrate::shadow;
+use crate::backup::{self, PG_DUMP};
+use crate::error::MigrateError;
+use crate::history::{self, MigrationRow};
+use crate::session::{self, describe_pg_error};
+use crate::shadow;
 
 /// Every database a rehearsal creates has this in its name, and a rehearsal drops no other.
 pub const SCRATCH_NAME_MARK: &str = "rehearse";
@@ -33,7 +33,7 @@ pub const SCRATCH_NAME_MARK: &str = "rehearse";
 pub const PG_RESTORE: &str = "pg_restore";
 
 /// How to copy the target.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CopyMethod {
     /// A template copy when the target is local and idle, else a dump and restore.

@@ -1,108 +1,30 @@
-//! The `gcbb db` command line: its arguments, the environment it reads the databases and
-//! timeouts from, what it prints (Prisma's lines, on the streams Prisma uses) and its exit codes.
-//! Everything it does goes through the library (`super`), which prints nothing and reads no
-//! environment, so `gcbb dev`, the benches and the tests run the same code without a terminal.
+//! `gcbb db`: the command line over `gcbb_migrate`. Its flags, what it prints (Prisma's lines,
+//! on the streams Prisma uses) and its exit codes; nothing else. It reads the configuration once
+//! (`MigrateConfig::from_env`), turns flags into what the library takes (a deploy plan, a
+//! rehearsal), calls the library, and prints what comes back.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chrono::Utc;
-use gcbb::config::{
-    ConfigError, Env, DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT, DEFAULT_MIGRATE_LOCK_RETRY_BUDGET,
-    DEFAULT_MIGRATE_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_DIR,
-};
+use gcbb::config::ConfigError;
 use gcbb::db::DbConfig;
-
-use super::lint_gate::{lint_pending, refuse_lint_errors};
-use super::neon::{self, NeonClient, NeonConfig};
-use super::rehearse::{self, Budget, CopyMethod, RehearseOptions, Source, SpeedBudget};
-use super::session::connect;
-use super::settings::{DATABASE_URL_VARS, SHADOW_DATABASE_URL_VAR};
-use super::{
-    backup, deploy_with, drift, files, lint, reset, resolve_applied, resolve_rolled_back, revert,
-    status, verify, DeployOutcome, MigrateError, MigrateSettings,
+use gcbb_migrate::deploy::{self, Apply, DeployPlan, Step};
+use gcbb_migrate::rehearse::{
+    self, Budget, CopyMethod, Rehearsal, RehearseOptions, Source, SpeedBudget,
 };
-
-// Reading the environment is the command line's business; the library takes settings as values.
-impl MigrateSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let vars = std::env::vars().collect();
-        let env = Env(&vars);
-        // A count of retries became a time budget: a value set for the old meaning must not be
-        // silently ignored.
-        if env.get("MIGRATE_LOCK_RETRIES").is_some() {
-            return Err(ConfigError::Invalid {
-                name: "MIGRATE_LOCK_RETRIES",
-                reason: "no longer read: a file that hits lock_timeout is retried for \
-                         MIGRATE_LOCK_RETRY_BUDGET_MS (default 120000); unset it"
-                    .to_owned(),
-            });
-        }
-        let lock_timeout = env.millis("MIGRATE_LOCK_TIMEOUT_MS", DEFAULT_MIGRATE_LOCK_TIMEOUT)?;
-        if lock_timeout.is_zero() {
-            return Err(ConfigError::Invalid {
-                name: "MIGRATE_LOCK_TIMEOUT_MS",
-                reason: "0 turns lock_timeout off: a deploy waiting for its lock would stall \
-                         every query on the table for as long as it waits"
-                    .to_owned(),
-            });
-        }
-        Ok(MigrateSettings {
-            lock_timeout,
-            lock_retry_budget: env.millis(
-                "MIGRATE_LOCK_RETRY_BUDGET_MS",
-                DEFAULT_MIGRATE_LOCK_RETRY_BUDGET,
-            )?,
-            advisory_lock_timeout: env.millis(
-                "MIGRATE_ADVISORY_LOCK_TIMEOUT_MS",
-                DEFAULT_MIGRATE_ADVISORY_LOCK_TIMEOUT,
-            )?,
-        })
-    }
-}
-
-/// The migration database from the environment: the first set of [`DATABASE_URL_VARS`], with
-/// the name of the variable it came from.
-pub fn database_from_env() -> Result<(&'static str, DbConfig), MigrateError> {
-    for var in DATABASE_URL_VARS {
-        let Ok(raw) = std::env::var(var) else {
-            continue;
-        };
-        let raw = raw.trim();
-        if raw.is_empty() {
-            continue;
-        }
-        let cfg = DbConfig::parse(raw).map_err(|e| {
-            MigrateError::Config(ConfigError::Invalid {
-                name: var,
-                reason: e.to_string(),
-            })
-        })?;
-        return Ok((var, cfg));
-    }
-    Err(MigrateError::NoDatabaseUrl)
-}
-
-/// The shadow database from [`SHADOW_DATABASE_URL_VAR`].
-pub fn shadow_from_env() -> Result<DbConfig, MigrateError> {
-    let raw = std::env::var(SHADOW_DATABASE_URL_VAR)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .ok_or(MigrateError::NoShadowUrl)?;
-    DbConfig::parse(raw.trim()).map_err(|e| {
-        MigrateError::Config(ConfigError::Invalid {
-            name: SHADOW_DATABASE_URL_VAR,
-            reason: e.to_string(),
-        })
-    })
-}
+use gcbb_migrate::{
+    backup, drift, files, lint, resolve_applied, resolve_rolled_back, revert, session, status,
+    verify, DeployOutcome, MigrateConfig, MigrateError,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct DbArgs {
-    /// Directory holding `<timestamp>_<name>/migration.sql`.
-    #[arg(long, global = true, env = "GCBB_MIGRATIONS_DIR", default_value = DEFAULT_MIGRATIONS_DIR)]
-    pub migrations_dir: PathBuf,
+    /// Directory holding `<timestamp>_<name>/migration.sql` [default: $GCBB_MIGRATIONS_DIR, else
+    /// migrations].
+    #[arg(long, global = true)]
+    pub migrations_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: DbCommand,
 }
@@ -224,7 +146,7 @@ pub struct RehearseArgs {
     /// How to copy the database: auto (a template copy when it is local and idle, else
     /// pg_dump | pg_restore), template or dump.
     #[arg(long, value_enum)]
-    pub copy: Option<CopyMethod>,
+    pub copy: Option<CopyArg>,
     /// Copy the structure (and the migration history) only, for databases too big to copy:
     /// locks and rewrites are real, times are those of empty tables.
     #[arg(long)]
@@ -265,6 +187,28 @@ pub struct RehearseArgs {
     pub no_workload: bool,
 }
 
+/// `--copy`: [`CopyMethod`] as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CopyArg {
+    /// A template copy when the target is local and idle, else a dump and restore.
+    Auto,
+    /// `CREATE DATABASE … TEMPLATE target` only: the target must be on the scratch server and
+    /// have no other session.
+    Template,
+    /// `pg_dump | pg_restore` only.
+    Dump,
+}
+
+impl From<CopyArg> for CopyMethod {
+    fn from(arg: CopyArg) -> CopyMethod {
+        match arg {
+            CopyArg::Auto => CopyMethod::Auto,
+            CopyArg::Template => CopyMethod::Template,
+            CopyArg::Dump => CopyMethod::Dump,
+        }
+    }
+}
+
 fn parse_ratio(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {
         Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
@@ -294,8 +238,22 @@ impl RehearseArgs {
             && !self.no_workload
     }
 
-    /// The library's options; `SHADOW_DATABASE_URL`, when set, is the drift step's fallback.
-    fn options(&self) -> Result<RehearseOptions, MigrateError> {
+    /// The rehearsal these flags ask for: in a Neon branch made for it, or on a copy.
+    fn rehearsal(&self, config: &MigrateConfig) -> Result<Rehearsal, MigrateError> {
+        let options = self.options(config)?;
+        Ok(if self.neon_branch {
+            Rehearsal::NeonBranch {
+                options,
+                neon: config.neon(self.neon_parent.clone())?,
+            }
+        } else {
+            Rehearsal::Copy(options)
+        })
+    }
+
+    /// The library's options; the shadow database, when configured, is the drift step's
+    /// fallback.
+    fn options(&self, config: &MigrateConfig) -> Result<RehearseOptions, MigrateError> {
         let url = |name: &'static str, raw: &str| {
             DbConfig::parse(raw.trim()).map_err(|e| {
                 MigrateError::Config(ConfigError::Invalid {
@@ -307,7 +265,7 @@ impl RehearseArgs {
         let source = match (&self.from_backup, &self.into) {
             (Some(file), _) => Source::Backup(file.clone()),
             (None, Some(into)) => Source::Into(url("--into", into)?),
-            (None, None) => Source::Target(self.copy.unwrap_or_default()),
+            (None, None) => Source::Target(self.copy.map(CopyMethod::from).unwrap_or_default()),
         };
         let defaults = Budget::default();
         Ok(RehearseOptions {
@@ -335,70 +293,9 @@ impl RehearseArgs {
                 .as_deref()
                 .map(|raw| url("--scratch-server", raw))
                 .transpose()?,
-            shadow: shadow_from_env().ok(),
+            shadow: config.shadow.clone(),
         })
     }
-}
-
-impl RehearseArgs {
-    /// Neon's API settings from the environment, for `--neon-branch`.
-    fn neon(&self) -> Result<NeonConfig, MigrateError> {
-        let vars = std::env::vars().collect();
-        let env = Env(&vars);
-        let required = |name: &'static str| {
-            env.get(name)
-                .ok_or(MigrateError::Config(ConfigError::Missing { name }))
-        };
-        Ok(NeonConfig {
-            api_key: required("NEON_API_KEY")?,
-            project_id: required("NEON_PROJECT_ID")?,
-            api_url: env
-                .get("NEON_API_URL")
-                .unwrap_or_else(|| neon::DEFAULT_API_URL.to_owned()),
-            timeout: env.millis("NEON_API_TIMEOUT_MS", neon::DEFAULT_API_TIMEOUT)?,
-            ready_timeout: env
-                .millis("NEON_BRANCH_READY_TIMEOUT_MS", neon::DEFAULT_READY_TIMEOUT)?,
-            parent: self.neon_parent.clone(),
-        })
-    }
-}
-
-/// Completes on Ctrl-C (SIGINT) or SIGTERM (a CI job cancelled).
-async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// The rehearsal the options ask for: in a Neon branch made for it, or on a copy.
-async fn run_rehearsal(
-    db: &DbConfig,
-    dir: &Path,
-    settings: &MigrateSettings,
-    args: &RehearseArgs,
-) -> Result<rehearse::RehearsalReport, MigrateError> {
-    let options = args.options()?;
-    if !args.neon_branch {
-        return rehearse::rehearse(db, dir, settings, &options).await;
-    }
-    let client = NeonClient::new(args.neon()?)?;
-    rehearse::rehearse_in_neon_branch(db, dir, settings, &options, &client, interrupted()).await
 }
 
 #[derive(Debug, clap::Args)]
@@ -414,9 +311,16 @@ pub struct ResolveArgs {
 
 /// Runs one `gcbb db` command; prints Prisma's lines and returns Prisma's exit code.
 pub async fn run(args: DbArgs) -> ExitCode {
-    let dir = args.migrations_dir.clone();
-    let dir_display = dir.display().to_string();
-    match run_command(args.command, &dir, &dir_display).await {
+    let result = match MigrateConfig::from_env() {
+        Ok(config) => {
+            let dir = args
+                .migrations_dir
+                .unwrap_or_else(|| config.migrations_dir.clone());
+            run_command(args.command, &config, &dir).await
+        }
+        Err(e) => Err(MigrateError::Config(e)),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             print_error(&e);
@@ -447,25 +351,29 @@ fn print_err(s: &str) {
     let _ = std::io::stderr().lock().write_all(s.as_bytes());
 }
 
+fn print_json(value: &impl serde::Serialize) {
+    print_out(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    ));
+}
+
 /// The database to migrate, warning when only a pooled (PgBouncer) URL is available.
-fn migration_database() -> Result<DbConfig, MigrateError> {
-    let (var, db) = database_from_env()?;
-    if db.is_pooled() {
-        print_err(&format!(
-            "warning: {var} points to a connection pooler ({}); advisory locks and session settings \
-             (lock_timeout) don't work through PgBouncer in transaction mode. Set DATABASE_URL_UNPOOLED \
-             or DIRECT_URL to the direct endpoint.\n",
-            db.redacted()
-        ));
+fn migration_database(config: &MigrateConfig) -> Result<DbConfig, MigrateError> {
+    let database = config.database()?;
+    if let Some(warning) = database.pooler_warning() {
+        print_err(&format!("{warning}\n"));
     }
-    Ok(db)
+    Ok(database.db.clone())
 }
 
 async fn run_command(
     command: DbCommand,
+    config: &MigrateConfig,
     dir: &Path,
-    dir_display: &str,
 ) -> Result<ExitCode, MigrateError> {
+    let dir_display = dir.display().to_string();
+    let dir_display = dir_display.as_str();
     match command {
         DbCommand::New { name } => {
             let path = files::create_migration(dir, &name, Utc::now())?;
@@ -473,12 +381,12 @@ async fn run_command(
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Seed => {
-            let db = migration_database()?;
+            let db = migration_database(config)?;
             let system_user_id = std::env::var("SYSTEM_USER_ID")
                 .ok()
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or_else(|| gcbb::config::DEFAULT_SYSTEM_USER_ID.to_owned());
-            let client = connect(&db).await?;
+            let client = session::connect(&db).await?;
             let inserted = crate::demo::insert_demo_data_if_empty(&client, &system_user_id)
                 .await
                 .map_err(|e| MigrateError::Database(e.to_string()))?;
@@ -490,7 +398,7 @@ async fn run_command(
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Status => {
-            let db = migration_database()?;
+            let db = migration_database(config)?;
             let diagnosis = status::status(&db, dir).await?;
             let report = status::render_status(&diagnosis, dir_display);
             print_err(&report.stderr);
@@ -507,48 +415,33 @@ async fn run_command(
                     "rehearsal options were given without --rehearse".to_owned(),
                 ));
             }
-            let settings = MigrateSettings::from_env()?;
-            let db = migration_database()?;
-            let local = files::load_migrations(dir)?;
-            print_out(&status::found_line(local.len(), dir_display));
-            let findings = lint_pending(&db, dir, false).await?;
-            for f in findings.iter().filter(|f| !f.is_error()) {
-                print_err(&format!("{f}\n"));
-            }
-            refuse_lint_errors(&findings)?;
-            if rehearse {
-                print_out("\n");
-                let report = run_rehearsal(&db, dir, &settings, &rehearsal).await?;
-                print_out(&rehearse::render_text(&report));
-                if !report.passed() {
-                    print_err(&format!(
-                        "\nError: the rehearsal failed; nothing was applied to {}.\n",
-                        db.redacted()
-                    ));
-                    return Ok(ExitCode::FAILURE);
+            let plan = DeployPlan {
+                settings: config.settings.clone(),
+                rehearse: rehearse.then(|| rehearsal.rehearsal(config)).transpose()?,
+                backup: backup.then(deploy::Backup::default),
+                apply: Apply::Pending,
+                ..DeployPlan::new(migration_database(config)?, dir)
+            };
+            match deploy::run(&plan, |step| print_deploy_step(step, dir_display)).await {
+                Ok(outcome) => {
+                    print_deploy_outcome(&outcome, dir_display);
+                    Ok(ExitCode::SUCCESS)
                 }
-                if !report.nothing_to_rehearse() {
-                    print_out("\nThe rehearsal passed: deploying.\n");
+                // The report above says why; this line says what it means.
+                Err(e @ MigrateError::RehearsalFailed { .. }) => {
+                    print_err(&format!("\nError: {e}\n"));
+                    Ok(ExitCode::FAILURE)
                 }
+                Err(e) => Err(e),
             }
-            if backup {
-                let path =
-                    backup::backup(&db, &backup::default_backup_path(&db.dbname, Utc::now()))
-                        .await?;
-                print_out(&format!("\nBackup written to {}\n", path.display()));
-            }
-            let outcome = deploy_with(&db, dir, &settings).await?;
-            print_deploy_outcome(&outcome, dir_display);
-            Ok(ExitCode::SUCCESS)
         }
         DbCommand::Resolve(r) => {
-            let settings = MigrateSettings::from_env()?;
-            let db = migration_database()?;
+            let db = migration_database(config)?;
             if let Some(name) = r.applied {
-                resolve_applied(&db, dir, &name, &settings).await?;
+                resolve_applied(&db, dir, &name, &config.settings).await?;
                 print_out(&format!("\nMigration {name} marked as applied.\n"));
             } else if let Some(name) = r.rolled_back {
-                resolve_rolled_back(&db, dir, &name, &settings).await?;
+                resolve_rolled_back(&db, dir, &name, &config.settings).await?;
                 print_out(&format!("\nMigration {name} marked as rolled back.\n"));
             }
             Ok(ExitCode::SUCCESS)
@@ -559,14 +452,10 @@ async fn run_command(
             write_migration,
             force,
         } => {
-            let db = migration_database()?;
-            let shadow = shadow_from_env()?;
-            let (report, target) = drift::drift(&db, &shadow, dir, force).await?;
+            let db = migration_database(config)?;
+            let (report, target) = drift::drift(&db, config.shadow()?, dir, force).await?;
             if json {
-                print_out(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                ));
+                print_json(&report);
             } else {
                 print_out(&format!("{}\n", report.summary));
             }
@@ -590,14 +479,13 @@ async fn run_command(
             Ok(ExitCode::from(if report.drift { 2 } else { 0 }))
         }
         DbCommand::Rehearse { rehearsal, json } => {
-            let settings = MigrateSettings::from_env()?;
-            let db = migration_database()?;
-            let report = run_rehearsal(&db, dir, &settings, &rehearsal).await?;
+            let db = migration_database(config)?;
+            let report = rehearsal
+                .rehearsal(config)?
+                .run(&db, dir, &config.settings)
+                .await?;
             if json {
-                print_out(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                ));
+                print_json(&report);
             } else {
                 print_out(&rehearse::render_text(&report));
             }
@@ -608,13 +496,10 @@ async fn run_command(
             })
         }
         DbCommand::Verify { json } => {
-            let db = migration_database()?;
+            let db = migration_database(config)?;
             let report = verify::verify(&db, dir).await?;
             if json {
-                print_out(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                ));
+                print_json(&report);
             } else {
                 for name in &report.passed {
                     print_out(&format!("ok: {name}\n"));
@@ -639,11 +524,11 @@ async fn run_command(
             allows,
             force,
         } => {
-            let db = migration_database()?;
-            let shadow = shadow_from_env()?;
+            let db = migration_database(config)?;
+            let shadow = config.shadow()?;
             let options = revert::RevertOptions { allows, force };
             let computed =
-                revert::revert(&db, &shadow, dir, &migration, &options, Utc::now()).await?;
+                revert::revert(&db, shadow, dir, &migration, &options, Utc::now()).await?;
             print_out(&format!(
                 "Computed on the shadow database {}: the history up to {migration}, turned back into \
                  the history before it, then checked there on top of the whole history.\n\nThe revert:\n",
@@ -670,15 +555,14 @@ async fn run_command(
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Backup { out } => {
-            let db = migration_database()?;
+            let db = migration_database(config)?;
             let out = out.unwrap_or_else(|| backup::default_backup_path(&db.dbname, Utc::now()));
             let path = backup::backup(&db, &out).await?;
             print_out(&format!("Backup written to {}\n", path.display()));
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Reset { force } => {
-            let settings = MigrateSettings::from_env()?;
-            let db = migration_database()?;
+            let db = migration_database(config)?;
             if !db.is_local() {
                 return Err(MigrateError::ResetRemote {
                     host: db.host.clone(),
@@ -687,12 +571,44 @@ async fn run_command(
             if !force && !confirm_reset(&db) {
                 return Err(MigrateError::ResetNotConfirmed);
             }
-            let local = files::load_migrations(dir)?;
-            print_out(&status::found_line(local.len(), dir_display));
-            let outcome = reset(&db, dir, &settings).await?;
+            let plan = DeployPlan {
+                settings: config.settings.clone(),
+                apply: Apply::ResetAll,
+                ..DeployPlan::new(db.clone(), dir)
+            };
+            // Reset prints its lint warnings nowhere, as before: only the found line.
+            let outcome = deploy::run(&plan, |step| {
+                if let Step::Found { .. } = step {
+                    print_deploy_step(step, dir_display);
+                }
+            })
+            .await?;
             print_out(&format!("\nDatabase reset successful: {}\n", db.redacted()));
             print_deploy_outcome(&outcome, dir_display);
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// What `gcbb db deploy` prints as the plan's steps happen.
+fn print_deploy_step(step: Step<'_>, dir_display: &str) {
+    match step {
+        Step::Found { migrations } => print_out(&status::found_line(migrations, dir_display)),
+        // Errors are printed with the refusal that follows.
+        Step::Linted { findings } => {
+            for f in findings.iter().filter(|f| !f.is_error()) {
+                print_err(&format!("{f}\n"));
+            }
+        }
+        Step::Rehearsed { report } => {
+            print_out("\n");
+            print_out(&rehearse::render_text(report));
+            if report.passed() && !report.nothing_to_rehearse() {
+                print_out("\nThe rehearsal passed: deploying.\n");
+            }
+        }
+        Step::BackedUp { path } => {
+            print_out(&format!("\nBackup written to {}\n", path.display()));
         }
     }
 }

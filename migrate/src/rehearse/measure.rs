@@ -28,13 +28,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::migrate::error::MigrateError;
-use crate::migrate::files::LocalMigration;
-use crate::migrate::history;
-use crate::migrate::lint;
-use crate::migrate::session::describe_pg_error;
-use crate::migrate::settings::MigrateSettings;
-use crate::migrate::statements::{self, Located, Plan};
+use crate::config::MigrateSettings;
+use crate::error::MigrateError;
+use crate::files::LocalMigration;
+use crate::history;
+use crate::lint;
+use crate::session::describe_pg_error;
+use crate::statements::{self, Located, Plan};
 
 use super::workload::Waited;
 
@@ -729,7 +729,7 @@ impl Runner<'_> {
             if !invalid.is_empty() {
                 error = Some(Failure {
                     code: None,
-                    message: crate::migrate::apply::invalid_index_advice(&invalid),
+                    message: crate::apply::invalid_index_advice(&invalid),
                 });
             }
         }

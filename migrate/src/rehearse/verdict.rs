@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::measure::{LockHeld, LockMode, MigrationRun, StatementRun};
 use super::speed::{QuerySpeed, Regression, SpeedBudget};
 use super::workload::{Role, Waited};
-use crate::migrate::lint;
+use crate::lint;
 
 /// Default of `--max-lock-ms`: a few hundred milliseconds is what a request queued behind the
 /// lock can absorb without timing out.

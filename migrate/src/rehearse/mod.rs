@@ -37,15 +37,69 @@ pub use verdict::{parse_size, Breach, Budget, Safer, Verdict};
 pub use workload::{Role, Waited, WorkloadReport};
 
 use super::apply::{is_recorded, with_lock};
+use super::config::MigrateSettings;
 use super::error::MigrateError;
 use super::files::{self, LocalMigration};
 use super::history::{self, MigrationRow};
 use super::lint_gate::{blocking_findings, lint_context, lint_migrations};
-use super::neon::{self, NeonClient};
-use super::settings::MigrateSettings;
+use super::neon::{self, NeonClient, NeonConfig};
 use super::statements::{self, Plan};
 use super::verify::{self, Problem, VerifyReport};
 use super::{drift, lint, session, shadow};
+
+/// A rehearsal: on a copy of the target ([`RehearseOptions::source`]), or in a Neon branch of it
+/// made for the occasion (the source is then not read).
+#[derive(Debug, Clone)]
+pub enum Rehearsal {
+    Copy(RehearseOptions),
+    NeonBranch {
+        options: RehearseOptions,
+        neon: NeonConfig,
+    },
+}
+
+impl Rehearsal {
+    /// Runs it for the pending migrations of `dir`. A Neon branch is deleted also when the
+    /// process is interrupted (Ctrl-C, SIGTERM) while it exists. Writes nothing to the target.
+    pub async fn run(
+        &self,
+        target: &DbConfig,
+        dir: &Path,
+        settings: &MigrateSettings,
+    ) -> Result<RehearsalReport, MigrateError> {
+        match self {
+            Rehearsal::Copy(options) => rehearse(target, dir, settings, options).await,
+            Rehearsal::NeonBranch { options, neon } => {
+                let client = NeonClient::new(neon.clone())?;
+                rehearse_in_neon_branch(target, dir, settings, options, &client, interrupted())
+                    .await
+            }
+        }
+    }
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM (a CI job cancelled).
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
 
 /// How to rehearse.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use gcbb::config::ConfigError;
 
-use super::settings::SHADOW_DATABASE_URL_VAR;
+use super::config::SHADOW_DATABASE_URL_VAR;
 
 /// Everything that can stop a `gcbb db` command; `Display` is the message shown to the user,
 /// in Prisma's wording where Prisma has one (`code()` gives Prisma's error code).
@@ -103,6 +103,9 @@ pub enum MigrateError {
     RehearseRefused(String),
     #[error("rehearsal failed: {0}")]
     Rehearse(String),
+    /// The rehearsal of a deploy plan ran and did not pass: nothing was applied.
+    #[error("the rehearsal failed; nothing was applied to {target}.")]
+    RehearsalFailed { target: String },
     #[error("refusing to revert: {0}")]
     RevertRefused(String),
     #[error("Neon API: {0}")]

@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 
 use super::diff::Step;
 use super::render::{header, item_lines, section_of};
-use crate::migrate::error::MigrateError;
-use crate::migrate::introspect::{Index, Schema};
-use crate::migrate::{files, history};
+use crate::error::MigrateError;
+use crate::introspect::{Index, Schema};
+use crate::{files, history};
 
 /// The lint exception every written index carries.
 const WRITTEN_INDEX_ALLOW: &str = "-- gcbb:allow create-index-not-concurrently already built by hand on the target database; IF NOT EXISTS makes it a no-op there";

@@ -29,7 +29,7 @@ pub(crate) fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
 }
 
 /// A session of its own (not a pool): advisory locks and `SET lock_timeout` belong to one.
-pub(crate) async fn connect(db: &DbConfig) -> Result<tokio_postgres::Client, MigrateError> {
+pub async fn connect(db: &DbConfig) -> Result<tokio_postgres::Client, MigrateError> {
     gcbb::db::connect(db).await.map_err(|e| match e {
         // The server was reached: what failed is TLS or channel binding, and saying the
         // server can't be reached would send the user looking in the wrong place.

@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use crate::migrate::introspect::{Column, ForeignKey, Index, Schema, Table, Trigger};
+use crate::introspect::{Column, ForeignKey, Index, Schema, Table, Trigger};
 
 /// One difference between history and target, in Prisma's step vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,7 +1,7 @@
-//! Applying migrations under Prisma's advisory lock: `deploy`, `resolve` and `reset`.
+//! Applying migrations under Prisma's advisory lock: the pending ones, `resolve` and `reset`.
 //!
-//! Nothing here lints: the library's `deploy` and `reset` (in `super`) put the lint gate in front,
-//! and drift's shadow replay calls `deploy` here directly, because replaying history into a
+//! Nothing here lints: the deploy plan (`crate::deploy`) puts the lint gate in front, and
+//! drift's shadow replay calls [`apply_pending`] directly, because replaying history into a
 //! scratch database changes no real one. `with_lock`, `deploy_locked` and `apply_one` are the
 //! pieces, for a caller that needs to run migrations on a session of its own.
 //!
@@ -22,11 +22,11 @@ use tokio_postgres::Client;
 
 use gcbb::db::DbConfig;
 
+use super::config::MigrateSettings;
 use super::error::MigrateError;
 use super::files::{self, LocalMigration};
 use super::history::{self, MigrationRow};
 use super::session::{self, describe_pg_error, is_lock_timeout};
-use super::settings::MigrateSettings;
 use super::statements::{self, Plan, Statement};
 use super::status::{self, HistoryDiagnostic};
 
@@ -73,13 +73,9 @@ impl std::fmt::Display for LockWait {
     }
 }
 
-/// Applies every pending migration of `dir` to `db` with the default settings. Prints nothing.
-pub async fn deploy(db: &DbConfig, dir: &Path) -> Result<DeployOutcome, MigrateError> {
-    deploy_with(db, dir, &MigrateSettings::default()).await
-}
-
-/// [`deploy`] with explicit timeouts.
-pub async fn deploy_with(
+/// Applies every pending migration of `dir` to `db`, unlinted: the apply step of a deploy plan
+/// (`crate::deploy`), and drift's shadow replay. Prints nothing.
+pub(crate) async fn apply_pending(
     db: &DbConfig,
     dir: &Path,
     settings: &MigrateSettings,
@@ -484,9 +480,9 @@ pub async fn resolve_rolled_back(
     .await
 }
 
-/// `reset`: drops `public` and every other schema the user owns, then deploys everything.
+/// Drops `public` and every other schema the user owns, then deploys everything.
 /// Refuses any non-local host before connecting.
-pub async fn reset(
+pub(crate) async fn reset(
     db: &DbConfig,
     dir: &Path,
     settings: &MigrateSettings,
