@@ -216,8 +216,10 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         &vercel,
         &args,
         addr,
-        applied.applied.len(),
-        seeded,
+        Prepared {
+            applied: applied.applied.len(),
+            seeded,
+        },
         signer.as_deref(),
         &allowed_hosts,
     );
@@ -518,13 +520,20 @@ async fn create_database_if_missing(target: &DbConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What start-up did to the database, for the banner.
+struct Prepared {
+    /// Migrations applied now.
+    applied: usize,
+    /// Whether the demo data was inserted.
+    seeded: bool,
+}
+
 fn print_banner(
     app: &Arc<App>,
     vercel: &VercelJson,
     args: &DevArgs,
     addr: std::net::SocketAddr,
-    applied: usize,
-    seeded: bool,
+    Prepared { applied, seeded }: Prepared,
     signer: Option<&DevSigner>,
     allowed_hosts: &host::AllowedHosts,
 ) {
