@@ -30,7 +30,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
-use axum::{Extension, Json};
+use axum::Json;
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -64,7 +64,7 @@ pub fn router(app: Arc<App>) -> MethodRouter {
     get(read)
         .post(write)
         .fallback(wrong_method)
-        .layer(Extension(limit))
+        .layer(limit)
         .with_state(app)
 }
 

@@ -49,6 +49,10 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed")]
     MethodNotAllowed { allow: String },
+    /// The request names a host this server doesn't answer to (a DNS-rebinding page's own
+    /// name); `hint` says how to allow it.
+    #[error("host `{host}` is not allowed: {hint}")]
+    HostNotAllowed { host: String, hint: &'static str },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("expected content type {expected}")]
@@ -96,6 +100,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::HostNotAllowed { .. } => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -115,6 +120,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::RouteNotFound => "route_not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::HostNotAllowed { .. } => "host_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::TooManyRequests(_) => "rate_limited",

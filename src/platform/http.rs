@@ -1,6 +1,7 @@
-//! HTTP helpers shared by the handlers: the JSON body extractor with its limits, and the layer
-//! that gives axum's own 404/405 answers our JSON error shape. (Query parameters are parsed by
-//! [`crate::platform::input`].)
+//! HTTP helpers shared by the handlers: the JSON body extractor with its limits, the route's
+//! body limit as a layer (a declared length over it is refused before any of the body is read),
+//! and the layer that gives axum's own 404/405 answers our JSON error shape. (Query parameters
+//! are parsed by [`crate::platform::input`].)
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
@@ -15,9 +16,72 @@ use crate::platform::error::ApiError;
 /// valid JSON (400) of the expected shape (400 naming the field).
 pub struct JsonBody<T>(pub T);
 
-/// Per-request body limit; routes may insert their own as a request extension.
+/// A route's body limit. As a layer (`MethodRouter::layer(BodyLimit(n))`) it refuses a request
+/// whose `Content-Length` is over `n` with 413 before anything reads the body — before auth, rate
+/// limits or the database, and without waiting for a body that may never come — and leaves
+/// itself in the request's extensions for [`JsonBody`] and [`read_body`], which still cut off a
+/// body that lied about its length or declared none. Routes without it get
+/// [`DEFAULT_BODY_LIMIT_BYTES`].
 #[derive(Clone, Copy, Debug)]
 pub struct BodyLimit(pub usize);
+
+impl<S> tower::Layer<S> for BodyLimit {
+    type Service = LimitedBody<S>;
+
+    fn layer(&self, inner: S) -> LimitedBody<S> {
+        LimitedBody {
+            inner,
+            limit: *self,
+        }
+    }
+}
+
+/// [`BodyLimit`]'s service.
+#[derive(Clone, Debug)]
+pub struct LimitedBody<S> {
+    inner: S,
+    limit: BodyLimit,
+}
+
+impl<S> tower::Service<Request> for LimitedBody<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        S::Future,
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let limit = self.limit.0;
+        if declared_length(request.headers()).is_some_and(|n| n > limit as u64) {
+            // The body stays unread: hyper skips what has already arrived and otherwise closes
+            // the connection after the answer, and a client that sent `Expect: 100-continue`
+            // never gets its 100 and never sends the body.
+            let response = ApiError::PayloadTooLarge { limit }.into_response();
+            return futures_util::future::Either::Right(std::future::ready(Ok(response)));
+        }
+        request.extensions_mut().insert(self.limit);
+        futures_util::future::Either::Left(self.inner.call(request))
+    }
+}
+
+/// The body length a request declares (`Content-Length`), if it declares one we can read.
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -33,13 +97,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 expected: "application/json",
             });
         }
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            drain_body(req.into_body()).await;
+        // A route without the `BodyLimit` layer: refused here, still before reading a byte.
+        if declared_length(req.headers()).is_some_and(|n| n > limit as u64) {
             return Err(ApiError::PayloadTooLarge { limit });
         }
         let bytes = read_body(req.into_body(), limit).await?;
@@ -67,25 +126,6 @@ pub async fn optional_json_body<T: DeserializeOwned>(req: Request) -> Result<Opt
         });
     }
     parse_json(&bytes).map(Some)
-}
-
-/// How much of a refused body is read and thrown away so the client, still sending, gets our
-/// 413 instead of a reset connection; anything bigger is cut off.
-pub const REFUSED_BODY_DRAIN_LIMIT: usize = 1024 * 1024;
-
-/// Reads and discards up to [`REFUSED_BODY_DRAIN_LIMIT`] bytes of a body we refuse.
-async fn drain_body(body: Body) {
-    use http_body_util::BodyExt;
-    let mut body = body;
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Some(data) = frame.data_ref() {
-            seen += data.len();
-        }
-        if seen > REFUSED_BODY_DRAIN_LIMIT {
-            break;
-        }
-    }
 }
 
 /// Reads a body up to `limit` bytes; a longer one is 413 whether or not it declared its length.
@@ -285,6 +325,66 @@ mod tests {
             let body = Body::from_stream(futures_util::stream::iter(chunks));
             let (status, _) = send(request("application/json", body)).await;
             assert_eq!(status, 413);
+        }
+
+        #[tokio::test]
+        async fn a_body_declared_too_large_is_refused_without_waiting_for_it() {
+            let mut req = request("application/json", never_ending_body());
+            req.headers_mut()
+                .insert(header::CONTENT_LENGTH, (100u64 << 20).into());
+            let answered = tokio::time::timeout(std::time::Duration::from_secs(5), send(req));
+            let (status, body) = answered.await.expect("answered before the body came");
+            assert_eq!(status, 413);
+            assert_eq!(body["error"]["code"], "payload_too_large");
+        }
+
+        #[tokio::test]
+        async fn the_body_limit_layer_refuses_a_declared_length_before_the_handler_runs() {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            let called = std::sync::Arc::new(AtomicUsize::new(0));
+            let seen = called.clone();
+            let router = Router::new().route(
+                "/",
+                post(move |req: Request| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    async move { format!("{:?}", req.extensions().get::<BodyLimit>()) }
+                })
+                .layer(BodyLimit(10)),
+            );
+            let mut req = request("application/json", never_ending_body());
+            req.headers_mut().insert(header::CONTENT_LENGTH, 11.into());
+            let resp = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                router.clone().oneshot(req),
+            )
+            .await
+            .expect("answered before the body came")
+            .unwrap();
+            assert_eq!(resp.status(), 413);
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(body["error"]["code"], "payload_too_large");
+            assert!(body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("10 bytes"));
+            assert_eq!(called.load(Ordering::SeqCst), 0, "the handler ran");
+
+            // At the limit it passes, and the handler finds the route's limit.
+            let mut req = request("application/json", "0123456789");
+            req.headers_mut().insert(header::CONTENT_LENGTH, 10.into());
+            let resp = router.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&bytes[..], b"Some(BodyLimit(10))");
+            assert_eq!(called.load(Ordering::SeqCst), 1);
+        }
+
+        /// A body whose bytes never come, as from a client that declared a length and stopped.
+        fn never_ending_body() -> Body {
+            Body::from_stream(futures_util::stream::pending::<
+                Result<Vec<u8>, std::io::Error>,
+            >())
         }
 
         #[tokio::test]

@@ -10,6 +10,7 @@ mod common;
 mod cors;
 mod dashboard;
 mod db;
+mod dev_hardening;
 mod dev_server;
 mod drift;
 mod fast_path;

@@ -1,8 +1,12 @@
 //! `gcbb dev`: one local server for every route of `vercel.json` plus `public/`, on a database
 //! it creates, migrates and seeds with demo data when empty. Without a Clerk key it also signs
 //! in demo users itself (`session`), for the front end. Responses are compressed (gzip or
-//! brotli) when the client asks, as Vercel's edge does in front of the functions.
+//! brotli) when the client asks, as Vercel's edge does in front of the functions. It answers
+//! only requests naming a loopback host or one it was told (`host`), and bounds how long a
+//! connection may hold it without asking for anything (`connection`).
 
+pub mod connection;
+pub mod host;
 pub mod session;
 
 use std::convert::Infallible;
@@ -37,6 +41,18 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
 /// How long open connections may take to finish after Ctrl-C before they are dropped.
 pub const SHUTDOWN_CONNECTIONS_LIMIT: Duration = Duration::from_secs(10);
+/// How long a connection may stay open with no request in flight (HTTP/1 keep-alive and
+/// HTTP/2 alike; hyper has no idle timeout of its own).
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// How often an HTTP/2 connection is pinged…
+pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL_MS: u64 = 20_000;
+/// …and how long the client has to answer before the connection is closed.
+pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT_MS: u64 = 10_000;
+/// Streams one HTTP/2 connection may have open at once (hyper's default, said out loud).
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// How long a connection closed for being idle may take to go (an HTTP/2 GOAWAY to flush, a
+/// request that raced the close to finish) while it stays idle.
+pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -61,6 +77,28 @@ pub struct DevArgs {
     /// Longest pause between two pieces of a request body, in ms.
     #[arg(long, env = "DEV_BODY_READ_TIMEOUT_MS", default_value_t = DEFAULT_BODY_READ_TIMEOUT_MS)]
     pub body_read_timeout_ms: u64,
+    /// How long a connection may stay open with no request in flight, in ms.
+    #[arg(long, env = "DEV_IDLE_TIMEOUT_MS", default_value_t = DEFAULT_IDLE_TIMEOUT_MS)]
+    pub idle_timeout_ms: u64,
+    /// Interval of HTTP/2 pings, in ms.
+    #[arg(long, env = "DEV_H2_KEEP_ALIVE_INTERVAL_MS", default_value_t = DEFAULT_H2_KEEP_ALIVE_INTERVAL_MS)]
+    pub h2_keep_alive_interval_ms: u64,
+    /// How long an HTTP/2 client has to answer a ping, in ms.
+    #[arg(long, env = "DEV_H2_KEEP_ALIVE_TIMEOUT_MS", default_value_t = DEFAULT_H2_KEEP_ALIVE_TIMEOUT_MS)]
+    pub h2_keep_alive_timeout_ms: u64,
+    /// Streams one HTTP/2 connection may have open at once.
+    #[arg(long, env = "DEV_H2_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_H2_MAX_CONCURRENT_STREAMS)]
+    pub h2_max_concurrent_streams: u32,
+    /// Another host name requests may name besides the loopback ones (`localhost`,
+    /// `*.localhost`, 127.0.0.0/8, `[::1]`): a name, `.domain` for it and its subdomains, or an
+    /// IP address; repeat or separate with commas. Any other `Host` gets 403, so a page on some
+    /// other name can't reach gcbb dev through DNS rebinding.
+    #[arg(
+        long = "allowed-host",
+        env = "DEV_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
     /// A proxy in front of gcbb dev (an IP or a CIDR range; repeat or separate with commas)
     /// whose `X-Forwarded-For` names the client for rate limits. Without one, every forwarding
     /// header is ignored and the client is the connection's peer (whatever `TRUSTED_PROXY` says).
@@ -110,6 +148,11 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         },
     );
     let config = Config::from_vars(&vars)?;
+    let bind_ip = args
+        .host
+        .parse::<std::net::IpAddr>()
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let allowed_hosts = Arc::new(host::AllowedHosts::new(&args.allowed_hosts, bind_ip)?);
     // With no Clerk key, gcbb dev signs tokens itself. The key is generated while the database
     // is prepared: RSA generation takes a noticeable moment.
     let signer = config.clerk.key.is_none().then(|| {
@@ -181,13 +224,19 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
             seeded,
         },
         signer.as_deref(),
+        &allowed_hosts,
     );
 
-    let timeouts = ReadTimeouts {
+    let limits = ConnectionLimits {
         headers: Duration::from_millis(args.header_read_timeout_ms.max(1)),
         body: Duration::from_millis(args.body_read_timeout_ms.max(1)),
+        idle: Duration::from_millis(args.idle_timeout_ms.max(1)),
+        h2_keep_alive_interval: Duration::from_millis(args.h2_keep_alive_interval_ms.max(1)),
+        h2_keep_alive_timeout: Duration::from_millis(args.h2_keep_alive_timeout_ms.max(1)),
+        h2_max_concurrent_streams: args.h2_max_concurrent_streams.max(1),
     };
-    serve_connections(listener, service, timeouts, shutdown_signal()).await;
+    let service = host::HostCheck::new(service, allowed_hosts);
+    serve_connections(listener, service, limits, shutdown_signal()).await;
     let drain_limit = app.config.background_write_budget + SHUTDOWN_DRAIN_MARGIN;
     if !gcbb::platform::background::drain_local(drain_limit).await {
         eprintln!("background work still running after {drain_limit:?}; abandoned");
@@ -306,22 +355,31 @@ where
     }
 }
 
-/// Bounds on how slowly a client may send a request.
+/// Bounds on how slowly a client may send a request and how long a connection may idle.
 #[derive(Debug, Clone, Copy)]
-pub struct ReadTimeouts {
+pub struct ConnectionLimits {
+    /// An HTTP/1 request head, and the first request of any connection, must arrive within it.
     pub headers: Duration,
+    /// Longest pause between two pieces of a request body.
     pub body: Duration,
+    /// Longest time with no request in flight.
+    pub idle: Duration,
+    pub h2_keep_alive_interval: Duration,
+    pub h2_keep_alive_timeout: Duration,
+    pub h2_max_concurrent_streams: u32,
 }
 
 /// Serves `service` (compressed when the client asks) on `listener` until `shutdown`
 /// resolves, then lets open connections finish (at most [`SHUTDOWN_CONNECTIONS_LIMIT`]).
 /// Unlike `axum::serve`, a connection that sends its headers or its body too slowly is closed
-/// (hyper's header read timeout, and a body timeout between frames), so half-sent requests
-/// can't pile up.
+/// (hyper's header read timeout, and a body timeout between frames), and so is one that begins
+/// no request within the header timeout or has none in flight for the idle timeout, over
+/// HTTP/1 or HTTP/2 ([`connection`]), so neither half-sent requests nor silent connections
+/// can pile up.
 pub async fn serve_connections<S>(
     listener: tokio::net::TcpListener,
     service: S,
-    timeouts: ReadTimeouts,
+    limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) where
     S: tower::Service<Request, Response = Response, Error = Infallible>
@@ -337,7 +395,7 @@ pub async fn serve_connections<S>(
 
     let service = tower::ServiceBuilder::new()
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            timeouts.body,
+            limits.body,
         ))
         .map_request(|request: http::Request<_>| request.map(axum::body::Body::new))
         .service(CompressWhenAsked {
@@ -348,8 +406,17 @@ pub async fn serve_connections<S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.headers);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        .header_read_timeout(limits.headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.h2_keep_alive_interval)
+        .keep_alive_timeout(limits.h2_keep_alive_timeout)
+        .max_concurrent_streams(limits.h2_max_concurrent_streams);
+    let builder = Arc::new(builder);
+    // Every connection's task holds a sender: once they have all ended, `recv` says so.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -368,18 +435,38 @@ pub async fn serve_connections<S>(
         let _ = tcp.set_nodelay(true);
         // The peer's address, for rate limits (`PeerAddr`: whose X-Forwarded-For counts).
         let peer = axum::Extension(gcbb::platform::client::PeerAddr(peer.ip()));
-        let service = TowerToHyperService::new(tower::Layer::layer(&peer, service.clone()));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let activity = Arc::new(connection::Activity::default());
+        let service = TowerToHyperService::new(connection::Tracked::new(
+            tower::Layer::layer(&peer, service.clone()),
+            activity.clone(),
+        ));
+        let (builder, open, mut stopping) = (builder.clone(), open.clone(), stopping.clone());
         tokio::spawn(async move {
-            let _ = conn.await;
+            let _open = open;
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            tokio::pin!(conn);
+            let idle = tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = activity.idle_too_long(limits.headers, limits.idle) => true,
+                _ = stopping.wait_for(|stop| *stop) => false,
+            };
+            // HTTP/2 gets a GOAWAY, HTTP/1 is closed once its request (if any) is answered.
+            conn.as_mut().graceful_shutdown();
+            if idle {
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = activity.idle_too_long(IDLE_CLOSE_GRACE, IDLE_CLOSE_GRACE) => {}
+                }
+            } else {
+                let _ = conn.await;
+            }
         });
     }
     drop(listener);
+    drop(open);
+    let _ = stop.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = all_closed.recv() => {}
         _ = tokio::time::sleep(SHUTDOWN_CONNECTIONS_LIMIT) => {}
     }
 }
@@ -452,6 +539,7 @@ fn print_banner(
     addr: std::net::SocketAddr,
     prepared: &Prepared,
     signer: Option<&DevSigner>,
+    allowed_hosts: &host::AllowedHosts,
 ) {
     let c = &app.config;
     let auth = match (&c.clerk.key, signer) {
@@ -487,6 +575,7 @@ fn print_banner(
     );
     println!("  auth        {auth}");
     println!("  client      {}", c.trusted_proxy.describe());
+    println!("  hosts       {}", allowed_hosts.describe());
     println!(
         "  cron        {}",
         if c.cron_secret.is_some() {

@@ -23,7 +23,6 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::Uri;
 use axum::response::Response;
 use axum::routing::{get, MethodRouter};
-use axum::Extension;
 use serde::Serialize;
 
 use crate::chat::input::PromptBody;
@@ -53,7 +52,7 @@ pub fn router(app: Arc<App>) -> MethodRouter {
     get(read)
         .post(write)
         .fallback(wrong_method)
-        .layer(Extension(limit))
+        .layer(limit)
         .with_state(app)
 }
 
