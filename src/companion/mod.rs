@@ -29,7 +29,7 @@ use crate::platform::app::App;
 use crate::platform::auth::Viewer;
 use crate::platform::background::Background;
 use crate::platform::error::ApiError;
-use crate::platform::http::JsonBody;
+use crate::platform::http::{BodyLimit, JsonBody};
 use crate::platform::input::{DisplayName, Id, Query};
 use crate::platform::outbox;
 use crate::platform::privacy::PRIVACY_PROPAGATION_WAIT;
@@ -43,7 +43,10 @@ pub const MAX_SRC_CHARS: usize = 2_048;
 pub const MAX_INSTRUCTIONS_CHARS: usize = 20_000;
 
 pub fn router(app: Arc<App>) -> MethodRouter {
-    patch(update_companion).with_state(app)
+    // The limit is a layer so a declared oversized body is refused before auth or the database
+    // (and `BODY_LIMIT_BYTES` applies here as on the other routes).
+    let limit = BodyLimit(app.config.body_limit);
+    patch(update_companion).with_state(app).layer(limit)
 }
 
 /// The body: every field optional, unknown fields refused (so a typo isn't silently ignored).

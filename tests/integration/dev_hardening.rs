@@ -438,14 +438,15 @@ async fn a_body_declared_over_the_limit_gets_413_at_once_though_it_is_never_sent
     )
     .await;
     let mut slowest = Duration::ZERO;
-    for (path, expect_continue) in [
-        ("/api/chat/cmp_demo_01", false),
-        ("/api/chat/cmp_demo_01", true),
-        ("/api/group-chat/any-group/chat", false),
+    for (method, path, expect_continue) in [
+        ("POST", "/api/chat/cmp_demo_01", false),
+        ("POST", "/api/chat/cmp_demo_01", true),
+        ("POST", "/api/group-chat/any-group/chat", false),
+        ("PATCH", "/api/companion/cmp_demo_01", false),
     ] {
         let mut tcp = TcpStream::connect(addr_of(&server)).await.unwrap();
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\n{}\r\n",
             100u64 << 20,
             if expect_continue {
