@@ -17,6 +17,7 @@
 pub mod commands;
 pub mod connections;
 pub mod encoding;
+pub mod lua;
 pub mod request;
 pub mod scripts;
 
