@@ -19,9 +19,9 @@ use serde_json::{json, Value};
 
 use crate::support::{binary, free_port, Server};
 
-/// `@upstash/redis` checks in `tests/upstash-sdk/check.mjs`: 29 scenarios, run by a client
+/// `@upstash/redis` checks in `tests/upstash-sdk/check.mjs`: 33 scenarios, run by a client
 /// with auto-pipelining (its default: everything through `/pipeline`) and one without (`/`).
-const REDIS_SDK_CHECKS: u64 = 58;
+const REDIS_SDK_CHECKS: u64 = 66;
 /// `@upstash/ratelimit` checks: 6 scenarios for each of its three limiters.
 const RATELIMIT_SDK_CHECKS: u64 = 18;
 
@@ -290,6 +290,11 @@ async fn the_upstash_redis_sdk_passes_every_check_through_the_proxy() {
             "the allow-key-locking script ran, by EVAL and by EVALSHA"
         );
         assert_eq!(redis.get(&format!("sdk:{client}:ro")).await, None);
+        assert_eq!(
+            redis.get(&format!("sdk:{client}:canary")).await,
+            Some(b"alive".to_vec()),
+            "the scripts built at run time flushed nothing ({client})"
+        );
     }
 }
 
