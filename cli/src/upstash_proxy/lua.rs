@@ -655,6 +655,12 @@ mod tests {
     }
 
     #[test]
+    fn the_projects_own_scripts_pass() {
+        ok(gcbb::cache::ratelimit::SLIDING_WINDOW_LUA);
+        ok(gcbb::cache::RELEASE_LOCK.lua());
+    }
+
+    #[test]
     fn a_shebang_line_is_not_code_but_the_next_one_is() {
         ok("#!lua flags=no-writes,allow-key-locking _G\nreturn 1");
         refused("#!lua\nreturn _G");

@@ -8,8 +8,9 @@
 //! `Authorization: Bearer <token>` or `?_token=`. Replies are `{"result": …}` or
 //! `{"error": "…"}` (see [`encoding`] for `Upstash-Encoding: base64`), with Upstash's status
 //! codes: 400 for a command error or a refused command, 401 for a bad token, 405 for a method
-//! other than HEAD, GET, POST and PUT, 413 for a body over the limit, and 503 (ours: Upstash
-//! has no such case) when Redis is down or too slow.
+//! other than HEAD, GET, POST and PUT, 413 for a body over the limit, and (ours: Upstash has
+//! no such cases) 408 for a body that does not arrive within `--body-timeout-ms`, 503 when
+//! Redis is down or too slow.
 //!
 //! It refuses what would harm a Redis others share or the connection its clients share
 //! ([`commands`]; scripts by every command they can run, [`lua`]), answers KEYS only for a
