@@ -394,7 +394,8 @@ fn tokenize(source: &[u8]) -> Result<Vec<Token<'_>>, Unsafe> {
             b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => i += 1,
             b'-' if source.get(i + 1) == Some(&b'-') => {
                 i += 2;
-                if let Some(level) = long_bracket_level(source, i)? {
+                // `--[=x` is a line comment to Lua, not an invalid delimiter.
+                if let Ok(Some(level)) = long_bracket_level(source, i) {
                     i = skip_long_bracket(source, i, level)?;
                 } else {
                     while i < source.len() && source[i] != b'\n' && source[i] != b'\r' {
@@ -640,6 +641,7 @@ mod tests {
         // A line comment ends at the line; a long comment at its own level only.
         refused("--[==[ ]] ]=] ]==] return _G");
         refused("--[ not long\nreturn _G");
+        ok("--[=x a line comment, _G\nreturn 1");
         // `3redis` is one numeral to Lua: no `redis` name in it; `x.debug` is a field.
         ok("local x = {} x.debug = 3 return x.debug");
         // What Lua would not compile is refused rather than guessed at.
