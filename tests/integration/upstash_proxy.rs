@@ -19,9 +19,9 @@ use serde_json::{json, Value};
 
 use crate::support::{binary, free_port, Server};
 
-/// `@upstash/redis` checks in `tests/upstash-sdk/check.mjs`: 29 scenarios, run by a client
+/// `@upstash/redis` checks in `tests/upstash-sdk/check.mjs`: 33 scenarios, run by a client
 /// with auto-pipelining (its default: everything through `/pipeline`) and one without (`/`).
-const REDIS_SDK_CHECKS: u64 = 58;
+const REDIS_SDK_CHECKS: u64 = 66;
 /// `@upstash/ratelimit` checks: 6 scenarios for each of its three limiters.
 const RATELIMIT_SDK_CHECKS: u64 = 18;
 
@@ -290,6 +290,11 @@ async fn the_upstash_redis_sdk_passes_every_check_through_the_proxy() {
             "the allow-key-locking script ran, by EVAL and by EVALSHA"
         );
         assert_eq!(redis.get(&format!("sdk:{client}:ro")).await, None);
+        assert_eq!(
+            redis.get(&format!("sdk:{client}:canary")).await,
+            Some(b"alive".to_vec()),
+            "the scripts built at run time flushed nothing ({client})"
+        );
     }
 }
 
@@ -979,4 +984,479 @@ async fn a_frozen_then_killed_redis_is_a_503_within_the_timeout() {
         assert_eq!(status, 503, "{body}");
         assert!(error_text(&body).contains("unavailable"), "{body}");
     }
+}
+
+// ---------------------------------------------------------------- scripts, as strict as Upstash
+
+/// Scripts that try to reach FLUSHALL past a check of the script's words: built names,
+/// variables, arguments, aliases, indexing, the global table, compiled code, the debug library.
+const FLUSH_BYPASSES: [&str; 16] = [
+    "return redis.call('FLUSH'..'ALL')",
+    "local c = 'FLUSH' return redis.call(c .. 'ALL')",
+    "return redis.call(ARGV[1])",
+    "return redis.call(string.char(70, 76, 85, 83, 72, 65, 76, 76))",
+    "return redis.call(string.reverse('LLAHSULF'))",
+    "return redis.call('FLUSH\\65LL')",
+    "local r = redis return r.call(string.upper('flushall'))",
+    "local c = redis.call return c(ARGV[1])",
+    "return redis['call'](ARGV[1])",
+    "return pcall(redis.call, ARGV[1])",
+    "return redis.pcall(ARGV[1])",
+    "return _G['re' .. 'dis'].call(ARGV[1])",
+    "return getfenv(1).redis.call(ARGV[1])",
+    "return loadstring('return redis.call(ARGV[1])')()",
+    "return rawget(getfenv(0), 'redis').call(ARGV[1])",
+    "return debug.getregistry()",
+];
+
+#[tokio::test]
+async fn scripts_that_build_a_flush_at_run_time_are_refused_and_the_canary_key_stays() {
+    let redis = ScratchRedis::start().await;
+    let proxy = Proxy::start(&redis.url(), &[]).await;
+    let mut direct = redis.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg("canary")
+        .arg("alive")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+
+    for script in FLUSH_BYPASSES {
+        for command in [
+            json!(["EVAL", script, 0, "FLUSHALL"]),
+            json!(["EVAL_RO", script, 0, "FLUSHALL"]),
+            json!(["SCRIPT", "LOAD", script]),
+        ] {
+            let (status, body) = proxy.post("/", command.clone()).await;
+            assert_eq!(status, 400, "{command}: {body}");
+            assert!(
+                error_text(&body).starts_with("ERR a script is refused by gcbb upstash-proxy: "),
+                "{command}: {body}"
+            );
+        }
+        // In a pipeline, nothing of it runs.
+        let (status, body) = proxy
+            .post(
+                "/pipeline",
+                json!([["SET", "before", "1"], ["EVAL", script, 0, "FLUSHALL"]]),
+            )
+            .await;
+        assert_eq!(status, 400, "{script}: {body}");
+        assert_eq!(redis.get("before").await, None, "{script}");
+        assert_eq!(
+            redis.get("canary").await,
+            Some(b"alive".to_vec()),
+            "{script}"
+        );
+    }
+
+    // A flushing script someone loaded into Redis directly, unchecked, is unknown to the
+    // proxy: EVALSHA of its digest answers NOSCRIPT (as Upstash does for a script its database
+    // never saw), and SCRIPT EXISTS says 0.
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('FLUSHALL')")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    for path in ["/", "/pipeline"] {
+        let command = json!(["EVALSHA", sha, 0]);
+        let body = match path {
+            "/" => command,
+            _ => json!([command]),
+        };
+        let (_, reply) = proxy.post(path, body).await;
+        let reply = if path == "/" { reply } else { reply[0].clone() };
+        assert!(
+            error_text(&reply).starts_with("NOSCRIPT"),
+            "{path}: {reply}"
+        );
+    }
+    assert_eq!(
+        proxy.post("/", json!(["SCRIPT", "EXISTS", sha])).await,
+        (200, json!({"result": [0]}))
+    );
+
+    // A function library is checked the same way.
+    let (status, body) = proxy
+        .post(
+            "/",
+            json!([
+                "FUNCTION",
+                "LOAD",
+                "#!lua name=evil\nredis.register_function('f', function(k, a) return redis.call(a[1]) end)"
+            ]),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Legitimate scripts still run: literal names, pcall's error, EVAL then EVALSHA.
+    let script = "redis.call('SET', KEYS[1], ARGV[1]) return redis.pcall('INCR', KEYS[1])";
+    let (status, body) = proxy
+        .post("/", json!(["EVAL", script, 1, "k", "text"]))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("not an integer"), "{body}");
+    let sha = redis::Script::new(script).get_hash().to_owned();
+    assert_eq!(
+        proxy.post("/", json!(["EVALSHA", sha, 1, "k", "5"])).await,
+        (200, json!({"result": 6}))
+    );
+    assert_eq!(redis.get("canary").await, Some(b"alive".to_vec()));
+    let keys: i64 = redis::cmd("DBSIZE").query_async(&mut direct).await.unwrap();
+    assert_eq!(keys, 2, "the canary and k, nothing flushed");
+}
+
+/// Redis's default `busy-reply-threshold`: it reads a SCRIPT KILL only once a script has run
+/// this long, so a runaway script is stopped after it however short the proxy's limit.
+const REDIS_BUSY_THRESHOLD: Duration = Duration::from_millis(5000);
+
+/// Starts `script_command` (a script that never ends) through `proxy`, then 20 other clients
+/// at once; asserts the script's client gets the proxy's error, the others their answers.
+async fn a_runaway_script_is_stopped(proxy: std::sync::Arc<Proxy>, script_command: Value) {
+    let started = Instant::now();
+    let runaway = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move { proxy.post("/", script_command).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut others = tokio::task::JoinSet::new();
+    for n in 0..20 {
+        let proxy = proxy.clone();
+        others.spawn(async move {
+            let (path, body) = if n % 2 == 0 {
+                ("/", json!(["GET", "canary"]))
+            } else {
+                ("/pipeline", json!([["INCR", "counter"], ["GET", "canary"]]))
+            };
+            (path, proxy.post(path, body).await, started.elapsed())
+        });
+    }
+    let (status, body) = runaway.await.unwrap();
+    let stopped_after = started.elapsed();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        error_text(&body).contains("stopped it with SCRIPT KILL"),
+        "{body}"
+    );
+    assert!(
+        stopped_after < REDIS_BUSY_THRESHOLD + Duration::from_secs(3),
+        "{stopped_after:?}"
+    );
+    let mut answered = 0;
+    while let Some(done) = others.join_next().await {
+        let (path, (status, body), took) = done.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        let canary = if path == "/" { &body } else { &body[1] };
+        assert_eq!(canary, &json!({"result": "alive"}), "{path}: {body}");
+        assert!(
+            took < REDIS_BUSY_THRESHOLD + Duration::from_secs(4),
+            "{took:?}"
+        );
+        answered += 1;
+    }
+    assert_eq!(answered, 20);
+    println!("runaway script stopped after {stopped_after:?}; 20 other clients answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_script_is_killed_by_the_proxy_and_twenty_other_clients_are_answered() {
+    let redis = ScratchRedis::start().await;
+    let proxy =
+        std::sync::Arc::new(Proxy::start(&redis.url(), &["--script-timeout-ms", "500"]).await);
+    let mut direct = redis.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg("canary")
+        .arg("alive")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+
+    a_runaway_script_is_stopped(proxy.clone(), json!(["EVAL", "while true do end", 0])).await;
+    // One that reads in its loop is stopped the same way (it wrote nothing).
+    a_runaway_script_is_stopped(
+        proxy.clone(),
+        json!([
+            "EVAL",
+            "while true do redis.call('GET', KEYS[1]) end",
+            1,
+            "canary"
+        ]),
+    )
+    .await;
+
+    // Redis itself is answering again, to anyone: no BUSY.
+    let pong: String = redis::cmd("PING").query_async(&mut direct).await.unwrap();
+    assert_eq!(pong, "PONG");
+    assert_eq!(redis.get("canary").await, Some(b"alive".to_vec()));
+    let counter: i64 = redis::cmd("GET")
+        .arg("counter")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(counter, 20, "each pipeline's INCR ran once");
+    // And a short script still runs, not killed.
+    assert_eq!(
+        proxy
+            .post(
+                "/",
+                json!(["EVAL", "return redis.call('GET', KEYS[1])", 1, "canary"])
+            )
+            .await,
+        (200, json!({"result": "alive"}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_function_is_killed_with_function_kill() {
+    let redis = ScratchRedis::start().await;
+    let proxy =
+        std::sync::Arc::new(Proxy::start(&redis.url(), &["--script-timeout-ms", "500"]).await);
+    let _: () = redis::cmd("SET")
+        .arg("canary")
+        .arg("alive")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let library =
+        "#!lua name=spin\nredis.register_function('spin', function() while true do end end)";
+    assert_eq!(
+        proxy.post("/", json!(["FUNCTION", "LOAD", library])).await,
+        (200, json!({"result": "spin"}))
+    );
+    a_runaway_script_is_stopped(proxy.clone(), json!(["FCALL", "spin", 0])).await;
+}
+
+#[tokio::test]
+async fn script_flush_needs_allow_flush_and_keys_is_refused_past_upstashs_limit() {
+    let redis = ScratchRedis::start().await;
+    let proxy = Proxy::start(&redis.url(), &["--keys-limit", "10"]).await;
+    let flusher = Proxy::start(&redis.url(), &["--allow-flush"]).await;
+
+    // SCRIPT FLUSH would empty the script cache every client of the Redis shares.
+    let (_, sha) = proxy.post("/", json!(["SCRIPT", "LOAD", "return 1"])).await;
+    let sha = sha["result"].as_str().unwrap().to_owned();
+    let (status, body) = proxy.post("/", json!(["SCRIPT", "FLUSH"])).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        error_text(&body).starts_with("ERR SCRIPT FLUSH is refused by gcbb upstash-proxy: "),
+        "{body}"
+    );
+    let cached: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(cached, [1], "the script cache was not flushed");
+    assert_eq!(
+        flusher.post("/", json!(["SCRIPT", "FLUSH"])).await,
+        (200, json!({"result": "OK"}))
+    );
+
+    // KEYS is answered for a database of up to --keys-limit keys, as Upstash does up to
+    // 100,000, and refused past it (SCAN works at any size).
+    let mut direct = redis.conn().await;
+    for n in 0..10 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key:{n}"))
+            .arg(n)
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+    }
+    let (status, body) = proxy.post("/", json!(["KEYS", "*"])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"].as_array().unwrap().len(), 10);
+    let _: () = redis::cmd("SET")
+        .arg("key:10")
+        .arg(10)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    for (path, body) in [
+        ("/", json!(["keys", "*"])),
+        (
+            "/pipeline",
+            json!([["SET", "written", "1"], ["KEYS", "key:*"]]),
+        ),
+        (
+            "/multi-exec",
+            json!([["SET", "written", "1"], ["KEYS", "key:*"]]),
+        ),
+    ] {
+        let (status, reply) = proxy.post(path, body).await;
+        assert_eq!(status, 400, "{path}: {reply}");
+        let text = error_text(&reply);
+        assert!(
+            text.starts_with(
+                "ERR KEYS is refused by gcbb upstash-proxy: the database holds 11 keys"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("use SCAN"), "{text}");
+    }
+    assert_eq!(
+        redis.get("written").await,
+        None,
+        "nothing of the pipeline ran"
+    );
+    let (status, body) = proxy.get("/keys/*").await;
+    assert_eq!(status, 400, "the path style too: {body}");
+    let (status, body) = proxy
+        .post("/", json!(["SCAN", 0, "MATCH", "key:*", "COUNT", 100]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"][1].as_array().unwrap().len(), 11);
+    // Scripts use SCAN: KEYS is not among the commands a script may run.
+    let (status, _) = proxy
+        .post("/", json!(["EVAL", "return redis.call('KEYS', '*')", 0]))
+        .await;
+    assert_eq!(status, 400);
+}
+
+// ---------------------------------------------------------------- slow clients
+
+/// Flags of the slow-client test: short, so each cut-off is quick to see.
+const SLOW_CLIENT_FLAGS: [&str; 6] = [
+    "--header-timeout-ms",
+    "500",
+    "--idle-timeout-ms",
+    "1500",
+    "--body-timeout-ms",
+    "500",
+];
+
+/// Reads until the server closes the connection (or 10 s pass); what it sent, and when it
+/// closed, counted from `since`.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream, since: Instant) -> (String, Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let limit = Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(limit, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection was still open after {limit:?}"),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), since.elapsed())
+}
+
+#[tokio::test]
+async fn a_client_that_sends_half_a_head_a_slow_body_or_nothing_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let redis = ScratchRedis::start().await;
+    let proxy = Proxy::start(&redis.url(), &SLOW_CLIENT_FLAGS).await;
+    let addr = proxy
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let connect = || async { tokio::net::TcpStream::connect(&addr).await.unwrap() };
+    let slack = Duration::from_millis(700);
+
+    // Half a head: cut off at the header timeout, well before the idle timeout.
+    let mut tcp = connect().await;
+    let started = Instant::now();
+    tcp.write_all(b"POST / HTTP/1.1\r\nHost: proxy\r\nAuthori")
+        .await
+        .unwrap();
+    let (reply, took) = read_until_closed(&mut tcp, started).await;
+    assert!(
+        took < Duration::from_millis(500) + slack,
+        "half a head: {took:?}"
+    );
+    assert!(!reply.contains("200 OK"), "{reply}");
+
+    // A head sent a byte at a time, each before the idle timeout: still cut off.
+    let mut tcp = connect().await;
+    let started = Instant::now();
+    let head = format!(
+        "GET /ping HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {}\r\n\r\n",
+        proxy.token
+    );
+    let mut cut = false;
+    for byte in head.as_bytes() {
+        if tcp.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let (reply, took) = read_until_closed(&mut tcp, started).await;
+    assert!(
+        cut || !reply.contains("PONG"),
+        "the dribbled head was served: {reply}"
+    );
+    assert!(took < Duration::from_secs(4), "dribbled head: {took:?}");
+
+    // Nothing at all: cut off at the idle timeout.
+    let mut tcp = connect().await;
+    let started = Instant::now();
+    let (_, took) = read_until_closed(&mut tcp, started).await;
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(1500) + slack,
+        "idle: {took:?}"
+    );
+
+    // A body that stops, or dribbles: 408 at the body timeout, and the connection closes.
+    for dribble in [false, true] {
+        let mut tcp = connect().await;
+        let body = br#"["SET","slow","1"]"#;
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            proxy.token,
+            body.len() + 100
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        tcp.write_all(&body[..4]).await.unwrap();
+        if dribble {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if tcp.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }
+        let (reply, took) = read_until_closed(&mut tcp, started).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 408"),
+            "dribble {dribble}: {reply}"
+        );
+        assert!(reply.contains("did not arrive within 500 ms"), "{reply}");
+        assert!(
+            took < Duration::from_millis(500) + slack + Duration::from_millis(1500),
+            "dribble {dribble}: {took:?}"
+        );
+    }
+    assert_eq!(redis.get("slow").await, None);
+
+    // A client that keeps its connection idle after a request is cut off too, while a brisk
+    // one is served on the same connection as often as it asks.
+    let mut tcp = connect().await;
+    let request = format!(
+        "GET /set/brisk/1 HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {}\r\n\r\n",
+        proxy.token
+    );
+    for _ in 0..3 {
+        use tokio::io::AsyncReadExt;
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let started = Instant::now();
+    let (_, took) = read_until_closed(&mut tcp, started).await;
+    assert!(
+        took < Duration::from_millis(1500) + slack,
+        "idle after a response: {took:?}"
+    );
+    assert_eq!(redis.get("brisk").await, Some(b"1".to_vec()));
 }

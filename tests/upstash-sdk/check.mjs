@@ -254,6 +254,33 @@ async function redisChecks(label, redis) {
     const [seconds] = await redis.time();
     assert.ok(Math.abs(seconds - Date.now() / 1000) < 60);
   });
+  await check(`${label}: a script may SCAN and pcall`, async () => {
+    await redis.set(k("sc:1"), "a");
+    const script =
+      "local r = redis.call('SCAN', '0', 'MATCH', ARGV[1], 'COUNT', 1000) " +
+      "local e = redis.pcall('INCR', KEYS[1]) return {#r[2], e['err'] ~= nil}";
+    assert.deepEqual(await redis.eval(script, [k("sc:1")], [k("sc:*")]), [1, 1]);
+  });
+  await check(`${label}: scripts that build a command at run time are refused`, async () => {
+    await redis.set(k("canary"), "alive");
+    await refused(redis.eval("return redis.call('FLUSH'..'ALL')", [], []));
+    await refused(redis.eval("return redis.call(ARGV[1])", [], ["FLUSHALL"]));
+    await refused(redis.eval("local r = redis return r.call('FLUSHALL')", [], []));
+    await refused(redis.eval("return loadstring('return 1')()", [], []));
+    await refused(redis.scriptLoad("return _G.redis.call('FLUSHDB')"));
+    assert.equal(await redis.get(k("canary")), "alive");
+  });
+  await check(`${label}: evalsha of a script the proxy never saw is NOSCRIPT`, async () => {
+    await assert.rejects(
+      redis.evalsha(sha1(`return 'never sent ${label}'`), [], []),
+      /NOSCRIPT/,
+    );
+  });
+  await check(`${label}: scriptFlush is refused, scripts stay cached`, async () => {
+    const sha = await redis.scriptLoad("return 'cached'");
+    await refused(redis.scriptFlush());
+    assert.equal(await redis.evalsha(sha, [], []), "cached");
+  });
   await check(`${label}: refused commands come back as errors`, async () => {
     await redis.set(k("kept"), "kept ✓");
     await refused(redis.flushall());

@@ -1,7 +1,8 @@
 //! Which commands the proxy refuses, and why. It is a stand-in for Upstash on a machine whose
 //! Redis other people and tests share, so it refuses what no Upstash database runs and what
 //! would break the one connection all its clients share (SELECT, MULTI, SUBSCRIBE, a blocking
-//! pop): every command of a request is checked before any of it reaches Redis.
+//! pop): every command of a request is checked before any of it reaches Redis. A script is
+//! checked for every command it can run ([`super::lua`]), not for the words it contains.
 
 /// A command as sent: its name, then its arguments, as bytes.
 pub type Command = Vec<Vec<u8>>;
@@ -9,7 +10,7 @@ pub type Command = Vec<Vec<u8>>;
 /// What a proxy was started to allow beyond the defaults.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Policy {
-    /// `--allow-flush`: FLUSHALL, FLUSHDB, FUNCTION FLUSH, and scripts that name them.
+    /// `--allow-flush`: FLUSHALL, FLUSHDB, FUNCTION FLUSH and SCRIPT FLUSH (never from a script).
     pub allow_flush: bool,
 }
 
@@ -18,7 +19,7 @@ pub struct Policy {
 pub struct Refusal {
     /// The command as named in the message: upper case, with its subcommand when that decided.
     pub command: String,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 impl Refusal {
@@ -45,10 +46,10 @@ const SUBSCRIBE: &str =
     "it turns the shared connection into a subscriber; the proxy has no streaming endpoint";
 const BLOCKING: &str =
     "it blocks the shared connection, and every other client with it, while it waits";
-const OTHER_CLIENTS: &str = "it stops a script or function another client is running";
-const SCRIPT_FLUSH: &str = "the script names FLUSHALL or FLUSHDB, which Redis lets scripts run; start the proxy with --allow-flush to allow it";
-const SCRIPT_ADMIN: &str =
-    "the script names SWAPDB or MIGRATE, which Redis lets scripts run and the proxy refuses";
+const OTHER_CLIENTS: &str = "it stops a script or function another client is running; the proxy \
+     stops a script itself once it runs past --script-timeout-ms";
+const SCRIPT_CACHE_FLUSH: &str = "it empties the script cache every client of the Redis shares; \
+     start the proxy with --allow-flush to allow it";
 
 /// Checks one command; the refusal when the proxy won't run it. Names are case-insensitive.
 pub fn check(command: &[Vec<u8>], policy: Policy) -> Result<(), Refusal> {
@@ -62,7 +63,10 @@ pub fn check(command: &[Vec<u8>], policy: Policy) -> Result<(), Refusal> {
             (Some(sub), true) => format!("{name} {sub}"),
             _ => name.clone(),
         };
-        Err(Refusal { command, reason })
+        Err(Refusal {
+            command,
+            reason: reason.to_owned(),
+        })
     };
     match name.as_str() {
         "FLUSHALL" | "FLUSHDB" if !policy.allow_flush => refuse(FLUSH, false),
@@ -84,7 +88,8 @@ pub fn check(command: &[Vec<u8>], policy: Policy) -> Result<(), Refusal> {
             Some("KILL") => refuse(OTHER_CLIENTS, true),
             // A debugging session takes over the connection of the next EVAL.
             Some("DEBUG") => refuse(SHARED_CONNECTION, true),
-            Some("LOAD") => check_script_text(command.get(2), policy),
+            Some("FLUSH") if !policy.allow_flush => refuse(SCRIPT_CACHE_FLUSH, true),
+            Some("LOAD") => check_script_text(command.get(2)),
             _ => Ok(()),
         },
         "FUNCTION" => match sub.as_deref() {
@@ -96,10 +101,10 @@ pub fn check(command: &[Vec<u8>], policy: Policy) -> Result<(), Refusal> {
             {
                 refuse(FLUSH, true)
             }
-            Some("LOAD") => check_script_text(command.last(), policy),
+            Some("LOAD") => check_script_text(command.last()),
             _ => Ok(()),
         },
-        "EVAL" | "EVAL_RO" => check_script_text(command.get(1), policy),
+        "EVAL" | "EVAL_RO" => check_script_text(command.get(1)),
         _ => Ok(()),
     }
 }
@@ -112,29 +117,24 @@ pub fn check_all(commands: &[Command], policy: Policy) -> Result<(), (usize, Ref
         .try_for_each(|(i, c)| check(c, policy).map_err(|r| (i, r)))
 }
 
-/// Redis lets a Lua script call FLUSHALL, FLUSHDB, SWAPDB and MIGRATE, so a script that names
-/// one is refused as the command would be. A guard against accidents, not a sandbox: a script
-/// can still build the name at run time.
-fn check_script_text(source: Option<&Vec<u8>>, policy: Policy) -> Result<(), Refusal> {
+/// A script (EVAL's, SCRIPT LOAD's, FUNCTION LOAD's) is refused unless every command it can
+/// run is a literal the proxy allows ([`super::lua`] says why that is enough).
+fn check_script_text(source: Option<&Vec<u8>>) -> Result<(), Refusal> {
     let Some(source) = source else {
         return Ok(());
     };
-    let text = upper(source);
-    let names = |words: &[&str]| words.iter().any(|w| text.contains(w));
-    let script = || "a script".to_owned();
-    if !policy.allow_flush && names(&["FLUSHALL", "FLUSHDB"]) {
-        return Err(Refusal {
-            command: script(),
-            reason: SCRIPT_FLUSH,
-        });
-    }
-    if names(&["SWAPDB", "MIGRATE"]) {
-        return Err(Refusal {
-            command: script(),
-            reason: SCRIPT_ADMIN,
-        });
-    }
-    Ok(())
+    super::lua::check_script(source).map_err(|unsafe_| Refusal {
+        command: "a script".to_owned(),
+        reason: unsafe_.reason(),
+    })
+}
+
+/// Whether `command` is KEYS, which Upstash answers only for a database of at most
+/// [`super::KEYS_LIMIT`] keys: the proxy counts them first.
+pub fn is_keys(command: &[Vec<u8>]) -> bool {
+    command
+        .first()
+        .is_some_and(|name| name.eq_ignore_ascii_case(b"KEYS"))
 }
 
 /// Whether XREAD/XREADGROUP options (everything before STREAMS) hold BLOCK.
@@ -177,12 +177,14 @@ mod tests {
             &["FLUSHDB"],
             &["FUNCTION", "FLUSH"],
             &["FUNCTION", "RESTORE", "x", "flush"],
-            &["EVAL", "return redis.call('flushdb')", "0"],
+            &["SCRIPT", "FLUSH"],
         ] {
             assert!(refused(parts), "{parts:?}");
             assert!(check(&cmd(parts), allow).is_ok(), "{parts:?}");
         }
         assert!(check(&cmd(&["SWAPDB", "0", "1"]), allow).is_err());
+        // Scripts never flush: the flag allows the commands, not a script calling them.
+        assert!(check(&cmd(&["EVAL", "return redis.call('flushdb')", "0"]), allow).is_err());
     }
 
     #[test]
@@ -209,10 +211,21 @@ mod tests {
     fn script_subcommands_are_told_apart() {
         assert!(!refused(&["SCRIPT", "LOAD", "return 1"]));
         assert!(!refused(&["SCRIPT", "EXISTS", "abc"]));
-        assert!(!refused(&["SCRIPT", "FLUSH"]));
+        assert!(refused(&["SCRIPT", "FLUSH", "ASYNC"]));
         assert!(refused(&["SCRIPT", "KILL"]));
         assert!(refused(&["script", "debug", "yes"]));
         assert!(refused(&["SCRIPT", "LOAD", "redis.call('SWAPDB', 0, 1)"]));
+        assert!(refused(&["EVAL", "return redis.call('FLUSH'..'ALL')", "0"]));
+        assert!(refused(&[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=l\nredis.register_function('f', function() return redis.call(KEYS[1]) end)"
+        ]));
+        assert!(!refused(&[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=l\nredis.register_function('f', function(k) return redis.call('GET', k[1]) end)"
+        ]));
     }
 
     #[test]

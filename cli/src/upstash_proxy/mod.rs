@@ -8,24 +8,31 @@
 //! `Authorization: Bearer <token>` or `?_token=`. Replies are `{"result": …}` or
 //! `{"error": "…"}` (see [`encoding`] for `Upstash-Encoding: base64`), with Upstash's status
 //! codes: 400 for a command error or a refused command, 401 for a bad token, 405 for a method
-//! other than HEAD, GET, POST and PUT, 413 for a body over the limit, and 503 (ours: Upstash
-//! has no such case) when Redis is down or too slow.
+//! other than HEAD, GET, POST and PUT, 413 for a body over the limit, and (ours: Upstash has
+//! no such cases) 408 for a body that does not arrive within `--body-timeout-ms`, 503 when
+//! Redis is down or too slow.
 //!
 //! It refuses what would harm a Redis others share or the connection its clients share
-//! ([`commands`]), and rewrites Upstash-only script flags for Redis ([`scripts`]).
+//! ([`commands`]; scripts by every command they can run, [`lua`]), answers KEYS only for a
+//! database of at most `--keys-limit` keys as Upstash does, rewrites Upstash-only script flags
+//! for Redis ([`scripts`]), stops a script that runs too long ([`watchdog`]), and cuts off a
+//! client that sends its request too slowly ([`server`]).
 
 pub mod commands;
 pub mod connections;
 pub mod encoding;
+pub mod lua;
 pub mod request;
 pub mod scripts;
+pub mod server;
+pub mod watchdog;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -39,6 +46,7 @@ use self::commands::{Command, Policy};
 use self::connections::{Connections, Failure, Timeouts};
 use self::encoding::Encoding;
 use self::scripts::ScriptDigests;
+use self::server::ClientTimeouts;
 
 /// Largest request body the proxy accepts by default (Upstash's own limit depends on the plan).
 pub const PROXY_MAX_BODY: usize = 8 * 1024 * 1024;
@@ -47,6 +55,18 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long Redis may take to answer a request, by default. Blocking commands are refused, so
 /// only a slow script or a huge reply comes near it.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a script may run before the proxy stops it, by default: Redis's own default
+/// `busy-reply-threshold`, before which Redis reads no SCRIPT KILL anyway.
+pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upstash answers KEYS only for a database of at most this many keys ("This command will
+/// return an error for databases containing more than 100,000 entries", its KEYS page).
+pub const KEYS_LIMIT: u64 = 100_000;
+/// How long a connection may sit without a complete request head, by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request head may take from its first byte, by default.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request body may take once the head is in, by default.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Port when `--port` is not given.
 pub const DEFAULT_PROXY_PORT: u16 = 8079;
 /// The methods Upstash serves; any other is 405.
@@ -76,6 +96,23 @@ pub struct ProxyArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = PROXY_MAX_BODY)]
     pub max_body: usize,
+    /// Milliseconds a script may run before the proxy stops it with SCRIPT KILL (Redis reads
+    /// the kill only after its busy-reply-threshold, 5000 by default).
+    #[arg(long, default_value_t = DEFAULT_SCRIPT_TIMEOUT.as_millis() as u64)]
+    pub script_timeout_ms: u64,
+    /// KEYS is refused when the database holds more keys than this (Upstash's limit).
+    #[arg(long, default_value_t = KEYS_LIMIT)]
+    pub keys_limit: u64,
+    /// Milliseconds a connection may stay open without a complete request head (after it
+    /// opens or after its last response).
+    #[arg(long, default_value_t = DEFAULT_IDLE_TIMEOUT.as_millis() as u64)]
+    pub idle_timeout_ms: u64,
+    /// Milliseconds a request head may take from its first byte.
+    #[arg(long, default_value_t = DEFAULT_HEADER_TIMEOUT.as_millis() as u64)]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a request body may take once the head is in.
+    #[arg(long, default_value_t = DEFAULT_BODY_TIMEOUT.as_millis() as u64)]
+    pub body_timeout_ms: u64,
 }
 
 struct Proxy {
@@ -83,6 +120,9 @@ struct Proxy {
     token: String,
     policy: Policy,
     scripts: ScriptDigests,
+    keys_limit: u64,
+    max_body: usize,
+    body_timeout: Duration,
 }
 
 pub async fn run(args: ProxyArgs) -> ExitCode {
@@ -132,16 +172,13 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
             _ = term.recv() => {}
         }
     };
-    match axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gcbb upstash-proxy: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let timeouts = ClientTimeouts {
+        idle: Duration::from_millis(args.idle_timeout_ms.max(1)),
+        header: Duration::from_millis(args.header_timeout_ms.max(1)),
+        body: Duration::from_millis(args.body_timeout_ms.max(1)),
+    };
+    server::serve(listener, router, timeouts, shutdown).await;
+    ExitCode::SUCCESS
 }
 
 /// The proxy's routes over `args.redis`. Nothing connects yet; the error is a bad URL.
@@ -153,6 +190,7 @@ fn build(args: &ProxyArgs) -> Result<(Router, Arc<Proxy>), redis::RedisError> {
     let timeouts = Timeouts {
         connect: Duration::from_millis(args.connect_timeout_ms),
         command: Duration::from_millis(args.command_timeout_ms),
+        script: Duration::from_millis(args.script_timeout_ms.max(1)),
     };
     let proxy = Arc::new(Proxy {
         redis: Connections::new(&args.redis, timeouts)?,
@@ -161,6 +199,9 @@ fn build(args: &ProxyArgs) -> Result<(Router, Arc<Proxy>), redis::RedisError> {
             allow_flush: args.allow_flush,
         },
         scripts: ScriptDigests::default(),
+        keys_limit: args.keys_limit,
+        max_body: args.max_body,
+        body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
     });
     let router = Router::new()
         .route("/", any(handle).layer(Extension(Route::Root)))
@@ -170,7 +211,6 @@ fn build(args: &ProxyArgs) -> Result<(Router, Arc<Proxy>), redis::RedisError> {
             any(handle).layer(Extension(Route::Transaction)),
         )
         .route("/{*command}", any(handle).layer(Extension(Route::Path)))
-        .layer(DefaultBodyLimit::max(args.max_body))
         .with_state(proxy.clone());
     Ok((router, proxy))
 }
@@ -196,8 +236,9 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
+    let body = read_body(body, proxy.max_body, proxy.body_timeout).await;
     let (encoding, mut commands) = match admit(&proxy, route, &method, &uri, &headers, body) {
         Ok(p) => p,
         Err(rejection) => return rejection.into_response(),
@@ -220,6 +261,11 @@ async fn handle(
             ),
         };
         return error(StatusCode::BAD_REQUEST, message);
+    }
+    if let Some(index) = commands.iter().position(|c| commands::is_keys(c)) {
+        if let Err(response) = check_key_count(&proxy, route, index, commands.len()).await {
+            return response;
+        }
     }
     let digests: Vec<Option<String>> = commands
         .iter_mut()
@@ -262,6 +308,75 @@ async fn handle(
     }
 }
 
+/// KEYS as Upstash answers it: refused (before any command of the request runs) when the
+/// database holds more than `--keys-limit` keys.
+async fn check_key_count(
+    proxy: &Proxy,
+    route: Route,
+    index: usize,
+    of: usize,
+) -> Result<(), Response> {
+    let count = match proxy.redis.run(&vec![b"DBSIZE".to_vec()]).await {
+        Ok(redis::Value::Int(n)) => n.max(0) as u64,
+        Ok(other) => {
+            tracing::warn!(reply = ?other, "upstash-proxy: DBSIZE answered oddly");
+            return Ok(());
+        }
+        Err(failure) => return Err(failure_response(failure)),
+    };
+    if count <= proxy.keys_limit {
+        return Ok(());
+    }
+    tracing::warn!(
+        keys = count,
+        limit = proxy.keys_limit,
+        "upstash-proxy: refused KEYS"
+    );
+    let mut message = format!(
+        "ERR KEYS is refused by gcbb upstash-proxy: the database holds {count} keys, over the \
+         {} for which Upstash answers KEYS; use SCAN",
+        proxy.keys_limit
+    );
+    if matches!(route, Route::Pipeline | Route::Transaction) {
+        message.push_str(&format!(
+            " (command {} of {of}; none of them ran)",
+            index + 1
+        ));
+    }
+    Err(error(StatusCode::BAD_REQUEST, message))
+}
+
+/// The whole body, within `within` of the head and at most `limit` bytes: a 408 (closing the
+/// connection) for a body that dawdles, a 413 for one too large.
+async fn read_body(body: Body, limit: usize, within: Duration) -> Result<Bytes, Rejection> {
+    use http_body_util::BodyExt as _;
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(within, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Rejection {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("ERR the request body is over {limit} bytes (--max-body)"),
+                allow: None,
+            })
+        }
+        Ok(Err(e)) => Err(Rejection::bad_request(format!(
+            "ERR could not read the request body: {e}"
+        ))),
+        Err(_) => Err(Rejection {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "ERR the request body did not arrive within {} ms (gcbb upstash-proxy)",
+                within.as_millis()
+            ),
+            allow: None,
+        }),
+    }
+}
+
 /// A request turned away before it reaches Redis: the status, the `error` text, and for a 405
 /// the methods allowed.
 struct Rejection {
@@ -288,6 +403,12 @@ impl IntoResponse for Rejection {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a dawdling body is not worth waiting for.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -299,7 +420,7 @@ fn admit(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, Rejection>,
 ) -> Result<(Encoding, Vec<Command>), Rejection> {
     let allow = match route {
         Route::Root | Route::Path => ALLOWED_METHODS,
@@ -320,14 +441,7 @@ fn admit(
         });
     }
     let encoding = Encoding::from_headers(headers).map_err(Rejection::bad_request)?;
-    let body = body.map_err(|rejection| Rejection {
-        status: match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        },
-        message: rejection.body_text(),
-        allow: None,
-    })?;
+    let body = body?;
     let bad = |e: String| Rejection::bad_request(e);
     let commands = match route {
         Route::Path => {

@@ -4,6 +4,11 @@
 //! keeping the flags Redis knows. Redis then caches the script under the digest of the text it
 //! got, while clients call EVALSHA with the digest of the text they sent: the proxy remembers
 //! which is which, so EVALSHA, SCRIPT EXISTS and SCRIPT LOAD's reply speak the client's digest.
+//!
+//! It remembers only the scripts that came through it, checked ([`super::lua`]): EVALSHA of any
+//! other digest — a script someone loaded into the shared Redis directly, unchecked — answers
+//! NOSCRIPT, as Upstash does for a script its database never saw, and the SDKs send the script
+//! again with EVAL, where it is checked.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +21,10 @@ pub const UPSTASH_ONLY_FLAGS: &[&str] = &["allow-key-locking"];
 /// Digests remembered at most; past that the map starts again (a client whose digest was
 /// forgotten gets NOSCRIPT and sends the script again, as it must after any Redis restart).
 pub const MAX_REMEMBERED_DIGESTS: usize = 10_000;
+
+/// What EVALSHA and SCRIPT EXISTS send Redis for a digest the proxy never checked: 40
+/// characters that are no SHA-1 in hex, so Redis answers NOSCRIPT (or 0) whatever it caches.
+pub const UNCHECKED_DIGEST: &str = "not-a-script-checked-by-upstash-proxy!!!";
 
 /// The script without Upstash-only shebang flags, or `None` when it has none to drop.
 pub fn strip_upstash_flags(source: &str) -> Option<String> {
@@ -51,11 +60,13 @@ pub fn strip_upstash_flags(source: &str) -> Option<String> {
 }
 
 /// SHA-1 of a script's text, in hex, as Redis and the SDKs compute it.
-pub fn digest(source: &str) -> String {
-    redis::Script::new(source).get_hash().to_owned()
+pub fn digest(source: impl AsRef<[u8]>) -> String {
+    let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, source.as_ref());
+    hex::encode(sha1.as_ref())
 }
 
-/// The client's digest of each rewritten script → the digest Redis knows it by.
+/// The client's digest of each script that came through the proxy → the digest Redis knows it
+/// by (the same unless the proxy rewrote the script).
 #[derive(Default)]
 pub struct ScriptDigests {
     redis_digest: Mutex<HashMap<String, String>>,
@@ -70,14 +81,14 @@ impl ScriptDigests {
         let sub = command.get(1).map(|s| s.to_ascii_uppercase());
         match (name.as_slice(), sub.as_deref()) {
             (b"EVAL" | b"EVAL_RO", _) => {
-                self.rewrite_script(command.get_mut(1)?);
+                self.admit_script(command.get_mut(1)?);
                 None
             }
             (b"EVALSHA" | b"EVALSHA_RO", _) => {
                 self.translate(command.get_mut(1)?);
                 None
             }
-            (b"SCRIPT", Some(b"LOAD")) => self.rewrite_script(command.get_mut(2)?),
+            (b"SCRIPT", Some(b"LOAD")) => self.admit_script(command.get_mut(2)?),
             (b"SCRIPT", Some(b"EXISTS")) => {
                 command.iter_mut().skip(2).for_each(|d| self.translate(d));
                 None
@@ -86,28 +97,35 @@ impl ScriptDigests {
         }
     }
 
-    /// Rewrites a script in place and remembers its digests; the client's digest if rewritten.
-    fn rewrite_script(&self, source: &mut Vec<u8>) -> Option<String> {
-        let text = std::str::from_utf8(source).ok()?;
-        let rewritten = strip_upstash_flags(text)?;
-        let (client, redis) = (digest(text), digest(&rewritten));
+    /// Rewrites a script in place when it has Upstash-only flags, and remembers its digests;
+    /// the client's digest if rewritten. Only scripts the proxy checked get here.
+    fn admit_script(&self, source: &mut Vec<u8>) -> Option<String> {
+        let rewritten = std::str::from_utf8(source)
+            .ok()
+            .and_then(strip_upstash_flags);
+        let client = digest(&*source);
+        let redis = rewritten.as_deref().map_or_else(|| client.clone(), digest);
         let mut map = self.redis_digest.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_REMEMBERED_DIGESTS {
             map.clear();
         }
         map.insert(client.clone(), redis);
         drop(map);
+        let rewritten = rewritten?;
         *source = rewritten.into_bytes();
         Some(client)
     }
 
-    /// Replaces a client's digest by Redis's, when it is one of a rewritten script.
+    /// Replaces a client's digest by Redis's, or by [`UNCHECKED_DIGEST`] when no script of that
+    /// digest came through the proxy.
     fn translate(&self, digest: &mut Vec<u8>) {
         let key = String::from_utf8_lossy(digest).to_ascii_lowercase();
         let map = self.redis_digest.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(redis) = map.get(&key) {
-            *digest = redis.clone().into_bytes();
-        }
+        *digest = map
+            .get(&key)
+            .map_or(UNCHECKED_DIGEST, String::as_str)
+            .as_bytes()
+            .to_vec();
     }
 }
 
@@ -155,5 +173,21 @@ mod tests {
         let mut plain: Command = vec![b"EVAL".to_vec(), b"return 2".to_vec(), b"0".to_vec()];
         assert_eq!(digests.prepare(&mut plain), None);
         assert_eq!(plain[1], b"return 2");
+        let mut again: Command = vec![b"EVALSHA".into(), digest("return 2").into(), b"0".into()];
+        digests.prepare(&mut again);
+        assert_eq!(again[1], digest("return 2").into_bytes());
+    }
+
+    #[test]
+    fn a_digest_the_proxy_never_checked_is_sent_as_one_redis_does_not_know() {
+        let digests = ScriptDigests::default();
+        let unseen = digest("return redis.call('FLUSHALL')");
+        let mut evalsha: Command = vec![b"EVALSHA".into(), unseen.clone().into(), b"0".into()];
+        digests.prepare(&mut evalsha);
+        assert_eq!(evalsha[1], UNCHECKED_DIGEST.as_bytes());
+        assert_eq!(UNCHECKED_DIGEST.len(), 40);
+        let mut exists: Command = vec![b"SCRIPT".into(), b"EXISTS".into(), unseen.into()];
+        digests.prepare(&mut exists);
+        assert_eq!(exists[2], UNCHECKED_DIGEST.as_bytes());
     }
 }
