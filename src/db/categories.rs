@@ -14,7 +14,7 @@ pub struct Category {
 pub async fn list_categories(client: &impl Querier) -> Result<Vec<Category>, DbError> {
     let rows = client
         .query_typed(
-            "SELECT \"id\", \"name\" FROM \"Category\" ORDER BY \"name\", \"id\"",
+            r#"SELECT "id", "name" FROM "Category" ORDER BY "name", "id""#,
             &[],
         )
         .await?;
@@ -31,7 +31,7 @@ pub async fn list_categories(client: &impl Querier) -> Result<Vec<Category>, DbE
 pub async fn category_exists(client: &impl Querier, id: &str) -> Result<bool, DbError> {
     let rows = client
         .query_typed(
-            "SELECT 1 FROM \"Category\" WHERE \"id\" = $1",
+            r#"SELECT 1 FROM "Category" WHERE "id" = $1"#,
             &[(&id, tokio_postgres::types::Type::TEXT)],
         )
         .await?;

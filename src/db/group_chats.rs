@@ -25,7 +25,7 @@ pub async fn find_group_chat(
 ) -> Result<Option<GroupChat>, DbError> {
     let rows = client
         .query_typed(
-            "SELECT \"id\", \"name\", \"creatorId\" FROM \"GroupChat\" WHERE \"id\" = $1",
+            r#"SELECT "id", "name", "creatorId" FROM "GroupChat" WHERE "id" = $1"#,
             &[(&id, Type::TEXT)],
         )
         .await?;
@@ -45,13 +45,13 @@ pub struct GroupMember {
     pub last_spoke: Option<NaiveDateTime>,
 }
 
-const MEMBERS_SQL: &str = "SELECT c.\"id\", c.\"name\", c.\"instructions\", \
-            (SELECT max(g.\"createdAt\") FROM \"GroupMessage\" g \
-             WHERE g.\"groupChatId\" = m.\"groupChatId\" AND g.\"senderId\" = c.\"id\" \
-               AND g.\"isBot\") AS \"lastSpoke\" \
-     FROM \"GroupChatMember\" m JOIN \"Companion\" c ON c.\"id\" = m.\"companionId\" \
-     WHERE m.\"groupChatId\" = $1 AND (NOT c.\"private\" OR c.\"userId\" = $2) \
-     ORDER BY \"lastSpoke\" ASC NULLS FIRST, m.\"joinedAt\", c.\"id\"";
+const MEMBERS_SQL: &str = r#"SELECT c."id", c."name", c."instructions",
+              (SELECT max(g."createdAt") FROM "GroupMessage" g
+               WHERE g."groupChatId" = m."groupChatId" AND g."senderId" = c."id"
+                 AND g."isBot") AS "lastSpoke"
+       FROM "GroupChatMember" m JOIN "Companion" c ON c."id" = m."companionId"
+       WHERE m."groupChatId" = $1 AND (NOT c."private" OR c."userId" = $2)
+       ORDER BY "lastSpoke" ASC NULLS FIRST, m."joinedAt", c."id""#;
 
 /// The group's companions that `viewer_id` may see (public, or the viewer's own), least
 /// recently spoken first (never-spoken first of all, then by when they joined). Another
@@ -129,18 +129,18 @@ pub async fn insert_group_message(
     let id = uuid::Uuid::new_v4().to_string();
     let rows = client
         .query_typed(
-            "WITH ins AS ( \
-                 INSERT INTO \"GroupMessage\" (\"id\", \"content\", \"createdAt\", \"updatedAt\", \
-                                              \"groupChatId\", \"isBot\", \"senderId\") \
-                 SELECT $1, $2, t.ts, t.ts, $3, $4, $5 \
-                 FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC', \
-                              $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
-                 RETURNING * \
-             ) \
-             SELECT ins.\"id\", ins.\"content\", ins.\"isBot\", ins.\"senderId\", ins.\"createdAt\", \
-                    c.\"name\" AS \"senderName\", TRUE AS \"available\", \
-                    CASE WHEN ins.\"isBot\" THEN 'finished' END AS \"status\" \
-             FROM ins LEFT JOIN \"Companion\" c ON ins.\"isBot\" AND c.\"id\" = ins.\"senderId\"",
+            r#"WITH ins AS (
+                   INSERT INTO "GroupMessage" ("id", "content", "createdAt", "updatedAt",
+                                                "groupChatId", "isBot", "senderId")
+                   SELECT $1, $2, t.ts, t.ts, $3, $4, $5
+                   FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC',
+                                $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t
+                   RETURNING *
+               )
+               SELECT ins."id", ins."content", ins."isBot", ins."senderId", ins."createdAt",
+                      c."name" AS "senderName", TRUE AS "available",
+                      CASE WHEN ins."isBot" THEN 'finished' END AS "status"
+               FROM ins LEFT JOIN "Companion" c ON ins."isBot" AND c."id" = ins."senderId""#,
             &[
                 (&id, Type::TEXT),
                 (&content, Type::TEXT),
@@ -170,12 +170,12 @@ pub async fn insert_group_reply(
 ) -> Result<bool, DbError> {
     let rows = client
         .query_typed(
-            "INSERT INTO \"GroupMessage\" (\"id\", \"content\", \"createdAt\", \"updatedAt\", \
-                                         \"groupChatId\", \"isBot\", \"senderId\", \"status\") \
-             SELECT $1, $2, t.ts, t.ts, $3, TRUE, $4, $5 \
-             FROM (SELECT GREATEST($6::timestamp, $7::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
-             ON CONFLICT (\"id\") DO NOTHING \
-             RETURNING \"id\"",
+            r#"INSERT INTO "GroupMessage" ("id", "content", "createdAt", "updatedAt",
+                                           "groupChatId", "isBot", "senderId", "status")
+               SELECT $1, $2, t.ts, t.ts, $3, TRUE, $4, $5
+               FROM (SELECT GREATEST($6::timestamp, $7::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t
+               ON CONFLICT ("id") DO NOTHING
+               RETURNING "id""#,
             &[
                 (&id, Type::TEXT),
                 (&content, Type::TEXT),
@@ -195,22 +195,22 @@ pub async fn insert_group_reply(
 /// database.
 macro_rules! select_messages {
     () => {
-        "\
-SELECT g.\"id\", g.\"isBot\", g.\"senderId\", g.\"createdAt\", v.\"available\",
-       CASE WHEN v.\"available\" THEN g.\"content\" ELSE '' END AS \"content\",
-       CASE WHEN v.\"available\" THEN c.\"name\" END AS \"senderName\",
-       CASE WHEN g.\"isBot\" THEN COALESCE(g.\"status\", 'finished') END AS \"status\"
-FROM \"GroupMessage\" g
-LEFT JOIN \"Companion\" c ON g.\"isBot\" AND c.\"id\" = g.\"senderId\"
-CROSS JOIN LATERAL (SELECT (NOT g.\"isBot\" OR (c.\"id\" IS NOT NULL
-                            AND (NOT c.\"private\" OR c.\"userId\" = $2))) AS \"available\") v
-WHERE g.\"groupChatId\" = $1"
+        r#"
+SELECT g."id", g."isBot", g."senderId", g."createdAt", v."available",
+       CASE WHEN v."available" THEN g."content" ELSE '' END AS "content",
+       CASE WHEN v."available" THEN c."name" END AS "senderName",
+       CASE WHEN g."isBot" THEN COALESCE(g."status", 'finished') END AS "status"
+FROM "GroupMessage" g
+LEFT JOIN "Companion" c ON g."isBot" AND c."id" = g."senderId"
+CROSS JOIN LATERAL (SELECT (NOT g."isBot" OR (c."id" IS NOT NULL
+                            AND (NOT c."private" OR c."userId" = $2))) AS "available") v
+WHERE g."groupChatId" = $1"#
     };
 }
 
 const RECENT_SQL: &str = concat!(
     select_messages!(),
-    " AND v.\"available\" ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $3"
+    r#" AND v."available" ORDER BY g."createdAt" DESC, g."id" DESC LIMIT $3"#
 );
 
 /// The last `limit` messages of the group that `viewer_id` may see, oldest first: the model's
@@ -238,12 +238,12 @@ pub async fn list_recent_group_messages(
 
 const PAGE_SQL: &str = concat!(
     select_messages!(),
-    " AND ($3::timestamp IS NULL OR (g.\"createdAt\", g.\"id\") < ($3::timestamp, $4::text)) \
-     ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $5"
+    r#" AND ($3::timestamp IS NULL OR (g."createdAt", g."id") < ($3::timestamp, $4::text))
+       ORDER BY g."createdAt" DESC, g."id" DESC LIMIT $5"#
 );
 
 const PAGE_CURSOR_SQL: &str =
-    "SELECT \"createdAt\" FROM \"GroupMessage\" WHERE \"groupChatId\" = $1 AND \"id\" = $3";
+    r#"SELECT "createdAt" FROM "GroupMessage" WHERE "groupChatId" = $1 AND "id" = $3"#;
 
 /// The `limit` messages before `before` (or the newest), oldest first, as `viewer_id` may see
 /// them (unavailable ones marked, not dropped, so the conversation keeps its shape); `None`

@@ -10,10 +10,7 @@ use super::{DbError, Querier};
 /// The current epoch, as of this statement's snapshot.
 pub async fn current_privacy_epoch(client: &impl Querier) -> Result<i64, DbError> {
     let rows = client
-        .query_typed(
-            "SELECT \"epoch\" FROM \"PrivacyEpoch\" WHERE \"id\" = 1",
-            &[],
-        )
+        .query_typed(r#"SELECT "epoch" FROM "PrivacyEpoch" WHERE "id" = 1"#, &[])
         .await?;
     rows.first().map(|r| r.get(0)).ok_or(DbError::NotFound)
 }

@@ -12,7 +12,7 @@ pub async fn refresh_read_model(
 ) -> Result<f64, DbError> {
     let rows = client
         .query_typed(
-            "SELECT \"durationMs\" FROM gcbb_refresh_dashboard($1)",
+            r#"SELECT "durationMs" FROM gcbb_refresh_dashboard($1)"#,
             &[(&system_user_id, Type::TEXT)],
         )
         .await?;
