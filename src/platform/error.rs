@@ -45,8 +45,6 @@ pub enum ApiError {
     /// The model failed before its first token: 504 when it timed out, else 502.
     #[error("{0}")]
     Model(ModelError),
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
     /// A dependency is down or slow; the client may retry.
     #[error("{0} unavailable")]
     Unavailable(&'static str),
@@ -87,7 +85,6 @@ impl ApiError {
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Model(ModelError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Model(_) => StatusCode::BAD_GATEWAY,
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,7 +103,6 @@ impl ApiError {
             ApiError::TooManyRequests(_) => "rate_limited",
             ApiError::Model(ModelError::Timeout) => "model_timeout",
             ApiError::Model(_) => "model_unavailable",
-            ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
