@@ -225,7 +225,9 @@ where
                 Record::Message { id, .. } => {
                     text_id = format!("text-{texts}");
                     texts += 1;
-                    out.extend_from_slice(&sse_event(&UiChunk::Start { message_id: &id }));
+                    out.extend_from_slice(&sse_event(&UiChunk::Start {
+                        message_id: id.as_str(),
+                    }));
                     out.extend_from_slice(&sse_event(&UiChunk::TextStart { id: &text_id }));
                 }
                 Record::Text { t } => out.extend_from_slice(&sse_event(&UiChunk::TextDelta {
@@ -313,7 +315,7 @@ mod tests {
 
     fn message(id: &str) -> Record {
         Record::Message {
-            id: id.into(),
+            id: crate::id::MessageId::issued(id),
             companion_id: None,
             name: None,
             row: None,

@@ -4,6 +4,7 @@
 use tokio_postgres::types::Type;
 
 use super::{DbError, Querier};
+use crate::id::{CompanionId, MessageId, UserId};
 
 /// One statement: the reply's row in the ledger, and only when that row is new, its tokens
 /// added to the companion's total and to the user's row for it (created on first use). A retry
@@ -33,9 +34,9 @@ const ADD_REPLY_TOKENS_SQL: &str = r#"WITH l AS (
 /// maximum. Returns whether they were added now (false: they had been already).
 pub async fn add_reply_tokens(
     client: &impl Querier,
-    message_id: &str,
-    companion_id: &str,
-    user_id: &str,
+    message_id: &MessageId,
+    companion_id: &CompanionId,
+    user_id: &UserId,
     tokens: i32,
 ) -> Result<bool, DbError> {
     let id = uuid::Uuid::new_v4().to_string();

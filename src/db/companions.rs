@@ -11,22 +11,23 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
 use super::{DbError, PooledClient, Querier};
+use crate::id::{CategoryId, CompanionId, Id, UserId};
 
 /// What the chat paths need of a companion.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CompanionPrompt {
-    pub id: String,
+    pub id: CompanionId,
     pub name: String,
     pub instructions: String,
-    pub user_id: String,
+    pub user_id: UserId,
     pub private: bool,
 }
 
 /// The companion, if the viewer may see it: public, or their own.
 pub async fn find_visible_companion(
     client: &impl Querier,
-    companion_id: &str,
-    viewer_id: Option<&str>,
+    companion_id: &CompanionId,
+    viewer_id: Option<&UserId>,
 ) -> Result<Option<CompanionPrompt>, DbError> {
     let rows = client
         .query_typed(
@@ -48,7 +49,7 @@ pub async fn find_visible_companion(
 /// The filters and window of a dashboard page, already validated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PageFilter {
-    pub category_id: Option<String>,
+    pub category_id: Option<CategoryId>,
     /// Case-insensitive "name contains", as typed by the user (escaped here).
     pub name_contains: Option<String>,
     pub limit: i64,
@@ -105,11 +106,11 @@ fn prefix_variant(cell: &'static std::sync::LazyLock<[String; 2]>, prefix: &str)
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct CompanionCard {
-    pub id: String,
+    pub id: CompanionId,
     pub name: String,
     pub src: String,
     pub user_name: String,
-    pub category_id: String,
+    pub category_id: CategoryId,
     pub is_free: bool,
     pub message_count: i32,
 }
@@ -274,8 +275,8 @@ ORDER BY p."isSystem" DESC, p."createdAt" DESC, p."id""#;
 pub async fn list_viewer_page(
     client: &impl Querier,
     filter: &PageFilter,
-    viewer_id: &str,
-    system_user_id: &str,
+    viewer_id: &UserId,
+    system_user_id: &UserId,
 ) -> Result<Vec<ViewerCompanionCard>, DbError> {
     static PREFIX: std::sync::LazyLock<[String; 2]> =
         std::sync::LazyLock::new(|| [1, 2].map(|n| with_prefix_match(VIEWER_PAGE_SQL, "$2", n)));
@@ -363,7 +364,7 @@ pub async fn count_public(
 pub async fn count_own_adjustment(
     client: &impl Querier,
     filter: &PageFilter,
-    viewer_id: &str,
+    viewer_id: &UserId,
 ) -> Result<i64, DbError> {
     static PREFIX: std::sync::LazyLock<[String; 2]> =
         std::sync::LazyLock::new(|| [1, 2].map(|n| with_prefix_match(OWN_ADJUSTMENT_SQL, "$3", n)));
@@ -401,7 +402,8 @@ const OWN_ADJUSTMENT_SQL: &str = r#"SELECT
 /// A cheap estimate of the public count: the category's count as of the last refresh. Only for
 /// pages without a search: with one, see [`estimate_public_search`].
 pub async fn estimate_public(client: &impl Querier, filter: &PageFilter) -> Result<i64, DbError> {
-    let category = filter.category_id.clone().unwrap_or_default();
+    // The count of every category is stored under the empty id.
+    let category = filter.category_id.as_ref().map_or("", Id::as_str);
     let rows = client
         .query_typed(
             r#"SELECT "companionCount"::bigint FROM "CompanionCategoryCount"
@@ -727,7 +729,7 @@ pub struct CompanionChanges {
     pub name: Option<String>,
     pub src: Option<String>,
     pub instructions: Option<String>,
-    pub category_id: Option<String>,
+    pub category_id: Option<CategoryId>,
     pub private: Option<bool>,
 }
 
@@ -735,11 +737,11 @@ pub struct CompanionChanges {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnedCompanion {
-    pub id: String,
+    pub id: CompanionId,
     pub name: String,
     pub src: String,
     pub instructions: String,
-    pub category_id: String,
+    pub category_id: CategoryId,
     pub private: bool,
     pub updated_at: chrono::NaiveDateTime,
 }
@@ -811,8 +813,8 @@ pub const HOT_WRITES: &[super::hot::HotWrite] = {
 /// companion of that owner (the caller can't tell which, on purpose).
 pub async fn update_owned_companion(
     client: &impl Querier,
-    companion_id: &str,
-    owner_id: &str,
+    companion_id: &CompanionId,
+    owner_id: &UserId,
     changes: &CompanionChanges,
 ) -> Result<Option<CompanionEdit>, DbError> {
     let rows = client

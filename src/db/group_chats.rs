@@ -11,17 +11,18 @@ use tokio_postgres::Row;
 
 use super::page::{fetch_page, Keyset, Page};
 use super::{DbError, Querier};
+use crate::id::{CompanionId, GroupId, MessageId, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupChat {
-    pub id: String,
+    pub id: GroupId,
     pub name: String,
-    pub creator_id: String,
+    pub creator_id: UserId,
 }
 
 pub async fn find_group_chat(
     client: &impl Querier,
-    id: &str,
+    id: &GroupId,
 ) -> Result<Option<GroupChat>, DbError> {
     let rows = client
         .query_typed(
@@ -39,7 +40,7 @@ pub async fn find_group_chat(
 /// A companion of the group, with when it last spoke there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {
-    pub companion_id: String,
+    pub companion_id: CompanionId,
     pub name: String,
     pub instructions: String,
     pub last_spoke: Option<NaiveDateTime>,
@@ -59,8 +60,8 @@ const MEMBERS_SQL: &str = r#"SELECT c."id", c."name", c."instructions",
 /// sent anywhere, whoever added it to the group.
 pub async fn list_members_by_last_spoken(
     client: &impl Querier,
-    group_id: &str,
-    viewer_id: Option<&str>,
+    group_id: &GroupId,
+    viewer_id: Option<&UserId>,
 ) -> Result<Vec<GroupMember>, DbError> {
     let rows = client
         .query_typed(
@@ -85,7 +86,7 @@ pub async fn list_members_by_last_spoken(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredGroupMessage {
-    pub id: String,
+    pub id: MessageId,
     pub content: String,
     pub is_bot: bool,
     pub sender_id: String,
@@ -117,16 +118,26 @@ fn stored(r: &Row) -> StoredGroupMessage {
     }
 }
 
+/// Who wrote a group message: a user, or (a bot message) one of the group's companions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSender<'a> {
+    User(&'a UserId),
+    Companion(&'a CompanionId),
+}
+
 /// Stores a group message; with `after`, stamped at least 1 ms later than it.
 pub async fn insert_group_message(
     client: &impl Querier,
-    group_id: &str,
-    sender_id: &str,
-    is_bot: bool,
+    group_id: &GroupId,
+    sender: GroupSender<'_>,
     content: &str,
     after: Option<NaiveDateTime>,
 ) -> Result<StoredGroupMessage, DbError> {
     let id = uuid::Uuid::new_v4().to_string();
+    let (sender_id, is_bot) = match sender {
+        GroupSender::User(user) => (user.as_str(), false),
+        GroupSender::Companion(companion) => (companion.as_str(), true),
+    };
     let rows = client
         .query_typed(
             r#"WITH ins AS (
@@ -160,9 +171,9 @@ pub async fn insert_group_message(
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_group_reply(
     client: &impl Querier,
-    id: &str,
-    group_id: &str,
-    companion_id: &str,
+    id: &MessageId,
+    group_id: &GroupId,
+    companion_id: &CompanionId,
     content: &str,
     status: super::messages::ReplyStatus,
     after: NaiveDateTime,
@@ -217,8 +228,8 @@ const RECENT_SQL: &str = concat!(
 /// context, which never holds what an unavailable companion said.
 pub async fn list_recent_group_messages(
     client: &impl Querier,
-    group_id: &str,
-    viewer_id: Option<&str>,
+    group_id: &GroupId,
+    viewer_id: Option<&UserId>,
     limit: i64,
 ) -> Result<Vec<StoredGroupMessage>, DbError> {
     let rows = client
@@ -250,9 +261,9 @@ const PAGE_CURSOR_SQL: &str =
 /// when `before` is not a message of this group.
 pub async fn list_group_messages_page(
     client: &impl Querier,
-    group_id: &str,
-    viewer_id: Option<&str>,
-    before: Option<&str>,
+    group_id: &GroupId,
+    viewer_id: Option<&UserId>,
+    before: Option<&MessageId>,
     limit: i64,
 ) -> Result<Option<Page<StoredGroupMessage>>, DbError> {
     let keyset = Keyset {

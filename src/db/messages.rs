@@ -11,6 +11,7 @@ use tokio_postgres::Row;
 
 use super::page::{fetch_page, Keyset, Page};
 use super::{DbError, Querier};
+use crate::id::{CompanionId, MessageId, UserId};
 
 /// `"Role"` of a stored message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +61,7 @@ impl ReplyStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredMessage {
-    pub id: String,
+    pub id: MessageId,
     /// `user`, `assistant` or `system`.
     pub role: String,
     pub content: String,
@@ -100,8 +101,8 @@ const INSERT_SQL: &str = r#"
 /// sorts before its prompt).
 pub async fn insert_message(
     client: &impl Querier,
-    companion_id: &str,
-    user_id: &str,
+    companion_id: &CompanionId,
+    user_id: &UserId,
     role: MessageRole,
     content: &str,
     after: Option<NaiveDateTime>,
@@ -130,9 +131,9 @@ pub async fn insert_message(
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_reply(
     client: &impl Querier,
-    id: &str,
-    companion_id: &str,
-    user_id: &str,
+    id: &MessageId,
+    companion_id: &CompanionId,
+    user_id: &UserId,
     content: &str,
     status: ReplyStatus,
     after: NaiveDateTime,
@@ -164,9 +165,9 @@ pub async fn insert_reply(
 /// it); returns its id.
 pub async fn delete_last_reply(
     client: &impl Querier,
-    companion_id: &str,
-    user_id: &str,
-) -> Result<Option<String>, DbError> {
+    companion_id: &CompanionId,
+    user_id: &UserId,
+) -> Result<Option<MessageId>, DbError> {
     let rows = client
         .query_typed(
             r#"DELETE FROM "Message" WHERE "id" = (
@@ -190,8 +191,8 @@ const RECENT_SQL: &str = r#"
 /// The last `limit` messages of the conversation, oldest first (the model's context).
 pub async fn list_recent_messages(
     client: &impl Querier,
-    companion_id: &str,
-    user_id: &str,
+    companion_id: &CompanionId,
+    user_id: &UserId,
     limit: i64,
 ) -> Result<Vec<StoredMessage>, DbError> {
     let rows = client
@@ -223,9 +224,9 @@ const PAGE_SQL: &str = r#"SELECT "id", "role"::text AS "role", "content", "creat
 /// is not a message of this conversation.
 pub async fn list_messages_page(
     client: &impl Querier,
-    companion_id: &str,
-    user_id: &str,
-    before: Option<&str>,
+    companion_id: &CompanionId,
+    user_id: &UserId,
+    before: Option<&MessageId>,
     limit: i64,
 ) -> Result<Option<Page<StoredMessage>>, DbError> {
     let keyset = Keyset {

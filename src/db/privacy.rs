@@ -6,6 +6,7 @@
 use tokio_postgres::types::Type;
 
 use super::{DbError, Querier};
+use crate::id::CompanionId;
 
 /// The current epoch, as of this statement's snapshot.
 pub async fn current_privacy_epoch(client: &impl Querier) -> Result<i64, DbError> {
@@ -19,7 +20,7 @@ pub async fn current_privacy_epoch(client: &impl Querier) -> Result<i64, DbError
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingPurge {
     pub id: i64,
-    pub companion_id: String,
+    pub companion_id: CompanionId,
 }
 
 /// Claims up to `limit` pending purges, oldest first, for the caller's transaction: rows

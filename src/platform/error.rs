@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::cache::ratelimit::{self, Decision};
 use crate::db::DbError;
+use crate::id::InvalidId;
 use crate::llm::ModelError;
 
 /// `Retry-After` of a 503: a dependency blipped; most recover within seconds.
@@ -201,6 +202,13 @@ pub fn insert_ratelimit_headers(headers: &mut HeaderMap, decision: &Decision) {
         "x-ratelimit-reset",
         HeaderValue::from(decision.reset_ms.div_ceil(1000)),
     );
+}
+
+/// A client's id that can't be one we issued: a 400 naming where it came from.
+impl From<InvalidId> for ApiError {
+    fn from(e: InvalidId) -> Self {
+        ApiError::bad_parameter(e.param, e.to_string())
+    }
 }
 
 impl From<ModelError> for ApiError {
