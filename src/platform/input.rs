@@ -1,14 +1,14 @@
 //! Typed inputs: what clients send, parsed once into types that can only hold valid values.
 //!
 //! Each rule lives here once, so the same bad value gets the same answer on every route: a 400
-//! `invalid_parameter` naming the parameter or field, before any cache or database work.
+//! `invalid_parameter` naming the parameter or field, before any cache or database work. (The
+//! rule of ids lives with their types, in [`crate::id`], which the database layer shares.)
 
 use std::collections::HashMap;
 
 use axum::http::Uri;
 
-use crate::id::MessageId;
-pub use crate::id::{Id, MAX_ID_CHARS};
+use crate::id::{Id, MessageId};
 use crate::platform::error::ApiError;
 
 /// Longest prompt, in characters (Unicode scalar values).
@@ -226,7 +226,8 @@ mod tests {
         assert_eq!(
             bad.to_string(),
             format!(
-                "invalid parameter `groupId`: must be 1–{MAX_ID_CHARS} letters, digits, `_` or `-`"
+                "invalid parameter `groupId`: must be 1–{} letters, digits, `_` or `-`",
+                crate::id::MAX_ID_CHARS
             )
         );
         assert_eq!(
