@@ -4,6 +4,30 @@
 //! An id enters once, either from a client ([`Id::parse`]: refused unless it could be an id we
 //! issued) or as one we issued ([`Id::issued`]: a row read back, a verified token's subject, the
 //! configuration), and stays typed down to the SQL, where it binds as `text`.
+//!
+//! Ids in the right places:
+//!
+//! ```
+//! use gcbb::chat::reply::cached::demo_reply_key;
+//! use gcbb::id::{CompanionId, GroupId};
+//! use gcbb::platform::input::Prompt;
+//!
+//! let (group, companion) = (GroupId::issued("grp_1"), CompanionId::issued("cmp_1"));
+//! let prompt = Prompt::parse("hi".into()).unwrap();
+//! demo_reply_key(&group, &companion, &prompt);
+//! ```
+//!
+//! The same two swapped don't compile:
+//!
+//! ```compile_fail,E0308
+//! use gcbb::chat::reply::cached::demo_reply_key;
+//! use gcbb::id::{CompanionId, GroupId};
+//! use gcbb::platform::input::Prompt;
+//!
+//! let (group, companion) = (GroupId::issued("grp_1"), CompanionId::issued("cmp_1"));
+//! let prompt = Prompt::parse("hi".into()).unwrap();
+//! demo_reply_key(&companion, &group, &prompt);
+//! ```
 
 use std::error::Error as StdError;
 use std::fmt;
