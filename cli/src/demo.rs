@@ -93,7 +93,8 @@ pub async fn insert_demo_data_if_empty(
     client.batch_execute("COMMIT").await?;
     // The read model was built (empty) by its migration: refresh it so the first dashboard
     // request shows the demo companions, as cron would ten minutes later.
-    gcbb::db::read_model::refresh_read_model(client, system_user_id).await?;
+    let system_user_id = gcbb::id::UserId::issued(system_user_id);
+    gcbb::db::read_model::refresh_read_model(client, &system_user_id).await?;
     Ok(true)
 }
 

@@ -38,13 +38,14 @@ use crate::cache::keys;
 use crate::cache::ANONYMOUS_TTL;
 use crate::db::companions::{find_visible_companion, CompanionPrompt};
 use crate::db::messages::{self, MessageRole, StoredMessage};
+use crate::id::{CompanionId, MessageId, UserId};
 use crate::llm::{ChatMessage, Role};
 use crate::platform::app::App;
 use crate::platform::auth::Viewer;
 use crate::platform::background::Background;
 use crate::platform::error::{ApiError, ApiResult};
 use crate::platform::http::{optional_json_body, BodyLimit, JsonBody};
-use crate::platform::input::{HistoryPage, Id, Query};
+use crate::platform::input::{HistoryPage, Query};
 use crate::platform::ratelimit::{self, Client, RouteLimit};
 use input::{ChatBody, ChatRequest};
 use reply::cached::{anonymous_conversation_key, cached_reply, replay_records};
@@ -163,7 +164,7 @@ async fn chat(
     // The path names the companion; `POST /api/chat` with `useChat({ id })` names it in the body.
     let chat_id = match (query.optional_id("chatId")?, &request.chat_id) {
         (Some(id), _) => id,
-        (None, Some(id)) => Id::parse("id", id)?,
+        (None, Some(id)) => CompanionId::parse("id", id)?,
         (None, None) => query.id("chatId")?,
     };
     let format = request.stream_format(&headers);
@@ -172,7 +173,7 @@ async fn chat(
     let target = chat_target(&chat_id, &viewer, client);
     let response = match viewer {
         Viewer::User { user_id } => {
-            chat_signed_in(app, bg, received, target, user_id, request, format).await?
+            chat_signed_in(app, bg, received, target, chat_id, user_id, request, format).await?
         }
         Viewer::Anonymous => {
             chat_anonymous(app, bg, received, target, chat_id, request, format).await?
@@ -181,17 +182,19 @@ async fn chat(
     Ok(ratelimit::apply(allowed, response))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn chat_signed_in(
     app: Arc<App>,
     bg: Background,
     received: Instant,
     target: StreamTarget,
-    user_id: String,
+    chat_id: CompanionId,
+    user_id: UserId,
     request: ChatRequest,
     format: StreamFormat,
 ) -> ApiResult<Response> {
     let db = app.db.get().await?;
-    let companion = find_visible_companion(&db, &target.chat_id, Some(&user_id))
+    let companion = find_visible_companion(&db, &chat_id, Some(&user_id))
         .await?
         .ok_or(ApiError::NotFound)?;
     let limit = app.config.chat.context_messages;
@@ -254,7 +257,7 @@ async fn chat_anonymous(
     bg: Background,
     received: Instant,
     target: StreamTarget,
-    chat_id: Id,
+    chat_id: CompanionId,
     request: ChatRequest,
     format: StreamFormat,
 ) -> ApiResult<Response> {
@@ -265,12 +268,12 @@ async fn chat_anonymous(
             app.config.chat.client_context_bytes,
         )
         .to_vec();
-    let key = anonymous_conversation_key(&companion.id, &earlier, &request.prompt);
+    let key = anonymous_conversation_key(companion.id.as_str(), &earlier, &request.prompt);
     // Asked to regenerate, the client wants another answer than the one it has.
     if !request.regenerate {
         if let Some(text) = cached_reply(&app, &key).await {
             let message = Record::Message {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: MessageId::generate(),
                 companion_id: None,
                 name: None,
                 row: None,
@@ -307,8 +310,8 @@ fn start_stream(
     format: StreamFormat,
 ) -> Response {
     // A chat's stream is its one message: the stream's id is the reply's, the stored row's.
-    let id = uuid::Uuid::new_v4().to_string();
-    let mut producer = Producer::open(app, bg, target, &id, received);
+    let id = MessageId::generate();
+    let mut producer = Producer::open(app, bg, target, id.as_str(), received);
     let message = MessageSpec {
         id,
         companion_id: None,
@@ -353,7 +356,7 @@ fn context_of(companion: &CompanionPrompt, history: &[StoredMessage]) -> Vec<Cha
 struct HistoryResponse {
     messages: Vec<StoredMessage>,
     /// Pass as `before` for the next (older) page; null on the oldest page.
-    next_cursor: Option<String>,
+    next_cursor: Option<MessageId>,
 }
 
 /// `GET`: the viewer's own messages with the companion, newest page first, oldest first within
@@ -368,14 +371,14 @@ async fn history(app: Arc<App>, viewer: Viewer, uri: Uri) -> ApiResult<Response>
         ));
     };
     let db = app.db.get().await?;
-    let companion = find_visible_companion(&db, chat_id.as_str(), Some(&user_id))
+    let companion = find_visible_companion(&db, &chat_id, Some(&user_id))
         .await?
         .ok_or(ApiError::NotFound)?;
     let found = messages::list_messages_page(
         &db,
         &companion.id,
         &user_id,
-        page.before.as_ref().map(Id::as_str),
+        page.before.as_ref(),
         page.limit,
     )
     .await?
@@ -392,12 +395,12 @@ async fn check_access(
     app: &Arc<App>,
     bg: &Background,
     viewer: &Viewer,
-    chat_id: &Id,
+    chat_id: &CompanionId,
 ) -> ApiResult<()> {
     match viewer {
         Viewer::User { user_id } => {
             let db = app.db.get().await?;
-            find_visible_companion(&db, chat_id.as_str(), Some(user_id))
+            find_visible_companion(&db, chat_id, Some(user_id))
                 .await?
                 .ok_or(ApiError::NotFound)?;
         }
@@ -408,7 +411,7 @@ async fn check_access(
     Ok(())
 }
 
-fn chat_target(chat_id: &Id, viewer: &Viewer, client: &Client) -> StreamTarget {
+fn chat_target(chat_id: &CompanionId, viewer: &Viewer, client: &Client) -> StreamTarget {
     StreamTarget {
         scope: "chat",
         chat_id: chat_id.as_str().to_owned(),
@@ -513,7 +516,7 @@ pub fn private_json<T: Serialize>(value: T) -> Response {
 async fn find_public_companion(
     app: &Arc<App>,
     bg: &Background,
-    id: &Id,
+    id: &CompanionId,
 ) -> ApiResult<CompanionPrompt> {
     // Under the privacy epoch: a profile cached while the companion was public is never read
     // once it is hidden, whichever instance cached it and even if the cache was down meanwhile.
@@ -528,7 +531,7 @@ async fn find_public_companion(
     }
     let companion = {
         let db = app.db.get().await?;
-        find_visible_companion(&db, id.as_str(), None)
+        find_visible_companion(&db, id, None)
             .await?
             .ok_or(ApiError::NotFound)?
     };

@@ -19,9 +19,9 @@ use crate::chat::reply::journal::{self, drain_grace, now_ms, Record, READ_POLL_I
 use crate::chat::reply::live;
 use crate::chat::reply::producer::StreamTarget;
 use crate::db::messages::ReplyStatus;
+use crate::id::MessageId;
 use crate::platform::app::App;
 use crate::platform::error::ApiError;
-use crate::platform::input::Id;
 
 /// How long a stop waits for the producer to end the stream before it answers 202.
 pub const STOP_WAIT: Duration = Duration::from_secs(3);
@@ -158,11 +158,13 @@ pub struct StopBody {
 }
 
 impl StopBody {
-    pub fn expected(&self) -> Result<Option<Id>, ApiError> {
-        self.active_stream_id
+    /// A chat's stream id is its reply's message id; a group's names any of its messages.
+    pub fn expected(&self) -> Result<Option<MessageId>, ApiError> {
+        Ok(self
+            .active_stream_id
             .as_ref()
-            .map(|raw| Id::parse("activeStreamId", raw))
-            .transpose()
+            .map(|raw| MessageId::parse("activeStreamId", raw))
+            .transpose()?)
     }
 }
 
@@ -172,7 +174,7 @@ impl StopBody {
 pub struct Stopped {
     pub stream_id: String,
     /// The last message of the stream (a chat's reply; a group's responder that was speaking).
-    pub message_id: Option<String>,
+    pub message_id: Option<MessageId>,
     /// How it ended: `stopped`, or `finished` when it ended before the stop arrived; none when
     /// its producer did not answer within the wait.
     pub status: Option<ReplyStatus>,
@@ -185,7 +187,7 @@ pub struct Stopped {
 pub async fn stop_stream(
     app: &Arc<App>,
     target: &StreamTarget,
-    expected: Option<&Id>,
+    expected: Option<&MessageId>,
 ) -> Option<Stopped> {
     let active = target.active_key(app);
     let local = live::active(app, &active);
@@ -246,7 +248,7 @@ async fn names_a_message(
     app: &App,
     id: &str,
     local: Option<&live::LiveStream>,
-    expected: &Id,
+    expected: &MessageId,
 ) -> bool {
     let records = match local {
         Some(stream) => stream.snapshot(),
@@ -257,7 +259,7 @@ async fn names_a_message(
     };
     records
         .iter()
-        .any(|r| matches!(r, Record::Message { id, .. } if id == expected.as_str()))
+        .any(|r| matches!(r, Record::Message { id, .. } if id == expected))
 }
 
 /// The journal once it holds its `Done`, or as it is after [`STOP_WAIT`].

@@ -239,7 +239,12 @@ where
                 Record::Message { id, .. } => {
                     text_id = format!("text-{texts}");
                     texts += 1;
-                    write_event(&mut out, &UiChunk::Start { message_id: &id });
+                    write_event(
+                        &mut out,
+                        &UiChunk::Start {
+                            message_id: id.as_str(),
+                        },
+                    );
                     write_event(&mut out, &UiChunk::TextStart { id: &text_id });
                 }
                 Record::Text { t } => write_event(
@@ -334,7 +339,7 @@ mod tests {
 
     fn message(id: &str) -> Record {
         Record::Message {
-            id: id.into(),
+            id: crate::id::MessageId::issued(id),
             companion_id: None,
             name: None,
             row: None,

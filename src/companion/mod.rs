@@ -25,12 +25,13 @@ use crate::cdn::{self, Purge};
 use crate::config::AvatarHosts;
 use crate::db::categories;
 use crate::db::companions::{self, CompanionChanges, CompanionEdit};
+use crate::id::{CategoryId, CompanionId};
 use crate::platform::app::App;
 use crate::platform::auth::Viewer;
 use crate::platform::background::Background;
 use crate::platform::error::ApiError;
 use crate::platform::http::{BodyLimit, JsonBody};
-use crate::platform::input::{DisplayName, Id, Query};
+use crate::platform::input::{DisplayName, Query};
 use crate::platform::outbox;
 use crate::platform::privacy::PRIVACY_PROPAGATION_WAIT;
 use crate::platform::ratelimit::{self, Client, RouteLimit};
@@ -73,7 +74,7 @@ async fn update_companion(
             "sign in to edit a companion".to_owned(),
         ));
     };
-    let companion_id = Query::of(&uri).id("companionId")?;
+    let companion_id: CompanionId = Query::of(&uri).id("companionId")?;
     let changes = validate(patch, &app.config.avatar_hosts)?;
     let allowed = ratelimit::check(&app, edit_limit(&app), &viewer, &client).await?;
     let client = app.db.get().await?;
@@ -85,13 +86,12 @@ async fn update_companion(
             ));
         }
     }
-    let edit =
-        companions::update_owned_companion(&client, companion_id.as_str(), user_id, &changes)
-            .await?
-            .ok_or(ApiError::NotFound)?;
+    let edit = companions::update_owned_companion(&client, &companion_id, user_id, &changes)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     drop(client);
     if edit.changes_anything() {
-        invalidate_caches(&app, companion_id.as_str()).await;
+        invalidate_caches(&app, &companion_id).await;
         purge_cdn_later(&app, &bg, &edit);
     }
     if edit.hides() {
@@ -139,7 +139,7 @@ fn validate(
         .transpose()?;
     let category_id = patch
         .category_id
-        .map(|c| Id::parse("categoryId", &c).map(Id::into_string))
+        .map(|c| CategoryId::parse("categoryId", &c))
         .transpose()?;
     let changes = CompanionChanges {
         name,
@@ -186,9 +186,9 @@ fn avatar_url(raw: &str, hosts: &AvatarHosts) -> Result<String, ApiError> {
 /// Best-effort: a cache failure is logged (by the cache) and not fatal. Privacy doesn't depend
 /// on it: pages cached before a companion was hidden are under an older epoch's keys (reading
 /// the epoch now also shares it with every instance).
-async fn invalidate_caches(app: &App, companion_id: &str) {
+async fn invalidate_caches(app: &App, companion_id: &CompanionId) {
     if let Ok(epoch) = app.privacy.read_now(app).await {
-        let profile = keys::companion(companion_id).at_privacy_epoch(epoch);
+        let profile = keys::companion(companion_id.as_str()).at_privacy_epoch(epoch);
         let _ = app.cache.invalidate(&profile).await;
     }
     let _ = app.cache.bump_generation(Area::Dashboard).await;
@@ -231,17 +231,17 @@ fn stale_tags(edit: &CompanionEdit) -> Vec<String> {
     let mut tags = Vec::new();
     if before.private {
         tags.push(cdn::DASHBOARD_TAG.to_owned());
-        tags.push(cdn::companion_tag(&after.id));
+        tags.push(cdn::companion_tag(after.id.as_str()));
         return tags;
     }
     if before.name != after.name
         || before.src != after.src
         || before.category_id != after.category_id
     {
-        tags.push(cdn::companion_tag(&after.id));
+        tags.push(cdn::companion_tag(after.id.as_str()));
     }
     if before.category_id != after.category_id {
-        tags.push(cdn::category_tag(&after.category_id));
+        tags.push(cdn::category_tag(after.category_id.as_str()));
     }
     tags
 }
@@ -263,11 +263,11 @@ mod tests {
 
     fn owned(private: bool, name: &str, category: &str) -> companions::OwnedCompanion {
         companions::OwnedCompanion {
-            id: "c1".into(),
+            id: CompanionId::issued("c1"),
             name: name.into(),
             src: "https://img.example/a.png".into(),
             instructions: "Be kind.".into(),
-            category_id: category.into(),
+            category_id: CategoryId::issued(category),
             private,
             updated_at: chrono::NaiveDateTime::default(),
         }

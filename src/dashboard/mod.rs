@@ -28,6 +28,7 @@ use crate::cache::{CacheStatus, ANONYMOUS_TTL, SIGNED_IN_TTL};
 use crate::cdn;
 use crate::db::categories::{self, Category};
 use crate::db::companions::{self, CompanionCard, PageFilter, ViewerCompanionCard};
+use crate::id::{CategoryId, UserId};
 use crate::platform::app::App;
 use crate::platform::auth::{self, Viewer};
 use crate::platform::error::ApiError;
@@ -155,7 +156,7 @@ pub async fn anonymous_page(
     let epoch = app.privacy.current(app).await?;
     let key = keys::dashboard_page(
         &Audience::Anonymous,
-        params.category_id.as_deref(),
+        params.category_id.as_ref().map(CategoryId::as_str),
         params.q.as_deref(),
         params.page,
         params.page_size,
@@ -169,7 +170,13 @@ pub async fn anonymous_page(
     let cached = cached_page(app, key, shared, ANONYMOUS_TTL, || {
         Box::pin(async {
             if shared && params.is_snapshot_page() {
-                if let Some(raw) = snapshot::read(app, params.category_id.as_deref(), epoch).await {
+                if let Some(raw) = snapshot::read(
+                    app,
+                    params.category_id.as_ref().map(CategoryId::as_str),
+                    epoch,
+                )
+                .await
+                {
                     from_snapshot.store(true, Ordering::Relaxed);
                     return Ok(raw);
                 }
@@ -190,15 +197,15 @@ pub async fn anonymous_page(
 async fn viewer_page(
     app: &Arc<App>,
     params: &DashboardParams,
-    user_id: &str,
+    user_id: &UserId,
     timings: &Timings,
 ) -> Result<(Bytes, CacheStatus), ApiError> {
     let epoch = app.privacy.current(app).await?;
     let key = keys::dashboard_page(
         &Audience::SignedIn {
-            user_id: user_id.to_owned(),
+            user_id: user_id.to_string(),
         },
-        params.category_id.as_deref(),
+        params.category_id.as_ref().map(CategoryId::as_str),
         params.q.as_deref(),
         params.page,
         params.page_size,
@@ -216,7 +223,7 @@ async fn viewer_page(
 /// Whether the page's category (if any) exists: pages of made-up categories are empty, and
 /// must not each take a shared cache entry.
 async fn is_known_category(app: &App, params: &DashboardParams) -> Result<bool, ApiError> {
-    let Some(id) = params.category_id.as_deref() else {
+    let Some(id) = params.category_id.as_ref().map(CategoryId::as_str) else {
         return Ok(true);
     };
     let cached = app
@@ -314,8 +321,14 @@ fn anonymous_body(
         "dashboard page built"
     );
     let mut tags = vec![cdn::DASHBOARD_TAG.to_owned()];
-    tags.extend(params.category_id.as_deref().map(cdn::category_tag));
-    tags.extend(companions.iter().map(|c| cdn::companion_tag(&c.id)));
+    tags.extend(
+        params
+            .category_id
+            .as_ref()
+            .map(CategoryId::as_str)
+            .map(cdn::category_tag),
+    );
+    tags.extend(companions.iter().map(|c| cdn::companion_tag(c.id.as_str())));
     serialize(
         Page::<CompanionCard> {
             categories,
@@ -332,12 +345,12 @@ fn anonymous_body(
 pub async fn build_viewer_page(
     app: &App,
     params: &DashboardParams,
-    user_id: &str,
+    user_id: &UserId,
     timings: &Timings,
 ) -> Result<PageBody, ApiError> {
     let started = Instant::now();
     let filter = filter_of(params);
-    let system_user_id = app.config.system_user_id.as_str();
+    let system_user_id = &app.system_user_id;
     let (categories, companions, (public_total, estimated), own) = tokio::try_join!(
         list_categories(app),
         async {
@@ -392,11 +405,11 @@ mod tests {
     fn a_category_is_found_in_the_cached_list_only_where_an_entry_begins() {
         let list = serde_json::to_vec(&[
             Category {
-                id: "cat_01".into(),
+                id: CategoryId::issued("cat_01"),
                 name: "Games".into(),
             },
             Category {
-                id: "cat_02".into(),
+                id: CategoryId::issued("cat_02"),
                 name: "{\"id\":\"cat_99\",".into(),
             },
         ])

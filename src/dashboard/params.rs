@@ -1,8 +1,9 @@
 //! The dashboard's query parameters, validated: anything out of range is a 400 naming the
 //! parameter, before any cache or database work.
 
+use crate::id::CategoryId;
 use crate::platform::error::ApiError;
-use crate::platform::input::{Id, Query};
+use crate::platform::input::Query;
 
 /// Companions per page unless `pageSize` says otherwise.
 pub const DEFAULT_PAGE_SIZE: u32 = 10;
@@ -19,7 +20,7 @@ const QUERY_PUNCTUATION: &str = "'-.&,!?():";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DashboardParams {
-    pub category_id: Option<String>,
+    pub category_id: Option<CategoryId>,
     pub q: Option<String>,
     pub page: u32,
     pub page_size: u32,
@@ -28,7 +29,7 @@ pub struct DashboardParams {
 impl DashboardParams {
     pub fn parse(query: &Query) -> Result<Self, ApiError> {
         Ok(DashboardParams {
-            category_id: query.optional_id("categoryId")?.map(Id::into_string),
+            category_id: query.optional_id("categoryId")?,
             q: query.get("q").map(parse_query).transpose()?,
             page: parse_number(query, "page", 1, 1, MAX_PAGE)?,
             page_size: parse_number(query, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)?,
@@ -36,7 +37,7 @@ impl DashboardParams {
     }
 
     /// The default first page of a category (or of all): what the cron job snapshots.
-    pub fn first_page_of(category_id: Option<String>) -> Self {
+    pub fn first_page_of(category_id: Option<CategoryId>) -> Self {
         DashboardParams {
             category_id,
             q: None,

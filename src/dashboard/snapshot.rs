@@ -12,6 +12,7 @@ use super::{build_anonymous_page_with, DashboardParams};
 use crate::cache::keys::{self, Key};
 use crate::cache::CacheError;
 use crate::db::{categories, DbError};
+use crate::id::CategoryId;
 use crate::platform::app::App;
 use crate::platform::error::ApiError;
 
@@ -66,7 +67,7 @@ pub async fn rebuild_all(app: &Arc<App>) -> Result<usize, RebuildError> {
         let page = build_anonymous_page_with(app, &params, categories.clone())
             .await
             .map_err(RebuildError::Page)?;
-        let at = key(category_id.as_deref(), epoch);
+        let at = key(category_id.as_ref().map(CategoryId::as_str), epoch);
         match app.cache.put(&at, page.to_cached(), SNAPSHOT_TTL).await {
             Ok(()) => written += 1,
             Err(e) => {

@@ -3,6 +3,7 @@
 
 use super::DashboardParams;
 use crate::db::companions::{self, PageFilter};
+use crate::id::CategoryId;
 use crate::platform::app::App;
 use crate::platform::error::ApiError;
 
@@ -15,7 +16,7 @@ pub(super) async fn total_public(app: &App, filter: &PageFilter) -> Result<(i64,
         Some(exact) => Ok((exact, false)),
         None => {
             tracing::info!(
-                category = filter.category_id.as_deref(),
+                category = filter.category_id.as_ref().map(CategoryId::as_str),
                 search = filter.name_contains.is_some(),
                 "dashboard count timed out; answering with an estimate"
             );

@@ -4,38 +4,39 @@
 use tokio_postgres::types::Type;
 
 use super::{DbError, Querier};
+use crate::id::{CompanionId, MessageId, UserId};
 
 /// One statement: the reply's row in the ledger, and only when that row is new, its tokens
 /// added to the companion's total and to the user's row for it (created on first use). A retry
 /// of a write that timed out after committing finds the ledger row and adds nothing.
-const ADD_REPLY_TOKENS_SQL: &str = "WITH l AS ( \
-     INSERT INTO \"ReplyTokens\" (\"messageId\", \"companionId\", \"userId\", \"tokens\") \
-     VALUES ($5, $1, $2, $3) \
-     ON CONFLICT (\"messageId\") DO NOTHING RETURNING \"tokens\" \
- ), c AS ( \
-     UPDATE \"Companion\" \
-     SET \"tokensBurned\" = LEAST(\"tokensBurned\"::bigint + $3, 2147483647)::integer \
-     WHERE \"id\" = $1 AND EXISTS (SELECT 1 FROM l) RETURNING \"id\" \
- ), u AS ( \
-     INSERT INTO \"UserBurnedTokens\" (\"id\", \"userId\", \"companionId\", \"tokensBurned\", \
-                                      \"createdAt\", \"updatedAt\") \
-     SELECT $4, $2, c.\"id\", $3, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' FROM c \
-     ON CONFLICT (\"userId\", \"companionId\") DO UPDATE \
-     SET \"tokensBurned\" = LEAST(\"UserBurnedTokens\".\"tokensBurned\"::bigint \
-                                + EXCLUDED.\"tokensBurned\", 2147483647)::integer, \
-         \"updatedAt\" = EXCLUDED.\"updatedAt\" \
-     RETURNING 1 \
- ) \
- SELECT (SELECT count(*) FROM l) AS \"added\", (SELECT count(*) FROM u) AS \"users\"";
+const ADD_REPLY_TOKENS_SQL: &str = r#"WITH l AS (
+       INSERT INTO "ReplyTokens" ("messageId", "companionId", "userId", "tokens")
+       VALUES ($5, $1, $2, $3)
+       ON CONFLICT ("messageId") DO NOTHING RETURNING "tokens"
+   ), c AS (
+       UPDATE "Companion"
+       SET "tokensBurned" = LEAST("tokensBurned"::bigint + $3, 2147483647)::integer
+       WHERE "id" = $1 AND EXISTS (SELECT 1 FROM l) RETURNING "id"
+   ), u AS (
+       INSERT INTO "UserBurnedTokens" ("id", "userId", "companionId", "tokensBurned",
+                                        "createdAt", "updatedAt")
+       SELECT $4, $2, c."id", $3, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' FROM c
+       ON CONFLICT ("userId", "companionId") DO UPDATE
+       SET "tokensBurned" = LEAST("UserBurnedTokens"."tokensBurned"::bigint
+                                  + EXCLUDED."tokensBurned", 2147483647)::integer,
+           "updatedAt" = EXCLUDED."updatedAt"
+       RETURNING 1
+   )
+   SELECT (SELECT count(*) FROM l) AS "added", (SELECT count(*) FROM u) AS "users""#;
 
 /// Adds a reply's `tokens` to the companion's total and to the user's row for it, once per
 /// `message_id`, in one statement so the three never disagree. Totals saturate at the column's
 /// maximum. Returns whether they were added now (false: they had been already).
 pub async fn add_reply_tokens(
     client: &impl Querier,
-    message_id: &str,
-    companion_id: &str,
-    user_id: &str,
+    message_id: &MessageId,
+    companion_id: &CompanionId,
+    user_id: &UserId,
     tokens: i32,
 ) -> Result<bool, DbError> {
     let id = uuid::Uuid::new_v4().to_string();

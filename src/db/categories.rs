@@ -3,10 +3,11 @@
 use serde::Serialize;
 
 use super::{DbError, Querier};
+use crate::id::CategoryId;
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Category {
-    pub id: String,
+    pub id: CategoryId,
     pub name: String,
 }
 
@@ -14,7 +15,7 @@ pub struct Category {
 pub async fn list_categories(client: &impl Querier) -> Result<Vec<Category>, DbError> {
     let rows = client
         .query_typed(
-            "SELECT \"id\", \"name\" FROM \"Category\" ORDER BY \"name\", \"id\"",
+            r#"SELECT "id", "name" FROM "Category" ORDER BY "name", "id""#,
             &[],
         )
         .await?;
@@ -28,10 +29,10 @@ pub async fn list_categories(client: &impl Querier) -> Result<Vec<Category>, DbE
 }
 
 /// Whether a category with this id exists.
-pub async fn category_exists(client: &impl Querier, id: &str) -> Result<bool, DbError> {
+pub async fn category_exists(client: &impl Querier, id: &CategoryId) -> Result<bool, DbError> {
     let rows = client
         .query_typed(
-            "SELECT 1 FROM \"Category\" WHERE \"id\" = $1",
+            r#"SELECT 1 FROM "Category" WHERE "id" = $1"#,
             &[(&id, tokio_postgres::types::Type::TEXT)],
         )
         .await?;

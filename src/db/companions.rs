@@ -11,28 +11,29 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
 use super::{DbError, PooledClient, Querier};
+use crate::id::{CategoryId, CompanionId, Id, UserId};
 
 /// What the chat paths need of a companion.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CompanionPrompt {
-    pub id: String,
+    pub id: CompanionId,
     pub name: String,
     pub instructions: String,
-    pub user_id: String,
+    pub user_id: UserId,
     pub private: bool,
 }
 
 /// The companion, if the viewer may see it: public, or their own.
 pub async fn find_visible_companion(
     client: &impl Querier,
-    companion_id: &str,
-    viewer_id: Option<&str>,
+    companion_id: &CompanionId,
+    viewer_id: Option<&UserId>,
 ) -> Result<Option<CompanionPrompt>, DbError> {
     let rows = client
         .query_typed(
-            "SELECT \"id\", \"name\", \"instructions\", \"userId\", \"private\" \
-             FROM \"Companion\" \
-             WHERE \"id\" = $1 AND (NOT \"private\" OR \"userId\" = $2)",
+            r#"SELECT "id", "name", "instructions", "userId", "private"
+               FROM "Companion"
+               WHERE "id" = $1 AND (NOT "private" OR "userId" = $2)"#,
             &[(&companion_id, Type::TEXT), (&viewer_id, Type::TEXT)],
         )
         .await?;
@@ -48,7 +49,7 @@ pub async fn find_visible_companion(
 /// The filters and window of a dashboard page, already validated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PageFilter {
-    pub category_id: Option<String>,
+    pub category_id: Option<CategoryId>,
     /// Case-insensitive "name contains", as typed by the user (escaped here).
     pub name_contains: Option<String>,
     pub limit: i64,
@@ -89,8 +90,8 @@ fn with_prefix_match(sql: &str, param: &str, n: usize) -> String {
     let mut out = sql.to_owned();
     for alias in ["c.", "d.", ""] {
         out = out.replace(
-            &format!("{alias}\"name\" ILIKE '%' || {param} || '%'"),
-            &format!("lower(left({alias}\"name\", {n})) = {param}"),
+            &format!(r#"{alias}"name" ILIKE '%' || {param} || '%'"#),
+            &format!(r#"lower(left({alias}"name", {n})) = {param}"#),
         );
     }
     out
@@ -105,11 +106,11 @@ fn prefix_variant(cell: &'static std::sync::LazyLock<[String; 2]>, prefix: &str)
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct CompanionCard {
-    pub id: String,
+    pub id: CompanionId,
     pub name: String,
     pub src: String,
     pub user_name: String,
-    pub category_id: String,
+    pub category_id: CategoryId,
     pub is_free: bool,
     pub message_count: i32,
 }
@@ -138,46 +139,46 @@ fn card(r: &Row) -> CompanionCard {
 }
 
 /// The SQL of an anonymous page; `gcbb db verify` explains it to check its plan.
-pub const PUBLIC_PAGE_SQL: &str = "\
-SELECT c.\"id\", c.\"name\", c.\"src\", c.\"userName\", c.\"categoryId\", c.\"isFree\", d.\"messageCount\"
+pub const PUBLIC_PAGE_SQL: &str = r#"
+SELECT c."id", c."name", c."src", c."userName", c."categoryId", c."isFree", d."messageCount"
 FROM (
-    SELECT \"id\", \"messageCount\", \"isSystem\", \"createdAt\"
-    FROM \"CompanionDashboard\"
-    WHERE ($1::text IS NULL OR \"categoryId\" = $1)
-      AND ($2::text IS NULL OR \"name\" ILIKE '%' || $2 || '%')
-    ORDER BY \"isSystem\" DESC, \"createdAt\" DESC, \"id\"
+    SELECT "id", "messageCount", "isSystem", "createdAt"
+    FROM "CompanionDashboard"
+    WHERE ($1::text IS NULL OR "categoryId" = $1)
+      AND ($2::text IS NULL OR "name" ILIKE '%' || $2 || '%')
+    ORDER BY "isSystem" DESC, "createdAt" DESC, "id"
     LIMIT $3 OFFSET $4
 ) d
-JOIN \"Companion\" c ON c.\"id\" = d.\"id\"
-WHERE NOT c.\"private\"
-  AND ($1::text IS NULL OR c.\"categoryId\" = $1)
-  AND ($2::text IS NULL OR c.\"name\" ILIKE '%' || $2 || '%')
-ORDER BY d.\"isSystem\" DESC, d.\"createdAt\" DESC, d.\"id\"";
+JOIN "Companion" c ON c."id" = d."id"
+WHERE NOT c."private"
+  AND ($1::text IS NULL OR c."categoryId" = $1)
+  AND ($2::text IS NULL OR c."name" ILIKE '%' || $2 || '%')
+ORDER BY d."isSystem" DESC, d."createdAt" DESC, d."id""#;
 
 /// [`PUBLIC_PAGE_SQL`] for a short search (`$2`: the one or two lower-cased first characters):
 /// an index scan of `"CompanionDashboard_name_prefix<n>_idx"` in page order.
 macro_rules! public_page_prefix_sql {
     ($n:literal) => {
         concat!(
-            "\
-SELECT c.\"id\", c.\"name\", c.\"src\", c.\"userName\", c.\"categoryId\", c.\"isFree\", d.\"messageCount\"
+            r#"
+SELECT c."id", c."name", c."src", c."userName", c."categoryId", c."isFree", d."messageCount"
 FROM (
-    SELECT \"id\", \"messageCount\", \"isSystem\", \"createdAt\"
-    FROM \"CompanionDashboard\"
-    WHERE ($1::text IS NULL OR \"categoryId\" = $1)
-      AND lower(left(\"name\", ",
+    SELECT "id", "messageCount", "isSystem", "createdAt"
+    FROM "CompanionDashboard"
+    WHERE ($1::text IS NULL OR "categoryId" = $1)
+      AND lower(left("name", "#,
             $n,
-            ")) = $2
-    ORDER BY \"isSystem\" DESC, \"createdAt\" DESC, \"id\"
+            r#")) = $2
+    ORDER BY "isSystem" DESC, "createdAt" DESC, "id"
     LIMIT $3 OFFSET $4
 ) d
-JOIN \"Companion\" c ON c.\"id\" = d.\"id\"
-WHERE NOT c.\"private\"
-  AND ($1::text IS NULL OR c.\"categoryId\" = $1)
-  AND lower(left(c.\"name\", ",
+JOIN "Companion" c ON c."id" = d."id"
+WHERE NOT c."private"
+  AND ($1::text IS NULL OR c."categoryId" = $1)
+  AND lower(left(c."name", "#,
             $n,
-            ")) = $2
-ORDER BY d.\"isSystem\" DESC, d.\"createdAt\" DESC, d.\"id\""
+            r#")) = $2
+ORDER BY d."isSystem" DESC, d."createdAt" DESC, d."id""#
         )
     };
 }
@@ -227,55 +228,55 @@ pub async fn list_public_page(
 
 /// The SQL of a signed-in page: the viewer's own companions (fresh, from the base table) merged
 /// with everyone else's public ones (ordered by the read model).
-pub const VIEWER_PAGE_SQL: &str = "\
+pub const VIEWER_PAGE_SQL: &str = r#"
 WITH own AS (
-    SELECT c.\"id\", c.\"name\", c.\"src\", c.\"userName\", c.\"categoryId\", c.\"isFree\",
-           c.\"private\", (c.\"userId\" = $5) AS \"isSystem\", c.\"createdAt\"
-    FROM \"Companion\" c
-    WHERE c.\"userId\" = $6
-      AND ($1::text IS NULL OR c.\"categoryId\" = $1)
-      AND ($2::text IS NULL OR c.\"name\" ILIKE '%' || $2 || '%')
-    ORDER BY \"isSystem\" DESC, c.\"createdAt\" DESC, c.\"id\"
+    SELECT c."id", c."name", c."src", c."userName", c."categoryId", c."isFree",
+           c."private", (c."userId" = $5) AS "isSystem", c."createdAt"
+    FROM "Companion" c
+    WHERE c."userId" = $6
+      AND ($1::text IS NULL OR c."categoryId" = $1)
+      AND ($2::text IS NULL OR c."name" ILIKE '%' || $2 || '%')
+    ORDER BY "isSystem" DESC, c."createdAt" DESC, c."id"
     LIMIT $3 + $4
 ), others AS (
-    SELECT c.\"id\", c.\"name\", c.\"src\", c.\"userName\", c.\"categoryId\", c.\"isFree\",
-           false AS \"private\", d.\"isSystem\", d.\"createdAt\"
+    SELECT c."id", c."name", c."src", c."userName", c."categoryId", c."isFree",
+           false AS "private", d."isSystem", d."createdAt"
     FROM (
-        SELECT \"id\", \"isSystem\", \"createdAt\"
-        FROM \"CompanionDashboard\"
-        WHERE \"userId\" <> $6
-          AND ($1::text IS NULL OR \"categoryId\" = $1)
-          AND ($2::text IS NULL OR \"name\" ILIKE '%' || $2 || '%')
-        ORDER BY \"isSystem\" DESC, \"createdAt\" DESC, \"id\"
+        SELECT "id", "isSystem", "createdAt"
+        FROM "CompanionDashboard"
+        WHERE "userId" <> $6
+          AND ($1::text IS NULL OR "categoryId" = $1)
+          AND ($2::text IS NULL OR "name" ILIKE '%' || $2 || '%')
+        ORDER BY "isSystem" DESC, "createdAt" DESC, "id"
         LIMIT $3 + $4
     ) d
-    JOIN \"Companion\" c ON c.\"id\" = d.\"id\"
-    WHERE NOT c.\"private\"
-      AND ($1::text IS NULL OR c.\"categoryId\" = $1)
-      AND ($2::text IS NULL OR c.\"name\" ILIKE '%' || $2 || '%')
+    JOIN "Companion" c ON c."id" = d."id"
+    WHERE NOT c."private"
+      AND ($1::text IS NULL OR c."categoryId" = $1)
+      AND ($2::text IS NULL OR c."name" ILIKE '%' || $2 || '%')
 ), page AS (
     SELECT * FROM own
     UNION ALL
     SELECT * FROM others
-    ORDER BY \"isSystem\" DESC, \"createdAt\" DESC, \"id\"
+    ORDER BY "isSystem" DESC, "createdAt" DESC, "id"
     LIMIT $3 OFFSET $4
 )
-SELECT p.\"id\", p.\"name\", p.\"src\", p.\"userName\", p.\"categoryId\", p.\"isFree\", p.\"private\",
-       COALESCE(d.\"messageCount\",
-                (SELECT count(*) FROM \"Message\" m WHERE m.\"companionId\" = p.\"id\")::integer)
-           AS \"messageCount\",
-       COALESCE(u.\"tokensBurned\", 0) AS \"tokensBurned\"
+SELECT p."id", p."name", p."src", p."userName", p."categoryId", p."isFree", p."private",
+       COALESCE(d."messageCount",
+                (SELECT count(*) FROM "Message" m WHERE m."companionId" = p."id")::integer)
+           AS "messageCount",
+       COALESCE(u."tokensBurned", 0) AS "tokensBurned"
 FROM page p
-LEFT JOIN \"CompanionDashboard\" d ON d.\"id\" = p.\"id\"
-LEFT JOIN \"UserBurnedTokens\" u ON u.\"companionId\" = p.\"id\" AND u.\"userId\" = $6
-ORDER BY p.\"isSystem\" DESC, p.\"createdAt\" DESC, p.\"id\"";
+LEFT JOIN "CompanionDashboard" d ON d."id" = p."id"
+LEFT JOIN "UserBurnedTokens" u ON u."companionId" = p."id" AND u."userId" = $6
+ORDER BY p."isSystem" DESC, p."createdAt" DESC, p."id""#;
 
 /// One page for a signed-in viewer: public companions plus the viewer's own private ones.
 pub async fn list_viewer_page(
     client: &impl Querier,
     filter: &PageFilter,
-    viewer_id: &str,
-    system_user_id: &str,
+    viewer_id: &UserId,
+    system_user_id: &UserId,
 ) -> Result<Vec<ViewerCompanionCard>, DbError> {
     static PREFIX: std::sync::LazyLock<[String; 2]> =
         std::sync::LazyLock::new(|| [1, 2].map(|n| with_prefix_match(VIEWER_PAGE_SQL, "$2", n)));
@@ -363,7 +364,7 @@ pub async fn count_public(
 pub async fn count_own_adjustment(
     client: &impl Querier,
     filter: &PageFilter,
-    viewer_id: &str,
+    viewer_id: &UserId,
 ) -> Result<i64, DbError> {
     static PREFIX: std::sync::LazyLock<[String; 2]> =
         std::sync::LazyLock::new(|| [1, 2].map(|n| with_prefix_match(OWN_ADJUSTMENT_SQL, "$3", n)));
@@ -385,27 +386,28 @@ pub async fn count_own_adjustment(
 }
 
 /// The SQL of [`count_own_adjustment`].
-const OWN_ADJUSTMENT_SQL: &str = "SELECT \
-               (SELECT count(*) FROM \"Companion\" c \
-                WHERE c.\"userId\" = $1 \
-                  AND ($2::text IS NULL OR c.\"categoryId\" = $2) \
-                  AND ($3::text IS NULL OR c.\"name\" ILIKE '%' || $3 || '%')) \
-             - (SELECT count(*) FROM \"Companion\" c \
-                JOIN \"CompanionDashboard\" d ON d.\"id\" = c.\"id\" \
-                WHERE c.\"userId\" = $1 \
-                  AND NOT (c.\"private\" AND c.\"id\" IN \
-                           (SELECT o.\"companionId\" FROM \"PrivacyPurgeOutbox\" o)) \
-                  AND ($2::text IS NULL OR d.\"categoryId\" = $2) \
-                  AND ($3::text IS NULL OR d.\"name\" ILIKE '%' || $3 || '%'))";
+const OWN_ADJUSTMENT_SQL: &str = r#"SELECT
+                 (SELECT count(*) FROM "Companion" c
+                  WHERE c."userId" = $1
+                    AND ($2::text IS NULL OR c."categoryId" = $2)
+                    AND ($3::text IS NULL OR c."name" ILIKE '%' || $3 || '%'))
+               - (SELECT count(*) FROM "Companion" c
+                  JOIN "CompanionDashboard" d ON d."id" = c."id"
+                  WHERE c."userId" = $1
+                    AND NOT (c."private" AND c."id" IN
+                             (SELECT o."companionId" FROM "PrivacyPurgeOutbox" o))
+                    AND ($2::text IS NULL OR d."categoryId" = $2)
+                    AND ($3::text IS NULL OR d."name" ILIKE '%' || $3 || '%'))"#;
 
 /// A cheap estimate of the public count: the category's count as of the last refresh. Only for
 /// pages without a search: with one, see [`estimate_public_search`].
 pub async fn estimate_public(client: &impl Querier, filter: &PageFilter) -> Result<i64, DbError> {
-    let category = filter.category_id.clone().unwrap_or_default();
+    // The count of every category is stored under the empty id.
+    let category = filter.category_id.as_ref().map_or("", Id::as_str);
     let rows = client
         .query_typed(
-            "SELECT \"companionCount\"::bigint FROM \"CompanionCategoryCount\" \
-             WHERE \"categoryId\" = $1",
+            r#"SELECT "companionCount"::bigint FROM "CompanionCategoryCount"
+               WHERE "categoryId" = $1"#,
             &[(&category, Type::TEXT)],
         )
         .await?;
@@ -499,10 +501,10 @@ fn rows_counted(plan: &serde_json::Value) -> i64 {
 /// call is planned with its pattern and can use the trigram index); the function holds the same
 /// text (migration `20261201000000_dashboard_search_plans`) and `gcbb db verify` checks both.
 pub const COUNT_SEARCH_SQL: &str =
-    "SELECT count(*) FROM \"CompanionDashboard\" WHERE \"name\" ILIKE '%' || $1 || '%'";
+    r#"SELECT count(*) FROM "CompanionDashboard" WHERE "name" ILIKE '%' || $1 || '%'"#;
 
 /// What `gcbb_count_dashboard` runs for a search within a category (see [`COUNT_SEARCH_SQL`]).
-pub const COUNT_SEARCH_IN_CATEGORY_SQL: &str = "SELECT count(*) FROM \"CompanionDashboard\" WHERE \"categoryId\" = $1 AND \"name\" ILIKE '%' || $2 || '%'";
+pub const COUNT_SEARCH_IN_CATEGORY_SQL: &str = r#"SELECT count(*) FROM "CompanionDashboard" WHERE "categoryId" = $1 AND "name" ILIKE '%' || $2 || '%'"#;
 
 /// The database function that counts a dashboard page's total, and the statements it runs for a
 /// search, for `gcbb db verify` to check that the function still runs them.
@@ -515,14 +517,14 @@ pub const COUNT_FUNCTION: super::hot::FunctionQueries = super::hot::FunctionQuer
 /// (migration `20261207000000_dashboard_short_search_count`), an index-only scan of
 /// `"CompanionDashboard_name_prefix1_idx"`.
 pub const COUNT_PREFIX1_SQL: &str =
-    "SELECT count(*) FROM \"CompanionDashboard\" WHERE lower(left(\"name\", 1)) = $1";
+    r#"SELECT count(*) FROM "CompanionDashboard" WHERE lower(left("name", 1)) = $1"#;
 /// … a two-character one.
 pub const COUNT_PREFIX2_SQL: &str =
-    "SELECT count(*) FROM \"CompanionDashboard\" WHERE lower(left(\"name\", 2)) = $1";
+    r#"SELECT count(*) FROM "CompanionDashboard" WHERE lower(left("name", 2)) = $1"#;
 /// … a one-character one within a category.
-pub const COUNT_PREFIX1_IN_CATEGORY_SQL: &str = "SELECT count(*) FROM \"CompanionDashboard\" WHERE \"categoryId\" = $1 AND lower(left(\"name\", 1)) = $2";
+pub const COUNT_PREFIX1_IN_CATEGORY_SQL: &str = r#"SELECT count(*) FROM "CompanionDashboard" WHERE "categoryId" = $1 AND lower(left("name", 1)) = $2"#;
 /// … a two-character one within a category.
-pub const COUNT_PREFIX2_IN_CATEGORY_SQL: &str = "SELECT count(*) FROM \"CompanionDashboard\" WHERE \"categoryId\" = $1 AND lower(left(\"name\", 2)) = $2";
+pub const COUNT_PREFIX2_IN_CATEGORY_SQL: &str = r#"SELECT count(*) FROM "CompanionDashboard" WHERE "categoryId" = $1 AND lower(left("name", 2)) = $2"#;
 
 /// The function that counts a short search's total, and what it runs.
 pub const COUNT_PREFIX_FUNCTION: super::hot::FunctionQueries = super::hot::FunctionQueries {
@@ -705,13 +707,13 @@ mod tests {
         assert_eq!(filter("le%").like_fragment().as_deref(), Some("le\\%"));
         let sql = with_prefix_match(VIEWER_PAGE_SQL, "$2", 2);
         assert!(!sql.contains("ILIKE"), "{sql}");
-        assert_eq!(sql.matches("lower(left(c.\"name\", 2)) = $2").count(), 2);
-        assert_eq!(sql.matches("OR lower(left(\"name\", 2)) = $2)").count(), 1);
+        assert_eq!(sql.matches(r#"lower(left(c."name", 2)) = $2"#).count(), 2);
+        assert_eq!(sql.matches(r#"OR lower(left("name", 2)) = $2)"#).count(), 1);
         let own = with_prefix_match(OWN_ADJUSTMENT_SQL, "$3", 1);
         assert!(!own.contains("ILIKE"), "{own}");
-        assert!(own.contains("lower(left(d.\"name\", 1)) = $3"));
-        assert!(PUBLIC_PAGE_PREFIX1_SQL.contains("lower(left(\"name\", 1)) = $2"));
-        assert!(PUBLIC_PAGE_PREFIX2_SQL.contains("lower(left(c.\"name\", 2)) = $2"));
+        assert!(own.contains(r#"lower(left(d."name", 1)) = $3"#));
+        assert!(PUBLIC_PAGE_PREFIX1_SQL.contains(r#"lower(left("name", 1)) = $2"#));
+        assert!(PUBLIC_PAGE_PREFIX2_SQL.contains(r#"lower(left(c."name", 2)) = $2"#));
     }
 
     #[test]
@@ -727,7 +729,7 @@ pub struct CompanionChanges {
     pub name: Option<String>,
     pub src: Option<String>,
     pub instructions: Option<String>,
-    pub category_id: Option<String>,
+    pub category_id: Option<CategoryId>,
     pub private: Option<bool>,
 }
 
@@ -735,11 +737,11 @@ pub struct CompanionChanges {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnedCompanion {
-    pub id: String,
+    pub id: CompanionId,
     pub name: String,
     pub src: String,
     pub instructions: String,
-    pub category_id: String,
+    pub category_id: CategoryId,
     pub private: bool,
     pub updated_at: chrono::NaiveDateTime,
 }
@@ -811,8 +813,8 @@ pub const HOT_WRITES: &[super::hot::HotWrite] = {
 /// companion of that owner (the caller can't tell which, on purpose).
 pub async fn update_owned_companion(
     client: &impl Querier,
-    companion_id: &str,
-    owner_id: &str,
+    companion_id: &CompanionId,
+    owner_id: &UserId,
     changes: &CompanionChanges,
 ) -> Result<Option<CompanionEdit>, DbError> {
     let rows = client
@@ -855,20 +857,20 @@ pub async fn list_public_companions_unoptimized(
 ) -> Result<(Vec<serde_json::Value>, i64), DbError> {
     let rows = client
         .query_typed(
-            "SELECT c.\"id\", c.\"userId\", c.\"userName\", c.\"src\", c.\"name\", \
-                    c.\"instructions\", c.\"private\", c.\"createdAt\", c.\"updatedAt\", \
-                    c.\"categoryId\", c.\"isFree\", c.\"tokensBurned\", c.\"customIntroduction\", \
-                    c.\"personalityConfig\", c.\"knowledgeConfig\", c.\"interactionConfig\", \
-                    c.\"toolConfig\", \
-                    (SELECT count(*) FROM \"Message\" m WHERE m.\"companionId\" = c.\"id\") \
-                        AS \"messageCount\" \
-             FROM \"Companion\" c WHERE NOT c.\"private\" ORDER BY c.\"createdAt\" DESC",
+            r#"SELECT c."id", c."userId", c."userName", c."src", c."name",
+                      c."instructions", c."private", c."createdAt", c."updatedAt",
+                      c."categoryId", c."isFree", c."tokensBurned", c."customIntroduction",
+                      c."personalityConfig", c."knowledgeConfig", c."interactionConfig",
+                      c."toolConfig",
+                      (SELECT count(*) FROM "Message" m WHERE m."companionId" = c."id")
+                          AS "messageCount"
+               FROM "Companion" c WHERE NOT c."private" ORDER BY c."createdAt" DESC"#,
             &[],
         )
         .await?;
     let total: i64 = client
         .query_typed(
-            "SELECT count(*) FROM \"Companion\" WHERE NOT \"private\"",
+            r#"SELECT count(*) FROM "Companion" WHERE NOT "private""#,
             &[],
         )
         .await?

@@ -1,9 +1,10 @@
 //! The data layer's one error type, classified so the HTTP layer can map each kind on purpose
 //! (timeouts and lost connections → 503, no row → 404).
 
-use tokio_postgres::error::SqlState;
+use std::error::Error as StdError;
+use std::io;
 
-use super::pool;
+use tokio_postgres::error::SqlState;
 
 /// Errors of the data layer, classified so the HTTP layer can map them on purpose.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +63,45 @@ impl From<tokio_postgres::Error> for DbError {
         if e.is_closed() {
             return DbError::Unavailable("connection closed".into());
         }
-        if pool::find_io_error(&e).is_some() {
-            return DbError::Unavailable(pool::error_chain(&e));
+        if find_io_error(&e).is_some() {
+            return DbError::Unavailable(error_chain(&e));
         }
         DbError::Query(e)
     }
+}
+
+/// The first cause of type `T`, looking inside `io::Error`s (whose `source()` skips their
+/// payload).
+pub(crate) fn find_cause<'a, T: StdError + 'static>(
+    e: &'a (dyn StdError + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(inner) = err.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            if let Some(found) = inner.downcast_ref::<T>() {
+                return Some(found);
+            }
+        }
+        current = err.source();
+    }
+    None
+}
+
+pub(crate) fn find_io_error(e: &tokio_postgres::Error) -> Option<&io::Error> {
+    find_cause::<io::Error>(e)
+}
+
+/// `outer: cause: cause`, since tokio-postgres's Display shows only the outermost kind.
+pub(crate) fn error_chain(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut current = e.source();
+    while let Some(err) = current {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        current = err.source();
+    }
+    out
 }

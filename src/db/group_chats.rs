@@ -11,21 +11,22 @@ use tokio_postgres::Row;
 
 use super::page::{fetch_page, Keyset, Page};
 use super::{DbError, Querier};
+use crate::id::{CompanionId, GroupId, MessageId, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupChat {
-    pub id: String,
+    pub id: GroupId,
     pub name: String,
-    pub creator_id: String,
+    pub creator_id: UserId,
 }
 
 pub async fn find_group_chat(
     client: &impl Querier,
-    id: &str,
+    id: &GroupId,
 ) -> Result<Option<GroupChat>, DbError> {
     let rows = client
         .query_typed(
-            "SELECT \"id\", \"name\", \"creatorId\" FROM \"GroupChat\" WHERE \"id\" = $1",
+            r#"SELECT "id", "name", "creatorId" FROM "GroupChat" WHERE "id" = $1"#,
             &[(&id, Type::TEXT)],
         )
         .await?;
@@ -39,19 +40,19 @@ pub async fn find_group_chat(
 /// A companion of the group, with when it last spoke there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {
-    pub companion_id: String,
+    pub companion_id: CompanionId,
     pub name: String,
     pub instructions: String,
     pub last_spoke: Option<NaiveDateTime>,
 }
 
-const MEMBERS_SQL: &str = "SELECT c.\"id\", c.\"name\", c.\"instructions\", \
-            (SELECT max(g.\"createdAt\") FROM \"GroupMessage\" g \
-             WHERE g.\"groupChatId\" = m.\"groupChatId\" AND g.\"senderId\" = c.\"id\" \
-               AND g.\"isBot\") AS \"lastSpoke\" \
-     FROM \"GroupChatMember\" m JOIN \"Companion\" c ON c.\"id\" = m.\"companionId\" \
-     WHERE m.\"groupChatId\" = $1 AND (NOT c.\"private\" OR c.\"userId\" = $2) \
-     ORDER BY \"lastSpoke\" ASC NULLS FIRST, m.\"joinedAt\", c.\"id\"";
+const MEMBERS_SQL: &str = r#"SELECT c."id", c."name", c."instructions",
+              (SELECT max(g."createdAt") FROM "GroupMessage" g
+               WHERE g."groupChatId" = m."groupChatId" AND g."senderId" = c."id"
+                 AND g."isBot") AS "lastSpoke"
+       FROM "GroupChatMember" m JOIN "Companion" c ON c."id" = m."companionId"
+       WHERE m."groupChatId" = $1 AND (NOT c."private" OR c."userId" = $2)
+       ORDER BY "lastSpoke" ASC NULLS FIRST, m."joinedAt", c."id""#;
 
 /// The group's companions that `viewer_id` may see (public, or the viewer's own), least
 /// recently spoken first (never-spoken first of all, then by when they joined). Another
@@ -59,8 +60,8 @@ const MEMBERS_SQL: &str = "SELECT c.\"id\", c.\"name\", c.\"instructions\", \
 /// sent anywhere, whoever added it to the group.
 pub async fn list_members_by_last_spoken(
     client: &impl Querier,
-    group_id: &str,
-    viewer_id: Option<&str>,
+    group_id: &GroupId,
+    viewer_id: Option<&UserId>,
 ) -> Result<Vec<GroupMember>, DbError> {
     let rows = client
         .query_typed(
@@ -85,7 +86,7 @@ pub async fn list_members_by_last_spoken(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredGroupMessage {
-    pub id: String,
+    pub id: MessageId,
     pub content: String,
     pub is_bot: bool,
     pub sender_id: String,
@@ -117,30 +118,40 @@ fn stored(r: &Row) -> StoredGroupMessage {
     }
 }
 
+/// Who wrote a group message: a user, or (a bot message) one of the group's companions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSender<'a> {
+    User(&'a UserId),
+    Companion(&'a CompanionId),
+}
+
 /// Stores a group message; with `after`, stamped at least 1 ms later than it.
 pub async fn insert_group_message(
     client: &impl Querier,
-    group_id: &str,
-    sender_id: &str,
-    is_bot: bool,
+    group_id: &GroupId,
+    sender: GroupSender<'_>,
     content: &str,
     after: Option<NaiveDateTime>,
 ) -> Result<StoredGroupMessage, DbError> {
     let id = uuid::Uuid::new_v4().to_string();
+    let (sender_id, is_bot) = match sender {
+        GroupSender::User(user) => (user.as_str(), false),
+        GroupSender::Companion(companion) => (companion.as_str(), true),
+    };
     let rows = client
         .query_typed(
-            "WITH ins AS ( \
-                 INSERT INTO \"GroupMessage\" (\"id\", \"content\", \"createdAt\", \"updatedAt\", \
-                                              \"groupChatId\", \"isBot\", \"senderId\") \
-                 SELECT $1, $2, t.ts, t.ts, $3, $4, $5 \
-                 FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC', \
-                              $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
-                 RETURNING * \
-             ) \
-             SELECT ins.\"id\", ins.\"content\", ins.\"isBot\", ins.\"senderId\", ins.\"createdAt\", \
-                    c.\"name\" AS \"senderName\", TRUE AS \"available\", \
-                    CASE WHEN ins.\"isBot\" THEN 'finished' END AS \"status\" \
-             FROM ins LEFT JOIN \"Companion\" c ON ins.\"isBot\" AND c.\"id\" = ins.\"senderId\"",
+            r#"WITH ins AS (
+                   INSERT INTO "GroupMessage" ("id", "content", "createdAt", "updatedAt",
+                                                "groupChatId", "isBot", "senderId")
+                   SELECT $1, $2, t.ts, t.ts, $3, $4, $5
+                   FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC',
+                                $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t
+                   RETURNING *
+               )
+               SELECT ins."id", ins."content", ins."isBot", ins."senderId", ins."createdAt",
+                      c."name" AS "senderName", TRUE AS "available",
+                      CASE WHEN ins."isBot" THEN 'finished' END AS "status"
+               FROM ins LEFT JOIN "Companion" c ON ins."isBot" AND c."id" = ins."senderId""#,
             &[
                 (&id, Type::TEXT),
                 (&content, Type::TEXT),
@@ -160,9 +171,9 @@ pub async fn insert_group_message(
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_group_reply(
     client: &impl Querier,
-    id: &str,
-    group_id: &str,
-    companion_id: &str,
+    id: &MessageId,
+    group_id: &GroupId,
+    companion_id: &CompanionId,
     content: &str,
     status: super::messages::ReplyStatus,
     after: NaiveDateTime,
@@ -170,12 +181,12 @@ pub async fn insert_group_reply(
 ) -> Result<bool, DbError> {
     let rows = client
         .query_typed(
-            "INSERT INTO \"GroupMessage\" (\"id\", \"content\", \"createdAt\", \"updatedAt\", \
-                                         \"groupChatId\", \"isBot\", \"senderId\", \"status\") \
-             SELECT $1, $2, t.ts, t.ts, $3, TRUE, $4, $5 \
-             FROM (SELECT GREATEST($6::timestamp, $7::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
-             ON CONFLICT (\"id\") DO NOTHING \
-             RETURNING \"id\"",
+            r#"INSERT INTO "GroupMessage" ("id", "content", "createdAt", "updatedAt",
+                                           "groupChatId", "isBot", "senderId", "status")
+               SELECT $1, $2, t.ts, t.ts, $3, TRUE, $4, $5
+               FROM (SELECT GREATEST($6::timestamp, $7::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t
+               ON CONFLICT ("id") DO NOTHING
+               RETURNING "id""#,
             &[
                 (&id, Type::TEXT),
                 (&content, Type::TEXT),
@@ -195,30 +206,30 @@ pub async fn insert_group_reply(
 /// database.
 macro_rules! select_messages {
     () => {
-        "\
-SELECT g.\"id\", g.\"isBot\", g.\"senderId\", g.\"createdAt\", v.\"available\",
-       CASE WHEN v.\"available\" THEN g.\"content\" ELSE '' END AS \"content\",
-       CASE WHEN v.\"available\" THEN c.\"name\" END AS \"senderName\",
-       CASE WHEN g.\"isBot\" THEN COALESCE(g.\"status\", 'finished') END AS \"status\"
-FROM \"GroupMessage\" g
-LEFT JOIN \"Companion\" c ON g.\"isBot\" AND c.\"id\" = g.\"senderId\"
-CROSS JOIN LATERAL (SELECT (NOT g.\"isBot\" OR (c.\"id\" IS NOT NULL
-                            AND (NOT c.\"private\" OR c.\"userId\" = $2))) AS \"available\") v
-WHERE g.\"groupChatId\" = $1"
+        r#"
+SELECT g."id", g."isBot", g."senderId", g."createdAt", v."available",
+       CASE WHEN v."available" THEN g."content" ELSE '' END AS "content",
+       CASE WHEN v."available" THEN c."name" END AS "senderName",
+       CASE WHEN g."isBot" THEN COALESCE(g."status", 'finished') END AS "status"
+FROM "GroupMessage" g
+LEFT JOIN "Companion" c ON g."isBot" AND c."id" = g."senderId"
+CROSS JOIN LATERAL (SELECT (NOT g."isBot" OR (c."id" IS NOT NULL
+                            AND (NOT c."private" OR c."userId" = $2))) AS "available") v
+WHERE g."groupChatId" = $1"#
     };
 }
 
 const RECENT_SQL: &str = concat!(
     select_messages!(),
-    " AND v.\"available\" ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $3"
+    r#" AND v."available" ORDER BY g."createdAt" DESC, g."id" DESC LIMIT $3"#
 );
 
 /// The last `limit` messages of the group that `viewer_id` may see, oldest first: the model's
 /// context, which never holds what an unavailable companion said.
 pub async fn list_recent_group_messages(
     client: &impl Querier,
-    group_id: &str,
-    viewer_id: Option<&str>,
+    group_id: &GroupId,
+    viewer_id: Option<&UserId>,
     limit: i64,
 ) -> Result<Vec<StoredGroupMessage>, DbError> {
     let rows = client
@@ -238,21 +249,21 @@ pub async fn list_recent_group_messages(
 
 const PAGE_SQL: &str = concat!(
     select_messages!(),
-    " AND ($3::timestamp IS NULL OR (g.\"createdAt\", g.\"id\") < ($3::timestamp, $4::text)) \
-     ORDER BY g.\"createdAt\" DESC, g.\"id\" DESC LIMIT $5"
+    r#" AND ($3::timestamp IS NULL OR (g."createdAt", g."id") < ($3::timestamp, $4::text))
+       ORDER BY g."createdAt" DESC, g."id" DESC LIMIT $5"#
 );
 
 const PAGE_CURSOR_SQL: &str =
-    "SELECT \"createdAt\" FROM \"GroupMessage\" WHERE \"groupChatId\" = $1 AND \"id\" = $3";
+    r#"SELECT "createdAt" FROM "GroupMessage" WHERE "groupChatId" = $1 AND "id" = $3"#;
 
 /// The `limit` messages before `before` (or the newest), oldest first, as `viewer_id` may see
 /// them (unavailable ones marked, not dropped, so the conversation keeps its shape); `None`
 /// when `before` is not a message of this group.
 pub async fn list_group_messages_page(
     client: &impl Querier,
-    group_id: &str,
-    viewer_id: Option<&str>,
-    before: Option<&str>,
+    group_id: &GroupId,
+    viewer_id: Option<&UserId>,
+    before: Option<&MessageId>,
     limit: i64,
 ) -> Result<Option<Page<StoredGroupMessage>>, DbError> {
     let keyset = Keyset {

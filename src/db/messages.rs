@@ -11,6 +11,7 @@ use tokio_postgres::Row;
 
 use super::page::{fetch_page, Keyset, Page};
 use super::{DbError, Querier};
+use crate::id::{CompanionId, MessageId, UserId};
 
 /// `"Role"` of a stored message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +61,7 @@ impl ReplyStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredMessage {
-    pub id: String,
+    pub id: MessageId,
     /// `user`, `assistant` or `system`.
     pub role: String,
     pub content: String,
@@ -87,21 +88,21 @@ fn stored(r: &Row) -> StoredMessage {
     }
 }
 
-const INSERT_SQL: &str =
-    "INSERT INTO \"Message\" (\"id\", \"role\", \"content\", \"createdAt\", \"updatedAt\", \
-                              \"companionId\", \"userId\") \
-     SELECT $1, $2::text::\"Role\", $3, t.ts, t.ts, $4, $5 \
-     FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC', \
-                           $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
-     RETURNING \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\", \
-               NULL::text AS \"status\"";
+const INSERT_SQL: &str = r#"
+    INSERT INTO "Message" ("id", "role", "content", "createdAt", "updatedAt",
+                           "companionId", "userId")
+    SELECT $1, $2::text::"Role", $3, t.ts, t.ts, $4, $5
+    FROM (SELECT GREATEST(clock_timestamp() AT TIME ZONE 'UTC',
+                          $6::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t
+    RETURNING "id", "role"::text AS "role", "content", "createdAt",
+              NULL::text AS "status""#;
 
 /// Stores a message; when `after` is given it is stamped at least 1 ms later (a reply never
 /// sorts before its prompt).
 pub async fn insert_message(
     client: &impl Querier,
-    companion_id: &str,
-    user_id: &str,
+    companion_id: &CompanionId,
+    user_id: &UserId,
     role: MessageRole,
     content: &str,
     after: Option<NaiveDateTime>,
@@ -130,9 +131,9 @@ pub async fn insert_message(
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_reply(
     client: &impl Querier,
-    id: &str,
-    companion_id: &str,
-    user_id: &str,
+    id: &MessageId,
+    companion_id: &CompanionId,
+    user_id: &UserId,
     content: &str,
     status: ReplyStatus,
     after: NaiveDateTime,
@@ -140,12 +141,12 @@ pub async fn insert_reply(
 ) -> Result<bool, DbError> {
     let rows = client
         .query_typed(
-            "INSERT INTO \"Message\" (\"id\", \"role\", \"content\", \"createdAt\", \"updatedAt\", \
-                                      \"companionId\", \"userId\", \"status\") \
-             SELECT $1, 'assistant', $2, t.ts, t.ts, $3, $4, $5 \
-             FROM (SELECT GREATEST($6::timestamp, $7::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t \
-             ON CONFLICT (\"id\") DO NOTHING \
-             RETURNING \"id\"",
+            r#"INSERT INTO "Message" ("id", "role", "content", "createdAt", "updatedAt",
+                                        "companionId", "userId", "status")
+               SELECT $1, 'assistant', $2, t.ts, t.ts, $3, $4, $5
+               FROM (SELECT GREATEST($6::timestamp, $7::timestamp + interval '1 millisecond')::timestamp(3) AS ts) t
+               ON CONFLICT ("id") DO NOTHING
+               RETURNING "id""#,
             &[
                 (&id, Type::TEXT),
                 (&content, Type::TEXT),
@@ -164,34 +165,34 @@ pub async fn insert_reply(
 /// it); returns its id.
 pub async fn delete_last_reply(
     client: &impl Querier,
-    companion_id: &str,
-    user_id: &str,
-) -> Result<Option<String>, DbError> {
+    companion_id: &CompanionId,
+    user_id: &UserId,
+) -> Result<Option<MessageId>, DbError> {
     let rows = client
         .query_typed(
-            "DELETE FROM \"Message\" WHERE \"id\" = ( \
-                 SELECT \"id\" FROM \"Message\" \
-                 WHERE \"companionId\" = $1 AND \"userId\" = $2 \
-                 ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT 1) \
-             AND \"role\" = 'assistant' RETURNING \"id\"",
+            r#"DELETE FROM "Message" WHERE "id" = (
+                   SELECT "id" FROM "Message"
+                   WHERE "companionId" = $1 AND "userId" = $2
+                   ORDER BY "createdAt" DESC, "id" DESC LIMIT 1)
+               AND "role" = 'assistant' RETURNING "id""#,
             &[(&companion_id, Type::TEXT), (&user_id, Type::TEXT)],
         )
         .await?;
     Ok(rows.first().map(|r| r.get(0)))
 }
 
-const RECENT_SQL: &str =
-    "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\", \
-            CASE WHEN \"role\" = 'assistant' THEN COALESCE(\"status\", 'finished') END AS \"status\" \
-     FROM \"Message\" \
-     WHERE \"companionId\" = $1 AND \"userId\" = $2 \
-     ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT $3";
+const RECENT_SQL: &str = r#"
+    SELECT "id", "role"::text AS "role", "content", "createdAt",
+           CASE WHEN "role" = 'assistant' THEN COALESCE("status", 'finished') END AS "status"
+    FROM "Message"
+    WHERE "companionId" = $1 AND "userId" = $2
+    ORDER BY "createdAt" DESC, "id" DESC LIMIT $3"#;
 
 /// The last `limit` messages of the conversation, oldest first (the model's context).
 pub async fn list_recent_messages(
     client: &impl Querier,
-    companion_id: &str,
-    user_id: &str,
+    companion_id: &CompanionId,
+    user_id: &UserId,
     limit: i64,
 ) -> Result<Vec<StoredMessage>, DbError> {
     let rows = client
@@ -210,22 +211,22 @@ pub async fn list_recent_messages(
 }
 
 /// Pages of one user's conversation with one companion.
-const PAGE_CURSOR_SQL: &str = "SELECT \"createdAt\" FROM \"Message\" \
-     WHERE \"companionId\" = $1 AND \"userId\" = $2 AND \"id\" = $3";
-const PAGE_SQL: &str = "SELECT \"id\", \"role\"::text AS \"role\", \"content\", \"createdAt\", \
-            CASE WHEN \"role\" = 'assistant' THEN COALESCE(\"status\", 'finished') END AS \"status\" \
-     FROM \"Message\" \
-     WHERE \"companionId\" = $1 AND \"userId\" = $2 \
-       AND ($3::timestamp IS NULL OR (\"createdAt\", \"id\") < ($3::timestamp, $4::text)) \
-     ORDER BY \"createdAt\" DESC, \"id\" DESC LIMIT $5";
+const PAGE_CURSOR_SQL: &str = r#"SELECT "createdAt" FROM "Message"
+       WHERE "companionId" = $1 AND "userId" = $2 AND "id" = $3"#;
+const PAGE_SQL: &str = r#"SELECT "id", "role"::text AS "role", "content", "createdAt",
+              CASE WHEN "role" = 'assistant' THEN COALESCE("status", 'finished') END AS "status"
+       FROM "Message"
+       WHERE "companionId" = $1 AND "userId" = $2
+         AND ($3::timestamp IS NULL OR ("createdAt", "id") < ($3::timestamp, $4::text))
+       ORDER BY "createdAt" DESC, "id" DESC LIMIT $5"#;
 
 /// The `limit` messages before the message `before` (or the newest), or `None` when `before`
 /// is not a message of this conversation.
 pub async fn list_messages_page(
     client: &impl Querier,
-    companion_id: &str,
-    user_id: &str,
-    before: Option<&str>,
+    companion_id: &CompanionId,
+    user_id: &UserId,
+    before: Option<&MessageId>,
     limit: i64,
 ) -> Result<Option<Page<StoredMessage>>, DbError> {
     let keyset = Keyset {

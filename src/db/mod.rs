@@ -12,6 +12,7 @@ pub mod burned_tokens;
 pub mod categories;
 pub mod companions;
 pub mod config;
+mod deadline;
 pub mod error;
 pub mod group_chats;
 pub mod health;

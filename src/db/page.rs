@@ -7,6 +7,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
 use super::{DbError, Querier};
+use crate::id::MessageId;
 
 /// One page, oldest first, and whether older rows exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +18,7 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// The cursor of the next (older) page: the id of this page's oldest row, if older rows exist.
-    pub fn next_cursor(&self, id: impl Fn(&T) -> &String) -> Option<String> {
+    pub fn next_cursor(&self, id: impl Fn(&T) -> &MessageId) -> Option<MessageId> {
         self.has_older
             .then(|| self.items.first().map(|t| id(t).clone()))
             .flatten()
@@ -40,7 +41,7 @@ pub struct Keyset<'a> {
 pub async fn fetch_page<T>(
     client: &impl Querier,
     keyset: &Keyset<'_>,
-    before: Option<&str>,
+    before: Option<&MessageId>,
     limit: i64,
     row: impl Fn(&Row) -> T,
 ) -> Result<Option<Page<T>>, DbError> {

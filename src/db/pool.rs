@@ -12,7 +12,6 @@
 //! is a check of `Client::is_closed()`, not a ping: a ping would add a round trip to every
 //! request, and a connection the server killed shows up as closed and is replaced.
 
-use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::deadline::Deadline;
+use super::error::{error_chain, find_cause, find_io_error};
+use super::querier::{Params, Querier, Transaction};
 use super::{tls, DbConfig, DbError};
 use crate::breaker::{Admission, Breaker, BreakerStatus};
 
@@ -217,40 +219,6 @@ fn classify_connect_error(e: tokio_postgres::Error, cfg: &DbConfig) -> Failure {
     Failure::fatal(DbError::Query(e))
 }
 
-/// The first cause of type `T`, looking inside `io::Error`s (whose `source()` skips their
-/// payload).
-fn find_cause<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut current = Some(e);
-    while let Some(err) = current {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        if let Some(inner) = err.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
-            if let Some(found) = inner.downcast_ref::<T>() {
-                return Some(found);
-            }
-        }
-        current = err.source();
-    }
-    None
-}
-
-pub(crate) fn find_io_error(e: &tokio_postgres::Error) -> Option<&io::Error> {
-    find_cause::<io::Error>(e)
-}
-
-/// `outer: cause: cause`, since tokio-postgres's Display shows only the outermost kind.
-pub(crate) fn error_chain(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut current = e.source();
-    while let Some(err) = current {
-        out.push_str(": ");
-        out.push_str(&err.to_string());
-        current = err.source();
-    }
-    out
-}
-
 /// Opens and recycles the pool's connections.
 struct Manager {
     cfg: DbConfig,
@@ -291,64 +259,6 @@ pub struct Pool {
     cfg: DbConfig,
     acquire_timeout: Duration,
     deadline: Deadline,
-}
-
-/// What a statement of the request path may take, and how to cancel it on the server.
-#[derive(Clone)]
-pub(crate) struct Deadline {
-    pub(crate) limit: Duration,
-    /// The TLS settings of the connections, for the cancel request (its own connection).
-    tls: Option<MakeRustlsConnect>,
-    /// Bound on the cancel request: it crosses the same network that just failed us.
-    cancel_limit: Duration,
-    /// The pool's circuit breaker, told how each statement went.
-    pub(crate) breaker: Arc<Breaker>,
-}
-
-impl Deadline {
-    /// Tells the breaker how a statement that finished (within its deadline) went: an answer
-    /// from the server, errors included, shows it is up; a connection that broke does not.
-    pub(crate) fn observe<T>(&self, outcome: &Result<T, tokio_postgres::Error>) {
-        match outcome {
-            Err(e)
-                if e.as_db_error().is_none() && (e.is_closed() || find_io_error(e).is_some()) =>
-            {
-                self.breaker.record_failure("unreachable")
-            }
-            _ => self.breaker.record_success(),
-        }
-    }
-
-    /// Tells the breaker a statement overran its deadline.
-    pub(crate) fn overran(&self) {
-        self.breaker.record_failure("timeout");
-    }
-
-    /// Asks the server, on a connection of its own and in the background, to cancel what
-    /// `client` is running. Works through PgBouncer, which forwards cancel requests.
-    pub(crate) fn cancel(&self, token: tokio_postgres::CancelToken) {
-        let tls = self.tls.clone();
-        let limit = self.cancel_limit;
-        tokio::spawn(async move {
-            let sent = tokio::time::timeout(limit, async move {
-                match tls {
-                    None => token.cancel_query(NoTls).await,
-                    Some(tls) => token.cancel_query(tls).await,
-                }
-            })
-            .await;
-            match sent {
-                Ok(Ok(())) => tracing::debug!("postgres statement cancelled after its deadline"),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %error_chain(&e), "postgres cancel request failed")
-                }
-                Err(_) => tracing::warn!(
-                    limit_ms = limit.as_millis() as u64,
-                    "postgres cancel request timed out"
-                ),
-            }
-        });
-    }
 }
 
 /// A checked-out connection of the request path. Its statements run under the pool's query
@@ -412,7 +322,7 @@ impl PooledClient {
     }
 
     /// Starts a transaction whose statements (and commit) run under the same deadline.
-    pub async fn transaction(&mut self) -> Result<super::querier::Transaction<'_>, DbError> {
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>, DbError> {
         let deadline = self.deadline.clone();
         if self.abandoned.load(Ordering::Acquire) {
             return Err(DbError::Unavailable(
@@ -437,14 +347,20 @@ impl PooledClient {
                 return Err(DbError::Timeout);
             }
         };
-        Ok(super::querier::Transaction::new(
-            tx, deadline, abandoned, token,
-        ))
+        Ok(Transaction::new(tx, deadline, abandoned, token))
     }
 
     /// Whether the server closed this connection.
     pub fn is_closed(&self) -> bool {
         self.raw().is_closed()
+    }
+}
+
+/// The request path's connection: each statement under the pool's deadline.
+impl Querier for PooledClient {
+    async fn query_typed(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, DbError> {
+        let client = self.raw();
+        self.bounded(client.query_typed(sql, params)).await
     }
 }
 
@@ -493,12 +409,7 @@ impl Pool {
         // A TLS connector that can't be built fails every connect the same way; the cancel
         // then goes without TLS, which a server requiring TLS refuses (harmless).
         let tls = tls::make_connector(&cfg).ok().flatten();
-        let deadline = Deadline {
-            limit: query,
-            tls,
-            cancel_limit: cfg.connect_timeout.min(CANCEL_TIMEOUT),
-            breaker,
-        };
+        let deadline = Deadline::new(query, tls, cfg.connect_timeout.min(CANCEL_TIMEOUT), breaker);
         Pool {
             inner,
             cfg,

@@ -6,14 +6,12 @@
 use tokio_postgres::types::Type;
 
 use super::{DbError, Querier};
+use crate::id::CompanionId;
 
 /// The current epoch, as of this statement's snapshot.
 pub async fn current_privacy_epoch(client: &impl Querier) -> Result<i64, DbError> {
     let rows = client
-        .query_typed(
-            "SELECT \"epoch\" FROM \"PrivacyEpoch\" WHERE \"id\" = 1",
-            &[],
-        )
+        .query_typed(r#"SELECT "epoch" FROM "PrivacyEpoch" WHERE "id" = 1"#, &[])
         .await?;
     rows.first().map(|r| r.get(0)).ok_or(DbError::NotFound)
 }
@@ -22,7 +20,7 @@ pub async fn current_privacy_epoch(client: &impl Querier) -> Result<i64, DbError
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingPurge {
     pub id: i64,
-    pub companion_id: String,
+    pub companion_id: CompanionId,
 }
 
 /// Claims up to `limit` pending purges, oldest first, for the caller's transaction: rows

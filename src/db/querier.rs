@@ -1,11 +1,12 @@
 //! What a query function runs its SQL on: the seam that puts every request-path statement
 //! under a deadline without any call site having to remember it.
 //!
-//! The queries of `db::<table>` take `&impl Querier`. A [`PooledClient`] (the request path's
-//! connection) runs each statement under the pool's deadline and cancels it on the server when
-//! it overruns; a plain `tokio_postgres::Client` (the `gcbb` tool's own connections, the tests)
-//! runs it as is, with the tool's own settings. A [`Transaction`] of a pooled connection keeps
-//! the deadline for each of its statements and for its commit.
+//! The queries of `db::<table>` take `&impl Querier`. A [`super::PooledClient`] (the request
+//! path's connection; its impl is beside it in [`super::pool`]) runs each statement under the
+//! pool's deadline and cancels it on the server when it overruns; a plain
+//! `tokio_postgres::Client` (the `gcbb` tool's own connections, the tests) runs it as is, with
+//! the tool's own settings. A [`Transaction`] of a pooled connection keeps the deadline for each
+//! of its statements and for its commit.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{CancelToken, Client, Row};
 
-use super::pool::{Deadline, PooledClient};
+use super::deadline::Deadline;
 use super::DbError;
 
 /// Typed parameters of one statement, as `Client::query_typed` takes them.
@@ -35,14 +36,6 @@ impl Querier for Client {
         Client::query_typed(self, sql, params)
             .await
             .map_err(DbError::from)
-    }
-}
-
-/// The request path's connection: each statement under the pool's deadline.
-impl Querier for PooledClient {
-    async fn query_typed(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, DbError> {
-        let client = self.raw();
-        self.bounded(client.query_typed(sql, params)).await
     }
 }
 

@@ -8,6 +8,7 @@ use crate::cache::Cache;
 use crate::cdn::Cdn;
 use crate::config::{Config, ConfigError};
 use crate::db::Pool;
+use crate::id::UserId;
 use crate::llm::Llm;
 use crate::platform::auth::{Authenticator, HasAuthenticator};
 use crate::platform::privacy::PrivacyEpochs;
@@ -27,6 +28,8 @@ pub struct App {
     pub privacy: PrivacyEpochs,
     /// Vercel's CDN purges (off without `VERCEL_TOKEN`).
     pub cdn: Cdn,
+    /// `SYSTEM_USER_ID` as the id it is: the owner of platform-made companions and demo groups.
+    pub system_user_id: UserId,
 }
 
 impl App {
@@ -59,6 +62,7 @@ impl App {
             tracing::info!("CDN purging off: VERCEL_TOKEN is unset");
         }
         let privacy = PrivacyEpochs::new(config.privacy_outage_window);
+        let system_user_id = UserId::issued(config.system_user_id.clone());
         Arc::new(App {
             config,
             db,
@@ -69,6 +73,7 @@ impl App {
             ratelimiter: RateLimiter::new(),
             privacy,
             cdn,
+            system_user_id,
         })
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::cache::ratelimit::{self, Decision};
 use crate::db::DbError;
+use crate::id::InvalidId;
 use crate::llm::ModelError;
 
 /// `Retry-After` of a 503: a dependency blipped; most recover within seconds.
@@ -63,8 +64,6 @@ pub enum ApiError {
     /// The model failed before its first token: 504 when it timed out, else 502.
     #[error("{0}")]
     Model(ModelError),
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
     /// A dependency is down or slow; the client may retry.
     #[error("{0} unavailable")]
     Unavailable(&'static str),
@@ -106,7 +105,6 @@ impl ApiError {
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Model(ModelError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Model(_) => StatusCode::BAD_GATEWAY,
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -126,7 +124,6 @@ impl ApiError {
             ApiError::TooManyRequests(_) => "rate_limited",
             ApiError::Model(ModelError::Timeout) => "model_timeout",
             ApiError::Model(_) => "model_unavailable",
-            ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -225,6 +222,13 @@ pub fn insert_ratelimit_headers(headers: &mut HeaderMap, decision: &Decision) {
         "x-ratelimit-reset",
         HeaderValue::from(decision.reset_ms.div_ceil(1000)),
     );
+}
+
+/// A client's id that can't be one we issued: a 400 naming where it came from.
+impl From<InvalidId> for ApiError {
+    fn from(e: InvalidId) -> Self {
+        ApiError::bad_parameter(e.param, e.to_string())
+    }
 }
 
 impl From<ModelError> for ApiError {

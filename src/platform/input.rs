@@ -1,17 +1,16 @@
 //! Typed inputs: what clients send, parsed once into types that can only hold valid values.
 //!
 //! Each rule lives here once, so the same bad value gets the same answer on every route: a 400
-//! `invalid_parameter` naming the parameter or field, before any cache or database work.
+//! `invalid_parameter` naming the parameter or field, before any cache or database work. (The
+//! rule of ids lives with their types, in [`crate::id`], which the database layer shares.)
 
 use std::collections::HashMap;
-use std::fmt;
 
 use axum::http::Uri;
 
+use crate::id::{Id, MessageId};
 use crate::platform::error::ApiError;
 
-/// Longest id accepted; the ids we store are 12–36 characters (cuid, uuid, our readable ones).
-pub const MAX_ID_CHARS: usize = 64;
 /// Longest prompt, in characters (Unicode scalar values).
 pub const MAX_PROMPT_CHARS: usize = 4000;
 /// History page size when `limit` is not given, and the largest allowed.
@@ -42,65 +41,22 @@ impl Query {
     }
 
     /// A required id: a rewrite appends the path's id to the query string (`?chatId=…`).
-    pub fn id(&self, name: &'static str) -> Result<Id, ApiError> {
+    pub fn id<K>(&self, name: &'static str) -> Result<Id<K>, ApiError> {
         let raw = self
             .get(name)
             .ok_or_else(|| ApiError::bad_parameter(name, "is required"))?;
-        Id::parse(name, raw)
+        Ok(Id::parse(name, raw)?)
     }
 
     /// An optional id.
-    pub fn optional_id(&self, name: &'static str) -> Result<Option<Id>, ApiError> {
-        self.get(name).map(|raw| Id::parse(name, raw)).transpose()
+    pub fn optional_id<K>(&self, name: &'static str) -> Result<Option<Id<K>>, ApiError> {
+        Ok(self.get(name).map(|raw| Id::parse(name, raw)).transpose()?)
     }
 }
 
 impl From<HashMap<String, String>> for Query {
     fn from(map: HashMap<String, String>) -> Self {
         Query(map)
-    }
-}
-
-/// The id of a row (companion, group, category, message): 1–64 ASCII letters, digits, `_` or
-/// `-`. Anything else can't be an id we issued, so it is refused rather than looked up.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Id(String);
-
-impl Id {
-    pub fn parse(name: &'static str, raw: &str) -> Result<Id, ApiError> {
-        let valid = !raw.is_empty()
-            && raw.len() <= MAX_ID_CHARS
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if valid {
-            Ok(Id(raw.to_owned()))
-        } else {
-            Err(ApiError::bad_parameter(
-                name,
-                format!("must be 1–{MAX_ID_CHARS} letters, digits, `_` or `-`"),
-            ))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-impl fmt::Display for Id {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for Id {
-    fn as_ref(&self) -> &str {
-        &self.0
     }
 }
 
@@ -214,7 +170,7 @@ fn is_deceptive(c: char) -> bool {
 /// A page of history: the `limit` (1–100) messages before message `before` (or the newest).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
-    pub before: Option<Id>,
+    pub before: Option<MessageId>,
     pub limit: i64,
 }
 
@@ -259,43 +215,38 @@ mod tests {
     }
 
     #[test]
-    fn an_id_is_letters_digits_underscore_and_dash() {
-        for ok in [
-            "comp_demo_01",
-            "cm1abc2def3",
-            "0b8f-4c1e-9a2b",
-            &"a".repeat(64),
-        ] {
-            assert_eq!(Id::parse("chatId", ok).unwrap().as_str(), ok);
-        }
-        for bad in [
-            "",
-            &"a".repeat(65),
-            "x' OR 1=1--",
-            "a b",
-            "a\0b",
-            "\u{202e}abc",
-            "é",
-            "a/b",
-        ] {
-            assert_eq!(param_of(Id::parse("chatId", bad).unwrap_err()), "chatId");
-        }
-    }
-
-    #[test]
     fn a_missing_id_is_named_and_an_empty_one_is_missing() {
-        assert_eq!(param_of(query(&[]).id("groupId").unwrap_err()), "groupId");
+        let group = |q: Query| q.id::<crate::id::kind::Group>("groupId");
+        assert_eq!(param_of(group(query(&[])).unwrap_err()), "groupId");
         assert_eq!(
-            param_of(query(&[("groupId", "")]).id("groupId").unwrap_err()),
+            param_of(group(query(&[("groupId", "")])).unwrap_err()),
             "groupId"
         );
-        assert_eq!(query(&[("x", "1")]).optional_id("before").unwrap(), None);
+        let bad = group(query(&[("groupId", "x;y")])).unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            format!(
+                "invalid parameter `groupId`: must be 1–{} letters, digits, `_` or `-`",
+                crate::id::MAX_ID_CHARS
+            )
+        );
+        assert_eq!(
+            query(&[("x", "1")])
+                .optional_id::<crate::id::kind::Message>("before")
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
     fn the_first_of_a_repeated_parameter_wins() {
         let q = Query::of(&"/p?chatId=a&chatId=b".parse().unwrap());
-        assert_eq!(q.id("chatId").unwrap().as_str(), "a");
+        assert_eq!(
+            q.id::<crate::id::kind::Companion>("chatId")
+                .unwrap()
+                .as_str(),
+            "a"
+        );
     }
 
     #[test]

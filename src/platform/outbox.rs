@@ -41,7 +41,7 @@ pub async fn drain(app: &App) -> Result<usize, DrainError> {
         }
         let mut tags: Vec<String> = claimed
             .iter()
-            .map(|p| cdn::companion_tag(&p.companion_id))
+            .map(|p| cdn::companion_tag(p.companion_id.as_str()))
             .collect();
         tags.sort();
         tags.dedup();

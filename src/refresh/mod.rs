@@ -157,7 +157,7 @@ async fn run_steps(app: &Arc<App>, bg: &Background) -> Vec<Step> {
         // The refresh legitimately takes longer than a page query: its own deadline.
         let db = app.db.with_statement_deadline(REFRESH_QUERY_TIMEOUT);
         let client = db.get().await?;
-        read_model::refresh_read_model(&client, &app.config.system_user_id).await?;
+        read_model::refresh_read_model(&client, &app.system_user_id).await?;
         Ok::<_, DbError>(None)
     }
     .await

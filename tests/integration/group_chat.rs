@@ -3,6 +3,7 @@
 
 use axum::http::Method;
 use gcbb::chat::reply::cached::{cached_reply, demo_reply_key};
+use gcbb::id::{CompanionId, GroupId};
 use gcbb::platform::input::Prompt;
 use gcbb_cli::model_server::{Failure, Script};
 use serde_json::{json, Value};
@@ -219,8 +220,8 @@ async fn an_anonymous_demo_chat_has_one_responder_and_stores_nothing() {
     assert_eq!(app.model().requests(), 2);
     // The reply is cached after the response, through wait_until...
     let key = demo_reply_key(
-        DEMO,
-        "comp_cy",
+        &GroupId::issued(DEMO),
+        &CompanionId::issued("comp_cy"),
         &Prompt::parse("Cyrus, hi!".into()).unwrap(),
     );
     let cached = eventually(|| async {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use gcbb::chat::reply::keep::{account_tokens, RowSpec, RowTarget, WriteOutcome};
 use gcbb::db::{DbConfig, Pool};
+use gcbb::id::{CompanionId, MessageId, UserId};
 use serde_json::Value;
 
 use crate::common::app::{CacheKind, TestApp, CRON_SECRET, SYSTEM_USER};
@@ -177,8 +178,8 @@ async fn accounting_through_an_outage(
     let pool = Pool::new(cfg, 4).with_query_timeout(DEADLINE);
     let row = |user: &str| RowSpec {
         target: RowTarget::Chat {
-            companion_id: "cmp_demo_02".into(),
-            user_id: user.into(),
+            companion_id: CompanionId::issued("cmp_demo_02"),
+            user_id: UserId::issued(user),
         },
         after_ms: 0,
         context_tokens: 0,
@@ -188,7 +189,7 @@ async fn accounting_through_an_outage(
         &pool,
         Duration::from_secs(5),
         &row("user_demo_2"),
-        &unique("warm"),
+        &MessageId::issued(unique("warm")),
         1,
     )
     .await;
@@ -199,9 +200,9 @@ async fn accounting_through_an_outage(
         .map(|i| {
             let pool = pool.clone();
             let row = row(&format!("user_demo_{}", 1 + i % 3));
-            tokio::spawn(
-                async move { account_tokens(&pool, budget, &row, &unique("reply"), 7).await },
-            )
+            tokio::spawn(async move {
+                account_tokens(&pool, budget, &row, &MessageId::issued(unique("reply")), 7).await
+            })
         })
         .collect();
     tokio::time::sleep(refused).await;

@@ -156,7 +156,7 @@ pub async fn run(args: &DashboardArgs, json: bool) -> anyhow::Result<()> {
     let mut samples = Vec::with_capacity(args.cold_samples);
     let mut body = None;
     for i in 0..args.cold_samples {
-        let user = crate::bench::seed::user_id(i % 2_000);
+        let user = gcbb::id::UserId::issued(crate::bench::seed::user_id(i % 2_000));
         let t = Instant::now();
         let page =
             dashboard::build_viewer_page(&memory_app, &default_page, &user, &Default::default())

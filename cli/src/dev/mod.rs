@@ -175,7 +175,8 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         // with the function cron uses, so the first dashboard shows what the database holds
         // (seeding refreshes it itself).
         let client = db::connect(&target).await?;
-        db::read_model::refresh_read_model(&client, &config.system_user_id).await?;
+        let system_user_id = gcbb::id::UserId::issued(config.system_user_id.as_str());
+        db::read_model::refresh_read_model(&client, &system_user_id).await?;
     }
 
     let signer = match signer {

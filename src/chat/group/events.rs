@@ -82,11 +82,11 @@ where
                         name,
                         ..
                     } => {
-                        companion = companion_id.unwrap_or_default();
+                        companion = companion_id.map(|c| c.to_string()).unwrap_or_default();
                         GroupEvent::MessageStart {
                             companion_id: &companion,
                             name: name.as_deref().unwrap_or_default(),
-                            message_id: &id,
+                            message_id: id.as_str(),
                         }
                         .write_to(&mut out);
                     }

@@ -33,14 +33,15 @@ use crate::chat::reply::producer::{viewer_key, MessageSpec, Producer, StreamTarg
 use crate::chat::reply::{self, Keep};
 use crate::chat::resume::{find_stream, stop_stream, StopBody};
 use crate::chat::{chat_limit, no_content, private_json, stopped_response};
-use crate::db::group_chats::{self, GroupChat, GroupMember, StoredGroupMessage};
+use crate::db::group_chats::{self, GroupChat, GroupMember, GroupSender, StoredGroupMessage};
 use crate::db::PooledClient;
+use crate::id::{GroupId, MessageId, UserId};
 use crate::platform::app::App;
 use crate::platform::auth::Viewer;
 use crate::platform::background::Background;
 use crate::platform::error::{ApiError, ApiResult};
 use crate::platform::http::{optional_json_body, BodyLimit, JsonBody};
-use crate::platform::input::{HistoryPage, Id, Prompt, Query};
+use crate::platform::input::{HistoryPage, Prompt, Query};
 use crate::platform::ratelimit::{self, Client};
 use events::group_stream;
 use responders::{context_for, demo_context_for, pick_demo_responder, pick_responders};
@@ -98,16 +99,14 @@ async fn wrong_method(uri: Uri) -> ApiError {
 /// How the viewer may use the group.
 #[derive(Debug, PartialEq, Eq)]
 enum Access {
-    Creator { user_id: String },
+    Creator { user_id: UserId },
     Demo,
 }
 
-fn access(group: &GroupChat, viewer: &Viewer, system_user_id: &str) -> ApiResult<Access> {
+fn access(group: &GroupChat, viewer: &Viewer, system_user_id: &UserId) -> ApiResult<Access> {
     match viewer.user_id() {
-        Some(u) if u == group.creator_id => Ok(Access::Creator {
-            user_id: u.to_owned(),
-        }),
-        _ if group.creator_id == system_user_id => Ok(Access::Demo),
+        Some(u) if *u == group.creator_id => Ok(Access::Creator { user_id: u.clone() }),
+        _ if group.creator_id == *system_user_id => Ok(Access::Demo),
         _ => Err(ApiError::NotFound),
     }
 }
@@ -159,7 +158,7 @@ async fn chat(
     let target = group_target(&group_id, &viewer, client);
     let db = app.db.get().await?;
     let group = find_group(&db, &group_id).await?;
-    let response = match access(&group, &viewer, &app.config.system_user_id)? {
+    let response = match access(&group, &viewer, &app.system_user_id)? {
         Access::Creator { user_id } => {
             chat_creator(app, bg, received, target, db, group, user_id, prompt).await?
         }
@@ -171,13 +170,13 @@ async fn chat(
     Ok(ratelimit::apply(allowed, response))
 }
 
-async fn find_group(db: &PooledClient, id: &Id) -> ApiResult<GroupChat> {
-    group_chats::find_group_chat(db, id.as_str())
+async fn find_group(db: &PooledClient, id: &GroupId) -> ApiResult<GroupChat> {
+    group_chats::find_group_chat(db, id)
         .await?
         .ok_or(ApiError::NotFound)
 }
 
-fn group_target(group_id: &Id, viewer: &Viewer, client: &Client) -> StreamTarget {
+fn group_target(group_id: &GroupId, viewer: &Viewer, client: &Client) -> StreamTarget {
     StreamTarget {
         scope: "group",
         chat_id: group_id.as_str().to_owned(),
@@ -189,19 +188,19 @@ fn group_target(group_id: &Id, viewer: &Viewer, client: &Client) -> StreamTarget
 fn creator_message(
     member: &GroupMember,
     group: &GroupChat,
-    user_id: &str,
+    user_id: &UserId,
     after: chrono::NaiveDateTime,
     reply: &reply::Reply,
 ) -> MessageSpec {
     MessageSpec {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: MessageId::generate(),
         companion_id: Some(member.companion_id.clone()),
         name: Some(member.name.clone()),
         keep: Keep::Row(RowSpec {
             target: RowTarget::Group {
                 group_id: group.id.clone(),
                 companion_id: member.companion_id.clone(),
-                user_id: user_id.to_owned(),
+                user_id: user_id.clone(),
             },
             after_ms: to_ms(after),
             context_tokens: reply.context_tokens(),
@@ -219,15 +218,21 @@ async fn chat_creator(
     target: StreamTarget,
     db: PooledClient,
     group: GroupChat,
-    user_id: String,
+    user_id: UserId,
     prompt: Prompt,
 ) -> ApiResult<Response> {
     // Only members the creator may see answer, and only what they may see is context: another
     // user's private companion in the group is silent and its words are never sent anywhere.
-    let viewer = Some(user_id.as_str());
+    let viewer = Some(&user_id);
     let (members, prompt_row, mut transcript) = tokio::try_join!(
         group_chats::list_members_by_last_spoken(&db, &group.id, viewer),
-        group_chats::insert_group_message(&db, &group.id, &user_id, false, prompt.as_str(), None),
+        group_chats::insert_group_message(
+            &db,
+            &group.id,
+            GroupSender::User(&user_id),
+            prompt.as_str(),
+            None
+        ),
         group_chats::list_recent_group_messages(
             &db,
             &group.id,
@@ -287,10 +292,10 @@ async fn chat_creator(
             after = ended.at.max(after + chrono::Duration::milliseconds(1));
             if !ended.text.is_empty() {
                 transcript.push(StoredGroupMessage {
-                    id: String::new(),
+                    id: MessageId::issued(""),
                     content: ended.text.clone(),
                     is_bot: true,
-                    sender_id: member.companion_id.clone(),
+                    sender_id: member.companion_id.to_string(),
                     sender_name: Some(member.name.clone()),
                     available: true,
                     created_at: after.and_utc(),
@@ -326,14 +331,14 @@ async fn chat_demo(
         ]])));
     };
     let key = demo_reply_key(&group.id, &member.companion_id, &prompt);
-    let message = |id: String| MessageSpec {
+    let message = |id: MessageId| MessageSpec {
         id,
         companion_id: Some(member.companion_id.clone()),
         name: Some(member.name.clone()),
         keep: Keep::CachedReply { key: key.clone() },
     };
     if let Some(text) = cached_reply(&app, &key).await {
-        let spec = message(uuid::Uuid::new_v4().to_string());
+        let spec = message(MessageId::generate());
         let record = Record::Message {
             id: spec.id,
             companion_id: spec.companion_id,
@@ -346,7 +351,7 @@ async fn chat_demo(
     let mut reply = reply::start(&app.llm, demo_context_for(&member, &group, &prompt)).await?;
     let stream_id = uuid::Uuid::new_v4().to_string();
     let mut producer = Producer::open(&app, &bg, &target, &stream_id, received);
-    producer.begin(message(uuid::Uuid::new_v4().to_string()), &mut reply);
+    producer.begin(message(MessageId::generate()), &mut reply);
     let records = producer.reader();
     bg.wait_until(async move {
         producer.run(reply).await;
@@ -356,10 +361,10 @@ async fn chat_demo(
 }
 
 /// The group, if the viewer may use it (404 otherwise).
-async fn check_access(app: &App, viewer: &Viewer, group_id: &Id) -> ApiResult<()> {
+async fn check_access(app: &App, viewer: &Viewer, group_id: &GroupId) -> ApiResult<()> {
     let db = app.db.get().await?;
     let group = find_group(&db, group_id).await?;
-    access(&group, viewer, &app.config.system_user_id).map(drop)
+    access(&group, viewer, &app.system_user_id).map(drop)
 }
 
 /// `GET …/stream`: the viewer's replies in flight in the group, replayed from their start and
@@ -410,7 +415,7 @@ async fn stop_replies(
 #[serde(rename_all = "camelCase")]
 struct MessagesPage {
     messages: Vec<StoredGroupMessage>,
-    next_cursor: Option<String>,
+    next_cursor: Option<MessageId>,
 }
 
 async fn messages(app: Arc<App>, viewer: Viewer, uri: Uri) -> ApiResult<Response> {
@@ -419,12 +424,12 @@ async fn messages(app: Arc<App>, viewer: Viewer, uri: Uri) -> ApiResult<Response
     let page = HistoryPage::parse(&query)?;
     let db = app.db.get().await?;
     let group = find_group(&db, &group_id).await?;
-    access(&group, &viewer, &app.config.system_user_id)?;
+    access(&group, &viewer, &app.system_user_id)?;
     let found = group_chats::list_group_messages_page(
         &db,
         &group.id,
         viewer.user_id(),
-        page.before.as_ref().map(Id::as_str),
+        page.before.as_ref(),
         page.limit,
     )
     .await?

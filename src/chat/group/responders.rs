@@ -79,7 +79,7 @@ pub fn context_for(
         ),
     )];
     for m in transcript {
-        if m.is_bot && m.sender_id == member.companion_id {
+        if m.is_bot && m.sender_id == member.companion_id.as_str() {
             context.push(ChatMessage::new(Role::Assistant, m.content.clone()));
         } else {
             let who = m.sender_name.as_deref().unwrap_or("User");
@@ -114,10 +114,11 @@ pub fn demo_context_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::CompanionId;
 
     fn member(id: &str, name: &str) -> GroupMember {
         GroupMember {
-            companion_id: id.into(),
+            companion_id: CompanionId::issued(id),
             name: name.into(),
             instructions: String::new(),
             last_spoke: None,
@@ -141,7 +142,7 @@ mod tests {
         let members = [member("a", "Ada"), member("b", "Bob"), member("c", "Cy")];
         let ids: Vec<String> = pick_responders(&members, "hello all", 2)
             .into_iter()
-            .map(|m| m.companion_id)
+            .map(|m| m.companion_id.to_string())
             .collect();
         assert_eq!(ids, ["a", "b"]);
     }

@@ -5,6 +5,7 @@
 use crate::cache::keys::{self, Key};
 use crate::chat::reply::journal::{now_ms, Record};
 use crate::db::messages::ReplyStatus;
+use crate::id::{CompanionId, GroupId};
 use crate::llm::{ChatMessage, Role};
 use crate::platform::app::App;
 use crate::platform::input::Prompt;
@@ -55,9 +56,9 @@ fn normalize(text: &str) -> String {
 }
 
 /// A demo group's reply, cached per (group, companion, normalized prompt).
-pub fn demo_reply_key(group_id: &str, companion_id: &str, prompt: &Prompt) -> Key {
+pub fn demo_reply_key(group_id: &GroupId, companion_id: &CompanionId, prompt: &Prompt) -> Key {
     keys::bot_reply(
-        companion_id,
+        companion_id.as_str(),
         &format!("group:{group_id}:{}", prompt.normalized()),
     )
 }
@@ -104,6 +105,7 @@ pub fn replay_records(message: Record, text: &str) -> Vec<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::MessageId;
 
     #[test]
     fn a_conversation_key_depends_on_every_turn_and_on_nothing_else() {
@@ -144,7 +146,7 @@ mod tests {
     fn a_replay_cuts_on_character_boundaries_and_loses_nothing() {
         let text = "é".repeat(300);
         let message = Record::Message {
-            id: "m".into(),
+            id: MessageId::issued("m"),
             companion_id: None,
             name: None,
             row: None,

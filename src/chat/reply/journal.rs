@@ -22,6 +22,7 @@ use crate::cache::keys;
 use crate::cache::store::ListAppend;
 use crate::cache::RELEASE_LOCK;
 use crate::db::messages::ReplyStatus;
+use crate::id::{CompanionId, MessageId};
 use crate::llm::estimate_tokens;
 use crate::platform::app::App;
 use crate::platform::background::Background;
@@ -75,9 +76,9 @@ pub enum Record {
     Start { at: i64, deadline: i64 },
     /// A message began: a chat's reply, or one responder's in a group.
     Message {
-        id: String,
+        id: MessageId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        companion_id: Option<String>,
+        companion_id: Option<CompanionId>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
         /// Where it is stored when it ends (signed-in); none for replies nobody stores.
@@ -649,7 +650,7 @@ enum DrainOne {
 
 /// One message as its journal holds it.
 struct Journaled {
-    id: String,
+    id: MessageId,
     row: RowSpec,
     text: String,
     end: Option<(ReplyStatus, i32, i64)>,
@@ -744,7 +745,7 @@ mod tests {
         let records = [
             Record::Start { at: 1, deadline: 2 },
             Record::Message {
-                id: "m1".into(),
+                id: MessageId::issued("m1"),
                 companion_id: None,
                 name: None,
                 row: None,

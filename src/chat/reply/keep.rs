@@ -23,6 +23,7 @@ use super::journal::from_ms;
 use crate::cache::keys::Key;
 use crate::db::messages::{self, ReplyStatus};
 use crate::db::{burned_tokens, group_chats, DbError, Pool, PooledClient};
+use crate::id::{CompanionId, GroupId, MessageId, UserId};
 
 /// Pause before the first retry; doubled before each next one, up to the cap.
 pub const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(200);
@@ -57,19 +58,19 @@ pub struct RowSpec {
 pub enum RowTarget {
     /// The companion's message in the viewer's conversation.
     Chat {
-        companion_id: String,
-        user_id: String,
+        companion_id: CompanionId,
+        user_id: UserId,
     },
     /// The companion's message in the creator's group.
     Group {
-        group_id: String,
-        companion_id: String,
-        user_id: String,
+        group_id: GroupId,
+        companion_id: CompanionId,
+        user_id: UserId,
     },
 }
 
 impl RowTarget {
-    pub fn companion_id(&self) -> &str {
+    pub fn companion_id(&self) -> &CompanionId {
         match self {
             RowTarget::Chat { companion_id, .. } | RowTarget::Group { companion_id, .. } => {
                 companion_id
@@ -77,7 +78,7 @@ impl RowTarget {
         }
     }
 
-    pub fn user_id(&self) -> &str {
+    pub fn user_id(&self) -> &UserId {
         match self {
             RowTarget::Chat { user_id, .. } | RowTarget::Group { user_id, .. } => user_id,
         }
@@ -102,7 +103,7 @@ impl RowSpec {
         &self,
         db: &Pool,
         budget: Duration,
-        id: &str,
+        id: &MessageId,
         text: &str,
         status: ReplyStatus,
         at: chrono::NaiveDateTime,
@@ -161,7 +162,7 @@ pub async fn account_tokens(
     db: &Pool,
     budget: Duration,
     row: &RowSpec,
-    message_id: &str,
+    message_id: &MessageId,
     tokens: i32,
 ) -> WriteOutcome {
     if tokens <= 0 {
@@ -270,15 +271,17 @@ mod tests {
     fn a_row_reads_back_from_its_journal_form() {
         let row = RowSpec {
             target: RowTarget::Group {
-                group_id: "g".into(),
-                companion_id: "c".into(),
-                user_id: "u".into(),
+                group_id: GroupId::issued("g"),
+                companion_id: CompanionId::issued("c"),
+                user_id: UserId::issued("u"),
             },
             after_ms: 5,
             context_tokens: 9,
         };
         let json = serde_json::to_string(&row).unwrap();
         assert!(json.contains(r#""kind":"group""#), "{json}");
+        // Ids are the plain strings they were: journals written before still read.
+        assert!(json.contains(r#""group_id":"g""#), "{json}");
         assert_eq!(serde_json::from_str::<RowSpec>(&json).unwrap(), row);
         assert_eq!(row.target.companion_id(), "c");
         assert_eq!(row.target.user_id(), "u");

@@ -26,6 +26,7 @@ use super::{tokens_of, Reply};
 use crate::cache::keys;
 use crate::cache::ANONYMOUS_BOT_REPLY_TTL;
 use crate::db::messages::ReplyStatus;
+use crate::id::{CompanionId, MessageId};
 use crate::llm::{ModelEvent, Usage};
 use crate::platform::app::App;
 use crate::platform::auth::Viewer;
@@ -64,9 +65,9 @@ pub fn viewer_key(viewer: &Viewer, client: &Client) -> String {
 #[derive(Debug, Clone)]
 pub struct MessageSpec {
     /// Its id: the stored row's, announced in the stream's first chunk.
-    pub id: String,
+    pub id: MessageId,
     /// The responding companion (group events name it).
-    pub companion_id: Option<String>,
+    pub companion_id: Option<CompanionId>,
     pub name: Option<String>,
     pub keep: Keep,
 }
@@ -380,8 +381,8 @@ impl Producer {
                     } else {
                         tracing::error!(
                             message_id = %id,
-                            companion_id = row.target.companion_id(),
-                            user_id = row.target.user_id(),
+                            companion_id = %row.target.companion_id(),
+                            user_id = %row.target.user_id(),
                             tokens,
                             "token accounting lost: add these tokens by hand (\"ReplyTokens\", \"Companion\", \"UserBurnedTokens\")"
                         );

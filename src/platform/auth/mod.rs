@@ -27,6 +27,7 @@ use axum::http::request::Parts;
 use jsonwebtoken::DecodingKey;
 
 use crate::config::{ClerkConfig, ClerkKey};
+use crate::id::UserId;
 use crate::platform::error::ApiError;
 
 pub use credentials::{has_credentials, read_session_token, session_token, SESSION_COOKIE};
@@ -38,11 +39,11 @@ pub use token::{Claims, MAX_TOKEN_BYTES};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Viewer {
     Anonymous,
-    User { user_id: String },
+    User { user_id: UserId },
 }
 
 impl Viewer {
-    pub fn user_id(&self) -> Option<&str> {
+    pub fn user_id(&self) -> Option<&UserId> {
         match self {
             Viewer::Anonymous => None,
             Viewer::User { user_id } => Some(user_id),
@@ -145,8 +146,10 @@ impl Authenticator {
     }
 
     /// Verifies a session token and returns the user id (`sub`).
-    pub async fn verify(&self, token: &str) -> Result<String, AuthError> {
-        self.verify_claims(token).await.map(|c| c.user_id)
+    pub async fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        self.verify_claims(token)
+            .await
+            .map(|c| UserId::issued(c.user_id))
     }
 
     /// Verifies a session token and returns its claims.
