@@ -230,6 +230,13 @@ fn settings(env: &Env) -> Result<MigrateSettings, ConfigError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_missing_shadow_error_names_the_variable_this_config_reads() {
+        assert!(MigrateError::NoShadowUrl
+            .to_string()
+            .ends_with(SHADOW_DATABASE_URL_VAR));
+    }
+
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()

@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use gcbb::config::ConfigError;
 
-use super::config::SHADOW_DATABASE_URL_VAR;
-
 /// Everything that can stop a `gcbb db` command; `Display` is the message shown to the user,
 /// in Prisma's wording where Prisma has one (`code()` gives Prisma's error code).
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +91,7 @@ pub enum MigrateError {
     Lint { count: usize, findings: String },
     #[error("{0}")]
     LintFailed(String),
-    #[error("no shadow database: set {}", SHADOW_DATABASE_URL_VAR)]
+    #[error("no shadow database: set SHADOW_DATABASE_URL")]
     NoShadowUrl,
     #[error("refusing to use `{shadow}` as the shadow database: {reason}")]
     ShadowRefused { shadow: String, reason: String },

@@ -17,6 +17,7 @@ pub mod chunk;
 pub mod epoch;
 pub mod flight;
 pub mod keys;
+pub mod list;
 pub mod memory;
 pub mod ratelimit;
 pub mod redis;

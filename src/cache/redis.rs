@@ -128,8 +128,8 @@ impl RedisStore {
     /// `LLEN`; the lease's `SET … PX`; the watched key's `GET`.
     pub async fn append_list(
         &self,
-        append: &super::store::ListAppend<'_>,
-    ) -> Result<super::store::Appended, CacheError> {
+        append: &super::list::ListAppend<'_>,
+    ) -> Result<super::list::Appended, CacheError> {
         let mut pipe = redis::pipe();
         if append.items.is_empty() {
             pipe.cmd("LLEN").arg(append.key);
@@ -175,7 +175,7 @@ impl RedisStore {
             Some(v) => redis::from_redis_value::<u64>(v).map_err(map_err)?,
             None => return Err(CacheError::Protocol("no reply to RPUSH".into())),
         };
-        Ok(super::store::Appended { len, watched })
+        Ok(super::list::Appended { len, watched })
     }
 
     pub async fn list_range(&self, key: &str, start: usize) -> Result<Vec<Bytes>, CacheError> {

@@ -212,8 +212,8 @@ impl UpstashStore {
     /// journal's JSON records stay readable, and a third smaller than base64).
     pub async fn append_list(
         &self,
-        append: &super::store::ListAppend<'_>,
-    ) -> Result<super::store::Appended, CacheError> {
+        append: &super::list::ListAppend<'_>,
+    ) -> Result<super::list::Appended, CacheError> {
         let mut commands: Vec<Vec<Value>> = Vec::new();
         if append.items.is_empty() {
             commands.push(vec![json!("LLEN"), json!(append.key)]);
@@ -253,7 +253,7 @@ impl UpstashStore {
         let len = first
             .as_u64()
             .ok_or_else(|| CacheError::Protocol("RPUSH reply is not a number".into()))?;
-        Ok(super::store::Appended { len, watched })
+        Ok(super::list::Appended { len, watched })
     }
 
     pub async fn list_range(&self, key: &str, start: usize) -> Result<Vec<Bytes>, CacheError> {

@@ -54,7 +54,7 @@ pub enum RebuildError {
 pub async fn rebuild_all(app: &Arc<App>) -> Result<usize, RebuildError> {
     // Read now, not the process's recent view: snapshots are served by every instance, and one
     // written under an epoch older than the database's would never be read anyway.
-    let epoch = app.privacy.read_now(app).await?;
+    let epoch = app.privacy.read_now(app.as_ref()).await?;
     let categories = async {
         let client = app.db.get().await?;
         categories::list_categories(&client).await

@@ -9,15 +9,38 @@
 
 use std::sync::Arc;
 
+use crate::cache::Cache;
 use crate::cdn::{self, Purge};
 use crate::db::privacy::{claim_pending_purges, mark_purged};
 use crate::db::DbError;
+use crate::db::Pool;
 use crate::platform::app::App;
+use crate::platform::privacy::{EpochSources, PrivacyEpochs};
 
 /// Tags per purge request (one per hidden companion).
 pub const PURGE_BATCH: i64 = 16;
 /// Batches one drain takes at most, so a drain's length is bounded; the next drain goes on.
 pub const MAX_BATCHES_PER_DRAIN: usize = 64;
+
+/// The process as the privacy epoch's refreshes see it. Here, beside the drain it starts, so
+/// that the epoch (below the process's state) never imports the state back.
+impl EpochSources for App {
+    fn epochs(&self) -> &PrivacyEpochs {
+        &self.privacy
+    }
+
+    fn db(&self) -> &Pool {
+        &self.db
+    }
+
+    fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    fn epoch_moved(self: &Arc<Self>) {
+        drain_later(self);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {

@@ -40,10 +40,21 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::cache::Cache;
 use crate::cache::SharedEpoch;
 use crate::db::privacy::current_privacy_epoch;
 use crate::db::DbError;
-use crate::platform::app::App;
+use crate::db::Pool;
+
+/// What the epoch's refreshes read and whom they tell: the process's state (`App` implements
+/// it), named here so this module needs nothing above it.
+pub trait EpochSources: Send + Sync + 'static {
+    fn epochs(&self) -> &PrivacyEpochs;
+    fn db(&self) -> &Pool;
+    fn cache(&self) -> &Cache;
+    /// The epoch moved forward: some writer hid a companion, and its CDN purge may be owed.
+    fn epoch_moved(self: &Arc<Self>);
+}
 
 /// A reading older than this starts a background refresh (one in flight at a time).
 pub const EPOCH_REFRESH_AFTER: Duration = Duration::from_millis(250);
@@ -143,13 +154,13 @@ impl PrivacyEpochs {
     /// this belongs to). No database round trip while a usable reading exists; with none, it
     /// waits for the refresh (at most [`EPOCH_WAIT`] while the database answers), and when
     /// nothing usable comes of it, fails as the database did.
-    pub async fn current(&self, app: &Arc<App>) -> Result<i64, DbError> {
+    pub async fn current<A: EpochSources>(&self, app: &Arc<A>) -> Result<i64, DbError> {
         let now = Instant::now();
         if let Some(epoch) = self.fresh(now) {
             return Ok(epoch);
         }
         self.start_refresh(app, now);
-        if let Some(epoch) = self.usable(now, app) {
+        if let Some(epoch) = self.usable(now, &**app) {
             return Ok(epoch);
         }
         // Boxed: rarely needed, and inline it would make every caller's future larger.
@@ -159,9 +170,9 @@ impl PrivacyEpochs {
     /// Reads the epoch straight from the database and shares it at once: for writes that must
     /// not go by a value even a moment old (the PATCH that hides a companion, the cron's
     /// snapshots written for every instance to serve).
-    pub async fn read_now(&self, app: &App) -> Result<i64, DbError> {
+    pub async fn read_now<A: EpochSources>(&self, app: &A) -> Result<i64, DbError> {
         let sent = Instant::now();
-        let client = app.db.get().await?;
+        let client = app.db().get().await?;
         let epoch = current_privacy_epoch(&client).await?;
         drop(client);
         self.record(epoch, sent);
@@ -187,7 +198,7 @@ impl PrivacyEpochs {
     /// The reading, if it may be served now (see the module doc): current; or within the
     /// outage window, when the database is in doubt or the shared copy was read within
     /// [`EPOCH_CURRENT_FOR`] (it then holds every epoch a PATCH shared before answering).
-    fn usable(&self, now: Instant, app: &App) -> Option<i64> {
+    fn usable<A: EpochSources>(&self, now: Instant, app: &A) -> Option<i64> {
         let (epoch, age) = self.reading(now)?;
         let shared_checked =
             since(now, self.shared_seen_at.load(Ordering::Acquire)) < EPOCH_CURRENT_FOR;
@@ -197,9 +208,9 @@ impl PrivacyEpochs {
     }
 
     /// Whether the database can't be counted on to confirm the epoch soon.
-    fn database_in_doubt(&self, now: Instant, app: &App) -> bool {
+    fn database_in_doubt<A: EpochSources>(&self, now: Instant, app: &A) -> bool {
         self.last_failed.load(Ordering::Acquire)
-            || app.db.is_troubled()
+            || app.db().is_troubled()
             || (self.refreshing.load(Ordering::Acquire)
                 && since(now, self.attempt_started.load(Ordering::Acquire)) >= EPOCH_WAIT)
     }
@@ -207,13 +218,13 @@ impl PrivacyEpochs {
     /// Waits for a usable reading: the first of the reads it started that makes one (the
     /// shared copy: one cache round trip), else at most [`EPOCH_WAIT`] before the database
     /// counts as in doubt, then for the refresh out to finish (bounded by the pool's deadline).
-    async fn wait_for_usable(&self, app: &Arc<App>) -> Result<i64, DbError> {
+    async fn wait_for_usable<A: EpochSources>(&self, app: &Arc<A>) -> Result<i64, DbError> {
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
             let now = Instant::now();
-            if let Some(epoch) = self.usable(now, app) {
+            if let Some(epoch) = self.usable(now, &**app) {
                 return Ok(epoch);
             }
             if !self.refreshing.load(Ordering::Acquire) {
@@ -242,14 +253,14 @@ impl PrivacyEpochs {
     /// Starts, in the background, a refresh from Postgres and (when the reading is not current:
     /// a cold or idle instance, or one that can't reach Postgres) a read of the shared copy;
     /// each unless one is out or one started within [`EPOCH_REFRESH_AFTER`].
-    fn start_refresh(&self, app: &Arc<App>, now: Instant) {
+    fn start_refresh<A: EpochSources>(&self, app: &Arc<A>, now: Instant) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         if claim(&self.refreshing, &self.attempt_started, now) {
             let app = Arc::clone(app);
             runtime.spawn(async move {
-                app.privacy.refresh_from_database(&app).await;
+                app.epochs().refresh_from_database(&app).await;
             });
         }
         let current = self
@@ -258,15 +269,15 @@ impl PrivacyEpochs {
         if !current && claim(&self.reading_shared, &self.shared_read_at, now) {
             let app = Arc::clone(app);
             runtime.spawn(async move {
-                app.privacy.refresh_from_cache(&app).await;
+                app.epochs().refresh_from_cache(&*app).await;
             });
         }
     }
 
     /// Reads the copy other instances share; records it and wakes waiting requests.
-    async fn refresh_from_cache(&self, app: &App) {
+    async fn refresh_from_cache<A: EpochSources>(&self, app: &A) {
         let sent = Instant::now();
-        if let Ok(Some(shared)) = app.cache.shared_privacy_epoch().await {
+        if let Ok(Some(shared)) = app.cache().shared_privacy_epoch().await {
             self.record_shared(shared);
             self.shared_seen_at.fetch_max(nanos(sent), Ordering::AcqRel);
         }
@@ -275,11 +286,11 @@ impl PrivacyEpochs {
     }
 
     /// Confirms the epoch from Postgres; records it, wakes waiting requests and shares it.
-    async fn refresh_from_database(&self, app: &Arc<App>) {
+    async fn refresh_from_database<A: EpochSources>(&self, app: &Arc<A>) {
         let sent = Instant::now();
         let before = self.reading(sent).map(|(epoch, _)| epoch);
         let read = async {
-            let client = app.db.get().await?;
+            let client = app.db().get().await?;
             current_privacy_epoch(&client).await
         }
         .await;
@@ -289,10 +300,9 @@ impl PrivacyEpochs {
                 self.last_failed.store(false, Ordering::Release);
                 self.refreshing.store(false, Ordering::Release);
                 self.settled.notify_waiters();
-                self.share(app, epoch, sent, false).await;
+                self.share(&**app, epoch, sent, false).await;
                 if before.is_some_and(|b| epoch > b) {
-                    // Some writer hid a companion: its CDN purge may be owed.
-                    crate::platform::outbox::drain_later(app);
+                    app.epoch_moved();
                 }
             }
             Err(e) => {
@@ -306,7 +316,7 @@ impl PrivacyEpochs {
 
     /// Shares a confirmation through the cache when it moved the epoch, when `now` asks for it,
     /// or when this process hasn't shared for [`EPOCH_SHARE_INTERVAL`].
-    async fn share(&self, app: &App, epoch: i64, sent: Instant, now: bool) {
+    async fn share<A: EpochSources>(&self, app: &A, epoch: i64, sent: Instant, now: bool) {
         let due = now
             || epoch > self.shared_epoch.load(Ordering::Acquire)
             || since(Instant::now(), self.shared_at.load(Ordering::Acquire))
@@ -320,7 +330,7 @@ impl PrivacyEpochs {
         let confirmed_at_ms = unix_ms_of(sent);
         // A cache that is down only means other instances learn it from Postgres.
         let _ = app
-            .cache
+            .cache()
             .share_privacy_epoch(SharedEpoch {
                 epoch,
                 confirmed_at_ms,

@@ -36,8 +36,6 @@ use crate::lint;
 use crate::session::describe_pg_error;
 use crate::statements::{self, Located, Plan};
 
-use super::workload::Waited;
-
 /// Pause between two samples of `pg_locks` while a statement runs.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(2);
 
@@ -194,6 +192,14 @@ impl StatementRun {
     pub fn strongest_lock(&self) -> Option<&LockHeld> {
         self.locks.first()
     }
+}
+
+/// The longest wait of one role during one statement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Waited {
+    /// The hot query (or write) that waited.
+    pub query: &'static str,
+    pub ms: f64,
 }
 
 /// One migration's run.

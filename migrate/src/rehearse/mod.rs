@@ -28,13 +28,14 @@ use tokio_postgres::Client;
 use gcbb::db::DbConfig;
 
 pub use copy::{CopyMethod, ScratchCopy, Source, SCRATCH_NAME_MARK};
+pub use measure::Waited;
 pub use measure::{
     Failure, IndexBuilt, LockHeld, LockMode, MigrationRun, Rewrite, Sizes, StatementRun,
 };
 pub use report::render_text;
 pub use speed::{QuerySpeed, Regression, SpeedBudget, Timing};
 pub use verdict::{parse_size, Breach, Budget, Safer, Verdict};
-pub use workload::{Role, Waited, WorkloadReport};
+pub use workload::{Role, WorkloadReport};
 
 use super::apply::{is_recorded, with_lock};
 use super::config::MigrateSettings;

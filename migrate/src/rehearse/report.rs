@@ -686,11 +686,11 @@ mod tests {
             lint_rules: vec!["alter-column-type"],
             error: None,
             started: None,
-            reader_wait: Some(super::super::workload::Waited {
+            reader_wait: Some(super::super::measure::Waited {
                 query: "messages.recent",
                 ms: 671.0,
             }),
-            writer_wait: Some(super::super::workload::Waited {
+            writer_wait: Some(super::super::measure::Waited {
                 query: "messages.insert",
                 ms: 1234.5,
             }),

@@ -13,9 +13,10 @@
 
 use serde::Serialize;
 
+use super::measure::Waited;
 use super::measure::{LockHeld, LockMode, MigrationRun, StatementRun};
 use super::speed::{QuerySpeed, Regression, SpeedBudget};
-use super::workload::{Role, Waited};
+use super::workload::Role;
 use crate::lint;
 
 /// Default of `--max-lock-ms`: a few hundred milliseconds is what a request queued behind the

@@ -24,7 +24,7 @@ use gcbb::db::DbConfig;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::measure::MigrationRun;
+use super::measure::{MigrationRun, Waited};
 use crate::error::MigrateError;
 use crate::session::{self, describe_pg_error};
 use crate::verify::SampleParams;
@@ -263,14 +263,6 @@ impl Workload {
         };
         results.into_iter().flatten().flatten().collect()
     }
-}
-
-/// The longest wait of one role during one statement.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Waited {
-    /// The hot query (or write) that waited.
-    pub query: &'static str,
-    pub ms: f64,
 }
 
 /// What the workload saw, besides the per-statement waits.

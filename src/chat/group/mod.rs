@@ -27,7 +27,8 @@ use serde::Serialize;
 
 use crate::chat::input::PromptBody;
 use crate::chat::reply::cached::{cached_reply, demo_reply_key, replay_records};
-use crate::chat::reply::journal::{self, to_ms, Record};
+use crate::chat::reply::journal::{self, Record};
+use crate::chat::reply::keep::to_ms;
 use crate::chat::reply::keep::{RowSpec, RowTarget};
 use crate::chat::reply::producer::{viewer_key, MessageSpec, Producer, StreamTarget};
 use crate::chat::reply::{self, Keep};

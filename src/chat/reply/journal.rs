@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
-use super::keep::{self, RowSpec, WriteOutcome};
+use super::keep::{self, from_ms, RowSpec, WriteOutcome};
 use crate::cache::keys;
-use crate::cache::store::ListAppend;
+use crate::cache::list::ListAppend;
 use crate::cache::RELEASE_LOCK;
 use crate::db::messages::ReplyStatus;
 use crate::id::{CompanionId, MessageId};
@@ -121,16 +120,6 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-pub fn to_ms(t: NaiveDateTime) -> i64 {
-    t.and_utc().timestamp_millis()
-}
-
-pub fn from_ms(ms: i64) -> NaiveDateTime {
-    DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .naive_utc()
 }
 
 /// The full key names of one stream's journal.
@@ -776,11 +765,5 @@ mod tests {
             Bytes::from_static(br#"{"k":"text","t":"a"}"#)
         );
         assert_eq!(Record::decode(b"not json"), None);
-    }
-
-    #[test]
-    fn times_go_to_milliseconds_and_back() {
-        let t = from_ms(1_765_000_000_123);
-        assert_eq!(to_ms(t), 1_765_000_000_123);
     }
 }

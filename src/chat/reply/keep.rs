@@ -17,9 +17,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
-use super::journal::from_ms;
 use crate::cache::keys::Key;
 use crate::db::messages::{self, ReplyStatus};
 use crate::db::{burned_tokens, group_chats, DbError, Pool, PooledClient};
@@ -263,9 +263,27 @@ where
     }
 }
 
+/// A stored timestamp as the journal carries it: Unix milliseconds.
+pub fn to_ms(t: NaiveDateTime) -> i64 {
+    t.and_utc().timestamp_millis()
+}
+
+/// Unix milliseconds from the journal as the timestamp a row stores.
+pub fn from_ms(ms: i64) -> NaiveDateTime {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .naive_utc()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_go_to_milliseconds_and_back() {
+        let t = from_ms(1_765_000_000_123);
+        assert_eq!(to_ms(t), 1_765_000_000_123);
+    }
 
     #[test]
     fn a_row_reads_back_from_its_journal_form() {

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use chrono::{NaiveDateTime, Utc};
 use futures_util::Stream;
 
-use super::journal::{self, now_ms, store_margin, JournalWriter, Outstanding, Record};
+use super::journal::{now_ms, store_margin, JournalWriter, Outstanding, Record};
 use super::keep::{self, Keep, WriteOutcome, REPLY_STORE_BUDGET};
 use super::live::{self, LiveStream};
 use super::{tokens_of, Reply};
@@ -348,7 +348,7 @@ impl Producer {
             tokens,
             stored,
             pending,
-            at: journal::to_ms(at),
+            at: keep::to_ms(at),
         });
         // Readers on other instances see the end at once.
         self.journal.flush(self.deadline_ms).await;
