@@ -4,15 +4,14 @@
 
 use serde_json::Value;
 
-use crate::support::{binary, free_port, Server};
-
-const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
+use gcbb_test_support::database_server_url;
+use gcbb_test_support::process::{binary, free_port, Server};
 
 async fn start(path: &str) -> Server {
     let port = free_port();
     let mut cmd = binary(path);
     cmd.env("VERCEL_DEV_PORT", port.to_string())
-        .env("DATABASE_URL", DATABASE_URL)
+        .env("DATABASE_URL", database_server_url())
         .env("LLM_PROVIDER", "scripted");
     Server::start(cmd, port).await
 }
@@ -91,7 +90,7 @@ async fn the_group_chat_function_answers_preflights_with_each_routes_methods() {
     let port = free_port();
     let mut cmd = binary(env!("CARGO_BIN_EXE_group-chat"));
     cmd.env("VERCEL_DEV_PORT", port.to_string())
-        .env("DATABASE_URL", DATABASE_URL)
+        .env("DATABASE_URL", database_server_url())
         .env("LLM_PROVIDER", "scripted")
         .env("CORS_ALLOWED_ORIGINS", ORIGIN);
     let server = Server::start(cmd, port).await;

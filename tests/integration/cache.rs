@@ -14,10 +14,9 @@ use gcbb::config::CacheBackend;
 use serde_json::{json, Value};
 
 use crate::common::app::start_upstash_proxy;
-use crate::common::eventually;
+use crate::common::{eventually, redis_addr, redis_url};
 use crate::support::{binary, free_port, Server};
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Generous: the machine is shared; a closed port fails at once anyway.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -50,12 +49,7 @@ async fn harness(kind: Kind) -> Harness {
     let prefix = random_prefix();
     let (backend, proxy) = match kind {
         Kind::Memory => (CacheBackend::Memory, None),
-        Kind::Redis => (
-            CacheBackend::Redis {
-                url: REDIS_URL.into(),
-            },
-            None,
-        ),
+        Kind::Redis => (CacheBackend::Redis { url: redis_url() }, None),
         Kind::Upstash => {
             let token = random_token();
             let proxy = start_proxy(&token).await;
@@ -616,9 +610,7 @@ async fn a_killed_upstash_proxy_turns_into_bypass() {
     assert_bypasses(&h.cache, false).await;
     // Clean up through native Redis (the proxy is gone).
     let native = Cache::new(
-        &CacheBackend::Redis {
-            url: REDIS_URL.into(),
-        },
+        &CacheBackend::Redis { url: redis_url() },
         reqwest::Client::new(),
         TIMEOUT,
     );
@@ -656,8 +648,7 @@ impl Forwarder {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((mut inbound, _)) = listener.accept().await {
                 conns.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
-                    {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(redis_addr()).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
@@ -713,9 +704,7 @@ async fn native_redis_is_used_again_after_it_comes_back() {
 async fn the_l1_answers_within_its_ttl_and_a_local_bump_clears_it() {
     let prefix = random_prefix();
     let cache = Cache::new(
-        &CacheBackend::Redis {
-            url: REDIS_URL.into(),
-        },
+        &CacheBackend::Redis { url: redis_url() },
         reqwest::Client::new(),
         TIMEOUT,
     )
@@ -779,9 +768,7 @@ impl Raw {
 
     async fn cleanup(&self) {
         let native = Cache::new(
-            &CacheBackend::Redis {
-                url: REDIS_URL.into(),
-            },
+            &CacheBackend::Redis { url: redis_url() },
             reqwest::Client::new(),
             TIMEOUT,
         );
@@ -794,9 +781,7 @@ impl Raw {
 
 async fn native_get(key: &str) -> Option<Bytes> {
     let native = Cache::new(
-        &CacheBackend::Redis {
-            url: REDIS_URL.into(),
-        },
+        &CacheBackend::Redis { url: redis_url() },
         reqwest::Client::new(),
         TIMEOUT,
     );
@@ -987,9 +972,7 @@ async fn malformed_json_is_400_and_a_huge_body_is_413() {
 async fn cache_clear_deletes_the_matching_keys_and_says_how_many() {
     let prefix = random_prefix();
     let cache = Cache::new(
-        &CacheBackend::Redis {
-            url: REDIS_URL.into(),
-        },
+        &CacheBackend::Redis { url: redis_url() },
         reqwest::Client::new(),
         TIMEOUT,
     )
@@ -1016,7 +999,7 @@ async fn cache_clear_deletes_the_matching_keys_and_says_how_many() {
     let pattern = ks.area_pattern(Area::Dashboard);
     let out = binary(env!("CARGO_BIN_EXE_gcbb"))
         .args(["cache", "clear", &pattern])
-        .env("REDIS_URL", REDIS_URL)
+        .env("REDIS_URL", redis_url())
         // The deployment whose keys these are: clear stays inside its prefix.
         .env("CACHE_KEY_PREFIX", &prefix)
         .output()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::{fresh_db, project_root, TestDb};
-use crate::support::{binary, free_port, Server};
+use crate::support::Server;
 use crate::tokens::clerk_env;
 
 /// The demo data's owners (`cli/src/demo.rs`), the users dev sign-in offers.
@@ -21,24 +21,15 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// `gcbb dev` seeding `db` with the demo data, answering with the scripted model.
 async fn start_dev(db: &TestDb, env: &[(&str, String)]) -> Server {
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(project_root())
-        .args(["dev", "--port", &port.to_string()])
-        .env("DATABASE_URL", &db.url)
-        // Whatever model the developer's shell names, these tests want the offline one.
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("LLM_PROVIDER")
+    let mut vars = vec![
         // The browser sends more chat requests than the default 5 a minute allow.
-        .env("RATE_LIMIT_ANON_REQUESTS", "1000")
-        .env("RATE_LIMIT_USER_REQUESTS", "1000")
+        ("RATE_LIMIT_ANON_REQUESTS", "1000".to_owned()),
+        ("RATE_LIMIT_USER_REQUESTS", "1000".to_owned()),
         // Slow enough that a reply arrives in many pieces the browser can be seen to show.
-        .env("LLM_SCRIPTED_CHUNK_DELAY_MS", "30");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Server::start(cmd, port).await
+        ("LLM_SCRIPTED_CHUNK_DELAY_MS", "30".to_owned()),
+    ];
+    vars.extend_from_slice(env);
+    crate::common::start_dev(db, &vars).await
 }
 
 async fn dev_session(http: &reqwest::Client, server: &Server, body: Value) -> reqwest::Response {

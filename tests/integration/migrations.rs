@@ -1,60 +1,16 @@
 //! `gcbb db` against the real Postgres, through the real binary: printed lines, exit codes, and
 //! what ends up in `_prisma_migrations` and the schema.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+/// The project's migration names, in order.
+use crate::common::project_migration_names as local_names;
 use crate::common::{self, empty_db, fresh_db, gcbb, unique, TestDb};
 
 /// A copy of the project's migrations plus extra files, removed on drop.
-struct TempMigrations {
-    path: PathBuf,
-}
-
-impl TempMigrations {
-    fn with(extra: &[(&str, &str)]) -> Self {
-        let path = std::env::temp_dir().join(unique("gcbb_migrations"));
-        std::fs::create_dir_all(&path).expect("create temp migrations dir");
-        for m in local_names() {
-            let src = common::migrations_dir().join(&m).join("migration.sql");
-            std::fs::create_dir_all(path.join(&m)).expect("mkdir");
-            std::fs::copy(src, path.join(&m).join("migration.sql")).expect("copy migration");
-        }
-        let t = TempMigrations { path };
-        for (name, sql) in extra {
-            t.write(name, sql);
-        }
-        t
-    }
-
-    fn write(&self, name: &str, sql: &str) {
-        std::fs::create_dir_all(self.path.join(name)).expect("mkdir");
-        std::fs::write(self.path.join(name).join("migration.sql"), sql).expect("write migration");
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.path.join(name).join("migration.sql")
-    }
-}
-
-impl Drop for TempMigrations {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// The project's migration names, in order.
-fn local_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(common::migrations_dir())
-        .expect("read migrations")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("migration.sql").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+type TempMigrations = crate::common::MigrationsDir;
 
 fn db_cmd(db: &TestDb, dir: &Path, args: &[&str]) -> std::process::Command {
     let mut cmd = gcbb();

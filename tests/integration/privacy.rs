@@ -17,8 +17,8 @@ use crate::chat::{chat_app, ALICE, BOB, PUBLIC};
 use crate::common::app::{CacheKind, TestApp, CRON_SECRET};
 use crate::common::fault::{OwnRedis, TcpProxy};
 use crate::common::session::{clerk_env, token_for};
-use crate::common::{eventually, fresh_db, project_root, TestDb};
-use crate::support::{binary, free_port, Server};
+use crate::common::{eventually, fresh_db, start_dev_with, TestDb};
+use crate::support::Server;
 
 /// Bob's companion: its instructions must never reach anyone but Bob.
 const BOBS: &str = "comp_bob";
@@ -278,19 +278,8 @@ async fn after_a_privacy_patch_no_instance_serves_the_companion_though_redis_was
 
 /// `gcbb dev` on `db`, memory cache, signing keys of this test process.
 async fn start_dev(db: &TestDb, seed: bool) -> Server {
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(project_root())
-        .args(["dev", "--port", &port.to_string()])
-        .env("DATABASE_URL", &db.url)
-        .env("LLM_PROVIDER", "scripted");
-    if !seed {
-        cmd.arg("--no-seed");
-    }
-    for (k, v) in clerk_env() {
-        cmd.env(k, v);
-    }
-    Server::start(cmd, port).await
+    let args: &[&str] = if seed { &[] } else { &["--no-seed"] };
+    start_dev_with(db, args, &clerk_env()).await
 }
 
 async fn dev_lists(server: &Server, companion: &str) -> bool {

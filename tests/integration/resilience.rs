@@ -479,7 +479,7 @@ async fn cron_with_everything_up_answers_200_refreshed_with_every_step_ok() {
 // ---- gcbb cache clear ------------------------------------------------------------------------
 
 async fn redis_conn() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(crate::common::app::REDIS_URL)
+    redis::Client::open(crate::common::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -497,7 +497,7 @@ async fn exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool
 
 fn cache_clear(prefix: &str, args: &[&str]) -> std::process::Output {
     gcbb()
-        .env("REDIS_URL", crate::common::app::REDIS_URL)
+        .env("REDIS_URL", &crate::common::redis_url())
         .env("CACHE_KEY_PREFIX", prefix)
         .env_remove("UPSTASH_REDIS_REST_URL")
         .env_remove("KV_REST_API_URL")
@@ -555,7 +555,7 @@ async fn cache_clear_without_a_prefix_of_its_own_works_in_the_deployments_databa
 ) {
     let clear = |database_url: Option<&str>, pattern: &str| {
         let mut cmd = gcbb();
-        cmd.env("REDIS_URL", crate::common::app::REDIS_URL)
+        cmd.env("REDIS_URL", &crate::common::redis_url())
             .env_remove("CACHE_KEY_PREFIX")
             .env_remove("UPSTASH_REDIS_REST_URL")
             .env_remove("KV_REST_API_URL")

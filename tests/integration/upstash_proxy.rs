@@ -10,14 +10,14 @@
 //! directly, never through the proxy.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 use serde_json::{json, Value};
 
-use crate::support::{binary, free_port, Server};
+use crate::support::Server;
+use gcbb_test_support::upstash::start_upstash_proxy_over;
 
 /// `@upstash/redis` checks in `tests/upstash-sdk/check.mjs`: 29 scenarios, run by a client
 /// with auto-pipelining (its default: everything through `/pipeline`) and one without (`/`).
@@ -26,100 +26,7 @@ const REDIS_SDK_CHECKS: u64 = 58;
 const RATELIMIT_SDK_CHECKS: u64 = 18;
 
 /// A Redis server of the test's own, on a free port; killed when dropped.
-struct ScratchRedis {
-    child: Child,
-    port: u16,
-}
-
-impl ScratchRedis {
-    async fn start() -> ScratchRedis {
-        ScratchRedis::start_on(free_port()).await
-    }
-
-    async fn start_on(port: u16) -> ScratchRedis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (.ci/setup installs it)");
-        let redis = ScratchRedis { child, port };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(mut conn) = redis.try_conn().await {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-                {
-                    return redis;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server did not answer on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn try_conn(&self) -> redis::RedisResult<MultiplexedConnection> {
-        redis::Client::open(self.url())?
-            .get_multiplexed_async_connection()
-            .await
-    }
-
-    /// A connection straight to Redis, to read back what the proxy did.
-    async fn conn(&self) -> MultiplexedConnection {
-        self.try_conn().await.expect("a direct Redis connection")
-    }
-
-    async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut self.conn().await)
-            .await
-            .unwrap()
-    }
-
-    /// Sends a signal (STOP, CONT, KILL) to this Redis process.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal}");
-    }
-
-    /// Waits (bounded) until the process has exited.
-    async fn wait_exit(&mut self) {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server did not exit");
-    }
-}
-
-impl Drop for ScratchRedis {
-    fn drop(&mut self) {
-        // A frozen Redis must be thawed to die; one already gone makes `kill` complain.
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type ScratchRedis = gcbb_test_support::redis::OwnRedis;
 
 /// A `gcbb upstash-proxy` process in front of `redis_url`, and how to talk to it.
 struct Proxy {
@@ -131,13 +38,8 @@ struct Proxy {
 impl Proxy {
     async fn start(redis_url: &str, flags: &[&str]) -> Proxy {
         let token = format!("{:032x}", rand::random::<u128>());
-        let port = free_port();
-        let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-        cmd.args(["upstash-proxy", "--redis", redis_url, "--token", &token])
-            .args(["--port", &port.to_string()])
-            .args(flags);
         Proxy {
-            server: Server::start(cmd, port).await,
+            server: start_upstash_proxy_over(redis_url, &token, flags).await,
             token,
             http: reqwest::Client::new(),
         }
