@@ -1,6 +1,7 @@
 //! The `gcbb` tool as a process: the command with the calling shell's database variables
 //! removed, and `gcbb dev`, the local server for every route, started on a free port.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::db::TestDb;
@@ -29,6 +30,16 @@ pub fn gcbb() -> Command {
         cmd.env_remove(key);
     }
     cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// `gcbb db --migrations-dir <dir>` on `db` (as `DATABASE_URL`); the caller adds the command.
+pub fn gcbb_db(db: &TestDb, dir: &Path) -> Command {
+    let mut cmd = gcbb();
+    cmd.env("DATABASE_URL", &db.url)
+        .arg("db")
+        .arg("--migrations-dir")
+        .arg(dir);
     cmd
 }
 

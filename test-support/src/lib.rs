@@ -10,6 +10,8 @@
 pub mod db;
 pub mod dev;
 pub mod migrations;
+pub mod node;
+pub mod output;
 pub mod process;
 pub mod redis;
 pub mod session;

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::common::app::start_upstash_proxy;
 use crate::common::{eventually, redis_addr, redis_url};
 use crate::support::{binary, free_port, Server};
+use gcbb_test_support::upstash::UpstashProxy;
 
 /// Generous: the machine is shared; a closed port fails at once anyway.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -733,33 +734,20 @@ async fn the_l1_answers_within_its_ttl_and_a_local_bump_clears_it() {
 // ---------------------------------------------------------------- the proxy's protocol
 
 struct Raw {
-    proxy: Server,
-    token: String,
-    http: reqwest::Client,
+    proxy: UpstashProxy,
     prefix: String,
 }
 
 impl Raw {
     async fn start() -> Raw {
-        let token = random_token();
         Raw {
-            proxy: start_proxy(&token).await,
-            token,
-            http: reqwest::Client::new(),
+            proxy: UpstashProxy::start(&redis_url(), &[]).await,
             prefix: random_prefix(),
         }
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(self.proxy.url(path))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
+        self.proxy.post(path, body).await
     }
 
     fn key(&self, k: &str) -> String {
@@ -815,18 +803,9 @@ async fn the_proxy_sets_and_gets_like_upstash() {
         raw.post("/", json!(["INCRBY", raw.key("n"), 5])).await,
         (200, json!({"result": 5}))
     );
-    let resp = raw
-        .http
-        .post(raw.proxy.url("/"))
-        .bearer_auth(&raw.token)
-        .header("Upstash-Encoding", "base64")
-        .json(&json!(["GET", k]))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"result": "dg=="})
+        raw.proxy.post_base64("/", json!(["GET", k])).await,
+        (200, json!({"result": "dg=="}))
     );
     raw.cleanup().await;
 }
@@ -911,6 +890,7 @@ async fn a_missing_or_wrong_bearer_is_401() {
         Some("Bearer "),
     ] {
         let mut req = raw
+            .proxy
             .http
             .post(raw.proxy.url("/"))
             .json(&json!(["SET", k, "v"]));
@@ -925,6 +905,7 @@ async fn a_missing_or_wrong_bearer_is_401() {
         );
     }
     let resp = raw
+        .proxy
         .http
         .post(raw.proxy.url("/pipeline"))
         .json(&json!([["PING"]]))
@@ -939,9 +920,10 @@ async fn a_missing_or_wrong_bearer_is_401() {
 async fn malformed_json_is_400_and_a_huge_body_is_413() {
     let raw = Raw::start().await;
     let resp = raw
+        .proxy
         .http
         .post(raw.proxy.url("/"))
-        .bearer_auth(&raw.token)
+        .bearer_auth(&raw.proxy.token)
         .body("[\"SET\", \"k\"")
         .send()
         .await
@@ -955,9 +937,10 @@ async fn malformed_json_is_400_and_a_huge_body_is_413() {
         "x".repeat(gcbb_cli::upstash_proxy::PROXY_MAX_BODY + 1)
     ]);
     let resp = raw
+        .proxy
         .http
         .post(raw.proxy.url("/"))
-        .bearer_auth(&raw.token)
+        .bearer_auth(&raw.proxy.token)
         .json(&huge)
         .send()
         .await

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::common::{self, fresh_db, gcbb, MigrationsDir, TestDb};
+use crate::common::{self, fresh_db, gcbb_db, stderr, stdout, MigrationsDir, TestDb};
 
 /// A shadow database for one test (its name holds `shadow`, as drift requires), dropped afterwards.
 async fn shadow_db() -> TestDb {
@@ -16,24 +16,12 @@ async fn shadow_db() -> TestDb {
 const INIT: &str = "20240101000000_init";
 
 fn db_cmd(target: &TestDb, shadow: Option<&str>, dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = gcbb();
-    cmd.env("DATABASE_URL", &target.url)
-        .arg("db")
-        .arg("--migrations-dir")
-        .arg(dir)
-        .args(args);
+    let mut cmd = gcbb_db(target, dir);
+    cmd.args(args);
     if let Some(shadow) = shadow {
         cmd.env("SHADOW_DATABASE_URL", shadow);
     }
     cmd.output().expect("run gcbb")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Runs drift on a fresh fully-migrated database changed by `sql`; returns the output.

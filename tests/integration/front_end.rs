@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::common::{fresh_db, project_root, TestDb};
 use crate::support::Server;
 use crate::tokens::clerk_env;
+use gcbb_test_support::node::npm_ci_unless_installed;
 
 /// The demo data's owners (`cli/src/demo.rs`), the users dev sign-in offers.
 const DEMO_OWNERS: [&str; 3] = ["user_demo_1", "user_demo_2", "user_demo_3"];
@@ -213,14 +214,7 @@ fn run_browser_checks(base: &str, out: &Path) -> (Value, String) {
         "{CHROMIUM} is missing: run .ci/setup (it installs Debian's chromium)"
     );
     let dir = project_root().join("tests/browser");
-    if !dir.join("node_modules/playwright-core").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm runs");
-        assert!(status.success(), "npm ci failed in tests/browser");
-    }
+    npm_ci_unless_installed(&dir, &["playwright-core"]);
     let report_path = out.join("report.json");
     let stderr_path = out.join("stderr.txt");
     let mut child = Command::new("node")

@@ -7,18 +7,16 @@ use std::time::Duration;
 
 /// The project's migration names, in order.
 use crate::common::project_migration_names as local_names;
-use crate::common::{self, empty_db, fresh_db, gcbb, unique, TestDb};
+use crate::common::{
+    self, code, empty_db, fresh_db, gcbb, gcbb_db, stderr, stdout, unique, TestDb,
+};
 
 /// A copy of the project's migrations plus extra files, removed on drop.
 type TempMigrations = crate::common::MigrationsDir;
 
 fn db_cmd(db: &TestDb, dir: &Path, args: &[&str]) -> std::process::Command {
-    let mut cmd = gcbb();
-    cmd.arg("db")
-        .args(args)
-        .arg("--migrations-dir")
-        .arg(dir)
-        .env("DATABASE_URL", &db.url);
+    let mut cmd = gcbb_db(db, dir);
+    cmd.args(args);
     cmd
 }
 
@@ -27,14 +25,7 @@ fn run(db: &TestDb, dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
+    (stdout(o), stderr(o))
 }
 
 #[derive(Debug)]

@@ -20,7 +20,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::common::neon::{Mode, NeonStandIn};
-use crate::common::{self, empty_db, fresh_db, gcbb, quote_ident, unique, url_for, TestDb};
+/// The project's own migrations, oldest first.
+use crate::common::project_migration_names as project_history;
+use crate::common::{
+    self, empty_db, fresh_db, gcbb, gcbb_db, quote_ident, stdout, text, unique, url_for, TestDb,
+};
 
 /// Advisory lock key (on the `postgres` database) serialising builds of the seeded template.
 const SEEDED_TEMPLATE_LOCK_KEY: i64 = 0x6763_6262_7470_6c01; // "gcbbtpl\x01"
@@ -183,26 +187,7 @@ const INDEX_CONCURRENTLY_THEN_WAIT: [(&str, &str); 2] = [
 ];
 
 fn run(target: &TestDb, dir: &Path, args: &[&str]) -> Output {
-    gcbb()
-        .env("DATABASE_URL", &target.url)
-        .arg("db")
-        .arg("--migrations-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run gcbb")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n--- stderr ---\n{}",
-        stdout(o),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    gcbb_db(target, dir).args(args).output().expect("run gcbb")
 }
 
 fn json(o: &Output) -> Value {
@@ -277,18 +262,6 @@ async fn relfilenode(db: &TestDb, table: &str) -> u32 {
         .await
         .expect("read relfilenode")
         .get(0)
-}
-
-/// The project's own migrations, oldest first.
-fn project_history() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(common::migrations_dir())
-        .expect("read the migrations directory")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("migration.sql").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[tokio::test]
@@ -961,12 +934,8 @@ async fn run_neon(
     extra_env: &[(&str, &str)],
     args: &[&str],
 ) -> Output {
-    let mut cmd = gcbb();
-    cmd.env("DATABASE_URL", &target.url)
-        .arg("db")
-        .arg("--migrations-dir")
-        .arg(dir)
-        .args(args);
+    let mut cmd = gcbb_db(target, dir);
+    cmd.args(args);
     for (k, v) in neon.env() {
         cmd.env(k, v);
     }

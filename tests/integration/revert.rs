@@ -8,27 +8,17 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::common::{empty_db, empty_db_named, fresh_db, gcbb, MigrationsDir, TestDb};
+use crate::common::{
+    empty_db, empty_db_named, fresh_db, gcbb, gcbb_db, text, MigrationsDir, TestDb,
+};
 
 fn db(target: &TestDb, shadow: Option<&TestDb>, dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = gcbb();
-    cmd.env("DATABASE_URL", &target.url)
-        .arg("db")
-        .arg("--migrations-dir")
-        .arg(dir)
-        .args(args);
+    let mut cmd = gcbb_db(target, dir);
+    cmd.args(args);
     if let Some(shadow) = shadow {
         cmd.env("SHADOW_DATABASE_URL", &shadow.url);
     }
     cmd.output().expect("run gcbb")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 async fn exists(target: &TestDb, sql: &str) -> bool {

@@ -9,15 +9,12 @@
 //! shut down that one, not the Redis the other tests share. Effects are read back from Redis
 //! directly, never through the proxy.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::Server;
-use gcbb_test_support::upstash::start_upstash_proxy_over;
+use gcbb_test_support::node::{node_json, node_project, npm_ci_unless_installed};
 
 /// `@upstash/redis` checks in `tests/upstash-sdk/check.mjs`: 29 scenarios, run by a client
 /// with auto-pipelining (its default: everything through `/pipeline`) and one without (`/`).
@@ -28,66 +25,8 @@ const RATELIMIT_SDK_CHECKS: u64 = 18;
 /// A Redis server of the test's own, on a free port; killed when dropped.
 type ScratchRedis = gcbb_test_support::redis::OwnRedis;
 
-/// A `gcbb upstash-proxy` process in front of `redis_url`, and how to talk to it.
-struct Proxy {
-    server: Server,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Proxy {
-    async fn start(redis_url: &str, flags: &[&str]) -> Proxy {
-        let token = format!("{:032x}", rand::random::<u128>());
-        Proxy {
-            server: start_upstash_proxy_over(redis_url, &token, flags).await,
-            token,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.server.url(path)
-    }
-
-    /// POSTs a JSON body with the bearer token: the status and the JSON reply.
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
-    }
-
-    /// As [`Proxy::post`], with `Upstash-Encoding: base64`.
-    async fn post_base64(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .header("Upstash-Encoding", "base64")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
-    }
-
-    /// A path-style request with the bearer token.
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
-    }
-}
+/// A `gcbb upstash-proxy` process in front of a Redis, and how to talk to it.
+type Proxy = gcbb_test_support::upstash::UpstashProxy;
 
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
@@ -107,28 +46,11 @@ static NPM_CI: Once = Once::new();
 /// Runs `tests/upstash-sdk/check.mjs` (installing the pinned SDKs first when missing) and
 /// returns what it printed.
 fn upstash_sdk(mode: &str, url: &str, token: &str, prefix: &str) -> Value {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/upstash-sdk");
+    let dir = node_project("upstash-sdk");
     NPM_CI.call_once(|| {
-        if !dir.join("node_modules/@upstash/ratelimit").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm runs");
-            assert!(status.success(), "npm ci failed in tests/upstash-sdk");
-        }
+        npm_ci_unless_installed(&dir, &["@upstash/redis", "@upstash/ratelimit"]);
     });
-    let out = Command::new("node")
-        .current_dir(&dir)
-        .args(["check.mjs", mode, url, token, prefix])
-        .output()
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "node failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+    node_json(&dir, &["check.mjs", mode, url, token, prefix])
 }
 
 /// Runs one SDK's checks against `proxy`; asserts every one passed, and how many ran.
