@@ -13,6 +13,7 @@ use std::time::Duration;
 use gcbb::db::DbConfig;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
+use tokio_postgres::types::{FromSql, ToSql};
 
 use crate::{database_server_url, migrations_dir, unique};
 
@@ -41,38 +42,85 @@ impl TestDb {
 
     /// The single number a query returns (`SELECT count(*) …`), on a connection of its own.
     pub async fn count(&self, sql: &str) -> i64 {
+        self.one(sql, &[]).await
+    }
+
+    /// The first column of the one row `sql` returns.
+    pub async fn one<T>(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> T
+    where
+        T: for<'a> FromSql<'a>,
+    {
         self.client()
             .await
-            .query_one(sql, &[])
+            .query_one(sql, params)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
             .get(0)
     }
+
+    /// The first column of every row `sql` returns.
+    pub async fn column<T>(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<T>
+    where
+        T: for<'a> FromSql<'a>,
+    {
+        rows_column(&self.client().await, sql, params).await
+    }
+}
+
+/// The first column of every row `sql` returns on `client`.
+async fn rows_column<T>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Vec<T>
+where
+    T: for<'a> FromSql<'a>,
+{
+    client
+        .query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The databases of the test server whose names start with `prefix`.
+pub async fn databases_starting_with(prefix: &str) -> Vec<String> {
+    let sql = "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)";
+    rows_column(&admin().await, sql, &[&prefix]).await
+}
+
+/// Drops the databases `names` (those that exist) before returning: for `Drop`, which can't
+/// await and runs inside the test's runtime, where blocking on another future would panic, so
+/// it is done on a thread with a runtime of its own.
+pub fn drop_databases_now(names: Vec<String>) {
+    let admin = server().with_dbname("postgres");
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            if let Ok(client) = gcbb::db::connect(&admin).await {
+                for name in names {
+                    let sql = format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        quote_ident(&name)
+                    );
+                    let _ = client.batch_execute(&sql).await;
+                }
+            }
+        });
+    })
+    .join();
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        // Drop runs inside the test's runtime, where blocking on another future would panic:
-        // do it on a thread with a runtime of its own, and wait for it.
-        let admin = self.config.with_dbname("postgres");
-        let sql = format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(&self.name)
-        );
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(client) = gcbb::db::connect(&admin).await {
-                    let _ = client.batch_execute(&sql).await;
-                }
-            });
-        })
-        .join();
+        drop_databases_now(vec![self.name.clone()]);
     }
 }
 

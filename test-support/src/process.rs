@@ -245,3 +245,15 @@ fn built_binary(under_profile: &[&str]) -> String {
     );
     path.to_string_lossy().into_owned()
 }
+
+/// A function binary started the way Vercel starts it (`VERCEL_DEV_PORT`), with `env`; it is
+/// listening when this returns.
+pub async fn start_vercel_function(path: &str, env: &[(&str, &str)]) -> Server {
+    let port = free_port();
+    let mut cmd = binary(path);
+    cmd.env("VERCEL_DEV_PORT", port.to_string());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Server::start(cmd, port).await
+}

@@ -2,18 +2,13 @@
 
 use serde_json::Value;
 
-use gcbb_test_support::process::{binary, free_port, Server};
+use gcbb_test_support::process::{binary, free_port, start_vercel_function, Server};
 use gcbb_test_support::{database_server_url, redis_url};
 
 async fn start_health(database_url: &str, redis_url: Option<&str>) -> Server {
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_health"));
-    cmd.env("VERCEL_DEV_PORT", port.to_string())
-        .env("DATABASE_URL", database_url);
-    if let Some(r) = redis_url {
-        cmd.env("REDIS_URL", r);
-    }
-    Server::start(cmd, port).await
+    let mut env = vec![("DATABASE_URL", database_url)];
+    env.extend(redis_url.map(|r| ("REDIS_URL", r)));
+    start_vercel_function(env!("CARGO_BIN_EXE_health"), &env).await
 }
 
 async fn get_json(url: &str) -> (u16, Value) {

@@ -5,17 +5,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use gcbb_test_support::process::{binary, example_binary, free_port, Server};
+use gcbb_test_support::process::{example_binary, start_vercel_function, Server};
 use gcbb_test_support::ScratchDir;
 
 async fn start_probe(out: Option<&std::path::Path>) -> Server {
-    let port = free_port();
-    let mut cmd = binary(&example_binary("runtime-probe"));
-    cmd.env("VERCEL_DEV_PORT", port.to_string());
-    if let Some(out) = out {
-        cmd.env("PROBE_OUT", out);
-    }
-    Server::start(cmd, port).await
+    let out = out.map(|o| o.to_string_lossy().into_owned());
+    let env: Vec<(&str, &str)> = out.iter().map(|o| ("PROBE_OUT", o.as_str())).collect();
+    start_vercel_function(&example_binary("runtime-probe"), &env).await
 }
 
 #[tokio::test]

@@ -484,50 +484,35 @@ async fn a_stale_entry_is_served_while_another_instance_rebuilds(kind: Kind) {
     h.cleanup().await;
 }
 
+/// One `#[tokio::test]` per name, running the suite's function of that name on `$kind`.
+macro_rules! backend_tests {
+    ($kind:expr; $($test:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $test() {
+            super::$test($kind).await
+        }
+    )*};
+}
+
 macro_rules! backend_suite {
     ($($module:ident => $kind:expr),* $(,)?) => {$(
         mod $module {
             use super::*;
 
-            #[tokio::test]
-            async fn values_round_trip_including_binary_and_odd_unicode() {
-                super::values_round_trip_including_binary_and_odd_unicode($kind).await
-            }
-            #[tokio::test]
-            async fn store_ttls_expire() {
-                super::store_ttls_expire($kind).await
-            }
-            #[tokio::test]
-            async fn a_megabyte_round_trips_in_64k_chunks() {
-                super::a_megabyte_round_trips_in_64k_chunks($kind).await
-            }
-            #[tokio::test]
-            async fn a_missing_chunk_is_a_miss() {
-                super::a_missing_chunk_is_a_miss($kind).await
-            }
-            #[tokio::test]
-            async fn a_corrupted_chunk_is_a_miss() {
-                super::a_corrupted_chunk_is_a_miss($kind).await
-            }
-            #[tokio::test]
-            async fn a_generation_bump_invalidates_the_area() {
-                super::a_generation_bump_invalidates_the_area($kind).await
-            }
-            #[tokio::test]
-            async fn clear_pattern_deletes_only_matching_keys() {
-                super::clear_pattern_deletes_only_matching_keys($kind).await
-            }
-            #[tokio::test]
-            async fn set_nx_takes_a_lock_once() {
-                super::set_nx_takes_a_lock_once($kind).await
-            }
+            backend_tests!($kind;
+                values_round_trip_including_binary_and_odd_unicode,
+                store_ttls_expire,
+                a_megabyte_round_trips_in_64k_chunks,
+                a_missing_chunk_is_a_miss,
+                a_corrupted_chunk_is_a_miss,
+                a_generation_bump_invalidates_the_area,
+                clear_pattern_deletes_only_matching_keys,
+                set_nx_takes_a_lock_once,
+                a_stale_entry_is_served_while_another_instance_rebuilds,
+            );
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_hundred_concurrent_misses_build_once() {
                 super::a_hundred_concurrent_misses_build_once($kind).await
-            }
-            #[tokio::test]
-            async fn a_stale_entry_is_served_while_another_instance_rebuilds() {
-                super::a_stale_entry_is_served_while_another_instance_rebuilds($kind).await
             }
         }
     )*};

@@ -63,15 +63,8 @@ async fn rows(db: &TestDb) -> Vec<Row> {
 }
 
 async fn table_exists(db: &TestDb, name: &str) -> bool {
-    db.client()
-        .await
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[&format!("public.\"{name}\"")],
-        )
-        .await
-        .expect("to_regclass")
-        .get(0)
+    let sql = "SELECT to_regclass($1) IS NOT NULL";
+    db.one(sql, &[&format!("public.\"{name}\"")]).await
 }
 
 fn sha256_file(path: &Path) -> String {

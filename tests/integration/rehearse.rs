@@ -205,17 +205,7 @@ fn copy_name(report: &Value) -> String {
 
 /// Databases of the server whose names start with `prefix`.
 async fn databases_like(prefix: &str) -> Vec<String> {
-    admin()
-        .await
-        .query(
-            "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
-            &[&prefix],
-        )
-        .await
-        .expect("list databases")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    common::databases_starting_with(prefix).await
 }
 
 /// The copies and shadows a rehearsal of `target` may have made.
@@ -226,42 +216,19 @@ async fn scratch_databases_of(target: &TestDb) -> Vec<String> {
 }
 
 async fn column_type(db: &TestDb, table: &str, column: &str) -> Option<String> {
-    db.client()
-        .await
-        .query_opt(
-            "SELECT udt_name::text FROM information_schema.columns \
-             WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2",
-            &[&table, &column],
-        )
-        .await
-        .expect("read the column")
-        .map(|r| r.get(0))
+    let sql = "SELECT udt_name::text FROM information_schema.columns \
+               WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2";
+    db.column(sql, &[&table, &column]).await.pop()
 }
 
 async fn history(db: &TestDb) -> Vec<String> {
-    db.client()
-        .await
-        .query(
-            "SELECT migration_name::text FROM _prisma_migrations ORDER BY migration_name",
-            &[],
-        )
-        .await
-        .expect("read the history")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    let sql = "SELECT migration_name::text FROM _prisma_migrations ORDER BY migration_name";
+    db.column(sql, &[]).await
 }
 
 async fn relfilenode(db: &TestDb, table: &str) -> u32 {
-    db.client()
-        .await
-        .query_one(
-            "SELECT relfilenode FROM pg_class WHERE oid = to_regclass($1)",
-            &[&quote_ident(table)],
-        )
-        .await
-        .expect("read relfilenode")
-        .get(0)
+    let sql = "SELECT relfilenode FROM pg_class WHERE oid = to_regclass($1)";
+    db.one(sql, &[&quote_ident(table)]).await
 }
 
 #[tokio::test]

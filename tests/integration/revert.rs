@@ -22,13 +22,7 @@ fn db(target: &TestDb, shadow: Option<&TestDb>, dir: &Path, args: &[&str]) -> Ou
 }
 
 async fn exists(target: &TestDb, sql: &str) -> bool {
-    target
-        .client()
-        .await
-        .query_one(&format!("SELECT EXISTS ({sql})"), &[])
-        .await
-        .expect("query the database")
-        .get(0)
+    target.one(&format!("SELECT EXISTS ({sql})"), &[]).await
 }
 
 async fn shadow_is_empty(shadow: &TestDb) -> bool {

@@ -18,8 +18,9 @@ pub mod neon;
 pub mod request;
 
 pub use gcbb_test_support::db::{
-    absent_db, admin, demo_db, empty_db, empty_db_named, fresh_db, migration_names, quote_ident,
-    server, server_url, template_name, url_for, TestDb,
+    absent_db, admin, databases_starting_with, demo_db, drop_databases_now, empty_db,
+    empty_db_named, fresh_db, migration_names, quote_ident, server, server_url, template_name,
+    url_for, TestDb,
 };
 pub use gcbb_test_support::dev::{gcbb, gcbb_db, start_dev, start_dev_with};
 pub use gcbb_test_support::migrations::{project_migration_names, MigrationsDir};
