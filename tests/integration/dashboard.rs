@@ -578,12 +578,7 @@ async fn two_concurrent_cron_runs_refresh_once_and_the_other_is_skipped() {
     })
     .await;
     assert!(waiting, "the first refresh never reached the lock");
-    let second = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await
-        .json();
+    let second = app.refresh().await.json();
     assert_eq!(second["status"], "skipped", "{second}");
     blocker.batch_execute("COMMIT").await.unwrap();
     let first = first.await.unwrap().json();
@@ -852,11 +847,7 @@ async fn the_cron_refresh_leaves_no_pending_list_in_the_search_index() {
     );
 
     app.pg.batch_execute(&chat("two")).await.unwrap();
-    let resp = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let resp = app.refresh().await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.json()["status"], "refreshed");
     assert_eq!(pending_trigram_entries(&app).await, 0);

@@ -11,7 +11,7 @@ use gcbb::chat::reply::keep::{account_tokens, RowSpec, RowTarget, WriteOutcome};
 use gcbb::db::{DbConfig, Pool};
 use serde_json::Value;
 
-use crate::common::app::{CacheKind, TestApp, CRON_SECRET, SYSTEM_USER};
+use crate::common::app::{CacheKind, TestApp, SYSTEM_USER};
 use crate::common::fault::{proxy_to_postgres, OwnRedis, TcpProxy};
 use crate::common::{fresh_db, gcbb, unique};
 
@@ -409,11 +409,7 @@ async fn cron_with_redis_down_refreshes_the_read_model_and_answers_503_naming_th
         .count("SELECT count(*) FROM \"DashboardRefreshLog\"")
         .await;
     drop(redis);
-    let resp = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let resp = app.refresh().await;
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(resp.headers.contains_key("retry-after"));
     let body = resp.json();
@@ -455,11 +451,7 @@ async fn cron_with_everything_up_answers_200_refreshed_with_every_step_ok() {
         .cache(CacheKind::Redis)
         .start()
         .await;
-    let resp = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let resp = app.refresh().await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let body = resp.json();
     assert_eq!(body["status"], "refreshed");
@@ -769,11 +761,7 @@ async fn replies_through_an_outage(
         .count("SELECT count(*) FROM \"Message\" WHERE \"role\" = 'assistant' AND \"userId\" LIKE 'user_outage_%'")
         .await;
     if drain_by_cron {
-        let resp = app
-            .get("/api/cron/refresh")
-            .bearer(CRON_SECRET)
-            .send()
-            .await;
+        let resp = app.refresh().await;
         assert_eq!(resp.status, 200, "{}", resp.text());
         let step = resp.json()["steps"]
             .as_array()
@@ -942,11 +930,7 @@ async fn a_reply_left_in_the_journal_is_written_by_the_cron_once_however_often_i
     assert_eq!(app.count(&stored).await, 0);
 
     let drain = || async {
-        let resp = app
-            .get("/api/cron/refresh")
-            .bearer(CRON_SECRET)
-            .send()
-            .await;
+        let resp = app.refresh().await;
         assert_eq!(resp.status, 200, "{}", resp.text());
         let step = resp.json()["steps"]
             .as_array()

@@ -23,7 +23,7 @@ use gcbb_cli::model_server::{LocalModelServer, Script};
 use serde_json::Value;
 use tower_http::services::ServeDir;
 
-use super::request::TestRequest;
+use super::request::{TestRequest, TestResponse};
 use super::session::clerk_env;
 use super::{fresh_db, project_root, redis_url, unique, TestDb, EVENTUALLY_LIMIT};
 use gcbb_test_support::process::Server;
@@ -246,6 +246,22 @@ impl TestApp {
 
     pub fn patch_json(&self, path: &str, body: &Value) -> TestRequest {
         self.request(Method::PATCH, path).json(body)
+    }
+
+    /// `PATCH /api/companion/<id>` with `body`, signed in as `user`.
+    pub async fn edit_companion(&self, id: &str, body: &Value, user: &str) -> TestResponse {
+        self.patch_json(&format!("/api/companion/{id}"), body)
+            .signed_in(user)
+            .send()
+            .await
+    }
+
+    /// `GET /api/cron/refresh` as Vercel Cron sends it, with the secret.
+    pub async fn refresh(&self) -> TestResponse {
+        self.get("/api/cron/refresh")
+            .bearer(CRON_SECRET)
+            .send()
+            .await
     }
 
     /// The single number a query returns (`SELECT count(*) …`).
