@@ -26,3 +26,23 @@ pub fn assert_contains_all(text: &str, parts: &[&str]) {
         assert!(text.contains(part), "missing {part:?} in {text}");
     }
 }
+
+/// Asserts the process succeeded (showing both streams when it did not); returns its stdout.
+pub fn success_stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{}", text(o));
+    stdout(o)
+}
+
+/// The string `field` of every object in the JSON array `array`.
+pub fn json_strs<'a>(array: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"))
+        .iter()
+        .map(|item| {
+            item[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {field:?} in {item}"))
+        })
+        .collect()
+}

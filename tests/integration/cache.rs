@@ -14,7 +14,7 @@ use gcbb::config::CacheBackend;
 use serde_json::{json, Value};
 
 use crate::common::app::start_upstash_proxy;
-use crate::common::{eventually, redis_addr, redis_url};
+use crate::common::{eventually, redis_addr, redis_url, success_stdout};
 use crate::support::{binary, free_port, Server};
 use gcbb_test_support::upstash::UpstashProxy;
 
@@ -972,12 +972,7 @@ async fn cache_clear_deletes_the_matching_keys_and_says_how_many() {
         .env("CACHE_KEY_PREFIX", &prefix)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = success_stdout(&out);
     assert!(stdout.contains("deleted 3 keys"), "{stdout}");
     let left = cache
         .store()

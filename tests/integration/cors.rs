@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::common::app::TestApp;
 use crate::common::request::TestResponse;
 use crate::common::session::token_for;
-use crate::common::{absent_db, gcbb, project_root};
+use crate::common::{absent_db, gcbb, json_strs, project_root};
 use crate::support::free_port;
 
 const APP: &str = "https://app.gcbb.test";
@@ -117,11 +117,8 @@ async fn every_vercel_json_route_answers_its_preflight_with_the_methods_it_serve
     let vercel: Value =
         serde_json::from_str(&std::fs::read_to_string(project_root().join("vercel.json")).unwrap())
             .unwrap();
-    let rewrites: BTreeSet<&str> = vercel["rewrites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["source"].as_str().unwrap())
+    let rewrites: BTreeSet<&str> = json_strs(&vercel["rewrites"], "source")
+        .into_iter()
         .collect();
     let listed: BTreeSet<&str> = ROUTE_METHODS
         .iter()

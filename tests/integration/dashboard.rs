@@ -8,9 +8,9 @@ use gcbb::db::privacy::current_privacy_epoch;
 use serde_json::{json, Value};
 
 use crate::common::app::{CacheKind, TestApp, CRON_SECRET};
-use crate::common::eventually;
 use crate::common::fault::OwnRedis;
 use crate::common::request::TestRequest;
+use crate::common::{eventually, json_strs};
 
 /// A fresh app on the demo data (memory cache unless a test says otherwise).
 async fn demo_app() -> TestApp {
@@ -508,12 +508,7 @@ async fn the_cron_route_refuses_without_the_secret_and_reports_each_step_with_it
     assert_eq!(resp.status, 200);
     let report = resp.json();
     assert_eq!(report["status"], "refreshed");
-    let steps: Vec<&str> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let steps = json_strs(&report["steps"], "name");
     assert_eq!(
         steps,
         [

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::common::session::{clerk_env, token_for};
 pub use crate::common::start_dev;
-use crate::common::{absent_db, eventually, gcbb, migrations_dir, project_root};
+use crate::common::{absent_db, eventually, gcbb, migrations_dir, project_root, success_stdout};
 use crate::support::{binary, free_port, Server};
 
 /// Everything `gcbb dev` printed, once its banner has reached us. It binds its port before it
@@ -423,12 +423,7 @@ async fn the_bench_anchor_serves_the_pages_bytes_and_headers_with_nothing_of_our
         .args(["--connections", "2", "--seconds", "1"])
         .output()
         .expect("run gcbb bench http");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = success_stdout(&out);
     assert!(stdout.contains("of the anchor's throughput"), "{stdout}");
     assert!(stdout.contains("anchor (a copy of"), "{stdout}");
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 /// The project's migration names, in order.
 use crate::common::project_migration_names as local_names;
 use crate::common::{
-    self, code, empty_db, fresh_db, gcbb, gcbb_db, stderr, stdout, unique, TestDb,
+    self, assert_contains_all, code, empty_db, fresh_db, gcbb, gcbb_db, stderr, stdout, unique,
+    TestDb,
 };
 
 /// A copy of the project's migrations plus extra files, removed on drop.
@@ -290,15 +291,16 @@ async fn a_failing_migration_is_recorded_blocks_deploys_and_recovers_after_resol
     let out = run(&db, &dir.path, &["deploy"]);
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 1);
-    for line in [
+    assert_contains_all(
+        &stderr,
+        &[
         "Error: P3018",
         "A migration failed to apply. New migrations cannot be applied before the error is recovered from.",
         &format!("Migration name: {broken}"),
         "Database error code: 42P01",
         "relation \"Nope\" does not exist",
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in {stderr}");
-    }
+        ],
+    );
     assert!(
         !table_exists(&db, "Partial").await,
         "the file ran in one transaction"
@@ -748,33 +750,27 @@ async fn when_the_retry_budget_runs_out_the_deploy_fails_cleanly_and_the_history
     let took = started.elapsed();
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 1, "{stderr}");
-    for line in [
-        "Error: P3018",
-        &format!("Migration name: {}", ADD_EXTRA.0),
-        "Database error code: 55P03",
-        "ERROR: canceling statement due to lock timeout",
-        "lock_timeout (300 ms) fired on each of ",
-        "the retry budget (MIGRATE_LOCK_RETRY_BUDGET_MS=2500)",
-        "nothing of this file was applied",
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in {stderr}");
-    }
+    assert_contains_all(
+        &stderr,
+        &[
+            "Error: P3018",
+            &format!("Migration name: {}", ADD_EXTRA.0),
+            "Database error code: 55P03",
+            "ERROR: canceling statement due to lock timeout",
+            "lock_timeout (300 ms) fired on each of ",
+            "the retry budget (MIGRATE_LOCK_RETRY_BUDGET_MS=2500)",
+            "nothing of this file was applied",
+        ],
+    );
     assert!(
         took >= Duration::from_millis(2000),
         "the budget was spent: {took:?}"
     );
     // Nothing half-applied: the table the file creates first was rolled back with the rest.
     assert!(!table_exists(&db, "Extra").await);
-    let columns: i64 = db
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'Companion' AND column_name = 'extra'",
-            &[],
-        )
-        .await
-        .expect("columns")
-        .get(0);
+    let columns = db
+        .count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'Companion' AND column_name = 'extra'")
+        .await;
     assert_eq!(columns, 0);
     // The row Prisma leaves for a failed migration: started, not finished, no steps, the error
     // in its logs; status then says so in Prisma's words.

@@ -498,16 +498,9 @@ async fn an_empty_database_rehearses_the_whole_history_and_stays_empty() {
     assert!(report["notes"].as_array().expect("notes").iter().any(|n| n
         .as_str()
         .is_some_and(|n| n.starts_with("verify could not judge the plans"))));
-    let tables: i64 = target
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
-            &[],
-        )
-        .await
-        .expect("count tables")
-        .get(0);
+    let tables = target
+        .count("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        .await;
     assert_eq!(tables, 0);
     assert!(scratch_databases_of(&target).await.is_empty());
 }

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::Output;
 
 use crate::common::{
-    empty_db, empty_db_named, fresh_db, gcbb, gcbb_db, text, MigrationsDir, TestDb,
+    assert_contains_all, empty_db, empty_db_named, fresh_db, gcbb, gcbb_db, text, MigrationsDir,
+    TestDb,
 };
 
 fn db(target: &TestDb, shadow: Option<&TestDb>, dir: &Path, args: &[&str]) -> Output {
@@ -76,16 +77,17 @@ async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_c
     let out = db(&target, Some(&shadow), &dir.path, &["revert", FEATURE.0]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    for line in [
+    assert_contains_all(
+        &err,
+        &[
         "Error: refusing to revert: the revert of `20990101000000_bookmarks` is not written: 2 statement(s) break lint rules, 2 of them destroying data written since `20990101000000_bookmarks` was deployed:",
         "  ALTER TABLE \"Message\" DROP COLUMN \"editedAt\"  -- drop-column (destroys data)",
         "    -- gcbb:allow drop-column <reason: why the data written since may go>",
         "  DROP TABLE \"Bookmark\"  -- drop-table (destroys data)",
         "Nothing was written.",
         "gcbb db revert 20990101000000_bookmarks --allow drop-column=\"<reason>\" --allow drop-table=\"<reason>\"",
-    ] {
-        assert!(err.contains(line), "missing {line:?} in {err}");
-    }
+        ],
+    );
     assert_eq!(dir.names(), before);
     assert!(shadow_is_empty(&shadow).await);
 
@@ -119,15 +121,16 @@ async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_c
         text(&out)
     );
     let main = dir.sql(&written[0]);
-    for part in [
+    assert_contains_all(
+        &main,
+        &[
         "-- Written by `gcbb db revert 20990101000000_bookmarks` at ",
         "-- gcbb:allow drop-view created by 20990101000000_bookmarks, which this file reverts; a view holds no data of its own\nDROP VIEW \"RecentBookmark\";",
         "-- added by 20990101000000_bookmarks\n-- gcbb:allow drop-column editedAt was never shown to anyone\nALTER TABLE \"Message\" DROP COLUMN \"editedAt\";",
         "-- created by 20990101000000_bookmarks\n-- gcbb:allow drop-table bookmarks were a beta of a week\nDROP TABLE \"Bookmark\";",
         "DROP ROUTINE \"gcbb_touch_bookmark\"();",
-    ] {
-        assert!(main.contains(part), "missing {part:?} in {main}");
-    }
+        ],
+    );
     assert!(
         main.find("DROP VIEW").expect("view") < main.find("DROP TABLE").expect("table"),
         "the view goes before the table it reads: {main}"

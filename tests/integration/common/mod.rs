@@ -24,7 +24,9 @@ pub use gcbb_test_support::db::{
 };
 pub use gcbb_test_support::dev::{gcbb, gcbb_db, start_dev, start_dev_with};
 pub use gcbb_test_support::migrations::{project_migration_names, MigrationsDir};
-pub use gcbb_test_support::output::{assert_contains_all, code, stderr, stdout, text};
+pub use gcbb_test_support::output::{
+    assert_contains_all, code, json_strs, stderr, stdout, success_stdout, text,
+};
 pub use gcbb_test_support::{
     eventually, migrations_dir, project_root, redis_addr, redis_url, unique, ScratchDir,
     DEFAULT_TEST_DATABASE_URL, EVENTUALLY_LIMIT,
