@@ -489,7 +489,7 @@ async fn exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool
 
 fn cache_clear(prefix: &str, args: &[&str]) -> std::process::Output {
     gcbb()
-        .env("REDIS_URL", &crate::common::redis_url())
+        .env("REDIS_URL", crate::common::redis_url())
         .env("CACHE_KEY_PREFIX", prefix)
         .env_remove("UPSTASH_REDIS_REST_URL")
         .env_remove("KV_REST_API_URL")
@@ -547,7 +547,7 @@ async fn cache_clear_without_a_prefix_of_its_own_works_in_the_deployments_databa
 ) {
     let clear = |database_url: Option<&str>, pattern: &str| {
         let mut cmd = gcbb();
-        cmd.env("REDIS_URL", &crate::common::redis_url())
+        cmd.env("REDIS_URL", crate::common::redis_url())
             .env_remove("CACHE_KEY_PREFIX")
             .env_remove("UPSTASH_REDIS_REST_URL")
             .env_remove("KV_REST_API_URL")

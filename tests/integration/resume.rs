@@ -792,7 +792,7 @@ async fn dev_with(
     cmd.current_dir(project_root())
         .args(["dev", "--port", &port.to_string()])
         .env("DATABASE_URL", &db.url)
-        .env("REDIS_URL", &crate::common::redis_url())
+        .env("REDIS_URL", crate::common::redis_url())
         .env("CACHE_KEY_PREFIX", prefix)
         .env("OPENAI_BASE_URL", model.base_url())
         .env("OPENAI_API_KEY", "sk-local")
