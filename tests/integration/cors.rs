@@ -78,6 +78,15 @@ async fn preflight(app: &TestApp, path: &str, origin: &str, method: &str) -> Tes
         .await
 }
 
+/// An anonymous chat message to a demo companion from `origin`, sent by the client `client`.
+async fn chat_from(app: &TestApp, origin: &str, client: &str, body: Value) -> TestResponse {
+    app.post_json("/api/chat/cmp_demo_01", &body)
+        .header("origin", origin)
+        .header("x-forwarded-for", client)
+        .send()
+        .await
+}
+
 fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).map(|v| v.to_str().unwrap())
 }
@@ -250,17 +259,9 @@ async fn answers_are_public_to_all_or_echoed_to_allowed_origins_only() {
     }
 
     // Chat: the stream, its rate-limit headers and then its 429, readable by the allowed origin.
-    let chat = "/api/chat/cmp_demo_01";
     for i in 0..2 {
-        let resp = app
-            .post_json(
-                chat,
-                &json!({"messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": format!("hi {i}")}]}]}),
-            )
-            .header("origin", LOCAL)
-            .header("x-forwarded-for", "203.0.113.50")
-            .send()
-            .await;
+        let body = json!({"messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": format!("hi {i}")}]}]});
+        let resp = chat_from(&app, LOCAL, "203.0.113.50", body).await;
         let h = &resp.headers;
         assert_eq!(resp.status, 200);
         assert_eq!(get(h, "access-control-allow-origin"), Some(LOCAL));
@@ -270,12 +271,7 @@ async fn answers_are_public_to_all_or_echoed_to_allowed_origins_only() {
         assert!(varies_by_origin(h));
         assert!(resp.text().contains("\"text-delta\""));
     }
-    let resp = app
-        .post_json(chat, &json!({"prompt": "one more"}))
-        .header("origin", LOCAL)
-        .header("x-forwarded-for", "203.0.113.50")
-        .send()
-        .await;
+    let resp = chat_from(&app, LOCAL, "203.0.113.50", json!({"prompt": "one more"})).await;
     assert_eq!(resp.status, 429);
     assert_eq!(
         get(&resp.headers, "access-control-allow-origin"),
@@ -283,12 +279,7 @@ async fn answers_are_public_to_all_or_echoed_to_allowed_origins_only() {
     );
     assert!(get(&resp.headers, "retry-after").is_some());
     // Another site reads nothing (the request itself is answered: CORS is not authentication).
-    let resp = app
-        .post_json(chat, &json!({"prompt": "hi"}))
-        .header("origin", EVIL)
-        .header("x-forwarded-for", "203.0.113.51")
-        .send()
-        .await;
+    let resp = chat_from(&app, EVIL, "203.0.113.51", json!({"prompt": "hi"})).await;
     assert_eq!(resp.status, 200);
     assert_eq!(cors_headers(&resp.headers), Vec::<String>::new());
 
