@@ -4,20 +4,27 @@
 
 use serde_json::Value;
 
-use crate::support::{binary, free_port, Server};
-
-const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
+use gcbb_test_support::database_server_url;
+use gcbb_test_support::process::{start_vercel_function, Server};
 
 async fn start(path: &str) -> Server {
-    let port = free_port();
-    let mut cmd = binary(path);
-    cmd.env("VERCEL_DEV_PORT", port.to_string())
-        .env("DATABASE_URL", DATABASE_URL)
-        .env("LLM_PROVIDER", "scripted");
-    Server::start(cmd, port).await
+    start_with(path, &[]).await
 }
 
-async fn error_code(resp: reqwest::Response) -> (u16, String) {
+/// The function on the server's `postgres` database and the offline model, with `extra`.
+async fn start_with(path: &str, extra: &[(&str, &str)]) -> Server {
+    let database = database_server_url();
+    let mut env = vec![
+        ("DATABASE_URL", database.as_str()),
+        ("LLM_PROVIDER", "scripted"),
+    ];
+    env.extend_from_slice(extra);
+    start_vercel_function(path, &env).await
+}
+
+/// Sends `request`: the status and our error shape's code.
+async fn error_code(request: reqwest::RequestBuilder) -> (u16, String) {
+    let resp = request.send().await.expect("the function answers");
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.expect("a JSON error body");
     (
@@ -29,24 +36,20 @@ async fn error_code(resp: reqwest::Response) -> (u16, String) {
 #[tokio::test]
 async fn the_dashboard_function_validates_its_parameters_on_the_public_path() {
     let server = start(env!("CARGO_BIN_EXE_dashboard-prefetch")).await;
-    let resp = reqwest::get(server.url("/api/dashboard/prefetch?pageSize=51"))
-        .await
-        .unwrap();
-    let (status, code) = error_code(resp).await;
+    let http = reqwest::Client::new();
+    let (status, code) =
+        error_code(http.get(server.url("/api/dashboard/prefetch?pageSize=51"))).await;
     assert_eq!((status, code.as_str()), (400, "invalid_parameter"));
 }
 
 #[tokio::test]
 async fn the_chat_function_refuses_a_body_that_is_not_json() {
     let server = start(env!("CARGO_BIN_EXE_chat-stream")).await;
-    let resp = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(server.url("/api/chat/some-companion?chatId=some-companion"))
         .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
-    let (status, _) = error_code(resp).await;
+        .body("hello");
+    let (status, _) = error_code(request).await;
     assert_eq!(status, 415);
 }
 
@@ -65,21 +68,18 @@ async fn the_group_chat_function_asks_for_a_session_to_read_history() {
 #[tokio::test]
 async fn the_companion_function_refuses_an_anonymous_edit() {
     let server = start(env!("CARGO_BIN_EXE_companion")).await;
-    let resp = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .patch(server.url("/api/companion/c1?companionId=c1"))
-        .json(&serde_json::json!({"name": "x"}))
-        .send()
-        .await
-        .unwrap();
-    let (status, _) = error_code(resp).await;
+        .json(&serde_json::json!({"name": "x"}));
+    let (status, _) = error_code(request).await;
     assert_eq!(status, 401);
 }
 
 #[tokio::test]
 async fn the_cron_function_refuses_every_call_without_its_secret() {
     let server = start(env!("CARGO_BIN_EXE_cron-refresh")).await;
-    let resp = reqwest::get(server.url("/api/cron/refresh")).await.unwrap();
-    let (status, _) = error_code(resp).await;
+    let http = reqwest::Client::new();
+    let (status, _) = error_code(http.get(server.url("/api/cron/refresh"))).await;
     assert_eq!(status, 401);
 }
 
@@ -88,13 +88,11 @@ async fn the_cron_function_refuses_every_call_without_its_secret() {
 #[tokio::test]
 async fn the_group_chat_function_answers_preflights_with_each_routes_methods() {
     const ORIGIN: &str = "https://app.gcbb.test";
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_group-chat"));
-    cmd.env("VERCEL_DEV_PORT", port.to_string())
-        .env("DATABASE_URL", DATABASE_URL)
-        .env("LLM_PROVIDER", "scripted")
-        .env("CORS_ALLOWED_ORIGINS", ORIGIN);
-    let server = Server::start(cmd, port).await;
+    let server = start_with(
+        env!("CARGO_BIN_EXE_group-chat"),
+        &[("CORS_ALLOWED_ORIGINS", ORIGIN)],
+    )
+    .await;
     for (route, methods) in [("chat", "POST"), ("messages", "GET, HEAD")] {
         let resp = reqwest::Client::new()
             .request(

@@ -2,17 +2,13 @@
 
 use serde_json::Value;
 
-use crate::support::{binary, free_port, Server};
+use gcbb_test_support::process::{binary, free_port, start_vercel_function, Server};
+use gcbb_test_support::{database_server_url, redis_url};
 
 async fn start_health(database_url: &str, redis_url: Option<&str>) -> Server {
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_health"));
-    cmd.env("VERCEL_DEV_PORT", port.to_string())
-        .env("DATABASE_URL", database_url);
-    if let Some(r) = redis_url {
-        cmd.env("REDIS_URL", r);
-    }
-    Server::start(cmd, port).await
+    let mut env = vec![("DATABASE_URL", database_url)];
+    env.extend(redis_url.map(|r| ("REDIS_URL", r)));
+    start_vercel_function(env!("CARGO_BIN_EXE_health"), &env).await
 }
 
 async fn get_json(url: &str) -> (u16, Value) {
@@ -24,11 +20,7 @@ async fn get_json(url: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn health_reports_the_database_and_redis_reachable() {
-    let server = start_health(
-        "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
-        Some("redis://127.0.0.1:6379"),
-    )
-    .await;
+    let server = start_health(&database_server_url(), Some(&redis_url())).await;
     let (status, body) = get_json(&server.url("/api/health")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok");
@@ -60,11 +52,8 @@ async fn health_is_503_without_secrets_when_the_database_is_unreachable() {
 
 #[tokio::test]
 async fn health_is_degraded_but_200_when_only_redis_is_down() {
-    let server = start_health(
-        "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
-        Some("redis://127.0.0.1:1"),
-    )
-    .await;
+    // Port 1 is closed: a real refused connection.
+    let server = start_health(&database_server_url(), Some("redis://127.0.0.1:1")).await;
     let (status, body) = get_json(&server.url("/api/health")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "degraded");
@@ -86,11 +75,7 @@ async fn a_function_with_a_bad_variable_refuses_to_start_and_names_it() {
 
 #[tokio::test]
 async fn health_answers_wrong_methods_with_405_and_allow() {
-    let server = start_health(
-        "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
-        None,
-    )
-    .await;
+    let server = start_health(&database_server_url(), None).await;
     let resp = reqwest::Client::new()
         .delete(server.url("/api/health"))
         .send()

@@ -4,5 +4,3 @@
 mod binaries;
 mod health;
 mod runtime;
-#[path = "../support/process.rs"]
-mod support;

@@ -5,16 +5,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::support::{binary, example_binary, free_port, Server};
+use gcbb_test_support::process::{example_binary, start_vercel_function, Server};
+use gcbb_test_support::ScratchDir;
 
 async fn start_probe(out: Option<&std::path::Path>) -> Server {
-    let port = free_port();
-    let mut cmd = binary(&example_binary("runtime-probe"));
-    cmd.env("VERCEL_DEV_PORT", port.to_string());
-    if let Some(out) = out {
-        cmd.env("PROBE_OUT", out);
-    }
-    Server::start(cmd, port).await
+    let out = out.map(|o| o.to_string_lossy().into_owned());
+    let env: Vec<(&str, &str)> = out.iter().map(|o| ("PROBE_OUT", o.as_str())).collect();
+    start_vercel_function(&example_binary("runtime-probe"), &env).await
 }
 
 #[tokio::test]
@@ -50,8 +47,7 @@ async fn a_text_plain_stream_arrives_in_pieces_as_they_are_produced() {
 
 #[tokio::test]
 async fn wait_until_work_completes_after_the_response_was_sent() {
-    let dir = std::env::temp_dir().join(format!("gcbb-probe-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("gcbb-probe");
     let out = dir.join("out.txt");
     let server = start_probe(Some(&out)).await;
 
@@ -74,13 +70,11 @@ async fn wait_until_work_completes_after_the_response_was_sent() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(done, "the background work never completed");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn shutdown_waits_for_pending_background_work() {
-    let dir = std::env::temp_dir().join(format!("gcbb-probe-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("gcbb-probe");
     let out = dir.join("out.txt");
     let mut server = start_probe(Some(&out)).await;
 
@@ -94,5 +88,4 @@ async fn shutdown_waits_for_pending_background_work() {
         "background done\n",
         "SIGTERM cut the background work short"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -11,7 +11,6 @@
 //! reply, cancelled model calls).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -29,10 +28,11 @@ const STOPPER: &str = "user_stopper";
 use crate::common::app::{Served, TestApp};
 use crate::common::eventually;
 use crate::common::session::token_for;
+use gcbb_test_support::node::{node_json, npm_ci_unless_installed};
 
 /// The project of the SDK's client code.
 pub fn node_project() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/ai-sdk")
+    gcbb_test_support::node::node_project("ai-sdk")
 }
 
 static NPM_CI: Once = Once::new();
@@ -41,46 +41,8 @@ static NPM_CI: Once = Once::new();
 /// missing or not the version the lock pins) and returns the JSON it printed.
 pub fn run_node(args: &[&str]) -> Value {
     let dir = node_project();
-    NPM_CI.call_once(|| {
-        // Installed, and at the versions the lock file pins (a checkout that moved to a newer
-        // lock installs again).
-        let lock: Value = std::fs::read(dir.join("package-lock.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let installed = ["ai", "ai5"].iter().all(|p| {
-            let pinned = &lock["packages"][format!("node_modules/{p}")]["version"];
-            let found: Value = std::fs::read(dir.join("node_modules").join(p).join("package.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            !pinned.is_null() && found["version"] == *pinned
-        });
-        if !installed {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm runs");
-            assert!(status.success(), "npm ci failed in tests/ai-sdk");
-        }
-    });
-    let out = Command::new("node")
-        .current_dir(&dir)
-        .args(args)
-        .output()
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "node failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the script prints JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    NPM_CI.call_once(|| npm_ci_unless_installed(&dir, &["ai", "ai5"]));
+    node_json(&dir, args)
 }
 
 /// The slow reply: long enough that a client can always stop it half-way.

@@ -14,10 +14,10 @@ use gcbb::config::CacheBackend;
 use serde_json::{json, Value};
 
 use crate::common::app::start_upstash_proxy;
-use crate::common::eventually;
+use crate::common::{eventually, redis_addr, redis_url, success_stdout};
 use crate::support::{binary, free_port, Server};
+use gcbb_test_support::upstash::UpstashProxy;
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Generous: the machine is shared; a closed port fails at once anyway.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -50,12 +50,7 @@ async fn harness(kind: Kind) -> Harness {
     let prefix = random_prefix();
     let (backend, proxy) = match kind {
         Kind::Memory => (CacheBackend::Memory, None),
-        Kind::Redis => (
-            CacheBackend::Redis {
-                url: REDIS_URL.into(),
-            },
-            None,
-        ),
+        Kind::Redis => (CacheBackend::Redis { url: redis_url() }, None),
         Kind::Upstash => {
             let token = random_token();
             let proxy = start_proxy(&token).await;
@@ -489,50 +484,35 @@ async fn a_stale_entry_is_served_while_another_instance_rebuilds(kind: Kind) {
     h.cleanup().await;
 }
 
+/// One `#[tokio::test]` per name, running the suite's function of that name on `$kind`.
+macro_rules! backend_tests {
+    ($kind:expr; $($test:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $test() {
+            super::$test($kind).await
+        }
+    )*};
+}
+
 macro_rules! backend_suite {
     ($($module:ident => $kind:expr),* $(,)?) => {$(
         mod $module {
             use super::*;
 
-            #[tokio::test]
-            async fn values_round_trip_including_binary_and_odd_unicode() {
-                super::values_round_trip_including_binary_and_odd_unicode($kind).await
-            }
-            #[tokio::test]
-            async fn store_ttls_expire() {
-                super::store_ttls_expire($kind).await
-            }
-            #[tokio::test]
-            async fn a_megabyte_round_trips_in_64k_chunks() {
-                super::a_megabyte_round_trips_in_64k_chunks($kind).await
-            }
-            #[tokio::test]
-            async fn a_missing_chunk_is_a_miss() {
-                super::a_missing_chunk_is_a_miss($kind).await
-            }
-            #[tokio::test]
-            async fn a_corrupted_chunk_is_a_miss() {
-                super::a_corrupted_chunk_is_a_miss($kind).await
-            }
-            #[tokio::test]
-            async fn a_generation_bump_invalidates_the_area() {
-                super::a_generation_bump_invalidates_the_area($kind).await
-            }
-            #[tokio::test]
-            async fn clear_pattern_deletes_only_matching_keys() {
-                super::clear_pattern_deletes_only_matching_keys($kind).await
-            }
-            #[tokio::test]
-            async fn set_nx_takes_a_lock_once() {
-                super::set_nx_takes_a_lock_once($kind).await
-            }
+            backend_tests!($kind;
+                values_round_trip_including_binary_and_odd_unicode,
+                store_ttls_expire,
+                a_megabyte_round_trips_in_64k_chunks,
+                a_missing_chunk_is_a_miss,
+                a_corrupted_chunk_is_a_miss,
+                a_generation_bump_invalidates_the_area,
+                clear_pattern_deletes_only_matching_keys,
+                set_nx_takes_a_lock_once,
+                a_stale_entry_is_served_while_another_instance_rebuilds,
+            );
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_hundred_concurrent_misses_build_once() {
                 super::a_hundred_concurrent_misses_build_once($kind).await
-            }
-            #[tokio::test]
-            async fn a_stale_entry_is_served_while_another_instance_rebuilds() {
-                super::a_stale_entry_is_served_while_another_instance_rebuilds($kind).await
             }
         }
     )*};
@@ -616,9 +596,7 @@ async fn a_killed_upstash_proxy_turns_into_bypass() {
     assert_bypasses(&h.cache, false).await;
     // Clean up through native Redis (the proxy is gone).
     let native = Cache::new(
-        &CacheBackend::Redis {
-            url: REDIS_URL.into(),
-        },
+        &CacheBackend::Redis { url: redis_url() },
         reqwest::Client::new(),
         TIMEOUT,
     );
@@ -656,8 +634,7 @@ impl Forwarder {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((mut inbound, _)) = listener.accept().await {
                 conns.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
-                    {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(redis_addr()).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
@@ -713,9 +690,7 @@ async fn native_redis_is_used_again_after_it_comes_back() {
 async fn the_l1_answers_within_its_ttl_and_a_local_bump_clears_it() {
     let prefix = random_prefix();
     let cache = Cache::new(
-        &CacheBackend::Redis {
-            url: REDIS_URL.into(),
-        },
+        &CacheBackend::Redis { url: redis_url() },
         reqwest::Client::new(),
         TIMEOUT,
     )
@@ -744,33 +719,20 @@ async fn the_l1_answers_within_its_ttl_and_a_local_bump_clears_it() {
 // ---------------------------------------------------------------- the proxy's protocol
 
 struct Raw {
-    proxy: Server,
-    token: String,
-    http: reqwest::Client,
+    proxy: UpstashProxy,
     prefix: String,
 }
 
 impl Raw {
     async fn start() -> Raw {
-        let token = random_token();
         Raw {
-            proxy: start_proxy(&token).await,
-            token,
-            http: reqwest::Client::new(),
+            proxy: UpstashProxy::start(&redis_url(), &[]).await,
             prefix: random_prefix(),
         }
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(self.proxy.url(path))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
+        self.proxy.post(path, body).await
     }
 
     fn key(&self, k: &str) -> String {
@@ -779,9 +741,7 @@ impl Raw {
 
     async fn cleanup(&self) {
         let native = Cache::new(
-            &CacheBackend::Redis {
-                url: REDIS_URL.into(),
-            },
+            &CacheBackend::Redis { url: redis_url() },
             reqwest::Client::new(),
             TIMEOUT,
         );
@@ -794,9 +754,7 @@ impl Raw {
 
 async fn native_get(key: &str) -> Option<Bytes> {
     let native = Cache::new(
-        &CacheBackend::Redis {
-            url: REDIS_URL.into(),
-        },
+        &CacheBackend::Redis { url: redis_url() },
         reqwest::Client::new(),
         TIMEOUT,
     );
@@ -830,18 +788,9 @@ async fn the_proxy_sets_and_gets_like_upstash() {
         raw.post("/", json!(["INCRBY", raw.key("n"), 5])).await,
         (200, json!({"result": 5}))
     );
-    let resp = raw
-        .http
-        .post(raw.proxy.url("/"))
-        .bearer_auth(&raw.token)
-        .header("Upstash-Encoding", "base64")
-        .json(&json!(["GET", k]))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"result": "dg=="})
+        raw.proxy.post_base64("/", json!(["GET", k])).await,
+        (200, json!({"result": "dg=="}))
     );
     raw.cleanup().await;
 }
@@ -926,6 +875,7 @@ async fn a_missing_or_wrong_bearer_is_401() {
         Some("Bearer "),
     ] {
         let mut req = raw
+            .proxy
             .http
             .post(raw.proxy.url("/"))
             .json(&json!(["SET", k, "v"]));
@@ -940,6 +890,7 @@ async fn a_missing_or_wrong_bearer_is_401() {
         );
     }
     let resp = raw
+        .proxy
         .http
         .post(raw.proxy.url("/pipeline"))
         .json(&json!([["PING"]]))
@@ -954,9 +905,10 @@ async fn a_missing_or_wrong_bearer_is_401() {
 async fn malformed_json_is_400_and_a_huge_body_is_413() {
     let raw = Raw::start().await;
     let resp = raw
+        .proxy
         .http
         .post(raw.proxy.url("/"))
-        .bearer_auth(&raw.token)
+        .bearer_auth(&raw.proxy.token)
         .body("[\"SET\", \"k\"")
         .send()
         .await
@@ -970,9 +922,10 @@ async fn malformed_json_is_400_and_a_huge_body_is_413() {
         "x".repeat(gcbb_cli::upstash_proxy::PROXY_MAX_BODY + 1)
     ]);
     let resp = raw
+        .proxy
         .http
         .post(raw.proxy.url("/"))
-        .bearer_auth(&raw.token)
+        .bearer_auth(&raw.proxy.token)
         .json(&huge)
         .send()
         .await
@@ -987,9 +940,7 @@ async fn malformed_json_is_400_and_a_huge_body_is_413() {
 async fn cache_clear_deletes_the_matching_keys_and_says_how_many() {
     let prefix = random_prefix();
     let cache = Cache::new(
-        &CacheBackend::Redis {
-            url: REDIS_URL.into(),
-        },
+        &CacheBackend::Redis { url: redis_url() },
         reqwest::Client::new(),
         TIMEOUT,
     )
@@ -1016,17 +967,12 @@ async fn cache_clear_deletes_the_matching_keys_and_says_how_many() {
     let pattern = ks.area_pattern(Area::Dashboard);
     let out = binary(env!("CARGO_BIN_EXE_gcbb"))
         .args(["cache", "clear", &pattern])
-        .env("REDIS_URL", REDIS_URL)
+        .env("REDIS_URL", redis_url())
         // The deployment whose keys these are: clear stays inside its prefix.
         .env("CACHE_KEY_PREFIX", &prefix)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = success_stdout(&out);
     assert!(stdout.contains("deleted 3 keys"), "{stdout}");
     let left = cache
         .store()

@@ -11,9 +11,9 @@ use gcbb_cli::model_server::{Failure, Script};
 use serde_json::{json, Value};
 
 use crate::common::app::{CacheKind, Served, TestApp, TestAppBuilder};
-use crate::common::eventually;
 use crate::common::request::TestRequest;
 use crate::common::session::token_for;
+use crate::common::{eventually, json_strs};
 use crate::support::free_port;
 
 pub const ALICE: &str = "user_alice";
@@ -134,12 +134,7 @@ async fn a_signed_in_chat_streams_the_reply_stores_both_messages_and_accounts_us
     assert!(eventually(|| async { tokens(&app, PUBLIC, ALICE).await == (32, Some(32)) }).await);
     // The second context holds the whole conversation so far.
     let req = app.model().last_request().unwrap();
-    let roles: Vec<&str> = req["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
+    let roles = json_strs(&req["messages"], "role");
     assert_eq!(roles, ["system", "user", "assistant", "user"]);
 }
 

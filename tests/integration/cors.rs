@@ -1,19 +1,20 @@
-//! CORS through the real `gcbb dev` process, which serves `vercel.json`'s routes as Vercel does:
-//! every rewrite's preflight is held against the methods its route serves, then the answers
-//! themselves by origin and credentials (the anonymous dashboard public to all, the rest echoed
-//! to allowed origins with `Vary: Origin`), and a start-up that refuses a bad origin.
+//! CORS through the app under test ([`TestApp`]: the router of every function with
+//! `vercel.json`'s rewrites, as `gcbb dev` serves it): every rewrite's preflight is held against
+//! the methods its route serves, then the answers themselves by origin and credentials (the
+//! anonymous dashboard public to all, the rest echoed to allowed origins with `Vary: Origin`),
+//! and a `gcbb dev` start-up that refuses a bad origin.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderMap;
-use reqwest::Method;
+use axum::http::{HeaderMap, Method};
 use serde_json::{json, Value};
 
-use crate::common::session::{clerk_env, token_for};
-use crate::common::{absent_db, gcbb, project_root};
-use crate::dev_server::start_dev;
-use crate::support::{free_port, Server};
+use crate::common::app::TestApp;
+use crate::common::request::TestResponse;
+use crate::common::session::token_for;
+use crate::common::{absent_db, gcbb, json_strs, project_root};
+use crate::support::free_port;
 
 const APP: &str = "https://app.gcbb.test";
 const LOCAL: &str = "http://localhost:5173";
@@ -40,15 +41,17 @@ const ROUTE_METHODS: [(&str, &str); 12] = [
 /// Methods a browser may ask a preflight about.
 const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
-async fn start_dev_with_cors(extra: &[(&str, String)]) -> (Server, crate::common::TestDb) {
-    let db = absent_db();
-    let mut env: Vec<(&str, String)> = clerk_env().into_iter().collect();
-    env.push(("CORS_ALLOWED_ORIGINS", format!("{APP}/, {LOCAL}")));
-    // The tests name their clients with X-Forwarded-For, as a proxy in front of gcbb dev would.
-    env.push(("DEV_TRUSTED_PROXIES", "127.0.0.1,::1".to_owned()));
-    env.extend(extra.iter().cloned());
-    let server = start_dev(&db, &env).await;
-    (server, db)
+/// The app with the demo data, allowing two origins (one written with a trailing slash), and
+/// `extra` settings. Its requests stand for what Vercel forwards, so X-Forwarded-For names the
+/// client.
+async fn app_with_cors(extra: &[(&str, &str)]) -> TestApp {
+    let mut builder = TestApp::builder()
+        .demo_data()
+        .env("CORS_ALLOWED_ORIGINS", &format!("{APP}/, {LOCAL}"));
+    for (name, value) in extra {
+        builder = builder.env(name, value);
+    }
+    builder.start().await
 }
 
 fn path_of(source: &str) -> String {
@@ -63,9 +66,8 @@ fn path_of(source: &str) -> String {
         .join("/")
 }
 
-async fn preflight(server: &Server, path: &str, origin: &str, method: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .request(Method::OPTIONS, server.url(path))
+async fn preflight(app: &TestApp, path: &str, origin: &str, method: &str) -> TestResponse {
+    app.request(Method::OPTIONS, path)
         .header("origin", origin)
         .header("access-control-request-method", method)
         .header(
@@ -74,7 +76,15 @@ async fn preflight(server: &Server, path: &str, origin: &str, method: &str) -> r
         )
         .send()
         .await
-        .unwrap()
+}
+
+/// An anonymous chat message to a demo companion from `origin`, sent by the client `client`.
+async fn chat_from(app: &TestApp, origin: &str, client: &str, body: Value) -> TestResponse {
+    app.post_json("/api/chat/cmp_demo_01", &body)
+        .header("origin", origin)
+        .header("x-forwarded-for", client)
+        .send()
+        .await
 }
 
 fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -112,15 +122,12 @@ fn assert_exposed(h: &HeaderMap) {
 
 #[tokio::test]
 async fn every_vercel_json_route_answers_its_preflight_with_the_methods_it_serves() {
-    let (server, _db) = start_dev_with_cors(&[]).await;
+    let app = app_with_cors(&[]).await;
     let vercel: Value =
         serde_json::from_str(&std::fs::read_to_string(project_root().join("vercel.json")).unwrap())
             .unwrap();
-    let rewrites: BTreeSet<&str> = vercel["rewrites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["source"].as_str().unwrap())
+    let rewrites: BTreeSet<&str> = json_strs(&vercel["rewrites"], "source")
+        .into_iter()
         .collect();
     let listed: BTreeSet<&str> = ROUTE_METHODS
         .iter()
@@ -138,9 +145,9 @@ async fn every_vercel_json_route_answers_its_preflight_with_the_methods_it_serve
         let served: Vec<&str> = methods.split(", ").collect();
         for origin in [APP, LOCAL] {
             for method in METHODS {
-                let resp = preflight(&server, &path, origin, method).await;
-                let h = resp.headers();
-                assert_eq!(resp.status(), 204, "{method} {route} from {origin}");
+                let resp = preflight(&app, &path, origin, method).await;
+                let h = &resp.headers;
+                assert_eq!(resp.status, 204, "{method} {route} from {origin}");
                 assert_eq!(get(h, "access-control-allow-origin"), Some(origin));
                 assert_eq!(
                     get(h, "access-control-allow-methods"),
@@ -162,55 +169,45 @@ async fn every_vercel_json_route_answers_its_preflight_with_the_methods_it_serve
                 assert_eq!(get(h, "access-control-max-age"), Some("7200"));
                 assert_eq!(get(h, "access-control-allow-credentials"), None);
                 assert!(varies_by_origin(h), "{route}");
-                assert_eq!(resp.bytes().await.unwrap().len(), 0);
+                assert_eq!(resp.body.len(), 0);
             }
         }
         // An origin not allowed: the route's own 405, no CORS header at all.
-        let resp = preflight(&server, &path, EVIL, "POST").await;
-        assert_eq!(resp.status(), 405, "{route}");
-        assert_eq!(
-            cors_headers(resp.headers()),
-            Vec::<String>::new(),
-            "{route}"
-        );
+        let resp = preflight(&app, &path, EVIL, "POST").await;
+        assert_eq!(resp.status, 405, "{route}");
+        assert_eq!(cors_headers(&resp.headers), Vec::<String>::new(), "{route}");
         // Not a preflight (no request method): the route's 405, as before.
-        let resp = reqwest::Client::new()
-            .request(Method::OPTIONS, server.url(&path))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 405, "{route}");
-        assert!(resp.headers().contains_key("allow"));
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "method_not_allowed");
+        let resp = app.request(Method::OPTIONS, &path).send().await;
+        assert_eq!(resp.status, 405, "{route}");
+        assert!(resp.headers.contains_key("allow"));
+        assert_eq!(resp.error_code(), "method_not_allowed");
     }
     // No such route: the preflight fails with the 404.
-    let resp = preflight(&server, "/api/nope", APP, "GET").await;
-    assert_eq!(resp.status(), 404);
-    assert_eq!(get(resp.headers(), "access-control-allow-methods"), None);
+    let resp = preflight(&app, "/api/nope", APP, "GET").await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(get(&resp.headers, "access-control-allow-methods"), None);
 }
 
 #[tokio::test]
 async fn answers_are_public_to_all_or_echoed_to_allowed_origins_only() {
-    let (server, _db) = start_dev_with_cors(&[
-        ("RATE_LIMIT_ANON_REQUESTS", "2".into()),
-        ("RATE_LIMIT_ANON_WINDOW_MS", "86400000".into()),
+    let app = app_with_cors(&[
+        ("RATE_LIMIT_ANON_REQUESTS", "2"),
+        ("RATE_LIMIT_ANON_WINDOW_MS", "86400000"),
     ])
     .await;
-    let http = reqwest::Client::new();
-    let dashboard = server.url("/api/dashboard/prefetch");
+    let dashboard = "/api/dashboard/prefetch";
     let token = token_for("user_cors");
 
     // The anonymous dashboard: one answer for everyone, as the CDN keeps it.
     let mut etag = String::new();
     for origin in [Some(APP), Some(EVIL), None] {
-        let mut req = http.get(&dashboard);
+        let mut req = app.get(dashboard);
         if let Some(o) = origin {
             req = req.header("origin", o);
         }
-        let resp = req.send().await.unwrap();
-        let h = resp.headers();
-        assert_eq!(resp.status(), 200);
+        let resp = req.send().await;
+        let h = &resp.headers;
+        assert_eq!(resp.status, 200);
         assert!(get(h, "cache-control").unwrap().starts_with("public"));
         assert_eq!(
             get(h, "access-control-allow-origin"),
@@ -223,138 +220,101 @@ async fn answers_are_public_to_all_or_echoed_to_allowed_origins_only() {
         assert_eq!(get(h, "access-control-allow-credentials"), None);
         etag = get(h, "etag").unwrap().to_owned();
     }
-    let resp = http
-        .get(&dashboard)
+    let resp = app
+        .get(dashboard)
         .header("origin", APP)
         .header("if-none-match", &etag)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 304);
-    assert_eq!(
-        get(resp.headers(), "access-control-allow-origin"),
-        Some("*")
-    );
+        .await;
+    assert_eq!(resp.status, 304);
+    assert_eq!(get(&resp.headers, "access-control-allow-origin"), Some("*"));
 
     // With credentials (a bearer token, or only the cookie): echoed to an allowed origin.
     for (name, value) in [
         ("authorization", format!("Bearer {token}")),
         ("cookie", format!("__session={token}")),
     ] {
-        let resp = http
-            .get(&dashboard)
+        let resp = app
+            .get(dashboard)
             .header("origin", APP)
             .header(name, &value)
             .send()
-            .await
-            .unwrap();
-        let h = resp.headers();
-        assert_eq!(resp.status(), 200, "{name}");
+            .await;
+        let h = &resp.headers;
+        assert_eq!(resp.status, 200, "{name}");
         assert_eq!(get(h, "cache-control"), Some("private, no-store"));
         assert_eq!(get(h, "access-control-allow-origin"), Some(APP), "{name}");
         assert_eq!(get(h, "timing-allow-origin"), Some(APP));
         assert_exposed(h);
         assert!(varies_by_origin(h));
         assert_eq!(get(h, "access-control-allow-credentials"), None);
-        let resp = http
-            .get(&dashboard)
+        let resp = app
+            .get(dashboard)
             .header("origin", EVIL)
             .header(name, &value)
             .send()
-            .await
-            .unwrap();
-        assert_eq!(cors_headers(resp.headers()), Vec::<String>::new(), "{name}");
-        assert!(varies_by_origin(resp.headers()));
+            .await;
+        assert_eq!(cors_headers(&resp.headers), Vec::<String>::new(), "{name}");
+        assert!(varies_by_origin(&resp.headers));
     }
 
     // Chat: the stream, its rate-limit headers and then its 429, readable by the allowed origin.
-    let chat = server.url("/api/chat/cmp_demo_01");
     for i in 0..2 {
-        let resp = http
-            .post(&chat)
-            .header("origin", LOCAL)
-            .header("x-forwarded-for", "203.0.113.50")
-            .json(&json!({"messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": format!("hi {i}")}]}]}))
-            .send()
-            .await
-            .unwrap();
-        let h = resp.headers().clone();
-        assert_eq!(resp.status(), 200);
-        assert_eq!(get(&h, "access-control-allow-origin"), Some(LOCAL));
-        assert_eq!(get(&h, "x-vercel-ai-ui-message-stream"), Some("v1"));
-        assert!(get(&h, "x-ratelimit-remaining").is_some());
-        assert_exposed(&h);
-        assert!(varies_by_origin(&h));
-        assert!(resp.text().await.unwrap().contains("\"text-delta\""));
+        let body = json!({"messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": format!("hi {i}")}]}]});
+        let resp = chat_from(&app, LOCAL, "203.0.113.50", body).await;
+        let h = &resp.headers;
+        assert_eq!(resp.status, 200);
+        assert_eq!(get(h, "access-control-allow-origin"), Some(LOCAL));
+        assert_eq!(get(h, "x-vercel-ai-ui-message-stream"), Some("v1"));
+        assert!(get(h, "x-ratelimit-remaining").is_some());
+        assert_exposed(h);
+        assert!(varies_by_origin(h));
+        assert!(resp.text().contains("\"text-delta\""));
     }
-    let resp = http
-        .post(&chat)
-        .header("origin", LOCAL)
-        .header("x-forwarded-for", "203.0.113.50")
-        .json(&json!({"prompt": "one more"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 429);
+    let resp = chat_from(&app, LOCAL, "203.0.113.50", json!({"prompt": "one more"})).await;
+    assert_eq!(resp.status, 429);
     assert_eq!(
-        get(resp.headers(), "access-control-allow-origin"),
+        get(&resp.headers, "access-control-allow-origin"),
         Some(LOCAL)
     );
-    assert!(get(resp.headers(), "retry-after").is_some());
+    assert!(get(&resp.headers, "retry-after").is_some());
     // Another site reads nothing (the request itself is answered: CORS is not authentication).
-    let resp = http
-        .post(&chat)
-        .header("origin", EVIL)
-        .header("x-forwarded-for", "203.0.113.51")
-        .json(&json!({"prompt": "hi"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(cors_headers(resp.headers()), Vec::<String>::new());
+    let resp = chat_from(&app, EVIL, "203.0.113.51", json!({"prompt": "hi"})).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(cors_headers(&resp.headers), Vec::<String>::new());
 
     // Errors are readable too: a refused token, a missing route, a group's 404.
-    for (method, path, auth) in [
-        (
-            Method::GET,
-            "/api/chat/cmp_demo_01",
-            Some("Bearer not.a.token"),
-        ),
-        (Method::GET, "/api/nope", None),
-        (Method::GET, "/api/group-chat/grp_nope/messages", None),
+    for (path, auth) in [
+        ("/api/chat/cmp_demo_01", Some("Bearer not.a.token")),
+        ("/api/nope", None),
+        ("/api/group-chat/grp_nope/messages", None),
     ] {
-        let mut req = http.request(method, server.url(path)).header("origin", APP);
+        let mut req = app.get(path).header("origin", APP);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        let resp = req.send().await.unwrap();
-        assert!(resp.status().is_client_error(), "{path}");
+        let resp = req.send().await;
+        assert!(resp.status.is_client_error(), "{path}");
         assert_eq!(
-            get(resp.headers(), "access-control-allow-origin"),
+            get(&resp.headers, "access-control-allow-origin"),
             Some(APP),
             "{path}"
         );
-        assert!(varies_by_origin(resp.headers()));
+        assert!(varies_by_origin(&resp.headers));
     }
 }
 
 #[tokio::test]
 async fn without_allowed_origins_no_answer_changes() {
-    let db = absent_db();
-    let server = start_dev(&db, &[]).await;
-    let resp = preflight(&server, "/api/chat/cmp_demo_01", APP, "POST").await;
-    assert_eq!(resp.status(), 405);
-    assert_eq!(cors_headers(resp.headers()), Vec::<String>::new());
+    let app = TestApp::builder().demo_data().start().await;
+    let resp = preflight(&app, "/api/chat/cmp_demo_01", APP, "POST").await;
+    assert_eq!(resp.status, 405);
+    assert_eq!(cors_headers(&resp.headers), Vec::<String>::new());
     for path in ["/api/dashboard/prefetch", "/api/health"] {
-        let resp = reqwest::Client::new()
-            .get(server.url(path))
-            .header("origin", APP)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        assert_eq!(cors_headers(resp.headers()), Vec::<String>::new());
-        assert!(!varies_by_origin(resp.headers()));
+        let resp = app.get(path).header("origin", APP).send().await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(cors_headers(&resp.headers), Vec::<String>::new());
+        assert!(!varies_by_origin(&resp.headers));
     }
 }
 

@@ -8,9 +8,9 @@ use gcbb::db::privacy::current_privacy_epoch;
 use serde_json::{json, Value};
 
 use crate::common::app::{CacheKind, TestApp, CRON_SECRET};
-use crate::common::eventually;
 use crate::common::fault::OwnRedis;
 use crate::common::request::TestRequest;
+use crate::common::{eventually, json_strs};
 
 /// A fresh app on the demo data (memory cache unless a test says otherwise).
 async fn demo_app() -> TestApp {
@@ -508,12 +508,7 @@ async fn the_cron_route_refuses_without_the_secret_and_reports_each_step_with_it
     assert_eq!(resp.status, 200);
     let report = resp.json();
     assert_eq!(report["status"], "refreshed");
-    let steps: Vec<&str> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let steps = json_strs(&report["steps"], "name");
     assert_eq!(
         steps,
         [
@@ -578,12 +573,7 @@ async fn two_concurrent_cron_runs_refresh_once_and_the_other_is_skipped() {
     })
     .await;
     assert!(waiting, "the first refresh never reached the lock");
-    let second = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await
-        .json();
+    let second = app.refresh().await.json();
     assert_eq!(second["status"], "skipped", "{second}");
     blocker.batch_execute("COMMIT").await.unwrap();
     let first = first.await.unwrap().json();
@@ -852,11 +842,7 @@ async fn the_cron_refresh_leaves_no_pending_list_in_the_search_index() {
     );
 
     app.pg.batch_execute(&chat("two")).await.unwrap();
-    let resp = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let resp = app.refresh().await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.json()["status"], "refreshed");
     assert_eq!(pending_trigram_entries(&app).await, 0);

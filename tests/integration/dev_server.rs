@@ -7,23 +7,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::session::{clerk_env, token_for};
-use crate::common::{absent_db, eventually, gcbb, migrations_dir, project_root, TestDb};
+pub use crate::common::start_dev;
+use crate::common::{absent_db, eventually, gcbb, migrations_dir, project_root, success_stdout};
 use crate::support::{binary, free_port, Server};
-
-/// `gcbb dev` on `db` (created, migrated and seeded by it), with `env` added.
-pub async fn start_dev(db: &TestDb, env: &[(&str, String)]) -> Server {
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(project_root())
-        .args(["dev", "--port", &port.to_string()])
-        .env("DATABASE_URL", &db.url)
-        // Never a real model, whatever the shell running the tests has set.
-        .env("LLM_PROVIDER", "scripted");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Server::start(cmd, port).await
-}
 
 /// Everything `gcbb dev` printed, once its banner has reached us. It binds its port before it
 /// prints the banner, and the output is read by another thread, so a test that is connected may
@@ -437,12 +423,7 @@ async fn the_bench_anchor_serves_the_pages_bytes_and_headers_with_nothing_of_our
         .args(["--connections", "2", "--seconds", "1"])
         .output()
         .expect("run gcbb bench http");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = success_stdout(&out);
     assert!(stdout.contains("of the anchor's throughput"), "{stdout}");
     assert!(stdout.contains("anchor (a copy of"), "{stdout}");
 }

@@ -6,79 +6,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::common::{self, fresh_db, gcbb, unique, TestDb};
+use crate::common::{self, fresh_db, gcbb_db, stderr, stdout, MigrationsDir, TestDb};
 
 /// A shadow database for one test (its name holds `shadow`, as drift requires), dropped afterwards.
 async fn shadow_db() -> TestDb {
     common::empty_db_named("gcbb_shadow").await
 }
 
-/// A temporary migrations directory holding copies of the named project migrations.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn with_migrations(names: &[&str]) -> TempDir {
-        let dir = std::env::temp_dir().join(unique("gcbb_drift_dir"));
-        for name in names {
-            let to = dir.join(name);
-            std::fs::create_dir_all(&to).expect("create a migration dir");
-            std::fs::copy(
-                common::migrations_dir().join(name).join("migration.sql"),
-                to.join("migration.sql"),
-            )
-            .expect("copy a migration");
-        }
-        TempDir(dir)
-    }
-
-    fn all_migrations() -> TempDir {
-        let mut names: Vec<String> = std::fs::read_dir(common::migrations_dir())
-            .expect("read migrations")
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("migration.sql").is_file())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        TempDir::with_migrations(&refs)
-    }
-
-    fn add(&self, name: &str, sql: &str) -> PathBuf {
-        let dir = self.0.join(name);
-        std::fs::create_dir_all(&dir).expect("create a migration dir");
-        let file = dir.join("migration.sql");
-        std::fs::write(&file, sql).expect("write a migration");
-        file
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 const INIT: &str = "20240101000000_init";
 
 fn db_cmd(target: &TestDb, shadow: Option<&str>, dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = gcbb();
-    cmd.env("DATABASE_URL", &target.url)
-        .arg("db")
-        .arg("--migrations-dir")
-        .arg(dir)
-        .args(args);
+    let mut cmd = gcbb_db(target, dir);
+    cmd.args(args);
     if let Some(shadow) = shadow {
         cmd.env("SHADOW_DATABASE_URL", shadow);
     }
     cmd.output().expect("run gcbb")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Runs drift on a fresh fully-migrated database changed by `sql`; returns the output.
@@ -134,9 +77,9 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
     // Production's situation before the performance-indexes migration: a database migrated
     // without it, on which the indexes were then built by hand. UserBurnedTokens' index keys on an expression
     // (per-day usage), which Prisma cannot name: "on some columns".
-    let dir = TempDir::with_migrations(&[INIT]);
+    let dir = MigrationsDir::with_project(&[INIT]);
     let target = common::empty_db().await;
-    gcbb_migrate::deploy(&target.config, &dir.0)
+    gcbb_migrate::deploy(&target.config, &dir.path)
         .await
         .expect("migrate the target with init only");
     target
@@ -152,7 +95,7 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
         .expect("build the indexes by hand");
     let shadow = shadow_db().await;
 
-    let out = db_cmd(&target, Some(&shadow.url), &dir.0, &["drift"]);
+    let out = db_cmd(&target, Some(&shadow.url), &dir.path, &["drift"]);
     assert_eq!(
         stdout(&out),
         "
@@ -176,11 +119,11 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
     let out = db_cmd(
         &target,
         Some(&shadow.url),
-        &dir.0,
+        &dir.path,
         &["drift", "--write-migration", "record hand-built indexes"],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let written: Vec<PathBuf> = std::fs::read_dir(&dir.0)
+    let written: Vec<PathBuf> = std::fs::read_dir(&dir.path)
         .expect("read dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with("_record_hand_built_indexes"))
@@ -209,10 +152,10 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
     );
     assert!(stderr(&out).contains(&format!("gcbb db resolve --applied {name}")));
 
-    let out = db_cmd(&target, None, &dir.0, &["resolve", "--applied", &name]);
+    let out = db_cmd(&target, None, &dir.path, &["resolve", "--applied", &name]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
-    let out = db_cmd(&target, Some(&shadow.url), &dir.0, &["drift"]);
+    let out = db_cmd(&target, Some(&shadow.url), &dir.path, &["drift"]);
     assert_eq!(
         stdout(&out),
         "No difference detected.\n",
@@ -221,7 +164,7 @@ async fn the_seeds_hand_built_indexes_print_the_seeds_lines_and_the_resolution_p
     );
     assert_eq!(out.status.code(), Some(0));
 
-    let out = db_cmd(&target, None, &dir.0, &["status"]);
+    let out = db_cmd(&target, None, &dir.path, &["status"]);
     assert!(
         stdout(&out).contains("Database schema is up to date!"),
         "{}",
@@ -525,13 +468,13 @@ async fn recorded(target: &TestDb, name: &str) -> i64 {
 #[tokio::test]
 async fn deploy_refuses_a_destructive_file_without_an_allow_comment_and_runs_it_with_one() {
     let target = fresh_db().await;
-    let dir = TempDir::all_migrations();
-    let file = dir.add(
+    let dir = MigrationsDir::with(&[]);
+    let file = dir.write(
         DESTRUCTIVE,
         "ALTER TABLE \"Companion\" DROP COLUMN \"toolConfig\";\n",
     );
 
-    let out = db_cmd(&target, None, &dir.0, &["deploy"]);
+    let out = db_cmd(&target, None, &dir.path, &["deploy"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("error[drop-column]"), "{err}");
@@ -541,7 +484,7 @@ async fn deploy_refuses_a_destructive_file_without_an_allow_comment_and_runs_it_
     assert_eq!(recorded(&target, DESTRUCTIVE).await, 0);
 
     // The library deploy (used by `gcbb dev`) refuses too.
-    let refused = gcbb_migrate::deploy(&target.config, &dir.0).await;
+    let refused = gcbb_migrate::deploy(&target.config, &dir.path).await;
     assert!(
         matches!(
             refused,
@@ -557,7 +500,7 @@ async fn deploy_refuses_a_destructive_file_without_an_allow_comment_and_runs_it_
          ALTER TABLE \"Companion\" DROP COLUMN \"toolConfig\";\n",
     )
     .expect("add the allow comment");
-    let out = db_cmd(&target, None, &dir.0, &["deploy"]);
+    let out = db_cmd(&target, None, &dir.path, &["deploy"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains(DESTRUCTIVE));
     assert!(!has_column(&target, "Companion", "toolConfig").await);
@@ -572,9 +515,9 @@ async fn lint_exits_1_on_errors_0_on_warnings_and_prints_the_catalog() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("0 error(s)"));
 
-    let dir = TempDir::with_migrations(&[]);
-    let bad = dir.add(DESTRUCTIVE, "DROP TABLE \"GroupMessage\";\n");
-    let out = db_cmd(&target, None, &dir.0, &["lint"]);
+    let dir = MigrationsDir::empty();
+    let bad = dir.write(DESTRUCTIVE, "DROP TABLE \"GroupMessage\";\n");
+    let out = db_cmd(&target, None, &dir.path, &["lint"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stdout(&out).contains("error[drop-table]"),
@@ -582,22 +525,27 @@ async fn lint_exits_1_on_errors_0_on_warnings_and_prints_the_catalog() {
         stdout(&out)
     );
 
-    let warn_only = dir.add(
+    let warn_only = dir.write(
         "29990102000000_name_idx",
         "CREATE INDEX CONCURRENTLY \"Companion_name_idx\" ON \"Companion\"(\"name\");\n",
     );
     let out = db_cmd(
         &target,
         None,
-        &dir.0,
+        &dir.path,
         &["lint", &warn_only.display().to_string()],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("warning[index-without-if-not-exists]"));
-    let out = db_cmd(&target, None, &dir.0, &["lint", &bad.display().to_string()]);
+    let out = db_cmd(
+        &target,
+        None,
+        &dir.path,
+        &["lint", &bad.display().to_string()],
+    );
     assert_eq!(out.status.code(), Some(1));
 
-    let out = db_cmd(&target, None, &dir.0, &["lint", "--rules"]);
+    let out = db_cmd(&target, None, &dir.path, &["lint", "--rules"]);
     assert_eq!(out.status.code(), Some(0));
     for rule in gcbb_migrate::lint::RULES {
         assert!(stdout(&out).contains(rule.id), "catalog lists {}", rule.id);

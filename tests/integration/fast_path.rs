@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-use crate::common::app::{CacheKind, TestApp, CRON_SECRET};
+use crate::common::app::{CacheKind, TestApp};
 use crate::common::eventually;
 use crate::common::fault::{proxy_to_postgres, OwnRedis};
 use crate::common::request::TestResponse;
@@ -386,11 +386,7 @@ async fn a_companion_hidden_by_plain_sql_is_purged_from_the_cdn_by_an_instance_t
     .await;
     assert!(done, "the outbox row stayed pending");
     // The cron finds nothing left to purge for it.
-    let report = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let report = app.refresh().await;
     assert_eq!(report.status, 200, "{}", report.text());
     let deletes = api
         .calls()
@@ -406,9 +402,7 @@ async fn a_purge_that_keeps_failing_stays_in_the_outbox_until_a_later_drain_gets
     let (api, url, _server) = VercelApi::start(usize::MAX).await;
     let app = app_with_vercel(&url).await;
     let resp = app
-        .patch_json(&format!("/api/companion/{DEMO}"), &json!({"private": true}))
-        .signed_in(DEMO_OWNER)
-        .send()
+        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
         .await;
     assert_eq!(resp.status, 200);
     app.finish_background().await;
@@ -416,11 +410,7 @@ async fn a_purge_that_keeps_failing_stays_in_the_outbox_until_a_later_drain_gets
     let pending = "SELECT count(*) FROM \"PrivacyPurgeOutbox\" WHERE \"purgedAt\" IS NULL";
     assert_eq!(app.count(pending).await, 1, "still owed after the failures");
     // A cron run while Vercel still fails: the step says so, and the purge stays owed.
-    let report = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let report = app.refresh().await;
     assert_eq!(report.status, 503, "{}", report.text());
     assert!(report.json()["failed"]
         .as_array()
@@ -430,11 +420,7 @@ async fn a_purge_that_keeps_failing_stays_in_the_outbox_until_a_later_drain_gets
 
     api.fail_next(0);
 
-    let report = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let report = app.refresh().await;
     assert_eq!(report.status, 200, "{}", report.text());
     let step = report.json()["steps"]
         .as_array()
@@ -474,11 +460,7 @@ async fn the_outbox_written_while_no_instance_ran_is_drained_by_the_next_one() {
             .await,
         2
     );
-    let report = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let report = app.refresh().await;
     assert_eq!(report.status, 200, "{}", report.text());
     let mut tags: Vec<String> = api.calls().into_iter().flat_map(|c| c.tags).collect();
     tags.retain(|t| t.starts_with("companion:"));
@@ -557,12 +539,7 @@ async fn an_owners_edit_that_changes_nothing_purges_nothing_and_a_real_one_purge
 
     // Instructions are on no public page: nothing for the CDN.
     let resp = app
-        .patch_json(
-            &format!("/api/companion/{DEMO}"),
-            &json!({"instructions": "Be brief."}),
-        )
-        .signed_in(DEMO_OWNER)
-        .send()
+        .edit_companion(DEMO, &json!({"instructions": "Be brief."}), DEMO_OWNER)
         .await;
     assert_eq!(resp.status, 200);
     app.finish_background().await;
@@ -570,12 +547,7 @@ async fn an_owners_edit_that_changes_nothing_purges_nothing_and_a_real_one_purge
 
     // A move to another category: the pages listing it, and that category's.
     let resp = app
-        .patch_json(
-            &format!("/api/companion/{DEMO}"),
-            &json!({"categoryId": "cat_demo_05"}),
-        )
-        .signed_in(DEMO_OWNER)
-        .send()
+        .edit_companion(DEMO, &json!({"categoryId": "cat_demo_05"}), DEMO_OWNER)
         .await;
     assert_eq!(resp.status, 200);
     assert!(eventually(|| async { api.calls().len() == 1 }).await);

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::{fresh_db, project_root, TestDb};
-use crate::support::{binary, free_port, Server};
+use crate::support::Server;
 use crate::tokens::clerk_env;
+use gcbb_test_support::node::npm_ci_unless_installed;
 
 /// The demo data's owners (`cli/src/demo.rs`), the users dev sign-in offers.
 const DEMO_OWNERS: [&str; 3] = ["user_demo_1", "user_demo_2", "user_demo_3"];
@@ -21,24 +22,15 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// `gcbb dev` seeding `db` with the demo data, answering with the scripted model.
 async fn start_dev(db: &TestDb, env: &[(&str, String)]) -> Server {
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(project_root())
-        .args(["dev", "--port", &port.to_string()])
-        .env("DATABASE_URL", &db.url)
-        // Whatever model the developer's shell names, these tests want the offline one.
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("LLM_PROVIDER")
+    let mut vars = vec![
         // The browser sends more chat requests than the default 5 a minute allow.
-        .env("RATE_LIMIT_ANON_REQUESTS", "1000")
-        .env("RATE_LIMIT_USER_REQUESTS", "1000")
+        ("RATE_LIMIT_ANON_REQUESTS", "1000".to_owned()),
+        ("RATE_LIMIT_USER_REQUESTS", "1000".to_owned()),
         // Slow enough that a reply arrives in many pieces the browser can be seen to show.
-        .env("LLM_SCRIPTED_CHUNK_DELAY_MS", "30");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Server::start(cmd, port).await
+        ("LLM_SCRIPTED_CHUNK_DELAY_MS", "30".to_owned()),
+    ];
+    vars.extend_from_slice(env);
+    crate::common::start_dev(db, &vars).await
 }
 
 async fn dev_session(http: &reqwest::Client, server: &Server, body: Value) -> reqwest::Response {
@@ -222,14 +214,7 @@ fn run_browser_checks(base: &str, out: &Path) -> (Value, String) {
         "{CHROMIUM} is missing: run .ci/setup (it installs Debian's chromium)"
     );
     let dir = project_root().join("tests/browser");
-    if !dir.join("node_modules/playwright-core").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm runs");
-        assert!(status.success(), "npm ci failed in tests/browser");
-    }
+    npm_ci_unless_installed(&dir, &["playwright-core"]);
     let report_path = out.join("report.json");
     let stderr_path = out.join("stderr.txt");
     let mut child = Command::new("node")

@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 use crate::common::session::ISSUER;
 
 use crate::common::app::TestApp;
+use crate::common::start_dev_with;
 use crate::common::{fresh_db, project_root};
-use crate::support::{binary, free_port, Server};
+use crate::support::{free_port, Server};
 
 /// A public companion of the demo data (Ada Lovelace, the platform's).
 const DEMO_PUBLIC: &str = "cmp_demo_00";
@@ -25,23 +26,14 @@ const DEMO_PUBLIC: &str = "cmp_demo_00";
 /// a minute (the default) and replies without delay.
 async fn start_dev(args: &[&str], env: &[(&str, &str)]) -> (Server, crate::common::TestDb) {
     let db = fresh_db().await;
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(project_root())
-        .args(["dev", "--port", &port.to_string()])
-        .args(args)
-        .env("DATABASE_URL", &db.url)
-        .env("LLM_PROVIDER", "scripted")
-        .env("LLM_SCRIPTED_CHUNK_DELAY_MS", "0")
+    let mut vars = vec![
+        ("LLM_SCRIPTED_CHUNK_DELAY_MS", "0".to_owned()),
         // A day-long window: a burst never straddles a window boundary, where the sliding
         // window counts the previous window's requests rounded down.
-        .env("RATE_LIMIT_ANON_WINDOW_MS", "86400000")
-        .env_remove("TRUSTED_PROXY")
-        .env_remove("DEV_TRUSTED_PROXIES");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    (Server::start(cmd, port).await, db)
+        ("RATE_LIMIT_ANON_WINDOW_MS", "86400000".to_owned()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    (start_dev_with(&db, args, &vars).await, db)
 }
 
 /// Sends one anonymous chat message per entry of `forwarded` (its `X-Forwarded-For`), all at

@@ -25,8 +25,10 @@ mod rehearse;
 mod resilience;
 mod resume;
 mod revert;
-#[path = "../support/process.rs"]
-mod support;
+/// The process helpers of `gcbb-test-support`, under the name the tests import them by.
+mod support {
+    pub use gcbb_test_support::process::*;
+}
 mod tokens;
 mod upstash_proxy;
 mod verify;

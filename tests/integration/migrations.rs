@@ -1,68 +1,23 @@
 //! `gcbb db` against the real Postgres, through the real binary: printed lines, exit codes, and
 //! what ends up in `_prisma_migrations` and the schema.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use crate::common::{self, empty_db, fresh_db, gcbb, unique, TestDb};
+/// The project's migration names, in order.
+use crate::common::project_migration_names as local_names;
+use crate::common::{
+    self, assert_contains_all, code, empty_db, fresh_db, gcbb, gcbb_db, stderr, stdout, unique,
+    TestDb,
+};
 
 /// A copy of the project's migrations plus extra files, removed on drop.
-struct TempMigrations {
-    path: PathBuf,
-}
-
-impl TempMigrations {
-    fn with(extra: &[(&str, &str)]) -> Self {
-        let path = std::env::temp_dir().join(unique("gcbb_migrations"));
-        std::fs::create_dir_all(&path).expect("create temp migrations dir");
-        for m in local_names() {
-            let src = common::migrations_dir().join(&m).join("migration.sql");
-            std::fs::create_dir_all(path.join(&m)).expect("mkdir");
-            std::fs::copy(src, path.join(&m).join("migration.sql")).expect("copy migration");
-        }
-        let t = TempMigrations { path };
-        for (name, sql) in extra {
-            t.write(name, sql);
-        }
-        t
-    }
-
-    fn write(&self, name: &str, sql: &str) {
-        std::fs::create_dir_all(self.path.join(name)).expect("mkdir");
-        std::fs::write(self.path.join(name).join("migration.sql"), sql).expect("write migration");
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.path.join(name).join("migration.sql")
-    }
-}
-
-impl Drop for TempMigrations {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// The project's migration names, in order.
-fn local_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(common::migrations_dir())
-        .expect("read migrations")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("migration.sql").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+type TempMigrations = crate::common::MigrationsDir;
 
 fn db_cmd(db: &TestDb, dir: &Path, args: &[&str]) -> std::process::Command {
-    let mut cmd = gcbb();
-    cmd.arg("db")
-        .args(args)
-        .arg("--migrations-dir")
-        .arg(dir)
-        .env("DATABASE_URL", &db.url);
+    let mut cmd = gcbb_db(db, dir);
+    cmd.args(args);
     cmd
 }
 
@@ -71,14 +26,7 @@ fn run(db: &TestDb, dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
+    (stdout(o), stderr(o))
 }
 
 #[derive(Debug)]
@@ -116,15 +64,8 @@ async fn rows(db: &TestDb) -> Vec<Row> {
 }
 
 async fn table_exists(db: &TestDb, name: &str) -> bool {
-    db.client()
-        .await
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[&format!("public.\"{name}\"")],
-        )
-        .await
-        .expect("to_regclass")
-        .get(0)
+    let sql = "SELECT to_regclass($1) IS NOT NULL";
+    db.one(sql, &[&format!("public.\"{name}\"")]).await
 }
 
 fn sha256_file(path: &Path) -> String {
@@ -350,15 +291,16 @@ async fn a_failing_migration_is_recorded_blocks_deploys_and_recovers_after_resol
     let out = run(&db, &dir.path, &["deploy"]);
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 1);
-    for line in [
+    assert_contains_all(
+        &stderr,
+        &[
         "Error: P3018",
         "A migration failed to apply. New migrations cannot be applied before the error is recovered from.",
         &format!("Migration name: {broken}"),
         "Database error code: 42P01",
         "relation \"Nope\" does not exist",
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in {stderr}");
-    }
+        ],
+    );
     assert!(
         !table_exists(&db, "Partial").await,
         "the file ran in one transaction"
@@ -808,33 +750,27 @@ async fn when_the_retry_budget_runs_out_the_deploy_fails_cleanly_and_the_history
     let took = started.elapsed();
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 1, "{stderr}");
-    for line in [
-        "Error: P3018",
-        &format!("Migration name: {}", ADD_EXTRA.0),
-        "Database error code: 55P03",
-        "ERROR: canceling statement due to lock timeout",
-        "lock_timeout (300 ms) fired on each of ",
-        "the retry budget (MIGRATE_LOCK_RETRY_BUDGET_MS=2500)",
-        "nothing of this file was applied",
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in {stderr}");
-    }
+    assert_contains_all(
+        &stderr,
+        &[
+            "Error: P3018",
+            &format!("Migration name: {}", ADD_EXTRA.0),
+            "Database error code: 55P03",
+            "ERROR: canceling statement due to lock timeout",
+            "lock_timeout (300 ms) fired on each of ",
+            "the retry budget (MIGRATE_LOCK_RETRY_BUDGET_MS=2500)",
+            "nothing of this file was applied",
+        ],
+    );
     assert!(
         took >= Duration::from_millis(2000),
         "the budget was spent: {took:?}"
     );
     // Nothing half-applied: the table the file creates first was rolled back with the rest.
     assert!(!table_exists(&db, "Extra").await);
-    let columns: i64 = db
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'Companion' AND column_name = 'extra'",
-            &[],
-        )
-        .await
-        .expect("columns")
-        .get(0);
+    let columns = db
+        .count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'Companion' AND column_name = 'extra'")
+        .await;
     assert_eq!(columns, 0);
     // The row Prisma leaves for a failed migration: started, not finished, no steps, the error
     // in its logs; status then says so in Prisma's words.

@@ -14,11 +14,11 @@ use gcbb_cli::model_server::Script;
 use serde_json::{json, Value};
 
 use crate::chat::{chat_app, ALICE, BOB, PUBLIC};
-use crate::common::app::{CacheKind, TestApp, CRON_SECRET};
+use crate::common::app::{CacheKind, TestApp};
 use crate::common::fault::{OwnRedis, TcpProxy};
 use crate::common::session::{clerk_env, token_for};
-use crate::common::{eventually, fresh_db, project_root, TestDb};
-use crate::support::{binary, free_port, Server};
+use crate::common::{eventually, fresh_db, start_dev_with, TestDb};
+use crate::support::Server;
 
 /// Bob's companion: its instructions must never reach anyone but Bob.
 const BOBS: &str = "comp_bob";
@@ -159,9 +159,7 @@ async fn a_member_its_owner_makes_private_stops_answering_in_another_users_group
     );
 
     let made_private = app
-        .patch_json(&format!("/api/companion/{BOBS}"), &json!({"private": true}))
-        .signed_in(BOB)
-        .send()
+        .edit_companion(BOBS, &json!({"private": true}), BOB)
         .await;
     assert_eq!(made_private.status, 200, "{}", made_private.text());
     let requests_before = app.model().requests();
@@ -243,9 +241,7 @@ async fn after_a_privacy_patch_no_instance_serves_the_companion_though_redis_was
     let generation = redis.get(&format!("{}:v1:gen:dashboard", app.prefix)).await;
     hole.black_hole();
     let resp = app
-        .patch_json(&format!("/api/companion/{DEMO}"), &json!({"private": true}))
-        .signed_in(DEMO_OWNER)
-        .send()
+        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
         .await;
     hole.cut();
     hole.forward().await;
@@ -278,19 +274,8 @@ async fn after_a_privacy_patch_no_instance_serves_the_companion_though_redis_was
 
 /// `gcbb dev` on `db`, memory cache, signing keys of this test process.
 async fn start_dev(db: &TestDb, seed: bool) -> Server {
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.current_dir(project_root())
-        .args(["dev", "--port", &port.to_string()])
-        .env("DATABASE_URL", &db.url)
-        .env("LLM_PROVIDER", "scripted");
-    if !seed {
-        cmd.arg("--no-seed");
-    }
-    for (k, v) in clerk_env() {
-        cmd.env(k, v);
-    }
-    Server::start(cmd, port).await
+    let args: &[&str] = if seed { &[] } else { &["--no-seed"] };
+    start_dev_with(db, args, &clerk_env()).await
 }
 
 async fn dev_lists(server: &Server, companion: &str) -> bool {
@@ -482,12 +467,7 @@ async fn making_a_companion_private_deletes_its_tag_from_the_cdn_and_other_edits
     let app = app_with_vercel(&url).await;
 
     let resp = app
-        .patch_json(
-            &format!("/api/companion/{DEMO}"),
-            &json!({"name": "Renamed"}),
-        )
-        .signed_in(DEMO_OWNER)
-        .send()
+        .edit_companion(DEMO, &json!({"name": "Renamed"}), DEMO_OWNER)
         .await;
     assert_eq!(resp.status, 200);
     assert!(eventually(|| async { api.calls().len() == 1 }).await);
@@ -502,9 +482,7 @@ async fn making_a_companion_private_deletes_its_tag_from_the_cdn_and_other_edits
     );
 
     let resp = app
-        .patch_json(&format!("/api/companion/{DEMO}"), &json!({"private": true}))
-        .signed_in(DEMO_OWNER)
-        .send()
+        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
         .await;
     assert_eq!(resp.status, 200);
     assert!(eventually(|| async { api.calls().len() == 2 }).await);
@@ -512,11 +490,7 @@ async fn making_a_companion_private_deletes_its_tag_from_the_cdn_and_other_edits
     assert_eq!(call.path, "dangerously-delete-by-tags");
     assert_eq!(call.tags, [format!("companion:{DEMO}")]);
 
-    let refresh = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let refresh = app.refresh().await;
     assert_eq!(refresh.status, 200, "{}", refresh.text());
     assert!(eventually(|| async { api.calls().len() == 3 }).await);
     let call = &api.calls()[2];
@@ -529,9 +503,7 @@ async fn a_failed_purge_is_retried_after_the_response_and_never_fails_the_patch(
     let (api, url, _server) = VercelApi::start(2).await;
     let app = app_with_vercel(&url).await;
     let resp = app
-        .patch_json(&format!("/api/companion/{DEMO}"), &json!({"private": true}))
-        .signed_in(DEMO_OWNER)
-        .send()
+        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
         .await;
     assert_eq!(resp.status, 200);
     assert_eq!(
@@ -561,9 +533,7 @@ async fn without_a_vercel_token_nothing_is_purged_and_gcbb_dev_says_purging_is_o
         .start()
         .await;
     let resp = app
-        .patch_json(&format!("/api/companion/{DEMO}"), &json!({"private": true}))
-        .signed_in(DEMO_OWNER)
-        .send()
+        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
         .await;
     assert_eq!(resp.status, 200);
     app.finish_background().await;
@@ -602,9 +572,7 @@ async fn a_companion_name_with_bidi_or_invisible_characters_is_refused_and_nothi
         "\u{3164}",
     ] {
         let resp = app
-            .patch_json(&format!("/api/companion/{DEMO}"), &json!({ "name": name }))
-            .signed_in(DEMO_OWNER)
-            .send()
+            .edit_companion(DEMO, &json!({ "name": name }), DEMO_OWNER)
             .await;
         assert_eq!(resp.status, 400, "{name:?}");
         assert_eq!(resp.json()["error"]["param"], "name");
@@ -665,16 +633,12 @@ async fn companion_edits_are_rate_limited_per_user_and_a_refused_edit_changes_no
         .await;
     for name in ["First", "Second"] {
         let resp = app
-            .patch_json(&format!("/api/companion/{DEMO}"), &json!({ "name": name }))
-            .signed_in(DEMO_OWNER)
-            .send()
+            .edit_companion(DEMO, &json!({ "name": name }), DEMO_OWNER)
             .await;
         assert_eq!(resp.status, 200);
     }
     let limited = app
-        .patch_json(&format!("/api/companion/{DEMO}"), &json!({"name": "Third"}))
-        .signed_in(DEMO_OWNER)
-        .send()
+        .edit_companion(DEMO, &json!({"name": "Third"}), DEMO_OWNER)
         .await;
     assert_eq!(limited.status, 429);
     assert!(limited.headers.contains_key("retry-after"));

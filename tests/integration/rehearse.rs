@@ -11,7 +11,7 @@
 //! erring or too slow, or interrupted by Ctrl-C. Every test checks the output and the databases:
 //! the target's columns, data files and history, and which copies still exist.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
@@ -20,7 +20,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::common::neon::{Mode, NeonStandIn};
-use crate::common::{self, empty_db, fresh_db, gcbb, quote_ident, unique, url_for, TestDb};
+/// The project's own migrations, oldest first.
+use crate::common::project_migration_names as project_history;
+use crate::common::{
+    self, empty_db, fresh_db, gcbb, gcbb_db, quote_ident, stdout, text, unique, url_for, TestDb,
+};
 
 /// Advisory lock key (on the `postgres` database) serialising builds of the seeded template.
 const SEEDED_TEMPLATE_LOCK_KEY: i64 = 0x6763_6262_7470_6c01; // "gcbbtpl\x01"
@@ -130,34 +134,7 @@ async fn seeded_db() -> TestDb {
 }
 
 /// A migrations directory: the project's migrations plus the test's own, removed afterwards.
-struct Migrations(PathBuf);
-
-impl Migrations {
-    fn with(extra: &[(&str, &str)]) -> Migrations {
-        let dir = std::env::temp_dir().join(unique("gcbb_rehearse_dir"));
-        for entry in std::fs::read_dir(common::migrations_dir()).expect("read migrations") {
-            let from = entry.expect("a migration").path();
-            if from.join("migration.sql").is_file() {
-                let to = dir.join(from.file_name().expect("a name"));
-                std::fs::create_dir_all(&to).expect("create a migration dir");
-                std::fs::copy(from.join("migration.sql"), to.join("migration.sql"))
-                    .expect("copy a migration");
-            }
-        }
-        for (name, sql) in extra {
-            let to = dir.join(name);
-            std::fs::create_dir_all(&to).expect("create a migration dir");
-            std::fs::write(to.join("migration.sql"), sql).expect("write a migration");
-        }
-        Migrations(dir)
-    }
-}
-
-impl Drop for Migrations {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+type Migrations = crate::common::MigrationsDir;
 
 const ADD_EDITED_AT: (&str, &str) = (
     "20990101000000_add_message_edited_at",
@@ -210,26 +187,7 @@ const INDEX_CONCURRENTLY_THEN_WAIT: [(&str, &str); 2] = [
 ];
 
 fn run(target: &TestDb, dir: &Path, args: &[&str]) -> Output {
-    gcbb()
-        .env("DATABASE_URL", &target.url)
-        .arg("db")
-        .arg("--migrations-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run gcbb")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n--- stderr ---\n{}",
-        stdout(o),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    gcbb_db(target, dir).args(args).output().expect("run gcbb")
 }
 
 fn json(o: &Output) -> Value {
@@ -247,17 +205,7 @@ fn copy_name(report: &Value) -> String {
 
 /// Databases of the server whose names start with `prefix`.
 async fn databases_like(prefix: &str) -> Vec<String> {
-    admin()
-        .await
-        .query(
-            "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
-            &[&prefix],
-        )
-        .await
-        .expect("list databases")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    common::databases_starting_with(prefix).await
 }
 
 /// The copies and shadows a rehearsal of `target` may have made.
@@ -268,61 +216,26 @@ async fn scratch_databases_of(target: &TestDb) -> Vec<String> {
 }
 
 async fn column_type(db: &TestDb, table: &str, column: &str) -> Option<String> {
-    db.client()
-        .await
-        .query_opt(
-            "SELECT udt_name::text FROM information_schema.columns \
-             WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2",
-            &[&table, &column],
-        )
-        .await
-        .expect("read the column")
-        .map(|r| r.get(0))
+    let sql = "SELECT udt_name::text FROM information_schema.columns \
+               WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2";
+    db.column(sql, &[&table, &column]).await.pop()
 }
 
 async fn history(db: &TestDb) -> Vec<String> {
-    db.client()
-        .await
-        .query(
-            "SELECT migration_name::text FROM _prisma_migrations ORDER BY migration_name",
-            &[],
-        )
-        .await
-        .expect("read the history")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    let sql = "SELECT migration_name::text FROM _prisma_migrations ORDER BY migration_name";
+    db.column(sql, &[]).await
 }
 
 async fn relfilenode(db: &TestDb, table: &str) -> u32 {
-    db.client()
-        .await
-        .query_one(
-            "SELECT relfilenode FROM pg_class WHERE oid = to_regclass($1)",
-            &[&quote_ident(table)],
-        )
-        .await
-        .expect("read relfilenode")
-        .get(0)
-}
-
-/// The project's own migrations, oldest first.
-fn project_history() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(common::migrations_dir())
-        .expect("read the migrations directory")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("migration.sql").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    let sql = "SELECT relfilenode FROM pg_class WHERE oid = to_regclass($1)";
+    db.one(sql, &[&quote_ident(table)]).await
 }
 
 #[tokio::test]
 async fn a_harmless_migration_passes_on_a_seeded_copy_and_leaves_no_copy_behind() {
     let target = seeded_db().await;
     let dir = Migrations::with(&[ADD_EDITED_AT]);
-    let out = run(&target, &dir.0, &["rehearse"]);
+    let out = run(&target, &dir.path, &["rehearse"]);
     let report = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
@@ -361,7 +274,7 @@ async fn an_alter_column_type_that_rewrites_message_is_caught_with_its_lock_time
     // what rewriting 50 000 rows and their indexes takes.
     let out = run(
         &target,
-        &dir.0,
+        &dir.path,
         &[
             "rehearse",
             "--copy",
@@ -421,7 +334,7 @@ async fn an_alter_column_type_that_rewrites_message_is_caught_with_its_lock_time
 async fn a_set_not_null_on_a_column_with_nulls_fails_in_the_copy_and_production_is_untouched() {
     let target = seeded_db().await;
     let dir = Migrations::with(&[TAGLINE, INDEX_CONCURRENTLY]);
-    let out = run(&target, &dir.0, &["rehearse"]);
+    let out = run(&target, &dir.path, &["rehearse"]);
     let report = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -456,7 +369,7 @@ async fn a_set_not_null_on_a_column_with_nulls_fails_in_the_copy_and_production_
     assert!(scratch_databases_of(&target).await.is_empty());
 
     // With --keep the copy stays, as the failed deploy would leave production's history.
-    let out = run(&target, &dir.0, &["rehearse", "--keep", "--json"]);
+    let out = run(&target, &dir.path, &["rehearse", "--keep", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = json(&out);
     let kept = copy_name(&report);
@@ -491,7 +404,7 @@ async fn a_set_not_null_on_a_column_with_nulls_fails_in_the_copy_and_production_
 async fn an_index_built_without_concurrently_is_shown_holding_its_share_lock() {
     let target = seeded_db().await;
     let dir = Migrations::with(&[INDEX_LOCKING, INDEX_CONCURRENTLY]);
-    let out = run(&target, &dir.0, &["rehearse", "--json"]);
+    let out = run(&target, &dir.path, &["rehearse", "--json"]);
     // SHARE stops writes but not reads: shown, not judged by default.
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report = json(&out);
@@ -518,7 +431,11 @@ async fn an_index_built_without_concurrently_is_shown_holding_its_share_lock() {
     assert_eq!(report["verdict"]["passed"], true);
 
     // With a budget for write-blocking locks, the same build fails, with the lint's rewrite.
-    let out = run(&target, &dir.0, &["rehearse", "--max-write-lock-ms", "1"]);
+    let out = run(
+        &target,
+        &dir.path,
+        &["rehearse", "--max-write-lock-ms", "1"],
+    );
     let text_report = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -581,16 +498,9 @@ async fn an_empty_database_rehearses_the_whole_history_and_stays_empty() {
     assert!(report["notes"].as_array().expect("notes").iter().any(|n| n
         .as_str()
         .is_some_and(|n| n.starts_with("verify could not judge the plans"))));
-    let tables: i64 = target
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
-            &[],
-        )
-        .await
-        .expect("count tables")
-        .get(0);
+    let tables = target
+        .count("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        .await;
     assert_eq!(tables, 0);
     assert!(scratch_databases_of(&target).await.is_empty());
 }
@@ -608,7 +518,7 @@ async fn into_the_target_is_refused_however_the_url_spells_it() {
             target.name
         ),
     ] {
-        let out = run(&target, &dir.0, &["rehearse", "--into", &into]);
+        let out = run(&target, &dir.path, &["rehearse", "--into", &into]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -631,7 +541,7 @@ async fn into_a_branch_made_beforehand_runs_there_and_leaves_it_in_place() {
         "postgres://postgres@127.1:5432/{}?sslmode=disable",
         branch.name
     );
-    let out = run(&target, &dir.0, &["rehearse", "--into", &into]);
+    let out = run(&target, &dir.path, &["rehearse", "--into", &into]);
     let report = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(report.contains("— given (--into)"), "{report}");
@@ -652,7 +562,7 @@ async fn into_a_branch_made_beforehand_runs_there_and_leaves_it_in_place() {
 async fn deploy_with_rehearse_applies_only_when_the_rehearsal_passes() {
     let target = seeded_db().await;
     let failing = Migrations::with(&[TAGLINE]);
-    let out = run(&target, &failing.0, &["deploy", "--rehearse"]);
+    let out = run(&target, &failing.path, &["deploy", "--rehearse"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(stdout(&out).contains("Verdict: FAIL"), "{}", text(&out));
     assert!(
@@ -667,7 +577,7 @@ async fn deploy_with_rehearse_applies_only_when_the_rehearsal_passes() {
     assert_eq!(history(&target).await, project_history());
 
     let harmless = Migrations::with(&[ADD_EDITED_AT]);
-    let out = run(&target, &harmless.0, &["deploy", "--rehearse"]);
+    let out = run(&target, &harmless.path, &["deploy", "--rehearse"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let printed = stdout(&out);
     let passed = printed.find("Verdict: PASS").expect("the verdict");
@@ -682,7 +592,7 @@ async fn deploy_with_rehearse_applies_only_when_the_rehearsal_passes() {
     assert!(history(&target).await.contains(&ADD_EDITED_AT.0.to_owned()));
     assert!(scratch_databases_of(&target).await.is_empty());
 
-    let out = run(&target, &harmless.0, &["deploy", "--max-lock-ms", "5"]);
+    let out = run(&target, &harmless.path, &["deploy", "--max-lock-ms", "5"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr)
@@ -708,7 +618,7 @@ async fn a_backup_archive_and_a_schema_only_copy_are_rehearsed_too() {
     let archive_arg = archive.to_string_lossy().into_owned();
     let out = run(
         &target,
-        &dir.0,
+        &dir.path,
         &[
             "rehearse",
             "--from-backup",
@@ -732,7 +642,7 @@ async fn a_backup_archive_and_a_schema_only_copy_are_rehearsed_too() {
     assert!(databases_like(&copy_name(&report)).await.is_empty());
 
     // Structure only: the rewrite is real even on empty tables, and judged by the target's size.
-    let out = run(&target, &dir.0, &["rehearse", "--schema-only", "--json"]);
+    let out = run(&target, &dir.path, &["rehearse", "--schema-only", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = json(&out);
     assert_eq!(
@@ -765,7 +675,7 @@ async fn a_write_blocked_over_a_second_fails_by_default_naming_the_statement_and
 ) {
     let target = seeded_db().await;
     let dir = Migrations::with(&[INDEX_HELD]);
-    let out = run(&target, &dir.0, &["rehearse", "--json"]);
+    let out = run(&target, &dir.path, &["rehearse", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = json(&out);
     assert_eq!(report["workload"]["readers"], 2);
@@ -807,7 +717,7 @@ async fn a_write_blocked_over_a_second_fails_by_default_naming_the_statement_and
         .iter()
         .any(|b| b["kind"] == "query_blocked" && b["role"] == "reader"));
 
-    let out = run(&target, &dir.0, &["rehearse"]);
+    let out = run(&target, &dir.path, &["rehearse"]);
     let printed = stdout(&out);
     assert!(
         printed.contains(&format!("{}, line 2: SHARE on \"Message\"", INDEX_HELD.0))
@@ -830,7 +740,7 @@ async fn a_write_blocked_over_a_second_fails_by_default_naming_the_statement_and
 async fn the_same_index_built_concurrently_blocks_no_reader_nor_writer() {
     let target = seeded_db().await;
     let dir = Migrations::with(&INDEX_CONCURRENTLY_THEN_WAIT);
-    let out = run(&target, &dir.0, &["rehearse", "--json"]);
+    let out = run(&target, &dir.path, &["rehearse", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report = json(&out);
     for run in report["migrations"].as_array().expect("runs") {
@@ -860,7 +770,7 @@ async fn a_hot_query_the_migrations_break_is_reported_by_the_workload_not_a_cras
     // Time for every query of the workload to run against the renamed column.
     let wait = ("20990101000001_then_wait", "SELECT pg_sleep(1);\n");
     let dir = Migrations::with(&[rename, wait]);
-    let out = run(&target, &dir.0, &["rehearse", "--json"]);
+    let out = run(&target, &dir.path, &["rehearse", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = json(&out);
     let errors = report["workload"]["errors"].as_array().expect("errors");
@@ -899,7 +809,7 @@ async fn a_hot_query_the_migrations_break_is_reported_by_the_workload_not_a_cras
         .expect("breaches")
         .iter()
         .any(|b| b["kind"] == "verify_regressed"));
-    let printed = stdout(&run(&target, &dir.0, &["rehearse"]));
+    let printed = stdout(&run(&target, &dir.path, &["rehearse"]));
     assert!(
         printed.contains("Queries of the workload that failed on the copy:")
             && printed.contains("messages.recent (reader) failed ")
@@ -924,7 +834,7 @@ async fn a_hot_query_that_loses_its_index_fails_with_both_timings_and_plans() {
          DROP INDEX \"Message_companionId_idx\";\n",
     );
     let dir = Migrations::with(&[drop]);
-    let out = run(&target, &dir.0, &["rehearse", "--json"]);
+    let out = run(&target, &dir.path, &["rehearse", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report = json(&out);
     let recent = report["speed"]
@@ -965,7 +875,7 @@ async fn a_hot_query_that_loses_its_index_fails_with_both_timings_and_plans() {
         .expect("regressions")
         .iter()
         .any(|r| r["kind"] == "index_scan_turned_sequential" && r["relation"] == "Message"));
-    let printed = stdout(&run(&target, &dir.0, &["rehearse"]));
+    let printed = stdout(&run(&target, &dir.path, &["rehearse"]));
     assert!(
         printed.contains("  hot query messages.recent: ")
             && printed.contains("\"Message\" was read through an index before and is read by a sequential scan after")
@@ -984,12 +894,8 @@ async fn run_neon(
     extra_env: &[(&str, &str)],
     args: &[&str],
 ) -> Output {
-    let mut cmd = gcbb();
-    cmd.env("DATABASE_URL", &target.url)
-        .arg("db")
-        .arg("--migrations-dir")
-        .arg(dir)
-        .args(args);
+    let mut cmd = gcbb_db(target, dir);
+    cmd.args(args);
     for (k, v) in neon.env() {
         cmd.env(k, v);
     }
@@ -1007,7 +913,14 @@ async fn neon_branch_is_made_through_the_api_rehearsed_in_and_deleted_whether_th
     let target = seeded_db().await;
     let neon = NeonStandIn::start(&target).await;
     let dir = Migrations::with(&[ADD_EDITED_AT]);
-    let out = run_neon(&target, &dir.0, &neon, &[], &["rehearse", "--neon-branch"]).await;
+    let out = run_neon(
+        &target,
+        &dir.path,
+        &neon,
+        &[],
+        &["rehearse", "--neon-branch"],
+    )
+    .await;
     let printed = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let (id, name) = {
@@ -1091,7 +1004,7 @@ async fn neon_branch_is_made_through_the_api_rehearsed_in_and_deleted_whether_th
     let failing = Migrations::with(&[TAGLINE]);
     let out = run_neon(
         &target,
-        &failing.0,
+        &failing.path,
         &neon,
         &[],
         &["rehearse", "--neon-branch", "--json"],
@@ -1170,7 +1083,14 @@ async fn a_neon_api_error_or_timeout_gives_a_clear_message_and_leaves_no_branch(
     ];
     for (mode, env, expected) in cases {
         neon.set_mode(mode);
-        let out = run_neon(&target, &dir.0, &neon, &env, &["rehearse", "--neon-branch"]).await;
+        let out = run_neon(
+            &target,
+            &dir.path,
+            &neon,
+            &env,
+            &["rehearse", "--neon-branch"],
+        )
+        .await;
         assert_eq!(out.status.code(), Some(1), "{mode:?}: {}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         for part in &expected {
@@ -1202,7 +1122,7 @@ async fn a_neon_api_error_or_timeout_gives_a_clear_message_and_leaves_no_branch(
         .env("NEON_PROJECT_ID", &neon.project)
         .env("NEON_API_URL", &neon.url)
         .args(["db", "--migrations-dir"])
-        .arg(&dir.0)
+        .arg(&dir.path)
         .args(["rehearse", "--neon-branch"])
         .output()
         .expect("run");
@@ -1227,7 +1147,7 @@ async fn an_interrupted_rehearsal_in_a_neon_branch_deletes_the_branch() {
         .env("DATABASE_URL", &target.url)
         .arg("db")
         .arg("--migrations-dir")
-        .arg(&dir.0)
+        .arg(&dir.path)
         .args(["rehearse", "--neon-branch"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

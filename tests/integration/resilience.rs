@@ -12,7 +12,7 @@ use gcbb::db::{DbConfig, Pool};
 use gcbb::id::{CompanionId, MessageId, UserId};
 use serde_json::Value;
 
-use crate::common::app::{CacheKind, TestApp, CRON_SECRET, SYSTEM_USER};
+use crate::common::app::{CacheKind, TestApp, SYSTEM_USER};
 use crate::common::fault::{proxy_to_postgres, OwnRedis, TcpProxy};
 use crate::common::{fresh_db, gcbb, unique};
 
@@ -410,11 +410,7 @@ async fn cron_with_redis_down_refreshes_the_read_model_and_answers_503_naming_th
         .count("SELECT count(*) FROM \"DashboardRefreshLog\"")
         .await;
     drop(redis);
-    let resp = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let resp = app.refresh().await;
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(resp.headers.contains_key("retry-after"));
     let body = resp.json();
@@ -456,11 +452,7 @@ async fn cron_with_everything_up_answers_200_refreshed_with_every_step_ok() {
         .cache(CacheKind::Redis)
         .start()
         .await;
-    let resp = app
-        .get("/api/cron/refresh")
-        .bearer(CRON_SECRET)
-        .send()
-        .await;
+    let resp = app.refresh().await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let body = resp.json();
     assert_eq!(body["status"], "refreshed");
@@ -480,7 +472,7 @@ async fn cron_with_everything_up_answers_200_refreshed_with_every_step_ok() {
 // ---- gcbb cache clear ------------------------------------------------------------------------
 
 async fn redis_conn() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(crate::common::app::REDIS_URL)
+    redis::Client::open(crate::common::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -498,7 +490,7 @@ async fn exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool
 
 fn cache_clear(prefix: &str, args: &[&str]) -> std::process::Output {
     gcbb()
-        .env("REDIS_URL", crate::common::app::REDIS_URL)
+        .env("REDIS_URL", crate::common::redis_url())
         .env("CACHE_KEY_PREFIX", prefix)
         .env_remove("UPSTASH_REDIS_REST_URL")
         .env_remove("KV_REST_API_URL")
@@ -556,7 +548,7 @@ async fn cache_clear_without_a_prefix_of_its_own_works_in_the_deployments_databa
 ) {
     let clear = |database_url: Option<&str>, pattern: &str| {
         let mut cmd = gcbb();
-        cmd.env("REDIS_URL", crate::common::app::REDIS_URL)
+        cmd.env("REDIS_URL", crate::common::redis_url())
             .env_remove("CACHE_KEY_PREFIX")
             .env_remove("UPSTASH_REDIS_REST_URL")
             .env_remove("KV_REST_API_URL")
@@ -770,11 +762,7 @@ async fn replies_through_an_outage(
         .count("SELECT count(*) FROM \"Message\" WHERE \"role\" = 'assistant' AND \"userId\" LIKE 'user_outage_%'")
         .await;
     if drain_by_cron {
-        let resp = app
-            .get("/api/cron/refresh")
-            .bearer(CRON_SECRET)
-            .send()
-            .await;
+        let resp = app.refresh().await;
         assert_eq!(resp.status, 200, "{}", resp.text());
         let step = resp.json()["steps"]
             .as_array()
@@ -943,11 +931,7 @@ async fn a_reply_left_in_the_journal_is_written_by_the_cron_once_however_often_i
     assert_eq!(app.count(&stored).await, 0);
 
     let drain = || async {
-        let resp = app
-            .get("/api/cron/refresh")
-            .bearer(CRON_SECRET)
-            .send()
-            .await;
+        let resp = app.refresh().await;
         assert_eq!(resp.status, 200, "{}", resp.text());
         let step = resp.json()["steps"]
             .as_array()

@@ -543,7 +543,7 @@ async fn a_reply_in_flight_holds_a_bounded_journal_in_redis_and_little_once_it_e
         .await;
     until_text(&mut resp).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let client = redis::Client::open(crate::common::app::REDIS_URL).unwrap();
+    let client = redis::Client::open(crate::common::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys = app.redis_keys("v1:reply:*").await;
     let mut mid = 0i64;
@@ -792,7 +792,7 @@ async fn dev_with(
     cmd.current_dir(project_root())
         .args(["dev", "--port", &port.to_string()])
         .env("DATABASE_URL", &db.url)
-        .env("REDIS_URL", crate::common::app::REDIS_URL)
+        .env("REDIS_URL", crate::common::redis_url())
         .env("CACHE_KEY_PREFIX", prefix)
         .env("OPENAI_BASE_URL", model.base_url())
         .env("OPENAI_API_KEY", "sk-local")
@@ -809,7 +809,7 @@ async fn dev_with(
 
 /// Deletes every key under `prefix` from the local Redis.
 async fn clear_prefix(prefix: &str) {
-    let client = redis::Client::open(crate::common::app::REDIS_URL).unwrap();
+    let client = redis::Client::open(crate::common::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))

@@ -5,100 +5,25 @@
 //! not applied, unknown, failed, one that changed no schema, one later migrations depend on)
 //! is refused with nothing written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-use crate::common::{self, empty_db, empty_db_named, fresh_db, gcbb, unique, TestDb};
-
-/// The project's migrations (up to `until`, included, when given) plus extra files, in a
-/// directory of the test's own.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn with(until: Option<&str>, extra: &[(&str, &str)]) -> Dir {
-        let dir = std::env::temp_dir().join(unique("gcbb_revert_dir"));
-        std::fs::create_dir_all(&dir).expect("create the directory");
-        for name in project_history() {
-            if until.is_some_and(|u| name.as_str() > u) {
-                continue;
-            }
-            let to = dir.join(&name);
-            std::fs::create_dir_all(&to).expect("create a migration dir");
-            std::fs::copy(
-                common::migrations_dir().join(&name).join("migration.sql"),
-                to.join("migration.sql"),
-            )
-            .expect("copy a migration");
-        }
-        for (name, sql) in extra {
-            let to = dir.join(name);
-            std::fs::create_dir_all(&to).expect("create a migration dir");
-            std::fs::write(to.join("migration.sql"), sql).expect("write a migration");
-        }
-        Dir(dir)
-    }
-
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .expect("read the directory")
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
-    fn sql(&self, name: &str) -> String {
-        std::fs::read_to_string(self.0.join(name).join("migration.sql")).expect("read a file")
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn project_history() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(common::migrations_dir())
-        .expect("read migrations")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("migration.sql").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+use crate::common::{
+    assert_contains_all, empty_db, empty_db_named, fresh_db, gcbb, gcbb_db, text, MigrationsDir,
+    TestDb,
+};
 
 fn db(target: &TestDb, shadow: Option<&TestDb>, dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = gcbb();
-    cmd.env("DATABASE_URL", &target.url)
-        .arg("db")
-        .arg("--migrations-dir")
-        .arg(dir)
-        .args(args);
+    let mut cmd = gcbb_db(target, dir);
+    cmd.args(args);
     if let Some(shadow) = shadow {
         cmd.env("SHADOW_DATABASE_URL", &shadow.url);
     }
     cmd.output().expect("run gcbb")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 async fn exists(target: &TestDb, sql: &str) -> bool {
-    target
-        .client()
-        .await
-        .query_one(&format!("SELECT EXISTS ({sql})"), &[])
-        .await
-        .expect("query the database")
-        .get(0)
+    target.one(&format!("SELECT EXISTS ({sql})"), &[]).await
 }
 
 async fn shadow_is_empty(shadow: &TestDb) -> bool {
@@ -134,8 +59,8 @@ DROP INDEX "Message_companionId_idx";
 async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_confirms_it() {
     let target = fresh_db().await;
     let shadow = empty_db_named("gcbb_shadow").await;
-    let dir = Dir::with(None, &[FEATURE]);
-    let out = db(&target, None, &dir.0, &["deploy"]);
+    let dir = MigrationsDir::with(&[FEATURE]);
+    let out = db(&target, None, &dir.path, &["deploy"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // Data written since the migration: what a revert would destroy.
     target
@@ -149,19 +74,20 @@ async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_c
 
     // Without a reason for the data it destroys: refused, nothing written.
     let before = dir.names();
-    let out = db(&target, Some(&shadow), &dir.0, &["revert", FEATURE.0]);
+    let out = db(&target, Some(&shadow), &dir.path, &["revert", FEATURE.0]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    for line in [
+    assert_contains_all(
+        &err,
+        &[
         "Error: refusing to revert: the revert of `20990101000000_bookmarks` is not written: 2 statement(s) break lint rules, 2 of them destroying data written since `20990101000000_bookmarks` was deployed:",
         "  ALTER TABLE \"Message\" DROP COLUMN \"editedAt\"  -- drop-column (destroys data)",
         "    -- gcbb:allow drop-column <reason: why the data written since may go>",
         "  DROP TABLE \"Bookmark\"  -- drop-table (destroys data)",
         "Nothing was written.",
         "gcbb db revert 20990101000000_bookmarks --allow drop-column=\"<reason>\" --allow drop-table=\"<reason>\"",
-    ] {
-        assert!(err.contains(line), "missing {line:?} in {err}");
-    }
+        ],
+    );
     assert_eq!(dir.names(), before);
     assert!(shadow_is_empty(&shadow).await);
 
@@ -169,7 +95,7 @@ async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_c
     let out = db(
         &target,
         Some(&shadow),
-        &dir.0,
+        &dir.path,
         &[
             "revert",
             FEATURE.0,
@@ -195,15 +121,16 @@ async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_c
         text(&out)
     );
     let main = dir.sql(&written[0]);
-    for part in [
+    assert_contains_all(
+        &main,
+        &[
         "-- Written by `gcbb db revert 20990101000000_bookmarks` at ",
         "-- gcbb:allow drop-view created by 20990101000000_bookmarks, which this file reverts; a view holds no data of its own\nDROP VIEW \"RecentBookmark\";",
         "-- added by 20990101000000_bookmarks\n-- gcbb:allow drop-column editedAt was never shown to anyone\nALTER TABLE \"Message\" DROP COLUMN \"editedAt\";",
         "-- created by 20990101000000_bookmarks\n-- gcbb:allow drop-table bookmarks were a beta of a week\nDROP TABLE \"Bookmark\";",
         "DROP ROUTINE \"gcbb_touch_bookmark\"();",
-    ] {
-        assert!(main.contains(part), "missing {part:?} in {main}");
-    }
+        ],
+    );
     assert!(
         main.find("DROP VIEW").expect("view") < main.find("DROP TABLE").expect("table"),
         "the view goes before the table it reads: {main}"
@@ -216,7 +143,7 @@ async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_c
         stdout.contains("20990101000001_revert_bookmarks: DROP TABLE \"Bookmark\"")
             && stdout.contains(&format!(
                 "Wrote {}",
-                dir.0.join(&written[0]).join("migration.sql").display()
+                dir.path.join(&written[0]).join("migration.sql").display()
             )),
         "{stdout}"
     );
@@ -225,12 +152,12 @@ async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_c
     // Linted like any file, and deployed like any file.
     let lint = gcbb()
         .args(["db", "lint"])
-        .arg(dir.0.join(&written[0]))
-        .arg(dir.0.join(&written[1]))
+        .arg(dir.path.join(&written[0]))
+        .arg(dir.path.join(&written[1]))
         .output()
         .expect("lint");
     assert_eq!(lint.status.code(), Some(0), "{}", text(&lint));
-    let out = db(&target, None, &dir.0, &["deploy"]);
+    let out = db(&target, None, &dir.path, &["deploy"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         !exists(
@@ -255,15 +182,15 @@ async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_c
     );
 
     // drift: the database now equals the history without the migration (nor its revert)…
-    let without = Dir::with(None, &[]);
-    let out = db(&target, Some(&shadow), &without.0, &["drift"]);
+    let without = MigrationsDir::with(&[]);
+    let out = db(&target, Some(&shadow), &without.path, &["drift"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "No difference detected.\n"
     );
     // …and the history with both replays to it too.
-    let out = db(&target, Some(&shadow), &dir.0, &["drift"]);
+    let out = db(&target, Some(&shadow), &dir.path, &["drift"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -277,10 +204,10 @@ async fn the_revert_of_a_migration_that_replaced_functions_brings_their_old_bodi
     let plans = "20261201000000_dashboard_search_plans";
     let target = empty_db().await;
     let shadow = empty_db_named("gcbb_shadow").await;
-    let dir = Dir::with(Some(plans), &[]);
-    let out = db(&target, None, &dir.0, &["deploy"]);
+    let dir = MigrationsDir::up_to(plans, &[]);
+    let out = db(&target, None, &dir.path, &["deploy"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = db(&target, Some(&shadow), &dir.0, &["revert", plans]);
+    let out = db(&target, Some(&shadow), &dir.path, &["revert", plans]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let name = dir
         .names()
@@ -292,11 +219,11 @@ async fn the_revert_of_a_migration_that_replaced_functions_brings_their_old_bodi
         sql.contains("CREATE OR REPLACE FUNCTION public.gcbb_count_dashboard(p_category_id text, p_name_contains text)\n RETURNS bigint\n LANGUAGE sql"),
         "{sql}"
     );
-    let out = db(&target, None, &dir.0, &["deploy"]);
+    let out = db(&target, None, &dir.path, &["deploy"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The functions are those of the history before it.
-    let before = Dir::with(Some("20261128000000_privacy_epoch"), &[]);
-    let out = db(&target, Some(&shadow), &before.0, &["drift"]);
+    let before = MigrationsDir::up_to("20261128000000_privacy_epoch", &[]);
+    let out = db(&target, Some(&shadow), &before.path, &["drift"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -316,15 +243,13 @@ async fn a_revert_of_what_is_not_applied_or_cannot_be_reverted_is_refused_and_wr
         "20990101000001_data_only",
         "UPDATE \"Companion\" SET \"isFree\" = true WHERE \"id\" = 'nope';\n",
     );
-    let dir = Dir::with(None, &[data_only]);
-    let out = db(&target, None, &dir.0, &["deploy"]);
+    let dir = MigrationsDir::with(&[data_only]);
+    let out = db(&target, None, &dir.path, &["deploy"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    std::fs::create_dir_all(dir.0.join(pending.0)).expect("dir");
-    std::fs::write(dir.0.join(pending.0).join("migration.sql"), pending.1).expect("write");
+    dir.write(pending.0, pending.1);
     // A failed one: its row started, never finished.
     let failed = "20240615000000_failed";
-    std::fs::create_dir_all(dir.0.join(failed)).expect("dir");
-    std::fs::write(dir.0.join(failed).join("migration.sql"), "SELECT 1;\n").expect("write");
+    dir.write(failed, "SELECT 1;\n");
     target
         .client()
         .await
@@ -368,7 +293,7 @@ async fn a_revert_of_what_is_not_applied_or_cannot_be_reverted_is_refused_and_wr
             "`drop-tabel` is not a rule of `gcbb db lint --rules`".to_owned(),
         ),
     ] {
-        let out = db(&target, Some(&shadow), &dir.0, &args);
+        let out = db(&target, Some(&shadow), &dir.path, &args);
         assert_eq!(out.status.code(), Some(if expected.contains("drop-tabel") { 2 } else { 1 }), "{args:?}: {}", text(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(&expected),
@@ -379,7 +304,7 @@ async fn a_revert_of_what_is_not_applied_or_cannot_be_reverted_is_refused_and_wr
         assert!(shadow_is_empty(&shadow).await, "{args:?} left the shadow full");
     }
     // Without a shadow database it says which variable to set.
-    let out = db(&target, None, &dir.0, &["revert", data_only.0]);
+    let out = db(&target, None, &dir.path, &["revert", data_only.0]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("no shadow database: set SHADOW_DATABASE_URL"));
@@ -387,7 +312,7 @@ async fn a_revert_of_what_is_not_applied_or_cannot_be_reverted_is_refused_and_wr
     let out = db(
         &target,
         Some(&target),
-        &dir.0,
+        &dir.path,
         &["revert", data_only.0, "--force"],
     );
     assert_eq!(out.status.code(), Some(1));

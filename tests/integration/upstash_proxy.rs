@@ -9,15 +9,12 @@
 //! shut down that one, not the Redis the other tests share. Effects are read back from Redis
 //! directly, never through the proxy.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 use serde_json::{json, Value};
 
-use crate::support::{binary, free_port, Server};
+use gcbb_test_support::node::{node_json, node_project, npm_ci_unless_installed};
 
 /// `@upstash/redis` checks in `tests/upstash-sdk/check.mjs`: 33 scenarios, run by a client
 /// with auto-pipelining (its default: everything through `/pipeline`) and one without (`/`).
@@ -26,166 +23,10 @@ const REDIS_SDK_CHECKS: u64 = 66;
 const RATELIMIT_SDK_CHECKS: u64 = 18;
 
 /// A Redis server of the test's own, on a free port; killed when dropped.
-struct ScratchRedis {
-    child: Child,
-    port: u16,
-}
+type ScratchRedis = gcbb_test_support::redis::OwnRedis;
 
-impl ScratchRedis {
-    async fn start() -> ScratchRedis {
-        ScratchRedis::start_on(free_port()).await
-    }
-
-    async fn start_on(port: u16) -> ScratchRedis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (.ci/setup installs it)");
-        let redis = ScratchRedis { child, port };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(mut conn) = redis.try_conn().await {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-                {
-                    return redis;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server did not answer on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn try_conn(&self) -> redis::RedisResult<MultiplexedConnection> {
-        redis::Client::open(self.url())?
-            .get_multiplexed_async_connection()
-            .await
-    }
-
-    /// A connection straight to Redis, to read back what the proxy did.
-    async fn conn(&self) -> MultiplexedConnection {
-        self.try_conn().await.expect("a direct Redis connection")
-    }
-
-    async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut self.conn().await)
-            .await
-            .unwrap()
-    }
-
-    /// Sends a signal (STOP, CONT, KILL) to this Redis process.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal}");
-    }
-
-    /// Waits (bounded) until the process has exited.
-    async fn wait_exit(&mut self) {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server did not exit");
-    }
-}
-
-impl Drop for ScratchRedis {
-    fn drop(&mut self) {
-        // A frozen Redis must be thawed to die; one already gone makes `kill` complain.
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `gcbb upstash-proxy` process in front of `redis_url`, and how to talk to it.
-struct Proxy {
-    server: Server,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Proxy {
-    async fn start(redis_url: &str, flags: &[&str]) -> Proxy {
-        let token = format!("{:032x}", rand::random::<u128>());
-        let port = free_port();
-        let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-        cmd.args(["upstash-proxy", "--redis", redis_url, "--token", &token])
-            .args(["--port", &port.to_string()])
-            .args(flags);
-        Proxy {
-            server: Server::start(cmd, port).await,
-            token,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.server.url(path)
-    }
-
-    /// POSTs a JSON body with the bearer token: the status and the JSON reply.
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
-    }
-
-    /// As [`Proxy::post`], with `Upstash-Encoding: base64`.
-    async fn post_base64(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .header("Upstash-Encoding", "base64")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
-    }
-
-    /// A path-style request with the bearer token.
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap())
-    }
-}
+/// A `gcbb upstash-proxy` process in front of a Redis, and how to talk to it.
+type Proxy = gcbb_test_support::upstash::UpstashProxy;
 
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
@@ -205,28 +46,11 @@ static NPM_CI: Once = Once::new();
 /// Runs `tests/upstash-sdk/check.mjs` (installing the pinned SDKs first when missing) and
 /// returns what it printed.
 fn upstash_sdk(mode: &str, url: &str, token: &str, prefix: &str) -> Value {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/upstash-sdk");
+    let dir = node_project("upstash-sdk");
     NPM_CI.call_once(|| {
-        if !dir.join("node_modules/@upstash/ratelimit").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm runs");
-            assert!(status.success(), "npm ci failed in tests/upstash-sdk");
-        }
+        npm_ci_unless_installed(&dir, &["@upstash/redis", "@upstash/ratelimit"]);
     });
-    let out = Command::new("node")
-        .current_dir(&dir)
-        .args(["check.mjs", mode, url, token, prefix])
-        .output()
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "node failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+    node_json(&dir, &["check.mjs", mode, url, token, prefix])
 }
 
 /// Runs one SDK's checks against `proxy`; asserts every one passed, and how many ran.

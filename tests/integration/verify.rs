@@ -6,7 +6,7 @@ use std::process::Output;
 
 use gcbb_cli::bench::seed::{self, Scale};
 
-use crate::common::{fresh_db, gcbb, unique, TestDb};
+use crate::common::{fresh_db, gcbb, stderr, stdout, ScratchDir, TestDb};
 
 /// Enough companions for the planner to prefer the dashboard's indexes; few messages, for speed.
 const VERIFY_SCALE: Scale = Scale {
@@ -32,14 +32,6 @@ fn run(db: &TestDb, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run gcbb")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[tokio::test]
@@ -184,10 +176,8 @@ async fn verify_refuses_to_judge_plans_on_an_empty_database() {
     assert!(!stdout(&out).contains("ok: "), "no plan was judged");
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique("gcbb_backup"));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+fn temp_dir() -> ScratchDir {
+    ScratchDir::new("gcbb_backup")
 }
 
 fn restore_list(archive: &std::path::Path) -> String {

@@ -2,11 +2,13 @@
 //! functions are: a streamed body arrives frame by frame, a buffered one whole, and background
 //! work handed to `wait_until` neither holds the response back nor outlives its invocation.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use gcbb_test_support::process::example_binary;
+use gcbb_test_support::ScratchDir;
+
 use crate::harness::{ms, Emulator, Function, Streamed};
-use crate::support::example_binary;
 
 /// The emulator knows functions by the package's binary names; the probe answers as one.
 const PROBE: &str = "gcbb-health";
@@ -26,16 +28,16 @@ fn start_probe(emulator: &Emulator, mode: &str, out: &Path) -> Function {
     )
 }
 
-fn scratch_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gcbb-lambda-probe-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("out.txt")
+/// A directory of the test's own for the probe's report file (`out.txt`).
+fn scratch_dir() -> ScratchDir {
+    ScratchDir::new("gcbb-lambda-probe")
 }
 
 #[tokio::test]
 async fn a_streamed_response_arrives_in_pieces_as_they_are_produced() {
     let emulator = Emulator::start().await;
-    let out = scratch_file();
+    let dir = scratch_dir();
+    let out = dir.join("out.txt");
     let probe = start_probe(&emulator, "streaming", &out);
     let client = reqwest::Client::new();
     let streamed =
@@ -65,7 +67,8 @@ async fn a_streamed_response_arrives_in_pieces_as_they_are_produced() {
 #[tokio::test]
 async fn a_buffered_response_arrives_whole() {
     let emulator = Emulator::start().await;
-    let out = scratch_file();
+    let dir = scratch_dir();
+    let out = dir.join("out.txt");
     let probe = start_probe(&emulator, "buffered", &out);
     let client = reqwest::Client::new();
     let buffered =
@@ -89,7 +92,8 @@ async fn background_work_finishes_before_the_next_invocation_without_holding_the
         ),
     ] {
         let emulator = Emulator::start().await;
-        let out = scratch_file();
+        let dir = scratch_dir();
+        let out = dir.join("out.txt");
         let probe = start_probe(&emulator, mode, &out);
         let client = reqwest::Client::new();
         // Started and warm first: the timing below is the response's alone.
@@ -119,6 +123,5 @@ async fn background_work_finishes_before_the_next_invocation_without_holding_the
             "background done\n",
             "{mode}: the next invocation started before the background work ended"
         );
-        let _ = std::fs::remove_dir_all(out.parent().unwrap());
     }
 }

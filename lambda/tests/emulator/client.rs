@@ -4,7 +4,9 @@
 //! so the limit shows which bucket a request was counted in.
 
 use crate::functions::start_with;
-use crate::harness::{Database, Emulator};
+use gcbb_test_support::db::demo_db;
+
+use crate::harness::Emulator;
 
 /// A search limit small enough to reach in a few requests.
 const LIMIT: usize = 3;
@@ -48,7 +50,7 @@ async fn searches(url: &str, viewers: &[Option<&str>]) -> (usize, usize) {
 
 #[tokio::test]
 async fn behind_cloudfront_each_viewer_is_its_own_bucket_and_an_ipv6_one_is_its_64() {
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let limit = [
         ("RATE_LIMIT_SEARCH_REQUESTS", LIMIT.to_string()),
@@ -84,7 +86,7 @@ async fn behind_cloudfront_each_viewer_is_its_own_bucket_and_an_ipv6_one_is_its_
 
 #[tokio::test]
 async fn without_trusted_proxy_the_address_aws_saw_counts_and_no_header_does() {
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let limit = [
         ("RATE_LIMIT_SEARCH_REQUESTS", LIMIT.to_string()),

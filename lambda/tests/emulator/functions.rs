@@ -11,11 +11,13 @@ use gcbb::platform::app::App;
 use gcbb::routes::VercelJson;
 use serde_json::{json, Value};
 
-use crate::harness::{ms, Database, Emulator, Function, Streamed, CRON_SECRET};
-use crate::session::{clerk_env, token_for};
+use gcbb_test_support::db::{demo_db, TestDb};
+use gcbb_test_support::session::{clerk_env, token_for};
+
+use crate::harness::{ms, Emulator, Function, Streamed, CRON_SECRET};
 
 /// The functions' environment: the database, the cron secret, the session-token key.
-fn environment(db: &Database) -> Vec<(&'static str, String)> {
+fn environment(db: &TestDb) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("DATABASE_URL", db.url.clone()),
         ("CRON_SECRET", CRON_SECRET.to_owned()),
@@ -25,14 +27,14 @@ fn environment(db: &Database) -> Vec<(&'static str, String)> {
 }
 
 /// Starts the Lambda function `gcbb-<name>` (the binary this test run built).
-fn start(emulator: &Emulator, db: &Database, name: &str) -> Function {
+fn start(emulator: &Emulator, db: &TestDb, name: &str) -> Function {
     start_with(emulator, db, name, &[])
 }
 
 /// Starts `gcbb-<name>` with variables over the common ones.
 pub(crate) fn start_with(
     emulator: &Emulator,
-    db: &Database,
+    db: &TestDb,
     name: &str,
     extra: &[(&'static str, String)],
 ) -> Function {
@@ -58,11 +60,11 @@ struct GcbbDev {
 }
 
 impl GcbbDev {
-    async fn start(db: &Database) -> GcbbDev {
+    async fn start(db: &TestDb) -> GcbbDev {
         GcbbDev::start_with(db, &[]).await
     }
 
-    async fn start_with(db: &Database, extra: &[(&'static str, String)]) -> GcbbDev {
+    async fn start_with(db: &TestDb, extra: &[(&'static str, String)]) -> GcbbDev {
         let mut vars: HashMap<String, String> = environment(db)
             .into_iter()
             .chain(extra.iter().cloned())
@@ -121,7 +123,7 @@ fn timing_names(headers: &reqwest::header::HeaderMap) -> Vec<String> {
 /// until the process asks for it. Each answers its first request as `gcbb dev` answers it.
 #[tokio::test]
 async fn every_function_starts_under_the_emulator_and_answers_its_first_request() {
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let dev = GcbbDev::start(&db).await;
     let client = reqwest::Client::new();
@@ -174,7 +176,7 @@ async fn every_function_starts_under_the_emulator_and_answers_its_first_request(
 
 #[tokio::test]
 async fn health_answers_through_a_function_url_as_under_gcbb_dev() {
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let dev = GcbbDev::start(&db).await;
     let _health = start(&emulator, &db, "health");
@@ -194,7 +196,7 @@ async fn health_answers_through_a_function_url_as_under_gcbb_dev() {
 
 #[tokio::test]
 async fn the_dashboard_answers_as_under_gcbb_dev_header_for_header_and_304s_its_etag() {
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let dev = GcbbDev::start(&db).await;
     let dashboard = start(&emulator, &db, "dashboard-prefetch");
@@ -247,7 +249,7 @@ async fn the_dashboard_answers_as_under_gcbb_dev_header_for_header_and_304s_its_
 #[tokio::test]
 async fn a_streamed_chat_reply_arrives_in_pieces_as_under_gcbb_dev() {
     const SAMPLES: usize = 5;
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     // Every request comes from 127.0.0.1: room for the samples under the anonymous limit.
     let room = [("RATE_LIMIT_ANON_REQUESTS", "100".to_owned())];
@@ -294,7 +296,7 @@ async fn a_streamed_chat_reply_arrives_in_pieces_as_under_gcbb_dev() {
 
 #[tokio::test]
 async fn group_chat_streams_its_events_through_a_function_url() {
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let group_chat = start(&emulator, &db, "group-chat");
     let client = reqwest::Client::new();
@@ -329,7 +331,7 @@ async fn group_chat_streams_its_events_through_a_function_url() {
 /// the rows are read at its answer, without waiting.
 #[tokio::test]
 async fn a_signed_in_reply_is_stored_with_its_tokens_before_the_next_invocation() {
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let chat = start(&emulator, &db, "chat-stream");
     let client = reqwest::Client::new();
@@ -337,7 +339,7 @@ async fn a_signed_in_reply_is_stored_with_its_tokens_before_the_next_invocation(
     let user = "user_demo_1";
     let token = token_for(user);
     let tokens_before = db
-        .number(&format!(
+        .count(&format!(
             "SELECT \"tokensBurned\"::bigint FROM \"Companion\" WHERE id = '{companion}'"
         ))
         .await;
@@ -367,7 +369,7 @@ async fn a_signed_in_reply_is_stored_with_its_tokens_before_the_next_invocation(
         [("user", "remember me"), ("assistant", text.as_str())]
     );
     let tokens_after = db
-        .number(&format!(
+        .count(&format!(
             "SELECT \"tokensBurned\"::bigint FROM \"Companion\" WHERE id = '{companion}'"
         ))
         .await;
@@ -376,7 +378,7 @@ async fn a_signed_in_reply_is_stored_with_its_tokens_before_the_next_invocation(
         "{tokens_before} → {tokens_after}"
     );
     let user_tokens = db
-        .number(&format!(
+        .count(&format!(
             "SELECT coalesce(sum(\"tokensBurned\"), 0)::bigint FROM \"UserBurnedTokens\" \
              WHERE \"userId\" = '{user}' AND \"companionId\" = '{companion}'"
         ))
@@ -390,7 +392,7 @@ async fn a_signed_in_reply_is_stored_with_its_tokens_before_the_next_invocation(
 #[tokio::test]
 async fn a_reply_whose_client_went_away_is_stored_whole_before_the_next_invocation() {
     use gcbb::llm::{scripted::reply_text, ChatMessage, Role};
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let slow = [("LLM_SCRIPTED_CHUNK_DELAY_MS", "60".to_owned())];
     let chat = start_with(&emulator, &db, "chat-stream", &slow);
@@ -426,7 +428,7 @@ async fn a_reply_whose_client_went_away_is_stored_whole_before_the_next_invocati
     assert_eq!(last_two, [("user", prompt), ("assistant", full.as_str())]);
     assert_eq!(messages.last().unwrap()["status"], "finished");
     let ledger = db
-        .number(&format!(
+        .count(&format!(
             "SELECT count(*) FROM \"ReplyTokens\" WHERE \"userId\" = '{user}'"
         ))
         .await;
@@ -435,7 +437,7 @@ async fn a_reply_whose_client_went_away_is_stored_whole_before_the_next_invocati
 
 #[tokio::test]
 async fn the_cron_refuses_a_call_without_its_secret_and_refreshes_with_it() {
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let dev = GcbbDev::start(&db).await;
     let refresh = start(&emulator, &db, "cron-refresh");
@@ -462,7 +464,7 @@ async fn the_cron_refuses_a_call_without_its_secret_and_refreshes_with_it() {
 /// the cron still wants its secret.
 #[tokio::test]
 async fn hostile_requests_through_a_function_url_are_refused_as_under_gcbb_dev() {
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let room = [("RATE_LIMIT_ANON_REQUESTS", "100".to_owned())];
     let dev = GcbbDev::start_with(&db, &room).await;
@@ -470,7 +472,7 @@ async fn hostile_requests_through_a_function_url_are_refused_as_under_gcbb_dev()
     let refresh = start(&emulator, &db, "cron-refresh");
     let client = reqwest::Client::new();
     let companion = public_companion(&db).await;
-    let messages_before = db.number("SELECT count(*) FROM \"Message\"").await;
+    let messages_before = db.count("SELECT count(*) FROM \"Message\"").await;
 
     let chat_path = format!("/api/chat/{companion}");
     let oversized = format!("{{\"prompt\":\"{}\"}}", "a".repeat(2 * 1024 * 1024));
@@ -528,7 +530,7 @@ async fn hostile_requests_through_a_function_url_are_refused_as_under_gcbb_dev()
         );
     }
     assert_eq!(
-        db.number("SELECT count(*) FROM \"Message\"").await,
+        db.count("SELECT count(*) FROM \"Message\"").await,
         messages_before,
         "no hostile request stored anything"
     );
@@ -552,7 +554,7 @@ async fn hostile_requests_through_a_function_url_are_refused_as_under_gcbb_dev()
 /// no HTTP request, no secret): the refresh runs; any other function fails the invocation.
 #[tokio::test]
 async fn an_eventbridge_schedule_runs_the_refresh_without_the_secret() {
-    let db = Database::with_demo_data().await;
+    let db = demo_db().await;
     let emulator = Emulator::start().await;
     let refresh = start(&emulator, &db, "cron-refresh");
     let health = start(&emulator, &db, "health");
@@ -628,7 +630,7 @@ async fn get_signed_in(
 }
 
 /// A public companion of the demo data.
-async fn public_companion(db: &Database) -> String {
+async fn public_companion(db: &TestDb) -> String {
     db.client()
         .await
         .query_one(

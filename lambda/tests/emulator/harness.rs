@@ -1,7 +1,7 @@
 //! What the emulator tests stand on: `cargo lambda watch` (the Lambda runtime emulator of
 //! cargo-lambda, installed by `.ci/setup`) serving the Runtime API and function URLs, the
-//! function binaries this test run built, started against it as Lambda starts them, and a
-//! database of their own with the demo data.
+//! function binaries this test run built, started against it as Lambda starts them (the
+//! database with the demo data is `gcbb_test_support::db::demo_db`).
 //!
 //! The emulator runs with `--only-lambda-apis`: it answers everything Lambda would (function
 //! URL requests turned into events, the Runtime API the functions poll, `Invoke`) but leaves
@@ -13,23 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gcbb::db::DbConfig;
-
-use crate::support::{binary, capture_output, free_port, Server};
-
-/// The server the tests use when `TEST_DATABASE_URL` is unset (as in `tests/integration`).
-const DEFAULT_TEST_DATABASE_URL: &str =
-    "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
+use gcbb_test_support::process::{binary, capture_output, free_port, Server};
+use gcbb_test_support::project_root;
 
 /// `CRON_SECRET` of every function under test.
 pub const CRON_SECRET: &str = "cron-secret-for-lambda-tests";
-
-/// The project root (this package is one folder down).
-pub fn project_root() -> std::path::PathBuf {
-    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .canonicalize()
-        .expect("the project root exists")
-}
 
 /// `cargo lambda watch` on a port of its own.
 pub struct Emulator {
@@ -129,82 +117,6 @@ impl Drop for Function {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A database of its own, migrated and seeded with `gcbb dev`'s demo data; dropped at the end.
-pub struct Database {
-    pub name: String,
-    pub url: String,
-    config: DbConfig,
-    admin: DbConfig,
-}
-
-impl Database {
-    pub async fn with_demo_data() -> Database {
-        let server_url = std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_TEST_DATABASE_URL.to_owned());
-        let admin = DbConfig::parse(&server_url).expect("TEST_DATABASE_URL is a postgres URL");
-        let name = format!("gcbb_lambda_{}", uuid::Uuid::new_v4().simple());
-        gcbb::db::connect(&admin)
-            .await
-            .expect("connect to the test server")
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .expect("create the test database");
-        let config = admin.with_dbname(&name);
-        gcbb_migrate::deploy(&config, &project_root().join("migrations"))
-            .await
-            .expect("migrate the test database");
-        let client = gcbb::db::connect(&config).await.expect("connect");
-        gcbb_cli::demo::insert_demo_data_if_empty(&client, "system")
-            .await
-            .expect("insert the demo data");
-        let mut url = url::Url::parse(&server_url).expect("TEST_DATABASE_URL is a URL");
-        url.set_path(&format!("/{name}"));
-        let url = url.to_string();
-        Database {
-            name,
-            url,
-            config,
-            admin,
-        }
-    }
-
-    pub async fn client(&self) -> tokio_postgres::Client {
-        gcbb::db::connect(&self.config).await.expect("connect")
-    }
-
-    /// The single number a query returns.
-    pub async fn number(&self, sql: &str) -> i64 {
-        self.client()
-            .await
-            .query_one(sql, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .get(0)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        // Drop can't await, and runs inside the test's runtime: a thread with its own.
-        let admin = self.admin.clone();
-        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            rt.block_on(async {
-                if let Ok(client) = gcbb::db::connect(&admin).await {
-                    let _ = client.batch_execute(&sql).await;
-                }
-            });
-        })
-        .join();
     }
 }
 

@@ -9,8 +9,3 @@ mod adapter;
 mod client;
 mod functions;
 mod harness;
-#[allow(dead_code)] // the signing key itself is the integration tests' business
-#[path = "../../../tests/integration/common/session.rs"]
-mod session;
-#[path = "../../../tests/support/process.rs"]
-mod support;

@@ -23,28 +23,27 @@ use gcbb_cli::model_server::{LocalModelServer, Script};
 use serde_json::Value;
 use tower_http::services::ServeDir;
 
-use super::request::TestRequest;
+use super::request::{TestRequest, TestResponse};
 use super::session::clerk_env;
-use super::{fresh_db, project_root, unique, TestDb, EVENTUALLY_LIMIT};
-use crate::support::{binary, free_port, Server};
+use super::{fresh_db, project_root, redis_url, unique, TestDb, EVENTUALLY_LIMIT};
+use gcbb_test_support::process::Server;
+pub use gcbb_test_support::upstash::start_upstash_proxy;
 
-/// The local Redis every Redis-backed test shares (each under its own key prefix).
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// `CRON_SECRET` of every app under test.
 pub const CRON_SECRET: &str = "cron-secret-for-tests";
 /// The system user of the demo data and of every app under test (`SYSTEM_USER_ID`'s default).
-pub const SYSTEM_USER: &str = "system";
+pub const SYSTEM_USER: &str = gcbb_test_support::db::DEMO_SYSTEM_USER;
 
 /// Where the app under test keeps its cache.
 #[derive(Debug, Clone)]
 pub enum CacheKind {
     /// In-process memory only.
     Memory,
-    /// The local Redis, natively.
+    /// The shared test Redis (`TEST_REDIS_URL`), natively.
     Redis,
     /// Another Redis: a private one the test stops, or a port where nothing listens.
     RedisAt(String),
-    /// Upstash REST, through a real `gcbb upstash-proxy` over the local Redis.
+    /// Upstash REST, through a real `gcbb upstash-proxy` over the shared test Redis.
     Upstash,
 }
 
@@ -120,12 +119,7 @@ impl TestAppBuilder {
         let prefix = unique("gcbbtest");
         let app_db_url = match self.db_port {
             None => db.url.clone(),
-            Some(port) => {
-                let mut url = url::Url::parse(&db.url).expect("the test database URL");
-                url.set_host(Some("127.0.0.1")).expect("a host");
-                url.set_port(Some(port)).expect("a port");
-                url.to_string()
-            }
+            Some(port) => url_via(&db.url, port),
         };
         let mut vars: HashMap<String, String> = HashMap::from([
             ("DATABASE_URL".into(), app_db_url),
@@ -147,8 +141,8 @@ impl TestAppBuilder {
         let (proxy, redis_url) = match &self.cache {
             CacheKind::Memory => (None, None),
             CacheKind::Redis => {
-                vars.insert("REDIS_URL".into(), REDIS_URL.into());
-                (None, Some(REDIS_URL.to_owned()))
+                vars.insert("REDIS_URL".into(), redis_url());
+                (None, Some(redis_url()))
             }
             CacheKind::RedisAt(url) => {
                 vars.insert("REDIS_URL".into(), url.clone());
@@ -159,7 +153,7 @@ impl TestAppBuilder {
                 let proxy = start_upstash_proxy(&token).await;
                 vars.insert("UPSTASH_REDIS_REST_URL".into(), proxy.base.clone());
                 vars.insert("UPSTASH_REDIS_REST_TOKEN".into(), token);
-                (Some(proxy), Some(REDIS_URL.to_owned()))
+                (Some(proxy), Some(redis_url()))
             }
         };
         vars.extend(self.env);
@@ -180,6 +174,14 @@ impl TestAppBuilder {
             owns_prefix: true,
         }
     }
+}
+
+/// `database_url` reached through 127.0.0.1:`port` instead (a proxy in front of the server).
+fn url_via(database_url: &str, port: u16) -> String {
+    let mut url = url::Url::parse(database_url).expect("the test database URL");
+    url.set_host(Some("127.0.0.1")).expect("a host");
+    url.set_port(Some(port)).expect("a port");
+    url.to_string()
 }
 
 /// The app and the router of every function, as `gcbb dev` builds them (static files from
@@ -246,6 +248,22 @@ impl TestApp {
         self.request(Method::PATCH, path).json(body)
     }
 
+    /// `PATCH /api/companion/<id>` with `body`, signed in as `user`.
+    pub async fn edit_companion(&self, id: &str, body: &Value, user: &str) -> TestResponse {
+        self.patch_json(&format!("/api/companion/{id}"), body)
+            .signed_in(user)
+            .send()
+            .await
+    }
+
+    /// `GET /api/cron/refresh` as Vercel Cron sends it, with the secret.
+    pub async fn refresh(&self) -> TestResponse {
+        self.get("/api/cron/refresh")
+            .bearer(CRON_SECRET)
+            .send()
+            .await
+    }
+
     /// The single number a query returns (`SELECT count(*) …`).
     pub async fn count(&self, sql: &str) -> i64 {
         self.pg
@@ -289,28 +307,13 @@ impl TestApp {
     /// tell): same database, model, cache and prefix, its own in-process state (L1 cache,
     /// per-process rate limiter). It must not outlive `self`, which owns what they share.
     pub async fn another_instance(&self) -> TestApp {
-        let (app, router) = build_app(&self.vars);
-        TestApp {
-            app,
-            router,
-            db: self.db.clone(),
-            pg: self.db.client().await,
-            prefix: self.prefix.clone(),
-            vars: self.vars.clone(),
-            model: self.model.clone(),
-            proxy: None,
-            redis_url: self.redis_url.clone(),
-            owns_prefix: false,
-        }
+        self.another_instance_with(&[]).await
     }
 
     /// Another instance of the same deployment that reaches the database through a proxy on
     /// 127.0.0.1:`port` (a [`super::fault::TcpProxy`] the test breaks for this instance only).
     pub async fn another_instance_via(&self, port: u16) -> TestApp {
-        let mut url = url::Url::parse(&self.db.url).expect("the test database URL");
-        url.set_host(Some("127.0.0.1")).expect("a host");
-        url.set_port(Some(port)).expect("a port");
-        self.another_instance_with(&[("DATABASE_URL", url.as_str())])
+        self.another_instance_with(&[("DATABASE_URL", &url_via(&self.db.url, port))])
             .await
     }
 
@@ -414,14 +417,4 @@ impl Drop for Served {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// A real `gcbb upstash-proxy` over the local Redis, accepting `token`: the stand-in for
-/// Upstash, an outside service, so it runs as the process it is.
-pub async fn start_upstash_proxy(token: &str) -> Server {
-    let port = free_port();
-    let mut cmd = binary(env!("CARGO_BIN_EXE_gcbb"));
-    cmd.args(["upstash-proxy", "--redis", REDIS_URL, "--token", token])
-        .args(["--port", &port.to_string()]);
-    Server::start(cmd, port).await
 }

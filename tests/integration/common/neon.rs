@@ -16,7 +16,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use super::{quote_ident, server, unique, TestDb};
+use super::{
+    admin, databases_starting_with, drop_databases_now, quote_ident, server, unique, TestDb,
+};
 
 /// How the stand-in answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,17 +178,7 @@ impl NeonStandIn {
 
     /// The databases of the test server that are branches of this stand-in.
     pub async fn branch_databases(&self) -> Vec<String> {
-        admin()
-            .await
-            .query(
-                "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
-                &[&self.prefix],
-            )
-            .await
-            .expect("list databases")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        databases_starting_with(&self.prefix).await
     }
 
     /// The environment of a `gcbb` run against this stand-in.
@@ -207,37 +199,10 @@ impl Drop for Inner {
             .lock()
             .map(|b| b.iter().map(|b| b.database.clone()).collect())
             .unwrap_or_default();
-        if names.is_empty() {
-            return;
+        if !names.is_empty() {
+            drop_databases_now(names);
         }
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(client) = gcbb::db::connect(&server().with_dbname("postgres")).await {
-                    for name in names {
-                        let _ = client
-                            .batch_execute(&format!(
-                                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                                quote_ident(&name)
-                            ))
-                            .await;
-                    }
-                }
-            });
-        })
-        .join();
     }
-}
-
-async fn admin() -> tokio_postgres::Client {
-    gcbb::db::connect(&server().with_dbname("postgres"))
-        .await
-        .expect("connect to the test server")
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -248,15 +213,34 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Records the request; the refusal of a wrong key (401) or project (404), as Neon answers.
+/// [`admit_with`] for a request with neither query nor body.
 fn admit(
     inner: &Inner,
+    headers: &HeaderMap,
+    project: &str,
+    method: &str,
+    path: String,
+) -> Option<Response> {
+    admit_with(
+        inner,
+        headers,
+        project,
+        method,
+        path,
+        String::new(),
+        Value::Null,
+    )
+}
+
+/// Records the request; the refusal of a wrong key (401) or project (404), as Neon answers.
+fn admit_with(
+    inner: &Inner,
+    headers: &HeaderMap,
+    project: &str,
     method: &str,
     path: String,
     query: String,
-    headers: &HeaderMap,
     body: Value,
-    project: &str,
 ) -> Option<Response> {
     let authorization = headers
         .get("authorization")
@@ -297,14 +281,14 @@ async fn create(
     Json(body): Json<Value>,
 ) -> Response {
     let path = format!("/projects/{project}/branches");
-    if let Some(r) = admit(
+    if let Some(r) = admit_with(
         &inner,
+        &headers,
+        &project,
         "POST",
         path,
         String::new(),
-        &headers,
         body.clone(),
-        &project,
     ) {
         return r;
     }
@@ -404,15 +388,7 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     let path = format!("/projects/{project}/branches");
-    if let Some(r) = admit(
-        &inner,
-        "GET",
-        path,
-        String::new(),
-        &headers,
-        Value::Null,
-        &project,
-    ) {
+    if let Some(r) = admit(&inner, &headers, &project, "GET", path) {
         return r;
     }
     let branches: Vec<Value> = inner
@@ -431,15 +407,7 @@ async fn remove(
     headers: HeaderMap,
 ) -> Response {
     let path = format!("/projects/{project}/branches/{branch}");
-    if let Some(r) = admit(
-        &inner,
-        "DELETE",
-        path,
-        String::new(),
-        &headers,
-        Value::Null,
-        &project,
-    ) {
+    if let Some(r) = admit(&inner, &headers, &project, "DELETE", path) {
         return r;
     }
     // As Neon answers while another operation of the project runs.
@@ -494,15 +462,7 @@ async fn operation(
     headers: HeaderMap,
 ) -> Response {
     let path = format!("/projects/{project}/operations/{operation}");
-    if let Some(r) = admit(
-        &inner,
-        "GET",
-        path,
-        String::new(),
-        &headers,
-        Value::Null,
-        &project,
-    ) {
+    if let Some(r) = admit(&inner, &headers, &project, "GET", path) {
         return r;
     }
     let status = if *inner.mode.lock().expect("mode") == Mode::NeverReady {
@@ -526,14 +486,14 @@ async fn connection_uri(
     let mut pairs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
     pairs.sort();
     let path = format!("/projects/{project}/connection_uri");
-    if let Some(r) = admit(
+    if let Some(r) = admit_with(
         &inner,
+        &headers,
+        &project,
         "GET",
         path,
         pairs.join("&"),
-        &headers,
         Value::Null,
-        &project,
     ) {
         return r;
     }

@@ -1,6 +1,5 @@
 //! Running real binaries in tests: pick a port, start a server process, wait until it listens,
-//! and stop it (SIGTERM, then kill) when the test ends.
-#![allow(dead_code)] // each test binary uses part of it
+//! and stop it (SIGTERM, then kill) when the test ends; find the binaries cargo built for the run.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -199,6 +198,12 @@ pub fn binary(path: &str) -> Command {
         "CLERK_ISSUER",
         "CLERK_AUTHORIZED_PARTIES",
         "CORS_ALLOWED_ORIGINS",
+        // A model or a trusted proxy named in the developer's shell would change the answers.
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "LLM_PROVIDER",
+        "TRUSTED_PROXY",
+        "DEV_TRUSTED_PROXIES",
         "PORT",
         "VERCEL_ENV",
         "VERCEL_IPC_PATH",
@@ -214,16 +219,41 @@ pub fn binary(path: &str) -> Command {
 /// Cargo names examples' paths only for its own runs, not for tests (there is no
 /// `CARGO_BIN_EXE_` for an example), so the path is found from where the test binary lives.
 pub fn example_binary(name: &str) -> String {
+    built_binary(&["examples", name])
+}
+
+/// The path of the binary target `name` of the package under test: `CARGO_BIN_EXE_<name>`
+/// names it at compile time, and only in the test crate itself, so this crate finds it where
+/// cargo puts it, beside the test binary's `deps/` (`target/<profile>/<name>`).
+pub fn package_binary(name: &str) -> String {
+    built_binary(&[name])
+}
+
+fn built_binary(under_profile: &[&str]) -> String {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("the test binary sits in target/<profile>/deps");
-    let path = profile_dir.join("examples").join(name);
+    let path = under_profile
+        .iter()
+        .fold(profile_dir.to_path_buf(), |p, part| p.join(part));
     assert!(
         path.exists(),
-        "{} is missing: `cargo test` builds examples, run the tests through cargo",
+        "{} is missing: `cargo test` builds it, run the tests through cargo",
         path.display()
     );
     path.to_string_lossy().into_owned()
+}
+
+/// A function binary started the way Vercel starts it (`VERCEL_DEV_PORT`), with `env`; it is
+/// listening when this returns.
+pub async fn start_vercel_function(path: &str, env: &[(&str, &str)]) -> Server {
+    let port = free_port();
+    let mut cmd = binary(path);
+    cmd.env("VERCEL_DEV_PORT", port.to_string());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Server::start(cmd, port).await
 }
