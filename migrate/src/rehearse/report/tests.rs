@@ -127,25 +127,25 @@ Workload beside the run: 2 readers looping the hot queries, 2 writers in transac
 
 20990101000000_role_as_text (one transaction, committed after 680 ms)
   line    time  new lock          on          size    held  rewrite  rows  readers  writers  statement
- 2  644 ms  ACCESS EXCLUSIVE  \"Message\"  23 MB  680 ms  yes         -   671 ms    1.2 s  ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT
-    rewrote \"Message\" (23 MB) and 5 of its indexes
+     2  644 ms  ACCESS EXCLUSIVE  \"Message\"  23 MB  680 ms  yes         -   671 ms    1.2 s  ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT
+        rewrote \"Message\" (23 MB) and 5 of its indexes
 
 Hot queries before and after the migrations (median of up to 7 runs each on the copy, nothing else running):
   query                     before      after
   messages.recent           0.4 ms     0.5 ms  plan changed
-  before: Index Scan using Message_role_idx on \"Message\"
-  after:  Index Scan using Message_companionId_userId_createdAt_idx on \"Message\"
+      before: Index Scan using Message_role_idx on \"Message\"
+      after:  Index Scan using Message_companionId_userId_createdAt_idx on \"Message\"
   dashboard.public_page          -     1.2 ms  not measured before: ERROR: relation \"CompanionDashboard\" does not exist
 
 Verdict: FAIL
   20990101000000_role_as_text, line 2: ACCESS EXCLUSIVE on \"Message\" (23 MB) held 680 ms, over the budget of 300 ms (it blocks reads and writes)
-statement: ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT
-it rewrote \"Message\" under that lock
-safer (alter-column-type): add a column of the new type, backfill in batches, switch the code, drop the old column later (or allow it with a reason when the change is binary-compatible, e.g. widening varchar)
+    statement: ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT
+    it rewrote \"Message\" under that lock
+    safer (alter-column-type): add a column of the new type, backfill in batches, switch the code, drop the old column later (or allow it with a reason when the change is binary-compatible, e.g. widening varchar)
   20990101000000_role_as_text, line 2: a writer of the workload waited 1.2 s (messages.insert, sent while this statement ran), over the budget of 1000 ms
-statement: ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT
-it waited on ACCESS EXCLUSIVE on \"Message\", which this statement took and its transaction held until it ended
-safer (alter-column-type): add a column of the new type, backfill in batches, switch the code, drop the old column later (or allow it with a reason when the change is binary-compatible, e.g. widening varchar)
+    statement: ALTER TABLE \"Message\" ALTER COLUMN \"role\" TYPE TEXT
+    it waited on ACCESS EXCLUSIVE on \"Message\", which this statement took and its transaction held until it ended
+    safer (alter-column-type): add a column of the new type, backfill in batches, switch the code, drop the old column later (or allow it with a reason when the change is binary-compatible, e.g. widening varchar)
 
 The copy 127.0.0.1:5432/gcbb_rehearse_app_0123456789ab was dropped.
 ";
