@@ -2,6 +2,9 @@
 //! on the streams Prisma uses) and its exit codes; nothing else. It reads the configuration once
 //! (`MigrateConfig::from_env`), turns flags into what the library takes (a deploy plan, a
 //! rehearsal), calls the library, and prints what comes back.
+//!
+//! One idea, kept in one file on purpose (over 600 lines): every `gcbb db` subcommand's flags and
+//! output, side by side, so they stay consistent with each other and with Prisma's.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

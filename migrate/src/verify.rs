@@ -13,6 +13,10 @@
 //! Beyond the hot queries, every index a migration creates must exist (read from the migration
 //! files with Postgres's parser; a later `DROP INDEX` or rename is followed), so dropping any of
 //! them fails verify naming the index, its migration, and the hot queries that need it.
+//!
+//! One idea, kept in one file on purpose (over 600 lines): the checks verify makes and how each
+//! reads its answer from the catalog or from `EXPLAIN`; apart, a check would be read away from the
+//! plan it judges.
 
 use std::collections::BTreeSet;
 use std::fmt;

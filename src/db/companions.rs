@@ -3,6 +3,9 @@
 //! Dashboard pages are ordered and counted from the read model (refreshed by the cron route)
 //! and their displayed fields come from the base table, so an edit shows at once and a
 //! companion made private disappears at once; one made public appears after the next refresh.
+//!
+//! One idea, kept in one file on purpose (over 600 lines): the queries of one table and its read
+//! model, each beside its SQL; the dashboard page queries are the bulk of it.
 
 use std::time::Duration;
 

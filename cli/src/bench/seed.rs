@@ -3,6 +3,9 @@
 //! Realistic means the heavy columns are as heavy as production's: `instructions` ~2 KB and each
 //! JSONB config ~1 KB (the reason the old dashboard payload was 5.4 MB), message counts skewed
 //! towards popular companions, some private companions and some platform-owned ones.
+//!
+//! One idea, kept in one file on purpose (over 600 lines): the data set, table by table, and the
+//! COPY that loads it; its shape is read as one.
 
 use std::fmt::Write as _;
 use std::time::Instant;

@@ -5,6 +5,7 @@
 //! only requests naming a loopback host or one it was told (`host`), and bounds how long a
 //! connection may hold it without asking for anything (`connection`).
 
+mod banner;
 pub mod connection;
 pub mod host;
 pub mod session;
@@ -23,13 +24,13 @@ use tower::Layer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::services::ServeDir;
 
-use gcbb::config::{ClerkKey, Config, DEFAULT_DEV_DATABASE_URL};
+use gcbb::config::{Config, DEFAULT_DEV_DATABASE_URL};
 use gcbb::db::{self, DbConfig};
 use gcbb::platform::app::App;
-use gcbb::routes::{VercelJson, FUNCTIONS};
+use gcbb::routes::VercelJson;
 use gcbb_migrate::config::{MigrateConfig, DEFAULT_MIGRATIONS_DIR};
 
-use session::{DevSigner, SESSION_PATH};
+use session::DevSigner;
 
 /// How much longer than the background-write budget shutdown waits for background work
 /// (`wait_until`) of finished requests: a write retrying through an outage gets its whole budget.
@@ -214,12 +215,12 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = listener.local_addr()?;
-    print_banner(
+    banner::print_banner(
         &app,
         &vercel,
         &args,
         addr,
-        &Prepared {
+        &banner::Prepared {
             database: &target,
             applied: applied.applied.len(),
             seeded,
@@ -522,90 +523,6 @@ async fn create_database_if_missing(target: &DbConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// What start-up did to the database, for the banner.
-struct Prepared<'a> {
-    /// The database migrated (the direct URL when one is given).
-    database: &'a DbConfig,
-    /// Migrations applied now.
-    applied: usize,
-    seeded: bool,
-}
-
-fn print_banner(
-    app: &Arc<App>,
-    vercel: &VercelJson,
-    args: &DevArgs,
-    addr: std::net::SocketAddr,
-    prepared: &Prepared,
-    signer: Option<&DevSigner>,
-    allowed_hosts: &host::AllowedHosts,
-) {
-    let c = &app.config;
-    let auth = match (&c.clerk.key, signer) {
-        (_, Some(_)) => {
-            "dev sign-in: no Clerk key, so gcbb dev signs tokens for the demo users itself"
-        }
-        (Some(ClerkKey::Pem(_)), None) => "Clerk (CLERK_JWT_KEY)",
-        (Some(ClerkKey::JwksUrl(_)), None) => "Clerk (CLERK_JWKS_URL)",
-        (None, None) => "none: every request is anonymous",
-    };
-    println!("gcbb dev");
-    println!("  database    {}", prepared.database.redacted());
-    println!("  migrations  {} applied now", prepared.applied);
-    println!(
-        "  demo data   {}",
-        if prepared.seeded {
-            "inserted"
-        } else {
-            "unchanged"
-        }
-    );
-    println!("  cache       {}", c.cache.name());
-    println!(
-        "  cache keys  {}:… (CACHE_KEY_PREFIX, else scoped to the database)",
-        c.cache_key_prefix
-    );
-    println!(
-        "  cdn purge   {}",
-        match &c.cdn {
-            Some(cdn) => format!("on (project {})", cdn.project),
-            None => "off: VERCEL_TOKEN unset".to_owned(),
-        }
-    );
-    println!("  auth        {auth}");
-    println!("  client      {}", c.trusted_proxy.describe());
-    println!("  hosts       {}", allowed_hosts.describe());
-    println!(
-        "  cron        {}",
-        if c.cron_secret.is_some() {
-            "CRON_SECRET set"
-        } else {
-            "CRON_SECRET unset: /api/cron/refresh refuses every call"
-        }
-    );
-    println!("  static      {}/", args.public_dir.display());
-    println!("routes");
-    for r in &vercel.rewrites {
-        println!(
-            "  {:<36} → api{}.rs",
-            r.source,
-            r.destination.trim_start_matches("/api")
-        );
-    }
-    for f in FUNCTIONS {
-        println!("  /api/{:<31} → api/{}.rs", f.name, f.name);
-    }
-    if signer.is_some() {
-        println!(
-            "  {SESSION_PATH:<36} → gcbb dev only: GET the demo users, POST {{\"userId\"}} for a token"
-        );
-        if !addr.ip().is_loopback() {
-            println!("  note: {addr} is reachable from other machines, and so is dev sign-in");
-        }
-    }
-    println!("listening on http://{addr}");
 }
 
 async fn shutdown_signal() {

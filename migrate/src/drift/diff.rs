@@ -7,6 +7,9 @@
 //! equal one, and the same definition under another name is a rename, as in Prisma. A column's
 //! changes are kept in the words of Prisma's summary (`changed from Required to Nullable`, `type
 //! changed`…): they are part of the step, which `gcbb db drift --json` prints as it is.
+//!
+//! One idea, kept in one file on purpose (over 600 lines): the comparison of two schemas, object
+//! kind by object kind, with Prisma's ordering beside the steps it orders.
 
 use serde::Serialize;
 

@@ -4,6 +4,9 @@
 //! and a writer of the workload waited meanwhile), the workload's failures, the hot queries
 //! before and after, then verify, drift and the verdict with each breach's statement, lock, time
 //! and safer rewrite. `--json` prints the report itself instead.
+//!
+//! One idea, kept in one file on purpose (over 600 lines): the report's text, section by section,
+//! in the order it prints.
 
 use std::fmt::Write as _;
 

@@ -8,6 +8,9 @@
 //! the stream in flight (`active`), the producer's lease (`live`, renewed with every write), a
 //! stop flag, and one sorted set of the journals whose replies are not all in the database yet
 //! (`pending`, scored by when a drain may take them).
+//!
+//! One idea, kept in one file on purpose (over 600 lines): the journal's record format, its writer
+//! and its readers and drain, which must agree on every key and record.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
