@@ -11,9 +11,9 @@
 use std::fmt::Write as _;
 
 use super::measure::{MigrationRun, StatementRun};
+use super::outcome::{RehearsalReport, SpeedRow};
 use super::verdict::{pretty_size, Breach, Safer};
 use super::workload::WorkloadReport;
-use super::{RehearsalReport, SpeedRow};
 
 fn quoted(schema: &str, table: &str) -> String {
     if schema == "public" {

@@ -1,3 +1,4 @@
+use super::on_copy::scratch_server;
 use super::*;
 
 #[test]

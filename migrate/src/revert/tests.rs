@@ -1,4 +1,6 @@
+use super::sql::{column_sql, ident, routine};
 use super::*;
+use crate::introspect::Column;
 
 #[test]
 fn allows_parse_as_rule_equals_reason() {
