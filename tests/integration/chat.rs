@@ -11,6 +11,7 @@ use gcbb_cli::model_server::{Failure, Script};
 use serde_json::{json, Value};
 
 use crate::common::app::{CacheKind, Served, TestApp, TestAppBuilder};
+use crate::common::failing;
 use crate::common::request::TestRequest;
 use crate::common::session::token_for;
 use crate::common::{eventually, json_strs};
@@ -176,12 +177,7 @@ async fn the_context_is_the_instructions_and_the_last_twenty_messages_of_that_us
 
 #[tokio::test]
 async fn the_model_failing_before_the_first_token_is_502_and_the_prompt_stays_stored() {
-    let app = chat_app(Script {
-        failure: Failure::Status(500),
-        ..Script::default()
-    })
-    .start()
-    .await;
+    let app = chat_app(failing(Failure::Status(500))).start().await;
     let resp = chat(&app, PUBLIC, "hello?").signed_in(ALICE).send().await;
     assert_eq!(resp.status, 502);
     let body = resp.json();
@@ -195,12 +191,7 @@ async fn the_model_failing_before_the_first_token_is_502_and_the_prompt_stays_st
 
 #[tokio::test]
 async fn the_model_failing_mid_stream_ends_with_an_error_part_and_the_partial_reply_is_stored() {
-    let app = chat_app(Script {
-        failure: Failure::ErrorEventAfter(2),
-        ..Script::default()
-    })
-    .start()
-    .await;
+    let app = chat_app(failing(Failure::ErrorEventAfter(2))).start().await;
     let resp = chat(&app, PUBLIC, "tell me")
         .signed_in(ALICE)
         .header("accept", "text/event-stream")
@@ -242,10 +233,7 @@ async fn the_model_failing_mid_stream_ends_with_an_error_part_and_the_partial_re
     );
 
     // A dropped connection mid-stream aborts the text stream (no clean end) and keeps the part.
-    app.model().set_script(Script {
-        failure: Failure::DropAfter(3),
-        ..Script::default()
-    });
+    app.model().set_script(failing(Failure::DropAfter(3)));
     let resp = chat(&app, PUBLIC, "again").signed_in(BOB).send().await;
     assert_eq!(resp.status, 200);
     assert!(
@@ -267,13 +255,10 @@ async fn the_model_failing_mid_stream_ends_with_an_error_part_and_the_partial_re
 
 #[tokio::test]
 async fn a_model_that_hangs_is_a_504_after_the_first_token_timeout() {
-    let app = chat_app(Script {
-        failure: Failure::Hang,
-        ..Script::default()
-    })
-    .env("LLM_FIRST_TOKEN_TIMEOUT_MS", "400")
-    .start()
-    .await;
+    let app = chat_app(failing(Failure::Hang))
+        .env("LLM_FIRST_TOKEN_TIMEOUT_MS", "400")
+        .start()
+        .await;
     let resp = chat(&app, PUBLIC, "wait").signed_in(ALICE).send().await;
     assert_eq!(resp.status, 504);
     assert_eq!(resp.error_code(), "model_timeout");
@@ -556,12 +541,7 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
         ),
     ];
     for (name, body, ct, status, code) in cases {
-        let resp = app
-            .request(Method::POST, &url)
-            .bearer(&alice)
-            .body(ct, body)
-            .send()
-            .await;
+        let resp = app.post_body(&url, ct, body).bearer(&alice).send().await;
         assert_eq!(resp.status.as_u16(), status, "{name}");
         assert_eq!(resp.error_code(), code, "{name}: {}", resp.text());
     }
@@ -677,10 +657,7 @@ async fn the_ai_sdk_reads_both_stream_formats() {
     assert_eq!(messages(&app, PUBLIC, ALICE).await, three);
 
     // The SDK sees a mid-stream failure as an error with the partial text.
-    app.model().set_script(Script {
-        failure: Failure::ErrorEventAfter(1),
-        ..Script::default()
-    });
+    app.model().set_script(failing(Failure::ErrorEventAfter(1)));
     let failed = tokio::task::spawn_blocking(move || ai_sdk("data", &url, "again", None))
         .await
         .unwrap();

@@ -549,11 +549,7 @@ async fn a_cron_route_without_a_configured_secret_refuses_everything() {
 
 #[tokio::test]
 async fn two_concurrent_cron_runs_refresh_once_and_the_other_is_skipped() {
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
-        .start()
-        .await;
+    let app = TestApp::demo_with(CacheKind::Redis).start().await;
     let runs_before = refresh_runs(&app).await;
     // Hold the first refresh inside gcbb_refresh_dashboard: its log insert waits for our lock.
     let blocker = app.db.client().await;
@@ -588,9 +584,7 @@ async fn two_concurrent_cron_runs_refresh_once_and_the_other_is_skipped() {
 #[tokio::test]
 async fn with_redis_stopped_the_dashboard_is_served_from_postgres_marked_bypass() {
     let mut redis = OwnRedis::start().await;
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::RedisAt(redis.url()))
+    let app = TestApp::demo_with(CacheKind::RedisAt(redis.url()))
         .start()
         .await;
     let resp = app.get("/api/dashboard/prefetch?page=3").send().await;
@@ -613,11 +607,7 @@ async fn with_redis_stopped_the_dashboard_is_served_from_postgres_marked_bypass(
 
 #[tokio::test]
 async fn with_the_upstash_proxy_killed_the_dashboard_is_served_from_postgres_marked_bypass() {
-    let mut app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Upstash)
-        .start()
-        .await;
+    let mut app = TestApp::demo_with(CacheKind::Upstash).start().await;
     assert_eq!(app.get("/api/dashboard/prefetch").send().await.status, 200);
     assert!(
         !app.redis_keys("v1:dashboard:*").await.is_empty(),
@@ -632,16 +622,7 @@ async fn with_the_upstash_proxy_killed_the_dashboard_is_served_from_postgres_mar
 #[tokio::test]
 async fn a_slow_count_gives_the_page_on_time_with_an_estimated_total() {
     let app = demo_app().await;
-    // Make the count really slow: the server sleeps inside it.
-    app.pg
-        .batch_execute(
-            "CREATE OR REPLACE FUNCTION gcbb_count_dashboard(p_category_id text, p_name_contains text) \
-             RETURNS bigint LANGUAGE sql VOLATILE AS $$ SELECT pg_sleep(5)::text::bigint $$; \
-             CREATE OR REPLACE FUNCTION gcbb_count_dashboard_prefix(p_category_id text, p_prefix text) \
-             RETURNS bigint LANGUAGE sql VOLATILE AS $$ SELECT pg_sleep(5)::text::bigint $$",
-        )
-        .await
-        .unwrap();
+    make_the_count_slow(&app).await;
     let resp = app.get("/api/dashboard/prefetch").send().await;
     assert_eq!(resp.status, 200);
     let body = resp.json();
@@ -686,11 +667,7 @@ async fn making_a_companion_private_deletes_every_cached_dashboard_page_from_red
     // epoch in its key, and the PATCH bumps the epoch, so no page cached before it is read
     // again (they expire on their own). What this proves: after the PATCH, pages served from
     // a Redis full of entries listing the companion don't list it.
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
-        .start()
-        .await;
+    let app = TestApp::demo_with(CacheKind::Redis).start().await;
     let pages = [
         "/api/dashboard/prefetch?pageSize=50",
         "/api/dashboard/prefetch?pageSize=50&categoryId=cat_demo_01",

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::chat::{chat_app, tokens, ALICE, BOB, PUBLIC};
 use crate::common::app::TestApp;
 use crate::common::eventually;
+use crate::common::failing;
 use crate::common::request::{TestRequest, TestResponse};
 
 pub const GROUP: &str = "g_alice";
@@ -40,7 +41,7 @@ async fn setup(script: Script) -> TestApp {
 }
 
 /// `POST` a prompt to a group.
-fn prompt(app: &TestApp, group: &str, prompt: &str) -> TestRequest {
+pub(crate) fn prompt(app: &TestApp, group: &str, prompt: &str) -> TestRequest {
     app.post_json(
         &format!("/api/group-chat/{group}/chat"),
         &json!({ "prompt": prompt }),
@@ -80,17 +81,12 @@ fn summary(events: &[Value]) -> Vec<String> {
 }
 
 async fn group_messages(app: &TestApp, group: &str) -> Vec<(bool, String, String)> {
-    app.pg
-        .query(
-            "SELECT \"isBot\", \"senderId\", \"content\" FROM \"GroupMessage\" \
-             WHERE \"groupChatId\" = $1 ORDER BY \"createdAt\", \"id\"",
-            &[&group],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
+    app.triples(
+        "SELECT \"isBot\", \"senderId\", \"content\" FROM \"GroupMessage\" \
+         WHERE \"groupChatId\" = $1 ORDER BY \"createdAt\", \"id\"",
+        &[&group],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -252,11 +248,7 @@ async fn an_anonymous_demo_chat_has_one_responder_and_stores_nothing() {
 
 #[tokio::test]
 async fn the_model_failing_is_502_before_the_first_token_and_an_error_event_after() {
-    let app = setup(Script {
-        failure: Failure::Status(503),
-        ..Script::default()
-    })
-    .await;
+    let app = setup(failing(Failure::Status(503))).await;
     let resp = prompt(&app, GROUP, "hello").signed_in(ALICE).send().await;
     assert_eq!(resp.status, 502);
     assert_eq!(
@@ -265,10 +257,7 @@ async fn the_model_failing_is_502_before_the_first_token_and_an_error_event_afte
         "the prompt is stored"
     );
 
-    app.model().set_script(Script {
-        failure: Failure::ErrorEventAfter(2),
-        ..Script::default()
-    });
+    app.model().set_script(failing(Failure::ErrorEventAfter(2)));
     let resp = prompt(&app, GROUP, "again").signed_in(ALICE).send().await;
     assert_eq!(resp.status, 200);
     let got = summary(&events(&resp));
@@ -381,19 +370,13 @@ async fn group_history_is_paged_and_bad_requests_are_4xx() {
         ("{\"prompt\":\"\"}", "application/json", 400),
         ("{\"prompt\":7}", "application/json", 400),
     ] {
-        let resp = app
-            .request(Method::POST, &url)
-            .signed_in(ALICE)
-            .body(ct, body)
-            .send()
-            .await;
+        let resp = app.post_body(&url, ct, body).signed_in(ALICE).send().await;
         assert_eq!(resp.status.as_u16(), status, "{body}");
     }
     let big = format!("{{\"prompt\":\"{}\"}}", "x".repeat(5000));
     let resp = app
-        .request(Method::POST, &url)
+        .post_body(&url, "application/json", big)
         .signed_in(ALICE)
-        .body("application/json", big)
         .send()
         .await;
     assert_eq!(resp.status, 400);

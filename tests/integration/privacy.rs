@@ -222,9 +222,7 @@ async fn after_a_privacy_patch_no_instance_serves_the_companion_though_redis_was
     // generation bumps) are swallowed, never reach Redis, and Redis keeps its pages.
     let redis = OwnRedis::start().await;
     let hole = TcpProxy::start(([127, 0, 0, 1], redis.port).into()).await;
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::RedisAt(format!("redis://{}", hole.addr)))
+    let app = TestApp::demo_with(CacheKind::RedisAt(format!("redis://{}", hole.addr)))
         .start()
         .await;
     let other = app.another_instance().await;
@@ -588,8 +586,7 @@ async fn a_companion_name_with_bidi_or_invisible_characters_is_refused_and_nothi
 async fn the_signed_in_dashboard_is_rate_limited_per_user_with_the_chat_headers() {
     let app = TestApp::builder()
         .demo_data()
-        .env("RATE_LIMIT_DASHBOARD_REQUESTS", "3")
-        .env("RATE_LIMIT_DASHBOARD_WINDOW_MS", "60000")
+        .rate_limit("DASHBOARD", 3, 60_000)
         .start()
         .await;
     for n in 0..3 {
@@ -627,8 +624,7 @@ async fn the_signed_in_dashboard_is_rate_limited_per_user_with_the_chat_headers(
 async fn companion_edits_are_rate_limited_per_user_and_a_refused_edit_changes_nothing() {
     let app = TestApp::builder()
         .demo_data()
-        .env("RATE_LIMIT_COMPANION_EDIT_REQUESTS", "2")
-        .env("RATE_LIMIT_COMPANION_EDIT_WINDOW_MS", "60000")
+        .rate_limit("COMPANION_EDIT", 2, 60_000)
         .start()
         .await;
     for name in ["First", "Second"] {
@@ -653,9 +649,7 @@ async fn companion_edits_are_rate_limited_per_user_and_a_refused_edit_changes_no
 
 #[tokio::test]
 async fn distinct_random_searches_deep_pages_and_made_up_categories_add_no_page_to_redis() {
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
+    let app = TestApp::demo_with(CacheKind::Redis)
         // 60 searches from one client: room for them under the anonymous search limit.
         .env("RATE_LIMIT_SEARCH_REQUESTS", "1000")
         .start()
