@@ -46,6 +46,16 @@ fn chat(app: &TestApp, companion: &str, prompt: &str) -> TestRequest {
     )
 }
 
+/// The ids of the messages of a page of history.
+pub(crate) fn page_ids(page: &Value) -> Vec<String> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// The stored conversation of (companion, user), oldest first: (role, content).
 pub async fn messages(app: &TestApp, companion: &str, user: &str) -> Vec<(String, String)> {
     app.pg
@@ -291,6 +301,19 @@ async fn a_client_that_goes_away_leaves_the_reply_running_to_its_end_stored_whol
             }
         }
     };
+    // `user`'s reply was kept whole, as the model's `completed`th finished call; none was cut off.
+    let kept_whole = |user: &'static str, completed: usize| {
+        let (kept, app) = (&kept, &app);
+        async move {
+            assert!(
+                eventually(kept(user)).await,
+                "{:?}",
+                messages(app, PUBLIC, user).await
+            );
+            assert!(eventually(|| async { app.model().completed() == completed }).await);
+            assert_eq!(app.model().cancelled(), 0, "the model was cut off");
+        }
+    };
 
     let mut resp = chat(&app, PUBLIC, "long story")
         .signed_in(ALICE)
@@ -300,13 +323,7 @@ async fn a_client_that_goes_away_leaves_the_reply_running_to_its_end_stored_whol
     let first = resp.next_chunk().await.unwrap().unwrap();
     assert!(first.starts_with(b"word"));
     drop(resp);
-    assert!(
-        eventually(kept(ALICE)).await,
-        "{:?}",
-        messages(&app, PUBLIC, ALICE).await
-    );
-    assert!(eventually(|| async { app.model().completed() == 1 }).await);
-    assert_eq!(app.model().cancelled(), 0, "the model was cut off");
+    kept_whole(ALICE, 1).await;
     // 11 + 5 tokens, as the model counted them, once.
     assert!(eventually(|| async { tokens(&app, PUBLIC, ALICE).await == (16, Some(16)) }).await);
 
@@ -326,13 +343,7 @@ async fn a_client_that_goes_away_leaves_the_reply_running_to_its_end_stored_whol
         .unwrap();
     assert!(first.starts_with(b"word"));
     drop(body);
-    assert!(
-        eventually(kept(BOB)).await,
-        "{:?}",
-        messages(&app, PUBLIC, BOB).await
-    );
-    assert!(eventually(|| async { app.model().completed() == 2 }).await);
-    assert_eq!(app.model().cancelled(), 0, "the model was cut off");
+    kept_whole(BOB, 2).await;
     assert!(eventually(|| async { tokens(&app, PUBLIC, BOB).await == (32, Some(16)) }).await);
 }
 
@@ -383,15 +394,7 @@ async fn history_is_the_viewers_own_messages_paged_with_a_before_cursor() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.headers["cache-control"], "private, no-store");
     let page = resp.json();
-    let ids = |p: &Value| -> Vec<String> {
-        p["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(ids(&page), ["a4", "a5", "a6"]);
+    assert_eq!(page_ids(&page), ["a4", "a5", "a6"]);
     assert_eq!(page["nextCursor"], "a4");
     assert_eq!(page["messages"][0]["role"], "user");
     assert!(page["messages"][0]["createdAt"]
@@ -399,9 +402,9 @@ async fn history_is_the_viewers_own_messages_paged_with_a_before_cursor() {
         .unwrap()
         .starts_with("2025-01-01T00:00:04"));
     let page = get("?limit=3&before=a4", Some(ALICE)).await.json();
-    assert_eq!(ids(&page), ["a1", "a2", "a3"]);
+    assert_eq!(page_ids(&page), ["a1", "a2", "a3"]);
     let page = get("?limit=3&before=a1", Some(ALICE)).await.json();
-    assert_eq!(ids(&page), ["a0"]);
+    assert_eq!(page_ids(&page), ["a0"]);
     assert_eq!(page["nextCursor"], Value::Null);
 
     // Bob's cursor is not Alice's; bad paging parameters are named; anonymous is 401.
