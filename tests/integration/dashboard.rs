@@ -205,13 +205,10 @@ async fn a_request_with_any_credential_never_gets_public_cache_headers() {
     let app = demo_app().await;
     count_page_builds(&app).await;
     let url = "/api/dashboard/prefetch";
+    let with_cookie = |cookie: &str| app.get(url).header("cookie", cookie).send();
 
     // An empty session cookie: anonymous data, but not publicly cacheable.
-    let resp = app
-        .get(url)
-        .header("cookie", "theme=dark; __session=")
-        .send()
-        .await;
+    let resp = with_cookie("theme=dark; __session=").await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.headers["cache-control"], "private, no-store");
     assert!(resp.headers.get("cdn-cache-control").is_none());
@@ -225,7 +222,7 @@ async fn a_request_with_any_credential_never_gets_public_cache_headers() {
     }
 
     // A cookie that isn't a session is no credential.
-    let resp = app.get(url).header("cookie", "theme=dark").send().await;
+    let resp = with_cookie("theme=dark").await;
     assert_eq!(
         resp.headers["cache-control"],
         "public, max-age=0, must-revalidate"
@@ -377,17 +374,7 @@ async fn patch_then_dashboard_shows_the_change(cache: CacheKind) {
     assert_eq!(shown["name"], "Renamed Companion ✨");
 
     // Made private: gone from the anonymous dashboard at once.
-    let resp = app
-        .patch_json("/api/companion/cmp_demo_01", &json!({"private": true}))
-        .signed_in(&owner)
-        .send()
-        .await;
-    assert_eq!(resp.status, 200);
-    assert_eq!(
-        app.count("SELECT count(*) FROM \"Companion\" WHERE id = 'cmp_demo_01' AND private")
-            .await,
-        1
-    );
+    make_demo_01_private(&app, &owner).await;
     let body = app.get(page).send().await.json();
     assert!(!companion_ids(&body).contains(&"cmp_demo_01".to_owned()));
 }
@@ -688,9 +675,21 @@ async fn making_a_companion_private_deletes_every_cached_dashboard_page_from_red
     let before = app.get(pages[0]).send().await.json();
     assert!(listed(&before), "the demo companion is listed before");
 
+    make_demo_01_private(&app, "user_demo_2").await;
+    for path in pages {
+        let body = app.get(path).send().await.json();
+        assert!(
+            !listed(&body),
+            "{path} still lists the companion made private"
+        );
+    }
+}
+
+/// cmp_demo_01 made private by its owner, `owner`: answered 200 and stored.
+async fn make_demo_01_private(app: &TestApp, owner: &str) {
     let resp = app
         .patch_json("/api/companion/cmp_demo_01", &json!({"private": true}))
-        .signed_in("user_demo_2")
+        .signed_in(owner)
         .send()
         .await;
     assert_eq!(resp.status, 200);
@@ -699,13 +698,6 @@ async fn making_a_companion_private_deletes_every_cached_dashboard_page_from_red
             .await,
         1
     );
-    for path in pages {
-        let body = app.get(path).send().await.json();
-        assert!(
-            !listed(&body),
-            "{path} still lists the companion made private"
-        );
-    }
 }
 
 /// Makes `gcbb_count_dashboard` slower than any count timeout: the server sleeps inside it.
