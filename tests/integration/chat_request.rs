@@ -505,17 +505,16 @@ async fn a_chat_request_over_the_limit_or_to_a_failing_model_gets_an_error_statu
         .start()
         .await;
     let body = chat_request(&[ui("user", "hello?")]);
-    let resp = post(&app, &body)
-        .header("x-forwarded-for", "192.0.2.44")
-        .send()
-        .await;
+    let ask = || {
+        post(&app, &body)
+            .header("x-forwarded-for", "192.0.2.44")
+            .send()
+    };
+    let resp = ask().await;
     assert_eq!(resp.status, 502);
     assert_eq!(resp.error_code(), "model_unavailable");
     assert!(resp.header("content-type").starts_with("application/json"));
-    let resp = post(&app, &body)
-        .header("x-forwarded-for", "192.0.2.44")
-        .send()
-        .await;
+    let resp = ask().await;
     assert_eq!(resp.status, 429);
     assert_eq!(resp.error_code(), "rate_limited");
     assert!(resp.headers.contains_key("retry-after"));
