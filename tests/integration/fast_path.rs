@@ -15,7 +15,7 @@ use crate::common::app::{CacheKind, TestApp};
 use crate::common::eventually;
 use crate::common::fault::{proxy_to_postgres, OwnRedis};
 use crate::common::request::TestResponse;
-use crate::privacy::{app_with_vercel, VercelApi};
+use crate::privacy::{app_with_vercel, edit_demo, VercelApi};
 
 /// The anonymous page that lists every public demo companion (cached in the shared cache).
 const PAGE: &str = "/api/dashboard/prefetch?pageSize=50";
@@ -389,9 +389,7 @@ async fn a_purge_that_keeps_failing_stays_in_the_outbox_until_a_later_drain_gets
     // Vercel fails every purge until told otherwise.
     let (api, url, _server) = VercelApi::start(usize::MAX).await;
     let app = app_with_vercel(&url).await;
-    let resp = app
-        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"private": true})).await;
     assert_eq!(resp.status, 200);
     app.finish_background().await;
     assert!(api.calls().len() >= gcbb::cdn::PURGE_ATTEMPTS as usize);
@@ -518,17 +516,13 @@ async fn an_owners_edit_that_changes_nothing_purges_nothing_and_a_real_one_purge
     assert!(api.calls().is_empty(), "{:?}", api.calls());
 
     // Instructions are on no public page: nothing for the CDN.
-    let resp = app
-        .edit_companion(DEMO, &json!({"instructions": "Be brief."}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"instructions": "Be brief."})).await;
     assert_eq!(resp.status, 200);
     app.finish_background().await;
     assert!(api.calls().is_empty(), "{:?}", api.calls());
 
     // A move to another category: the pages listing it, and that category's.
-    let resp = app
-        .edit_companion(DEMO, &json!({"categoryId": "cat_demo_05"}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"categoryId": "cat_demo_05"})).await;
     assert_eq!(resp.status, 200);
     assert!(eventually(|| async { api.calls().len() == 1 }).await);
     let call = &api.calls()[0];
@@ -647,17 +641,12 @@ async fn after_a_few_deadline_expiries_the_database_breaker_answers_503_at_once_
 #[tokio::test]
 async fn deployments_on_different_databases_sharing_one_redis_never_read_each_others_entries() {
     // Two databases (production and a preview's branch, say), one Redis, no CACHE_KEY_PREFIX.
-    let production = TestApp::demo_with(CacheKind::Redis)
-        .env("CACHE_KEY_PREFIX", "")
-        .start()
-        .await;
-    let preview = TestApp::builder()
-        .demo_data()
+    let unprefixed = || TestApp::demo_with(CacheKind::Redis).env("CACHE_KEY_PREFIX", "");
+    let production = unprefixed().start().await;
+    let preview = unprefixed()
         .fixtures(format!(
             "UPDATE \"Companion\" SET \"name\" = 'Only On The Branch' WHERE \"id\" = '{DEMO}'"
         ))
-        .cache(CacheKind::Redis)
-        .env("CACHE_KEY_PREFIX", "")
         .start()
         .await;
     assert!(production.prefix.starts_with("gcbb-"));
