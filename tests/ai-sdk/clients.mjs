@@ -212,6 +212,16 @@ for (const client of [CHAT, TEXT_CHAT]) {
   });
 }
 
+// Sends each of `texts` in turn, signed in; each is answered with the scripted reply.
+const sendSignedIn = async (chat, texts) => {
+  for (const text of texts) {
+    await chat.sendMessage({ text });
+    signedIn += 1;
+    assertReady(chat);
+    assert.equal(textOf(lastAssistant(chat)), config.reply);
+  }
+};
+
 // docs/api.md's advice for signed-in users: the server keeps the history, so send the new message only.
 await check(CHAT, "two turns, signed in, sending only the new message", async () => {
   const chat = new Chat({
@@ -224,12 +234,7 @@ await check(CHAT, "two turns, signed in, sending only the new message", async ()
       fetch: recordingFetch(CHAT),
     }),
   });
-  for (const text of ["Only this one", "And only this one"]) {
-    await chat.sendMessage({ text });
-    signedIn += 1;
-    assertReady(chat);
-    assert.equal(textOf(lastAssistant(chat)), config.reply);
-  }
+  await sendSignedIn(chat, ["Only this one", "And only this one"]);
   assert.equal(chat.messages.length, 4);
 });
 
@@ -355,12 +360,7 @@ await check(CHAT, "two turns, signed in, sending the last message alone ({id, me
       fetch: recordingFetch(CHAT),
     }),
   });
-  for (const text of ["Just this", "And just this"]) {
-    await chat.sendMessage({ text });
-    signedIn += 1;
-    assertReady(chat);
-    assert.equal(textOf(lastAssistant(chat)), config.reply);
-  }
+  await sendSignedIn(chat, ["Just this", "And just this"]);
   const stored = await historyOf(config.okBase, config.token);
   assert.equal(stored.at(-1).id, lastAssistant(chat).id, "the client's id is the stored row's");
 });

@@ -56,11 +56,7 @@ async fn the_chat_function_refuses_a_body_that_is_not_json() {
 #[tokio::test]
 async fn the_group_chat_function_asks_for_a_session_to_read_history() {
     let server = start(env!("CARGO_BIN_EXE_group-chat")).await;
-    let resp = reqwest::Client::new()
-        .delete(server.url("/api/group-chat/g1/messages?groupId=g1"))
-        .send()
-        .await
-        .unwrap();
+    let resp = crate::delete(&server, "/api/group-chat/g1/messages?groupId=g1").await;
     assert_eq!(resp.status(), 405);
     assert!(resp.headers().contains_key("allow"));
 }

@@ -76,11 +76,7 @@ async fn a_function_with_a_bad_variable_refuses_to_start_and_names_it() {
 #[tokio::test]
 async fn health_answers_wrong_methods_with_405_and_allow() {
     let server = start_health(&database_server_url(), None).await;
-    let resp = reqwest::Client::new()
-        .delete(server.url("/api/health"))
-        .send()
-        .await
-        .unwrap();
+    let resp = crate::delete(&server, "/api/health").await;
     assert_eq!(resp.status(), 405);
     let allow = resp.headers()["allow"].to_str().unwrap().to_owned();
     assert!(allow.contains("GET"), "{allow}");

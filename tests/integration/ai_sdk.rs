@@ -27,6 +27,7 @@ const RECONNECTER: &str = "user_reconnecter";
 const STOPPER: &str = "user_stopper";
 use crate::common::app::{Served, TestApp};
 use crate::common::eventually;
+use crate::common::failing;
 use crate::common::session::token_for;
 use gcbb_test_support::node::{node_json, npm_ci_unless_installed};
 
@@ -81,18 +82,12 @@ const SAFELISTED: [&str; 4] = [
 async fn run_clients(package: &'static str) -> Value {
     let ok = unlimited(chat_app(Script::default())).start().await;
     let slow = unlimited(chat_app(slow_script())).start().await;
-    let failing = unlimited(chat_app(Script {
-        failure: Failure::ErrorEventAfter(2),
-        ..Script::default()
-    }))
-    .start()
-    .await;
-    let down = unlimited(chat_app(Script {
-        failure: Failure::Status(500),
-        ..Script::default()
-    }))
-    .start()
-    .await;
+    let failing = unlimited(chat_app(failing(Failure::ErrorEventAfter(2))))
+        .start()
+        .await;
+    let down = unlimited(chat_app(crate::common::failing(Failure::Status(500))))
+        .start()
+        .await;
     let limited = chat_app(Script::default())
         .env("RATE_LIMIT_ANON_REQUESTS", "1")
         // A day: windows are aligned to the epoch, so a shorter one could roll over mid-test.

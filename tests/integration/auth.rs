@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{header, StatusCode};
@@ -18,6 +18,7 @@ use gcbb_cli::session_token::{sign_hs256, SigningKey};
 use serde_json::{json, Value};
 
 use crate::common::app::TestApp;
+use crate::common::jwks::{jwks, JwksServer};
 use crate::common::request::TestResponse;
 use crate::common::session::{signing_key, ISSUER};
 
@@ -372,63 +373,12 @@ async fn without_a_key_every_token_is_refused() {
 
 // ---- JWKS ---------------------------------------------------------------------------------
 
-/// A real HTTP server serving a JWKS that the test can swap, counting requests.
-struct JwksServer {
-    url: String,
-    hits: Arc<AtomicUsize>,
-    body: Arc<Mutex<Value>>,
-}
-
-impl JwksServer {
-    async fn start(keys: &[(&TestKey, &str)]) -> JwksServer {
-        let hits = Arc::new(AtomicUsize::new(0));
-        let body = Arc::new(Mutex::new(jwks(keys)));
-        let (h, b) = (hits.clone(), body.clone());
-        let app = Router::new().route(
-            "/.well-known/jwks.json",
-            get(move || {
-                let (h, b) = (h.clone(), b.clone());
-                async move {
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let doc = b.lock().unwrap().clone();
-                    Json(doc)
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        JwksServer {
-            url: format!("http://{addr}/.well-known/jwks.json"),
-            hits,
-            body,
-        }
-    }
-
-    fn serve(&self, keys: &[(&TestKey, &str)]) {
-        *self.body.lock().unwrap() = jwks(keys);
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-
-    fn auth(&self) -> Authenticator {
-        Authenticator::new(
-            &clerk_config(ClerkKey::JwksUrl(self.url.clone())),
-            reqwest::Client::new(),
-        )
-    }
-}
-
-fn jwks(keys: &[(&TestKey, &str)]) -> Value {
-    let keys: Vec<Value> = keys
-        .iter()
-        .map(|(k, kid)| {
-            json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": k.n, "e": k.e})
-        })
-        .collect();
-    json!({ "keys": keys })
+/// An authenticator that fetches its keys from `server`.
+fn jwks_auth(server: &JwksServer) -> Authenticator {
+    Authenticator::new(
+        &clerk_config(ClerkKey::JwksUrl(server.url.clone())),
+        reqwest::Client::new(),
+    )
 }
 
 /// An address where nothing listens.
@@ -442,7 +392,7 @@ async fn dead_address() -> SocketAddr {
 #[tokio::test]
 async fn a_jwks_key_verifies_and_is_fetched_once_for_many_tokens() {
     let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
-    let auth = Arc::new(server.auth());
+    let auth = Arc::new(jwks_auth(&server));
     // A cold process hit by concurrent requests fetches once.
     let concurrent = (0..16).map(|i| {
         let auth = auth.clone();
@@ -470,7 +420,7 @@ async fn a_jwks_key_verifies_and_is_fetched_once_for_many_tokens() {
 #[tokio::test]
 async fn a_rotated_key_triggers_one_refetch_and_then_verifies() {
     let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
-    let auth = server.auth().with_jwks_min_refetch_interval(Duration::ZERO);
+    let auth = jwks_auth(&server).with_jwks_min_refetch_interval(Duration::ZERO);
     let old = sign(key_a(), Some("ins_a"), &clerk_claims());
     assert_eq!(auth.verify(&old).await.unwrap(), USER);
     assert_eq!(server.hits(), 1);
@@ -491,7 +441,7 @@ async fn a_rotated_key_triggers_one_refetch_and_then_verifies() {
 #[tokio::test]
 async fn a_kid_still_unknown_after_refetch_is_401() {
     let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
-    let auth = server.auth().with_jwks_min_refetch_interval(Duration::ZERO);
+    let auth = jwks_auth(&server).with_jwks_min_refetch_interval(Duration::ZERO);
     let good = sign(key_a(), Some("ins_a"), &clerk_claims());
     assert_eq!(auth.verify(&good).await.unwrap(), USER);
     assert_eq!(server.hits(), 1);
@@ -505,11 +455,8 @@ async fn a_kid_still_unknown_after_refetch_is_401() {
 #[tokio::test]
 async fn made_up_kids_cannot_make_us_hammer_the_jwks_endpoint() {
     let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
-    let auth = Arc::new(
-        server
-            .auth()
-            .with_jwks_min_refetch_interval(Duration::from_millis(800)),
-    );
+    let auth =
+        Arc::new(jwks_auth(&server).with_jwks_min_refetch_interval(Duration::from_millis(800)));
     let good = sign(key_a(), Some("ins_a"), &clerk_claims());
     assert_eq!(auth.verify(&good).await.unwrap(), USER);
     // Two waves of 20 made-up kids: each wave waits for the one refetch at the end of the
@@ -545,7 +492,7 @@ async fn made_up_kids_cannot_make_us_hammer_the_jwks_endpoint() {
 async fn a_jwks_token_without_kid_is_refused_without_fetching() {
     let server = JwksServer::start(&[(key_a(), "ins_a")]).await;
     let token = sign(key_a(), None, &clerk_claims());
-    let err = refused(&server.auth(), &token).await;
+    let err = refused(&jwks_auth(&server), &token).await;
     assert!(matches!(err, AuthError::MissingKeyId), "{err}");
     assert_eq!(server.hits(), 0);
 }
@@ -558,7 +505,7 @@ async fn a_refused_algorithm_never_reaches_the_jwks_endpoint() {
         b64(br#"{"alg":"none","kid":"ins_a"}"#),
         b64(clerk_claims().to_string().as_bytes())
     );
-    let err = refused(&server.auth(), &token).await;
+    let err = refused(&jwks_auth(&server), &token).await;
     assert!(matches!(err, AuthError::UnexpectedAlgorithm), "{err}");
     assert_eq!(server.hits(), 0);
 }
@@ -605,14 +552,14 @@ async fn a_jwks_server_that_hangs_times_out_as_unavailable() {
 #[tokio::test]
 async fn a_jwks_endpoint_answering_an_error_or_junk_is_unavailable() {
     let server = JwksServer::start(&[]).await;
-    let auth = server.auth().with_jwks_min_refetch_interval(Duration::ZERO);
+    let auth = jwks_auth(&server).with_jwks_min_refetch_interval(Duration::ZERO);
     let token = sign(key_a(), Some("ins_a"), &clerk_claims());
     // An empty key set.
     assert!(matches!(
         auth.verify(&token).await,
         Err(AuthError::KeysUnavailable)
     ));
-    *server.body.lock().unwrap() = json!({"not": "a key set"});
+    server.serve_document(json!({"not": "a key set"}));
     assert!(matches!(
         auth.verify(&token).await,
         Err(AuthError::KeysUnavailable)

@@ -11,6 +11,7 @@ use gcbb_cli::model_server::{Failure, Script};
 use serde_json::{json, Value};
 
 use crate::common::app::{CacheKind, Served, TestApp, TestAppBuilder};
+use crate::common::failing;
 use crate::common::request::TestRequest;
 use crate::common::session::token_for;
 use crate::common::{eventually, json_strs};
@@ -43,6 +44,16 @@ fn chat(app: &TestApp, companion: &str, prompt: &str) -> TestRequest {
         &format!("/api/chat/{companion}"),
         &json!({ "prompt": prompt }),
     )
+}
+
+/// The ids of the messages of a page of history.
+pub(crate) fn page_ids(page: &Value) -> Vec<String> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The stored conversation of (companion, user), oldest first: (role, content).
@@ -176,12 +187,7 @@ async fn the_context_is_the_instructions_and_the_last_twenty_messages_of_that_us
 
 #[tokio::test]
 async fn the_model_failing_before_the_first_token_is_502_and_the_prompt_stays_stored() {
-    let app = chat_app(Script {
-        failure: Failure::Status(500),
-        ..Script::default()
-    })
-    .start()
-    .await;
+    let app = chat_app(failing(Failure::Status(500))).start().await;
     let resp = chat(&app, PUBLIC, "hello?").signed_in(ALICE).send().await;
     assert_eq!(resp.status, 502);
     let body = resp.json();
@@ -195,12 +201,7 @@ async fn the_model_failing_before_the_first_token_is_502_and_the_prompt_stays_st
 
 #[tokio::test]
 async fn the_model_failing_mid_stream_ends_with_an_error_part_and_the_partial_reply_is_stored() {
-    let app = chat_app(Script {
-        failure: Failure::ErrorEventAfter(2),
-        ..Script::default()
-    })
-    .start()
-    .await;
+    let app = chat_app(failing(Failure::ErrorEventAfter(2))).start().await;
     let resp = chat(&app, PUBLIC, "tell me")
         .signed_in(ALICE)
         .header("accept", "text/event-stream")
@@ -242,10 +243,7 @@ async fn the_model_failing_mid_stream_ends_with_an_error_part_and_the_partial_re
     );
 
     // A dropped connection mid-stream aborts the text stream (no clean end) and keeps the part.
-    app.model().set_script(Script {
-        failure: Failure::DropAfter(3),
-        ..Script::default()
-    });
+    app.model().set_script(failing(Failure::DropAfter(3)));
     let resp = chat(&app, PUBLIC, "again").signed_in(BOB).send().await;
     assert_eq!(resp.status, 200);
     assert!(
@@ -267,13 +265,10 @@ async fn the_model_failing_mid_stream_ends_with_an_error_part_and_the_partial_re
 
 #[tokio::test]
 async fn a_model_that_hangs_is_a_504_after_the_first_token_timeout() {
-    let app = chat_app(Script {
-        failure: Failure::Hang,
-        ..Script::default()
-    })
-    .env("LLM_FIRST_TOKEN_TIMEOUT_MS", "400")
-    .start()
-    .await;
+    let app = chat_app(failing(Failure::Hang))
+        .env("LLM_FIRST_TOKEN_TIMEOUT_MS", "400")
+        .start()
+        .await;
     let resp = chat(&app, PUBLIC, "wait").signed_in(ALICE).send().await;
     assert_eq!(resp.status, 504);
     assert_eq!(resp.error_code(), "model_timeout");
@@ -306,6 +301,19 @@ async fn a_client_that_goes_away_leaves_the_reply_running_to_its_end_stored_whol
             }
         }
     };
+    // `user`'s reply was kept whole, as the model's `completed`th finished call; none was cut off.
+    let kept_whole = |user: &'static str, completed: usize| {
+        let (kept, app) = (&kept, &app);
+        async move {
+            assert!(
+                eventually(kept(user)).await,
+                "{:?}",
+                messages(app, PUBLIC, user).await
+            );
+            assert!(eventually(|| async { app.model().completed() == completed }).await);
+            assert_eq!(app.model().cancelled(), 0, "the model was cut off");
+        }
+    };
 
     let mut resp = chat(&app, PUBLIC, "long story")
         .signed_in(ALICE)
@@ -315,13 +323,7 @@ async fn a_client_that_goes_away_leaves_the_reply_running_to_its_end_stored_whol
     let first = resp.next_chunk().await.unwrap().unwrap();
     assert!(first.starts_with(b"word"));
     drop(resp);
-    assert!(
-        eventually(kept(ALICE)).await,
-        "{:?}",
-        messages(&app, PUBLIC, ALICE).await
-    );
-    assert!(eventually(|| async { app.model().completed() == 1 }).await);
-    assert_eq!(app.model().cancelled(), 0, "the model was cut off");
+    kept_whole(ALICE, 1).await;
     // 11 + 5 tokens, as the model counted them, once.
     assert!(eventually(|| async { tokens(&app, PUBLIC, ALICE).await == (16, Some(16)) }).await);
 
@@ -341,13 +343,7 @@ async fn a_client_that_goes_away_leaves_the_reply_running_to_its_end_stored_whol
         .unwrap();
     assert!(first.starts_with(b"word"));
     drop(body);
-    assert!(
-        eventually(kept(BOB)).await,
-        "{:?}",
-        messages(&app, PUBLIC, BOB).await
-    );
-    assert!(eventually(|| async { app.model().completed() == 2 }).await);
-    assert_eq!(app.model().cancelled(), 0, "the model was cut off");
+    kept_whole(BOB, 2).await;
     assert!(eventually(|| async { tokens(&app, PUBLIC, BOB).await == (32, Some(16)) }).await);
 }
 
@@ -398,15 +394,7 @@ async fn history_is_the_viewers_own_messages_paged_with_a_before_cursor() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.headers["cache-control"], "private, no-store");
     let page = resp.json();
-    let ids = |p: &Value| -> Vec<String> {
-        p["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(ids(&page), ["a4", "a5", "a6"]);
+    assert_eq!(page_ids(&page), ["a4", "a5", "a6"]);
     assert_eq!(page["nextCursor"], "a4");
     assert_eq!(page["messages"][0]["role"], "user");
     assert!(page["messages"][0]["createdAt"]
@@ -414,9 +402,9 @@ async fn history_is_the_viewers_own_messages_paged_with_a_before_cursor() {
         .unwrap()
         .starts_with("2025-01-01T00:00:04"));
     let page = get("?limit=3&before=a4", Some(ALICE)).await.json();
-    assert_eq!(ids(&page), ["a1", "a2", "a3"]);
+    assert_eq!(page_ids(&page), ["a1", "a2", "a3"]);
     let page = get("?limit=3&before=a1", Some(ALICE)).await.json();
-    assert_eq!(ids(&page), ["a0"]);
+    assert_eq!(page_ids(&page), ["a0"]);
     assert_eq!(page["nextCursor"], Value::Null);
 
     // Bob's cursor is not Alice's; bad paging parameters are named; anonymous is 401.
@@ -556,12 +544,7 @@ async fn hostile_inputs_get_the_right_4xx_and_store_nothing() {
         ),
     ];
     for (name, body, ct, status, code) in cases {
-        let resp = app
-            .request(Method::POST, &url)
-            .bearer(&alice)
-            .body(ct, body)
-            .send()
-            .await;
+        let resp = app.post_body(&url, ct, body).bearer(&alice).send().await;
         assert_eq!(resp.status.as_u16(), status, "{name}");
         assert_eq!(resp.error_code(), code, "{name}: {}", resp.text());
     }
@@ -677,10 +660,7 @@ async fn the_ai_sdk_reads_both_stream_formats() {
     assert_eq!(messages(&app, PUBLIC, ALICE).await, three);
 
     // The SDK sees a mid-stream failure as an error with the partial text.
-    app.model().set_script(Script {
-        failure: Failure::ErrorEventAfter(1),
-        ..Script::default()
-    });
+    app.model().set_script(failing(Failure::ErrorEventAfter(1)));
     let failed = tokio::task::spawn_blocking(move || ai_sdk("data", &url, "again", None))
         .await
         .unwrap();

@@ -3,7 +3,6 @@
 //! with, what is stored and cached, and hostile bodies. (The SDK's own client code runs against
 //! it in `ai_sdk.rs`.)
 
-use axum::http::Method;
 use gcbb::chat::reply::cached::{anonymous_reply_key, cached_reply};
 use gcbb::platform::input::Prompt;
 use gcbb_cli::model_server::{Failure, Script};
@@ -12,6 +11,7 @@ use serde_json::{json, Value};
 use crate::chat::{chat_app, messages, ALICE, PUBLIC};
 use crate::common::app::TestApp;
 use crate::common::eventually;
+use crate::common::failing;
 use crate::common::request::TestRequest;
 use crate::common::session::token_for;
 
@@ -32,21 +32,6 @@ fn post(app: &TestApp, body: &Value) -> TestRequest {
     app.post_json(&format!("/api/chat/{PUBLIC}"), body)
 }
 
-/// (role, content) of each message of the model's last request.
-fn model_context(app: &TestApp) -> Vec<(String, String)> {
-    app.model().last_request().unwrap()["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap().to_owned(),
-                m["content"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 fn pair(role: &str, content: &str) -> (String, String) {
     (role.to_owned(), content.to_owned())
 }
@@ -56,6 +41,29 @@ fn types(parts: &[Value]) -> Vec<&str> {
         .iter()
         .map(|p| p["type"].as_str().unwrap_or("[DONE]"))
         .collect()
+}
+
+/// The model was asked "second" after the stored "first" and its reply, and Alice's chat stores
+/// both turns, each with its reply.
+async fn assert_second_asked_after_the_first_and_both_stored(app: &TestApp) {
+    assert_eq!(
+        app.model_context(),
+        [
+            pair("system", INSTRUCTIONS),
+            pair("user", "first"),
+            pair("assistant", REPLY),
+            pair("user", "second"),
+        ]
+    );
+    assert_eq!(
+        messages(app, PUBLIC, ALICE).await,
+        [
+            pair("user", "first"),
+            pair("assistant", REPLY),
+            pair("user", "second"),
+            pair("assistant", REPLY),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -112,7 +120,7 @@ async fn anonymous_context_is_the_instructions_then_the_clients_recent_turns_the
     history.push(ui("user", "and now?"));
     let resp = post(&app, &chat_request(&history)).send().await;
     assert_eq!(resp.status, 200);
-    let context = model_context(&app);
+    let context = app.model_context();
     // The ten most recent earlier turns, in their roles, between the instructions and the prompt.
     let mut expected = vec![pair("system", INSTRUCTIONS)];
     expected.extend((20..30).map(|i| {
@@ -140,7 +148,7 @@ async fn anonymous_context_is_the_instructions_then_the_clients_recent_turns_the
     .await;
     assert_eq!(resp.status, 200);
     assert_eq!(
-        model_context(&app),
+        app.model_context(),
         [pair("system", INSTRUCTIONS), pair("user", "short")]
     );
 }
@@ -184,7 +192,7 @@ async fn a_system_message_in_the_clients_history_is_refused_and_reaches_no_model
     .send()
     .await;
     assert_eq!(resp.status, 200);
-    let context = model_context(&app);
+    let context = app.model_context();
     assert_eq!(
         context,
         [
@@ -228,24 +236,7 @@ async fn a_signed_in_chat_request_ignores_the_clients_history_and_stores_only_th
         .send()
         .await;
     assert_eq!(resp.status, 200);
-    assert_eq!(
-        model_context(&app),
-        [
-            pair("system", INSTRUCTIONS),
-            pair("user", "first"),
-            pair("assistant", REPLY),
-            pair("user", "second"),
-        ]
-    );
-    assert_eq!(
-        messages(&app, PUBLIC, ALICE).await,
-        [
-            pair("user", "first"),
-            pair("assistant", REPLY),
-            pair("user", "second"),
-            pair("assistant", REPLY),
-        ]
-    );
+    assert_second_asked_after_the_first_and_both_stored(&app).await;
     // A regenerate replaces the last answer: the stored question is asked again (without the
     // answer it replaces), and not stored a second time.
     let replaced = last_reply_id(&app).await;
@@ -257,24 +248,7 @@ async fn a_signed_in_chat_request_ignores_the_clients_history_and_stores_only_th
     again["trigger"] = json!("regenerate-message");
     let resp = post(&app, &again).signed_in(ALICE).send().await;
     assert_eq!(resp.status, 200);
-    assert_eq!(
-        model_context(&app),
-        [
-            pair("system", INSTRUCTIONS),
-            pair("user", "first"),
-            pair("assistant", REPLY),
-            pair("user", "second"),
-        ]
-    );
-    assert_eq!(
-        messages(&app, PUBLIC, ALICE).await,
-        [
-            pair("user", "first"),
-            pair("assistant", REPLY),
-            pair("user", "second"),
-            pair("assistant", REPLY),
-        ]
-    );
+    assert_second_asked_after_the_first_and_both_stored(&app).await;
     // The new answer is a new row, under the id its stream announced.
     let now = last_reply_id(&app).await;
     assert_ne!(now, replaced);
@@ -476,12 +450,7 @@ async fn hostile_chat_requests_get_the_right_4xx_and_reach_no_model() {
             "payload_too_large",
         ),
     ] {
-        let resp = app
-            .request(Method::POST, &url)
-            .bearer(&alice)
-            .body(ct, body)
-            .send()
-            .await;
+        let resp = app.post_body(&url, ct, body).bearer(&alice).send().await;
         assert_eq!(resp.status.as_u16(), status, "{name}");
         assert_eq!(resp.error_code(), code, "{name}");
     }
@@ -524,33 +493,28 @@ async fn hostile_chat_requests_get_the_right_4xx_and_reach_no_model() {
     .await;
     assert_eq!(resp.status, 200);
     assert_eq!(
-        model_context(&app)[1..],
+        app.model_context()[1..],
         [pair("assistant", odd), pair("user", odd)]
     );
 }
 
 #[tokio::test]
 async fn a_chat_request_over_the_limit_or_to_a_failing_model_gets_an_error_status_not_a_stream() {
-    let app = chat_app(Script {
-        failure: Failure::Status(500),
-        ..Script::default()
-    })
-    .env("RATE_LIMIT_ANON_REQUESTS", "1")
-    .env("RATE_LIMIT_ANON_WINDOW_MS", "86400000")
-    .start()
-    .await;
-    let body = chat_request(&[ui("user", "hello?")]);
-    let resp = post(&app, &body)
-        .header("x-forwarded-for", "192.0.2.44")
-        .send()
+    let app = chat_app(failing(Failure::Status(500)))
+        .rate_limit("ANON", 1, 86_400_000)
+        .start()
         .await;
+    let body = chat_request(&[ui("user", "hello?")]);
+    let ask = || {
+        post(&app, &body)
+            .header("x-forwarded-for", "192.0.2.44")
+            .send()
+    };
+    let resp = ask().await;
     assert_eq!(resp.status, 502);
     assert_eq!(resp.error_code(), "model_unavailable");
     assert!(resp.header("content-type").starts_with("application/json"));
-    let resp = post(&app, &body)
-        .header("x-forwarded-for", "192.0.2.44")
-        .send()
-        .await;
+    let resp = ask().await;
     assert_eq!(resp.status, 429);
     assert_eq!(resp.error_code(), "rate_limited");
     assert!(resp.headers.contains_key("retry-after"));

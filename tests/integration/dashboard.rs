@@ -205,13 +205,10 @@ async fn a_request_with_any_credential_never_gets_public_cache_headers() {
     let app = demo_app().await;
     count_page_builds(&app).await;
     let url = "/api/dashboard/prefetch";
+    let with_cookie = |cookie: &str| app.get(url).header("cookie", cookie).send();
 
     // An empty session cookie: anonymous data, but not publicly cacheable.
-    let resp = app
-        .get(url)
-        .header("cookie", "theme=dark; __session=")
-        .send()
-        .await;
+    let resp = with_cookie("theme=dark; __session=").await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.headers["cache-control"], "private, no-store");
     assert!(resp.headers.get("cdn-cache-control").is_none());
@@ -225,7 +222,7 @@ async fn a_request_with_any_credential_never_gets_public_cache_headers() {
     }
 
     // A cookie that isn't a session is no credential.
-    let resp = app.get(url).header("cookie", "theme=dark").send().await;
+    let resp = with_cookie("theme=dark").await;
     assert_eq!(
         resp.headers["cache-control"],
         "public, max-age=0, must-revalidate"
@@ -377,17 +374,7 @@ async fn patch_then_dashboard_shows_the_change(cache: CacheKind) {
     assert_eq!(shown["name"], "Renamed Companion ✨");
 
     // Made private: gone from the anonymous dashboard at once.
-    let resp = app
-        .patch_json("/api/companion/cmp_demo_01", &json!({"private": true}))
-        .signed_in(&owner)
-        .send()
-        .await;
-    assert_eq!(resp.status, 200);
-    assert_eq!(
-        app.count("SELECT count(*) FROM \"Companion\" WHERE id = 'cmp_demo_01' AND private")
-            .await,
-        1
-    );
+    make_demo_01_private(&app, &owner).await;
     let body = app.get(page).send().await.json();
     assert!(!companion_ids(&body).contains(&"cmp_demo_01".to_owned()));
 }
@@ -549,11 +536,7 @@ async fn a_cron_route_without_a_configured_secret_refuses_everything() {
 
 #[tokio::test]
 async fn two_concurrent_cron_runs_refresh_once_and_the_other_is_skipped() {
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
-        .start()
-        .await;
+    let app = TestApp::demo_with(CacheKind::Redis).start().await;
     let runs_before = refresh_runs(&app).await;
     // Hold the first refresh inside gcbb_refresh_dashboard: its log insert waits for our lock.
     let blocker = app.db.client().await;
@@ -588,9 +571,7 @@ async fn two_concurrent_cron_runs_refresh_once_and_the_other_is_skipped() {
 #[tokio::test]
 async fn with_redis_stopped_the_dashboard_is_served_from_postgres_marked_bypass() {
     let mut redis = OwnRedis::start().await;
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::RedisAt(redis.url()))
+    let app = TestApp::demo_with(CacheKind::RedisAt(redis.url()))
         .start()
         .await;
     let resp = app.get("/api/dashboard/prefetch?page=3").send().await;
@@ -613,11 +594,7 @@ async fn with_redis_stopped_the_dashboard_is_served_from_postgres_marked_bypass(
 
 #[tokio::test]
 async fn with_the_upstash_proxy_killed_the_dashboard_is_served_from_postgres_marked_bypass() {
-    let mut app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Upstash)
-        .start()
-        .await;
+    let mut app = TestApp::demo_with(CacheKind::Upstash).start().await;
     assert_eq!(app.get("/api/dashboard/prefetch").send().await.status, 200);
     assert!(
         !app.redis_keys("v1:dashboard:*").await.is_empty(),
@@ -632,16 +609,7 @@ async fn with_the_upstash_proxy_killed_the_dashboard_is_served_from_postgres_mar
 #[tokio::test]
 async fn a_slow_count_gives_the_page_on_time_with_an_estimated_total() {
     let app = demo_app().await;
-    // Make the count really slow: the server sleeps inside it.
-    app.pg
-        .batch_execute(
-            "CREATE OR REPLACE FUNCTION gcbb_count_dashboard(p_category_id text, p_name_contains text) \
-             RETURNS bigint LANGUAGE sql VOLATILE AS $$ SELECT pg_sleep(5)::text::bigint $$; \
-             CREATE OR REPLACE FUNCTION gcbb_count_dashboard_prefix(p_category_id text, p_prefix text) \
-             RETURNS bigint LANGUAGE sql VOLATILE AS $$ SELECT pg_sleep(5)::text::bigint $$",
-        )
-        .await
-        .unwrap();
+    make_the_count_slow(&app).await;
     let resp = app.get("/api/dashboard/prefetch").send().await;
     assert_eq!(resp.status, 200);
     let body = resp.json();
@@ -686,11 +654,7 @@ async fn making_a_companion_private_deletes_every_cached_dashboard_page_from_red
     // epoch in its key, and the PATCH bumps the epoch, so no page cached before it is read
     // again (they expire on their own). What this proves: after the PATCH, pages served from
     // a Redis full of entries listing the companion don't list it.
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
-        .start()
-        .await;
+    let app = TestApp::demo_with(CacheKind::Redis).start().await;
     let pages = [
         "/api/dashboard/prefetch?pageSize=50",
         "/api/dashboard/prefetch?pageSize=50&categoryId=cat_demo_01",
@@ -711,9 +675,21 @@ async fn making_a_companion_private_deletes_every_cached_dashboard_page_from_red
     let before = app.get(pages[0]).send().await.json();
     assert!(listed(&before), "the demo companion is listed before");
 
+    make_demo_01_private(&app, "user_demo_2").await;
+    for path in pages {
+        let body = app.get(path).send().await.json();
+        assert!(
+            !listed(&body),
+            "{path} still lists the companion made private"
+        );
+    }
+}
+
+/// cmp_demo_01 made private by its owner, `owner`: answered 200 and stored.
+async fn make_demo_01_private(app: &TestApp, owner: &str) {
     let resp = app
         .patch_json("/api/companion/cmp_demo_01", &json!({"private": true}))
-        .signed_in("user_demo_2")
+        .signed_in(owner)
         .send()
         .await;
     assert_eq!(resp.status, 200);
@@ -722,13 +698,6 @@ async fn making_a_companion_private_deletes_every_cached_dashboard_page_from_red
             .await,
         1
     );
-    for path in pages {
-        let body = app.get(path).send().await.json();
-        assert!(
-            !listed(&body),
-            "{path} still lists the companion made private"
-        );
-    }
 }
 
 /// Makes `gcbb_count_dashboard` slower than any count timeout: the server sleeps inside it.

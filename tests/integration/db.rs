@@ -30,15 +30,38 @@ fn unique_app() -> String {
     format!("gcbb-dbtest-{}", uuid::Uuid::new_v4().simple())
 }
 
-async fn is_encrypted(client: &tokio_postgres::Client) -> bool {
-    let row = client
-        .query_typed_one(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            &[],
-        )
+/// A connection with these URL parameters; it must connect.
+async fn connect(params: &str) -> tokio_postgres::Client {
+    db::connect(&config(params)).await.expect("connects")
+}
+
+/// A separate plain connection, to watch the others from.
+async fn observer() -> tokio_postgres::Client {
+    db::connect(&config("sslmode=disable"))
         .await
-        .expect("pg_stat_ssl is readable");
-    row.get(0)
+        .expect("observer connects")
+}
+
+/// The one value a one-row query returns; `what` says what failed if it fails.
+async fn one<T: for<'r> tokio_postgres::types::FromSql<'r>>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[(
+        &(dyn tokio_postgres::types::ToSql + Sync),
+        tokio_postgres::types::Type,
+    )],
+    what: &str,
+) -> T {
+    client
+        .query_typed_one(sql, params)
+        .await
+        .expect(what)
+        .get(0)
+}
+
+async fn is_encrypted(client: &tokio_postgres::Client) -> bool {
+    let sql = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    one(client, sql, &[], "pg_stat_ssl is readable").await
 }
 
 async fn backend_pid(client: &impl Querier) -> i32 {
@@ -51,42 +74,35 @@ async fn backend_pid(client: &impl Querier) -> i32 {
 
 /// Sessions with this application_name, seen from a separate plain connection.
 async fn sessions_named(app: &str) -> i64 {
-    let observer = db::connect(&config("sslmode=disable"))
-        .await
-        .expect("observer connects");
-    observer
-        .query_typed_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-            &[(&app, tokio_postgres::types::Type::TEXT)],
-        )
-        .await
-        .expect("pg_stat_activity is readable")
-        .get(0)
+    one(
+        &observer().await,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+        &[(&app, tokio_postgres::types::Type::TEXT)],
+        "pg_stat_activity is readable",
+    )
+    .await
 }
 
 async fn terminate(pid: i32) {
-    let observer = db::connect(&config("sslmode=disable"))
-        .await
-        .expect("observer connects");
-    let killed: bool = observer
-        .query_typed_one(
-            "SELECT pg_terminate_backend($1)",
-            &[(&pid, tokio_postgres::types::Type::INT4)],
-        )
-        .await
-        .expect("terminate works")
-        .get(0);
+    let observer = observer().await;
+    let pid_param = [(&pid as _, tokio_postgres::types::Type::INT4)];
+    let killed: bool = one(
+        &observer,
+        "SELECT pg_terminate_backend($1)",
+        &pid_param,
+        "terminate works",
+    )
+    .await;
     assert!(killed, "backend {pid} was terminated");
     // The backend leaves pg_stat_activity only after it has told its client (FATAL 57P01).
     let gone = eventually(|| async {
-        let alive: bool = observer
-            .query_typed_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
-                &[(&pid, tokio_postgres::types::Type::INT4)],
-            )
-            .await
-            .expect("pg_stat_activity is readable")
-            .get(0);
+        let alive: bool = one(
+            &observer,
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+            &pid_param,
+            "pg_stat_activity is readable",
+        )
+        .await;
         !alive
     })
     .await;
@@ -103,25 +119,19 @@ fn expect_tls_error(result: Result<tokio_postgres::Client, DbError>) -> String {
 
 #[tokio::test]
 async fn sslmode_require_encrypts_the_connection() {
-    let client = db::connect(&config("sslmode=require"))
-        .await
-        .expect("connects");
+    let client = connect("sslmode=require").await;
     assert!(is_encrypted(&client).await);
 }
 
 #[tokio::test]
 async fn sslmode_prefer_encrypts_when_the_server_offers_tls() {
-    let client = db::connect(&config("sslmode=prefer"))
-        .await
-        .expect("connects");
+    let client = connect("sslmode=prefer").await;
     assert!(is_encrypted(&client).await);
 }
 
 #[tokio::test]
 async fn sslmode_disable_stays_plaintext() {
-    let client = db::connect(&config("sslmode=disable"))
-        .await
-        .expect("connects");
+    let client = connect("sslmode=disable").await;
     assert!(!is_encrypted(&client).await);
 }
 
@@ -187,31 +197,18 @@ async fn a_missing_sslrootcert_file_is_a_tls_error_naming_it() {
 #[tokio::test]
 async fn application_name_shows_up_in_pg_stat_activity() {
     let app = unique_app();
-    let client = db::connect(&config(&format!("sslmode=require&application_name={app}")))
-        .await
-        .expect("connects");
-    let seen: String = client
-        .query_typed_one(
-            "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
-            &[],
-        )
-        .await
-        .expect("reads own session")
-        .get(0);
+    let client = connect(&format!("sslmode=require&application_name={app}")).await;
+    let sql = "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+    let seen: String = one(&client, sql, &[], "reads own session").await;
     assert_eq!(seen, app);
     assert_eq!(sessions_named(&app).await, 1);
 }
 
 #[tokio::test]
 async fn the_default_application_name_is_gcbb() {
-    let client = db::connect(&config("sslmode=disable"))
-        .await
-        .expect("connects");
-    let seen: String = client
-        .query_typed_one("SELECT current_setting('application_name')", &[])
-        .await
-        .expect("reads setting")
-        .get(0);
+    let client = connect("sslmode=disable").await;
+    let sql = "SELECT current_setting('application_name')";
+    let seen: String = one(&client, sql, &[], "reads setting").await;
     assert_eq!(seen, "gcbb");
 }
 

@@ -15,7 +15,7 @@ use crate::common::app::{CacheKind, TestApp};
 use crate::common::eventually;
 use crate::common::fault::{proxy_to_postgres, OwnRedis};
 use crate::common::request::TestResponse;
-use crate::privacy::{app_with_vercel, VercelApi};
+use crate::privacy::{app_with_vercel, edit_demo, VercelApi};
 
 /// The anonymous page that lists every public demo companion (cached in the shared cache).
 const PAGE: &str = "/api/dashboard/prefetch?pageSize=50";
@@ -51,9 +51,7 @@ async fn at_once(app: &TestApp, path: &str, n: usize) -> Vec<(TestResponse, Dura
 
 /// An app with the demo data on the local Redis, reaching Postgres through `port`.
 async fn app_behind(port: u16, extra: &[(&str, &str)]) -> TestApp {
-    let mut builder = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
+    let mut builder = TestApp::demo_with(CacheKind::Redis)
         .database_via(port)
         .env("DB_QUERY_TIMEOUT_MS", &DEADLINE.as_millis().to_string());
     for (name, value) in extra {
@@ -142,11 +140,7 @@ async fn past_the_outage_window_cached_pages_are_no_longer_served_and_the_answer
 
 #[tokio::test]
 async fn a_cold_instance_serves_a_page_redis_holds_without_ever_reaching_postgres() {
-    let warm = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
-        .start()
-        .await;
+    let warm = TestApp::demo_with(CacheKind::Redis).start().await;
     let page = warm.get(PAGE).send().await;
     assert_eq!(page.status, 200);
 
@@ -186,9 +180,7 @@ async fn a_cold_instance_serves_a_page_redis_holds_without_ever_reaching_postgre
 #[tokio::test]
 async fn anonymous_chat_on_a_cold_instance_answers_from_the_cached_profile_and_404s_once_the_companion_is_hidden(
 ) {
-    let warm = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
+    let warm = TestApp::demo_with(CacheKind::Redis)
         .env("DB_QUERY_TIMEOUT_MS", "1000")
         .start()
         .await;
@@ -253,11 +245,7 @@ async fn anonymous_chat_on_a_cold_instance_answers_from_the_cached_profile_and_4
 #[tokio::test]
 async fn a_companion_hidden_by_plain_sql_leaves_every_cache_layer_of_every_instance_within_a_second_and_the_total_agrees_at_once(
 ) {
-    let redis_one = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
-        .start()
-        .await;
+    let redis_one = TestApp::demo_with(CacheKind::Redis).start().await;
     let redis_two = redis_one.another_instance().await;
     let memory = redis_one.another_instance_with(&[("REDIS_URL", "")]).await;
     assert_eq!(memory.app.cache.backend_name(), "memory");
@@ -401,9 +389,7 @@ async fn a_purge_that_keeps_failing_stays_in_the_outbox_until_a_later_drain_gets
     // Vercel fails every purge until told otherwise.
     let (api, url, _server) = VercelApi::start(usize::MAX).await;
     let app = app_with_vercel(&url).await;
-    let resp = app
-        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"private": true})).await;
     assert_eq!(resp.status, 200);
     app.finish_background().await;
     assert!(api.calls().len() >= gcbb::cdn::PURGE_ATTEMPTS as usize);
@@ -420,15 +406,7 @@ async fn a_purge_that_keeps_failing_stays_in_the_outbox_until_a_later_drain_gets
 
     api.fail_next(0);
 
-    let report = app.refresh().await;
-    assert_eq!(report.status, 200, "{}", report.text());
-    let step = report.json()["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "drainPurgeOutbox")
-        .cloned()
-        .unwrap();
+    let step = app.refresh_step("drainPurgeOutbox").await;
     assert_eq!(step["ok"], true);
     assert_eq!(step["count"], 1);
     assert_eq!(app.count(pending).await, 0);
@@ -538,17 +516,13 @@ async fn an_owners_edit_that_changes_nothing_purges_nothing_and_a_real_one_purge
     assert!(api.calls().is_empty(), "{:?}", api.calls());
 
     // Instructions are on no public page: nothing for the CDN.
-    let resp = app
-        .edit_companion(DEMO, &json!({"instructions": "Be brief."}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"instructions": "Be brief."})).await;
     assert_eq!(resp.status, 200);
     app.finish_background().await;
     assert!(api.calls().is_empty(), "{:?}", api.calls());
 
     // A move to another category: the pages listing it, and that category's.
-    let resp = app
-        .edit_companion(DEMO, &json!({"categoryId": "cat_demo_05"}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"categoryId": "cat_demo_05"})).await;
     assert_eq!(resp.status, 200);
     assert!(eventually(|| async { api.calls().len() == 1 }).await);
     let call = &api.calls()[0];
@@ -567,9 +541,7 @@ async fn with_redis_and_postgres_both_down_requests_get_a_clear_503_with_retry_a
 ) {
     let mut redis = OwnRedis::start().await;
     let proxy = proxy_to_postgres().await;
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::RedisAt(redis.url()))
+    let app = TestApp::demo_with(CacheKind::RedisAt(redis.url()))
         .database_via(proxy.addr.port())
         .env("DB_QUERY_TIMEOUT_MS", &DEADLINE.as_millis().to_string())
         .start()
@@ -669,19 +641,12 @@ async fn after_a_few_deadline_expiries_the_database_breaker_answers_503_at_once_
 #[tokio::test]
 async fn deployments_on_different_databases_sharing_one_redis_never_read_each_others_entries() {
     // Two databases (production and a preview's branch, say), one Redis, no CACHE_KEY_PREFIX.
-    let production = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
-        .env("CACHE_KEY_PREFIX", "")
-        .start()
-        .await;
-    let preview = TestApp::builder()
-        .demo_data()
+    let unprefixed = || TestApp::demo_with(CacheKind::Redis).env("CACHE_KEY_PREFIX", "");
+    let production = unprefixed().start().await;
+    let preview = unprefixed()
         .fixtures(format!(
             "UPDATE \"Companion\" SET \"name\" = 'Only On The Branch' WHERE \"id\" = '{DEMO}'"
         ))
-        .cache(CacheKind::Redis)
-        .env("CACHE_KEY_PREFIX", "")
         .start()
         .await;
     assert!(production.prefix.starts_with("gcbb-"));

@@ -41,6 +41,21 @@ async fn dev_session(http: &reqwest::Client, server: &Server, body: Value) -> re
         .unwrap()
 }
 
+/// The chat history with Luna the Cat (cmp_demo_03, private to user_demo_1), read with `token`
+/// or anonymously.
+async fn luna_history(
+    http: &reqwest::Client,
+    server: &Server,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let request = http.get(server.url("/api/chat/cmp_demo_03"));
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    request.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn without_a_clerk_key_gcbb_dev_signs_in_the_demo_owners_and_the_functions_accept_them() {
     let db = fresh_db().await;
@@ -66,35 +81,21 @@ async fn without_a_clerk_key_gcbb_dev_signs_in_the_demo_owners_and_the_functions
 
     // The functions verify it like a Clerk token: the owner reads history with a private
     // companion of theirs (Luna the Cat), which is 404 to everyone else and 401 anonymously.
-    let resp = http
-        .get(server.url("/api/chat/cmp_demo_03"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let resp = luna_history(&http, &server, Some(token)).await;
     assert_eq!(resp.status(), 200);
     let history: Value = resp.json().await.unwrap();
     assert!(
         !history["messages"].as_array().unwrap().is_empty(),
         "{history}"
     );
-    let anonymous = http
-        .get(server.url("/api/chat/cmp_demo_03"))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = luna_history(&http, &server, None).await;
     assert_eq!(anonymous.status(), 401);
     let other: Value = dev_session(&http, &server, json!({"userId": "user_demo_2"}))
         .await
         .json()
         .await
         .unwrap();
-    let resp = http
-        .get(server.url("/api/chat/cmp_demo_03"))
-        .bearer_auth(other["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let resp = luna_history(&http, &server, Some(other["token"].as_str().unwrap())).await;
     assert_eq!(resp.status(), 404);
 
     // Only companion owners, never the platform (it creates the demo groups), never anyone.

@@ -8,9 +8,10 @@ use gcbb::platform::input::Prompt;
 use gcbb_cli::model_server::{Failure, Script};
 use serde_json::{json, Value};
 
-use crate::chat::{chat_app, tokens, ALICE, BOB, PUBLIC};
+use crate::chat::{chat_app, page_ids, tokens, ALICE, BOB, PUBLIC};
 use crate::common::app::TestApp;
 use crate::common::eventually;
+use crate::common::failing;
 use crate::common::request::{TestRequest, TestResponse};
 
 pub const GROUP: &str = "g_alice";
@@ -40,7 +41,7 @@ async fn setup(script: Script) -> TestApp {
 }
 
 /// `POST` a prompt to a group.
-fn prompt(app: &TestApp, group: &str, prompt: &str) -> TestRequest {
+pub(crate) fn prompt(app: &TestApp, group: &str, prompt: &str) -> TestRequest {
     app.post_json(
         &format!("/api/group-chat/{group}/chat"),
         &json!({ "prompt": prompt }),
@@ -79,41 +80,48 @@ fn summary(events: &[Value]) -> Vec<String> {
     out
 }
 
+/// The summary of a whole stream in which each of `speakers` (id, name), in turn, said the
+/// scripted "Hello from the model.".
+fn each_said_hello(speakers: &[(&str, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, name) in speakers {
+        out.push(format!("start:{id}:{name}"));
+        out.push("text:Hello from the model.".to_owned());
+        out.push(format!("end:{id}"));
+    }
+    out.push("[DONE]".to_owned());
+    out
+}
+
+/// A stored reply of companion `id`: (isBot, senderId, content).
+fn bot(id: &str, content: &str) -> (bool, String, String) {
+    (true, id.to_owned(), content.to_owned())
+}
+
+/// Alice, the group's creator, prompts her group with `text`.
+async fn alice_prompts(app: &TestApp, text: &str) -> TestResponse {
+    prompt(app, GROUP, text).signed_in(ALICE).send().await
+}
+
 async fn group_messages(app: &TestApp, group: &str) -> Vec<(bool, String, String)> {
-    app.pg
-        .query(
-            "SELECT \"isBot\", \"senderId\", \"content\" FROM \"GroupMessage\" \
-             WHERE \"groupChatId\" = $1 ORDER BY \"createdAt\", \"id\"",
-            &[&group],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
+    app.triples(
+        "SELECT \"isBot\", \"senderId\", \"content\" FROM \"GroupMessage\" \
+         WHERE \"groupChatId\" = $1 ORDER BY \"createdAt\", \"id\"",
+        &[&group],
+    )
+    .await
 }
 
 #[tokio::test]
 async fn the_creators_prompt_is_answered_by_the_least_recently_spoken_and_every_reply_is_stored() {
     let app = setup(Script::default()).await;
-    let resp = prompt(&app, GROUP, "hello all")
-        .signed_in(ALICE)
-        .send()
-        .await;
+    let resp = alice_prompts(&app, "hello all").await;
     assert_eq!(resp.status, 200);
     assert!(resp.header("content-type").starts_with("text/event-stream"));
     let got = summary(&events(&resp));
     assert_eq!(
         got,
-        [
-            "start:comp_cy:Cyrus",
-            "text:Hello from the model.",
-            "end:comp_cy",
-            "start:comp_dora:Dora",
-            "text:Hello from the model.",
-            "end:comp_dora",
-            "[DONE]"
-        ]
+        each_said_hello(&[("comp_cy", "Cyrus"), ("comp_dora", "Dora")])
     );
     assert_eq!(app.model().requests(), 2);
     // Dora's context holds Cyrus's reply, named.
@@ -126,16 +134,8 @@ async fn the_creators_prompt_is_answered_by_the_least_recently_spoken_and_every_
         stored[1..],
         [
             (false, ALICE.to_string(), "hello all".to_string()),
-            (
-                true,
-                "comp_cy".to_string(),
-                "Hello from the model.".to_string()
-            ),
-            (
-                true,
-                "comp_dora".to_string(),
-                "Hello from the model.".to_string()
-            ),
+            bot("comp_cy", "Hello from the model."),
+            bot("comp_dora", "Hello from the model."),
         ]
     );
     assert!(
@@ -150,29 +150,14 @@ async fn the_creators_prompt_is_answered_by_the_least_recently_spoken_and_every_
 #[tokio::test]
 async fn a_companion_named_in_the_prompt_answers_whatever_the_case() {
     let app = setup(Script::default()).await;
-    let resp = prompt(&app, GROUP, "what does ADA think?")
-        .signed_in(ALICE)
-        .send()
-        .await;
+    let resp = alice_prompts(&app, "what does ADA think?").await;
     let got = summary(&events(&resp));
-    assert_eq!(
-        got,
-        [
-            "start:comp_public:Ada",
-            "text:Hello from the model.",
-            "end:comp_public",
-            "[DONE]"
-        ]
-    );
+    assert_eq!(got, each_said_hello(&[("comp_public", "Ada")]));
     // Ada's reply is the one stored after the prompt.
     let stored = group_messages(&app, GROUP).await;
     assert_eq!(
         stored.last().unwrap(),
-        &(
-            true,
-            PUBLIC.to_string(),
-            "Hello from the model.".to_string()
-        )
+        &bot(PUBLIC, "Hello from the model.")
     );
     assert_eq!(stored.len(), 3);
 }
@@ -204,15 +189,7 @@ async fn an_anonymous_demo_chat_has_one_responder_and_stores_nothing() {
     let resp = prompt(&app, DEMO, "Cyrus, hi!").send().await;
     assert_eq!(resp.status, 200);
     let got = summary(&events(&resp));
-    assert_eq!(
-        got,
-        [
-            "start:comp_cy:Cyrus",
-            "text:Hello from the model.",
-            "end:comp_cy",
-            "[DONE]"
-        ]
-    );
+    assert_eq!(got, each_said_hello(&[("comp_cy", "Cyrus")]));
     assert_eq!(app.model().requests(), 1);
     let resp = prompt(&app, DEMO, "hello there").send().await;
     let got = summary(&events(&resp));
@@ -233,12 +210,7 @@ async fn an_anonymous_demo_chat_has_one_responder_and_stores_nothing() {
     let resp = prompt(&app, DEMO, "cyrus,   HI!").send().await;
     assert_eq!(
         summary(&events(&resp)),
-        [
-            "start:comp_cy:Cyrus",
-            "text:Hello from the model.",
-            "end:comp_cy",
-            "[DONE]",
-        ]
+        each_said_hello(&[("comp_cy", "Cyrus")])
     );
     assert_eq!(app.model().requests(), 2);
     // Nothing stored, once every piece of background work has run.
@@ -252,12 +224,8 @@ async fn an_anonymous_demo_chat_has_one_responder_and_stores_nothing() {
 
 #[tokio::test]
 async fn the_model_failing_is_502_before_the_first_token_and_an_error_event_after() {
-    let app = setup(Script {
-        failure: Failure::Status(503),
-        ..Script::default()
-    })
-    .await;
-    let resp = prompt(&app, GROUP, "hello").signed_in(ALICE).send().await;
+    let app = setup(failing(Failure::Status(503))).await;
+    let resp = alice_prompts(&app, "hello").await;
     assert_eq!(resp.status, 502);
     assert_eq!(
         group_messages(&app, GROUP).await.len(),
@@ -265,11 +233,8 @@ async fn the_model_failing_is_502_before_the_first_token_and_an_error_event_afte
         "the prompt is stored"
     );
 
-    app.model().set_script(Script {
-        failure: Failure::ErrorEventAfter(2),
-        ..Script::default()
-    });
-    let resp = prompt(&app, GROUP, "again").signed_in(ALICE).send().await;
+    app.model().set_script(failing(Failure::ErrorEventAfter(2)));
+    let resp = alice_prompts(&app, "again").await;
     assert_eq!(resp.status, 200);
     let got = summary(&events(&resp));
     assert_eq!(
@@ -283,10 +248,7 @@ async fn the_model_failing_is_502_before_the_first_token_and_an_error_event_afte
         ]
     );
     let stored = group_messages(&app, GROUP).await;
-    assert_eq!(
-        stored.last().unwrap(),
-        &(true, "comp_cy".to_string(), "Hello from".to_string())
-    );
+    assert_eq!(stored.last().unwrap(), &bot("comp_cy", "Hello from"));
     assert_eq!(
         app.model().requests(),
         2,
@@ -307,24 +269,13 @@ async fn group_history_is_paged_and_bad_requests_are_4xx() {
             .await
             .unwrap();
     }
-    let get = |q: &str, user: Option<&str>| {
-        app.get(&format!("/api/group-chat/{GROUP}/messages{q}"))
-            .viewer(user)
-            .send()
-    };
-    let ids = |page: &Value| -> Vec<String> {
-        page["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let history = format!("/api/group-chat/{GROUP}/messages");
+    let get = |q: &str, user: Option<&str>| app.get(&(history.clone() + q)).viewer(user).send();
     let page = get("?limit=4", Some(ALICE)).await.json();
-    assert_eq!(ids(&page), ["u1", "u2", "u3", "u4"]);
+    assert_eq!(page_ids(&page), ["u1", "u2", "u3", "u4"]);
     assert_eq!(page["nextCursor"], "u1");
     let page = get("?limit=4&before=u1", Some(ALICE)).await.json();
-    assert_eq!(ids(&page), ["gm_old", "u0"]);
+    assert_eq!(page_ids(&page), ["gm_old", "u0"]);
     assert_eq!(page["messages"][0]["isBot"], true);
     assert_eq!(page["messages"][0]["senderName"], "Ada");
     assert_eq!(page["nextCursor"], Value::Null);
@@ -381,19 +332,13 @@ async fn group_history_is_paged_and_bad_requests_are_4xx() {
         ("{\"prompt\":\"\"}", "application/json", 400),
         ("{\"prompt\":7}", "application/json", 400),
     ] {
-        let resp = app
-            .request(Method::POST, &url)
-            .signed_in(ALICE)
-            .body(ct, body)
-            .send()
-            .await;
+        let resp = app.post_body(&url, ct, body).signed_in(ALICE).send().await;
         assert_eq!(resp.status.as_u16(), status, "{body}");
     }
     let big = format!("{{\"prompt\":\"{}\"}}", "x".repeat(5000));
     let resp = app
-        .request(Method::POST, &url)
+        .post_body(&url, "application/json", big)
         .signed_in(ALICE)
-        .body("application/json", big)
         .send()
         .await;
     assert_eq!(resp.status, 400);

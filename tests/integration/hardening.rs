@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::common::session::ISSUER;
 
 use crate::common::app::TestApp;
+use crate::common::jwks::JwksServer;
 use crate::common::start_dev_with;
 use crate::common::{fresh_db, project_root};
 use crate::support::{free_port, Server};
@@ -129,8 +130,7 @@ async fn anonymous_searches_are_limited_per_client_and_the_limit_never_travels_w
 {
     let app = TestApp::builder()
         .demo_data()
-        .env("RATE_LIMIT_SEARCH_REQUESTS", "4")
-        .env("RATE_LIMIT_SEARCH_WINDOW_MS", "86400000")
+        .rate_limit("SEARCH", 4, 86_400_000)
         .start()
         .await;
     let search = |ip: &'static str, q: String| {
@@ -193,57 +193,6 @@ async fn anonymous_searches_are_limited_per_client_and_the_limit_never_travels_w
 
 // ---- signing-key rotation ---------------------------------------------------------------------
 
-/// A JWKS endpoint on a real socket whose key set the test swaps, counting fetches.
-struct JwksEndpoint {
-    url: String,
-    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    keys: std::sync::Arc<std::sync::Mutex<Value>>,
-}
-
-impl JwksEndpoint {
-    async fn start(keys: &[(&SigningKey, &str)]) -> JwksEndpoint {
-        use std::sync::atomic::Ordering;
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let body = std::sync::Arc::new(std::sync::Mutex::new(key_set(keys)));
-        let (h, b) = (hits.clone(), body.clone());
-        let router = axum::Router::new().route(
-            "/.well-known/jwks.json",
-            axum::routing::get(move || {
-                let (h, b) = (h.clone(), b.clone());
-                async move {
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let doc = b.lock().unwrap().clone();
-                    axum::Json(doc)
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        JwksEndpoint {
-            url: format!("http://{addr}/.well-known/jwks.json"),
-            hits,
-            keys: body,
-        }
-    }
-
-    fn serve(&self, keys: &[(&SigningKey, &str)]) {
-        *self.keys.lock().unwrap() = key_set(keys);
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-fn key_set(keys: &[(&SigningKey, &str)]) -> Value {
-    let keys: Vec<Value> = keys
-        .iter()
-        .map(|(k, kid)| json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": k.n, "e": k.e}))
-        .collect();
-    json!({ "keys": keys })
-}
-
 fn session_token(key: &SigningKey, kid: &str, user: &str) -> String {
     key.sign(
         Some(kid),
@@ -266,7 +215,7 @@ struct SessionLog {
 async fn a_key_rotation_mid_session_signs_nobody_out() {
     let key_b = SigningKey::generate().unwrap();
     let key_a = crate::common::session::signing_key();
-    let jwks = JwksEndpoint::start(&[(key_a, "ins_a")]).await;
+    let jwks = JwksServer::start(&[(key_a, "ins_a")]).await;
     let app = TestApp::builder()
         .env("CLERK_JWT_KEY", "")
         .env("CLERK_JWKS_URL", &jwks.url)
@@ -698,6 +647,40 @@ async fn public_owned(app: &TestApp) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Each of `edits` ((companion, owner) pairs) PATCHed with `body(id)` by its owner, all at once;
+/// each answered 200. Waits for their background work.
+async fn edit_all_at_once<'a>(
+    app: &TestApp,
+    edits: impl IntoIterator<Item = &'a (String, String)>,
+    body: impl Fn(&str) -> Value,
+) {
+    let edits = edits.into_iter().map(|(id, owner)| {
+        let body = body(id);
+        async move { app.edit_companion(id, &body, owner).await }
+    });
+    for r in futures_util::future::join_all(edits).await {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    app.finish_background().await;
+}
+
+/// The tags of the purge calls, all of them, sorted.
+fn purged_tags(calls: &[crate::privacy::PurgeCall]) -> Vec<String> {
+    let mut tags: Vec<String> = calls.iter().flat_map(|c| c.tags.clone()).collect();
+    tags.sort();
+    tags
+}
+
+/// The tags of the companions of `owned`, sorted.
+fn companion_tags(owned: &[(String, String)]) -> Vec<String> {
+    let mut expected: Vec<String> = owned
+        .iter()
+        .map(|(id, _)| format!("companion:{id}"))
+        .collect();
+    expected.sort();
+    expected
+}
+
 #[tokio::test]
 async fn a_burst_of_edits_spends_one_purge_request_and_no_ops_spend_none() {
     let (api, url, _server) = crate::privacy::VercelApi::start(0).await;
@@ -706,41 +689,23 @@ async fn a_burst_of_edits_spends_one_purge_request_and_no_ops_spend_none() {
     assert!(owned.len() >= 15, "{owned:?}");
 
     // No-op edits (public made public), repeated: nothing to purge.
-    let noops = owned.iter().cycle().take(20).map(|(id, owner)| {
-        app.patch_json(
-            &format!("/api/companion/{id}"),
-            &json!({ "private": false }),
-        )
-        .signed_in(owner)
-        .send()
-    });
-    for r in futures_util::future::join_all(noops).await {
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    }
-    app.finish_background().await;
+    edit_all_at_once(
+        &app,
+        owned.iter().cycle().take(20),
+        |_| json!({ "private": false }),
+    )
+    .await;
     let noop_calls = api.calls().len();
 
     // Every public companion of the demo users renamed at once: real edits.
-    let renames = owned.iter().map(|(id, owner)| {
-        app.patch_json(
-            &format!("/api/companion/{id}"),
-            &json!({ "name": format!("Renamed {id}") }),
-        )
-        .signed_in(owner)
-        .send()
-    });
-    for r in futures_util::future::join_all(renames).await {
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    }
-    app.finish_background().await;
+    edit_all_at_once(
+        &app,
+        &owned,
+        |id| json!({ "name": format!("Renamed {id}") }),
+    )
+    .await;
     let calls = api.calls();
-    let mut tags: Vec<String> = calls.iter().flat_map(|c| c.tags.clone()).collect();
-    tags.sort();
-    let mut expected: Vec<String> = owned
-        .iter()
-        .map(|(id, _)| format!("companion:{id}"))
-        .collect();
-    expected.sort();
+    let (tags, expected) = (purged_tags(&calls), companion_tags(&owned));
     println!(
         "figure: 20 no-op PATCHes: {noop_calls} purge requests; {} renames at once: {} purge request(s) carrying {} tags",
         owned.len(),
@@ -758,23 +723,9 @@ async fn a_burst_of_hides_is_purged_in_one_request_and_still_every_tag() {
     let (api, url, _server) = crate::privacy::VercelApi::start(0).await;
     let app = crate::privacy::app_with_vercel(&url).await;
     let owned = public_owned(&app).await;
-    let hides = owned.iter().map(|(id, owner)| {
-        app.patch_json(&format!("/api/companion/{id}"), &json!({ "private": true }))
-            .signed_in(owner)
-            .send()
-    });
-    for r in futures_util::future::join_all(hides).await {
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    }
-    app.finish_background().await;
+    edit_all_at_once(&app, &owned, |_| json!({ "private": true })).await;
     let calls = api.calls();
-    let mut tags: Vec<String> = calls.iter().flat_map(|c| c.tags.clone()).collect();
-    tags.sort();
-    let mut expected: Vec<String> = owned
-        .iter()
-        .map(|(id, _)| format!("companion:{id}"))
-        .collect();
-    expected.sort();
+    let (tags, expected) = (purged_tags(&calls), companion_tags(&owned));
     println!(
         "figure: {} companions hidden at once: {} delete request(s)",
         owned.len(),
@@ -817,21 +768,7 @@ async fn a_one_or_two_letter_search_lists_the_names_starting_with_it_for_everyon
             "SELECT name FROM \"Companion\" WHERE NOT private AND lower(left(name, {n})) = '{lower}'"
         ))
         .await;
-        let body = app
-            .get(&format!(
-                "/api/dashboard/prefetch?q={}&pageSize=50",
-                urlencode(q)
-            ))
-            .send()
-            .await
-            .json();
-        let mut listed: Vec<String> = body["companions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap().to_owned())
-            .collect();
-        listed.sort();
+        let (body, listed) = search(&app, q, None).await;
         assert_eq!(listed, expected, "q={q}");
         assert_eq!(body["total"], expected.len(), "q={q}: {body}");
         // Signed in: the same rule, the viewer's own private companions too.
@@ -840,22 +777,7 @@ async fn a_one_or_two_letter_search_lists_the_names_starting_with_it_for_everyon
              AND lower(left(name, {n})) = '{lower}'"
         ))
         .await;
-        let body = app
-            .get(&format!(
-                "/api/dashboard/prefetch?q={}&pageSize=50",
-                urlencode(q)
-            ))
-            .signed_in("user_demo_1")
-            .send()
-            .await
-            .json();
-        let mut listed: Vec<String> = body["companions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap().to_owned())
-            .collect();
-        listed.sort();
+        let (body, listed) = search(&app, q, Some("user_demo_1")).await;
         assert_eq!(listed, own, "signed in, q={q}");
         assert_eq!(body["total"], own.len(), "signed in, q={q}: {body}");
     }
@@ -863,8 +785,20 @@ async fn a_one_or_two_letter_search_lists_the_names_starting_with_it_for_everyon
     let expected =
         names("SELECT name FROM \"Companion\" WHERE NOT private AND name ILIKE '%ast%'".into())
             .await;
+    let (_, listed) = search(&app, "ast", None).await;
+    assert_eq!(listed, expected);
+    assert!(listed.iter().any(|n| n.ends_with(" Master")), "{listed:?}");
+}
+
+/// The dashboard's answer to a search for `q` (50 a page) as `viewer` sees it, and the names it
+/// lists, sorted.
+async fn search(app: &TestApp, q: &str, viewer: Option<&str>) -> (Value, Vec<String>) {
     let body = app
-        .get("/api/dashboard/prefetch?q=ast&pageSize=50")
+        .get(&format!(
+            "/api/dashboard/prefetch?q={}&pageSize=50",
+            urlencode(q)
+        ))
+        .viewer(viewer)
         .send()
         .await
         .json();
@@ -875,8 +809,7 @@ async fn a_one_or_two_letter_search_lists_the_names_starting_with_it_for_everyon
         .map(|c| c["name"].as_str().unwrap().to_owned())
         .collect();
     listed.sort();
-    assert_eq!(listed, expected);
-    assert!(listed.iter().any(|n| n.ends_with(" Master")), "{listed:?}");
+    (body, listed)
 }
 
 fn urlencode(q: &str) -> String {

@@ -9,6 +9,7 @@ use gcbb::llm::{ChatMessage, Llm, ModelError, ModelEvent, Role, Usage};
 use gcbb_cli::model_server::{Failure, LocalModelServer, Script};
 
 use crate::common::eventually;
+use crate::common::failing;
 
 async fn start(script: Script) -> LocalModelServer {
     LocalModelServer::start(script)
@@ -41,6 +42,25 @@ fn messages() -> Vec<ChatMessage> {
 async fn collect(llm: &Llm) -> Result<Vec<Result<ModelEvent, ModelError>>, ModelError> {
     let stream = llm.stream_reply(&messages()).await?;
     Ok(stream.collect().await)
+}
+
+/// What a model client with these timeouts collects of its reply from a server on `script`.
+async fn reply_of(
+    script: Script,
+    first_token: Duration,
+    idle: Duration,
+) -> Result<Vec<Result<ModelEvent, ModelError>>, ModelError> {
+    let server = start(script).await;
+    collect(&llm(&server, first_token, idle)).await
+}
+
+/// The events of the reply from a server on `script` (which must start).
+async fn events_of(
+    script: Script,
+    first_token: Duration,
+    idle: Duration,
+) -> Vec<Result<ModelEvent, ModelError>> {
+    reply_of(script, first_token, idle).await.unwrap()
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -76,12 +96,7 @@ async fn a_reply_streams_its_text_then_the_usage_and_the_request_is_openai_shape
 
 #[tokio::test]
 async fn an_http_error_before_the_first_token_is_a_status_error() {
-    let server = start(Script {
-        failure: Failure::Status(500),
-        ..Script::default()
-    })
-    .await;
-    let err = collect(&llm(&server, SECOND * 5, SECOND * 5))
+    let err = reply_of(failing(Failure::Status(500)), SECOND * 5, SECOND * 5)
         .await
         .unwrap_err();
     assert_eq!(err, ModelError::Status(500));
@@ -93,14 +108,7 @@ async fn an_error_event_or_a_dropped_connection_mid_stream_ends_with_an_error() 
         (Failure::ErrorEventAfter(2), ModelError::Upstream),
         (Failure::DropAfter(2), ModelError::Interrupted),
     ] {
-        let server = start(Script {
-            failure: failure.clone(),
-            ..Script::default()
-        })
-        .await;
-        let events = collect(&llm(&server, SECOND * 5, SECOND * 5))
-            .await
-            .unwrap();
+        let events = events_of(failing(failure.clone()), SECOND * 5, SECOND * 5).await;
         assert_eq!(
             events,
             vec![
@@ -115,27 +123,17 @@ async fn an_error_event_or_a_dropped_connection_mid_stream_ends_with_an_error() 
 
 #[tokio::test]
 async fn a_model_that_hangs_times_out() {
-    let server = start(Script {
-        failure: Failure::Hang,
-        ..Script::default()
-    })
-    .await;
-    let events = collect(&llm(&server, Duration::from_millis(300), SECOND))
-        .await
-        .unwrap();
+    let events = events_of(failing(Failure::Hang), Duration::from_millis(300), SECOND).await;
     assert_eq!(events, vec![Err(ModelError::Timeout)]);
 }
 
 #[tokio::test]
 async fn a_silence_between_chunks_longer_than_the_idle_timeout_is_a_timeout() {
-    let server = start(Script {
+    let script = Script {
         chunk_gap: Duration::from_millis(600),
         ..Script::default()
-    })
-    .await;
-    let events = collect(&llm(&server, SECOND * 5, Duration::from_millis(200)))
-        .await
-        .unwrap();
+    };
+    let events = events_of(script, SECOND * 5, Duration::from_millis(200)).await;
     assert_eq!(
         events,
         vec![

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::chat::{chat_app, ALICE, BOB, PUBLIC};
 use crate::common::app::{CacheKind, TestApp};
 use crate::common::fault::{OwnRedis, TcpProxy};
+use crate::common::request::TestResponse;
 use crate::common::session::{clerk_env, token_for};
 use crate::common::{eventually, fresh_db, start_dev_with, TestDb};
 use crate::support::Server;
@@ -28,6 +29,11 @@ const GROUP: &str = "g_alice_with_bobs";
 /// A demo companion (public, owned by `user_demo_2`) and a user who doesn't own it.
 const DEMO: &str = "cmp_demo_01";
 const DEMO_OWNER: &str = "user_demo_2";
+
+/// The demo companion's owner edits it with `body`.
+pub(crate) async fn edit_demo(app: &TestApp, body: Value) -> TestResponse {
+    app.edit_companion(DEMO, &body, DEMO_OWNER).await
+}
 const OTHER_USER: &str = "user_demo_3";
 /// The anonymous page that lists every demo companion.
 const ALL_PAGE: &str = "/api/dashboard/prefetch?pageSize=50";
@@ -222,9 +228,7 @@ async fn after_a_privacy_patch_no_instance_serves_the_companion_though_redis_was
     // generation bumps) are swallowed, never reach Redis, and Redis keeps its pages.
     let redis = OwnRedis::start().await;
     let hole = TcpProxy::start(([127, 0, 0, 1], redis.port).into()).await;
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::RedisAt(format!("redis://{}", hole.addr)))
+    let app = TestApp::demo_with(CacheKind::RedisAt(format!("redis://{}", hole.addr)))
         .start()
         .await;
     let other = app.another_instance().await;
@@ -240,9 +244,7 @@ async fn after_a_privacy_patch_no_instance_serves_the_companion_though_redis_was
 
     let generation = redis.get(&format!("{}:v1:gen:dashboard", app.prefix)).await;
     hole.black_hole();
-    let resp = app
-        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"private": true})).await;
     hole.cut();
     hole.forward().await;
     assert_eq!(resp.status, 200, "{}", resp.text());
@@ -466,9 +468,7 @@ async fn making_a_companion_private_deletes_its_tag_from_the_cdn_and_other_edits
     let (api, url, _server) = VercelApi::start(0).await;
     let app = app_with_vercel(&url).await;
 
-    let resp = app
-        .edit_companion(DEMO, &json!({"name": "Renamed"}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"name": "Renamed"})).await;
     assert_eq!(resp.status, 200);
     assert!(eventually(|| async { api.calls().len() == 1 }).await);
     let call = &api.calls()[0];
@@ -481,9 +481,7 @@ async fn making_a_companion_private_deletes_its_tag_from_the_cdn_and_other_edits
         Some("Bearer vercel-token-for-tests")
     );
 
-    let resp = app
-        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"private": true})).await;
     assert_eq!(resp.status, 200);
     assert!(eventually(|| async { api.calls().len() == 2 }).await);
     let call = &api.calls()[1];
@@ -502,9 +500,7 @@ async fn making_a_companion_private_deletes_its_tag_from_the_cdn_and_other_edits
 async fn a_failed_purge_is_retried_after_the_response_and_never_fails_the_patch() {
     let (api, url, _server) = VercelApi::start(2).await;
     let app = app_with_vercel(&url).await;
-    let resp = app
-        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"private": true})).await;
     assert_eq!(resp.status, 200);
     assert_eq!(
         app.count(&format!(
@@ -532,9 +528,7 @@ async fn without_a_vercel_token_nothing_is_purged_and_gcbb_dev_says_purging_is_o
         .env("VERCEL_API_URL", &url)
         .start()
         .await;
-    let resp = app
-        .edit_companion(DEMO, &json!({"private": true}), DEMO_OWNER)
-        .await;
+    let resp = edit_demo(&app, json!({"private": true})).await;
     assert_eq!(resp.status, 200);
     app.finish_background().await;
     assert!(api.calls().is_empty());
@@ -571,9 +565,7 @@ async fn a_companion_name_with_bidi_or_invisible_characters_is_refused_and_nothi
         "Ada\u{feff}",
         "\u{3164}",
     ] {
-        let resp = app
-            .edit_companion(DEMO, &json!({ "name": name }), DEMO_OWNER)
-            .await;
+        let resp = edit_demo(&app, json!({ "name": name })).await;
         assert_eq!(resp.status, 400, "{name:?}");
         assert_eq!(resp.json()["error"]["param"], "name");
     }
@@ -588,8 +580,7 @@ async fn a_companion_name_with_bidi_or_invisible_characters_is_refused_and_nothi
 async fn the_signed_in_dashboard_is_rate_limited_per_user_with_the_chat_headers() {
     let app = TestApp::builder()
         .demo_data()
-        .env("RATE_LIMIT_DASHBOARD_REQUESTS", "3")
-        .env("RATE_LIMIT_DASHBOARD_WINDOW_MS", "60000")
+        .rate_limit("DASHBOARD", 3, 60_000)
         .start()
         .await;
     for n in 0..3 {
@@ -627,19 +618,14 @@ async fn the_signed_in_dashboard_is_rate_limited_per_user_with_the_chat_headers(
 async fn companion_edits_are_rate_limited_per_user_and_a_refused_edit_changes_nothing() {
     let app = TestApp::builder()
         .demo_data()
-        .env("RATE_LIMIT_COMPANION_EDIT_REQUESTS", "2")
-        .env("RATE_LIMIT_COMPANION_EDIT_WINDOW_MS", "60000")
+        .rate_limit("COMPANION_EDIT", 2, 60_000)
         .start()
         .await;
     for name in ["First", "Second"] {
-        let resp = app
-            .edit_companion(DEMO, &json!({ "name": name }), DEMO_OWNER)
-            .await;
+        let resp = edit_demo(&app, json!({ "name": name })).await;
         assert_eq!(resp.status, 200);
     }
-    let limited = app
-        .edit_companion(DEMO, &json!({"name": "Third"}), DEMO_OWNER)
-        .await;
+    let limited = edit_demo(&app, json!({"name": "Third"})).await;
     assert_eq!(limited.status, 429);
     assert!(limited.headers.contains_key("retry-after"));
     assert_eq!(
@@ -653,9 +639,7 @@ async fn companion_edits_are_rate_limited_per_user_and_a_refused_edit_changes_no
 
 #[tokio::test]
 async fn distinct_random_searches_deep_pages_and_made_up_categories_add_no_page_to_redis() {
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
+    let app = TestApp::demo_with(CacheKind::Redis)
         // 60 searches from one client: room for them under the anonymous search limit.
         .env("RATE_LIMIT_SEARCH_REQUESTS", "1000")
         .start()

@@ -273,9 +273,7 @@ async fn dashboard_latencies(app: &TestApp, n: usize) -> Vec<(Duration, String)>
 #[tokio::test]
 async fn with_redis_frozen_the_breaker_skips_it_health_says_why_and_it_is_used_again_when_back() {
     let redis = OwnRedis::start().await;
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::RedisAt(redis.url()))
+    let app = TestApp::demo_with(CacheKind::RedisAt(redis.url()))
         .start()
         .await;
     let healthy: Vec<Duration> = dashboard_latencies(&app, 40)
@@ -369,11 +367,7 @@ async fn with_redis_frozen_the_breaker_skips_it_health_says_why_and_it_is_used_a
 
 #[tokio::test]
 async fn with_the_upstash_proxy_killed_health_reports_the_open_circuit() {
-    let mut app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Upstash)
-        .start()
-        .await;
+    let mut app = TestApp::demo_with(CacheKind::Upstash).start().await;
     assert_eq!(app.get("/api/dashboard/prefetch").send().await.status, 200);
     app.kill_upstash_proxy();
     tokio::time::sleep(gcbb::cache::L1_TTL + Duration::from_millis(200)).await;
@@ -401,9 +395,7 @@ async fn with_the_upstash_proxy_killed_health_reports_the_open_circuit() {
 #[tokio::test]
 async fn cron_with_redis_down_refreshes_the_read_model_and_answers_503_naming_the_failed_steps() {
     let redis = OwnRedis::start().await;
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::RedisAt(redis.url()))
+    let app = TestApp::demo_with(CacheKind::RedisAt(redis.url()))
         .start()
         .await;
     let runs = app
@@ -447,11 +439,7 @@ async fn cron_with_redis_down_refreshes_the_read_model_and_answers_503_naming_th
 
 #[tokio::test]
 async fn cron_with_everything_up_answers_200_refreshed_with_every_step_ok() {
-    let app = TestApp::builder()
-        .demo_data()
-        .cache(CacheKind::Redis)
-        .start()
-        .await;
+    let app = TestApp::demo_with(CacheKind::Redis).start().await;
     let resp = app.refresh().await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let body = resp.json();
@@ -762,15 +750,7 @@ async fn replies_through_an_outage(
         .count("SELECT count(*) FROM \"Message\" WHERE \"role\" = 'assistant' AND \"userId\" LIKE 'user_outage_%'")
         .await;
     if drain_by_cron {
-        let resp = app.refresh().await;
-        assert_eq!(resp.status, 200, "{}", resp.text());
-        let step = resp.json()["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == "drainReplyJournal")
-            .cloned()
-            .unwrap();
+        let step = app.refresh_step("drainReplyJournal").await;
         assert_eq!(step["ok"], true, "{step}");
         println!(
             "figure: the cron's drainReplyJournal wrote {} replies; {stored_before} were in already \
@@ -931,16 +911,9 @@ async fn a_reply_left_in_the_journal_is_written_by_the_cron_once_however_often_i
     assert_eq!(app.count(&stored).await, 0);
 
     let drain = || async {
-        let resp = app.refresh().await;
-        assert_eq!(resp.status, 200, "{}", resp.text());
-        let step = resp.json()["steps"]
-            .as_array()
+        app.refresh_step("drainReplyJournal").await["count"]
+            .as_u64()
             .unwrap()
-            .iter()
-            .find(|s| s["name"] == "drainReplyJournal")
-            .cloned()
-            .unwrap();
-        step["count"].as_u64().unwrap()
     };
     assert_eq!(drain().await, 1);
     assert_eq!(app.count(&stored).await, 1);

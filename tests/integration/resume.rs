@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use axum::http::Method;
 use gcbb_cli::model_server::Script;
 use serde_json::{json, Value};
 
@@ -21,7 +20,7 @@ use crate::common::app::{CacheKind, TestApp};
 use crate::common::request::{StreamingResponse, TestRequest};
 use crate::common::session::{clerk_env, token_for};
 use crate::common::{eventually, fresh_db, project_root, unique};
-use crate::group_chat::{groups, GROUP};
+use crate::group_chat::{groups, prompt, GROUP};
 use crate::support::{binary, free_port, Server};
 
 /// What the feature promises for a stop: the model sees its connection closed within this.
@@ -36,6 +35,13 @@ pub fn slow(n: usize, gap_ms: u64) -> Script {
         chunk_gap: Duration::from_millis(gap_ms),
         ..Script::default()
     }
+}
+
+/// The app whose model answers `slow(n, gap_ms)`, and the full text of that reply.
+async fn slow_chat(n: usize, gap_ms: u64) -> (TestApp, String) {
+    let script = slow(n, gap_ms);
+    let full = script.text();
+    (chat_app(script).start().await, full)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -60,7 +66,28 @@ fn resume(app: &TestApp, companion: &str) -> TestRequest {
 }
 
 fn stop(app: &TestApp, companion: &str) -> TestRequest {
-    app.request(Method::POST, &format!("/api/chat/{companion}/stop"))
+    app.post(&format!("/api/chat/{companion}/stop"))
+}
+
+/// Alice asks the public companion `text`; her reply's stream, read until its first text, and
+/// what was read.
+async fn alice_mid_reply(app: &TestApp, text: &str) -> (StreamingResponse, Vec<u8>) {
+    let mut resp = post_chat(app, PUBLIC, text)
+        .signed_in(ALICE)
+        .send_streaming()
+        .await;
+    let read = until_text(&mut resp).await;
+    (resp, read)
+}
+
+/// Alice resumes her reply in flight with the public companion on `app`.
+async fn alice_resumes(app: &TestApp) -> StreamingResponse {
+    resume(app, PUBLIC).signed_in(ALICE).send_streaming().await
+}
+
+/// The id of the reply whose stream begins with `read`.
+fn message_id(read: &[u8]) -> String {
+    events(read)[0]["messageId"].as_str().unwrap().to_owned()
 }
 
 /// The SSE events of `bytes`.
@@ -106,37 +133,26 @@ pub async fn replies(
     companion: &str,
     user: &str,
 ) -> Vec<(String, String, Option<String>)> {
-    app.pg
-        .query(
-            "SELECT \"id\", \"content\", \"status\" FROM \"Message\" \
-             WHERE \"companionId\" = $1 AND \"userId\" = $2 AND \"role\" = 'assistant' \
-             ORDER BY \"createdAt\", \"id\"",
-            &[&companion, &user],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
+    app.triples(
+        "SELECT \"id\", \"content\", \"status\" FROM \"Message\" \
+         WHERE \"companionId\" = $1 AND \"userId\" = $2 AND \"role\" = 'assistant' \
+         ORDER BY \"createdAt\", \"id\"",
+        &[&companion, &user],
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_resume_replays_the_reply_from_its_start_and_follows_it_with_the_stored_rows_id() {
-    let script = slow(30, 25);
-    let full = script.text();
-    let app = chat_app(script).start().await;
-    let mut first = post_chat(&app, PUBLIC, "tell me")
-        .signed_in(ALICE)
-        .send_streaming()
-        .await;
+    let (app, full) = slow_chat(30, 25).await;
+    let (first, read) = alice_mid_reply(&app, "tell me").await;
     assert_eq!(first.status, 200);
-    let read = until_text(&mut first).await;
-    let id = events(&read)[0]["messageId"].as_str().unwrap().to_owned();
+    let id = message_id(&read);
     // The page reloads: the first response goes away, the reply goes on.
     drop(first);
 
     let started = Instant::now();
-    let mut resumed = resume(&app, PUBLIC).signed_in(ALICE).send_streaming().await;
+    let mut resumed = alice_resumes(&app).await;
     assert_eq!(resumed.status, 200);
     assert_eq!(resumed.headers["x-vercel-ai-ui-message-stream"], "v1");
     assert!(resumed.headers["content-type"]
@@ -183,14 +199,8 @@ async fn a_resume_replays_the_reply_from_its_start_and_follows_it_with_the_store
 
 #[tokio::test]
 async fn nobody_reaches_another_viewers_stream_and_bad_requests_get_the_right_4xx() {
-    let script = slow(40, 25);
-    let full = script.text();
-    let app = chat_app(script).start().await;
-    let mut alice = post_chat(&app, PUBLIC, "mine")
-        .signed_in(ALICE)
-        .send_streaming()
-        .await;
-    until_text(&mut alice).await;
+    let (app, full) = slow_chat(40, 25).await;
+    let (alice, _) = alice_mid_reply(&app, "mine").await;
 
     // Bob, and anonymous viewers, have nothing in flight in this chat: 204, never Alice's.
     for viewer in [Some(BOB), None] {
@@ -209,11 +219,7 @@ async fn nobody_reaches_another_viewers_stream_and_bad_requests_get_the_right_4x
         assert_eq!(resp.status, 404, "{path} {viewer:?}");
         assert_eq!(resp.error_code(), "not_found");
         let stop_path = path.replace("/stream", "/stop");
-        let resp = app
-            .request(Method::POST, &stop_path)
-            .viewer(viewer)
-            .send()
-            .await;
+        let resp = app.post(&stop_path).viewer(viewer).send().await;
         assert_eq!(resp.status, 404, "{stop_path} {viewer:?}");
     }
     // Ids that can't be ours, wrong methods, hostile stop bodies.
@@ -228,20 +234,17 @@ async fn nobody_reaches_another_viewers_stream_and_bad_requests_get_the_right_4x
             resp.status
         );
     }
-    let resp = app
-        .post_json(&format!("/api/chat/{PUBLIC}/stream"), &json!({}))
-        .signed_in(ALICE)
-        .send()
-        .await;
-    assert_eq!(resp.status, 405);
-    assert_eq!(resp.header("allow"), "GET,HEAD");
-    let resp = app
-        .get(&format!("/api/chat/{PUBLIC}/stop"))
-        .signed_in(ALICE)
-        .send()
-        .await;
-    assert_eq!(resp.status, 405);
-    assert_eq!(resp.header("allow"), "POST");
+    for (wrong_method, allow) in [
+        (
+            app.post_json(&format!("/api/chat/{PUBLIC}/stream"), &json!({})),
+            "GET,HEAD",
+        ),
+        (app.get(&format!("/api/chat/{PUBLIC}/stop")), "POST"),
+    ] {
+        let resp = wrong_method.signed_in(ALICE).send().await;
+        assert_eq!(resp.status, 405);
+        assert_eq!(resp.header("allow"), allow);
+    }
     for (body, content_type, status, code) in [
         (
             "{\"activeStreamId\": ",
@@ -304,16 +307,10 @@ async fn nobody_reaches_another_viewers_stream_and_bad_requests_get_the_right_4x
 
 #[tokio::test]
 async fn a_stop_keeps_the_partial_reply_as_stopped_ends_every_reader_and_closes_the_model_call() {
-    let script = slow(300, 20);
-    let full = script.text();
-    let app = chat_app(script).start().await;
-    let mut first = post_chat(&app, PUBLIC, "a long one")
-        .signed_in(ALICE)
-        .send_streaming()
-        .await;
-    let read = until_text(&mut first).await;
-    let id = events(&read)[0]["messageId"].as_str().unwrap().to_owned();
-    let mut resumed = resume(&app, PUBLIC).signed_in(ALICE).send_streaming().await;
+    let (app, full) = slow_chat(300, 20).await;
+    let (first, read) = alice_mid_reply(&app, "a long one").await;
+    let id = message_id(&read);
+    let mut resumed = alice_resumes(&app).await;
     assert_eq!(resumed.status, 200);
     let resumed_head = until_text(&mut resumed).await;
 
@@ -451,12 +448,8 @@ async fn a_reply_resumes_and_stops_on_another_instance_through_redis_and_upstash
         let full = script.text();
         let app = chat_app(script).cache(kind).start().await;
         let other = app.another_instance().await;
-        let mut first = post_chat(&app, PUBLIC, "across")
-            .signed_in(ALICE)
-            .send_streaming()
-            .await;
-        let read = until_text(&mut first).await;
-        let id = events(&read)[0]["messageId"].as_str().unwrap().to_owned();
+        let (first, read) = alice_mid_reply(&app, "across").await;
+        let id = message_id(&read);
         drop(first);
         // The journal is written in batches: let one reach the cache.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -514,11 +507,7 @@ async fn a_reply_resumes_and_stops_on_another_instance_through_redis_and_upstash
 
     let app = chat_app(slow(100, 20)).start().await;
     let other = app.another_instance().await;
-    let mut first = post_chat(&app, PUBLIC, "memory")
-        .signed_in(ALICE)
-        .send_streaming()
-        .await;
-    until_text(&mut first).await;
+    let (_first, _) = alice_mid_reply(&app, "memory").await;
     assert_eq!(
         resume(&other, PUBLIC).signed_in(ALICE).send().await.status,
         204
@@ -537,11 +526,7 @@ async fn a_reply_in_flight_holds_a_bounded_journal_in_redis_and_little_once_it_e
         .cache(CacheKind::Redis)
         .start()
         .await;
-    let mut resp = post_chat(&app, PUBLIC, "measure me")
-        .signed_in(ALICE)
-        .send_streaming()
-        .await;
-    until_text(&mut resp).await;
+    let (resp, _) = alice_mid_reply(&app, "measure me").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let client = redis::Client::open(crate::common::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -609,17 +594,7 @@ async fn the_last_message_alone_is_answered_from_the_stored_history() {
         let ev = resp.sse();
         assert_eq!(text_of(&ev), reply);
     }
-    let context: Vec<(String, String)> = app.model().last_request().unwrap()["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap().into(),
-                m["content"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let context = app.model_context();
     let pair = |r: &str, c: &str| (r.to_owned(), c.to_owned());
     assert_eq!(
         context,
@@ -692,11 +667,7 @@ async fn the_last_message_alone_is_answered_from_the_stored_history() {
 async fn a_group_stream_resumes_and_a_stop_keeps_the_speaker_and_skips_the_rest() {
     let script = slow(300, 20);
     let app = chat_app(script).fixtures(groups()).start().await;
-    let mut first = app
-        .post_json(
-            &format!("/api/group-chat/{GROUP}/chat"),
-            &json!({"prompt": "all of you"}),
-        )
+    let mut first = prompt(&app, GROUP, "all of you")
         .signed_in(ALICE)
         .send_streaming()
         .await;
@@ -722,22 +693,14 @@ async fn a_group_stream_resumes_and_a_stop_keeps_the_speaker_and_skips_the_rest(
         404
     );
     assert_eq!(
-        app.request(Method::POST, &path("stop"))
-            .signed_in(BOB)
-            .send()
-            .await
-            .status,
+        app.post(&path("stop")).signed_in(BOB).send().await.status,
         404
     );
     assert_eq!(
         app.get(&path("stop")).signed_in(ALICE).send().await.status,
         405
     );
-    let resp = app
-        .request(Method::POST, &path("stop"))
-        .signed_in(ALICE)
-        .send()
-        .await;
+    let resp = app.post(&path("stop")).signed_in(ALICE).send().await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["messageId"], message_id.as_str());
     assert_eq!(resp.json()["status"], "stopped");
@@ -750,17 +713,12 @@ async fn a_group_stream_resumes_and_a_stop_keeps_the_speaker_and_skips_the_rest(
     assert_eq!(app.model().requests(), 1);
     assert!(eventually(|| async { app.model().cancelled() == 1 }).await);
     let stored: Vec<(String, bool, Option<String>)> = app
-        .pg
-        .query(
+        .triples(
             "SELECT \"id\", \"isBot\", \"status\" FROM \"GroupMessage\" \
              WHERE \"groupChatId\" = $1 AND \"id\" <> 'gm_old' ORDER BY \"createdAt\"",
             &[&GROUP],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+        .await;
     assert_eq!(
         stored.len(),
         2,
@@ -768,11 +726,7 @@ async fn a_group_stream_resumes_and_a_stop_keeps_the_speaker_and_skips_the_rest(
     );
     assert_eq!(stored[1], (message_id, true, Some("stopped".into())));
     assert_eq!(
-        app.request(Method::POST, &path("stop"))
-            .signed_in(ALICE)
-            .send()
-            .await
-            .status,
+        app.post(&path("stop")).signed_in(ALICE).send().await.status,
         204
     );
 }
@@ -1044,11 +998,7 @@ async fn with_resume_streams_off_nothing_reaches_the_cache_and_only_the_producer
         .start()
         .await;
     let other = app.another_instance().await;
-    let mut first = post_chat(&app, PUBLIC, "off the record")
-        .signed_in(ALICE)
-        .send_streaming()
-        .await;
-    until_text(&mut first).await;
+    let (_first, _) = alice_mid_reply(&app, "off the record").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         resume(&other, PUBLIC).signed_in(ALICE).send().await.status,
@@ -1059,7 +1009,7 @@ async fn with_resume_streams_off_nothing_reaches_the_cache_and_only_the_producer
         204
     );
     assert!(app.redis_keys("v1:reply:*").await.is_empty());
-    let mut resumed = resume(&app, PUBLIC).signed_in(ALICE).send_streaming().await;
+    let mut resumed = alice_resumes(&app).await;
     assert_eq!(resumed.status, 200);
     until_text(&mut resumed).await;
     let resp = stop(&app, PUBLIC).signed_in(ALICE).send().await;

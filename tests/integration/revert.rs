@@ -22,6 +22,16 @@ fn db(target: &TestDb, shadow: Option<&TestDb>, dir: &Path, args: &[&str]) -> Ou
     cmd.output().expect("run gcbb")
 }
 
+/// `gcbb db drift` of `target` against the history in `dir` exits 0 and finds no difference.
+fn assert_no_drift(target: &TestDb, shadow: &TestDb, dir: &Path) {
+    let out = db(target, Some(shadow), dir, &["drift"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "No difference detected.\n"
+    );
+}
+
 async fn exists(target: &TestDb, sql: &str) -> bool {
     target.one(&format!("SELECT EXISTS ({sql})"), &[]).await
 }
@@ -183,19 +193,9 @@ async fn a_revert_computed_on_the_shadow_undoes_a_deployed_migration_and_drift_c
 
     // drift: the database now equals the history without the migration (nor its revert)…
     let without = MigrationsDir::with(&[]);
-    let out = db(&target, Some(&shadow), &without.path, &["drift"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "No difference detected.\n"
-    );
+    assert_no_drift(&target, &shadow, &without.path);
     // …and the history with both replays to it too.
-    let out = db(&target, Some(&shadow), &dir.path, &["drift"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "No difference detected.\n"
-    );
+    assert_no_drift(&target, &shadow, &dir.path);
 }
 
 #[tokio::test]
@@ -223,12 +223,7 @@ async fn the_revert_of_a_migration_that_replaced_functions_brings_their_old_bodi
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The functions are those of the history before it.
     let before = MigrationsDir::up_to("20261128000000_privacy_epoch", &[]);
-    let out = db(&target, Some(&shadow), &before.path, &["drift"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "No difference detected.\n"
-    );
+    assert_no_drift(&target, &shadow, &before.path);
 }
 
 #[tokio::test]

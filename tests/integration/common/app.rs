@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use axum::Router;
+use bytes::Bytes;
 use gcbb::config::Config;
 use gcbb::platform::app::App;
 use gcbb::routes::VercelJson;
@@ -88,6 +89,19 @@ impl TestAppBuilder {
     pub fn model(mut self, script: Script) -> Self {
         self.model = Some(script);
         self
+    }
+
+    /// The rate limit of `bucket` (`SEARCH`, `DASHBOARD`, …): `requests` per window of
+    /// `window_ms`.
+    pub fn rate_limit(self, bucket: &str, requests: u32, window_ms: u64) -> Self {
+        self.env(
+            &format!("RATE_LIMIT_{bucket}_REQUESTS"),
+            &requests.to_string(),
+        )
+        .env(
+            &format!("RATE_LIMIT_{bucket}_WINDOW_MS"),
+            &window_ms.to_string(),
+        )
     }
 
     /// An environment variable for `Config::from_vars`, over the harness's own; an empty value
@@ -225,6 +239,11 @@ impl TestApp {
         }
     }
 
+    /// An app with the demo data whose cache is `cache`: the builder, to add to and start.
+    pub fn demo_with(cache: CacheKind) -> TestAppBuilder {
+        Self::builder().demo_data().cache(cache)
+    }
+
     /// The local model server; panics when the app was built without one.
     pub fn model(&self) -> &LocalModelServer {
         self.model
@@ -238,6 +257,16 @@ impl TestApp {
 
     pub fn get(&self, path: &str) -> TestRequest {
         self.request(Method::GET, path)
+    }
+
+    /// A `POST` with no body.
+    pub fn post(&self, path: &str) -> TestRequest {
+        self.request(Method::POST, path)
+    }
+
+    /// A `POST` with a body of any content type.
+    pub fn post_body(&self, path: &str, content_type: &str, body: impl Into<Bytes>) -> TestRequest {
+        self.request(Method::POST, path).body(content_type, body)
     }
 
     pub fn post_json(&self, path: &str, body: &Value) -> TestRequest {
@@ -264,6 +293,31 @@ impl TestApp {
             .await
     }
 
+    /// Runs the cron refresh, asserts it answered 200, and returns the step of its report named
+    /// `name`.
+    pub async fn refresh_step(&self, name: &str) -> Value {
+        let resp = self.refresh().await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let report = resp.json();
+        let steps = report["steps"].as_array().unwrap();
+        steps.iter().find(|s| s["name"] == name).cloned().unwrap()
+    }
+
+    /// (role, content) of each message of the model's last request.
+    pub fn model_context(&self) -> Vec<(String, String)> {
+        self.model().last_request().unwrap()["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap().to_owned(),
+                    m["content"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// The single number a query returns (`SELECT count(*) …`).
     pub async fn count(&self, sql: &str) -> i64 {
         self.pg
@@ -271,6 +325,27 @@ impl TestApp {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
             .get(0)
+    }
+
+    /// The rows of a three-column query, each as a tuple.
+    pub async fn triples<A, B, C>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<(A, B, C)>
+    where
+        A: for<'r> tokio_postgres::types::FromSql<'r>,
+        B: for<'r> tokio_postgres::types::FromSql<'r>,
+        C: for<'r> tokio_postgres::types::FromSql<'r>,
+    {
+        let rows = self
+            .pg
+            .query(sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
     }
 
     /// The keys under the app's prefix in Redis that match `pattern` (after `<prefix>:`), read

@@ -5,7 +5,7 @@
 //! - [`app`]: the app under test, in-process ([`app::TestApp`]): a fresh database, keys, a cache
 //!   key prefix, the model server, the real `App` and router; [`request`] is how tests talk to it.
 //! - [`fault`]: the fault proxy in front of Postgres and the private Redis; [`neon`]: the Neon
-//!   API stand-in.
+//!   API stand-in; [`jwks`]: a JWKS endpoint standing in for Clerk's.
 //! - [`session`]: the one RSA signing key of the test process and the tokens it signs.
 //! - this module: throwaway databases on the real Postgres (cloned from the migrated template),
 //!   the `gcbb` binary, and [`eventually`], the one bounded wait for effects that land after a
@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod fault;
+pub mod jwks;
 pub mod neon;
 pub mod request;
 
@@ -35,4 +36,12 @@ pub use gcbb_test_support::{
 pub mod session {
     //! The session tokens of the test process (see `gcbb_test_support::session`).
     pub use gcbb_test_support::session::*;
+}
+
+/// The model's default reply, failing as `failure` says.
+pub fn failing(failure: gcbb_cli::model_server::Failure) -> gcbb_cli::model_server::Script {
+    gcbb_cli::model_server::Script {
+        failure,
+        ..Default::default()
+    }
 }

@@ -374,6 +374,12 @@ async fn make_branch(inner: Arc<Inner>, branch: Branch) -> Result<(), (StatusCod
     Err((StatusCode::LOCKED, "the parent branch is busy".to_owned()))
 }
 
+/// The listed branch `id`, if there is one.
+fn find(inner: &Inner, id: &str) -> Option<Branch> {
+    let branches = inner.branches.lock().expect("branches");
+    branches.iter().find(|b| b.id == id).cloned()
+}
+
 fn forget(inner: &Inner, id: &str) {
     inner
         .branches
@@ -418,14 +424,7 @@ async fn remove(
             "project already has running conflicting operations, scheduling of new ones is prohibited",
         );
     };
-    let found = inner
-        .branches
-        .lock()
-        .expect("branches")
-        .iter()
-        .find(|b| b.id == branch)
-        .cloned();
-    let Some(found) = found else {
+    let Some(found) = find(&inner, &branch) else {
         return error(StatusCode::NOT_FOUND, "", "branch not found");
     };
     // On a task of its own: the branch is gone once deleting started, whoever hangs up.
@@ -501,14 +500,7 @@ async fn connection_uri(
         return error(StatusCode::INTERNAL_SERVER_ERROR, "", "internal error");
     }
     let branch = query.get("branch_id").cloned().unwrap_or_default();
-    let found = inner
-        .branches
-        .lock()
-        .expect("branches")
-        .iter()
-        .find(|b| b.id == branch)
-        .cloned();
-    let Some(found) = found else {
+    let Some(found) = find(&inner, &branch) else {
         return error(StatusCode::NOT_FOUND, "", "branch not found");
     };
     let role = query.get("role_name").cloned().unwrap_or_default();
