@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gcbb::config::{ConfigError, Env, Secret};
-use gcbb::db::config::DEFAULT_DB_CONNECT_TIMEOUT;
 use gcbb::db::DbConfig;
 
 use crate::error::MigrateError;
@@ -122,27 +121,15 @@ impl MigrateConfig {
     /// Reads a given set of variables; empty values count as unset.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Env(vars);
-        // As for the functions: DB_CONNECT_TIMEOUT_MS, when set, wins over a `connect_timeout`
-        // in the URLs.
-        let connect_timeout = env
-            .get("DB_CONNECT_TIMEOUT_MS")
-            .map(|_| env.millis("DB_CONNECT_TIMEOUT_MS", DEFAULT_DB_CONNECT_TIMEOUT))
-            .transpose()?;
-        let db_url = |name| -> Result<Option<DbConfig>, ConfigError> {
-            Ok(env.db_url(name)?.map(|db| match connect_timeout {
-                Some(t) => db.with_connect_timeout(t),
-                None => db,
-            }))
-        };
         // Only the preferred variable is read: a stale DATABASE_URL beside a good direct URL
         // does not stop a deploy.
         let database = match DATABASE_URL_VARS.iter().find(|var| env.get(var).is_some()) {
-            Some(&var) => db_url(var)?.map(|db| MigrationDatabase { var, db }),
+            Some(&var) => env.db_url(var)?.map(|db| MigrationDatabase { var, db }),
             None => None,
         };
         Ok(MigrateConfig {
             database,
-            shadow: db_url(SHADOW_DATABASE_URL_VAR)?,
+            shadow: env.db_url(SHADOW_DATABASE_URL_VAR)?,
             settings: settings(&env)?,
             migrations_dir: env
                 .get(MIGRATIONS_DIR_VAR)

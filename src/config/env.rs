@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::ConfigError;
+use crate::db::config::DEFAULT_DB_CONNECT_TIMEOUT;
 use crate::db::DbConfig;
 
 /// A secret from the environment (`CRON_SECRET`, `OPENAI_API_KEY`, an Upstash token). `Debug`
@@ -71,16 +72,25 @@ impl Env<'_> {
         Ok(Duration::from_millis(ms))
     }
 
-    /// A Postgres URL (`postgres://…`), parsed; `None` when unset.
+    /// A Postgres URL (`postgres://…`), parsed; `None` when unset. `DB_CONNECT_TIMEOUT_MS`,
+    /// when set, wins over a `connect_timeout` in the URL (for the functions and `gcbb db`
+    /// alike).
     pub fn db_url(&self, name: &'static str) -> Result<Option<DbConfig>, ConfigError> {
-        self.get(name)
-            .map(|raw| {
-                DbConfig::parse(&raw).map_err(|e| ConfigError::Invalid {
-                    name,
-                    reason: e.to_string(),
-                })
-            })
-            .transpose()
+        let connect_timeout = self
+            .get("DB_CONNECT_TIMEOUT_MS")
+            .map(|_| self.millis("DB_CONNECT_TIMEOUT_MS", DEFAULT_DB_CONNECT_TIMEOUT))
+            .transpose()?;
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        let db = DbConfig::parse(&raw).map_err(|e| ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        })?;
+        Ok(Some(match connect_timeout {
+            Some(t) => db.with_connect_timeout(t),
+            None => db,
+        }))
     }
 
     pub(super) fn http_url(&self, name: &'static str) -> Result<Option<String>, ConfigError> {

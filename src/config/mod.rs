@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::db::config::DEFAULT_DB_CONNECT_TIMEOUT;
 use crate::db::DbConfig;
 pub use crate::db::DEFAULT_QUERY_TIMEOUT as DEFAULT_DB_QUERY_TIMEOUT;
 
@@ -150,18 +149,7 @@ impl Config {
     /// Reads a given set of variables; empty values count as unset.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Env(vars);
-        // DB_CONNECT_TIMEOUT_MS, when set, wins over a `connect_timeout` in the URLs.
-        let connect_timeout = env
-            .get("DB_CONNECT_TIMEOUT_MS")
-            .map(|_| env.millis("DB_CONNECT_TIMEOUT_MS", DEFAULT_DB_CONNECT_TIMEOUT))
-            .transpose()?;
-        let db_url = |name| -> Result<Option<DbConfig>, ConfigError> {
-            Ok(env.db_url(name)?.map(|db| match connect_timeout {
-                Some(t) => db.with_connect_timeout(t),
-                None => db,
-            }))
-        };
-        let database = db_url("DATABASE_URL")?.ok_or(ConfigError::Missing {
+        let database = env.db_url("DATABASE_URL")?.ok_or(ConfigError::Missing {
             name: "DATABASE_URL",
         })?;
         let cache_key_prefix = env
