@@ -677,3 +677,23 @@ async fn distinct_random_searches_deep_pages_and_made_up_categories_add_no_page_
     assert_eq!(a.header("etag"), b.header("etag"));
     assert_eq!(b.header("x-cache"), "memory");
 }
+
+#[tokio::test]
+async fn a_companion_edit_over_body_limit_bytes_is_refused_with_413_and_changes_nothing() {
+    const EDITED: &str =
+        "SELECT count(*) FROM \"Companion\" WHERE id = 'cmp_demo_01' AND instructions LIKE 'x%'";
+    let app = TestApp::builder()
+        .demo_data()
+        .env("BODY_LIMIT_BYTES", "1024")
+        .start()
+        .await;
+    // Under the built-in 64 KiB limit, over the configured one.
+    let resp = edit_demo(&app, json!({ "instructions": "x".repeat(2_000) })).await;
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    assert_eq!(resp.json()["error"]["code"], "payload_too_large");
+    assert_eq!(app.count(EDITED).await, 0, "nothing stored");
+    // The same edit within the limit goes through.
+    let resp = edit_demo(&app, json!({ "instructions": "x".repeat(500) })).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(app.count(EDITED).await, 1);
+}
